@@ -1,0 +1,296 @@
+//! Scoring with lm-evaluation-harness semantics (EleutherAI, `lm_eval/models/huggingface.py`).
+//!
+//! - `loglikelihood(context, continuation)`: trailing spaces of the context move to the
+//!   continuation; the continuation's tokens are `encode(context + continuation)` minus the
+//!   tokens of `encode(context)`; an empty context is replaced by the prefix token (BOS, else
+//!   EOS). Returns the summed log-probability and whether greedy decoding gives the
+//!   continuation.
+//! - `loglikelihood_rolling(text)`: disjoint windows of `max_length` tokens, the first
+//!   conditioned on the prefix token, the next ones on the preceding tokens.
+//! - `generate_until(context, stop, max_new_tokens)`: greedy; the text is cut at the first
+//!   stop string.
+//!
+//! Requests are sorted by descending token length, batched, and answered in their original
+//! order; padding is on the right, so padded and unpadded rows score identically.
+
+use crate::model::{log_softmax_last, CausalLm};
+use crate::tok::Tok;
+use anyhow::{bail, Result};
+use candle_core::{Tensor, D};
+
+/// The result of one `loglikelihood` request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogLik {
+    pub logprob: f64,
+    pub is_greedy: bool,
+    /// Number of continuation tokens.
+    pub n_tokens: usize,
+}
+
+/// A scorer over a model and its tokenizer.
+pub struct Scorer<'a> {
+    pub model: &'a CausalLm,
+    pub tok: &'a Tok,
+    pub batch_size: usize,
+    /// Longest sequence fed to the model (defaults to max_position_embeddings).
+    pub max_length: usize,
+    /// Prepend BOS to every non-empty context. lm-evaluation-harness does not for most HF
+    /// models; the testbed's models are trained with BOS at each document start, so they do.
+    pub add_bos: bool,
+}
+
+/// A request reduced to tokens: score `cont` given `ctx`.
+struct TokReq {
+    ctx: Vec<u32>,
+    cont: Vec<u32>,
+}
+
+/// Per-token log-probs of a continuation plus greedy flags.
+struct TokResult {
+    logprobs: Vec<f32>,
+    greedy: bool,
+}
+
+impl<'a> Scorer<'a> {
+    pub fn new(model: &'a CausalLm, tok: &'a Tok) -> Scorer<'a> {
+        Scorer { model, tok, batch_size: 16, max_length: model.cfg.max_position_embeddings, add_bos: false }
+    }
+
+    fn encode_pair(&self, context: &str, continuation: &str) -> Result<TokReq> {
+        if context.is_empty() {
+            return Ok(TokReq { ctx: vec![self.tok.prefix_token()], cont: self.tok.encode(continuation)? });
+        }
+        let trimmed = context.trim_end_matches(' ');
+        let n_sp = context.len() - trimmed.len();
+        let (ctx, cont) = if n_sp > 0 {
+            (trimmed.to_string(), format!("{}{}", &context[trimmed.len()..], continuation))
+        } else {
+            (context.to_string(), continuation.to_string())
+        };
+        let whole = self.tok.encode(&format!("{ctx}{cont}"))?;
+        let mut ctx_enc = self.tok.encode(&ctx)?;
+        let cont_enc = whole[ctx_enc.len().min(whole.len())..].to_vec();
+        if self.add_bos {
+            if let Some(b) = self.tok.bos {
+                ctx_enc.insert(0, b);
+            }
+        }
+        Ok(TokReq { ctx: ctx_enc, cont: cont_enc })
+    }
+
+    /// lm-eval's `loglikelihood`.
+    pub fn loglikelihood(&self, requests: &[(String, String)]) -> Result<Vec<LogLik>> {
+        let reqs = requests.iter().map(|(c, x)| self.encode_pair(c, x)).collect::<Result<Vec<_>>>()?;
+        let res = self.run(&reqs)?;
+        Ok(res
+            .into_iter()
+            .map(|r| LogLik {
+                logprob: r.logprobs.iter().map(|&x| x as f64).sum(),
+                is_greedy: r.greedy,
+                n_tokens: r.logprobs.len(),
+            })
+            .collect())
+    }
+
+    /// Log-probability of every token of each text given the preceding ones, with the prefix
+    /// token (BOS) prepended. Texts longer than `max_length` are scored in rolling windows.
+    pub fn token_logprobs(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
+        let mut reqs = vec![];
+        let mut owner = vec![];
+        for (i, t) in texts.iter().enumerate() {
+            let toks = self.tok.encode(t)?;
+            for (ctx, cont) in rolling_windows(&toks, self.tok.prefix_token(), self.max_length) {
+                reqs.push(TokReq { ctx, cont });
+                owner.push(i);
+            }
+        }
+        let res = self.run(&reqs)?;
+        let mut out = vec![vec![]; texts.len()];
+        for (r, i) in res.into_iter().zip(owner) {
+            out[i].extend(r.logprobs);
+        }
+        Ok(out)
+    }
+
+    /// lm-eval's `loglikelihood_rolling`: (sum of log-probs, token count) per text.
+    pub fn loglikelihood_rolling(&self, texts: &[String]) -> Result<Vec<(f64, usize)>> {
+        Ok(self
+            .token_logprobs(texts)?
+            .into_iter()
+            .map(|lp| (lp.iter().map(|&x| x as f64).sum(), lp.len()))
+            .collect())
+    }
+
+    /// Full next-token log-distributions at every position of `[prefix] + text` predicting each
+    /// text token: one (n_tokens, vocab) matrix per text (for KL to a reference model).
+    pub fn distributions(&self, texts: &[String]) -> Result<Vec<Tensor>> {
+        let mut out = Vec::with_capacity(texts.len());
+        for t in texts {
+            let mut toks = vec![self.tok.prefix_token()];
+            toks.extend(self.tok.encode(t)?);
+            toks.truncate(self.max_length + 1);
+            let n = toks.len() - 1;
+            let input = Tensor::from_vec(toks[..n].to_vec(), (1, n), &self.model.device)?;
+            let logits = self.model.forward(&input, None)?;
+            out.push(log_softmax_last(&logits)?.squeeze(0)?);
+        }
+        Ok(out)
+    }
+
+    /// lm-eval's `generate_until`, greedy: (context, stop strings, max new tokens) -> text.
+    pub fn generate_until(&self, requests: &[(String, Vec<String>, usize)]) -> Result<Vec<String>> {
+        let mut out = vec![String::new(); requests.len()];
+        let mut order: Vec<usize> = (0..requests.len()).collect();
+        let encoded = requests
+            .iter()
+            .map(|(c, _, _)| {
+                let mut ids = self.tok.encode(c)?;
+                if self.add_bos || ids.is_empty() {
+                    ids.insert(0, self.tok.prefix_token());
+                }
+                Ok(ids)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        order.sort_by_key(|&i| std::cmp::Reverse(encoded[i].len()));
+        for chunk in order.chunks(self.batch_size.max(1)) {
+            let mut rows: Vec<Vec<u32>> = chunk
+                .iter()
+                .map(|&i| {
+                    let keep = self.max_length.saturating_sub(requests[i].2).max(1);
+                    let e = &encoded[i];
+                    e[e.len().saturating_sub(keep)..].to_vec()
+                })
+                .collect();
+            let starts: Vec<usize> = rows.iter().map(|r| r.len()).collect();
+            let mut done = vec![false; rows.len()];
+            let max_new = chunk.iter().map(|&i| requests[i].2).max().unwrap_or(0);
+            for _ in 0..max_new {
+                let active: Vec<usize> = (0..rows.len()).filter(|&r| !done[r]).collect();
+                if active.is_empty() {
+                    break;
+                }
+                let t = active.iter().map(|&r| rows[r].len()).max().unwrap_or(1);
+                let mut ids = vec![self.tok.pad; active.len() * t];
+                for (k, &r) in active.iter().enumerate() {
+                    ids[k * t..k * t + rows[r].len()].copy_from_slice(&rows[r]);
+                }
+                let input = Tensor::from_vec(ids, (active.len(), t), &self.model.device)?;
+                let logits = self.model.forward(&input, None)?;
+                for (k, &r) in active.iter().enumerate() {
+                    let last = logits.get(k)?.get(rows[r].len() - 1)?;
+                    let next = last.argmax(D::Minus1)?.to_scalar::<u32>()?;
+                    let i = chunk[r];
+                    let (_, stops, max_i) = &requests[i];
+                    if self.tok.eos.contains(&next) {
+                        done[r] = true;
+                        continue;
+                    }
+                    rows[r].push(next);
+                    let text = self.tok.decode(&rows[r][starts[r]..])?;
+                    if stops.iter().any(|s| !s.is_empty() && text.contains(s.as_str()))
+                        || rows[r].len() - starts[r] >= *max_i
+                        || rows[r].len() >= self.max_length
+                    {
+                        done[r] = true;
+                    }
+                }
+            }
+            for (r, &i) in chunk.iter().enumerate() {
+                let mut text = self.tok.decode(&rows[r][starts[r]..])?;
+                for s in &requests[i].1 {
+                    if s.is_empty() {
+                        continue;
+                    }
+                    if let Some(p) = text.find(s.as_str()) {
+                        text.truncate(p);
+                    }
+                }
+                out[i] = text;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Score token requests in batches sorted by descending length.
+    fn run(&self, reqs: &[TokReq]) -> Result<Vec<TokResult>> {
+        let max_len = self.max_length;
+        // (input tokens, index of first continuation position in the input outputs, cont)
+        let prepared: Vec<(Vec<u32>, usize, &[u32])> = reqs
+            .iter()
+            .map(|r| {
+                if r.cont.is_empty() {
+                    return (vec![], 0, &r.cont[..]);
+                }
+                let mut full: Vec<u32> = r.ctx.iter().chain(r.cont.iter()).copied().collect();
+                if full.len() > max_len + 1 {
+                    full.drain(..full.len() - (max_len + 1));
+                }
+                let input = full[..full.len() - 1].to_vec();
+                let n_cont = r.cont.len().min(input.len());
+                let first = input.len() - n_cont;
+                (input, first, &r.cont[r.cont.len() - n_cont..])
+            })
+            .collect();
+        let mut order: Vec<usize> = (0..reqs.len()).collect();
+        order.sort_by(|&a, &b| {
+            let la = prepared[a].0.len() + prepared[a].2.len();
+            let lb = prepared[b].0.len() + prepared[b].2.len();
+            lb.cmp(&la).then_with(|| prepared[a].0.cmp(&prepared[b].0))
+        });
+        let mut out: Vec<Option<TokResult>> = (0..reqs.len()).map(|_| None).collect();
+        let nonempty: Vec<usize> = order.iter().copied().filter(|&i| !prepared[i].0.is_empty()).collect();
+        for &i in order.iter().filter(|&&i| prepared[i].0.is_empty()) {
+            out[i] = Some(TokResult { logprobs: vec![], greedy: true });
+        }
+        for chunk in nonempty.chunks(self.batch_size.max(1)) {
+            let t = chunk.iter().map(|&i| prepared[i].0.len()).max().unwrap_or(1);
+            let mut ids = vec![self.tok.pad; chunk.len() * t];
+            for (k, &i) in chunk.iter().enumerate() {
+                ids[k * t..k * t + prepared[i].0.len()].copy_from_slice(&prepared[i].0);
+            }
+            let input = Tensor::from_vec(ids, (chunk.len(), t), &self.model.device)?;
+            let logits = self.model.forward(&input, None)?;
+            let lp = log_softmax_last(&logits)?; // (b, t, v)
+            let greedy = lp.argmax(D::Minus1)?.to_vec2::<u32>()?;
+            for (k, &i) in chunk.iter().enumerate() {
+                let (input, first, cont) = &prepared[i];
+                let n = cont.len();
+                let row = lp.get(k)?.narrow(0, *first, n)?; // (n, v)
+                let idx = Tensor::from_vec(cont.to_vec(), (n, 1), &self.model.device)?;
+                let picked = row.gather(&idx, 1)?.squeeze(1)?.to_vec1::<f32>()?;
+                let is_greedy = (0..n).all(|j| greedy[k][first + j] == cont[j]);
+                debug_assert!(input.len() >= *first + n);
+                out[i] = Some(TokResult { logprobs: picked, greedy: is_greedy });
+            }
+        }
+        out.into_iter()
+            .enumerate()
+            .map(|(i, r)| r.ok_or_else(|| anyhow::anyhow!("request {i} was not scored")))
+            .collect::<Result<Vec<_>>>()
+            .and_then(|v| if v.len() == reqs.len() { Ok(v) } else { bail!("scorer lost requests") })
+    }
+}
+
+/// lm-eval's `get_rolling_token_windows` with context length 1, made disjoint: a list of
+/// (context tokens, continuation tokens) covering every token exactly once.
+pub fn rolling_windows(tokens: &[u32], prefix: u32, max_len: usize) -> Vec<(Vec<u32>, Vec<u32>)> {
+    let mut out = vec![];
+    if tokens.is_empty() {
+        return out;
+    }
+    let max_len = max_len.max(1);
+    let first = max_len.min(tokens.len());
+    out.push((vec![prefix], tokens[..first].to_vec()));
+    let mut predicted = first;
+    while predicted < tokens.len() {
+        let pred_len = (tokens.len() - predicted).min(max_len);
+        let end = predicted + pred_len;
+        let ctx_start = end.saturating_sub(max_len + 1);
+        // The window is tokens[ctx_start .. end-1] predicting tokens[end-pred_len .. end];
+        // disjoint: the context is the part of the window before the first predicted token.
+        let ctx = tokens[ctx_start..end - pred_len].to_vec();
+        out.push((ctx, tokens[end - pred_len..end].to_vec()));
+        predicted = end;
+    }
+    out
+}

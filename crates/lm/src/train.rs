@@ -1,0 +1,433 @@
+//! Training: batches with loss masks, objectives, AdamW (decoupled weight decay, Loshchilov &
+//! Hutter 2019), warm-up then constant / linear / cosine decay, clipping by global gradient
+//! norm, gradient accumulation, and detection of non-finite losses and gradients.
+//!
+//! Every training run in the project — pretraining the testbed, MSA's fine-tunes, gradient
+//! ascent, NPO — goes through [`Trainer::step`]; methods only supply an [`Objective`].
+
+use crate::model::CausalLm;
+use anyhow::{bail, Context, Result};
+use candle_core::{backprop::GradStore, DType, Device, Tensor, D};
+use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+/// One training sequence: tokens plus a per-token loss weight. `loss_mask[i]` weighs the
+/// prediction of `tokens[i]` from `tokens[..i]` (so `loss_mask[0]` is never used).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Example {
+    pub tokens: Vec<u32>,
+    pub loss_mask: Vec<f32>,
+}
+
+impl Example {
+    /// Train on every token.
+    pub fn full(tokens: Vec<u32>) -> Example {
+        let loss_mask = vec![1.0; tokens.len()];
+        Example { tokens, loss_mask }
+    }
+
+    /// Train only on `answer` (e.g. an answer given a question).
+    pub fn prompt_answer(prompt: &[u32], answer: &[u32]) -> Example {
+        let mut tokens = prompt.to_vec();
+        tokens.extend_from_slice(answer);
+        let mut loss_mask = vec![0.0; prompt.len()];
+        loss_mask.extend(std::iter::repeat_n(1.0, answer.len()));
+        Example { tokens, loss_mask }
+    }
+
+    /// Number of tokens that carry loss.
+    pub fn n_target_tokens(&self) -> usize {
+        self.loss_mask.iter().skip(1).filter(|m| **m != 0.0).count()
+    }
+}
+
+/// A right-padded batch, already shifted for next-token prediction.
+pub struct Batch {
+    /// (b, t) u32: tokens[..n-1].
+    pub inputs: Tensor,
+    /// (b, t) u32: tokens[1..].
+    pub targets: Tensor,
+    /// (b, t) f32: loss weights of the targets (0 on padding).
+    pub mask: Tensor,
+    /// (b, t) f32: 1 on real input tokens.
+    pub attention: Tensor,
+    /// Index of each row in the data set it came from.
+    pub ids: Vec<usize>,
+}
+
+/// Build a batch from examples; rows are padded on the right with `pad`.
+pub fn collate(examples: &[&Example], ids: Vec<usize>, pad: u32, device: &Device) -> Result<Batch> {
+    if examples.is_empty() {
+        bail!("cannot build an empty batch");
+    }
+    let t = examples.iter().map(|e| e.tokens.len().saturating_sub(1)).max().unwrap_or(0).max(1);
+    let b = examples.len();
+    let mut inputs = vec![pad; b * t];
+    let mut targets = vec![pad; b * t];
+    let mut mask = vec![0f32; b * t];
+    let mut att = vec![0f32; b * t];
+    for (r, e) in examples.iter().enumerate() {
+        if e.tokens.len() != e.loss_mask.len() {
+            bail!("example {} has {} tokens but {} loss weights", ids[r], e.tokens.len(), e.loss_mask.len());
+        }
+        let n = e.tokens.len().saturating_sub(1);
+        for i in 0..n {
+            inputs[r * t + i] = e.tokens[i];
+            targets[r * t + i] = e.tokens[i + 1];
+            mask[r * t + i] = e.loss_mask[i + 1];
+            att[r * t + i] = 1.0;
+        }
+    }
+    Ok(Batch {
+        inputs: Tensor::from_vec(inputs, (b, t), device)?,
+        targets: Tensor::from_vec(targets, (b, t), device)?,
+        mask: Tensor::from_vec(mask, (b, t), device)?,
+        attention: Tensor::from_vec(att, (b, t), device)?,
+        ids,
+    })
+}
+
+/// Per-row sums of masked target log-probabilities, and per-row masked token counts: (b,), (b,).
+pub fn sequence_logprobs(model: &CausalLm, batch: &Batch) -> Result<(Tensor, Tensor)> {
+    let logits = model.forward(&batch.inputs, Some(&batch.attention))?;
+    let lp = CausalLm::target_logprobs(&logits, &batch.targets)?;
+    let sum = (lp * &batch.mask)?.sum(D::Minus1)?;
+    let count = batch.mask.sum(D::Minus1)?;
+    Ok((sum, count))
+}
+
+/// Mean negative log-likelihood over the masked tokens of a batch (a scalar).
+pub fn masked_nll(model: &CausalLm, batch: &Batch) -> Result<Tensor> {
+    let (sum, count) = sequence_logprobs(model, batch)?;
+    let total = count.sum_all()?.to_scalar::<f32>()?;
+    if total <= 0.0 {
+        bail!("batch has no target tokens after masking");
+    }
+    Ok((sum.sum_all()?.neg()? / total as f64)?)
+}
+
+/// What one optimizer step sees: a batch of the data being trained on, and optionally a batch
+/// of a second data set (e.g. the retain set of gradient difference).
+pub struct Step<'a> {
+    pub primary: &'a Batch,
+    pub secondary: Option<&'a Batch>,
+}
+
+/// A training objective: the scalar loss of one (micro-)batch.
+pub trait Objective {
+    fn loss(&self, model: &CausalLm, step: &Step) -> Result<Tensor>;
+}
+
+/// Plain next-token cross-entropy on the primary batch.
+pub struct NextToken;
+
+impl Objective for NextToken {
+    fn loss(&self, model: &CausalLm, step: &Step) -> Result<Tensor> {
+        masked_nll(model, step.primary)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    Constant,
+    Linear,
+    Cosine,
+}
+
+/// Optimizer and schedule settings. Defaults follow the MSA paper's fine-tuning recipe
+/// (AdamW, weight decay 0.01, one warm-up epoch, linear decay) with a learning rate for
+/// small models.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    /// Warm-up steps; `warmup_ratio` is used when this is `None`.
+    pub warmup_steps: Option<usize>,
+    pub warmup_ratio: f64,
+    pub schedule: Schedule,
+    /// Final learning rate as a fraction of `lr`.
+    pub min_lr_ratio: f64,
+    /// Clip the global gradient norm to this (None: no clipping).
+    pub max_grad_norm: Option<f64>,
+    pub batch_size: usize,
+    pub grad_accum: usize,
+    pub epochs: usize,
+    /// Stop after this many optimizer steps (overrides `epochs` when smaller).
+    pub max_steps: Option<usize>,
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            lr: 1e-3,
+            weight_decay: 0.01,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            warmup_steps: None,
+            warmup_ratio: 0.1,
+            schedule: Schedule::Linear,
+            min_lr_ratio: 0.0,
+            max_grad_norm: Some(1.0),
+            batch_size: 16,
+            grad_accum: 1,
+            epochs: 10,
+            max_steps: None,
+            seed: 0,
+        }
+    }
+}
+
+impl TrainConfig {
+    pub fn validate(&self) -> Result<()> {
+        let checks: [(&str, bool); 7] = [
+            ("lr", self.lr.is_finite() && self.lr >= 0.0),
+            ("weight_decay", self.weight_decay.is_finite() && self.weight_decay >= 0.0),
+            ("beta1", (0.0..1.0).contains(&self.beta1)),
+            ("beta2", (0.0..1.0).contains(&self.beta2)),
+            ("warmup_ratio", (0.0..=1.0).contains(&self.warmup_ratio)),
+            ("batch_size", self.batch_size > 0),
+            ("grad_accum", self.grad_accum > 0),
+        ];
+        for (field, ok) in checks {
+            if !ok {
+                bail!("train.{field}: invalid value in {self:?}");
+            }
+        }
+        if let Some(c) = self.max_grad_norm {
+            if !(c.is_finite() && c > 0.0) {
+                bail!("train.max_grad_norm must be positive, got {c}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Learning rate at optimizer step `step` (0-based) of `total`.
+    pub fn lr_at(&self, step: usize, total: usize) -> f64 {
+        let warm = self.warmup_steps.unwrap_or((self.warmup_ratio * total as f64).round() as usize);
+        if step < warm {
+            return self.lr * (step + 1) as f64 / warm as f64;
+        }
+        let span = total.saturating_sub(warm).max(1) as f64;
+        let progress = ((step - warm) as f64 / span).min(1.0);
+        let min = self.lr * self.min_lr_ratio;
+        match self.schedule {
+            Schedule::Constant => self.lr,
+            Schedule::Linear => min + (self.lr - min) * (1.0 - progress),
+            Schedule::Cosine => min + (self.lr - min) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()),
+        }
+    }
+}
+
+/// Statistics of one optimizer step.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct StepStats {
+    pub step: usize,
+    pub loss: f64,
+    pub grad_norm: f64,
+    pub lr: f64,
+}
+
+/// An optimizer bound to a trainable model.
+pub struct Trainer<'m> {
+    pub model: &'m CausalLm,
+    pub cfg: TrainConfig,
+    opt: AdamW,
+    pub step: usize,
+    pub total_steps: usize,
+}
+
+impl<'m> Trainer<'m> {
+    pub fn new(model: &'m CausalLm, cfg: TrainConfig, total_steps: usize) -> Result<Trainer<'m>> {
+        cfg.validate()?;
+        if !model.params.is_trainable() {
+            bail!("model was loaded frozen; load it trainable to fine-tune");
+        }
+        let vars = model.vars().iter().map(|(_, v)| v.clone()).collect();
+        let opt = AdamW::new(
+            vars,
+            ParamsAdamW {
+                lr: cfg.lr,
+                beta1: cfg.beta1,
+                beta2: cfg.beta2,
+                eps: cfg.eps,
+                weight_decay: cfg.weight_decay,
+            },
+        )?;
+        Ok(Trainer { model, cfg, opt, step: 0, total_steps })
+    }
+
+    /// Gradients of the objective averaged over `micro` micro-batches, one per variable (in
+    /// the order of [`CausalLm::vars`]), and the mean loss. Errors on a non-finite loss and on
+    /// a parameter that received no gradient.
+    pub fn gradients(&self, objective: &dyn Objective, micro: &[Step]) -> Result<(Vec<Tensor>, f64)> {
+        if micro.is_empty() {
+            bail!("optimizer step {} got no batches", self.step);
+        }
+        let vars = self.model.vars();
+        let mut acc: Vec<Option<Tensor>> = vec![None; vars.len()];
+        let mut loss_sum = 0.0;
+        for s in micro {
+            let loss = objective.loss(self.model, s)?;
+            let lv = loss.to_dtype(DType::F64)?.to_scalar::<f64>().context("the objective must return a scalar loss")?;
+            if !lv.is_finite() {
+                bail!("non-finite loss ({lv}) at optimizer step {}", self.step);
+            }
+            loss_sum += lv;
+            let grads = loss.backward()?;
+            for (i, (name, v)) in vars.iter().enumerate() {
+                let g = grads.get(v.as_tensor()).with_context(|| {
+                    format!("parameter {name} received no gradient at step {} (graph is broken)", self.step)
+                })?;
+                acc[i] = Some(match acc[i].take() {
+                    None => g.clone(),
+                    Some(a) => (a + g)?,
+                });
+            }
+        }
+        let n = micro.len() as f64;
+        let mut grads: Vec<Tensor> = acc.into_iter().map(|g| g.expect("every var has a gradient")).collect();
+        if micro.len() > 1 {
+            grads = grads.into_iter().map(|g| g / n).collect::<candle_core::Result<_>>()?;
+        }
+        Ok((grads, loss_sum / n))
+    }
+
+    /// One optimizer step over `micro` micro-batches (gradients averaged over them).
+    pub fn step(&mut self, objective: &dyn Objective, micro: &[Step]) -> Result<StepStats> {
+        let (grads, loss) = self.gradients(objective, micro)?;
+        let vars = self.model.vars();
+        let mut sq = 0f64;
+        for g in &grads {
+            sq += g.sqr()?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        }
+        let norm = sq.sqrt();
+        if !norm.is_finite() {
+            let bad = vars
+                .iter()
+                .zip(&grads)
+                .find(|(_, g)| {
+                    g.sqr().and_then(|s| s.sum_all()).and_then(|s| s.to_scalar::<f32>()).map(|v| !v.is_finite()).unwrap_or(true)
+                })
+                .map(|((n, _), _)| n.as_str())
+                .unwrap_or("?");
+            bail!("non-finite gradient norm at optimizer step {} (first bad parameter: {bad})", self.step);
+        }
+        let scale = match self.cfg.max_grad_norm {
+            Some(c) if norm > c => c / (norm + 1e-6),
+            _ => 1.0,
+        };
+        let mut store = GradStore::default();
+        for ((_, v), g) in vars.iter().zip(grads) {
+            let g = if scale != 1.0 { (g * scale)? } else { g };
+            store.insert(v.as_tensor(), g);
+        }
+        let lr = self.cfg.lr_at(self.step, self.total_steps.max(1));
+        self.opt.set_learning_rate(lr);
+        self.opt.step(&store)?;
+        let stats = StepStats { step: self.step, loss, grad_norm: norm, lr };
+        self.step += 1;
+        Ok(stats)
+    }
+}
+
+/// The log of a training run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TrainLog {
+    pub steps: Vec<StepStats>,
+    pub seconds: f64,
+    pub tokens: usize,
+}
+
+/// A progress callback: (steps done, total steps, last loss).
+pub type Progress<'a> = &'a mut dyn FnMut(usize, usize, f64);
+
+/// Train for `cfg.epochs` over `primary` (shuffled each epoch with `cfg.seed`), pairing each
+/// primary batch with a batch of `secondary` when given (cycled, shuffled with its own stream).
+pub fn fit(
+    model: &CausalLm,
+    primary: &[Example],
+    secondary: Option<&[Example]>,
+    cfg: &TrainConfig,
+    objective: &dyn Objective,
+    pad: u32,
+    progress: Option<Progress>,
+) -> Result<TrainLog> {
+    cfg.validate()?;
+    if primary.is_empty() {
+        bail!("training set is empty");
+    }
+    if primary.iter().all(|e| e.n_target_tokens() == 0) {
+        bail!("training set has no target tokens after masking");
+    }
+    if let Some(s) = secondary {
+        if s.is_empty() {
+            bail!("secondary (retain) set is empty");
+        }
+    }
+    let per_step = cfg.batch_size * cfg.grad_accum;
+    let steps_per_epoch = primary.len().div_ceil(per_step);
+    let mut total = steps_per_epoch * cfg.epochs;
+    if let Some(m) = cfg.max_steps {
+        total = total.min(m);
+    }
+    let mut trainer = Trainer::new(model, cfg.clone(), total)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    let mut rng2 = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x5eed_5eed);
+    let mut sec_order: Vec<usize> = vec![];
+    let mut sec_pos = 0usize;
+    let mut log = TrainLog::default();
+    let start = std::time::Instant::now();
+    let mut progress = progress;
+    'outer: for _epoch in 0..cfg.epochs {
+        let mut order: Vec<usize> = (0..primary.len()).collect();
+        order.shuffle(&mut rng);
+        for chunk in order.chunks(per_step) {
+            if trainer.step >= total {
+                break 'outer;
+            }
+            let mut batches = vec![];
+            for mb in chunk.chunks(cfg.batch_size) {
+                let ex: Vec<&Example> = mb.iter().map(|&i| &primary[i]).collect();
+                log.tokens += ex.iter().map(|e| e.tokens.len()).sum::<usize>();
+                let pb = collate(&ex, mb.to_vec(), pad, &model.device)?;
+                let sb = match secondary {
+                    None => None,
+                    Some(sec) => {
+                        let mut ids = vec![];
+                        for _ in 0..mb.len() {
+                            if sec_pos == sec_order.len() {
+                                sec_order = (0..sec.len()).collect();
+                                sec_order.shuffle(&mut rng2);
+                                sec_pos = 0;
+                            }
+                            ids.push(sec_order[sec_pos]);
+                            sec_pos += 1;
+                        }
+                        let ex: Vec<&Example> = ids.iter().map(|&i| &sec[i]).collect();
+                        log.tokens += ex.iter().map(|e| e.tokens.len()).sum::<usize>();
+                        Some(collate(&ex, ids, pad, &model.device)?)
+                    }
+                };
+                batches.push((pb, sb));
+            }
+            let steps: Vec<Step> = batches.iter().map(|(p, s)| Step { primary: p, secondary: s.as_ref() }).collect();
+            let st = trainer.step(objective, &steps)?;
+            if let Some(p) = progress.as_mut() {
+                p(trainer.step, total, st.loss);
+            }
+            log.steps.push(st);
+        }
+    }
+    log.seconds = start.elapsed().as_secs_f64();
+    Ok(log)
+}

@@ -1,0 +1,166 @@
+//! Model weights: loading Hugging Face safetensors (single file or sharded), random
+//! initialisation, and the frozen / trainable distinction.
+//!
+//! Pickle checkpoints (`pytorch_model.bin`, `*.pt`) are never loaded: they can run code.
+
+use crate::config::LmConfig;
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor, Var};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The named parameters of a model. For a trainable model every tensor is backed by a
+/// [`Var`] (the tensor and the var share storage, so optimizer updates are seen by forward).
+pub struct Params {
+    pub tensors: BTreeMap<String, Tensor>,
+    pub vars: Vec<(String, Var)>,
+}
+
+impl Params {
+    pub fn get(&self, name: &str) -> Result<&Tensor> {
+        self.tensors
+            .get(name)
+            .with_context(|| format!("tensor {name:?} missing from the model weights"))
+    }
+
+    pub fn is_trainable(&self) -> bool {
+        !self.vars.is_empty()
+    }
+
+    fn from_tensors(tensors: BTreeMap<String, Tensor>, trainable: bool) -> Result<Params> {
+        if !trainable {
+            return Ok(Params { tensors, vars: vec![] });
+        }
+        let mut vars = Vec::with_capacity(tensors.len());
+        let mut out = BTreeMap::new();
+        for (name, t) in tensors {
+            let v = Var::from_tensor(&t)?;
+            out.insert(name.clone(), v.as_tensor().clone());
+            vars.push((name, v));
+        }
+        Ok(Params { tensors: out, vars })
+    }
+}
+
+/// The safetensors files of a checkpoint folder, in load order.
+pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    if !dir.is_dir() {
+        bail!("{}: model folder does not exist", dir.display());
+    }
+    let single = dir.join("model.safetensors");
+    if single.is_file() {
+        return Ok(vec![single]);
+    }
+    let index = dir.join("model.safetensors.index.json");
+    if index.is_file() {
+        let text = std::fs::read_to_string(&index)
+            .with_context(|| format!("{}: cannot read", index.display()))?;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not valid JSON", index.display()))?;
+        let map = v
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .with_context(|| format!("{}: no \"weight_map\" object", index.display()))?;
+        let mut files: Vec<String> =
+            map.values().filter_map(|f| f.as_str().map(String::from)).collect();
+        files.sort();
+        files.dedup();
+        let mut out = vec![];
+        for f in files {
+            let p = dir.join(&f);
+            if !p.is_file() {
+                bail!("{}: names shard {f:?}, which is missing from {}", index.display(), dir.display());
+            }
+            out.push(p);
+        }
+        return Ok(out);
+    }
+    for pickle in ["pytorch_model.bin", "model.pt", "pytorch_model.bin.index.json"] {
+        if dir.join(pickle).exists() {
+            bail!(
+                "{}: only a pickle checkpoint ({pickle}) is present; pickle files are never loaded \
+                 (they can execute code) — convert it to model.safetensors (e.g. `save_pretrained(..., safe_serialization=True)`)",
+                dir.display()
+            );
+        }
+    }
+    bail!(
+        "{}: no model.safetensors or model.safetensors.index.json (expected a Hugging Face checkpoint folder)",
+        dir.display()
+    )
+}
+
+/// Load every parameter the config expects, checking shapes, converting to `dtype`.
+pub fn load(cfg: &LmConfig, dir: &Path, device: &Device, dtype: DType, trainable: bool) -> Result<Params> {
+    let files = weight_files(dir)?;
+    let mut located: BTreeMap<String, PathBuf> = BTreeMap::new();
+    let mut st = vec![];
+    for f in &files {
+        // SAFETY: the file is mapped read-only; we never write through the map. A file modified
+        // under us would give garbage, as it would for any mmap reader (candle, transformers).
+        let m = unsafe { candle_core::safetensors::MmapedSafetensors::new(f) }.with_context(|| {
+            format!("{}: not a valid safetensors file (truncated or corrupt?)", f.display())
+        })?;
+        for (name, _) in m.tensors() {
+            located.insert(name, f.clone());
+        }
+        st.push((f.clone(), m));
+    }
+    let mut tensors = BTreeMap::new();
+    for (name, shape) in cfg.parameter_shapes()? {
+        let file = located.get(&name).with_context(|| {
+            format!("{}: tensor {name:?} (shape {shape:?}) is missing from the weights", dir.display())
+        })?;
+        let m = &st.iter().find(|(p, _)| p == file).expect("file was indexed").1;
+        let t = m
+            .load(&name, device)
+            .with_context(|| format!("{}: cannot read tensor {name:?}", file.display()))?;
+        if t.dims() != shape.as_slice() {
+            bail!(
+                "{}: tensor {name:?} has shape {:?}, but config.json implies {shape:?}",
+                file.display(),
+                t.dims()
+            );
+        }
+        let t = t.to_dtype(dtype)?;
+        tensors.insert(name, t);
+    }
+    Params::from_tensors(tensors, trainable)
+}
+
+/// Fresh weights: N(0, 0.02) for matrices and embeddings (output projections scaled by
+/// 1/sqrt(2·layers) as in GPT-2), ones for norms, zeros for biases. Deterministic for a seed.
+pub fn init(cfg: &LmConfig, seed: u64, device: &Device, trainable: bool) -> Result<Params> {
+    use rand_distr_normal as normal;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut tensors = BTreeMap::new();
+    let resid_scale = 1.0 / (2.0 * cfg.num_hidden_layers as f32).sqrt();
+    for (name, shape) in cfg.parameter_shapes()? {
+        let n: usize = shape.iter().product();
+        let data: Vec<f32> = if name.ends_with("norm.weight") {
+            vec![1.0; n]
+        } else if name.ends_with(".bias") {
+            vec![0.0; n]
+        } else {
+            let std = if name.ends_with("o_proj.weight") || name.ends_with("down_proj.weight") {
+                0.02 * resid_scale
+            } else {
+                0.02
+            };
+            (0..n).map(|_| normal(&mut rng) * std).collect()
+        };
+        tensors.insert(name, Tensor::from_vec(data, shape, device)?);
+    }
+    Params::from_tensors(tensors, trainable)
+}
+
+/// A standard normal sample (Box–Muller), so initialisation does not depend on the
+/// algorithm choices of a distributions crate.
+fn rand_distr_normal(rng: &mut ChaCha8Rng) -> f32 {
+    use rand::Rng;
+    let u1: f64 = rng.random::<f64>().max(1e-300);
+    let u2: f64 = rng.random::<f64>();
+    ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
+}

@@ -1,0 +1,315 @@
+//! Linear combination of model states, Σ cᵢ·θᵢ, streamed chunk by chunk from memory maps.
+//!
+//! This is the arithmetic under Model State Arithmetic (θ_D − α·(θ_f − θ_0) + β·(θ_r − θ_0)
+//! is a combination of four checkpoints) and task negation (Ilharco et al., 2023). Every term
+//! must have the same tensor names, shapes and dtypes. Float tensors (F32, BF16, F16) are
+//! accumulated in f32 as `acc += (cᵢ as f32) · xᵢ`, in term order, and stored in the inputs'
+//! dtype (rounded to nearest even). Other tensors (integer buffers, F64, ...) are copied from
+//! the first term when all terms hold identical bytes, and are an error otherwise.
+//!
+//! Output: always ONE `model.safetensors` (even for sharded inputs; `transformers`, candle and
+//! `safetensors` all load single files of any size), plus the config and tokenizer files of
+//! the first term. It is written into a sibling temporary folder `.<name>.tmp-<pid>` and renamed
+//! into place, so `out` never exists half-written.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, ensure, Context, Result};
+use safetensors::Dtype;
+
+use crate::elem::{axpy_f32, elem_bytes, encode_f32, is_arith_float};
+use crate::files::{StateFiles, SINGLE_FILE};
+use crate::writer::SafetensorsWriter;
+use crate::DEFAULT_CHUNK_ELEMS;
+
+/// Files copied from the first term into the output folder, when they exist.
+pub const COPIED_FILES: &[&str] = &[
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "tokenizer.model",
+];
+
+/// How [`combine`] writes its output.
+#[derive(Debug, Clone)]
+pub struct CombineOptions {
+    /// Replace `out` if it already exists (otherwise that is an error).
+    pub overwrite: bool,
+    /// Elements per streamed chunk; peak accumulator memory is 4 bytes times this.
+    pub chunk_elems: usize,
+    /// Extra `__metadata__` entries for the output file (`"format": "pt"` is always set).
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl Default for CombineOptions {
+    fn default() -> Self {
+        Self {
+            overwrite: false,
+            chunk_elems: DEFAULT_CHUNK_ELEMS,
+            metadata: BTreeMap::new(),
+        }
+    }
+}
+
+/// What [`combine`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CombineReport {
+    /// Tensor data bytes read from all terms.
+    pub bytes_read: u64,
+    /// Size of the written `model.safetensors` (header included).
+    pub bytes_written: u64,
+    /// Number of tensors written.
+    pub tensors: usize,
+    /// Wall-clock seconds for the whole call.
+    pub seconds: f64,
+    /// Largest f32 accumulator used, in bytes.
+    pub peak_accumulator_bytes: usize,
+}
+
+/// Writes the model state Σ `coef`·θ(`dir`) over `terms` into the folder `out`.
+///
+/// Errors name the offending term, file and tensor. On error nothing is left at `out`
+/// (an existing `out` is untouched unless the call succeeds with `opts.overwrite`).
+pub fn combine(
+    terms: &[(f64, PathBuf)],
+    out: &Path,
+    opts: &CombineOptions,
+) -> Result<CombineReport> {
+    let started = Instant::now();
+    ensure!(!terms.is_empty(), "nothing to combine: no terms given");
+    ensure!(opts.chunk_elems > 0, "chunk_elems must be positive");
+    for (i, (coef, dir)) in terms.iter().enumerate() {
+        ensure!(
+            coef.is_finite(),
+            "term {} ({}): coefficient {coef} is not a finite number",
+            i + 1,
+            dir.display()
+        );
+    }
+    let states = terms
+        .iter()
+        .enumerate()
+        .map(|(i, (_, dir))| StateFiles::open(dir).with_context(|| format!("term {}", i + 1)))
+        .collect::<Result<Vec<_>>>()?;
+    check_same_layout(&states)?;
+
+    let name = out
+        .file_name()
+        .with_context(|| format!("output path {} has no folder name", out.display()))?;
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if out.exists() {
+        ensure!(
+            opts.overwrite,
+            "output folder {} already exists (refusing to replace it without overwrite)",
+            out.display()
+        );
+        let out_canon = out
+            .canonicalize()
+            .with_context(|| format!("cannot resolve {}", out.display()))?;
+        for (_, dir) in terms {
+            ensure!(
+                dir.canonicalize().ok().as_ref() != Some(&out_canon),
+                "output folder {} is also an input term; write to another folder",
+                out.display()
+            );
+        }
+    }
+    std::fs::create_dir_all(&parent)
+        .with_context(|| format!("cannot create output parent folder {}", parent.display()))?;
+    let tmp = parent.join(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp)
+            .with_context(|| format!("cannot remove stale temporary folder {}", tmp.display()))?;
+    }
+    std::fs::create_dir(&tmp)
+        .with_context(|| format!("cannot create temporary folder {}", tmp.display()))?;
+
+    let coefs: Vec<f64> = terms.iter().map(|(c, _)| *c).collect();
+    let result = write_combination(&states, &coefs, &tmp, opts)
+        .and_then(|report| replace_dir(&tmp, out, &parent, opts.overwrite).map(|()| report));
+    match result {
+        Ok(mut report) => {
+            report.seconds = started.elapsed().as_secs_f64();
+            Ok(report)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            Err(e)
+        }
+    }
+}
+
+/// Checks every state has the tensors, shapes and dtypes of the first one.
+pub(crate) fn check_same_layout(states: &[StateFiles]) -> Result<()> {
+    let first = &states[0];
+    for other in &states[1..] {
+        for (name, a) in first.tensors() {
+            let Some(b) = other.tensor(name) else {
+                bail!(
+                    "tensor {name} is in {} but missing from {}",
+                    first.path_of(a).display(),
+                    other.dir().display()
+                );
+            };
+            if a.shape != b.shape || a.dtype != b.dtype {
+                bail!(
+                    "tensor {name} differs: {} {:?} in {} but {} {:?} in {}",
+                    a.dtype,
+                    a.shape,
+                    first.path_of(a).display(),
+                    b.dtype,
+                    b.shape,
+                    other.path_of(b).display()
+                );
+            }
+        }
+        if let Some((name, b)) = other
+            .tensors()
+            .iter()
+            .find(|(n, _)| first.tensor(n).is_none())
+        {
+            bail!(
+                "tensor {name} is in {} but missing from {}",
+                other.path_of(b).display(),
+                first.dir().display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Streams the combination into `dir/model.safetensors` and copies the side files.
+fn write_combination(
+    states: &[StateFiles],
+    coefs: &[f64],
+    dir: &Path,
+    opts: &CombineOptions,
+) -> Result<CombineReport> {
+    let first = &states[0];
+    let specs: Vec<(String, Dtype, Vec<usize>)> = first
+        .tensors()
+        .iter()
+        .map(|(n, e)| (n.clone(), e.dtype, e.shape.clone()))
+        .collect();
+    let mut writer = SafetensorsWriter::create(&dir.join(SINGLE_FILE), &specs, &opts.metadata)?;
+    let order = writer.order().to_vec();
+
+    let coefs32: Vec<f32> = coefs.iter().map(|&c| c as f32).collect();
+    let mut acc: Vec<f32> = Vec::new();
+    let mut encoded: Vec<u8> = Vec::new();
+    let mut bytes_read = 0u64;
+    let mut peak_acc = 0usize;
+    for name in &order {
+        let entries: Vec<_> = states.iter().map(|s| &s.tensors()[name]).collect();
+        let dtype = entries[0].dtype;
+        if is_arith_float(dtype) {
+            let esz = elem_bytes(dtype);
+            let numel = entries[0].numel();
+            let mut start = 0;
+            while start < numel {
+                let len = opts.chunk_elems.min(numel - start);
+                let range = start * esz..(start + len) * esz;
+                acc.clear();
+                acc.resize(len, 0.0);
+                peak_acc = peak_acc.max(len * 4);
+                for ((state, entry), &c) in states.iter().zip(&entries).zip(&coefs32) {
+                    axpy_f32(dtype, c, state.bytes(entry, range.clone()), &mut acc);
+                    state.release(entry, range.clone());
+                    bytes_read += range.len() as u64;
+                }
+                encode_f32(dtype, &acc, &mut encoded);
+                writer.write(&encoded)?;
+                start += len;
+            }
+        } else {
+            // Integer buffers and dtypes we do no arithmetic on: identical in all terms, copied.
+            let total = entries[0].byte_len();
+            let step = opts.chunk_elems.saturating_mul(4);
+            let mut start = 0;
+            while start < total {
+                let range = start..total.min(start + step);
+                let reference = first.bytes(entries[0], range.clone());
+                for (i, (state, entry)) in states.iter().zip(&entries).enumerate().skip(1) {
+                    if state.bytes(entry, range.clone()) != reference {
+                        bail!(
+                            "tensor {name} has dtype {dtype}, which is not combined arithmetically, \
+                             and differs between {} and {} (term {}); such tensors must be identical in all terms",
+                            first.path_of(entries[0]).display(),
+                            state.path_of(entry).display(),
+                            i + 1
+                        );
+                    }
+                    state.release(entry, range.clone());
+                }
+                writer.write(reference)?;
+                first.release(entries[0], range.clone());
+                bytes_read += (range.len() * states.len()) as u64;
+                start = range.end;
+            }
+        }
+    }
+    let bytes_written = writer.finish()?;
+
+    for file in COPIED_FILES {
+        let src = first.dir().join(file);
+        if src.is_file() {
+            let dst = dir.join(file);
+            std::fs::copy(&src, &dst)
+                .with_context(|| format!("cannot copy {} to {}", src.display(), dst.display()))?;
+        }
+    }
+    Ok(CombineReport {
+        bytes_read,
+        bytes_written,
+        tensors: order.len(),
+        seconds: 0.0,
+        peak_accumulator_bytes: peak_acc,
+    })
+}
+
+/// Renames the finished `tmp` folder to `out`, replacing an existing `out` if allowed.
+fn replace_dir(tmp: &Path, out: &Path, parent: &Path, overwrite: bool) -> Result<()> {
+    if !out.exists() {
+        return std::fs::rename(tmp, out)
+            .with_context(|| format!("cannot rename {} to {}", tmp.display(), out.display()));
+    }
+    ensure!(
+        overwrite,
+        "output folder {} appeared while combining; not replacing it",
+        out.display()
+    );
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let old = parent.join(format!(".{name}.old-{}", std::process::id()));
+    std::fs::rename(out, &old).with_context(|| {
+        format!(
+            "cannot move existing {} aside to {}",
+            out.display(),
+            old.display()
+        )
+    })?;
+    if let Err(e) = std::fs::rename(tmp, out) {
+        let _ = std::fs::rename(&old, out);
+        return Err(e)
+            .with_context(|| format!("cannot rename {} to {}", tmp.display(), out.display()));
+    }
+    if old.is_dir() {
+        std::fs::remove_dir_all(&old)
+            .with_context(|| format!("cannot remove old {}", old.display()))
+    } else {
+        std::fs::remove_file(&old).with_context(|| format!("cannot remove old {}", old.display()))
+    }
+}
