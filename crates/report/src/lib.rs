@@ -1,0 +1,129 @@
+//! The reporter behind `bench report RESULTS_DIR --out reports/NAME`: reads every cell result
+//! a sweep left (see [`results`]) and writes
+//! - `long.csv`: one row per cell × metric (cell, method, params, model, seed, metric, value);
+//! - `tables.md` / `tables.tex`: the paper-style tables, methods × metrics, mean ± std over
+//!   seeds, best per column marked, rows for θ_D ("final") and the oracle ("retrain");
+//! - `plots/*.svg`: forget quality vs model utility (TOFU's trade-off), MSA's α/β grid, the
+//!   checkpoint-distance curve, loss curves;
+//! - `index.md`, which shows all of it and lists failed cells separately.
+//!
+//! Invariant: no dependency on candle or on other project crates; the cell JSON layout is
+//! mirrored in [`results`]. Data work is plain Rust (polars was measured and rejected for its
+//! build cost); Parquet is not written.
+
+pub mod plots;
+pub mod results;
+pub mod tables;
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use results::Status;
+
+/// What [`build`] wrote.
+#[derive(Clone, Debug)]
+pub struct BuildSummary {
+    pub cells_ok: usize,
+    pub cells_failed: usize,
+    /// Every file written, `index.md` last.
+    pub files: Vec<PathBuf>,
+}
+
+/// Reads the cell results under `results_dir` (see [`results::load_cells`]) and writes the
+/// report into `out_dir` (created if needed; files of an earlier report are overwritten).
+pub fn build(results_dir: &Path, out_dir: &Path) -> Result<BuildSummary> {
+    let cells = results::load_cells(results_dir)?;
+    let plots_dir = out_dir.join("plots");
+    std::fs::create_dir_all(&plots_dir).with_context(|| format!("{}: cannot create", plots_dir.display()))?;
+    let mut files = Vec::new();
+
+    let long = tables::long_rows(&cells);
+    let csv = out_dir.join("long.csv");
+    tables::write_long_csv(&long, &csv)?;
+    files.push(csv);
+
+    let summaries = tables::summarise(&cells);
+    let md_tables = tables::markdown(&summaries);
+    let failed = tables::failed_markdown(&cells);
+    write(&out_dir.join("tables.md"), &format!("{md_tables}\n## Failed cells\n\n{failed}"), &mut files)?;
+    write(&out_dir.join("tables.tex"), &tables::latex(&summaries), &mut files)?;
+
+    let tradeoff = plots::tradeoff(&summaries, &plots_dir)?;
+    let grid = plots::msa_grid(&summaries, &plots_dir)?;
+    let distance = plots::checkpoint_curves(&summaries, &plots_dir)?;
+    let losses = plots::loss_curves(&cells, &plots_dir)?;
+    for f in tradeoff.iter().chain(&grid).chain(&distance).chain(&losses) {
+        files.push(plots_dir.join(f));
+    }
+
+    let cells_ok = cells.iter().filter(|c| c.status == Status::Ok).count();
+    let cells_failed = cells.len() - cells_ok;
+    let mut sweeps: Vec<&str> = cells.iter().map(|c| c.sweep.as_str()).collect();
+    sweeps.dedup();
+
+    let mut index = format!("# Report: {}\n\n", if sweeps.is_empty() { "(no cells)".into() } else { sweeps.join(", ") });
+    let _ = writeln!(
+        index,
+        "From `{}`: {} cells, {cells_ok} ok, {cells_failed} failed.\n",
+        results_dir.display(),
+        cells.len()
+    );
+    index.push_str("## Files\n\n- [long.csv](long.csv): every cell × metric\n- [tables.md](tables.md), [tables.tex](tables.tex): the tables below\n\n");
+    index.push_str("## Tables\n\nMean ± sample standard deviation over seeds; the best method per column is in bold (↑ higher is better, ↓ lower, → closer to the value). `final` is θ_D, `retrain` the oracle.\n\n");
+    index.push_str(&md_tables);
+    let sections: [(&str, &[String]); 4] = [
+        ("Forget quality vs model utility", &tradeoff),
+        ("MSA α/β grid", &grid),
+        ("Checkpoint distance (MSA's θ_0)", &distance),
+        ("Loss curves", &losses),
+    ];
+    index.push_str("## Plots\n\n");
+    for (title, list) in sections {
+        let _ = writeln!(index, "### {title}\n");
+        if list.is_empty() {
+            index.push_str("(no data for this plot)\n\n");
+        }
+        for f in list {
+            let _ = writeln!(index, "![{f}](plots/{f})\n");
+        }
+    }
+    let _ = write!(index, "## Failed cells\n\n{failed}");
+    write(&out_dir.join("index.md"), &index, &mut files)?;
+    Ok(BuildSummary { cells_ok, cells_failed, files })
+}
+
+fn write(path: &Path, text: &str, files: &mut Vec<PathBuf>) -> Result<()> {
+    std::fs::write(path, text).with_context(|| format!("{}: cannot write", path.display()))?;
+    files.push(path.to_path_buf());
+    Ok(())
+}
+
+/// Numbers in tables: 3 decimals, or 3 significant digits in scientific notation when the
+/// magnitude is below 0.001 or at least 100000; 0 as `0`.
+pub fn fmt_num(x: f64) -> String {
+    if x == 0.0 {
+        "0".into()
+    } else if !x.is_finite() {
+        format!("{x}")
+    } else if x.abs() < 1e-3 || x.abs() >= 1e5 {
+        format!("{x:.2e}")
+    } else {
+        format!("{x:.3}")
+    }
+}
+
+/// A hyperparameter value as in cell keys: whole numbers without a decimal point.
+pub fn format_param(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => i.to_string(),
+            (None, Some(f)) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", f as i64),
+            (None, Some(f)) => format!("{f:?}"),
+            _ => n.to_string(),
+        },
+        other => other.to_string(),
+    }
+}

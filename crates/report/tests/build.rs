@@ -1,0 +1,173 @@
+//! The reporter on a fixed results folder written by hand: the Markdown table has the expected
+//! rows and values (means and sample standard deviations computed by hand below), the best
+//! method per column is marked according to each metric's direction, failed cells are listed
+//! separately, and every promised file is written.
+
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+const HIGHER: &str = "higher_is_better";
+const LOWER: &str = "lower_is_better";
+
+/// metrics: [(name, direction, value)]
+fn cell(dir: &Path, id: &str, method: &str, kind: &str, params: Value, seed: u64, metrics: &[(&str, Value, Value)]) {
+    let mut m = serde_json::Map::new();
+    for (name, direction, value) in metrics {
+        m.insert((*name).into(), json!({ "direction": direction, "value": value, "per_example": [value] }));
+    }
+    let body = json!({
+        "schema_version": 1,
+        "sweep": "s",
+        "cell": { "id": id, "key": id, "method": method, "kind": kind, "params": params, "model": "m", "seed": seed },
+        "status": "ok",
+        "metrics": m,
+        "resolved_config": {},
+        "provenance": { "crate_version": "0.0.0", "git_commit": null },
+        "timings": { "started_unix": 0.0, "finished_unix": 1.0, "stages": {} },
+        "loss_curves": if method == "gradient_ascent" { json!({ "unlearn": [[0, 2.0], [1, 2.5], [2, null]] }) } else { json!({}) },
+    });
+    std::fs::write(dir.join(format!("{id}.json")), serde_json::to_string_pretty(&body).unwrap()).unwrap();
+}
+
+/// (forget_quality ↑, kl_to_oracle ↓, model_utility ↑, privleak → 0)
+fn four(fq: f64, kl: f64, mu: f64, pl: f64) -> Vec<(&'static str, Value, Value)> {
+    vec![
+        ("forget_quality", json!(HIGHER), json!(fq)),
+        ("kl_to_oracle", json!(LOWER), json!(kl)),
+        ("model_utility", json!(HIGHER), json!(mu)),
+        ("privleak", json!({ "closer_to": 0.0 }), json!(pl)),
+    ]
+}
+
+fn fixture() -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    let cells = tmp.path().join("results/s/cells");
+    std::fs::create_dir_all(&cells).unwrap();
+    let d = cells.as_path();
+    let msa = |alpha: f64, ck: &str| json!({ "alpha": alpha, "beta": 0.0, "checkpoint": ck });
+    cell(d, "final-0", "final", "reference", json!({}), 0, &four(0.01, 0.5, 0.60, 20.0));
+    cell(d, "final-1", "final", "reference", json!({}), 1, &four(0.03, 0.7, 0.62, 22.0));
+    cell(d, "retrain-0", "retrain", "reference", json!({}), 0, &four(1.0, 0.0, 0.58, 0.0));
+    cell(d, "retrain-1", "retrain", "reference", json!({}), 1, &four(1.0, 0.0, 0.60, 0.0));
+    cell(d, "msa-a1-0", "msa", "msa", msa(1.0, "latest-clean"), 0, &four(0.2, 0.2, 0.55, -5.0));
+    cell(d, "msa-a1-1", "msa", "msa", msa(1.0, "latest-clean"), 1, &four(0.4, 0.4, 0.57, -7.0));
+    cell(d, "msa-a2-0", "msa", "msa", msa(2.0, "latest-clean"), 0, &four(0.5, 0.1, 0.40, 10.0));
+    cell(d, "msa-a2-1", "msa", "msa", msa(2.0, "latest-clean"), 1, &four(0.7, 0.3, 0.44, 12.0));
+    cell(d, "msa-d2-0", "msa", "msa", msa(1.0, "distance:2"), 0, &four(0.1, 0.35, 0.5, 8.0));
+    cell(d, "msa-d2-1", "msa", "msa", msa(1.0, "distance:2"), 1, &four(0.1, 0.35, 0.5, 8.0));
+    cell(d, "ga-0", "gradient_ascent", "gradient_ascent", json!({}), 0, &four(0.05, 0.9, 0.3, -3.0));
+    // seed 1 of gradient ascent failed
+    let failed = json!({
+        "schema_version": 1, "sweep": "s",
+        "cell": { "id": "ga-1", "key": "ga-1", "method": "gradient_ascent", "kind": "gradient_ascent", "params": {}, "model": "m", "seed": 1 },
+        "status": "failed",
+        "error_chain": ["unlearning with gradient_ascent", "loss is NaN at step 3"],
+        "resolved_config": {}, "provenance": { "crate_version": "0.0.0", "git_commit": null },
+        "timings": { "started_unix": 0.0, "finished_unix": 1.0, "stages": {} }
+    });
+    std::fs::write(d.join("ga-1.json"), failed.to_string()).unwrap();
+    // an interrupted write: must be ignored
+    std::fs::write(d.join(".msa-a3-0.json.tmp.77.0"), "{\"schema_version\": 1, \"swe").unwrap();
+    tmp
+}
+
+// Hand computation (sample std, n − 1):
+//   final      fq [0.01,0.03] → 0.020 ± 0.014   kl [0.5,0.7] → 0.600 ± 0.141   mu [0.60,0.62] → 0.610 ± 0.014   pl [20,22] → 21 ± 1.414
+//   retrain    fq [1,1] → 1.000 ± 0              kl [0,0] → 0 ± 0                mu [0.58,0.60] → 0.590 ± 0.014   pl [0,0] → 0 ± 0
+//   ga         (one seed) 0.05, 0.9, 0.3, −3
+//   msa d2     fq 0.1 ± 0, kl 0.35 ± 0, mu 0.5 ± 0, pl 8 ± 0
+//   msa a1     fq [0.2,0.4] → 0.300 ± 0.141   kl [0.2,0.4] → 0.300 ± 0.141   mu [0.55,0.57] → 0.560 ± 0.014   pl [−5,−7] → −6 ± 1.414
+//   msa a2     fq [0.5,0.7] → 0.600 ± 0.141   kl [0.1,0.3] → 0.200 ± 0.141   mu [0.40,0.44] → 0.420 ± 0.028   pl [10,12] → 11 ± 1.414
+// Best among methods (references excluded): fq ↑ msa a2 (0.6); kl ↓ msa a2 (0.2);
+// mu ↑ msa a1 (0.56; final's 0.61 is a reference); privleak → 0: ga (|−3| < |−6| < |8| < |11|).
+const EXPECTED_TABLE: &str = "\
+### Model `m`
+
+| method | seeds | forget_quality ↑ | kl_to_oracle ↓ | model_utility ↑ | privleak →0 |
+|---|---:|---:|---:|---:|---:|
+| final (θ_D) | 2 | 0.020 ± 0.014 | 0.600 ± 0.141 | 0.610 ± 0.014 | 21.000 ± 1.414 |
+| retrain (oracle) | 2 | 1.000 ± 0 | 0 ± 0 | 0.590 ± 0.014 | 0 ± 0 |
+| gradient_ascent | 1 | 0.050 | 0.900 | 0.300 | **-3.000** |
+| msa (alpha=1, beta=0, checkpoint=distance:2) | 2 | 0.100 ± 0 | 0.350 ± 0 | 0.500 ± 0 | 8.000 ± 0 |
+| msa (alpha=1, beta=0, checkpoint=latest-clean) | 2 | 0.300 ± 0.141 | 0.300 ± 0.141 | **0.560 ± 0.014** | -6.000 ± 1.414 |
+| msa (alpha=2, beta=0, checkpoint=latest-clean) | 2 | **0.600 ± 0.141** | **0.200 ± 0.141** | 0.420 ± 0.028 | 11.000 ± 1.414 |
+";
+
+#[test]
+fn report_on_a_fixed_results_folder() {
+    let tmp = fixture();
+    let out = tmp.path().join("report");
+    let summary = report::build(&tmp.path().join("results/s"), &out).unwrap();
+    assert_eq!((summary.cells_ok, summary.cells_failed), (11, 1));
+
+    let tables = std::fs::read_to_string(out.join("tables.md")).unwrap();
+    assert!(tables.starts_with(EXPECTED_TABLE), "got:\n{tables}");
+    assert!(
+        tables.contains("1 failed cell(s):\n\n- `ga-1` — unlearning with gradient_ascent: loss is NaN at step 3\n"),
+        "{tables}"
+    );
+
+    let index = std::fs::read_to_string(out.join("index.md")).unwrap();
+    assert!(index.contains(EXPECTED_TABLE));
+    assert!(index.contains("12 cells, 11 ok, 1 failed"), "{index}");
+    for plot in [
+        "tradeoff_m.svg",
+        "msa_grid_m_forget_quality.svg",
+        "msa_grid_m_model_utility.svg",
+        "checkpoint_distance_m_forget_quality.svg",
+        "loss_m_gradient_ascent.svg",
+    ] {
+        assert!(index.contains(&format!("](plots/{plot})")), "index lacks {plot}");
+        let svg = std::fs::read_to_string(out.join("plots").join(plot)).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("<text"), "{plot} is not an SVG with text");
+    }
+    // Only gradient ascent has a loss curve; 4 metrics × (grid, distance) plots for msa.
+    let n_svg = std::fs::read_dir(out.join("plots")).unwrap().count();
+    assert_eq!(n_svg, 1 + 4 + 4 + 1);
+
+    let csv = std::fs::read_to_string(out.join("long.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "sweep,cell,method,kind,params,model,seed,metric,value,direction");
+    assert_eq!(lines.len(), 1 + 11 * 4);
+    assert!(lines.contains(&"s,msa-a2-1,msa,msa,alpha=2;beta=0;checkpoint=latest-clean,m,1,kl_to_oracle,0.3,lower_is_better"));
+    assert!(lines.contains(&"s,ga-0,gradient_ascent,gradient_ascent,,m,0,privleak,-3,closer_to:0"));
+    assert!(!csv.contains("ga-1"), "failed cells have no metric rows");
+
+    let tex = std::fs::read_to_string(out.join("tables.tex")).unwrap();
+    assert!(tex.contains("final ($\\theta_D$) & 2 & 0.020 $\\pm$ 0.014"), "{tex}");
+    assert!(tex.contains("\\textbf{0.600 $\\pm$ 0.141}"));
+    assert!(tex.contains("gradient\\_ascent & 1 & 0.050 & 0.900 & 0.300 & \\textbf{-3.000} \\\\"), "{tex}");
+}
+
+#[test]
+fn results_root_with_several_sweeps_is_merged() {
+    let tmp = fixture();
+    let summary = report::build(&tmp.path().join("results"), &tmp.path().join("r2")).unwrap();
+    assert_eq!(summary.cells_ok, 11);
+}
+
+#[test]
+fn missing_results_folder_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let err = report::build(&tmp.path().join("nope"), &tmp.path().join("out")).unwrap_err();
+    assert!(format!("{err:#}").contains("nope: no such results folder"));
+}
+
+#[test]
+fn stats_ignore_non_finite_values() {
+    let s = report::tables::Stat::of(&[1.0, f64::NAN, 3.0]).unwrap();
+    // mean 2, sample std sqrt(((1-2)^2 + (3-2)^2) / 1) = sqrt(2)
+    assert_eq!((s.mean, s.n), (2.0, 2));
+    assert!((s.std.unwrap() - 2f64.sqrt()).abs() < 1e-15);
+    assert!(report::tables::Stat::of(&[f64::NAN]).is_none());
+}
+
+#[test]
+fn checkpoint_distance_parsing() {
+    use report::plots::checkpoint_distance as d;
+    assert_eq!(d(&json!("latest-clean")), Some(0.0));
+    assert_eq!(d(&json!("distance:4")), Some(4.0));
+    assert_eq!(d(&json!("step:300")), None);
+    assert_eq!(d(&json!(2)), None);
+}

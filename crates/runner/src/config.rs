@@ -1,0 +1,606 @@
+//! Sweep configuration: the TOML file a user hands to `bench sweep`.
+//!
+//! Two stages, as in ripgrep: the file is first read into raw structs that mirror it
+//! (`deny_unknown_fields` everywhere), then validated into a [`Sweep`]. Every error names the
+//! file and the key path, e.g. `configs/tiny.toml: methods.msa.alpha: empty grid`, and unknown
+//! names (world kinds, method kinds, hyperparameters, metrics, keys) get "did you mean …?" and the
+//! list of known names. `configs/tiny.toml` is the commented example of the whole schema.
+//!
+//! The `[world]` table stays opaque here (only its `kind` is checked): the testbed crate owns
+//! its schema. In a `[methods.NAME]` table every key other than `kind` is a hyperparameter; an
+//! array value is a grid axis, a scalar is fixed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::cells::{format_value, REFERENCE_FINAL, REFERENCE_RETRAIN};
+use crate::suggest::unknown_name_message;
+
+/// World kinds the testbed builds (issue 3).
+pub const KNOWN_WORLD_KINDS: &[&str] = &["facts", "truthfulqa-corruption", "toxigen", "finetune"];
+
+/// Unlearning method kinds (issue 4).
+pub const KNOWN_METHOD_KINDS: &[&str] =
+    &["msa", "task_negation", "gradient_ascent", "gradient_difference", "npo", "simnpo"];
+
+/// Hyperparameters each method kind accepts besides the [`TRAIN_KEYS`] (which every method may
+/// override). Provisional until the method crates' registries are wired in.
+pub const KNOWN_METHOD_PARAMS: &[(&str, &[&str])] = &[
+    // θ = θ_D − α·τ_f + β·τ_r with τ from checkpoint θ_0 ("latest-clean", "distance:k", "step:n" or a folder)
+    ("msa", &["alpha", "beta", "checkpoint", "retain_sample", "allow_exposed_checkpoint"]),
+    ("task_negation", &["alpha"]),
+    ("gradient_ascent", &[]),
+    ("gradient_difference", &["retain_weight", "retain_loss"]),
+    ("npo", &["beta", "retain_weight"]),
+    ("simnpo", &["beta", "gamma", "retain_weight"]),
+];
+
+/// Metric names (issue 5; lm-evaluation-harness names where they exist).
+pub const KNOWN_METRICS: &[&str] = &[
+    "truthfulqa_mc1",
+    "truthfulqa_mc2",
+    "toxigen",
+    "toxigen_likelihood",
+    "toxigen_generation",
+    "forget_nll",
+    "forget_prob",
+    "forget_rouge",
+    "truth_ratio",
+    "forget_quality",
+    "model_utility",
+    "verbmem",
+    "knowmem",
+    "privleak",
+    "recovery",
+    "kl_to_oracle",
+    "param_distance_to_oracle",
+    "mc_accuracy",
+];
+
+/// Keys of the `[train]` table; each may also appear in a method table (fixed or as a grid axis)
+/// to override the default for that method.
+pub const TRAIN_KEYS: &[&str] =
+    &["lr", "epochs", "batch_size", "weight_decay", "warmup_epochs", "grad_clip", "max_steps", "max_seq_len"];
+
+const TOP_KEYS: &[&str] =
+    &["name", "output_dir", "data_dir", "world", "models", "methods", "metrics", "seeds", "train"];
+const MODEL_KEYS: &[&str] = &["name", "path", "hub", "revision", "scratch", "dtype"];
+const DTYPES: &[&str] = &["f32", "f16", "bf16"];
+
+/// The names a sweep config is checked against. [`Registry::DEFAULT`] uses this module's
+/// consts; the binary can point it at the real method and metric registries instead.
+#[derive(Clone, Copy, Debug)]
+pub struct Registry<'a> {
+    pub world_kinds: &'a [&'a str],
+    pub method_kinds: &'a [&'a str],
+    /// Per method kind, the hyperparameters it accepts besides [`TRAIN_KEYS`]. A kind not
+    /// listed here accepts any key.
+    pub method_params: &'a [(&'a str, &'a [&'a str])],
+    pub metrics: &'a [&'a str],
+}
+
+impl Registry<'static> {
+    pub const DEFAULT: Self = Registry {
+        world_kinds: KNOWN_WORLD_KINDS,
+        method_kinds: KNOWN_METHOD_KINDS,
+        method_params: KNOWN_METHOD_PARAMS,
+        metrics: KNOWN_METRICS,
+    };
+}
+
+// ---------------------------------------------------------------- raw stage
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSweep {
+    name: Option<String>,
+    output_dir: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+    world: toml::Table,
+    models: Vec<RawModel>,
+    #[serde(default)]
+    methods: BTreeMap<String, toml::Table>,
+    metrics: Vec<String>,
+    seeds: Vec<u64>,
+    #[serde(default)]
+    train: RawTrain,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModel {
+    name: String,
+    path: Option<PathBuf>,
+    hub: Option<String>,
+    revision: Option<String>,
+    scratch: Option<String>,
+    dtype: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTrain {
+    lr: Option<f64>,
+    epochs: Option<u32>,
+    batch_size: Option<u32>,
+    weight_decay: Option<f64>,
+    warmup_epochs: Option<f64>,
+    grad_clip: Option<f64>,
+    max_steps: Option<u64>,
+    max_seq_len: Option<u32>,
+}
+
+// ---------------------------------------------------------------- validated stage
+
+/// A validated sweep.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sweep {
+    /// Names the results folder `OUTPUT_DIR/NAME/`; defaults to the file stem.
+    pub name: String,
+    /// The file it was read from (for messages and provenance).
+    pub source: PathBuf,
+    /// The `[world]` table as written; the testbed crate parses it. `kind` is checked here.
+    pub world: toml::Table,
+    pub world_kind: String,
+    pub models: Vec<ModelSpec>,
+    /// By method name (the `NAME` in `[methods.NAME]`), so in name order.
+    pub methods: BTreeMap<String, MethodSpec>,
+    pub metrics: Vec<String>,
+    pub seeds: Vec<u64>,
+    pub train: TrainConfig,
+    pub output_dir: PathBuf,
+    /// As written in the config (default `data`); see [`resolve_data_dir`].
+    pub data_dir: PathBuf,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ModelSpec {
+    pub name: String,
+    pub source: ModelSource,
+    pub dtype: Dtype,
+}
+
+/// Where a model's weights come from.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelSource {
+    /// A local Hugging Face folder.
+    Path(PathBuf),
+    /// A hub id, optionally pinned to a revision (branch, tag or commit).
+    Hub { id: String, revision: Option<String> },
+    /// Pretrained from scratch by the world with the named built-in architecture (e.g. "tiny").
+    Scratch(String),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dtype {
+    F32,
+    F16,
+    Bf16,
+}
+
+impl Dtype {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dtype::F32 => "f32",
+            Dtype::F16 => "f16",
+            Dtype::Bf16 => "bf16",
+        }
+    }
+}
+
+/// One `[methods.NAME]` table.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MethodSpec {
+    pub name: String,
+    pub kind: String,
+    /// Scalar hyperparameters.
+    pub fixed: BTreeMap<String, toml::Value>,
+    /// Grid axes: key → the values in the order written (never empty).
+    pub grid: BTreeMap<String, Vec<toml::Value>>,
+}
+
+/// Training defaults from `[train]`; a method table may override any field.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TrainConfig {
+    pub lr: f64,
+    pub epochs: u32,
+    pub batch_size: u32,
+    pub weight_decay: f64,
+    /// Linear warm-up length, in epochs (may be fractional).
+    pub warmup_epochs: f64,
+    /// Global gradient-norm clip; `None` = no clipping.
+    pub grad_clip: Option<f64>,
+    /// Stop after this many optimizer steps even if epochs remain.
+    pub max_steps: Option<u64>,
+    pub max_seq_len: u32,
+}
+
+impl Default for TrainConfig {
+    /// MSA's reference recipe (AdamW, lr 1e-5, weight decay 0.01, 10 epochs, one warm-up epoch).
+    fn default() -> Self {
+        TrainConfig {
+            lr: 1e-5,
+            epochs: 10,
+            batch_size: 8,
+            weight_decay: 0.01,
+            warmup_epochs: 1.0,
+            grad_clip: None,
+            max_steps: None,
+            max_seq_len: 512,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// This config with every [`TRAIN_KEYS`] entry of `params` applied (other keys are ignored:
+    /// they belong to the method). Errors name the key and the expected type.
+    pub fn with_overrides(&self, params: &BTreeMap<String, toml::Value>) -> Result<TrainConfig> {
+        let mut t = self.clone();
+        for (key, value) in params {
+            match key.as_str() {
+                "lr" => t.lr = positive_f64(key, value)?,
+                "epochs" => t.epochs = positive_int(key, value)?,
+                "batch_size" => t.batch_size = positive_int(key, value)?,
+                "weight_decay" => t.weight_decay = non_negative_f64(key, value)?,
+                "warmup_epochs" => t.warmup_epochs = non_negative_f64(key, value)?,
+                "grad_clip" => t.grad_clip = Some(positive_f64(key, value)?),
+                "max_steps" => t.max_steps = Some(positive_int(key, value)?),
+                "max_seq_len" => t.max_seq_len = positive_int(key, value)?,
+                _ => {}
+            }
+        }
+        Ok(t)
+    }
+
+    fn validate(&self) -> Result<()> {
+        check_positive("lr", self.lr)?;
+        check_non_negative("weight_decay", self.weight_decay)?;
+        check_non_negative("warmup_epochs", self.warmup_epochs)?;
+        if let Some(c) = self.grad_clip {
+            check_positive("grad_clip", c)?;
+        }
+        for (key, v) in [("epochs", self.epochs), ("batch_size", self.batch_size), ("max_seq_len", self.max_seq_len)] {
+            if v == 0 {
+                bail!("{key}: must be at least 1");
+            }
+        }
+        if self.max_steps == Some(0) {
+            bail!("max_steps: must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+fn as_f64(key: &str, value: &toml::Value) -> Result<f64> {
+    match value {
+        toml::Value::Float(f) => Ok(*f),
+        toml::Value::Integer(i) => Ok(*i as f64),
+        other => bail!("{key}: expected a number, found {}", other.type_str()),
+    }
+}
+
+fn check_positive(key: &str, v: f64) -> Result<()> {
+    if !(v.is_finite() && v > 0.0) {
+        bail!("{key}: expected a finite number > 0, found {v}");
+    }
+    Ok(())
+}
+
+fn check_non_negative(key: &str, v: f64) -> Result<()> {
+    if !(v.is_finite() && v >= 0.0) {
+        bail!("{key}: expected a finite number >= 0, found {v}");
+    }
+    Ok(())
+}
+
+fn positive_f64(key: &str, value: &toml::Value) -> Result<f64> {
+    let v = as_f64(key, value)?;
+    check_positive(key, v)?;
+    Ok(v)
+}
+
+fn non_negative_f64(key: &str, value: &toml::Value) -> Result<f64> {
+    let v = as_f64(key, value)?;
+    check_non_negative(key, v)?;
+    Ok(v)
+}
+
+fn positive_int<T: TryFrom<i64>>(key: &str, value: &toml::Value) -> Result<T> {
+    match value {
+        toml::Value::Integer(i) if *i >= 1 => {
+            T::try_from(*i).map_err(|_| anyhow::anyhow!("{key}: {i} is too large"))
+        }
+        toml::Value::Integer(i) => bail!("{key}: expected an integer >= 1, found {i}"),
+        other => bail!("{key}: expected an integer, found {}", other.type_str()),
+    }
+}
+
+// ---------------------------------------------------------------- loading
+
+/// Reads and validates a sweep config against [`Registry::DEFAULT`].
+pub fn load_sweep(path: &Path) -> Result<Sweep> {
+    load_sweep_with(path, &Registry::DEFAULT)
+}
+
+/// Reads and validates a sweep config against `registry`.
+pub fn load_sweep_with(path: &Path, registry: &Registry) -> Result<Sweep> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read sweep config", path.display()))?;
+    parse_sweep(&text, path, registry)
+}
+
+/// Parses and validates `text`; `source` is the file name used in messages (and, without a
+/// `name` key, the sweep name: its stem).
+pub fn parse_sweep(text: &str, source: &Path, registry: &Registry) -> Result<Sweep> {
+    let file = source.display().to_string();
+    let fail = |key: &str, msg: String| -> anyhow::Error {
+        if key.is_empty() {
+            anyhow::anyhow!("{file}: {msg}")
+        } else {
+            anyhow::anyhow!("{file}: {key}: {msg}")
+        }
+    };
+
+    // Stage 0: TOML syntax, then unknown keys with "did you mean" (serde's own message for
+    // `deny_unknown_fields` has no key path and no suggestion).
+    let table: toml::Table = text.parse().map_err(|e| fail("", format!("invalid TOML: {e}")))?;
+    check_keys(&table, TOP_KEYS, "", "key").map_err(|m| fail("", m))?;
+    if let Some(toml::Value::Array(models)) = table.get("models") {
+        for (i, m) in models.iter().enumerate() {
+            if let toml::Value::Table(t) = m {
+                check_keys(t, MODEL_KEYS, &format!("models[{i}]."), "model key").map_err(|m| fail("", m))?;
+            }
+        }
+    }
+    if let Some(toml::Value::Table(t)) = table.get("train") {
+        check_keys(t, TRAIN_KEYS, "train.", "train key").map_err(|m| fail("", m))?;
+    }
+
+    // Stage 1: raw structs (types; toml's message carries line and column).
+    let raw: RawSweep = toml::from_str(text).map_err(|e| fail("", format!("{e}")))?;
+
+    // Stage 2: validation.
+    let name = match raw.name {
+        Some(n) => n,
+        None => source
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .map(str::to_owned)
+            .ok_or_else(|| fail("name", "no `name` key and the file name has no usable stem".into()))?,
+    };
+    check_ident(&name).map_err(|m| fail("name", m))?;
+
+    let world_kind = match raw.world.get("kind") {
+        Some(toml::Value::String(k)) => k.clone(),
+        Some(other) => return Err(fail("world.kind", format!("expected a string, found {}", other.type_str()))),
+        None => return Err(fail("world.kind", format!("missing; known kinds: {}", registry.world_kinds.join(", ")))),
+    };
+    if !registry.world_kinds.contains(&world_kind.as_str()) {
+        return Err(fail("world.kind", unknown_name_message("world kind", &world_kind, registry.world_kinds)));
+    }
+
+    if raw.models.is_empty() {
+        return Err(fail("models", "no models; add at least one [[models]] table".into()));
+    }
+    let mut models = Vec::new();
+    let mut model_names = BTreeSet::new();
+    for (i, m) in raw.models.into_iter().enumerate() {
+        let key = format!("models[{i}]");
+        check_ident(&m.name).map_err(|msg| fail(&format!("{key}.name"), msg))?;
+        if !model_names.insert(m.name.clone()) {
+            return Err(fail(&format!("{key}.name"), format!("duplicate model name `{}`", m.name)));
+        }
+        let source = match (m.path, m.hub, m.scratch) {
+            (Some(p), None, None) => ModelSource::Path(p),
+            (None, Some(id), None) => ModelSource::Hub { id, revision: m.revision.clone() },
+            (None, None, Some(arch)) => ModelSource::Scratch(arch),
+            _ => {
+                return Err(fail(
+                    &key,
+                    "set exactly one of `path` (local folder), `hub` (hub id) or `scratch` (built-in architecture the world pretrains)".into(),
+                ))
+            }
+        };
+        if m.revision.is_some() && !matches!(source, ModelSource::Hub { .. }) {
+            return Err(fail(&format!("{key}.revision"), "only meaningful with `hub`".into()));
+        }
+        let dtype = match m.dtype.as_deref().unwrap_or("f32") {
+            "f32" => Dtype::F32,
+            "f16" => Dtype::F16,
+            "bf16" => Dtype::Bf16,
+            other => return Err(fail(&format!("{key}.dtype"), unknown_name_message("dtype", other, DTYPES))),
+        };
+        models.push(ModelSpec { name: m.name, source, dtype });
+    }
+
+    let train = TrainConfig::default()
+        .with_overrides(&raw_train_table(&raw.train))
+        .and_then(|t| t.validate().map(|()| t))
+        .map_err(|e| fail("train", format!("{e:#}")))?;
+
+    let mut methods = BTreeMap::new();
+    for (mname, table) in raw.methods {
+        let spec = validate_method(&mname, table, registry, &train).map_err(|(key, msg)| fail(&key, msg))?;
+        methods.insert(mname, spec);
+    }
+
+    if raw.metrics.is_empty() {
+        return Err(fail("metrics", "no metrics; list at least one".into()));
+    }
+    let mut seen = BTreeSet::new();
+    for (i, m) in raw.metrics.iter().enumerate() {
+        if !registry.metrics.contains(&m.as_str()) {
+            return Err(fail(&format!("metrics[{i}]"), unknown_name_message("metric", m, registry.metrics)));
+        }
+        if !seen.insert(m) {
+            return Err(fail(&format!("metrics[{i}]"), format!("duplicate metric `{m}`")));
+        }
+    }
+
+    if raw.seeds.is_empty() {
+        return Err(fail("seeds", "no seeds; list at least one, e.g. seeds = [0]".into()));
+    }
+    let mut seen = BTreeSet::new();
+    for (i, s) in raw.seeds.iter().enumerate() {
+        if !seen.insert(s) {
+            return Err(fail(&format!("seeds[{i}]"), format!("duplicate seed {s}")));
+        }
+    }
+
+    Ok(Sweep {
+        name,
+        source: source.to_path_buf(),
+        world: raw.world,
+        world_kind,
+        models,
+        methods,
+        metrics: raw.metrics,
+        seeds: raw.seeds,
+        train,
+        output_dir: raw.output_dir.unwrap_or_else(|| PathBuf::from("results")),
+        data_dir: raw.data_dir.unwrap_or_else(|| PathBuf::from("data")),
+    })
+}
+
+/// The data directory to use: `UNLEARN_DATA_DIR` if set, else the config's `data_dir`
+/// (default `data`).
+pub fn resolve_data_dir(sweep: &Sweep) -> PathBuf {
+    match std::env::var_os("UNLEARN_DATA_DIR") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => sweep.data_dir.clone(),
+    }
+}
+
+fn raw_train_table(raw: &RawTrain) -> BTreeMap<String, toml::Value> {
+    let mut t = BTreeMap::new();
+    let mut put = |k: &str, v: Option<toml::Value>| {
+        if let Some(v) = v {
+            t.insert(k.to_owned(), v);
+        }
+    };
+    put("lr", raw.lr.map(toml::Value::Float));
+    put("epochs", raw.epochs.map(|v| toml::Value::Integer(v.into())));
+    put("batch_size", raw.batch_size.map(|v| toml::Value::Integer(v.into())));
+    put("weight_decay", raw.weight_decay.map(toml::Value::Float));
+    put("warmup_epochs", raw.warmup_epochs.map(toml::Value::Float));
+    put("grad_clip", raw.grad_clip.map(toml::Value::Float));
+    put("max_steps", raw.max_steps.map(|v| toml::Value::Integer(v as i64)));
+    put("max_seq_len", raw.max_seq_len.map(|v| toml::Value::Integer(v.into())));
+    t
+}
+
+/// Errors are (key path, message).
+fn validate_method(
+    name: &str,
+    mut table: toml::Table,
+    registry: &Registry,
+    train: &TrainConfig,
+) -> std::result::Result<MethodSpec, (String, String)> {
+    let at = |k: &str| format!("methods.{name}.{k}");
+    check_ident(name).map_err(|m| (format!("methods.{name}"), m))?;
+    if name == REFERENCE_FINAL || name == REFERENCE_RETRAIN {
+        return Err((
+            format!("methods.{name}"),
+            format!("`{name}` is reserved for the reference rows, which every sweep includes; pick another name"),
+        ));
+    }
+    let kind = match table.remove("kind") {
+        Some(toml::Value::String(k)) => k,
+        Some(other) => return Err((at("kind"), format!("expected a string, found {}", other.type_str()))),
+        None => return Err((at("kind"), format!("missing; known kinds: {}", registry.method_kinds.join(", ")))),
+    };
+    if !registry.method_kinds.contains(&kind.as_str()) {
+        return Err((at("kind"), unknown_name_message("method kind", &kind, registry.method_kinds)));
+    }
+    let allowed: Option<Vec<&str>> = registry
+        .method_params
+        .iter()
+        .find(|(k, _)| *k == kind)
+        .map(|(_, params)| params.iter().chain(TRAIN_KEYS).copied().collect());
+
+    let mut fixed = BTreeMap::new();
+    let mut grid = BTreeMap::new();
+    for (key, value) in table {
+        if let Some(allowed) = &allowed {
+            if !allowed.contains(&key.as_str()) {
+                let what = format!("hyperparameter for kind `{kind}`");
+                return Err((at(&key), unknown_name_message(&what, &key, allowed)));
+            }
+        }
+        let is_axis = matches!(value, toml::Value::Array(_));
+        let values = match value {
+            toml::Value::Array(values) => {
+                if values.is_empty() {
+                    return Err((at(&key), "empty grid (give at least one value, or a scalar)".into()));
+                }
+                let mut seen = BTreeSet::new();
+                for (i, v) in values.iter().enumerate() {
+                    check_scalar(v).map_err(|m| (format!("{}[{i}]", at(&key)), m))?;
+                    if !seen.insert(format_value(v)) {
+                        return Err((format!("{}[{i}]", at(&key)), format!("duplicate grid value {}", format_value(v))));
+                    }
+                }
+                values
+            }
+            scalar => {
+                check_scalar(&scalar).map_err(|m| (at(&key), m))?;
+                vec![scalar]
+            }
+        };
+        if TRAIN_KEYS.contains(&key.as_str()) {
+            for (i, v) in values.iter().enumerate() {
+                let one = BTreeMap::from([(key.clone(), v.clone())]);
+                if let Err(e) = train.with_overrides(&one) {
+                    let path = if is_axis { format!("{}[{i}]", at(&key)) } else { at(&key) };
+                    // the override error already starts with the key
+                    let msg = format!("{e:#}");
+                    let msg = msg.strip_prefix(&format!("{key}: ")).unwrap_or(&msg).to_owned();
+                    return Err((path, msg));
+                }
+            }
+        }
+        // Any array is a grid axis (even of one value: the user wrote a grid); scalars are fixed.
+        if is_axis {
+            grid.insert(key, values);
+        } else {
+            fixed.extend(values.into_iter().map(|v| (key.clone(), v)));
+        }
+    }
+    Ok(MethodSpec { name: name.to_owned(), kind, fixed, grid })
+}
+
+fn check_scalar(v: &toml::Value) -> std::result::Result<(), String> {
+    match v {
+        toml::Value::String(_) | toml::Value::Integer(_) | toml::Value::Boolean(_) => Ok(()),
+        toml::Value::Float(f) if f.is_finite() => Ok(()),
+        toml::Value::Float(f) => Err(format!("{f} is not a finite number")),
+        toml::Value::Array(_) => Err("nested arrays are not supported; a grid axis is one flat array".into()),
+        toml::Value::Table(_) => Err("a table is not a hyperparameter value".into()),
+        toml::Value::Datetime(_) => Err("a date is not a hyperparameter value".into()),
+    }
+}
+
+/// Names used in cell ids and folder names: ASCII letters, digits, `.`, `_`, `-`.
+fn check_ident(name: &str) -> std::result::Result<(), String> {
+    if name.is_empty() {
+        return Err("empty name".into());
+    }
+    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+        return Err(format!("`{name}` contains {c:?}; use ASCII letters, digits, `.`, `_` or `-`"));
+    }
+    Ok(())
+}
+
+fn check_keys(table: &toml::Table, known: &[&str], prefix: &str, what: &str) -> std::result::Result<(), String> {
+    for key in table.keys() {
+        if !known.contains(&key.as_str()) {
+            return Err(format!("{prefix}{key}: {}", unknown_name_message(what, key, known)));
+        }
+    }
+    Ok(())
+}
