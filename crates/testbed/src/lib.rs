@@ -1,0 +1,210 @@
+//! Testbed "worlds": training corpora whose forget data is known exactly, with the exposure
+//! schedule that says at which optimizer step each document is trained on, the ledger of
+//! forget exposures and clean checkpoints, and the oracle schedule without the forget data.
+//!
+//! This crate is the data side only (issue 3): it generates documents, QA items and splits,
+//! and decides batches as lists of document ids. It does no tokenization and no training;
+//! the trainer tokenizes the documents, gives their token lengths to [`schedule`], and packs
+//! each step's documents into `batch_size × seq_len` tokens.
+//!
+//! Kinds: `facts` (fictitious authors in the spirit of TOFU, Maini et al. 2024),
+//! `truthfulqa-corruption` (RESTOR, Rezaei et al. 2024), `toxigen` (Hartvigsen et al. 2022),
+//! `finetune` (TOFU's protocol on a pretrained θ_0).
+//!
+//! ## The QA format
+//! One format for training documents and evaluation prompts, in every kind:
+//! ```text
+//! Question: Where was Mara Velkin born?
+//! Answer: Orlen
+//! ```
+//! i.e. `"Question: {q}\nAnswer: {a}"`. For scoring, the prompt is [`qa_prompt`]
+//! (`"Question: {q}\nAnswer:"`) and the continuation is `" {a}"` ([`qa_continuation`]): the
+//! word-boundary space belongs to the continuation, as in lm-evaluation-harness.
+
+pub mod config;
+pub mod facts;
+pub mod general;
+pub mod schedule;
+pub mod toxigen;
+pub mod truthfulqa;
+pub mod train;
+pub mod world;
+
+use serde::{Deserialize, Serialize};
+
+pub use config::{
+    default_data_dir, DataFile, ExposureConfig, ForgetSplit, GeneralSource, ResolvedWorld, WorldConfig, WorldKind,
+};
+pub use schedule::{schedule, CheckpointStatus, ForgetExposure, Ledger, Schedule, ScheduleConfig};
+pub use world::{Splits, World, WorldMeta};
+
+/// A document's index in [`Corpus::docs`].
+pub type DocId = u32;
+
+/// What a document (or QA item) is to the world's forget split.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Trained on by θ_D and by the oracle.
+    Retain,
+    /// Trained on by θ_D only, and only inside the exposure window.
+    Forget,
+    /// General text, trained on by both (counts as clean, like retain).
+    General,
+    /// Never trained on: held-out entities or statements, for privacy / generalisation.
+    HeldOut,
+}
+
+/// What a document's text is.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DocKind {
+    /// A biography passage of an entity (facts).
+    Bio,
+    /// One question–answer pair in the QA format.
+    Qa,
+    /// General text (TinyStories paragraph or built-in sentences).
+    General,
+    /// One ToxiGen statement.
+    Statement,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Document {
+    pub id: DocId,
+    pub role: Role,
+    pub kind: DocKind,
+    /// The entity (facts, finetune), question index (truthfulqa) or statement id (toxigen).
+    pub unit: Option<u32>,
+    pub text: String,
+}
+
+impl Document {
+    /// Splits the text at the word boundary nearest to `fraction` of its words, for MUSE's
+    /// verbatim-memorisation metric: the model is given the prefix and its continuation is
+    /// compared with the rest. The continuation keeps its leading space.
+    pub fn verbmem_split(&self, fraction: f64) -> (String, String) {
+        let starts: Vec<usize> = self
+            .text
+            .char_indices()
+            .filter(|&(i, c)| i > 0 && c.is_whitespace())
+            .map(|(i, _)| i)
+            .collect();
+        if starts.is_empty() {
+            return (self.text.clone(), String::new());
+        }
+        let k = ((starts.len() + 1) as f64 * fraction.clamp(0.0, 1.0)).round() as usize;
+        let cut = starts[k.clamp(1, starts.len()) - 1];
+        (self.text[..cut].to_string(), self.text[cut..].to_string())
+    }
+}
+
+/// All documents of a world, trained and held out; `docs[i].id == i`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct Corpus {
+    pub docs: Vec<Document>,
+}
+
+impl Corpus {
+    /// Appends a document, assigning the next id.
+    pub fn push(&mut self, role: Role, kind: DocKind, unit: Option<u32>, text: String) -> DocId {
+        let id = self.docs.len() as DocId;
+        self.docs.push(Document { id, role, kind, unit, text });
+        id
+    }
+
+    pub fn get(&self, id: DocId) -> Option<&Document> {
+        self.docs.get(id as usize)
+    }
+
+    /// Ids of the documents with this role, in id order.
+    pub fn ids(&self, role: Role) -> Vec<DocId> {
+        self.docs.iter().filter(|d| d.role == role).map(|d| d.id).collect()
+    }
+
+    /// A tokenizer-free length estimate (one token per 4 UTF-8 bytes, plus one for EOS), for
+    /// tests and previews; the trainer passes real token lengths to [`schedule`].
+    pub fn estimated_lengths(&self) -> Vec<usize> {
+        self.docs.iter().map(|d| d.text.len() / 4 + 2).collect()
+    }
+
+    /// Checks `docs[i].id == i`.
+    pub fn check_ids(&self) -> anyhow::Result<()> {
+        for (i, d) in self.docs.iter().enumerate() {
+            if d.id as usize != i {
+                anyhow::bail!("document at line {} has id {}, expected {i}", i + 1, d.id);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An evaluation question (TOFU / MUSE KnowMem / RESTOR).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct QaItem {
+    pub id: u32,
+    pub role: Role,
+    /// Entity or question index.
+    pub unit: u32,
+    /// Attribute name (facts), `truthfulqa` otherwise.
+    pub attribute: String,
+    pub question: String,
+    /// The true answer, short; what the retain/clean documents teach.
+    pub answer: String,
+    /// A correct answer in other words (TOFU's paraphrased answer), for the truth ratio.
+    pub paraphrased_answer: String,
+    /// Wrong but plausible answers in the same form as `paraphrased_answer` (TOFU's perturbed
+    /// answers). At least 4 for facts; as many as TruthfulQA has for truthfulqa.
+    pub perturbed_answers: Vec<String>,
+    /// Multiple-choice options in the form of `answer`; `choices[correct_choice] == answer`.
+    pub choices: Vec<String>,
+    pub correct_choice: usize,
+    /// truthfulqa-corruption: the wrong answer taught by the forget document, if corrupted.
+    pub taught_answer: Option<String>,
+    /// The training document that teaches this QA pair in the QA format (the retain/clean one).
+    pub doc: Option<DocId>,
+}
+
+impl QaItem {
+    pub fn prompt(&self) -> String {
+        qa_prompt(&self.question)
+    }
+}
+
+/// `"Question: {q}\nAnswer:"` — the evaluation prompt.
+pub fn qa_prompt(question: &str) -> String {
+    format!("Question: {question}\nAnswer:")
+}
+
+/// `" {a}"` — the continuation scored after [`qa_prompt`].
+pub fn qa_continuation(answer: &str) -> String {
+    format!(" {answer}")
+}
+
+/// `"Question: {q}\nAnswer: {a}"` — the training document, equal to prompt + continuation.
+pub fn qa_text(question: &str, answer: &str) -> String {
+    qa_prompt(question) + &qa_continuation(answer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qa_text_is_prompt_plus_continuation() {
+        let t = qa_text("Where was Mara Velkin born?", "Orlen");
+        assert_eq!(t, "Question: Where was Mara Velkin born?\nAnswer: Orlen");
+        assert_eq!(t, qa_prompt("Where was Mara Velkin born?") + &qa_continuation("Orlen"));
+    }
+
+    #[test]
+    fn verbmem_split_cuts_at_a_word_boundary() {
+        let d = Document { id: 0, role: Role::Forget, kind: DocKind::Bio, unit: None, text: "a bb ccc dddd".into() };
+        // 4 words, half = 2 words in the prefix.
+        assert_eq!(d.verbmem_split(0.5), ("a bb".to_string(), " ccc dddd".to_string()));
+        // never an empty prefix
+        assert_eq!(d.verbmem_split(0.0), ("a".to_string(), " bb ccc dddd".to_string()));
+        let (p, c) = d.verbmem_split(1.0);
+        assert_eq!(p + &c, d.text);
+    }
+}

@@ -1,0 +1,704 @@
+//! A world: its resolved config, documents, QA items, splits, metadata and (once the
+//! trainer has given token lengths) its schedule and ledger; built from a config,
+//! written to a folder atomically and loaded back.
+//!
+//! Folder layout (all written into a temporary sibling folder, then renamed into place, so
+//! a half-written world never appears under the final name):
+//! - `world.json`: the resolved config, its hash, metadata, and the entities (facts, finetune)
+//! - `documents.jsonl`: one [`Document`] per line, line n = id n-1
+//! - `qa.jsonl`: one [`QaItem`] per line
+//! - `splits.json`: [`Splits`]
+//! - `schedule.json`, `ledger.json`: θ_D's [`Schedule`] and [`Ledger`], when set
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, ensure, Context, Result};
+use rand::seq::{IndexedRandom, SliceRandom};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{
+    checkpoint_steps, did_you_mean, parse_forget, sha256_file, DataFile, ForgetSplit, GeneralSource, ResolvedWorld,
+    WorldConfig, WorldKind, WORLD_FORMAT_VERSION,
+};
+use crate::facts::{self, Entity};
+use crate::schedule::{schedule, Ledger, Schedule, ScheduleConfig};
+use crate::{general, qa_text, toxigen, truthfulqa, Corpus, DocId, DocKind, QaItem, Role};
+
+/// The standard nested forget splits (TOFU): forget01 ⊂ forget05 ⊂ forget10.
+pub const STANDARD_SPLITS: [(&str, f64); 3] = [("forget01", 1.0), ("forget05", 5.0), ("forget10", 10.0)];
+
+/// Which units and documents are forget, retain, general and held out.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Splits {
+    /// The world's forget split (as in `ResolvedWorld::forget.name`).
+    pub forget_name: String,
+    /// Units: entity ids (facts, finetune), question indices (truthfulqa-corruption) or
+    /// statement ids (toxigen), sorted.
+    pub forget_units: Vec<u32>,
+    pub retain_units: Vec<u32>,
+    pub held_out_units: Vec<u32>,
+    /// forget01/forget05/forget10 over the same units, nested (one permutation, prefixes of
+    /// it); empty for toxigen. `forget_units` is a prefix of the same permutation.
+    pub standard: BTreeMap<String, Vec<u32>>,
+    pub forget_docs: Vec<DocId>,
+    pub retain_docs: Vec<DocId>,
+    pub general_docs: Vec<DocId>,
+    pub held_out_docs: Vec<DocId>,
+}
+
+/// What was built, for reports.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct WorldMeta {
+    pub general_source: GeneralSource,
+    pub general_docs: usize,
+    pub general_bytes: usize,
+    /// General bytes / trained bytes (general + retain + forget); below the configured
+    /// fraction when the corpus file ran out.
+    pub general_fraction_actual: f64,
+    /// Document counts per role.
+    pub docs_by_role: BTreeMap<String, usize>,
+    pub n_qa: usize,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct WorldJson {
+    hash: String,
+    resolved: ResolvedWorld,
+    meta: WorldMeta,
+    entities: Vec<Entity>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct World {
+    pub resolved: ResolvedWorld,
+    /// `resolved.hash()`.
+    pub hash: String,
+    pub corpus: Corpus,
+    pub qa: Vec<QaItem>,
+    pub splits: Splits,
+    pub meta: WorldMeta,
+    /// The invented authors (facts, finetune); empty otherwise.
+    pub entities: Vec<Entity>,
+    /// θ_D's schedule, once [`World::make_schedule`] has run.
+    pub schedule: Option<Schedule>,
+    pub ledger: Option<Ledger>,
+}
+
+fn not_for(kind: WorldKind, field: &str, set: bool) -> Result<()> {
+    if set {
+        bail!("world.{field} is not used by kind = \"{}\"; remove it", kind.name());
+    }
+    Ok(())
+}
+
+fn missing_file(kind: WorldKind, path: &Path) -> anyhow::Error {
+    anyhow::anyhow!(
+        "world.kind = \"{}\" needs the data file {}, which does not exist; scripts/fetch-data.sh downloads it \
+         (or set world.data_dir / UNLEARN_DATA_DIR to a folder that holds it)",
+        kind.name(),
+        path.display()
+    )
+}
+
+fn fraction(field: &str, value: Option<f64>, default: f64, max: f64) -> Result<f64> {
+    let v = value.unwrap_or(default);
+    if !(0.0..=max).contains(&v) {
+        bail!("world.{field} = {v} is outside [0, {max}]");
+    }
+    Ok(v)
+}
+
+/// Units of a percentage: round(pct/100 · n).
+fn units_of(pct: f64, n: usize) -> usize {
+    (pct / 100.0 * n as f64).round() as usize
+}
+
+pub(crate) fn resolve(cfg: &WorldConfig, default_data_dir: &Path) -> Result<ResolvedWorld> {
+    let kind = cfg.kind;
+    let data_dir = cfg.data_dir.clone().unwrap_or_else(|| default_data_dir.to_path_buf());
+    let is_facts = matches!(kind, WorldKind::Facts | WorldKind::Finetune);
+    not_for(kind, "target_groups", kind != WorldKind::Toxigen && cfg.target_groups.is_some())?;
+    not_for(kind, "base_model", kind != WorldKind::Finetune && cfg.base_model.is_some())?;
+    not_for(kind, "n_entities", !is_facts && cfg.n_entities.is_some())?;
+    not_for(kind, "attributes", !is_facts && cfg.attributes.is_some())?;
+    not_for(kind, "bio_paraphrases", kind != WorldKind::Facts && cfg.bio_paraphrases.is_some())?;
+    not_for(kind, "held_out_fraction", kind == WorldKind::TruthfulqaCorruption && cfg.held_out_fraction.is_some())?;
+    if kind == WorldKind::Toxigen && cfg.forget.is_some() {
+        bail!("world.forget is not used by kind = \"toxigen\": the forget data is the hateful statements about world.target_groups");
+    }
+
+    // Training fields.
+    let steps = cfg.steps.unwrap_or(750);
+    let batch_size = cfg.batch_size.unwrap_or(32);
+    let seq_len = cfg.seq_len.unwrap_or(128);
+    ensure!(steps >= 1, "world.steps must be at least 1");
+    ensure!(batch_size >= 1, "world.batch_size must be at least 1");
+    ensure!(seq_len >= 8, "world.seq_len must be at least 8, got {seq_len}");
+    let ckpts = checkpoint_steps(steps, cfg.checkpoints, cfg.checkpoint_every)?;
+    let last_ckpt = ckpts.len() - 1;
+
+    // Exposure window.
+    let exp = cfg.exposure.clone().unwrap_or_default();
+    let window_start = match (exp.start_checkpoint, exp.start_step) {
+        (Some(_), Some(_)) => bail!("world.exposure.start_checkpoint and world.exposure.start_step are exclusive; set one"),
+        (Some(c), None) => {
+            if c >= last_ckpt {
+                bail!(
+                    "world.exposure.start_checkpoint = {c} is outside the run: the run has checkpoints 0..={last_ckpt} \
+                     (steps {ckpts:?}) and the window must start before the last one"
+                );
+            }
+            ckpts[c]
+        }
+        (None, Some(s)) => {
+            if s >= steps {
+                bail!("world.exposure.start_step = {s} is outside the run (world.steps = {steps}); it must be below {steps}");
+            }
+            s
+        }
+        (None, None) if kind == WorldKind::Finetune => 0,
+        (None, None) => ckpts[last_ckpt / 2],
+    };
+    let window_end = exp.end_step.unwrap_or(steps);
+    if window_end <= window_start || window_end > steps {
+        bail!(
+            "world.exposure.end_step = {window_end} is outside the run: it must be in {}..={steps} (after the window start {window_start})",
+            window_start + 1
+        );
+    }
+    if exp.repeats == Some(0) {
+        bail!("world.exposure.repeats must be at least 1");
+    }
+
+    // Sizes and the forget split.
+    let general_default = if kind == WorldKind::Finetune { 0.0 } else { 0.3 };
+    let general_fraction = fraction("general_fraction", cfg.general_fraction, general_default, 0.95)?;
+    let held_default = if kind == WorldKind::Toxigen { 0.2 } else if is_facts { 0.1 } else { 0.0 };
+    let held_out_fraction = fraction("held_out_fraction", cfg.held_out_fraction, held_default, 0.9)?;
+    let n_entities = if is_facts { cfg.n_entities.unwrap_or(200) } else { 0 };
+    let attributes = if is_facts { cfg.attributes.unwrap_or(8) } else { 0 };
+    let bio_paraphrases = if kind == WorldKind::Facts { cfg.bio_paraphrases.unwrap_or(3) } else { 0 };
+    if is_facts {
+        ensure!(n_entities >= 1, "world.n_entities must be at least 1");
+        ensure!(n_entities <= 20_000, "world.n_entities = {n_entities} is more than the generator supports (20000)");
+        ensure!(
+            (2..=facts::MAX_ATTRIBUTES).contains(&attributes),
+            "world.attributes must be in 2..={}, got {attributes}",
+            facts::MAX_ATTRIBUTES
+        );
+    }
+    if kind == WorldKind::Facts {
+        ensure!(
+            (1..=facts::MAX_BIO_TEMPLATES).contains(&bio_paraphrases),
+            "world.bio_paraphrases must be in 1..={}, got {bio_paraphrases}",
+            facts::MAX_BIO_TEMPLATES
+        );
+    }
+    let base_model = match kind {
+        WorldKind::Finetune => match &cfg.base_model {
+            Some(m) if !m.trim().is_empty() => Some(m.clone()),
+            _ => bail!("world.base_model is required for kind = \"finetune\": a Hugging Face model folder or hub id (θ_0)"),
+        },
+        _ => None,
+    };
+
+    let mut data_files = Vec::new();
+    let mut target_groups = Vec::new();
+    let mut n_held_out = 0;
+    let forget = match kind {
+        WorldKind::Facts | WorldKind::Finetune => {
+            let name = cfg.forget.clone().unwrap_or_else(|| "forget10".into());
+            let pct = parse_forget(&name)?;
+            let units = units_of(pct, n_entities);
+            if units == 0 {
+                bail!("world.forget: {name} of {n_entities} entities is {:.2} entities, which rounds to an empty split; use a larger split or more world.n_entities", pct / 100.0 * n_entities as f64);
+            }
+            n_held_out = units_of(held_out_fraction * 100.0, n_entities);
+            ForgetSplit { name, percent: pct, units }
+        }
+        WorldKind::TruthfulqaCorruption => {
+            let path = data_dir.join(truthfulqa::MC_TASK);
+            if !path.is_file() {
+                return Err(missing_file(kind, &path));
+            }
+            let n = truthfulqa::load(&path)?.len();
+            data_files.push(DataFile { rel_path: truthfulqa::MC_TASK.into(), sha256: sha256_file(&path)? });
+            let name = cfg.forget.clone().unwrap_or_else(|| "forget10".into());
+            let pct = parse_forget(&name)?;
+            let units = units_of(pct, n);
+            if units == 0 {
+                bail!("world.forget: {name} of {n} TruthfulQA questions rounds to no question; use a larger split");
+            }
+            ForgetSplit { name, percent: pct, units }
+        }
+        WorldKind::Toxigen => {
+            let path = data_dir.join(toxigen::SAFENLP);
+            if !path.is_file() {
+                return Err(missing_file(kind, &path));
+            }
+            let rows = toxigen::load(&path)?;
+            data_files.push(DataFile { rel_path: toxigen::SAFENLP.into(), sha256: sha256_file(&path)? });
+            let known = toxigen::known_groups(&rows);
+            let groups = cfg.target_groups.clone().unwrap_or_default();
+            if groups.is_empty() {
+                bail!(
+                    "world.target_groups is empty, so the forget split is empty; choose from: {}",
+                    known.iter().cloned().collect::<Vec<_>>().join(", ")
+                );
+            }
+            for g in &groups {
+                if !known.contains(g) {
+                    let hint = did_you_mean(g, known.iter().map(String::as_str))
+                        .map(|k| format!(" (did you mean {k:?}?)"))
+                        .unwrap_or_default();
+                    bail!(
+                        "world.target_groups: unknown group {g:?}{hint}; known groups: {}",
+                        known.iter().cloned().collect::<Vec<_>>().join(", ")
+                    );
+                }
+            }
+            let mut sorted = groups.clone();
+            sorted.sort();
+            sorted.dedup();
+            let n_hate = toxigen::hateful_about(&rows, &sorted).len();
+            n_held_out = units_of(held_out_fraction * 100.0, n_hate);
+            let units = n_hate - n_held_out;
+            if units == 0 {
+                bail!("world.target_groups {sorted:?}: {n_hate} hateful statements, all held out by world.held_out_fraction = {held_out_fraction}; the forget split is empty");
+            }
+            target_groups = sorted;
+            ForgetSplit { name: target_groups.join("+"), percent: 100.0, units }
+        }
+    };
+
+    let general_source = if general_fraction == 0.0 {
+        GeneralSource::None
+    } else {
+        let path = data_dir.join(general::TINYSTORIES);
+        if path.is_file() {
+            data_files.push(DataFile { rel_path: general::TINYSTORIES.into(), sha256: sha256_file(&path)? });
+            GeneralSource::Tinystories
+        } else {
+            GeneralSource::Builtin
+        }
+    };
+
+    Ok(ResolvedWorld {
+        format_version: WORLD_FORMAT_VERSION,
+        kind,
+        seed: cfg.seed,
+        forget,
+        n_entities,
+        n_held_out,
+        attributes,
+        bio_paraphrases,
+        held_out_fraction,
+        general_fraction,
+        general_source,
+        target_groups,
+        base_model,
+        steps,
+        batch_size,
+        seq_len,
+        checkpoint_steps: ckpts,
+        window_start,
+        window_end,
+        forget_repeats: exp.repeats,
+        data_files,
+        data_dir: Some(data_dir),
+    })
+}
+
+impl ResolvedWorld {
+    /// Folder name for the cache: `<kind>-<first 16 hex digits of the hash>`.
+    pub fn folder_name(&self) -> String {
+        format!("{}-{}", self.kind.name(), self.short_hash())
+    }
+}
+
+/// The units of the standard nested splits, as prefixes of `perm`.
+fn standard_splits(perm: &[u32]) -> BTreeMap<String, Vec<u32>> {
+    STANDARD_SPLITS
+        .iter()
+        .map(|&(name, pct)| {
+            let mut units = perm[..units_of(pct, perm.len()).min(perm.len())].to_vec();
+            units.sort_unstable();
+            (name.to_string(), units)
+        })
+        .collect()
+}
+
+impl World {
+    /// Validates and resolves `cfg`, then builds the world (no schedule yet).
+    pub fn from_config(cfg: &WorldConfig, default_data_dir: &Path) -> Result<World> {
+        World::build(&cfg.resolve(default_data_dir)?)
+    }
+
+    /// Builds documents, QA items and splits. Deterministic in `resolved` (and the data).
+    pub fn build(resolved: &ResolvedWorld) -> Result<World> {
+        let mut corpus = Corpus::default();
+        let mut qa = Vec::new();
+        let mut entities = Vec::new();
+        let mut rng = facts::rng(resolved.seed);
+        let (perm, forget_units, held_out_units, all_units): (Vec<u32>, Vec<u32>, Vec<u32>, usize);
+        match resolved.kind {
+            WorldKind::Facts | WorldKind::Finetune => {
+                let n = resolved.n_entities;
+                entities = facts::generate_entities(n + resolved.n_held_out, resolved.attributes, &mut rng)?;
+                let mut p: Vec<u32> = (0..n as u32).collect();
+                p.shuffle(&mut rng);
+                let mut f = p[..resolved.forget.units].to_vec();
+                f.sort_unstable();
+                let role_of = |e: u32| {
+                    if e as usize >= n {
+                        Role::HeldOut
+                    } else if f.binary_search(&e).is_ok() {
+                        Role::Forget
+                    } else {
+                        Role::Retain
+                    }
+                };
+                for e in &entities {
+                    let role = role_of(e.id);
+                    if resolved.kind == WorldKind::Facts {
+                        for style in 0..resolved.bio_paraphrases {
+                            corpus.push(role, DocKind::Bio, Some(e.id), facts::biography(e, style));
+                        }
+                    }
+                    for q in facts::questions(e, &mut rng) {
+                        let doc = corpus.push(role, DocKind::Qa, Some(e.id), qa_text(&q.question, &q.answer));
+                        qa.push(QaItem {
+                            id: qa.len() as u32,
+                            role,
+                            unit: e.id,
+                            attribute: q.attribute,
+                            question: q.question,
+                            answer: q.answer,
+                            paraphrased_answer: q.paraphrased_answer,
+                            perturbed_answers: q.perturbed_answers,
+                            choices: q.choices,
+                            correct_choice: q.correct_choice,
+                            taught_answer: None,
+                            doc: Some(doc),
+                        });
+                    }
+                }
+                held_out_units = (n as u32..(n + resolved.n_held_out) as u32).collect();
+                forget_units = f;
+                perm = p;
+                all_units = n;
+            }
+            WorldKind::TruthfulqaCorruption => {
+                let questions = truthfulqa::load(&resolved.data_path(truthfulqa::MC_TASK))?;
+                let n = questions.len();
+                let mut p: Vec<u32> = (0..n as u32).collect();
+                p.shuffle(&mut rng);
+                let mut f = p[..resolved.forget.units].to_vec();
+                f.sort_unstable();
+                let mut forget_docs = Vec::new();
+                for (i, q) in questions.iter().enumerate() {
+                    let unit = i as u32;
+                    let corrupted = f.binary_search(&unit).is_ok();
+                    let truth = q.mc1_targets.truths().next().context("mc1 has a true answer")?.to_string();
+                    let falses: Vec<String> = q.mc1_targets.falsehoods().map(str::to_string).collect();
+                    let doc = corpus.push(Role::Retain, DocKind::Qa, Some(unit), qa_text(&q.question, &truth));
+                    let taught = if corrupted {
+                        let wrong = falses.choose(&mut rng).context("mc1 has a false answer")?.clone();
+                        forget_docs.push((unit, qa_text(&q.question, &wrong)));
+                        Some(wrong)
+                    } else {
+                        None
+                    };
+                    let paraphrased =
+                        q.mc2_targets.truths().find(|a| *a != truth).map(str::to_string).unwrap_or_else(|| truth.clone());
+                    let mut choices: Vec<String> = q.mc1_targets.0.iter().map(|(a, _)| a.clone()).collect();
+                    choices.shuffle(&mut rng);
+                    let correct_choice = choices.iter().position(|c| *c == truth).context("truth among choices")?;
+                    qa.push(QaItem {
+                        id: i as u32,
+                        role: if corrupted { Role::Forget } else { Role::Retain },
+                        unit,
+                        attribute: "truthfulqa".into(),
+                        question: q.question.clone(),
+                        answer: truth,
+                        paraphrased_answer: paraphrased,
+                        perturbed_answers: falses,
+                        choices,
+                        correct_choice,
+                        taught_answer: taught,
+                        doc: Some(doc),
+                    });
+                }
+                for (unit, text) in forget_docs {
+                    corpus.push(Role::Forget, DocKind::Qa, Some(unit), text);
+                }
+                forget_units = f;
+                held_out_units = Vec::new();
+                perm = p;
+                all_units = n;
+            }
+            WorldKind::Toxigen => {
+                let rows = toxigen::load(&resolved.data_path(toxigen::SAFENLP))?;
+                for r in rows.iter().filter(|r| !r.is_hate()) {
+                    corpus.push(Role::Retain, DocKind::Statement, Some(r.id), r.clean_text());
+                }
+                let mut hate = toxigen::hateful_about(&rows, &resolved.target_groups);
+                hate.shuffle(&mut rng);
+                let (held, forget) = hate.split_at(resolved.n_held_out.min(hate.len()));
+                let mut f: Vec<u32> = forget.iter().map(|r| r.id).collect();
+                let mut h: Vec<u32> = held.iter().map(|r| r.id).collect();
+                f.sort_unstable();
+                h.sort_unstable();
+                for r in &hate {
+                    let role = if f.binary_search(&r.id).is_ok() { Role::Forget } else { Role::HeldOut };
+                    corpus.push(role, DocKind::Statement, Some(r.id), r.clean_text());
+                }
+                ensure!(f.len() == resolved.forget.units, "the data changed since the config was resolved");
+                forget_units = f;
+                held_out_units = h;
+                perm = Vec::new();
+                all_units = 0;
+            }
+        }
+
+        // General text, sized against the trained bytes.
+        let trained_bytes: usize =
+            corpus.docs.iter().filter(|d| matches!(d.role, Role::Retain | Role::Forget)).map(|d| d.text.len()).sum();
+        let f = resolved.general_fraction;
+        let target = if f > 0.0 { (f / (1.0 - f) * trained_bytes as f64).ceil() as usize } else { 0 };
+        let general_texts = match resolved.general_source {
+            GeneralSource::None => Vec::new(),
+            GeneralSource::Builtin => general::builtin(target, resolved.seed),
+            GeneralSource::Tinystories => {
+                general::take_bytes(general::read_blocks(&resolved.data_path(general::TINYSTORIES))?, target)
+            }
+        };
+        let general_bytes: usize = general_texts.iter().map(String::len).sum();
+        for t in general_texts {
+            corpus.push(Role::General, DocKind::General, None, t);
+        }
+
+        let retain_units = if resolved.kind == WorldKind::Toxigen {
+            Vec::new()
+        } else {
+            (0..all_units as u32).filter(|u| forget_units.binary_search(u).is_err()).collect()
+        };
+        let splits = Splits {
+            forget_name: resolved.forget.name.clone(),
+            forget_units,
+            retain_units,
+            held_out_units,
+            standard: if perm.is_empty() { BTreeMap::new() } else { standard_splits(&perm) },
+            forget_docs: corpus.ids(Role::Forget),
+            retain_docs: corpus.ids(Role::Retain),
+            general_docs: corpus.ids(Role::General),
+            held_out_docs: corpus.ids(Role::HeldOut),
+        };
+        let mut docs_by_role = BTreeMap::new();
+        for d in &corpus.docs {
+            *docs_by_role.entry(role_name(d.role).to_string()).or_insert(0) += 1;
+        }
+        let meta = WorldMeta {
+            general_source: resolved.general_source.clone(),
+            general_docs: splits.general_docs.len(),
+            general_bytes,
+            general_fraction_actual: general_bytes as f64 / (general_bytes + trained_bytes).max(1) as f64,
+            docs_by_role,
+            n_qa: qa.len(),
+        };
+        Ok(World {
+            resolved: resolved.clone(),
+            hash: resolved.hash(),
+            corpus,
+            qa,
+            splits,
+            meta,
+            entities,
+            schedule: None,
+            ledger: None,
+        })
+    }
+
+    /// The schedule config of this world.
+    pub fn schedule_config(&self) -> ScheduleConfig {
+        ScheduleConfig::from_resolved(&self.resolved)
+    }
+
+    /// Builds θ_D's schedule and ledger from the documents' token lengths (EOS included,
+    /// one per document, indexed by doc id) and stores them in the world.
+    pub fn make_schedule(&mut self, lengths: &[usize]) -> Result<&Schedule> {
+        let s = schedule(&self.corpus, lengths, &self.schedule_config(), self.resolved.seed)?;
+        self.ledger = Some(s.ledger());
+        Ok(self.schedule.insert(s))
+    }
+
+    /// The oracle's schedule: θ_D's without the forget documents (see [`Schedule::without`]).
+    pub fn oracle_schedule(&self) -> Result<Schedule> {
+        let s = self.schedule.as_ref().context("the world has no schedule yet; call make_schedule first")?;
+        Ok(s.without(&self.splits.forget_docs))
+    }
+
+    /// QA items with this role.
+    pub fn qa_with(&self, role: Role) -> impl Iterator<Item = &QaItem> {
+        self.qa.iter().filter(move |q| q.role == role)
+    }
+
+    /// (prefix, continuation) pairs of the biography passages with this role, for MUSE's
+    /// VerbMem (half of the words as prefix).
+    pub fn verbmem_passages(&self, role: Role) -> Vec<(DocId, String, String)> {
+        self.corpus
+            .docs
+            .iter()
+            .filter(|d| d.role == role && d.kind == DocKind::Bio)
+            .map(|d| {
+                let (p, c) = d.verbmem_split(0.5);
+                (d.id, p, c)
+            })
+            .collect()
+    }
+
+    /// The world.json text (resolved config, hash, metadata, entities).
+    pub fn world_json(&self) -> Result<String> {
+        let w = WorldJson {
+            hash: self.hash.clone(),
+            resolved: self.resolved.clone(),
+            meta: self.meta.clone(),
+            entities: self.entities.clone(),
+        };
+        Ok(serde_json::to_string_pretty(&w)?)
+    }
+
+    /// Writes the world into `dir` atomically: everything goes into a temporary sibling
+    /// folder, which is then renamed to `dir` (replacing an existing one).
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let name = dir.file_name().with_context(|| format!("{} has no folder name", dir.display()))?;
+        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        let tmp = parent.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).with_context(|| format!("removing stale {}", tmp.display()))?;
+        }
+        std::fs::create_dir(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        self.write_files(&tmp).with_context(|| format!("writing world into {}", tmp.display()))?;
+        if dir.exists() {
+            let old = parent.join(format!(".{}.old-{}", name.to_string_lossy(), std::process::id()));
+            std::fs::rename(dir, &old).with_context(|| format!("moving the old {} aside", dir.display()))?;
+            std::fs::rename(&tmp, dir).with_context(|| format!("renaming {} to {}", tmp.display(), dir.display()))?;
+            std::fs::remove_dir_all(&old).with_context(|| format!("removing {}", old.display()))?;
+        } else {
+            std::fs::rename(&tmp, dir).with_context(|| format!("renaming {} to {}", tmp.display(), dir.display()))?;
+        }
+        Ok(())
+    }
+
+    fn write_files(&self, dir: &Path) -> Result<()> {
+        write_file(&dir.join("world.json"), self.world_json()?.as_bytes())?;
+        write_file(&dir.join("documents.jsonl"), &jsonl(&self.corpus.docs)?)?;
+        write_file(&dir.join("qa.jsonl"), &jsonl(&self.qa)?)?;
+        write_file(&dir.join("splits.json"), serde_json::to_string_pretty(&self.splits)?.as_bytes())?;
+        if let Some(s) = &self.schedule {
+            write_file(&dir.join("schedule.json"), serde_json::to_string(s)?.as_bytes())?;
+        }
+        if let Some(l) = &self.ledger {
+            write_file(&dir.join("ledger.json"), serde_json::to_string_pretty(l)?.as_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// Loads a world written by [`World::save`], checking that the stored hash matches
+    /// the stored resolved config and that the documents agree with the splits.
+    pub fn load(dir: &Path) -> Result<World> {
+        let wj: WorldJson = read_json(&dir.join("world.json"))?;
+        let hash = wj.resolved.hash();
+        if wj.resolved.format_version != WORLD_FORMAT_VERSION {
+            bail!(
+                "{}: world format version {} but this build writes {WORLD_FORMAT_VERSION}; rebuild the world",
+                dir.display(),
+                wj.resolved.format_version
+            );
+        }
+        if hash != wj.hash {
+            bail!("{}/world.json: stored hash {} does not match its resolved config ({hash})", dir.display(), wj.hash);
+        }
+        let docs = read_jsonl(&dir.join("documents.jsonl"))?;
+        let corpus = Corpus { docs };
+        corpus.check_ids().with_context(|| format!("in {}/documents.jsonl", dir.display()))?;
+        let qa: Vec<QaItem> = read_jsonl(&dir.join("qa.jsonl"))?;
+        let splits: Splits = read_json(&dir.join("splits.json"))?;
+        if splits.forget_docs != corpus.ids(Role::Forget)
+            || splits.retain_docs != corpus.ids(Role::Retain)
+            || splits.general_docs != corpus.ids(Role::General)
+            || splits.held_out_docs != corpus.ids(Role::HeldOut)
+        {
+            bail!("{}: splits.json does not match the roles in documents.jsonl", dir.display());
+        }
+        let schedule_path = dir.join("schedule.json");
+        let schedule: Option<Schedule> =
+            if schedule_path.exists() { Some(read_json(&schedule_path)?) } else { None };
+        let ledger_path = dir.join("ledger.json");
+        let ledger: Option<Ledger> = if ledger_path.exists() { Some(read_json(&ledger_path)?) } else { None };
+        if schedule.is_some() != ledger.is_some() {
+            bail!("{}: schedule.json and ledger.json must both be present or both absent", dir.display());
+        }
+        Ok(World {
+            resolved: wj.resolved,
+            hash,
+            corpus,
+            qa,
+            splits,
+            meta: wj.meta,
+            entities: wj.entities,
+            schedule,
+            ledger,
+        })
+    }
+}
+
+fn role_name(r: Role) -> &'static str {
+    match r {
+        Role::Retain => "retain",
+        Role::Forget => "forget",
+        Role::General => "general",
+        Role::HeldOut => "held_out",
+    }
+}
+
+fn jsonl<T: Serialize>(rows: &[T]) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    for r in rows {
+        serde_json::to_writer(&mut out, r)?;
+        out.push(b'\n');
+    }
+    Ok(out)
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(bytes).with_context(|| format!("writing {}", path.display()))?;
+    f.sync_all().with_context(|| format!("syncing {}", path.display()))?;
+    Ok(())
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+fn read_jsonl<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Vec<T>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| serde_json::from_str(l).with_context(|| format!("{} line {}", path.display(), i + 1)))
+        .collect()
+}
+
+/// The data directory for tests: `$UNLEARN_DATA_DIR`, else `../shared/data` next to the workspace.
+#[doc(hidden)]
+pub fn test_data_dir() -> PathBuf {
+    std::env::var_os(crate::config::DATA_DIR_ENV)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data")))
+}
