@@ -1,1 +1,180 @@
-fn main() {}
+//! `bench`: the unlearn-bench command line. It parses flags and dispatches; the work lives in
+//! the library crates (see ARCHITECTURE.md).
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+
+mod progress;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(name = "bench", version, about = "unlearn-bench: measure machine unlearning for language models against an exact retrain oracle")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Score a text file: token count and mean per-token NLL (BOS prepended), as JSON.
+    Score {
+        /// A Hugging Face checkpoint folder (config.json, model.safetensors, tokenizer.json).
+        #[arg(long)]
+        model: PathBuf,
+        /// The text file to score (scored whole, in rolling windows if longer than the context).
+        #[arg(long)]
+        text: PathBuf,
+    },
+    /// Greedy generation from a prompt (BOS prepended).
+    Generate {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long, default_value = "")]
+        prompt: String,
+        #[arg(long, default_value_t = 64)]
+        max_new_tokens: usize,
+    },
+    /// Dump per-position logits of [BOS] + tokens(text) as JSON (for scripts/check_against_transformers.py).
+    Logits {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        text: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Model-state arithmetic: write Σ coef_i·θ_i, streaming tensor by tensor.
+    Arith {
+        /// Output checkpoint folder (config and tokenizer are copied from the first term).
+        #[arg(long)]
+        out: PathBuf,
+        /// A term COEF=DIR; repeat for each term, e.g. --term 1=final --term -1=ft --term 1=base.
+        #[arg(long = "term", required = true, allow_hyphen_values = true)]
+        terms: Vec<String>,
+        /// Replace an existing output folder.
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// Build (or load from cache) the world of a sweep config: tokenizer, θ_D with checkpoints,
+    /// exposure ledger and the retrain oracle.
+    World {
+        /// A sweep config (its [world] and [[models]] sections are used).
+        config: PathBuf,
+        /// Override the sweep's data directory (else $UNLEARN_DATA_DIR, else the config's `data_dir`).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::Score { model, text } => score(&model, &text),
+        Cmd::Generate { model, prompt, max_new_tokens } => generate(&model, &prompt, max_new_tokens),
+        Cmd::Logits { model, text, out } => logits(&model, &text, &out),
+        Cmd::Arith { out, terms, overwrite } => arith(&out, &terms, overwrite),
+        Cmd::World { config, data_dir } => world(&config, data_dir),
+    }
+}
+
+fn load_frozen(dir: &Path) -> Result<(lm::CausalLm, lm::Tok)> {
+    let device = lm::default_device()?;
+    let model = lm::CausalLm::load(dir, &device, false)?;
+    let tok = lm::Tok::load(dir, &model.cfg)?;
+    Ok((model, tok))
+}
+
+fn score(model_dir: &Path, text_file: &Path) -> Result<()> {
+    let (model, tok) = load_frozen(model_dir)?;
+    let text = std::fs::read_to_string(text_file).with_context(|| format!("{}: cannot read", text_file.display()))?;
+    let scorer = lm::score::Scorer::new(&model, &tok);
+    let lp = scorer.token_logprobs(&[text])?.remove(0);
+    if lp.is_empty() {
+        bail!("{}: the text has no tokens", text_file.display());
+    }
+    let sum: f64 = lp.iter().map(|&x| x as f64).sum();
+    let mean_nll = -sum / lp.len() as f64;
+    let out = serde_json::json!({
+        "model": model_dir, "file": text_file, "tokens": lp.len(),
+        "sum_logprob": sum, "mean_nll": mean_nll, "perplexity": mean_nll.exp(),
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+fn generate(model_dir: &Path, prompt: &str, max_new: usize) -> Result<()> {
+    let (model, tok) = load_frozen(model_dir)?;
+    let mut scorer = lm::score::Scorer::new(&model, &tok);
+    scorer.add_bos = true;
+    let out = scorer.generate_until(&[(prompt.to_string(), vec![], max_new)])?;
+    println!("{prompt}{}", out[0]);
+    Ok(())
+}
+
+fn logits(model_dir: &Path, text: &str, out: &Path) -> Result<()> {
+    let (model, tok) = load_frozen(model_dir)?;
+    let mut ids = vec![tok.prefix_token()];
+    ids.extend(tok.encode(text)?);
+    let n = ids.len();
+    let input = candle_core::Tensor::from_vec(ids.clone(), (1, n), &model.device)?;
+    let logits = model.forward(&input, None)?.squeeze(0)?.to_vec2::<f32>()?;
+    let json = serde_json::json!({ "tokens": ids, "logits": logits });
+    std::fs::write(out, serde_json::to_string(&json)?).with_context(|| format!("{}: cannot write", out.display()))?;
+    Ok(())
+}
+
+fn arith(out: &Path, terms: &[String], overwrite: bool) -> Result<()> {
+    let mut parsed = vec![];
+    for t in terms {
+        let (c, d) = t.split_once('=').with_context(|| format!("--term {t:?}: expected COEF=DIR, e.g. -1.5=checkpoints/ft"))?;
+        let coef: f64 = c.trim().parse().with_context(|| format!("--term {t:?}: coefficient {c:?} is not a number"))?;
+        parsed.push((coef, PathBuf::from(d)));
+    }
+    let opts = model_state::CombineOptions { overwrite, ..Default::default() };
+    let report = model_state::combine(&parsed, out, &opts)?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&serde_json::json!({
+            "out": out, "tensors": report.tensors, "bytes_read": report.bytes_read,
+            "bytes_written": report.bytes_written, "seconds": report.seconds,
+            "read_gb_per_s": report.bytes_read as f64 / report.seconds.max(1e-9) / 1e9,
+            "peak_accumulator_bytes": report.peak_accumulator_bytes,
+        }))?
+    );
+    Ok(())
+}
+
+fn world(config: &Path, data_dir: Option<PathBuf>) -> Result<()> {
+    let sweep = runner::load_sweep(config)?;
+    let data_dir = data_dir.unwrap_or_else(|| runner::resolve_data_dir(&sweep));
+    let wcfg = testbed::WorldConfig::from_sweep_file(config)?;
+    for m in &sweep.models {
+        let runner::ModelSource::Scratch(preset) = &m.source else {
+            bail!("{}: models.{}: `bench world` builds worlds for scratch models; this one is {:?}", config.display(), m.name, m.source);
+        };
+        let spec = testbed::train::ScratchModel::preset(preset)?;
+        let progress = progress::Progress::new();
+        let built = testbed::train::build_or_load(&wcfg, &data_dir, &sweep.output_dir.join("worlds"), &spec, Some(&|s, i, n, l| progress.update(s, i, n, l)))?;
+        progress.finish();
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({
+            "dir": built.dir, "final_model": built.final_model, "oracle": built.oracle,
+            "seconds_theta_d": built.info.seconds_theta_d, "seconds_oracle": built.info.seconds_oracle,
+            "tokens_per_second": built.info.tokens_per_second, "final_loss": built.info.final_loss,
+            "oracle_final_loss": built.info.oracle_final_loss,
+            "checkpoints": built.checkpoints,
+        }))?);
+    }
+    Ok(())
+}

@@ -1,0 +1,59 @@
+//! Task negation (Ilharco, Ribeiro, Wortsman, Gururangan, Schmidt, Hajishirzi, Farhadi 2023,
+//! "Editing Models with Task Arithmetic"), in MUSE's unlearning version (Shi et al. 2024):
+//! fine-tune θ_D on the forget set → θ_ft, τ = θ_ft − θ_D, and return θ = θ_D − α·τ.
+//!
+//! This is Model State Arithmetic with θ_D itself as the base point and β = 0, so it calls
+//! [`msa::arithmetic`] (same fine-tune recipe, cache and streaming combination) rather than
+//! repeating it. No ledger check applies: θ_D is the model being unlearned.
+
+use anyhow::Result;
+use serde::Deserialize;
+use unlearn::{check_coefficient, check_positive, parse_params, Context, RunReport, Unlearner};
+
+fn default_alpha() -> f64 {
+    1.0
+}
+fn default_lr() -> f64 {
+    msa::DEFAULT_LR
+}
+fn default_epochs() -> usize {
+    msa::DEFAULT_EPOCHS
+}
+
+/// Parameters of `task_negation`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskNegationParams {
+    #[serde(default = "default_alpha")]
+    pub alpha: f64,
+    #[serde(default = "default_lr")]
+    pub lr: f64,
+    #[serde(default = "default_epochs")]
+    pub epochs: usize,
+}
+
+pub struct TaskNegation {
+    pub params: TaskNegationParams,
+}
+
+impl TaskNegation {
+    pub const NAME: &'static str = "task_negation";
+
+    pub fn from_params(params: &toml::Table) -> Result<TaskNegation> {
+        let p: TaskNegationParams = parse_params(Self::NAME, params)?;
+        check_coefficient(Self::NAME, "alpha", p.alpha)?;
+        check_positive(Self::NAME, "lr", p.lr)?;
+        Ok(TaskNegation { params: p })
+    }
+}
+
+impl Unlearner for TaskNegation {
+    fn name(&self) -> &str {
+        Self::NAME
+    }
+
+    fn run(&self, ctx: &Context) -> Result<RunReport> {
+        let ft = msa::FineTune { lr: self.params.lr, epochs: self.params.epochs };
+        msa::arithmetic(Self::NAME, ctx, ctx.final_model, self.params.alpha, 0.0, &ft, None)
+    }
+}

@@ -1,0 +1,214 @@
+//! The interface every unlearning method implements, and what the methods share.
+//!
+//! One [`Unlearner`] trait fits both families (following the shape of open-unlearning's
+//! `UnlearnTrainer`, but without forcing training-free methods into a trainer):
+//!
+//! * arithmetic methods (MSA, task negation) fine-tune and combine checkpoints on disk;
+//! * gradient methods (gradient ascent/difference, NPO, SimNPO) only supply an
+//!   [`lm::train::Objective`] to the one shared loop, [`train_gradient_method`].
+//!
+//! Invariant: methods never choose file names or read data sets; they get everything through a
+//! [`Context`] and write exactly one Hugging Face checkpoint folder at `ctx.out`, atomically
+//! (on error nothing is left there).
+//!
+//! Hyperparameters come from a `toml::Table` of scalars, parsed by [`parse_params`] into a
+//! method's `deny_unknown_fields` struct; [`check_coefficient`] validates α/β-like values.
+
+use anyhow::{bail, Context as _, Result};
+use lm::train::{Example, Objective, TrainConfig};
+use lm::CausalLm;
+use serde::de::DeserializeOwned;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// One intermediate checkpoint of the world's training run, from the exposure ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointInfo {
+    /// Optimizer steps taken before this checkpoint was saved.
+    pub step: usize,
+    /// Hugging Face checkpoint folder.
+    pub path: PathBuf,
+    /// True when no forget document had been trained on by this step.
+    pub clean: bool,
+}
+
+/// A progress callback: (stage, step, total, loss).
+pub type ProgressFn<'a> = &'a dyn Fn(&str, usize, usize, f64);
+
+/// Everything a method needs for one run.
+pub struct Context<'a> {
+    /// θ_D, the model trained on all data (a Hugging Face folder).
+    pub final_model: &'a Path,
+    /// The world's checkpoints, ordered by step (may be empty).
+    pub checkpoints: &'a [CheckpointInfo],
+    /// Tokenised, loss-masked forget examples (e.g. loss on answer tokens only).
+    pub forget: &'a [Example],
+    pub retain: &'a [Example],
+    /// The sweep's trainer defaults; methods may override fields from their params.
+    pub train: TrainConfig,
+    pub seed: u64,
+    /// Shared across the cells of one world and model (MSA caches fine-tuned models here).
+    pub cache: &'a Path,
+    /// Where to write the unlearned checkpoint folder.
+    pub out: &'a Path,
+    pub device: &'a candle_core::Device,
+    /// Padding id for batches.
+    pub pad: u32,
+    pub progress: Option<ProgressFn<'a>>,
+}
+
+/// What a run produced.
+#[derive(Debug, Clone, Default)]
+pub struct RunReport {
+    /// The unlearned checkpoint folder (= `ctx.out`).
+    pub out: PathBuf,
+    /// (optimizer step, loss) of every training step the run did (empty on a cache hit).
+    pub loss_curve: Vec<(usize, f64)>,
+    /// Seconds per stage ("train", "save", "finetune_forget", "combine", ...).
+    pub timings: BTreeMap<String, f64>,
+    /// Anything else worth recording (cache hits, the chosen base checkpoint, ablation labels).
+    pub notes: BTreeMap<String, serde_json::Value>,
+}
+
+/// An unlearning method.
+pub trait Unlearner {
+    /// The registry name (e.g. "msa", "npo").
+    fn name(&self) -> &str;
+    /// Unlearn `ctx.forget` from `ctx.final_model`, writing the result to `ctx.out`.
+    fn run(&self, ctx: &Context) -> Result<RunReport>;
+}
+
+/// Parses a method's parameter table into its `deny_unknown_fields` struct; errors name the
+/// method (and, from serde, the field).
+pub fn parse_params<T: DeserializeOwned>(method: &str, params: &toml::Table) -> Result<T> {
+    params
+        .clone()
+        .try_into::<T>()
+        .map_err(|e| anyhow::anyhow!("method {method}: invalid parameters: {}", e.to_string().trim()))
+}
+
+/// The largest coefficient accepted (α, β, λ): anything above is surely a typo.
+pub const MAX_COEFFICIENT: f64 = 100.0;
+
+/// Checks a non-negative coefficient: finite, ≥ 0 and ≤ [`MAX_COEFFICIENT`].
+pub fn check_coefficient(method: &str, field: &str, value: f64) -> Result<()> {
+    if !value.is_finite() || !(0.0..=MAX_COEFFICIENT).contains(&value) {
+        bail!("method {method}: parameter {field} = {value} is invalid (expected a number in [0, {MAX_COEFFICIENT}])");
+    }
+    Ok(())
+}
+
+/// Checks a strictly positive finite value (learning rates, temperatures).
+pub fn check_positive(method: &str, field: &str, value: f64) -> Result<()> {
+    if !value.is_finite() || value <= 0.0 {
+        bail!("method {method}: parameter {field} = {value} is invalid (expected a positive finite number)");
+    }
+    Ok(())
+}
+
+/// Errors when a data set has no token left to train on after masking.
+pub fn check_has_targets(method: &str, set: &str, examples: &[Example]) -> Result<()> {
+    if examples.is_empty() {
+        bail!("method {method}: the {set} set is empty");
+    }
+    if examples.iter().all(|e| e.n_target_tokens() == 0) {
+        bail!("method {method}: the {set} set has no target tokens after masking ({} examples)", examples.len());
+    }
+    Ok(())
+}
+
+/// Removes a stale folder at `out`, so that a failed run never leaves an old result there
+/// looking like a new one.
+pub fn clear_out(out: &Path) -> Result<()> {
+    if out.exists() {
+        std::fs::remove_dir_all(out).with_context(|| format!("cannot remove stale output {}", out.display()))?;
+    }
+    Ok(())
+}
+
+/// Errors when any weight of `model` is NaN or infinite (naming the first such tensor).
+pub fn check_finite_weights(model: &CausalLm) -> Result<()> {
+    for (name, t) in model.state() {
+        let s = t.abs()?.sum_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+        if !s.is_finite() {
+            bail!("tensor {name} holds non-finite values after training (the run diverged)");
+        }
+    }
+    Ok(())
+}
+
+/// The shared gradient-training loop: load θ_D trainable, run [`lm::train::fit`] with the
+/// forget set as the primary data (and the retain set as the secondary one when
+/// `use_retain`), check the weights are finite, and save to `ctx.out` atomically with θ_D's
+/// tokenizer files. The shuffling seed is `ctx.seed`. Errors are prefixed with `method`;
+/// on error nothing is left at `ctx.out`.
+pub fn train_gradient_method(
+    method: &str,
+    ctx: &Context,
+    objective: &dyn Objective,
+    use_retain: bool,
+    train_cfg: &TrainConfig,
+) -> Result<RunReport> {
+    let run = || -> Result<RunReport> {
+        clear_out(ctx.out)?;
+        check_has_targets(method, "forget", ctx.forget)?;
+        if use_retain {
+            check_has_targets(method, "retain", ctx.retain)?;
+        }
+        let mut cfg = train_cfg.clone();
+        cfg.seed = ctx.seed;
+        let t0 = Instant::now();
+        let model = CausalLm::load(ctx.final_model, ctx.device, true)?;
+        let load_s = t0.elapsed().as_secs_f64();
+        let mut cb = |step: usize, total: usize, loss: f64| {
+            if let Some(p) = ctx.progress {
+                p(method, step, total, loss);
+            }
+        };
+        let secondary = if use_retain { Some(ctx.retain) } else { None };
+        let log = lm::train::fit(&model, ctx.forget, secondary, &cfg, objective, ctx.pad, Some(&mut cb))?;
+        check_finite_weights(&model)?;
+        let t1 = Instant::now();
+        lm::checkpoint::save(&model, ctx.out, Some(ctx.final_model))?;
+        let mut report = RunReport { out: ctx.out.to_path_buf(), ..Default::default() };
+        report.loss_curve = log.steps.iter().map(|s| (s.step, s.loss)).collect();
+        report.timings.insert("load".into(), load_s);
+        report.timings.insert("train".into(), log.seconds);
+        report.timings.insert("save".into(), t1.elapsed().as_secs_f64());
+        report.notes.insert("steps".into(), log.steps.len().into());
+        report.notes.insert("tokens".into(), log.tokens.into());
+        Ok(report)
+    };
+    let result = run().with_context(|| format!("method {method}: unlearning {} failed", ctx.final_model.display()));
+    if result.is_err() {
+        let _ = clear_out(ctx.out);
+    }
+    result
+}
+
+/// `base` with `lr` and `epochs` replaced when given (the overrides every method accepts).
+pub fn override_train(base: &TrainConfig, lr: Option<f64>, epochs: Option<usize>) -> TrainConfig {
+    let mut cfg = base.clone();
+    if let Some(lr) = lr {
+        cfg.lr = lr;
+    }
+    if let Some(e) = epochs {
+        cfg.epochs = e;
+    }
+    cfg
+}
+
+/// Levenshtein distance, for "did you mean …?" suggestions.
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
