@@ -27,15 +27,15 @@ pub const KNOWN_METHOD_KINDS: &[&str] =
     &["msa", "task_negation", "gradient_ascent", "gradient_difference", "npo", "simnpo"];
 
 /// Hyperparameters each method kind accepts besides the [`TRAIN_KEYS`] (which every method may
-/// override). Provisional until the method crates' registries are wired in.
+/// override). Must match the parameter structs of the method crates (a test checks it).
 pub const KNOWN_METHOD_PARAMS: &[(&str, &[&str])] = &[
-    // θ = θ_D − α·τ_f + β·τ_r with τ from checkpoint θ_0 ("latest-clean", "distance:k", "step:n" or a folder)
-    ("msa", &["alpha", "beta", "checkpoint", "retain_sample", "allow_exposed_checkpoint"]),
+    // θ = θ_D − α·τ_f + β·τ_r with τ from checkpoint θ_0 ("latest-clean", "distance:k", "step:N" or "path:DIR")
+    ("msa", &["alpha", "beta", "checkpoint", "allow_unclean", "retain_size"]),
     ("task_negation", &["alpha"]),
     ("gradient_ascent", &[]),
-    ("gradient_difference", &["retain_weight", "retain_loss"]),
-    ("npo", &["beta", "retain_weight"]),
-    ("simnpo", &["beta", "gamma", "retain_weight"]),
+    ("gradient_difference", &["lambda", "retain_loss"]),
+    ("npo", &["beta", "lambda"]),
+    ("simnpo", &["beta", "gamma", "lambda"]),
 ];
 
 /// Metric names (issue 5; lm-evaluation-harness names where they exist).
