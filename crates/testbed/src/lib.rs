@@ -23,8 +23,10 @@
 
 pub mod config;
 pub mod facts;
+pub mod finetune;
 pub mod general;
 pub mod schedule;
+pub mod smoke;
 pub mod toxigen;
 pub mod truthfulqa;
 pub mod train;

@@ -1,0 +1,32 @@
+//! The `[world]` section of every shipped sweep config (`configs/*.toml`) is a valid world:
+//! it parses (unknown fields are errors) and resolves against the data directory.
+
+use std::path::Path;
+
+use testbed::world::test_data_dir;
+use testbed::{WorldConfig, WorldKind};
+
+#[test]
+fn every_shipped_world_section_resolves() {
+    let configs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+    let data = test_data_dir();
+    let mut n = 0;
+    for entry in std::fs::read_dir(&configs).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let cfg = WorldConfig::from_sweep_file(&path).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+        let needs_data = matches!(cfg.kind, WorldKind::TruthfulqaCorruption | WorldKind::Toxigen);
+        if needs_data && !data.join("truthfulqa/mc_task.json").is_file() {
+            eprintln!("SKIPPED: {} needs the data directory {}", path.display(), data.display());
+            continue;
+        }
+        let r = cfg.resolve(&data).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+        if cfg.kind == WorldKind::Finetune {
+            assert!(r.base_model.is_some(), "{}", path.display());
+        }
+        n += 1;
+    }
+    assert!(n >= 1, "no configs in {}", configs.display());
+}

@@ -1,0 +1,235 @@
+#!/usr/bin/env bash
+# Downloads the reference data of unlearn-bench from its public sources into the data
+# directory (${UNLEARN_DATA_DIR:-data}), in the layout the harness reads, and verifies the
+# sha256 sums of the files that have one (the list in the data README). Idempotent: a file
+# already present with the right content is not downloaded again.
+#
+#   scripts/fetch-data.sh                 download what is missing, verify everything
+#   scripts/fetch-data.sh --verify-only   download nothing; check presence and checksums
+#   scripts/fetch-data.sh --force         download every file again
+#   scripts/fetch-data.sh --with-toxigen-annotated
+#                                         also fetch ToxiGen's 940-row annotated test split
+#                                         (toxigen/annotated_test.csv or .parquet; the HF
+#                                         dataset is gated: accept its terms and set HF_TOKEN)
+#   scripts/fetch-data.sh [options] DIR   use DIR instead of ${UNLEARN_DATA_DIR:-data}
+#
+# Sources (licenses in brackets):
+#   truthfulqa/           GitHub sylinrl/TruthfulQA, data/v0/ [Apache-2.0]
+#   toxigen/prompts/      GitHub microsoft/TOXIGEN, prompts/ [MIT; data CDLA-Permissive-2.0]
+#   toxigen/safenlp_toxigen.json
+#                         GitHub microsoft/SafeNLP, data/toxiGen.json [MIT]
+#   corpora/tinyshakespeare.txt
+#                         GitHub karpathy/char-rnn, data/tinyshakespeare/input.txt
+#   corpora/wikitext2-{valid,test}.txt
+#                         GitHub pytorch/examples, word_language_model/data/wikitext-2/ [CC BY-SA 3.0]
+#   corpora/tinystories-prefix.txt
+#                         the first stories of TinyStories V1 (HF roneneldan/TinyStories,
+#                         TinyStories-train.txt) with the <|endoftext|> separator lines
+#                         blanked, cut at 197,290 bytes [CDLA-Sharing-1.0]. A reconstruction:
+#                         a checksum mismatch of this file is a warning, not an error (the
+#                         harness only uses it as general text; the world's hash follows it).
+#   models/stories260K/   HF karpathy/tinyllamas, stories260K/ [MIT]
+#
+# Exit status: 0 when every required file is present and every checksum matches; 1 otherwise.
+# Needs bash, curl (or wget), and sha256sum (or shasum).
+
+set -euo pipefail
+
+usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
+
+VERIFY_ONLY=0
+FORCE=0
+TOXIGEN_ANNOTATED=0
+DEST="${UNLEARN_DATA_DIR:-data}"
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --verify-only) VERIFY_ONLY=1 ;;
+        --force) FORCE=1 ;;
+        --with-toxigen-annotated) TOXIGEN_ANNOTATED=1 ;;
+        -h|--help) usage; exit 0 ;;
+        -*) echo "fetch-data.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
+        *) DEST="$1" ;;
+    esac
+    shift
+done
+
+GH=https://raw.githubusercontent.com
+HF=https://huggingface.co
+
+# ---------------------------------------------------------------- what to fetch
+# Every line: RELATIVE_PATH SHA256_OR_- KIND URL [URL...]
+# KIND: strict (a checksum mismatch is an error), recon (reconstructed: mismatch warns),
+#       plain (no known checksum: presence only).
+MANIFEST="$(cat <<EOF
+truthfulqa/mc_task.json 131e6f4156297bee09b38279e2fa847e4359c200504eca99ea3fab4b2d3a6144 strict $GH/sylinrl/TruthfulQA/main/data/v0/mc_task.json $GH/sylinrl/TruthfulQA/main/data/mc_task.json
+truthfulqa/TruthfulQA.csv f4fcc4a841d4474c46a4719c295c6df5f12eef14c187fbb9637a29e70d9ece00 strict $GH/sylinrl/TruthfulQA/main/data/v0/TruthfulQA.csv $GH/sylinrl/TruthfulQA/main/TruthfulQA.csv
+truthfulqa/LICENSE - plain $GH/sylinrl/TruthfulQA/main/LICENSE
+toxigen/safenlp_toxigen.json 42863b997f545833b8c9bfe7fc950aeaccc274d49f7386384db147face745fc3 strict $GH/microsoft/SafeNLP/main/data/toxiGen.json $GH/microsoft/SafeNLP/master/data/toxiGen.json
+toxigen/LICENSE-SafeNLP-MIT.txt - plain $GH/microsoft/SafeNLP/main/LICENSE $GH/microsoft/SafeNLP/master/LICENSE
+toxigen/LICENSE-TOXIGEN-MIT.txt - plain $GH/microsoft/TOXIGEN/main/LICENSE $GH/microsoft/TOXIGEN/master/LICENSE
+corpora/tinyshakespeare.txt 86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed strict $GH/karpathy/char-rnn/master/data/tinyshakespeare/input.txt
+corpora/wikitext2-valid.txt f0737ed31fc1329026e95cb8b98e19c2a182c39c240ab909dc31abf2f8af58e8 strict $GH/pytorch/examples/main/word_language_model/data/wikitext-2/valid.txt
+corpora/wikitext2-test.txt d790b833ef8cf03a90db7bf1271b7520b83c45ce07ba3c1a9699df81e239eca0 strict $GH/pytorch/examples/main/word_language_model/data/wikitext-2/test.txt
+corpora/tinystories-prefix.txt 727e8b228375be3075114c20729c93ed6e81ae5d8fe7faf7cb54b304f0322d70 recon $HF/datasets/roneneldan/TinyStories/resolve/main/TinyStories-train.txt
+models/stories260K/stories260K.bin b0a507e7ad0f626624f17112325e66691f9076d622e1d3274d103d00299f2696 strict $HF/karpathy/tinyllamas/resolve/main/stories260K/stories260K.bin
+models/stories260K/tok512.bin 037cb335abb25d1fa9e8ecae30ed2a3a8ace9302862ebcdc05d51a6bbb10c312 strict $HF/karpathy/tinyllamas/resolve/main/stories260K/tok512.bin
+EOF
+)"
+for group in asian bisexual black chinese immigrant jewish latino lgbtq mental_disability mexican \
+             middle_east muslim native_american physical_disability trans women; do
+    MANIFEST+=$'\n'"toxigen/prompts/hate_${group}_1k.txt - plain $GH/microsoft/TOXIGEN/main/prompts/hate_${group}_1k.txt"
+    # ToxiGen has no neutral prompts about trans people
+    if [ "$group" != trans ]; then
+        MANIFEST+=$'\n'"toxigen/prompts/neutral_${group}_1k.txt - plain $GH/microsoft/TOXIGEN/main/prompts/neutral_${group}_1k.txt"
+    fi
+done
+
+# Bytes of the TinyStories prefix, and how much of TinyStories-train.txt to request for it.
+TINYSTORIES_BYTES=197290
+TINYSTORIES_RANGE=0-1048575
+
+# ---------------------------------------------------------------- helpers
+sha256_of() {
+    if command -v sha256sum >/dev/null 2>&1; then
+        sha256sum "$1" | cut -d' ' -f1
+    else
+        shasum -a 256 "$1" | cut -d' ' -f1
+    fi
+}
+
+# download URL OUT [RANGE]: one URL to OUT; HF_TOKEN is sent to huggingface.co when set.
+download() {
+    local url="$1" out="$2" range="${3:-}"
+    local auth=()
+    if [ -n "${HF_TOKEN:-}" ] && [[ "$url" == "$HF"/* ]]; then
+        auth=(-H "Authorization: Bearer $HF_TOKEN")
+    fi
+    if command -v curl >/dev/null 2>&1; then
+        local r=()
+        [ -n "$range" ] && r=(-r "$range")
+        curl -fsSL --retry 3 --connect-timeout 20 ${auth[@]+"${auth[@]}"} ${r[@]+"${r[@]}"} -o "$out" "$url"
+    elif command -v wget >/dev/null 2>&1; then
+        local h=()
+        [ -n "${HF_TOKEN:-}" ] && [[ "$url" == "$HF"/* ]] && h=(--header "Authorization: Bearer $HF_TOKEN")
+        [ -n "$range" ] && h+=(--header "Range: bytes=$range")
+        wget -q --tries=3 ${h[@]+"${h[@]}"} -O "$out" "$url"
+    else
+        echo "fetch-data.sh: needs curl or wget" >&2
+        return 1
+    fi
+}
+
+# The TinyStories prefix from the head of TinyStories-train.txt: CRs dropped, every
+# <|endoftext|> line blanked, the first $TINYSTORIES_BYTES bytes kept.
+make_tinystories_prefix() {
+    local raw="$1" out="$2"
+    tr -d '\r' <"$raw" | sed 's/^<|endoftext|>$//' | head -c "$TINYSTORIES_BYTES" >"$out"
+}
+
+# state REL SUM KIND: prints ok | missing | mismatch | unverified
+state() {
+    local rel="$1" sum="$2" kind="$3" f="$DEST/$1"
+    if [ ! -s "$f" ]; then echo missing; return; fi
+    if [ "$sum" = - ]; then echo unverified; return; fi
+    if [ "$(sha256_of "$f")" = "$sum" ]; then echo ok; else echo mismatch; fi
+}
+
+# fetch REL SUM KIND URL...: download into a .part file, check, then rename into place.
+fetch() {
+    local rel="$1" sum="$2" kind="$3"
+    shift 3
+    local f="$DEST/$rel" part="$DEST/$rel.part" url got
+    mkdir -p "$(dirname "$f")"
+    for url in "$@"; do
+        rm -f "$part" "$part.raw"
+        if [ "$kind" = recon ]; then
+            download "$url" "$part.raw" "$TINYSTORIES_RANGE" || continue
+            make_tinystories_prefix "$part.raw" "$part"
+            rm -f "$part.raw"
+        else
+            download "$url" "$part" || continue
+        fi
+        if [ ! -s "$part" ]; then
+            continue
+        fi
+        if [ "$sum" != - ]; then
+            got="$(sha256_of "$part")"
+            if [ "$got" != "$sum" ]; then
+                if [ "$kind" = recon ]; then
+                    echo "warning: $rel was rebuilt from $url but its sha256 is $got, not $sum (the reconstruction differs from the reference copy; kept)" >&2
+                else
+                    echo "warning: $url has sha256 $got, expected $sum; trying the next source" >&2
+                    continue
+                fi
+            fi
+        fi
+        mv -f "$part" "$f"
+        echo "fetched $rel"
+        return 0
+    done
+    rm -f "$part" "$part.raw"
+    echo "error: could not fetch $rel (tried: $*)" >&2
+    return 1
+}
+
+# ---------------------------------------------------------------- main
+if [ "$VERIFY_ONLY" = 0 ]; then
+    mkdir -p "$DEST"
+fi
+echo "data directory: $DEST"
+failures=0
+while read -r rel sum kind urls; do
+    [ -z "$rel" ] && continue
+    s="$(state "$rel" "$sum" "$kind")"
+    if [ "$VERIFY_ONLY" = 0 ] && { [ "$FORCE" = 1 ] || [ "$s" = missing ] || { [ "$s" = mismatch ] && [ "$kind" != recon ]; }; }; then
+        # shellcheck disable=SC2086  # the URL list is split on purpose
+        if fetch "$rel" "$sum" "$kind" $urls; then
+            s="$(state "$rel" "$sum" "$kind")"
+        fi
+    fi
+    case "$s" in
+        ok) echo "ok          $rel" ;;
+        unverified) echo "present     $rel (no checksum)" ;;
+        missing) echo "MISSING     $rel" ; failures=$((failures + 1)) ;;
+        mismatch)
+            if [ "$kind" = recon ]; then
+                echo "differs     $rel (a reconstruction; see the note at the top of this script)"
+            else
+                echo "MISMATCH    $rel (sha256 $(sha256_of "$DEST/$rel"), expected $sum)"
+                failures=$((failures + 1))
+            fi
+            ;;
+    esac
+done <<<"$MANIFEST"
+
+# ToxiGen's annotated test split, as lm-evaluation-harness's `toxigen` task reads it (HF
+# dataset skg/toxigen-data, config "annotated", split "test", 940 rows; now also published as
+# toxigen/toxigen-data). Optional: the harness falls back to safenlp_toxigen.json.
+if [ "$TOXIGEN_ANNOTATED" = 1 ]; then
+    if [ -s "$DEST/toxigen/annotated_test.csv" ] || [ -s "$DEST/toxigen/annotated_test.parquet" ]; then
+        echo "present     toxigen/annotated_test (no checksum)"
+    elif [ "$VERIFY_ONLY" = 1 ]; then
+        echo "MISSING     toxigen/annotated_test.csv"
+        failures=$((failures + 1))
+    else
+        mkdir -p "$DEST/toxigen"
+        if fetch toxigen/annotated_test.csv - plain \
+            "$HF/datasets/skg/toxigen-data/resolve/main/annotated_test.csv" \
+            "$HF/datasets/toxigen/toxigen-data/resolve/main/annotated_test.csv"; then
+            :
+        elif fetch toxigen/annotated_test.parquet - plain \
+            "$HF/datasets/toxigen/toxigen-data/resolve/main/annotated/test-00000-of-00001.parquet" \
+            "$HF/datasets/skg/toxigen-data/resolve/refs%2Fconvert%2Fparquet/annotated/test/0000.parquet"; then
+            :
+        else
+            echo "hint: the ToxiGen dataset is gated on Hugging Face; accept its terms and export HF_TOKEN" >&2
+            failures=$((failures + 1))
+        fi
+    fi
+fi
+
+if [ "$failures" -gt 0 ]; then
+    echo "$failures file(s) missing or wrong in $DEST" >&2
+    exit 1
+fi
+echo "all files present and verified in $DEST"
