@@ -19,6 +19,51 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Run a sweep: build the world, run every method at every grid point, score every cell
+    /// against the oracle, write one result file per cell, then write the report.
+    Sweep {
+        /// The sweep config (TOML), e.g. configs/tiny.toml.
+        config: PathBuf,
+        /// Redo cells that are already finished.
+        #[arg(long)]
+        force: bool,
+        /// Run only shard I of N (0-based), e.g. --shard 0/4, for job arrays.
+        #[arg(long, default_value = "0/1")]
+        shard: runner::Shard,
+        /// List the cells and whether they are done; run nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Swap every model for a tiny random checkpoint of its family and cut the data to a few
+        /// examples: exercises a real-model config end to end on CPU.
+        #[arg(long)]
+        smoke: bool,
+        /// Data directory (else $UNLEARN_DATA_DIR, else the config's `data_dir`, else `data`).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Keep unlearned checkpoints under RESULTS/models/ (deleted after scoring by default).
+        #[arg(long)]
+        keep_models: bool,
+        /// Do not write the report after the sweep.
+        #[arg(long)]
+        no_report: bool,
+    },
+    /// Write tables (Markdown, LaTeX, CSV) and plots (SVG) from a results folder.
+    Report {
+        /// A sweep's results folder (results/NAME) or a folder of several.
+        results: PathBuf,
+        /// Output folder (default reports/NAME).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Import a llama2.c checkpoint (e.g. stories260K.bin + tok512.bin) as a Hugging Face folder.
+    ImportLlama2c {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        tokenizer: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Score a text file: token count and mean per-token NLL (BOS prepended), as JSON.
     Score {
         /// A Hugging Face checkpoint folder (config.json, model.safetensors, tokenizer.json).
@@ -81,6 +126,16 @@ fn main() -> std::process::ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
+        Cmd::Sweep { config, force, shard, dry_run, smoke, data_dir, keep_models, no_report } => {
+            let opts = runner::exec::ExecOptions { force, shard, dry_run, smoke, data_dir, keep_models };
+            sweep(&config, &opts, !no_report && !dry_run)
+        }
+        Cmd::Report { results, out } => report(&results, out),
+        Cmd::ImportLlama2c { model, tokenizer, out } => {
+            let r = llama2c::import(&model, &tokenizer, &out)?;
+            println!("imported {} parameters into {}", r.n_params, r.out.display());
+            Ok(())
+        }
         Cmd::Score { model, text } => score(&model, &text),
         Cmd::Generate { model, prompt, max_new_tokens } => generate(&model, &prompt, max_new_tokens),
         Cmd::Logits { model, text, out } => logits(&model, &text, &out),
@@ -176,5 +231,37 @@ fn world(config: &Path, data_dir: Option<PathBuf>) -> Result<()> {
             "checkpoints": built.checkpoints,
         }))?);
     }
+    Ok(())
+}
+
+fn sweep(config: &Path, opts: &runner::exec::ExecOptions, write_report: bool) -> Result<()> {
+    let sweep = runner::load_sweep(config)?;
+    let progress = progress::Progress::new();
+    let summary = runner::exec::run(&sweep, opts, Some(&|s, i, n, l| progress.update(s, i, n, l)), &|msg| {
+        progress.finish();
+        eprintln!("{msg}");
+    })?;
+    progress.finish();
+    if opts.dry_run {
+        return Ok(());
+    }
+    eprintln!(
+        "sweep {}: {} cell(s) run, {} already done, {} failed, in {:.0}s; results in {}",
+        sweep.name, summary.ran, summary.skipped, summary.failed, summary.seconds, summary.results_dir.display()
+    );
+    if write_report {
+        report(&summary.results_dir, None)?;
+    }
+    if summary.failed > 0 {
+        bail!("{} cell(s) failed; their errors are in the result files and the report", summary.failed);
+    }
+    Ok(())
+}
+
+fn report(results: &Path, out: Option<PathBuf>) -> Result<()> {
+    let name = results.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "report".into());
+    let out = out.unwrap_or_else(|| PathBuf::from("reports").join(name));
+    let s = report::build(results, &out)?;
+    eprintln!("report: {} ok cell(s), {} failed, written to {}/index.md", s.cells_ok, s.cells_failed, out.display());
     Ok(())
 }

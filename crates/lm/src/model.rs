@@ -9,7 +9,7 @@
 use crate::config::{Arch, LmConfig};
 use crate::weights::{self, Params};
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device, Tensor, Var, D};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Device, Layout, Shape, Tensor, Var, D};
 use std::path::Path;
 
 /// A loaded model: config, parameters (frozen or trainable) and rotary tables.
@@ -147,7 +147,17 @@ impl CausalLm {
     }
 
     /// Log-probabilities of `targets` under `logits`: (b, t, v) x (b, t) -> (b, t).
+    ///
+    /// On the CPU with f32 logits this is one fused operation with a hand-written backward
+    /// (`g · (onehot − softmax)`), instead of a chain of full-vocabulary temporaries.
     pub fn target_logprobs(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+        if logits.device().is_cpu() && logits.dtype() == DType::F32 && targets.dtype() == DType::U32 {
+            let (b, t, _) = logits.dims3().context("logits must be (batch, time, vocab)")?;
+            if targets.dims() != [b, t] {
+                bail!("targets have shape {:?}, logits {:?}", targets.dims(), logits.dims());
+            }
+            return Ok(logits.contiguous()?.apply_op2(&targets.contiguous()?, TargetLogProbs)?);
+        }
         let lp = log_softmax_last(logits)?;
         Ok(lp.gather(&targets.unsqueeze(D::Minus1)?, D::Minus1)?.squeeze(D::Minus1)?)
     }
@@ -264,5 +274,107 @@ fn attention_bias(t: usize, attention_mask: Option<&Tensor>, device: &Device) ->
             let keys = ((m.to_dtype(DType::F32)?.affine(-1.0, 1.0)?) * -1e9)?.reshape((b, 1, 1, t))?;
             Ok(causal.broadcast_add(&keys)?)
         }
+    }
+}
+
+/// Rows of `n` elements, split over candle's threads: `f(first_row, rows_slice)`.
+fn par_rows<T: Send>(out: &mut [T], n: usize, f: impl Fn(usize, &mut [T]) + Sync) {
+    let rows = out.len() / n.max(1);
+    let threads = candle_core::utils::get_num_threads().clamp(1, rows.max(1));
+    let per = rows.div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        for (k, chunk) in out.chunks_mut(per * n).enumerate() {
+            let f = &f;
+            s.spawn(move || f(k * per, chunk));
+        }
+    });
+}
+
+fn contiguous_slice<'a, T: candle_core::WithDType>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [T]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&s.as_slice::<T>()?[a..b]),
+        None => candle_core::bail!("{what} must be contiguous"),
+    }
+}
+
+/// log_softmax(logits)[target] per row, fused (CPU, f32). Backward: [`TargetLogProbsGrad`].
+struct TargetLogProbs;
+
+impl CustomOp2 for TargetLogProbs {
+    fn name(&self) -> &'static str {
+        "target-logprobs"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = contiguous_slice::<f32>(s1, l1, "logits")?;
+        let tg = contiguous_slice::<u32>(s2, l2, "targets")?;
+        let v = *l1.dims().last().unwrap_or(&1);
+        if tg.iter().any(|&t| t as usize >= v) {
+            candle_core::bail!("a target id is outside the vocabulary of {v}");
+        }
+        let mut out = vec![0f32; tg.len()];
+        par_rows(&mut out, 1, |r0, o| {
+            for (k, o) in o.iter_mut().enumerate() {
+                let r = r0 + k;
+                let row = &x[r * v..(r + 1) * v];
+                let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let s: f32 = row.iter().map(|&z| (z - m).exp()).sum();
+                *o = row[tg[r] as usize] - m - s.ln();
+            }
+        });
+        Ok((CpuStorage::F32(out), l2.shape().clone()))
+    }
+
+    fn bwd(&self, logits: &Tensor, targets: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = logits.apply_op3_no_bwd(targets, &grad.contiguous()?, &TargetLogProbsGrad)?;
+        Ok((Some(g), None))
+    }
+}
+
+/// d/dlogits of g · log_softmax(logits)[target] = g · (onehot(target) − softmax(logits)).
+struct TargetLogProbsGrad;
+
+impl CustomOp3 for TargetLogProbsGrad {
+    fn name(&self) -> &'static str {
+        "target-logprobs-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = contiguous_slice::<f32>(s1, l1, "logits")?;
+        let tg = contiguous_slice::<u32>(s2, l2, "targets")?;
+        let g = contiguous_slice::<f32>(s3, l3, "gradient")?;
+        let v = *l1.dims().last().unwrap_or(&1);
+        let mut out = vec![0f32; x.len()];
+        par_rows(&mut out, v, |r0, o| {
+            for (k, orow) in o.chunks_mut(v).enumerate() {
+                let r = r0 + k;
+                let row = &x[r * v..(r + 1) * v];
+                let gr = g[r];
+                if gr == 0.0 {
+                    continue; // masked position: zero gradient (already zero)
+                }
+                let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let mut s = 0f32;
+                for (oj, &z) in orow.iter_mut().zip(row) {
+                    let e = (z - m).exp();
+                    *oj = e;
+                    s += e;
+                }
+                let c = -gr / s;
+                for oj in orow.iter_mut() {
+                    *oj *= c;
+                }
+                orow[tg[r] as usize] += gr;
+            }
+        });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 }

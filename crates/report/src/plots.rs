@@ -97,7 +97,7 @@ pub fn tradeoff(summaries: &[Summary], dir: &Path) -> Result<Vec<String>> {
         let pairs: Vec<(&SummaryRow, f64, f64)> = s
             .rows
             .iter()
-            .filter_map(|r| Some((r, mean(r, "model_utility")?, mean(r, "forget_quality")?)))
+            .filter_map(|r| Some((r, mean(r, "tofu_model_utility")?, mean(r, "tofu_forget_quality")?)))
             .collect();
         if pairs.is_empty() {
             continue;

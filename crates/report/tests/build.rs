@@ -30,12 +30,12 @@ fn cell(dir: &Path, id: &str, method: &str, kind: &str, params: Value, seed: u64
     std::fs::write(dir.join(format!("{id}.json")), serde_json::to_string_pretty(&body).unwrap()).unwrap();
 }
 
-/// (forget_quality ↑, kl_to_oracle ↓, model_utility ↑, privleak → 0)
+/// (tofu_forget_quality ↑, kl_to_oracle ↓, tofu_model_utility ↑, privleak → 0)
 fn four(fq: f64, kl: f64, mu: f64, pl: f64) -> Vec<(&'static str, Value, Value)> {
     vec![
-        ("forget_quality", json!(HIGHER), json!(fq)),
+        ("tofu_forget_quality", json!(HIGHER), json!(fq)),
         ("kl_to_oracle", json!(LOWER), json!(kl)),
-        ("model_utility", json!(HIGHER), json!(mu)),
+        ("tofu_model_utility", json!(HIGHER), json!(mu)),
         ("privleak", json!({ "closer_to": 0.0 }), json!(pl)),
     ]
 }
@@ -84,14 +84,14 @@ fn fixture() -> tempfile::TempDir {
 const EXPECTED_TABLE: &str = "\
 ### Model `m`
 
-| method | seeds | forget_quality ↑ | kl_to_oracle ↓ | model_utility ↑ | privleak →0 |
+| method | seeds | kl_to_oracle ↓ | privleak →0 | tofu_forget_quality ↑ | tofu_model_utility ↑ |
 |---|---:|---:|---:|---:|---:|
-| final (θ_D) | 2 | 0.020 ± 0.014 | 0.600 ± 0.141 | 0.610 ± 0.014 | 21.000 ± 1.414 |
-| retrain (oracle) | 2 | 1.000 ± 0 | 0 ± 0 | 0.590 ± 0.014 | 0 ± 0 |
-| gradient_ascent | 1 | 0.050 | 0.900 | 0.300 | **-3.000** |
-| msa (alpha=1, beta=0, checkpoint=distance:2) | 2 | 0.100 ± 0 | 0.350 ± 0 | 0.500 ± 0 | 8.000 ± 0 |
-| msa (alpha=1, beta=0, checkpoint=latest-clean) | 2 | 0.300 ± 0.141 | 0.300 ± 0.141 | **0.560 ± 0.014** | -6.000 ± 1.414 |
-| msa (alpha=2, beta=0, checkpoint=latest-clean) | 2 | **0.600 ± 0.141** | **0.200 ± 0.141** | 0.420 ± 0.028 | 11.000 ± 1.414 |
+| final (θ_D) | 2 | 0.600 ± 0.141 | 21.000 ± 1.414 | 0.020 ± 0.014 | 0.610 ± 0.014 |
+| retrain (oracle) | 2 | 0 ± 0 | 0 ± 0 | 1.000 ± 0 | 0.590 ± 0.014 |
+| gradient_ascent | 1 | 0.900 | **-3.000** | 0.050 | 0.300 |
+| msa (alpha=1, beta=0, checkpoint=distance:2) | 2 | 0.350 ± 0 | 8.000 ± 0 | 0.100 ± 0 | 0.500 ± 0 |
+| msa (alpha=1, beta=0, checkpoint=latest-clean) | 2 | 0.300 ± 0.141 | -6.000 ± 1.414 | 0.300 ± 0.141 | **0.560 ± 0.014** |
+| msa (alpha=2, beta=0, checkpoint=latest-clean) | 2 | **0.200 ± 0.141** | 11.000 ± 1.414 | **0.600 ± 0.141** | 0.420 ± 0.028 |
 ";
 
 #[test]
@@ -113,9 +113,9 @@ fn report_on_a_fixed_results_folder() {
     assert!(index.contains("12 cells, 11 ok, 1 failed"), "{index}");
     for plot in [
         "tradeoff_m.svg",
-        "msa_grid_m_forget_quality.svg",
-        "msa_grid_m_model_utility.svg",
-        "checkpoint_distance_m_forget_quality.svg",
+        "msa_grid_m_tofu_forget_quality.svg",
+        "msa_grid_m_tofu_model_utility.svg",
+        "checkpoint_distance_m_tofu_forget_quality.svg",
         "loss_m_gradient_ascent.svg",
     ] {
         assert!(index.contains(&format!("](plots/{plot})")), "index lacks {plot}");
@@ -135,9 +135,9 @@ fn report_on_a_fixed_results_folder() {
     assert!(!csv.contains("ga-1"), "failed cells have no metric rows");
 
     let tex = std::fs::read_to_string(out.join("tables.tex")).unwrap();
-    assert!(tex.contains("final ($\\theta_D$) & 2 & 0.020 $\\pm$ 0.014"), "{tex}");
+    assert!(tex.contains("final ($\\theta_D$) & 2 & 0.600 $\\pm$ 0.141 & 21.000 $\\pm$ 1.414 & 0.020 $\\pm$ 0.014"), "{tex}");
     assert!(tex.contains("\\textbf{0.600 $\\pm$ 0.141}"));
-    assert!(tex.contains("gradient\\_ascent & 1 & 0.050 & 0.900 & 0.300 & \\textbf{-3.000} \\\\"), "{tex}");
+    assert!(tex.contains("gradient\\_ascent & 1 & 0.900 & \\textbf{-3.000} & 0.050 & 0.300 \\\\"), "{tex}");
 }
 
 #[test]

@@ -9,9 +9,12 @@
 
 pub mod cells;
 pub mod config;
+pub mod exec;
+pub mod scoring;
 pub mod shard;
 pub mod store;
 pub mod suggest;
+pub mod suite;
 
 pub use cells::{expand, Cell, REFERENCE_FINAL, REFERENCE_KIND, REFERENCE_RETRAIN};
 pub use config::{

@@ -77,6 +77,9 @@ pub struct MetricRecord {
     /// The metric implementation's version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// Why the metric has no value (`value` is then NaN), e.g. no classifier was configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -13,7 +13,7 @@ fn configs_dir() -> PathBuf {
 const BASE: &str = r#"
 name = "t"
 seeds = [0, 1]
-metrics = ["forget_quality", "model_utility"]
+metrics = ["tofu_forget_quality", "tofu_model_utility"]
 
 [world]
 kind = "facts"
@@ -70,7 +70,7 @@ fn tiny_config_has_the_documented_contents() {
     for k in runner::KNOWN_METHOD_KINDS {
         assert!(kinds.contains(k), "tiny.toml lacks method kind {k}");
     }
-    for m in ["forget_quality", "model_utility", "truth_ratio", "kl_to_oracle", "param_distance_to_oracle"] {
+    for m in ["tofu_forget_quality", "tofu_model_utility", "tofu_truth_ratio_forget", "kl_to_oracle", "param_distance_to_oracle"] {
         assert!(sweep.metrics.iter().any(|x| x == m), "tiny.toml lacks metric {m}");
     }
     let msa = &sweep.methods["msa"];
@@ -168,8 +168,8 @@ fn unknown_hyperparameter_for_kind() {
 
 #[test]
 fn unknown_metric_suggests() {
-    let text = BASE.replace("\"model_utility\"", "\"model_utilty\"");
-    check_err(&text, &["configs/bad.toml: metrics[1]", "did you mean `model_utility`?", "truthfulqa_mc1"]);
+    let text = BASE.replace("\"tofu_model_utility\"", "\"tofu_model_utilty\"");
+    check_err(&text, &["configs/bad.toml: metrics[1]", "did you mean `tofu_model_utility`?", "truthfulqa_mc1"]);
 }
 
 #[test]
@@ -200,8 +200,8 @@ fn other_bad_values() {
 
 #[test]
 fn registry_can_be_replaced() {
-    let registry = Registry { metrics: &["forget_quality", "model_utility", "my_metric"], ..Registry::DEFAULT };
-    let text = BASE.replace("\"model_utility\"]", "\"model_utility\", \"my_metric\"]");
+    let registry = Registry { metrics: &["tofu_forget_quality", "tofu_model_utility", "my_metric"], ..Registry::DEFAULT };
+    let text = BASE.replace("\"tofu_model_utility\"]", "\"tofu_model_utility\", \"my_metric\"]");
     assert!(parse_sweep(&text, Path::new("t.toml"), &registry).is_ok());
     assert!(parse_sweep(&text, Path::new("t.toml"), &Registry::DEFAULT).is_err());
 }

@@ -13,7 +13,7 @@ use runner::{
 const CONFIG: &str = r#"
 name = "store-test"
 seeds = [0, 1]
-metrics = ["forget_quality"]
+metrics = ["tofu_forget_quality"]
 [world]
 kind = "facts"
 [[models]]
@@ -39,6 +39,7 @@ fn ok_result(sweep: &runner::Sweep, cell: &runner::Cell, value: f64) -> CellResu
                 per_example: vec![value, f64::NAN, 0.25],
                 example_ids: vec!["a".into(), "b".into(), "c".into()],
                 version: Some("1".into()),
+                skipped: None,
             },
         )]),
         resolved_config: resolved_config(sweep, cell).unwrap(),

@@ -1,0 +1,391 @@
+//! Running a sweep: for each model, build (or load) its world, compute the oracle's reference
+//! scores once, then run every pending cell of this shard — the reference rows "final" (θ_D)
+//! and "retrain" (the oracle), and each method at each grid point — evaluating the result and
+//! writing the cell's JSON atomically as soon as it finishes. A failing cell is recorded with
+//! its error chain and the sweep goes on; a rerun skips finished cells.
+
+use crate::cells::{expand, Cell, REFERENCE_FINAL, REFERENCE_RETRAIN};
+use crate::config::{resolve_data_dir, ModelSource, Sweep, TRAIN_KEYS};
+use crate::shard::Shard;
+use crate::store::{resolved_config, CellResult, CellStatus, Provenance, ResultStore, Timings};
+use crate::suite::{EvalLimits, EvalSuite, OracleRefs};
+use anyhow::{bail, Context, Result};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// How to run a sweep.
+#[derive(Debug, Clone)]
+pub struct ExecOptions {
+    /// Redo finished cells.
+    pub force: bool,
+    pub shard: Shard,
+    /// List the cells and their state; run nothing.
+    pub dry_run: bool,
+    /// Swap every model for a tiny random checkpoint of the same family and cut the data to a
+    /// few examples (exercises the whole path on CPU in minutes).
+    pub smoke: bool,
+    /// Overrides the sweep's data directory (and $UNLEARN_DATA_DIR).
+    pub data_dir: Option<PathBuf>,
+    /// Keep the unlearned checkpoints under `RESULTS/models/` (default: deleted after scoring).
+    pub keep_models: bool,
+}
+
+impl Default for ExecOptions {
+    fn default() -> Self {
+        ExecOptions { force: false, shard: Shard::ALL, dry_run: false, smoke: false, data_dir: None, keep_models: false }
+    }
+}
+
+/// A progress report: (stage, step, total, loss).
+pub type Progress<'a> = &'a dyn Fn(&str, usize, usize, f64);
+
+/// What a sweep run did.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Summary {
+    pub ran: usize,
+    pub skipped: usize,
+    pub failed: usize,
+    pub results_dir: PathBuf,
+    pub seconds: f64,
+}
+
+/// Run (this shard of) a sweep.
+pub fn run(sweep: &Sweep, opts: &ExecOptions, progress: Option<Progress>, log: &dyn Fn(&str)) -> Result<Summary> {
+    let start = std::time::Instant::now();
+    let cells = expand(sweep);
+    let mine: Vec<&Cell> = opts.shard.select(&cells);
+    let store = ResultStore::for_sweep(sweep);
+    if opts.dry_run {
+        let states = store.states(mine.iter().copied())?;
+        log(&crate::store::format_dry_run(&states));
+        return Ok(Summary { results_dir: store.dir().to_path_buf(), ..Default::default() });
+    }
+    let removed = store.remove_stale_temp_files()?;
+    if removed > 0 {
+        log(&format!("removed {removed} half-written result file(s) of an interrupted run"));
+    }
+    let data_dir = opts.data_dir.clone().unwrap_or_else(|| resolve_data_dir(sweep));
+    let mut summary = Summary { results_dir: store.dir().to_path_buf(), ..Default::default() };
+    let provenance = Provenance::detect(env!("CARGO_PKG_VERSION"), Path::new("."));
+    let device = lm::default_device()?;
+    for model in &sweep.models {
+        let todo: Vec<&Cell> = mine
+            .iter()
+            .copied()
+            .filter(|c| c.model == model.name)
+            .filter(|c| store.needs_run(c, opts.force).unwrap_or(true))
+            .collect();
+        summary.skipped += mine.iter().filter(|c| c.model == model.name).count() - todo.len();
+        if todo.is_empty() {
+            log(&format!("model {}: every cell of this shard is done", model.name));
+            continue;
+        }
+        log(&format!("model {}: {} cell(s) to run", model.name, todo.len()));
+        let ctx = match prepare_model(sweep, model, opts, &data_dir, &device, progress, log) {
+            Ok(c) => c,
+            Err(e) => {
+                // Every cell of this model fails with the same error; record it and go on.
+                for cell in &todo {
+                    record(&store, sweep, cell, Err(anyhow::anyhow!("{e:#}")), &provenance, Timings::now_unix(), BTreeMap::new())?;
+                    summary.failed += 1;
+                }
+                log(&format!("model {}: cannot prepare: {e:#}", model.name));
+                continue;
+            }
+        };
+        for (i, cell) in todo.iter().enumerate() {
+            log(&format!("[{}/{}] {}", i + 1, todo.len(), cell.key));
+            let t0 = Timings::now_unix();
+            let mut stages = BTreeMap::new();
+            let outcome = run_cell(sweep, cell, &ctx, opts, &device, progress, &mut stages);
+            match &outcome {
+                Ok(_) => summary.ran += 1,
+                Err(e) => {
+                    summary.failed += 1;
+                    log(&format!("cell {} failed: {e:#}", cell.id));
+                }
+            }
+            record(&store, sweep, cell, outcome, &provenance, t0, stages)?;
+        }
+    }
+    summary.seconds = start.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+/// Everything shared by the cells of one model.
+struct ModelContext {
+    world: testbed::train::BuiltWorld,
+    suite: EvalSuite,
+    oracle_refs: OracleRefs,
+    forget: Vec<lm::train::Example>,
+    retain: Vec<lm::train::Example>,
+    pad: u32,
+    cache: PathBuf,
+    models_dir: PathBuf,
+}
+
+fn prepare_model(
+    sweep: &Sweep,
+    model: &crate::config::ModelSpec,
+    opts: &ExecOptions,
+    data_dir: &Path,
+    device: &candle_core::Device,
+    progress: Option<Progress>,
+    log: &dyn Fn(&str),
+) -> Result<ModelContext> {
+    let world_text = toml::to_string(&sweep.world).context("re-serialising [world]")?;
+    let mut wcfg = testbed::WorldConfig::from_toml_str(&world_text)
+        .with_context(|| format!("{}: [world]", sweep.source.display()))?;
+    if opts.smoke {
+        smoke_world(&mut wcfg);
+    }
+    let worlds = sweep.output_dir.join("worlds");
+    let t = std::time::Instant::now();
+    let world = match &model.source {
+        ModelSource::Scratch(preset) => {
+            let preset = if opts.smoke { "micro" } else { preset.as_str() };
+            let spec = testbed::train::ScratchModel::preset(preset)
+                .with_context(|| format!("models.{}: scratch", model.name))?;
+            testbed::train::build_or_load(&wcfg, data_dir, &worlds, &spec, progress)?
+        }
+        ModelSource::Path(_) | ModelSource::Hub { .. } => {
+            let base = if opts.smoke {
+                let family = testbed::smoke::family_of(&model_label(&model.source, &model.name)).with_context(|| {
+                    format!("models.{}: cannot tell the architecture family (llama, qwen, olmo) for --smoke", model.name)
+                })?;
+                let texts = vec!["Question: Where was the author born?\nAnswer: Orlen".to_string()];
+                let dir = worlds.join(format!("smoke-base-{}-{family}", model.name));
+                testbed::smoke::tiny_like(family, &dir, 0, &texts)?
+            } else {
+                locate_model(&model.source, &model.name)?
+            };
+            let spec = testbed::finetune::FinetuneSpec::default_for(&base, opts.smoke);
+            testbed::finetune::build_or_load_finetune(&wcfg, data_dir, &worlds, &base, &spec, progress)?
+        }
+    };
+    log(&format!("world ready in {:.1}s: {}", t.elapsed().as_secs_f64(), world.dir.display()));
+    let limits = if opts.smoke { EvalLimits::smoke() } else { EvalLimits::default() };
+    let suite = EvalSuite::from_world(&world.world, &sweep.metrics, &limits, data_dir, &world.final_model)?;
+    let cache = ResultStore::for_sweep(sweep).dir().join("cache").join(&model.name).join(short(&world.dir));
+    std::fs::create_dir_all(&cache).with_context(|| format!("cannot create {}", cache.display()))?;
+    let refs_path = cache.join("oracle_refs.json");
+    let cached: Option<OracleRefs> = std::fs::read_to_string(&refs_path).ok().and_then(|t| serde_json::from_str(&t).ok());
+    let oracle_refs = match cached.filter(|r| suite.refs_are_current(r)) {
+        Some(r) => r,
+        None => {
+            let r = suite.oracle_pass(&world.oracle, device)?;
+            crate::store::write_atomic(&refs_path, serde_json::to_string(&r)?.as_bytes())?;
+            r
+        }
+    };
+    let (forget, retain, pad) = method_data(&world)?;
+    let models_dir = ResultStore::for_sweep(sweep).dir().join("models");
+    Ok(ModelContext { world, suite, oracle_refs, forget, retain, pad, cache, models_dir })
+}
+
+fn short(p: &Path) -> String {
+    p.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "world".into())
+}
+
+fn model_label(src: &ModelSource, name: &str) -> String {
+    match src {
+        ModelSource::Path(p) => format!("{name} {}", p.display()),
+        ModelSource::Hub { id, .. } => format!("{name} {id}"),
+        ModelSource::Scratch(s) => format!("{name} {s}"),
+    }
+}
+
+/// A local folder for a model: its path, or for a hub id the Hugging Face cache snapshot.
+fn locate_model(src: &ModelSource, name: &str) -> Result<PathBuf> {
+    match src {
+        ModelSource::Path(p) => {
+            if lm::checkpoint::is_complete(p) {
+                Ok(p.clone())
+            } else {
+                bail!("models.{name}: {} is not a Hugging Face checkpoint folder (config.json + model.safetensors)", p.display())
+            }
+        }
+        ModelSource::Hub { id, revision } => {
+            let home = std::env::var_os("HF_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/huggingface")))
+                .unwrap_or_else(|| PathBuf::from(".cache/huggingface"));
+            let repo = home.join("hub").join(format!("models--{}", id.replace('/', "--")));
+            let rev = revision.clone().unwrap_or_else(|| "main".into());
+            let refp = repo.join("refs").join(&rev);
+            let snap = std::fs::read_to_string(&refp).map(|s| s.trim().to_string()).unwrap_or(rev.clone());
+            let dir = repo.join("snapshots").join(snap);
+            if lm::checkpoint::is_complete(&dir) {
+                return Ok(dir);
+            }
+            bail!(
+                "models.{name}: hub model {id} (revision {rev}) is not in the local Hugging Face cache ({}); \
+                 this build does not download: fetch it on a machine with network access \
+                 (`huggingface-cli download {id}{}`) into $HF_HOME, or set `path = \"DIR\"` to a local folder",
+                repo.display(),
+                revision.as_ref().map(|r| format!(" --revision {r}")).unwrap_or_default()
+            )
+        }
+        ModelSource::Scratch(_) => unreachable!("scratch models are built by the testbed"),
+    }
+}
+
+fn smoke_world(w: &mut testbed::WorldConfig) {
+    w.n_entities = Some(w.n_entities.unwrap_or(200).min(20));
+    w.steps = Some(w.steps.unwrap_or(750).min(24));
+    w.batch_size = Some(w.batch_size.unwrap_or(32).min(8));
+    w.seq_len = Some(w.seq_len.unwrap_or(128).min(128));
+    if w.checkpoint_every.is_none() {
+        w.checkpoints = Some(w.checkpoints.unwrap_or(8).min(8));
+    }
+}
+
+/// The forget set (every forget document, [BOS] text [EOS], all tokens) and the retain set
+/// (retain documents) as the methods train on them, tokenised with θ_D's tokenizer.
+fn method_data(world: &testbed::train::BuiltWorld) -> Result<(Vec<lm::train::Example>, Vec<lm::train::Example>, u32)> {
+    let cfg = lm::LmConfig::from_file(&world.final_model.join("config.json"))?;
+    let tok = lm::Tok::load(&world.final_model, &cfg)?;
+    let enc = |ids: &[u32]| -> Result<Vec<lm::train::Example>> {
+        ids.iter()
+            .map(|&id| {
+                let d = world.world.corpus.get(id).with_context(|| format!("document {id} missing"))?;
+                let mut t = Vec::new();
+                if let Some(b) = tok.bos {
+                    t.push(b);
+                }
+                t.extend(tok.encode(&d.text)?);
+                if let Some(e) = tok.eos.first() {
+                    t.push(*e);
+                }
+                t.truncate(cfg.max_position_embeddings);
+                Ok(lm::train::Example::full(t))
+            })
+            .collect()
+    };
+    let forget = enc(&world.world.splits.forget_docs)?;
+    let retain = enc(&world.world.splits.retain_docs)?;
+    if forget.is_empty() {
+        bail!("the world's forget set is empty");
+    }
+    Ok((forget, retain, tok.pad))
+}
+
+fn run_cell(
+    sweep: &Sweep,
+    cell: &Cell,
+    ctx: &ModelContext,
+    opts: &ExecOptions,
+    device: &candle_core::Device,
+    progress: Option<Progress>,
+    stages: &mut BTreeMap<String, f64>,
+) -> Result<(BTreeMap<String, crate::store::MetricRecord>, BTreeMap<String, Vec<(u64, f64)>>)> {
+    let mut curves = BTreeMap::new();
+    let t = std::time::Instant::now();
+    let (model_dir, temp) = match cell.method.as_str() {
+        REFERENCE_FINAL if cell.kind == crate::cells::REFERENCE_KIND => (ctx.world.final_model.clone(), false),
+        REFERENCE_RETRAIN if cell.kind == crate::cells::REFERENCE_KIND => (ctx.world.oracle.clone(), false),
+        _ => {
+            let mut method_params = toml::Table::new();
+            let mut train_params = BTreeMap::new();
+            for (k, v) in &cell.params {
+                if TRAIN_KEYS.contains(&k.as_str()) && k != "lr" && k != "epochs" {
+                    train_params.insert(k.clone(), v.clone());
+                } else {
+                    method_params.insert(k.clone(), v.clone());
+                }
+            }
+            // [train] is every method's default for lr and epochs; a method table overrides it.
+            method_params.entry("lr").or_insert(toml::Value::Float(sweep.train.lr));
+            method_params.entry("epochs").or_insert(toml::Value::Integer(sweep.train.epochs as i64));
+            let unlearner = methods::build(&cell.kind, &method_params)
+                .with_context(|| format!("methods.{}", cell.method))?;
+            let tc = sweep.train.with_overrides(&train_params)?;
+            let lm_train = lm::train::TrainConfig {
+                lr: tc.lr,
+                weight_decay: tc.weight_decay,
+                warmup_ratio: (tc.warmup_epochs / tc.epochs.max(1) as f64).min(1.0),
+                max_grad_norm: tc.grad_clip,
+                batch_size: tc.batch_size as usize,
+                epochs: tc.epochs as usize,
+                max_steps: tc.max_steps.map(|m| m as usize),
+                seed: cell.seed,
+                ..Default::default()
+            };
+            let out = ctx.models_dir.join(&cell.id);
+            let ckpts: Vec<unlearn::CheckpointInfo> = ctx
+                .world
+                .checkpoints
+                .iter()
+                .map(|c| unlearn::CheckpointInfo { step: c.step, path: c.path.clone(), clean: c.clean })
+                .collect();
+            let uctx = unlearn::Context {
+                final_model: &ctx.world.final_model,
+                checkpoints: &ckpts,
+                forget: &ctx.forget,
+                retain: &ctx.retain,
+                train: lm_train,
+                seed: cell.seed,
+                cache: &ctx.cache,
+                out: &out,
+                device,
+                pad: ctx.pad,
+                progress,
+            };
+            let report = unlearner.run(&uctx).with_context(|| format!("method {} ({})", cell.method, cell.kind))?;
+            stages.extend(report.timings.iter().map(|(k, v)| (format!("method/{k}"), *v)));
+            curves.insert("unlearn".to_string(), report.loss_curve.iter().map(|&(s, l)| (s as u64, l)).collect());
+            (report.out, !opts.keep_models)
+        }
+    };
+    stages.insert("unlearn".into(), t.elapsed().as_secs_f64());
+    let t = std::time::Instant::now();
+    let metrics = ctx.suite.evaluate(&model_dir, &ctx.oracle_refs, &ctx.world.oracle, device);
+    stages.insert("evaluate".into(), t.elapsed().as_secs_f64());
+    if temp {
+        let _ = std::fs::remove_dir_all(&model_dir);
+    }
+    let mut metrics = metrics?;
+    if cell.method == REFERENCE_FINAL {
+        curves.insert("pretrain".into(), ctx.world.info.loss_curve.iter().map(|&(s, l)| (s as u64, l)).collect());
+    }
+    if cell.method == REFERENCE_RETRAIN {
+        curves.insert("pretrain".into(), ctx.world.info.oracle_loss_curve.iter().map(|&(s, l)| (s as u64, l)).collect());
+    }
+    metrics.retain(|_, r| r.value.is_finite() || r.value.is_nan());
+    Ok((metrics, curves))
+}
+
+#[allow(clippy::type_complexity)]
+fn record(
+    store: &ResultStore,
+    sweep: &Sweep,
+    cell: &Cell,
+    outcome: Result<(BTreeMap<String, crate::store::MetricRecord>, BTreeMap<String, Vec<(u64, f64)>>)>,
+    provenance: &Provenance,
+    started: f64,
+    stages: BTreeMap<String, f64>,
+) -> Result<()> {
+    let timings = Timings { started_unix: started, finished_unix: Timings::now_unix(), stages };
+    let resolved = resolved_config(sweep, cell)?;
+    match outcome {
+        Ok((metrics, loss_curves)) => {
+            let r = CellResult {
+                schema_version: crate::store::SCHEMA_VERSION,
+                sweep: sweep.name.clone(),
+                cell: cell.clone(),
+                status: CellStatus::Ok,
+                error_chain: vec![],
+                metrics,
+                resolved_config: resolved,
+                provenance: provenance.clone(),
+                timings,
+                loss_curves,
+            };
+            store.write(&r)?;
+        }
+        Err(e) => {
+            store.record_failure(cell, &e, resolved, provenance.clone(), timings)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,289 @@
+//! The evaluation suite on a real (micro) testbed world: the LmScorer answers mixed requests in
+//! request order, exactly as the engine's own calls do; the oracle scored against itself gives
+//! KL 0, parameter distance 0 and forget quality 1 (identical truth-ratio distributions: KS p =
+//! 1); θ_D is at relative parameter distance 1; every requested metric has a value or a skip
+//! reason; one model's evaluation is one scorer call.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use candle_core::Device;
+use evals::{Request, Response, Scorer as _};
+use runner::scoring::LmScorer;
+use runner::suite::{default_metrics, EvalLimits, EvalSuite, McAccuracy, McItem, OracleRefs};
+use testbed::train::{build_or_load, BuiltWorld, ScratchModel};
+use testbed::{ExposureConfig, WorldConfig, WorldKind};
+
+/// A facts world with a micro model, trained in seconds and cached under the target folder.
+fn world() -> &'static BuiltWorld {
+    static W: OnceLock<BuiltWorld> = OnceLock::new();
+    W.get_or_init(|| {
+        let cfg = WorldConfig {
+            n_entities: Some(20),
+            attributes: Some(3),
+            bio_paraphrases: Some(1),
+            forget: Some("20%".into()),
+            steps: Some(20),
+            batch_size: Some(4),
+            seq_len: Some(64),
+            checkpoints: Some(4),
+            exposure: Some(ExposureConfig { start_checkpoint: Some(1), ..Default::default() }),
+            ..WorldConfig::new(WorldKind::Facts)
+        };
+        let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("runner-suite-worlds");
+        let model = ScratchModel::preset("micro").unwrap();
+        build_or_load(&cfg, Path::new("/nonexistent/unlearn-data"), &cache, &model, None).unwrap()
+    })
+}
+
+fn data_dir() -> PathBuf {
+    std::env::var_os("UNLEARN_DATA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"))
+}
+
+fn suite(names: &[String], limits: &EvalLimits) -> EvalSuite {
+    let w = world();
+    EvalSuite::from_world(&w.world, names, limits, &data_dir(), &w.final_model).unwrap()
+}
+
+fn limits() -> EvalLimits {
+    EvalLimits {
+        max_qa: 8,
+        max_passages: 6,
+        max_kl_texts: 3,
+        answer_new_tokens: 6,
+        verbmem_new_tokens: 8,
+        ..EvalLimits::default()
+    }
+}
+
+/// Oracle references for `s`, computed once per suite configuration.
+fn refs(s: &EvalSuite) -> OracleRefs {
+    s.oracle_pass(&world().oracle, &Device::Cpu).unwrap()
+}
+
+#[test]
+fn lm_scorer_answers_mixed_requests_in_order_like_the_engine() {
+    let w = world();
+    let mut scorer = LmScorer::load(&w.final_model, &Device::Cpu, true).unwrap();
+    scorer.batch_size = 3;
+    let q = &w.world.qa[0];
+    let doc = &w.world.corpus.docs[0].text;
+    let reqs = vec![
+        Request::loglik(q.prompt(), testbed::qa_continuation(&q.answer)),
+        Request::Rolling { text: doc.clone() },
+        Request::generate(q.prompt(), &["\n"], 5),
+        Request::TokenLogprobs { text: doc.clone() },
+        Request::Distributions { text: "Question: Who".into() },
+        Request::loglik("", "Question"),
+        Request::Rolling { text: "Answer: no".into() },
+        Request::loglik(q.prompt(), testbed::qa_continuation(&q.perturbed_answers[0])),
+        Request::generate("Question:", &[], 3),
+    ];
+    let got = scorer.run(&reqs).unwrap();
+    assert_eq!(got.len(), reqs.len());
+
+    // The engine called directly, kind by kind, in the same grouping.
+    let engine = scorer.engine();
+    let ll = engine
+        .loglikelihood(&[
+            (q.prompt(), testbed::qa_continuation(&q.answer)),
+            ("".into(), "Question".into()),
+            (q.prompt(), testbed::qa_continuation(&q.perturbed_answers[0])),
+        ])
+        .unwrap();
+    let tl = engine.token_logprobs(&[doc.clone(), doc.clone(), "Answer: no".into()]).unwrap();
+    let dist = engine.distributions(&["Question: Who".into()]).unwrap();
+    let gen = engine.generate_until(&[(q.prompt(), vec!["\n".into()], 5), ("Question:".into(), vec![], 3)]).unwrap();
+    let llr =
+        |l: &lm::score::LogLik| Response::LogLik { logprob: l.logprob, is_greedy: l.is_greedy, n_tokens: l.n_tokens };
+    let rolling = |lp: &[f32]| Response::Rolling { logprob: lp.iter().map(|&x| x as f64).sum(), n_tokens: lp.len() };
+    let expected = vec![
+        llr(&ll[0]),
+        rolling(&tl[0]),
+        Response::Generated(gen[0].clone()),
+        Response::TokenLogprobs(tl[1].clone()),
+        Response::Distributions(dist[0].to_vec2::<f32>().unwrap()),
+        llr(&ll[1]),
+        rolling(&tl[2]),
+        llr(&ll[2]),
+        Response::Generated(gen[1].clone()),
+    ];
+    assert_eq!(got, expected);
+
+    // And one request at a time (no batching at all): same numbers, so the order is right.
+    for (i, r) in reqs.iter().enumerate() {
+        let single = scorer.run(std::slice::from_ref(r)).unwrap().remove(0);
+        match (&single, &got[i]) {
+            (Response::LogLik { logprob: a, n_tokens: na, .. }, Response::LogLik { logprob: b, n_tokens: nb, .. })
+            | (Response::Rolling { logprob: a, n_tokens: na }, Response::Rolling { logprob: b, n_tokens: nb }) => {
+                assert_eq!(na, nb, "request {i}");
+                assert!((a - b).abs() < 1e-4, "request {i}: {a} vs {b}");
+            }
+            (Response::TokenLogprobs(a), Response::TokenLogprobs(b)) => {
+                assert_eq!(a.len(), b.len());
+                assert!(a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-4), "request {i}");
+            }
+            (a, b) => assert_eq!(a, b, "request {i}"),
+        }
+    }
+}
+
+#[test]
+fn oracle_against_itself_and_theta_d() {
+    let w = world();
+    let names = default_metrics(WorldKind::Facts);
+    let s = suite(&names, &limits());
+    let r = refs(&s);
+    assert!(s.refs_are_current(&r));
+    // The cache format round-trips exactly (KL rows included).
+    let back: OracleRefs = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+    assert_eq!(back, r);
+    assert_eq!(r.kl.len(), 3, "forget, retain and general KL sets");
+
+    let oracle = s.evaluate(&w.oracle, &r, &w.oracle, &Device::Cpu).unwrap();
+    for name in &names {
+        let rec = oracle.get(name).unwrap_or_else(|| panic!("no record for {name}"));
+        assert!(rec.value.is_finite() || rec.skipped.is_some(), "{name}: {rec:?}");
+    }
+    // Every metric of the facts world applies here: nothing is skipped.
+    let skipped: Vec<&String> = oracle.iter().filter(|(_, r)| r.skipped.is_some()).map(|(k, _)| k).collect();
+    assert!(skipped.is_empty(), "skipped: {skipped:?}");
+    for split in ["forget", "retain", "general"] {
+        assert_eq!(oracle[&format!("kl_to_oracle/{split}")].value, 0.0, "KL of the oracle to itself, {split}");
+    }
+    assert_eq!(oracle["kl_to_oracle"].value, oracle["kl_to_oracle/forget"].value);
+    assert_eq!(oracle["param_distance_to_oracle"].value, 0.0);
+    assert_eq!(oracle["tofu_forget_quality"].value, 1.0, "identical truth ratios: KS p-value 1");
+    assert_eq!(oracle["tofu_forget_quality/ks_statistic"].value, 0.0);
+    assert_eq!(oracle["muse_privleak"].value, 0.0, "the oracle's AUC against itself");
+    // Per-example values carry ids: one per forget QA item.
+    let fq = &oracle["tofu_prob_forget"];
+    assert_eq!(fq.per_example.len(), fq.example_ids.len());
+    assert!(!fq.per_example.is_empty() && fq.example_ids.iter().all(|id| id.starts_with("qa-")));
+    let mean: f64 = fq.per_example.iter().sum::<f64>() / fq.per_example.len() as f64;
+    assert!((mean - fq.value).abs() < 1e-12);
+    assert!(oracle.contains_key("mc_accuracy/retain") && oracle.contains_key("perplexity/general"));
+
+    let theta_d = s.evaluate(&w.final_model, &r, &w.oracle, &Device::Cpu).unwrap();
+    assert!(
+        (theta_d["param_distance_to_oracle"].value - 1.0).abs() < 1e-12,
+        "{:?}",
+        theta_d["param_distance_to_oracle"]
+    );
+    assert!(theta_d["kl_to_oracle/forget"].value > 0.0);
+    let fq = theta_d["tofu_forget_quality"].value;
+    assert!((0.0..=1.0).contains(&fq), "{fq}");
+}
+
+/// Counts the calls that reach the model.
+struct Counting {
+    inner: LmScorer,
+    calls: usize,
+    requests: usize,
+}
+
+impl evals::Scorer for Counting {
+    fn run(&mut self, requests: &[Request]) -> anyhow::Result<Vec<Response>> {
+        self.calls += 1;
+        self.requests += requests.len();
+        self.inner.run(requests)
+    }
+}
+
+#[test]
+fn one_scorer_call_per_evaluation() {
+    let w = world();
+    let names = default_metrics(WorldKind::Facts);
+    let s = suite(&names, &EvalLimits::smoke());
+    let r = refs(&s);
+    let mut counting =
+        Counting { inner: LmScorer::load(&w.final_model, &Device::Cpu, true).unwrap(), calls: 0, requests: 0 };
+    let records = s.evaluate_with(&mut counting, &w.final_model, &r, &w.oracle).unwrap();
+    assert_eq!(counting.calls, 1);
+    assert!(counting.requests > 20, "{} requests", counting.requests);
+    assert!(records.len() > names.len());
+
+    // References computed for another suite are refused.
+    let other = suite(&["tofu_forget_quality".to_string()], &EvalLimits::smoke());
+    let err = other.evaluate_with(&mut counting, &w.final_model, &r, &w.oracle).unwrap_err();
+    assert!(format!("{err:#}").contains("another evaluation suite"), "{err:#}");
+    assert_eq!(counting.calls, 1);
+}
+
+#[test]
+fn unknown_metric_names_suggest_the_closest() {
+    let w = world();
+    let names = vec!["tofu_forget_qualty".to_string()];
+    let err = EvalSuite::from_world(&w.world, &names, &limits(), &data_dir(), &w.final_model)
+        .err()
+        .expect("unknown metric must be rejected");
+    let msg = format!("{err:#}");
+    assert!(msg.contains("did you mean `tofu_forget_quality`?") && msg.contains("mc_accuracy"), "{msg}");
+}
+
+#[test]
+fn metrics_that_do_not_apply_are_skipped_with_a_reason() {
+    let w = world();
+    let names = vec!["restor_recovery".to_string(), "muse_verbmem".to_string()];
+    let s = suite(&names, &EvalLimits::smoke());
+    let r = refs(&s);
+    let rec = s.evaluate(&w.final_model, &r, &w.oracle, &Device::Cpu).unwrap();
+    let restor = &rec["restor_recovery"];
+    assert!(restor.value.is_nan());
+    assert!(restor.skipped.as_deref().unwrap().contains("no corrupted questions"), "{restor:?}");
+    assert!(rec["muse_verbmem"].skipped.is_none() && rec["muse_verbmem"].value.is_finite());
+    assert_eq!(rec["muse_verbmem"].example_ids.len(), rec["muse_verbmem"].per_example.len());
+}
+
+/// Answers LogLik requests with a fixed list of log-likelihoods.
+struct Fixed(Vec<f64>);
+
+impl evals::Scorer for Fixed {
+    fn run(&mut self, requests: &[Request]) -> anyhow::Result<Vec<Response>> {
+        assert_eq!(requests.len(), self.0.len());
+        Ok(self.0.iter().map(|&ll| Response::LogLik { logprob: ll, is_greedy: false, n_tokens: 1 }).collect())
+    }
+}
+
+#[test]
+fn mc_accuracy_by_hand() {
+    let item = |n: usize, correct| McItem {
+        question: "Q?".into(),
+        choices: (0..n).map(|i| format!("c{i}")).collect(),
+        correct,
+    };
+    let m = McAccuracy { items: vec![item(3, 1), item(2, 0), item(2, 1)], direction: evals::Direction::HigherBetter };
+    // q0: argmax of [-3, -1, -2] is 1 = correct; q1: tie [-1, -1] goes to index 0 = correct;
+    // q2: argmax of [-0.5, -2] is 0 ≠ 1. Accuracy 2/3.
+    let out = evals::evaluate(&mut Fixed(vec![-3.0, -1.0, -2.0, -1.0, -1.0, -0.5, -2.0]), &[&m]).unwrap();
+    assert!((out[0].value.value().unwrap() - 2.0 / 3.0).abs() < 1e-15);
+    let hits: Vec<f64> = out[0].value.per_example.iter().map(|v| v["correct"].as_f64().unwrap()).collect();
+    assert_eq!(hits, vec![1.0, 1.0, 0.0]);
+    assert_eq!(
+        m.items[0].choices.iter().map(|c| testbed::qa_continuation(c)).collect::<Vec<_>>(),
+        vec![" c0", " c1", " c2"]
+    );
+}
+
+#[test]
+fn truthfulqa_from_the_data_dir_on_any_world() {
+    let path = data_dir().join("truthfulqa/mc_task.json");
+    if !path.is_file() {
+        println!("SKIPPED: {} is missing", path.display());
+        return;
+    }
+    let w = world();
+    let names = vec!["truthfulqa_mc1".to_string(), "truthfulqa_mc2".to_string()];
+    let s = suite(&names, &EvalLimits { max_truthfulqa: Some(3), ..limits() });
+    let r = refs(&s);
+    let rec = s.evaluate(&w.final_model, &r, &w.oracle, &Device::Cpu).unwrap();
+    // Evenly spaced rows of 817: ⌊i·817/3⌋ = 0, 272, 544.
+    assert_eq!(rec["truthfulqa_mc1"].example_ids, vec!["tqa-0", "tqa-272", "tqa-544"]);
+    for n in &names {
+        let v = rec[n].value;
+        assert!((0.0..=1.0).contains(&v), "{n} = {v}");
+        assert_eq!(rec[n].per_example.len(), 3);
+    }
+}
