@@ -7,12 +7,12 @@
 
 use crate::model::CausalLm;
 use anyhow::{bail, Context, Result};
-use candle_core::{backprop::GradStore, DType, Device, Tensor, D};
-use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
+use candle_core::{DType, Device, Tensor, D};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
+use std::path::Path;
 
 /// One training sequence: tokens plus a per-token loss weight. `loss_mask[i]` weighs the
 /// prediction of `tokens[i]` from `tokens[..i]` (so `loss_mask[0]` is never used).
@@ -241,10 +241,15 @@ pub struct StepStats {
 pub struct Trainer<'m> {
     pub model: &'m CausalLm,
     pub cfg: TrainConfig,
-    opt: AdamW,
+    /// AdamW's first and second moments, one per variable (order of [`CausalLm::vars`]).
+    m: Vec<Tensor>,
+    v: Vec<Tensor>,
     pub step: usize,
     pub total_steps: usize,
 }
+
+/// File name of the optimizer state saved beside a checkpoint by [`Trainer::save_state`].
+pub const OPTIMIZER_STATE_FILE: &str = "optimizer.safetensors";
 
 impl<'m> Trainer<'m> {
     pub fn new(model: &'m CausalLm, cfg: TrainConfig, total_steps: usize) -> Result<Trainer<'m>> {
@@ -252,18 +257,61 @@ impl<'m> Trainer<'m> {
         if !model.params.is_trainable() {
             bail!("model was loaded frozen; load it trainable to fine-tune");
         }
-        let vars = model.vars().iter().map(|(_, v)| v.clone()).collect();
-        let opt = AdamW::new(
-            vars,
-            ParamsAdamW {
-                lr: cfg.lr,
-                beta1: cfg.beta1,
-                beta2: cfg.beta2,
-                eps: cfg.eps,
-                weight_decay: cfg.weight_decay,
-            },
-        )?;
-        Ok(Trainer { model, cfg, opt, step: 0, total_steps })
+        let zeros = || -> Result<Vec<Tensor>> {
+            model.vars().iter().map(|(_, v)| Ok(v.as_tensor().zeros_like()?)).collect()
+        };
+        Ok(Trainer { model, cfg, m: zeros()?, v: zeros()?, step: 0, total_steps })
+    }
+
+    /// Save the optimizer state (moments and step) to `dir/optimizer.safetensors`, so that a
+    /// run restarted from the checkpoint in `dir` continues bit for bit.
+    pub fn save_state(&self, dir: &Path) -> Result<()> {
+        let mut map = std::collections::HashMap::new();
+        for (i, (name, _)) in self.model.vars().iter().enumerate() {
+            map.insert(format!("m.{name}"), self.m[i].clone());
+            map.insert(format!("v.{name}"), self.v[i].clone());
+        }
+        map.insert("step".to_string(), Tensor::new(&[self.step as u32], &self.model.device)?);
+        let path = dir.join(OPTIMIZER_STATE_FILE);
+        candle_core::safetensors::save(&map, &path).with_context(|| format!("{}: cannot write", path.display()))
+    }
+
+    /// Restore the optimizer state written by [`Trainer::save_state`].
+    pub fn load_state(&mut self, dir: &Path) -> Result<()> {
+        let path = dir.join(OPTIMIZER_STATE_FILE);
+        let map = candle_core::safetensors::load(&path, &self.model.device)
+            .with_context(|| format!("{}: cannot read optimizer state", path.display()))?;
+        let get = |k: &str| map.get(k).with_context(|| format!("{}: tensor {k:?} missing", path.display()));
+        for (i, (name, var)) in self.model.vars().iter().enumerate() {
+            let (m, v) = (get(&format!("m.{name}"))?, get(&format!("v.{name}"))?);
+            if m.dims() != var.dims() || v.dims() != var.dims() {
+                bail!("{}: moments of {name} have shape {:?}, the parameter {:?}", path.display(), m.dims(), var.dims());
+            }
+            self.m[i] = m.clone();
+            self.v[i] = v.clone();
+        }
+        self.step = get("step")?.to_vec1::<u32>()?[0] as usize;
+        Ok(())
+    }
+
+    /// AdamW with decoupled weight decay (Loshchilov & Hutter 2019), bias-corrected moments.
+    fn adamw(&mut self, grads: &[Tensor], lr: f64) -> Result<()> {
+        let t = (self.step + 1) as i32;
+        let (b1, b2) = (self.cfg.beta1, self.cfg.beta2);
+        let scale_m = 1.0 / (1.0 - b1.powi(t));
+        let scale_v = 1.0 / (1.0 - b2.powi(t));
+        let decay = 1.0 - lr * self.cfg.weight_decay;
+        for (i, (_, var)) in self.model.vars().iter().enumerate() {
+            let g = &grads[i];
+            let m = ((&self.m[i] * b1)? + (g * (1.0 - b1))?)?;
+            let v = ((&self.v[i] * b2)? + (g.sqr()? * (1.0 - b2))?)?;
+            let update = ((&m * scale_m)? / ((&v * scale_v)?.sqrt()? + self.cfg.eps)?)?;
+            let theta = ((var.as_tensor() * decay)? - (update * lr)?)?;
+            var.set(&theta)?;
+            self.m[i] = m;
+            self.v[i] = v;
+        }
+        Ok(())
     }
 
     /// Gradients of the objective averaged over `micro` micro-batches, one per variable (in
@@ -326,14 +374,13 @@ impl<'m> Trainer<'m> {
             Some(c) if norm > c => c / (norm + 1e-6),
             _ => 1.0,
         };
-        let mut store = GradStore::default();
-        for ((_, v), g) in vars.iter().zip(grads) {
-            let g = if scale != 1.0 { (g * scale)? } else { g };
-            store.insert(v.as_tensor(), g);
-        }
+        let grads = if scale != 1.0 {
+            grads.into_iter().map(|g| g * scale).collect::<candle_core::Result<Vec<_>>>()?
+        } else {
+            grads
+        };
         let lr = self.cfg.lr_at(self.step, self.total_steps.max(1));
-        self.opt.set_learning_rate(lr);
-        self.opt.step(&store)?;
+        self.adamw(&grads, lr)?;
         let stats = StepStats { step: self.step, loss, grad_norm: norm, lr };
         self.step += 1;
         Ok(stats)

@@ -325,3 +325,48 @@ fn padded_rows_score_like_unpadded_ones() {
     let d = (lp.get(0).unwrap().narrow(0, 0, n).unwrap() - lp1.get(0).unwrap()).unwrap().abs().unwrap().max(D::Minus1).unwrap();
     assert!(d.to_scalar::<f32>().unwrap() < 1e-5);
 }
+
+#[test]
+fn a_run_restarted_from_a_checkpoint_and_optimizer_state_continues_bit_for_bit() {
+    let cfg = tiny_config(Arch::Llama);
+    let tok = tok_for(&cfg);
+    let dir = tempfile::tempdir().unwrap();
+    let texts = [["one fish", "two fish"], ["red fish", "blue fish"], ["old fish", "new fish"], ["big fish", "sad fish"]];
+    let tc = TrainConfig { lr: 1e-2, warmup_steps: Some(1), ..Default::default() };
+    let weights = |m: &CausalLm| m.state().values().flat_map(|t| t.flatten_all().unwrap().to_vec1::<f32>().unwrap()).collect::<Vec<f32>>();
+    // uninterrupted: 4 steps
+    let a = CausalLm::init(cfg.clone(), 5, &Device::Cpu, true).unwrap();
+    let mut ta = Trainer::new(&a, tc.clone(), 4).unwrap();
+    for t in &texts {
+        let b = batch_for(&a, &tok, t);
+        ta.step(&NextToken, &[Step { primary: &b, secondary: None }]).unwrap();
+    }
+    // interrupted after 2 steps: save weights and optimizer state, reload, continue
+    let b0 = CausalLm::init(cfg.clone(), 5, &Device::Cpu, true).unwrap();
+    let mut tb = Trainer::new(&b0, tc.clone(), 4).unwrap();
+    for t in &texts[..2] {
+        let b = batch_for(&b0, &tok, t);
+        tb.step(&NextToken, &[Step { primary: &b, secondary: None }]).unwrap();
+    }
+    let ck = dir.path().join("ck");
+    lm::checkpoint::save(&b0, &ck, None).unwrap();
+    tb.save_state(&ck).unwrap();
+    let b1 = CausalLm::load(&ck, &Device::Cpu, true).unwrap();
+    let mut tc1 = Trainer::new(&b1, tc.clone(), 4).unwrap();
+    tc1.load_state(&ck).unwrap();
+    assert_eq!(tc1.step, 2);
+    for t in &texts[2..] {
+        let b = batch_for(&b1, &tok, t);
+        tc1.step(&NextToken, &[Step { primary: &b, secondary: None }]).unwrap();
+    }
+    assert_eq!(weights(&a), weights(&b1), "restarted run diverged from the uninterrupted one");
+    // and without the optimizer state it would not be identical
+    let c1 = CausalLm::load(&ck, &Device::Cpu, true).unwrap();
+    let mut tcc = Trainer::new(&c1, tc, 4).unwrap();
+    tcc.step = 2;
+    for t in &texts[2..] {
+        let b = batch_for(&c1, &tok, t);
+        tcc.step(&NextToken, &[Step { primary: &b, secondary: None }]).unwrap();
+    }
+    assert_ne!(weights(&a), weights(&c1));
+}

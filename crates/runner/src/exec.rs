@@ -122,6 +122,9 @@ struct ModelContext {
     pad: u32,
     cache: PathBuf,
     models_dir: PathBuf,
+    /// In smoke mode for real models: (family, tokenizer texts, folder) to make stand-ins for
+    /// `checkpoint = "path:..."` folders that only exist on a machine with the real model.
+    smoke_family: Option<(&'static str, Vec<String>, PathBuf)>,
 }
 
 fn prepare_model(
@@ -141,6 +144,7 @@ fn prepare_model(
     }
     let worlds = sweep.output_dir.join("worlds");
     let t = std::time::Instant::now();
+    let mut smoke_family = None;
     let world = match &model.source {
         ModelSource::Scratch(preset) => {
             let preset = if opts.smoke { "micro" } else { preset.as_str() };
@@ -155,7 +159,9 @@ fn prepare_model(
                 })?;
                 let texts = vec!["Question: Where was the author born?\nAnswer: Orlen".to_string()];
                 let dir = worlds.join(format!("smoke-base-{}-{family}", model.name));
-                testbed::smoke::tiny_like(family, &dir, 0, &texts)?
+                let base = testbed::smoke::tiny_like(family, &dir, 0, &texts)?;
+                smoke_family = Some((family, texts, worlds.join(format!("smoke-standins-{}", model.name))));
+                base
             } else {
                 locate_model(&model.source, &model.name)?
             };
@@ -180,7 +186,7 @@ fn prepare_model(
     };
     let (forget, retain, pad) = method_data(&world)?;
     let models_dir = ResultStore::for_sweep(sweep).dir().join("models");
-    Ok(ModelContext { world, suite, oracle_refs, forget, retain, pad, cache, models_dir })
+    Ok(ModelContext { world, suite, oracle_refs, forget, retain, pad, cache, models_dir, smoke_family })
 }
 
 fn short(p: &Path) -> String {
@@ -292,6 +298,17 @@ fn run_cell(
                     train_params.insert(k.clone(), v.clone());
                 } else {
                     method_params.insert(k.clone(), v.clone());
+                }
+            }
+            if let (Some((family, texts, dir)), Some(toml::Value::String(c))) = (&ctx.smoke_family, method_params.get("checkpoint")) {
+                if let Some(path) = c.strip_prefix("path:") {
+                    // a tiny stand-in of the same family and tokenizer, seeded by the path
+                    let seed = path.bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
+                    let standin = dir.join(format!("{seed:016x}"));
+                    if !lm::checkpoint::is_complete(&standin) {
+                        testbed::smoke::tiny_like(family, &standin, seed, texts)?;
+                    }
+                    method_params.insert("checkpoint".into(), toml::Value::String(format!("path:{}", standin.display())));
                 }
             }
             // [train] is every method's default for lr and epochs; a method table overrides it.

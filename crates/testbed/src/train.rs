@@ -3,9 +3,11 @@
 //! oracle: the identical run (same initialisation, same seed, same order of every other
 //! document) with the forget documents left out.
 //!
-//! The oracle is trained from the same initialisation along [`Schedule::without`]; its
-//! prefix before the exposure window is therefore bit-identical to θ_D's (a test checks that
-//! the oracle's checkpoint at the window start equals θ_D's, byte for byte).
+//! The oracle follows [`Schedule::without`]: θ_D's batches with the forget documents removed.
+//! Before the exposure window the two schedules are identical, so the oracle's prefix *is*
+//! θ_D's: the oracle restarts from θ_D's last clean checkpoint with the optimizer state saved
+//! there (`optimizer.safetensors`), and continues bit for bit as a run from scratch would (a
+//! test trains the oracle from scratch and compares).
 //!
 //! A built world lives in `CACHE/<kind>-<hash>-<model>/`; the file `COMPLETE` is written last,
 //! so a folder without it (a build that was killed) is deleted and rebuilt, never used.
@@ -172,14 +174,7 @@ pub fn build_or_load(
         .map_err(|e| anyhow::anyhow!("cannot save tokenizer: {e}"))?;
 
     // 2. Token sequences of every document: [BOS] text [EOS].
-    let mut docs_tokens = Vec::with_capacity(world.corpus.docs.len());
-    for d in &world.corpus.docs {
-        let enc = tokenizer.encode(d.text.as_str(), false).map_err(|e| anyhow::anyhow!("tokenizing document {}: {e}", d.id))?;
-        let mut t = vec![ids.bos];
-        t.extend_from_slice(enc.get_ids());
-        t.push(ids.eos);
-        docs_tokens.push(t);
-    }
+    let docs_tokens = tokenize_docs(&world, &tokenizer, ids)?;
     let tokens_per_step = world.resolved.batch_size * world.resolved.seq_len;
     let lengths: Vec<usize> = docs_tokens.iter().map(|t| t.len().min(tokens_per_step)).collect();
     world.make_schedule(&lengths)?;
@@ -191,20 +186,7 @@ pub fn build_or_load(
     let max_pos = (world.resolved.seq_len + 1).max(256);
     let lmcfg = model.lm_config(max_pos, ids.bos, ids.eos, ids.pad);
     let r = &world.resolved;
-    let tc = TrainConfig {
-        lr: model.lr,
-        weight_decay: model.weight_decay,
-        warmup_steps: Some(model.warmup_steps.min(r.steps / 4)),
-        schedule: lm::train::Schedule::Cosine,
-        min_lr_ratio: 0.1,
-        max_grad_norm: Some(1.0),
-        batch_size: r.batch_size,
-        grad_accum: 1,
-        epochs: 1,
-        max_steps: Some(r.steps),
-        seed: r.seed,
-        ..Default::default()
-    };
+    let tc = pretrain_config(r, model);
 
     // 3. θ_D with checkpoints.
     let ckpt_dir = dir.join("checkpoints");
@@ -213,6 +195,10 @@ pub fn build_or_load(
         let clean = ledger.checkpoint(i).map(|c| c.clean).unwrap_or(false);
         checkpoints.push(Checkpoint { index: i, step: s, path: ckpt_dir.join(format!("step-{s:06}")), clean });
     }
+    // The last clean checkpoint: the oracle's prefix up to here is θ_D's, so the oracle restarts
+    // from it (weights and optimizer state), which halves its cost when exposure starts midway.
+    let window_ckpt = checkpoints.iter().filter(|c| c.clean).map(|c| c.step).max().unwrap_or(0);
+    let window_dir = checkpoints.iter().find(|c| c.step == window_ckpt).context("no clean checkpoint")?.path.clone();
     let t0 = std::time::Instant::now();
     let (curve, tokens) = pretrain(
         &lmcfg,
@@ -228,13 +214,12 @@ pub fn build_or_load(
         &tok_dir,
         "pretrain θ_D",
         progress,
+        Resume { from: None, save_state_at: Some(window_ckpt) },
     )?;
     let seconds_theta_d = t0.elapsed().as_secs_f64();
 
     // 4. The oracle: the same run without the forget documents.
     let oracle = dir.join("oracle");
-    let oracle_ckpt = dir.join("oracle-checkpoints");
-    let window_ckpt = checkpoints.iter().filter(|c| c.clean).map(|c| c.step).max().unwrap_or(0);
     let t1 = std::time::Instant::now();
     let (oracle_curve, _) = pretrain(
         &lmcfg,
@@ -246,19 +231,11 @@ pub fn build_or_load(
         &docs_tokens,
         r.seq_len,
         ids.pad,
-        &|step| {
-            if step == r.steps {
-                Some(oracle.clone())
-            } else if step == window_ckpt {
-                // kept to prove that the prefix is identical to θ_D's
-                Some(oracle_ckpt.join(format!("step-{step:06}")))
-            } else {
-                None
-            }
-        },
+        &|step| if step == r.steps { Some(oracle.clone()) } else { None },
         &tok_dir,
         "pretrain oracle",
         progress,
+        Resume { from: Some((window_dir.clone(), window_ckpt)), save_state_at: None },
     )?;
     let seconds_oracle = t1.elapsed().as_secs_f64();
     let info = BuildInfo {
@@ -277,6 +254,69 @@ pub fn build_or_load(
     load(&dir)
 }
 
+fn tokenize_docs(world: &World, tokenizer: &tokenize::Tokenizer, ids: tokenize::SpecialIds) -> Result<Vec<Vec<u32>>> {
+    let mut docs_tokens = Vec::with_capacity(world.corpus.docs.len());
+    for d in &world.corpus.docs {
+        let enc = tokenizer.encode(d.text.as_str(), false).map_err(|e| anyhow::anyhow!("tokenizing document {}: {e}", d.id))?;
+        let mut t = vec![ids.bos];
+        t.extend_from_slice(enc.get_ids());
+        t.push(ids.eos);
+        docs_tokens.push(t);
+    }
+    Ok(docs_tokens)
+}
+
+fn pretrain_config(r: &crate::ResolvedWorld, model: &ScratchModel) -> TrainConfig {
+    TrainConfig {
+        lr: model.lr,
+        weight_decay: model.weight_decay,
+        warmup_steps: Some(model.warmup_steps.min(r.steps / 4)),
+        schedule: lm::train::Schedule::Cosine,
+        min_lr_ratio: 0.1,
+        max_grad_norm: Some(1.0),
+        batch_size: r.batch_size,
+        grad_accum: 1,
+        epochs: 1,
+        max_steps: Some(r.steps),
+        seed: r.seed,
+        ..Default::default()
+    }
+}
+
+/// Train the oracle of a built world from scratch (from the initialisation, along the
+/// oracle schedule) into `out`. The build restarts the oracle from θ_D's last clean
+/// checkpoint instead; this is the reference that restart must equal.
+pub fn oracle_from_scratch(built: &BuiltWorld, out: &Path) -> Result<()> {
+    let tok_dir = built.dir.join("tokenizer");
+    let tokenizer = tokenize::Tokenizer::from_file(tok_dir.join("tokenizer.json"))
+        .map_err(|e| anyhow::anyhow!("{}: {e}", tok_dir.display()))?;
+    let ids = tokenize::SpecialIds::from_tokenizer(&tokenizer)?;
+    let docs_tokens = tokenize_docs(&built.world, &tokenizer, ids)?;
+    let lmcfg = LmConfig::from_file(&built.final_model.join("config.json"))?;
+    let r = &built.world.resolved;
+    let tc = pretrain_config(r, &built.info.model);
+    let sched = built.world.oracle_schedule()?;
+    let device = lm::default_device()?;
+    let out = out.to_path_buf();
+    pretrain(
+        &lmcfg,
+        built.info.model.init_seed,
+        &device,
+        &tc,
+        &|step| sched.batch(step).to_vec(),
+        r.steps,
+        &docs_tokens,
+        r.seq_len,
+        ids.pad,
+        &|step| if step == r.steps { Some(out.clone()) } else { None },
+        &tok_dir,
+        "oracle from scratch",
+        None,
+        Resume::default(),
+    )?;
+    Ok(())
+}
+
 /// Load a completely built world folder.
 pub fn load(dir: &Path) -> Result<BuiltWorld> {
     let complete = dir.join("COMPLETE");
@@ -291,6 +331,14 @@ pub fn load(dir: &Path) -> Result<BuiltWorld> {
     .with_context(|| format!("{}: malformed", cj.display()))?;
     let final_model = checkpoints.last().context("world has no checkpoints")?.path.clone();
     Ok(BuiltWorld { dir: dir.to_path_buf(), world, checkpoints, final_model, oracle: dir.join("oracle"), info })
+}
+
+/// Where a pretraining run starts, and at which step it saves its optimizer state.
+#[derive(Default)]
+struct Resume {
+    /// A checkpoint folder with `optimizer.safetensors`, and its step.
+    from: Option<(PathBuf, usize)>,
+    save_state_at: Option<usize>,
 }
 
 /// Pack the documents of one step into `rows` of `seq_len` tokens: documents are concatenated
@@ -326,14 +374,27 @@ fn pretrain(
     tok_dir: &Path,
     stage: &str,
     progress: Option<Progress>,
+    resume: Resume,
 ) -> Result<(Vec<(usize, f64)>, usize)> {
-    let model = CausalLm::init(cfg.clone(), init_seed, device, true)?;
+    let (model, first) = match &resume.from {
+        None => (CausalLm::init(cfg.clone(), init_seed, device, true)?, 0),
+        Some((dir, step)) => (CausalLm::load(dir, device, true)?, *step),
+    };
     let mut trainer = Trainer::new(&model, tc.clone(), steps)?;
+    if let Some((dir, step)) = &resume.from {
+        trainer.load_state(dir)?;
+        if trainer.step != *step {
+            bail!("{stage}: optimizer state in {} is at step {}, expected {step}", dir.display(), trainer.step);
+        }
+    }
     let mut curve = vec![];
     let mut tokens = 0usize;
-    for step in 0..=steps {
+    for step in first..=steps {
         if let Some(p) = save_at(step) {
             lm::checkpoint::save(&model, &p, Some(tok_dir))?;
+            if resume.save_state_at == Some(step) {
+                trainer.save_state(&p)?;
+            }
         }
         if step == steps {
             break;

@@ -1,0 +1,120 @@
+//! End-to-end tests of `bench sweep`: the real-model configs in smoke mode, and a sweep that
+//! is killed mid-run and resumed (no missing or duplicate cell, the same numbers as an
+//! uninterrupted run).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn data_dir() -> PathBuf {
+    match std::env::var_os("UNLEARN_DATA_DIR") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"),
+    }
+}
+
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Copy `configs/NAME.toml` into `dir` with its results going to `dir/results`.
+fn local_config(name: &str, dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(workspace().join("configs").join(format!("{name}.toml"))).unwrap();
+    let mut out = String::from("output_dir = \"results\"\n");
+    for line in text.lines() {
+        if !line.trim_start().starts_with("output_dir") {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    let p = dir.join(format!("{name}.toml"));
+    std::fs::write(&p, out).unwrap();
+    p
+}
+
+fn bench(dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_bench"));
+    c.current_dir(dir).env("UNLEARN_DATA_DIR", data_dir());
+    c
+}
+
+fn cell_files(results: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(results)
+        .map(|r| r.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "json")).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn metrics_of(file: &Path) -> serde_json::Value {
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+    assert_eq!(v["status"], "ok", "{}: {}", file.display(), v["error_chain"]);
+    v["metrics"].clone()
+}
+
+#[test]
+fn real_model_configs_run_end_to_end_in_smoke_mode() {
+    if !data_dir().join("truthfulqa/mc_task.json").is_file() {
+        println!("SKIPPED: the real-model configs score TruthfulQA/ToxiGen, whose data is missing under {}", data_dir().display());
+        return;
+    }
+    for name in ["llama2", "qwen", "olmo2"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = local_config(name, tmp.path());
+        let out = bench(tmp.path()).args(["sweep", cfg.to_str().unwrap(), "--smoke"]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{name}: bench sweep --smoke failed:\n{}", &stderr[stderr.len().saturating_sub(3000)..]);
+        let dry = bench(tmp.path()).args(["sweep", cfg.to_str().unwrap(), "--dry-run"]).output().unwrap();
+        let listing = String::from_utf8_lossy(&dry.stderr);
+        let n_cells = listing.lines().filter(|l| l.starts_with("done ") || l.starts_with("pending ") || l.starts_with("failed ")).count();
+        let files = cell_files(&tmp.path().join("results").join(name).join("cells"));
+        assert_eq!(files.len(), n_cells, "{name}: one result per cell");
+        for f in &files {
+            let m = metrics_of(f);
+            assert!(m.as_object().is_some_and(|o| !o.is_empty()), "{}: no metrics", f.display());
+        }
+        assert!(tmp.path().join("reports").join(name).join("index.md").is_file(), "{name}: no report");
+    }
+}
+
+#[test]
+fn a_killed_sweep_resumes_without_missing_or_duplicate_cells_and_same_numbers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = local_config("tiny", tmp.path());
+    let cells = tmp.path().join("results/tiny/cells");
+    // Run until a few cells are written, then kill the process.
+    let mut child = bench(tmp.path())
+        .args(["sweep", cfg.to_str().unwrap(), "--smoke", "--no-report"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while cell_files(&cells).len() < 4 && start.elapsed().as_secs() < 600 {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let done_before = cell_files(&cells).len();
+    assert!(done_before >= 4, "the sweep wrote {done_before} cells before it was killed");
+    assert!(done_before < 20, "the sweep finished before it could be killed");
+    // Resume.
+    let out = bench(tmp.path()).args(["sweep", cfg.to_str().unwrap(), "--smoke", "--no-report"]).output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "resume failed: {log}");
+    assert!(log.contains(&format!("{} already done", done_before)), "resume did not skip the finished cells: {log}");
+    let resumed = cell_files(&cells);
+    assert_eq!(resumed.len(), 20, "every cell exactly once");
+    // An uninterrupted run gives the same numbers, cell by cell.
+    let tmp2 = tempfile::tempdir().unwrap();
+    let cfg2 = local_config("tiny", tmp2.path());
+    let out = bench(tmp2.path()).args(["sweep", cfg2.to_str().unwrap(), "--smoke", "--no-report"]).output().unwrap();
+    assert!(out.status.success());
+    let fresh = cell_files(&tmp2.path().join("results/tiny/cells"));
+    assert_eq!(fresh.len(), 20);
+    for (a, b) in resumed.iter().zip(&fresh) {
+        assert_eq!(a.file_name(), b.file_name());
+        assert_eq!(metrics_of(a), metrics_of(b), "{}: resumed and uninterrupted runs differ", a.display());
+    }
+}
