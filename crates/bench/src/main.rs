@@ -55,6 +55,27 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Evaluate any checkpoint folder on benchmark metrics that need no oracle
+    /// (truthfulqa_mc1, truthfulqa_mc2, toxigen, toxigen_likelihood, toxigen_generation).
+    Eval {
+        #[arg(long)]
+        model: PathBuf,
+        /// A metric name; repeat for several.
+        #[arg(long = "metric", required = true)]
+        metrics: Vec<String>,
+        /// Data directory (else $UNLEARN_DATA_DIR, else `data`).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Use at most this many TruthfulQA questions / ToxiGen statements (evenly spaced).
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Prepend BOS to every context (lm-evaluation-harness does not for most models).
+        #[arg(long)]
+        add_bos: bool,
+        /// Write the metrics (with per-example values) as JSON here.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Import a llama2.c checkpoint (e.g. stories260K.bin + tok512.bin) as a Hugging Face folder.
     ImportLlama2c {
         #[arg(long)]
@@ -131,6 +152,7 @@ fn run(cli: Cli) -> Result<()> {
             sweep(&config, &opts, !no_report && !dry_run)
         }
         Cmd::Report { results, out } => report(&results, out),
+        Cmd::Eval { model, metrics, data_dir, limit, add_bos, out } => eval(&model, &metrics, data_dir, limit, add_bos, &out),
         Cmd::ImportLlama2c { model, tokenizer, out } => {
             let r = llama2c::import(&model, &tokenizer, &out)?;
             println!("imported {} parameters into {}", r.n_params, r.out.display());
@@ -263,5 +285,22 @@ fn report(results: &Path, out: Option<PathBuf>) -> Result<()> {
     let out = out.unwrap_or_else(|| PathBuf::from("reports").join(name));
     let s = report::build(results, &out)?;
     eprintln!("report: {} ok cell(s), {} failed, written to {}/index.md", s.cells_ok, s.cells_failed, out.display());
+    Ok(())
+}
+
+fn eval(model: &Path, metrics: &[String], data_dir: Option<PathBuf>, limit: Option<usize>, add_bos: bool, out: &Path) -> Result<()> {
+    let data_dir = data_dir.unwrap_or_else(testbed::default_data_dir);
+    let limits = runner::suite::EvalLimits { max_truthfulqa: limit, max_toxigen: limit, ..Default::default() };
+    let suite = runner::suite::EvalSuite::standalone(metrics, &limits, &data_dir, add_bos)?;
+    let device = lm::default_device()?;
+    let records = suite.evaluate_standalone(model, &device)?;
+    let json = serde_json::json!({ "model": model, "data_dir": data_dir, "metrics": records });
+    std::fs::write(out, serde_json::to_string_pretty(&json)?).with_context(|| format!("{}: cannot write", out.display()))?;
+    for (name, r) in &records {
+        match &r.skipped {
+            Some(why) => println!("{name}: skipped ({why})"),
+            None => println!("{name}: {:.4}", r.value),
+        }
+    }
     Ok(())
 }

@@ -45,10 +45,18 @@ pub fn build(results_dir: &Path, out_dir: &Path) -> Result<BuildSummary> {
     files.push(csv);
 
     let summaries = tables::summarise(&cells);
-    let md_tables = tables::markdown(&summaries);
+    // The paper-style tables show the headline metrics; sub-values (`metric/sub`) go to a
+    // second, full table in tables.md and to long.csv.
+    let headline = tables::headline(&summaries);
+    let md_tables = tables::markdown(&headline);
     let failed = tables::failed_markdown(&cells);
-    write(&out_dir.join("tables.md"), &format!("{md_tables}\n## Failed cells\n\n{failed}"), &mut files)?;
-    write(&out_dir.join("tables.tex"), &tables::latex(&summaries), &mut files)?;
+    let full = if headline.iter().zip(&summaries).any(|(h, s)| h.metrics.len() != s.metrics.len()) {
+        format!("\n## All metrics, with sub-values\n\n{}", tables::markdown(&summaries))
+    } else {
+        String::new()
+    };
+    write(&out_dir.join("tables.md"), &format!("{md_tables}{full}\n## Failed cells\n\n{failed}"), &mut files)?;
+    write(&out_dir.join("tables.tex"), &tables::latex(&headline), &mut files)?;
 
     let tradeoff = plots::tradeoff(&summaries, &plots_dir)?;
     let grid = plots::msa_grid(&summaries, &plots_dir)?;

@@ -154,6 +154,17 @@ pub struct Summary {
     pub rows: Vec<SummaryRow>,
 }
 
+/// The same summaries with only the headline metrics (names without a `/` sub-value part).
+pub fn headline(summaries: &[Summary]) -> Vec<Summary> {
+    summaries
+        .iter()
+        .map(|s| Summary {
+            metrics: s.metrics.iter().filter(|(n, _)| !n.contains('/')).cloned().collect(),
+            ..s.clone()
+        })
+        .collect()
+}
+
 /// Aggregates the successful cells into one [`Summary`] per model (models by name).
 pub fn summarise(cells: &[CellFile]) -> Vec<Summary> {
     // model → (row key) → (row, metric → values)

@@ -355,6 +355,8 @@ fn run_cell(
         }
     };
     stages.insert("unlearn".into(), t.elapsed().as_secs_f64());
+    // what building this cell's world cost (once per world; cached afterwards)
+    stages.insert("world_build".into(), ctx.world.info.seconds_theta_d + ctx.world.info.seconds_oracle);
     let t = std::time::Instant::now();
     let metrics = ctx.suite.evaluate(&model_dir, &ctx.oracle_refs, &ctx.world.oracle, device);
     stages.insert("evaluate".into(), t.elapsed().as_secs_f64());

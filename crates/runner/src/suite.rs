@@ -326,44 +326,8 @@ impl EvalSuite {
             }
         }
         let kind = world.resolved.kind;
-        let wants = |n: &str| names.iter().any(|x| x == n);
         let mut items = select_world_items(world, limits)?;
-        if wants("truthfulqa_mc1") || wants("truthfulqa_mc2") {
-            let subset = if kind == WorldKind::TruthfulqaCorruption {
-                let units: Vec<usize> = world.splits.forget_units.iter().map(|&u| u as usize).collect();
-                Some(evenly(&units, limits.max_qa))
-            } else {
-                limits.max_truthfulqa.map(|k| {
-                    let n = count_rows(&data_dir.join("truthfulqa/mc_task.json")).unwrap_or(0);
-                    evenly(&(0..n).collect::<Vec<_>>(), k)
-                })
-            };
-            let path = data_dir.join("truthfulqa/mc_task.json");
-            let loaded = evals::truthfulqa::load_mc_task(
-                &path,
-                &evals::truthfulqa::LoadOptions { subset, skip_malformed: limits.skip_malformed },
-            )
-            .with_context(|| format!("TruthfulQA for truthfulqa_mc1/mc2 (data directory {})", data_dir.display()))?;
-            for (row, why) in &loaded.skipped {
-                eprintln!("note: {}: skipped malformed row {row}: {why}", path.display());
-            }
-            items.truthfulqa = loaded.items;
-        }
-        if wants("toxigen") || wants("toxigen_likelihood") {
-            let path = data_dir.join("toxigen/safenlp_toxigen.json");
-            let all = evals::toxigen::load_statements(&path).with_context(|| {
-                format!("ToxiGen statements for toxigen metrics (data directory {})", data_dir.display())
-            })?;
-            let test = evals::toxigen::lm_eval_test_split(&all);
-            items.toxigen = match limits.max_toxigen {
-                Some(k) => evenly(&test, k),
-                None => test,
-            };
-        }
-        if wants("toxigen_generation") {
-            items.toxigen_prompts =
-                load_hate_prompts(&data_dir.join("toxigen/prompts"), limits.toxigen_prompts_per_group)?;
-        }
+        load_benchmarks(&mut items, names, limits, data_dir, kind, &world.splits.forget_units)?;
         let mut suite = EvalSuite {
             names: names.to_vec(),
             kind,
@@ -854,6 +818,104 @@ impl Classifier for Shared {
 }
 
 /// Items of the world for each metric family, capped by `limits`.
+/// Reads the benchmark data (TruthfulQA, ToxiGen) that the named metrics need.
+fn load_benchmarks(
+    items: &mut Items,
+    names: &[String],
+    limits: &EvalLimits,
+    data_dir: &Path,
+    kind: WorldKind,
+    forget_units: &[u32],
+) -> Result<()> {
+    let wants = |n: &str| names.iter().any(|x| x == n);
+    if wants("truthfulqa_mc1") || wants("truthfulqa_mc2") {
+        let subset = if kind == WorldKind::TruthfulqaCorruption {
+        let units: Vec<usize> = forget_units.iter().map(|&u| u as usize).collect();
+        Some(evenly(&units, limits.max_qa))
+        } else {
+        limits.max_truthfulqa.map(|k| {
+            let n = count_rows(&data_dir.join("truthfulqa/mc_task.json")).unwrap_or(0);
+            evenly(&(0..n).collect::<Vec<_>>(), k)
+        })
+        };
+        let path = data_dir.join("truthfulqa/mc_task.json");
+        let loaded = evals::truthfulqa::load_mc_task(
+        &path,
+        &evals::truthfulqa::LoadOptions { subset, skip_malformed: limits.skip_malformed },
+        )
+        .with_context(|| format!("TruthfulQA for truthfulqa_mc1/mc2 (data directory {})", data_dir.display()))?;
+        for (row, why) in &loaded.skipped {
+        eprintln!("note: {}: skipped malformed row {row}: {why}", path.display());
+        }
+        items.truthfulqa = loaded.items;
+    }
+    if wants("toxigen") || wants("toxigen_likelihood") {
+        let path = data_dir.join("toxigen/safenlp_toxigen.json");
+        let all = evals::toxigen::load_statements(&path).with_context(|| {
+        format!("ToxiGen statements for toxigen metrics (data directory {})", data_dir.display())
+        })?;
+        let test = evals::toxigen::lm_eval_test_split(&all);
+        items.toxigen = match limits.max_toxigen {
+        Some(k) => evenly(&test, k),
+        None => test,
+        };
+    }
+    if wants("toxigen_generation") {
+        items.toxigen_prompts =
+        load_hate_prompts(&data_dir.join("toxigen/prompts"), limits.toxigen_prompts_per_group)?;
+    }
+    Ok(())
+}
+
+/// Metrics that need neither a world nor an oracle (`bench eval` scores any checkpoint on them).
+pub const STANDALONE_METRICS: &[&str] =
+    &["toxigen", "toxigen_generation", "toxigen_likelihood", "truthfulqa_mc1", "truthfulqa_mc2"];
+
+impl EvalSuite {
+    /// A suite over benchmark metrics only (see [`STANDALONE_METRICS`]), for any checkpoint:
+    /// lm-evaluation-harness semantics (no BOS prepended unless `add_bos`).
+    pub fn standalone(names: &[String], limits: &EvalLimits, data_dir: &Path, add_bos: bool) -> Result<EvalSuite> {
+        for (i, n) in names.iter().enumerate() {
+            if !STANDALONE_METRICS.contains(&n.as_str()) {
+                let known = known_metrics();
+                if known.contains(&n.as_str()) {
+                    bail!("metric `{n}` needs a world and its oracle (use `bench sweep`); `bench eval` takes: {}", STANDALONE_METRICS.join(", "));
+                }
+                bail!("metrics[{i}]: {}", crate::suggest::unknown_name_message("metric", n, STANDALONE_METRICS));
+            }
+        }
+        let mut items = Items::default();
+        load_benchmarks(&mut items, names, limits, data_dir, WorldKind::Finetune, &[])?;
+        let mut suite = EvalSuite {
+            names: names.to_vec(),
+            kind: WorldKind::Finetune,
+            add_bos,
+            batch_size: crate::scoring::DEFAULT_BATCH_SIZE,
+            limits: limits.clone(),
+            theta_d: PathBuf::new(),
+            items,
+            fingerprint: String::new(),
+            classifier: None,
+        };
+        suite.fingerprint = suite.compute_fingerprint("standalone")?;
+        Ok(suite)
+    }
+
+    /// Score one checkpoint with a standalone suite.
+    pub fn evaluate_standalone(&self, model_dir: &Path, device: &Device) -> Result<BTreeMap<String, MetricRecord>> {
+        let refs = OracleRefs {
+            fingerprint: self.fingerprint.clone(),
+            forget_truth_ratios: None,
+            mink_auc: None,
+            kl: BTreeMap::new(),
+            restor_oracle_acc: None,
+            restor_theta_d_acc: None,
+            theta_d_distance: None,
+        };
+        self.evaluate(model_dir, &refs, model_dir, device)
+    }
+}
+
 fn select_world_items(world: &World, limits: &EvalLimits) -> Result<Items> {
     let mut items = Items::default();
     let qa = |role| world.qa_with(role).cloned().collect::<Vec<_>>();
