@@ -221,7 +221,9 @@ fn write_combination(
                 let len = opts.chunk_elems.min(numel - start);
                 let range = start * esz..(start + len) * esz;
                 acc.clear();
-                acc.resize(len, 0.0);
+                // −0.0 is the additive identity for every float (+0.0 is not: +0 + −0 = +0),
+                // so a single term with coefficient 1 reproduces its input bit for bit.
+                acc.resize(len, -0.0);
                 peak_acc = peak_acc.max(len * 4);
                 for ((state, entry), &c) in states.iter().zip(&entries).zip(&coefs32) {
                     axpy_f32(dtype, c, state.bytes(entry, range.clone()), &mut acc);
