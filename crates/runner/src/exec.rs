@@ -172,7 +172,8 @@ fn prepare_model(
     log(&format!("world ready in {:.1}s: {}", t.elapsed().as_secs_f64(), world.dir.display()));
     let limits = if opts.smoke { EvalLimits::smoke() } else { EvalLimits::default() };
     let suite = EvalSuite::from_world(&world.world, &sweep.metrics, &limits, data_dir, &world.final_model)?;
-    let cache = ResultStore::for_sweep(sweep).dir().join("cache").join(&model.name).join(short(&world.dir));
+    let results_dir = ResultStore::for_sweep(sweep).dir().to_path_buf();
+    let cache = results_dir.join("cache").join(&model.name).join(short(&world.dir));
     std::fs::create_dir_all(&cache).with_context(|| format!("cannot create {}", cache.display()))?;
     let refs_path = cache.join("oracle_refs.json");
     let cached: Option<OracleRefs> = std::fs::read_to_string(&refs_path).ok().and_then(|t| serde_json::from_str(&t).ok());
@@ -185,7 +186,7 @@ fn prepare_model(
         }
     };
     let (forget, retain, pad) = method_data(&world)?;
-    let models_dir = ResultStore::for_sweep(sweep).dir().join("models");
+    let models_dir = results_dir.join("models");
     Ok(ModelContext { world, suite, oracle_refs, forget, retain, pad, cache, models_dir, smoke_family })
 }
 
@@ -363,14 +364,13 @@ fn run_cell(
     if temp {
         let _ = std::fs::remove_dir_all(&model_dir);
     }
-    let mut metrics = metrics?;
+    let metrics = metrics?;
     if cell.method == REFERENCE_FINAL {
         curves.insert("pretrain".into(), ctx.world.info.loss_curve.iter().map(|&(s, l)| (s as u64, l)).collect());
     }
     if cell.method == REFERENCE_RETRAIN {
         curves.insert("pretrain".into(), ctx.world.info.oracle_loss_curve.iter().map(|&(s, l)| (s as u64, l)).collect());
     }
-    metrics.retain(|_, r| r.value.is_finite() || r.value.is_nan());
     Ok((metrics, curves))
 }
 
