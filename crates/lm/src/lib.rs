@@ -11,6 +11,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod fused;
 pub mod model;
 pub mod score;
 pub mod tok;

@@ -2,11 +2,13 @@
 //! `Qwen2ForCausalLM` and `Olmo2ForCausalLM` (Touvron et al. 2023; Qwen team 2024; OLMo team 2024).
 //!
 //! Unlike candle-transformers' models, [`CausalLm::forward`] is stateless and returns logits
-//! for every position, and every operation it uses has a backward pass (RMSNorm, softmax and
-//! rotary embeddings are written out from differentiable primitives), so the same model is
-//! scored and fine-tuned.
+//! for every position, and every operation it uses has a backward pass, so the same model is
+//! scored and fine-tuned. On the CPU in f32, RMSNorm, the attention softmax, rotary embeddings
+//! and the SwiGLU activation are fused kernels with hand-written backward passes
+//! ([`crate::fused`]); elsewhere they are composed from candle's differentiable primitives.
 
 use crate::config::{Arch, LmConfig};
+use crate::fused;
 use crate::weights::{self, Params};
 use anyhow::{bail, Context, Result};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Device, Layout, Shape, Tensor, Var, D};
@@ -58,6 +60,13 @@ impl CausalLm {
     /// tokens and 0 for padding; padded keys are never attended to. Positions count from 0 at
     /// the first column, so pad on the right. Returns (batch, time, vocab) f32.
     pub fn forward(&self, input_ids: &Tensor, attention_mask: Option<&Tensor>) -> Result<Tensor> {
+        let x = self.hidden(input_ids, attention_mask)?;
+        self.logits(&x)
+    }
+
+    /// The final (normalised) hidden states, (batch, time, hidden): [`CausalLm::forward`]
+    /// without the output projection, for callers that need logits at a few positions only.
+    pub fn hidden(&self, input_ids: &Tensor, attention_mask: Option<&Tensor>) -> Result<Tensor> {
         let (b, t) = input_ids.dims2().context("input_ids must be (batch, time)")?;
         if t > self.cfg.max_position_embeddings {
             bail!(
@@ -72,31 +81,96 @@ impl CausalLm {
         let cos = self.cos.narrow(0, 0, t)?;
         let sin = self.sin.narrow(0, 0, t)?;
         for l in 0..self.cfg.num_hidden_layers {
-            x = self.block(l, &x, &mask, &cos, &sin)?;
+            x = self.block(l, &x, &mask, &cos, &sin, None)?;
         }
-        let x = rms_norm(&x, self.w("model.norm.weight")?, self.cfg.rms_norm_eps)?;
+        rms_norm(&x, self.w("model.norm.weight")?, self.cfg.rms_norm_eps)
+    }
+
+    /// The output projection: (..., hidden) -> (..., vocab).
+    pub fn logits(&self, x: &Tensor) -> Result<Tensor> {
+        let h = self.cfg.hidden_size;
         let head = if self.cfg.tie_word_embeddings {
-            emb
+            self.w("model.embed_tokens.weight")?
         } else {
             self.w("lm_head.weight")?
         };
-        let logits = x.reshape((b * t, h))?.matmul(&head.t()?)?;
-        Ok(logits.reshape((b, t, self.cfg.vocab_size))?)
+        let mut dims = x.dims().to_vec();
+        let n = x.elem_count() / h;
+        let logits = x.reshape((n, h))?.matmul(&head.t()?)?;
+        if let Some(last) = dims.last_mut() {
+            *last = self.cfg.vocab_size;
+        }
+        Ok(logits.reshape(dims)?)
     }
 
-    fn block(&self, l: usize, x: &Tensor, mask: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    /// An empty key/value cache for [`CausalLm::forward_cached`].
+    pub fn new_cache(&self) -> KvCache {
+        KvCache { layers: vec![None; self.cfg.num_hidden_layers], len: 0 }
+    }
+
+    /// Incremental inference (no gradients needed): runs `input_ids` (batch, t) as the next
+    /// `t` columns after the `cache.len()` columns already in `cache`, appends their keys and
+    /// values to it, and returns the final hidden states (batch, t, hidden).
+    ///
+    /// `positions[r]` is the rotary position of row `r`'s first new column (rows may be left
+    /// padded, so positions differ per row); `key_valid[r]` says for each of the
+    /// `cache.len() + t` columns whether it is a real token (padding is never attended to).
+    pub fn forward_cached(&self, input_ids: &Tensor, positions: &[usize], key_valid: &[Vec<bool>], cache: &mut KvCache) -> Result<Tensor> {
+        let (b, t) = input_ids.dims2().context("input_ids must be (batch, time)")?;
+        let total = cache.len + t;
+        if positions.len() != b || key_valid.len() != b || key_valid.iter().any(|k| k.len() != total) {
+            bail!("forward_cached: need {b} positions and {b} key masks of {total} columns");
+        }
+        if cache.layers.len() != self.cfg.num_hidden_layers {
+            bail!("forward_cached: the cache has {} layers, the model {}", cache.layers.len(), self.cfg.num_hidden_layers);
+        }
+        let max_pos = positions.iter().max().copied().unwrap_or(0) + t;
+        if max_pos > self.cfg.max_position_embeddings {
+            bail!("position {max_pos} exceeds max_position_embeddings ({})", self.cfg.max_position_embeddings);
+        }
+        let h = self.cfg.hidden_size;
+        let emb = self.w("model.embed_tokens.weight")?;
+        let mut x = emb.index_select(&input_ids.flatten_all()?, 0)?.reshape((b, t, h))?;
+        let pos: Vec<u32> = positions.iter().flat_map(|&p| (p..p + t).map(|q| q as u32)).collect();
+        let pos = Tensor::from_vec(pos, b * t, &self.device)?;
+        let hd = self.cfg.head_dim();
+        let cos = self.cos.index_select(&pos, 0)?.reshape((b, t, hd))?;
+        let sin = self.sin.index_select(&pos, 0)?.reshape((b, t, hd))?;
+        let mut bias = vec![0f32; b * t * total];
+        for r in 0..b {
+            for i in 0..t {
+                for j in 0..total {
+                    bias[(r * t + i) * total + j] = if j > cache.len + i {
+                        f32::NEG_INFINITY
+                    } else if !key_valid[r][j] {
+                        -1e9
+                    } else {
+                        0.0
+                    };
+                }
+            }
+        }
+        let bias = Tensor::from_vec(bias, (b, 1, t, total), &self.device)?;
+        for l in 0..self.cfg.num_hidden_layers {
+            x = self.block(l, &x, &bias, &cos, &sin, Some(&mut cache.layers[l]))?;
+        }
+        cache.len = total;
+        rms_norm(&x, self.w("model.norm.weight")?, self.cfg.rms_norm_eps)
+    }
+
+    fn block(&self, l: usize, x: &Tensor, mask: &Tensor, cos: &Tensor, sin: &Tensor, cache: Option<&mut Option<(Tensor, Tensor)>>) -> Result<Tensor> {
         let p = format!("model.layers.{l}");
         let eps = self.cfg.rms_norm_eps;
         let w = |n: &str| self.w(&format!("{p}.{n}"));
         match self.arch {
             Arch::Llama | Arch::Qwen2 => {
                 let hn = rms_norm(x, w("input_layernorm.weight")?, eps)?;
-                let x = (x + self.attention(&p, &hn, mask, cos, sin)?)?;
+                let x = (x + self.attention(&p, &hn, mask, cos, sin, cache)?)?;
                 let hn = rms_norm(&x, w("post_attention_layernorm.weight")?, eps)?;
                 Ok((&x + self.mlp(&p, &hn)?)?)
             }
             Arch::Olmo2 => {
-                let a = self.attention(&p, x, mask, cos, sin)?;
+                let a = self.attention(&p, x, mask, cos, sin, cache)?;
                 let x = (x + rms_norm(&a, w("post_attention_layernorm.weight")?, eps)?)?;
                 let m = self.mlp(&p, &x)?;
                 Ok((&x + rms_norm(&m, w("post_feedforward_layernorm.weight")?, eps)?)?)
@@ -112,7 +186,15 @@ impl CausalLm {
         Ok(y.reshape((b, t, w.dim(0)?))?)
     }
 
-    fn attention(&self, p: &str, x: &Tensor, mask: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    fn attention(
+        &self,
+        p: &str,
+        x: &Tensor,
+        mask: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        cache: Option<&mut Option<(Tensor, Tensor)>>,
+    ) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let (nh, nkv, hd) = (self.cfg.num_attention_heads, self.cfg.num_kv_heads(), self.cfg.head_dim());
         let qkv_bias = self.cfg.qkv_bias();
@@ -124,17 +206,26 @@ impl CausalLm {
             q = rms_norm(&q, self.w(&format!("{p}.self_attn.q_norm.weight"))?, eps)?;
             k = rms_norm(&k, self.w(&format!("{p}.self_attn.k_norm.weight"))?, eps)?;
         }
-        // (b, t, heads*hd) -> (b, heads, t, hd)
-        let q = q.reshape((b, t, nh, hd))?.transpose(1, 2)?.contiguous()?;
-        let k = k.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
-        let v = v.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
-        let q = apply_rope(&q, cos, sin)?;
-        let k = apply_rope(&k, cos, sin)?;
+        // (b, t, heads*hd) -> (b, heads, t, hd), q and k rotated
+        let q = fused::rope_heads(&q, nh, Some((cos, sin)))?;
+        let k = fused::rope_heads(&k, nkv, Some((cos, sin)))?;
+        let v = fused::rope_heads(&v, nkv, None)?;
+        let (k, v) = match cache {
+            None => (k, v),
+            Some(slot) => {
+                let kv = match slot.take() {
+                    None => (k, v),
+                    Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
+                };
+                *slot = Some(kv.clone());
+                kv
+            }
+        };
         let k = repeat_kv(k, nh / nkv)?;
         let v = repeat_kv(v, nh / nkv)?;
         let scale = 1.0 / (hd as f64).sqrt();
-        let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask)?; // (b, nh, t, t)
-        let probs = softmax_last(&scores)?;
+        let scores = q.matmul(&k.t()?)?; // (b, nh, t, keys)
+        let probs = fused::masked_softmax(&scores, mask, scale)?;
         let out = probs.matmul(&v)?; // (b, nh, t, hd)
         let out = out.transpose(1, 2)?.contiguous()?.reshape((b, t, nh * hd))?;
         self.linear(&out, &format!("{p}.self_attn.o_proj"), self.cfg.o_bias())
@@ -143,7 +234,7 @@ impl CausalLm {
     fn mlp(&self, p: &str, x: &Tensor) -> Result<Tensor> {
         let g = self.linear(x, &format!("{p}.mlp.gate_proj"), false)?;
         let u = self.linear(x, &format!("{p}.mlp.up_proj"), false)?;
-        self.linear(&(g.silu()? * u)?, &format!("{p}.mlp.down_proj"), false)
+        self.linear(&fused::silu_mul(&g, &u)?, &format!("{p}.mlp.down_proj"), false)
     }
 
     /// Log-probabilities of `targets` under `logits`: (b, t, v) x (b, t) -> (b, t).
@@ -168,20 +259,25 @@ impl CausalLm {
     }
 }
 
-/// RMSNorm in float32: x / sqrt(mean(x²) + eps) · w.
-pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
-    let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
-    let inv = (ms + eps)?.sqrt()?.recip()?;
-    Ok(x.broadcast_mul(&inv)?.broadcast_mul(w)?)
+pub use crate::fused::rms_norm;
+
+/// Keys and values of the columns seen so far, per layer ((batch, kv heads, columns, head
+/// dim), after the rotary embedding), for incremental decoding with
+/// [`CausalLm::forward_cached`].
+pub struct KvCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+    len: usize,
 }
 
-/// Softmax over the last dimension from differentiable primitives (the max is detached:
-/// softmax does not depend on it).
-pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
-    let m = x.max_keepdim(D::Minus1)?.detach();
-    let e = x.broadcast_sub(&m)?.exp()?;
-    let s = e.sum_keepdim(D::Minus1)?;
-    Ok(e.broadcast_div(&s)?)
+impl KvCache {
+    /// Number of columns cached.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
 }
 
 /// Log-softmax over the last dimension, differentiable.
@@ -190,18 +286,6 @@ pub fn log_softmax_last(x: &Tensor) -> Result<Tensor> {
     let z = x.broadcast_sub(&m)?;
     let lse = z.exp()?.sum_keepdim(D::Minus1)?.log()?;
     Ok(z.broadcast_sub(&lse)?)
-}
-
-fn rotate_half(x: &Tensor) -> Result<Tensor> {
-    let d = x.dim(D::Minus1)?;
-    let x1 = x.narrow(D::Minus1, 0, d / 2)?;
-    let x2 = x.narrow(D::Minus1, d / 2, d / 2)?;
-    Ok(Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?)
-}
-
-/// Hugging Face's rotary embedding (rotate-half layout). x: (b, h, t, d); cos/sin: (t, d).
-fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-    Ok((x.broadcast_mul(cos)? + rotate_half(x)?.broadcast_mul(sin)?)?)
 }
 
 fn repeat_kv(x: Tensor, n_rep: usize) -> Result<Tensor> {
@@ -277,18 +361,7 @@ fn attention_bias(t: usize, attention_mask: Option<&Tensor>, device: &Device) ->
     }
 }
 
-/// Rows of `n` elements, split over candle's threads: `f(first_row, rows_slice)`.
-fn par_rows<T: Send>(out: &mut [T], n: usize, f: impl Fn(usize, &mut [T]) + Sync) {
-    let rows = out.len() / n.max(1);
-    let threads = candle_core::utils::get_num_threads().clamp(1, rows.max(1));
-    let per = rows.div_ceil(threads).max(1);
-    std::thread::scope(|s| {
-        for (k, chunk) in out.chunks_mut(per * n).enumerate() {
-            let f = &f;
-            s.spawn(move || f(k * per, chunk));
-        }
-    });
-}
+use crate::fused::par_rows;
 
 fn contiguous_slice<'a, T: candle_core::WithDType>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [T]> {
     match l.contiguous_offsets() {

@@ -8,7 +8,8 @@
 //! - `loglikelihood_rolling(text)`: disjoint windows of `max_length` tokens, the first
 //!   conditioned on the prefix token, the next ones on the preceding tokens.
 //! - `generate_until(context, stop, max_new_tokens)`: greedy; the text is cut at the first
-//!   stop string.
+//!   stop string. Prompts are left-padded per batch and decoded through a key/value cache
+//!   (each new token costs one column, not the whole prefix).
 //!
 //! Requests are sorted by descending token length, batched, and answered in their original
 //! order; padding is on the right, so padded and unpadded rows score identically.
@@ -164,28 +165,35 @@ impl<'a> Scorer<'a> {
             let starts: Vec<usize> = rows.iter().map(|r| r.len()).collect();
             let mut done = vec![false; rows.len()];
             let max_new = chunk.iter().map(|&i| requests[i].2).max().unwrap_or(0);
+            if max_new == 0 {
+                continue;
+            }
+            // Prefill: prompts left-padded to a common width, each row's positions from 0 at
+            // its first real token; then one column per step through the key/value cache.
+            let width = starts.iter().copied().max().unwrap_or(1);
+            let pads: Vec<usize> = starts.iter().map(|&n| width - n).collect();
+            let mut ids = vec![self.tok.pad; rows.len() * width];
+            let mut valid: Vec<Vec<bool>> = Vec::with_capacity(rows.len());
+            for (r, row) in rows.iter().enumerate() {
+                ids[r * width + pads[r]..(r + 1) * width].copy_from_slice(row);
+                valid.push((0..width).map(|j| j >= pads[r]).collect());
+            }
+            let mut cache = self.model.new_cache();
+            let input = Tensor::from_vec(ids, (rows.len(), width), &self.model.device)?;
+            let zeros = vec![0usize; rows.len()];
+            let mut hidden = self.model.forward_cached(&input, &zeros, &valid, &mut cache)?.narrow(1, width - 1, 1)?;
             for _ in 0..max_new {
-                let active: Vec<usize> = (0..rows.len()).filter(|&r| !done[r]).collect();
-                if active.is_empty() {
-                    break;
-                }
-                let t = active.iter().map(|&r| rows[r].len()).max().unwrap_or(1);
-                let mut ids = vec![self.tok.pad; active.len() * t];
-                for (k, &r) in active.iter().enumerate() {
-                    ids[k * t..k * t + rows[r].len()].copy_from_slice(&rows[r]);
-                }
-                let input = Tensor::from_vec(ids, (active.len(), t), &self.model.device)?;
-                let logits = self.model.forward(&input, None)?;
-                for (k, &r) in active.iter().enumerate() {
-                    let last = logits.get(k)?.get(rows[r].len() - 1)?;
-                    let next = last.argmax(D::Minus1)?.to_scalar::<u32>()?;
-                    let i = chunk[r];
-                    let (_, stops, max_i) = &requests[i];
-                    if self.tok.eos.contains(&next) {
+                let next = self.model.logits(&hidden)?.squeeze(1)?.argmax(D::Minus1)?.to_vec1::<u32>()?;
+                for r in 0..rows.len() {
+                    if done[r] {
+                        continue;
+                    }
+                    let (_, stops, max_i) = &requests[chunk[r]];
+                    if self.tok.eos.contains(&next[r]) {
                         done[r] = true;
                         continue;
                     }
-                    rows[r].push(next);
+                    rows[r].push(next[r]);
                     let text = self.tok.decode(&rows[r][starts[r]..])?;
                     if stops.iter().any(|s| !s.is_empty() && text.contains(s.as_str()))
                         || rows[r].len() - starts[r] >= *max_i
@@ -194,6 +202,17 @@ impl<'a> Scorer<'a> {
                         done[r] = true;
                     }
                 }
+                if done.iter().all(|&d| d) {
+                    break;
+                }
+                // finished rows keep a (masked, ignored) pad column so the batch stays rectangular
+                let col: Vec<u32> = (0..rows.len()).map(|r| if done[r] { self.tok.pad } else { *rows[r].last().unwrap_or(&self.tok.pad) }).collect();
+                let positions: Vec<usize> = (0..rows.len()).map(|r| cache.len() - pads[r]).collect();
+                for (r, v) in valid.iter_mut().enumerate() {
+                    v.push(!done[r]);
+                }
+                let input = Tensor::from_vec(col, (rows.len(), 1), &self.model.device)?;
+                hidden = self.model.forward_cached(&input, &positions, &valid, &mut cache)?;
             }
             for (r, &i) in chunk.iter().enumerate() {
                 let mut text = self.tok.decode(&rows[r][starts[r]..])?;
@@ -249,17 +268,32 @@ impl<'a> Scorer<'a> {
                 ids[k * t..k * t + prepared[i].0.len()].copy_from_slice(&prepared[i].0);
             }
             let input = Tensor::from_vec(ids, (chunk.len(), t), &self.model.device)?;
-            let logits = self.model.forward(&input, None)?;
-            let lp = log_softmax_last(&logits)?; // (b, t, v)
-            let greedy = lp.argmax(D::Minus1)?.to_vec2::<u32>()?;
+            // Logits only at the continuation positions: the output projection and the
+            // log-softmax cost vocab × hidden per position, so skip the context positions.
+            let hidden = self.model.hidden(&input, None)?; // (b, t, h)
+            let mut at: Vec<u32> = vec![];
             for (k, &i) in chunk.iter().enumerate() {
-                let (input, first, cont) = &prepared[i];
-                let n = cont.len();
-                let row = lp.get(k)?.narrow(0, *first, n)?; // (n, v)
-                let idx = Tensor::from_vec(cont.to_vec(), (n, 1), &self.model.device)?;
-                let picked = row.gather(&idx, 1)?.squeeze(1)?.to_vec1::<f32>()?;
-                let is_greedy = (0..n).all(|j| greedy[k][first + j] == cont[j]);
-                debug_assert!(input.len() >= *first + n);
+                let (_, first, cont) = &prepared[i];
+                at.extend((0..cont.len()).map(|j| (k * t + first + j) as u32));
+            }
+            let h = hidden.dim(2)?;
+            let rows = hidden.reshape((chunk.len() * t, h))?.index_select(&Tensor::from_vec(at.clone(), at.len(), &self.model.device)?, 0)?;
+            let logits = self.model.logits(&rows)?.flatten_all()?.to_vec1::<f32>()?;
+            let v = logits.len() / at.len().max(1);
+            let mut row = 0;
+            for &i in chunk.iter() {
+                let (_, _, cont) = &prepared[i];
+                let mut picked = Vec::with_capacity(cont.len());
+                let mut is_greedy = true;
+                for &target in cont.iter() {
+                    let z = &logits[row * v..(row + 1) * v];
+                    row += 1;
+                    // first index of the maximum, as argmax
+                    let (arg, m) = z.iter().enumerate().fold((0, f32::NEG_INFINITY), |(a, m), (j, &x)| if x > m { (j, x) } else { (a, m) });
+                    let lse = m + z.iter().map(|&x| (x - m).exp()).sum::<f32>().ln();
+                    picked.push(z[target as usize] - lse);
+                    is_greedy &= arg == target as usize;
+                }
                 out[i] = Some(TokResult { logprobs: picked, greedy: is_greedy });
             }
         }

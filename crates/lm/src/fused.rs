@@ -1,0 +1,439 @@
+//! Fused CPU kernels with hand-written backward passes for the transformer block.
+//!
+//! candle's autograd allocates a zero tensor and adds into it for every input of every graph
+//! node, so a step's backward cost scales with the number of nodes times their size, not
+//! with FLOPs (reports/performance.md has the profile). Each operation here replaces a chain
+//! of differentiable primitives by one node whose backward is written out:
+//!
+//! | op | replaces | backward |
+//! | --- | --- | --- |
+//! | [`rms_norm`] | sqr, mean, add, sqrt, recip, mul, mul | dx = r·(g⊙w) − x·r³/d·Σ(g⊙w⊙x); dw = Σ_rows g⊙x·r |
+//! | [`masked_softmax`] | mul, add, max, sub, exp, sum, div | ds = scale·p⊙(g − Σ g⊙p) |
+//! | [`rope_heads`] | reshape, transpose, copy, mul, narrow×2, neg, cat, mul, add | the inverse rotation, transposed back |
+//! | [`silu_mul`] | silu, mul | dg = gy⊙u⊙σ(g)(1 + g(1 − σ(g))); du = gy⊙g⊙σ(g) |
+//!
+//! Every function takes the fast path only for contiguous f32 CPU tensors and otherwise
+//! falls back to the composed primitives (so CUDA and other dtypes keep working, through
+//! candle's own kernels). Tests compare values and gradients of both paths.
+
+use anyhow::Result;
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Storage, Tensor, D};
+
+/// False when the environment variable `UNLEARN_NO_FUSED` is set (to anything): every
+/// operation then takes its composed path, for A/B measurements (reports/performance.md).
+pub fn enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("UNLEARN_NO_FUSED").is_none())
+}
+
+fn is_fast(ts: &[&Tensor]) -> bool {
+    enabled() && ts.iter().all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
+}
+
+/// A contiguous f32 slice of a CPU storage.
+fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&s.as_slice::<f32>()?[a..b]),
+        None => candle_core::bail!("{what} must be contiguous"),
+    }
+}
+
+/// Runs `f` on the contiguous f32 data of a CPU tensor.
+fn with_data<R>(t: &Tensor, what: &str, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
+    let t = t.contiguous()?;
+    let (st, l) = t.storage_and_layout();
+    match &*st {
+        Storage::Cpu(c) => Ok(f(slice(c, l, what)?)),
+        _ => candle_core::bail!("{what}: fused kernels run on the CPU only"),
+    }
+}
+
+/// Splits `out` into contiguous chunks of whole rows (`n` elements each) over candle's
+/// threads and calls `f(first_row, chunk)` on each.
+pub(crate) fn par_rows<T: Send>(out: &mut [T], n: usize, f: impl Fn(usize, &mut [T]) + Sync) {
+    let rows = out.len() / n.max(1);
+    let threads = candle_core::utils::get_num_threads().clamp(1, rows.max(1));
+    if threads == 1 {
+        f(0, out);
+        return;
+    }
+    let per = rows.div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        for (k, chunk) in out.chunks_mut(per * n).enumerate() {
+            let f = &f;
+            s.spawn(move || f(k * per, chunk));
+        }
+    });
+}
+
+/// [`par_rows`] over two outputs of the same length, split at the same rows.
+fn par_rows2(a: &mut [f32], b: &mut [f32], n: usize, f: impl Fn(usize, &mut [f32], &mut [f32]) + Sync) {
+    let rows = a.len() / n.max(1);
+    let threads = candle_core::utils::get_num_threads().clamp(1, rows.max(1));
+    if threads == 1 {
+        f(0, a, b);
+        return;
+    }
+    let per = rows.div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        for (k, (ca, cb)) in a.chunks_mut(per * n).zip(b.chunks_mut(per * n)).enumerate() {
+            let f = &f;
+            s.spawn(move || f(k * per, ca, cb));
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// RMSNorm
+
+/// RMSNorm in float32: x / sqrt(mean(x²) + eps) · w, over the last dimension.
+pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
+    if is_fast(&[x, w]) && w.rank() == 1 && x.dim(D::Minus1)? == w.dim(0)? {
+        return Ok(x.contiguous()?.apply_op2(&w.contiguous()?, RmsNorm { eps: eps as f32 })?);
+    }
+    rms_norm_composed(x, w, eps)
+}
+
+/// RMSNorm from differentiable primitives (the reference and the non-CPU path).
+pub fn rms_norm_composed(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
+    let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
+    let inv = (ms + eps)?.sqrt()?.recip()?;
+    Ok(x.broadcast_mul(&inv)?.broadcast_mul(w)?)
+}
+
+struct RmsNorm {
+    eps: f32,
+}
+
+fn inv_rms(row: &[f32], eps: f32) -> f32 {
+    let ss: f32 = row.iter().map(|v| v * v).sum();
+    1.0 / (ss / row.len() as f32 + eps).sqrt()
+}
+
+impl CustomOp2 for RmsNorm {
+    fn name(&self) -> &'static str {
+        "rms-norm"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = slice(s1, l1, "rms_norm input")?;
+        let w = slice(s2, l2, "rms_norm weight")?;
+        let d = w.len();
+        let mut out = vec![0f32; x.len()];
+        par_rows(&mut out, d, |r0, o| {
+            for (k, orow) in o.chunks_mut(d).enumerate() {
+                let row = &x[(r0 + k) * d..(r0 + k + 1) * d];
+                let r = inv_rms(row, self.eps);
+                for ((o, &xv), &wv) in orow.iter_mut().zip(row).zip(w) {
+                    *o = xv * r * wv;
+                }
+            }
+        });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, g: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let d = w.elem_count();
+        let (dx, dw) = with_data(x, "rms_norm input", |x| {
+            with_data(w, "rms_norm weight", |w| {
+                with_data(g, "rms_norm gradient", |g| {
+                    let mut dx = vec![0f32; x.len()];
+                    par_rows(&mut dx, d, |r0, o| {
+                        for (k, orow) in o.chunks_mut(d).enumerate() {
+                            let i = (r0 + k) * d;
+                            let (xr, gr) = (&x[i..i + d], &g[i..i + d]);
+                            let r = inv_rms(xr, self.eps);
+                            let dot: f32 = xr.iter().zip(gr).zip(w).map(|((&a, &b), &c)| a * b * c).sum();
+                            let c = dot * r * r * r / d as f32;
+                            for (((o, &xv), &gv), &wv) in orow.iter_mut().zip(xr).zip(gr).zip(w) {
+                                *o = r * gv * wv - xv * c;
+                            }
+                        }
+                    });
+                    let mut dw = vec![0f32; d];
+                    for (xr, gr) in x.chunks(d).zip(g.chunks(d)) {
+                        let r = inv_rms(xr, self.eps);
+                        for ((o, &xv), &gv) in dw.iter_mut().zip(xr).zip(gr) {
+                            *o += gv * xv * r;
+                        }
+                    }
+                    (dx, dw)
+                })
+            })
+        })???;
+        let dx = Tensor::from_vec(dx, x.shape(), x.device())?;
+        let dw = Tensor::from_vec(dw, w.shape(), w.device())?;
+        Ok((Some(dx), Some(dw)))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Attention softmax
+
+/// softmax(scale · scores + bias) over the last dimension, for attention.
+///
+/// `scores`: (b, h, t, s); `bias`: (b or 1, 1, t, s), additive (0, −inf or a large negative
+/// number). The bias receives no gradient.
+pub fn masked_softmax(scores: &Tensor, bias: &Tensor, scale: f64) -> Result<Tensor> {
+    let sd = scores.dims();
+    let bd = bias.dims();
+    if is_fast(&[scores, bias]) && sd.len() == 4 && bd.len() == 4 && bd[1] == 1 && bd[2..] == sd[2..] && (bd[0] == 1 || bd[0] == sd[0]) {
+        return Ok(scores.contiguous()?.apply_op2(&bias.contiguous()?, MaskedSoftmax { scale: scale as f32 })?);
+    }
+    masked_softmax_composed(scores, bias, scale)
+}
+
+/// The composed reference for [`masked_softmax`].
+pub fn masked_softmax_composed(scores: &Tensor, bias: &Tensor, scale: f64) -> Result<Tensor> {
+    let x = (scores * scale)?.broadcast_add(bias)?;
+    let m = x.max_keepdim(D::Minus1)?.detach();
+    let e = x.broadcast_sub(&m)?.exp()?;
+    let s = e.sum_keepdim(D::Minus1)?;
+    Ok(e.broadcast_div(&s)?)
+}
+
+struct MaskedSoftmax {
+    scale: f32,
+}
+
+impl CustomOp2 for MaskedSoftmax {
+    fn name(&self) -> &'static str {
+        "masked-softmax"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = slice(s1, l1, "attention scores")?;
+        let bias = slice(s2, l2, "attention bias")?;
+        let dims = l1.dims();
+        let (h, t, s) = (dims[1], dims[2], dims[3]);
+        let per_batch_bias = l2.dims()[0] > 1;
+        let mut out = vec![0f32; x.len()];
+        par_rows(&mut out, s, |r0, o| {
+            for (k, orow) in o.chunks_mut(s).enumerate() {
+                let r = r0 + k;
+                let (b, i) = (r / (h * t), r % t);
+                let bo = if per_batch_bias { (b * t + i) * s } else { i * s };
+                let (xr, br) = (&x[r * s..(r + 1) * s], &bias[bo..bo + s]);
+                let mut m = f32::NEG_INFINITY;
+                for ((o, &xv), &bv) in orow.iter_mut().zip(xr).zip(br) {
+                    *o = xv * self.scale + bv;
+                    m = m.max(*o);
+                }
+                if m == f32::NEG_INFINITY {
+                    orow.fill(0.0); // a row with every key masked attends to nothing
+                    continue;
+                }
+                let mut sum = 0f32;
+                for o in orow.iter_mut() {
+                    *o = (*o - m).exp();
+                    sum += *o;
+                }
+                let inv = 1.0 / sum;
+                for o in orow.iter_mut() {
+                    *o *= inv;
+                }
+            }
+        });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(&self, scores: &Tensor, _bias: &Tensor, p: &Tensor, g: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let s = scores.dim(D::Minus1)?;
+        let ds = with_data(p, "softmax output", |p| {
+            with_data(g, "softmax gradient", |g| {
+                let mut ds = vec![0f32; p.len()];
+                par_rows(&mut ds, s, |r0, o| {
+                    for (k, orow) in o.chunks_mut(s).enumerate() {
+                        let i = (r0 + k) * s;
+                        let (pr, gr) = (&p[i..i + s], &g[i..i + s]);
+                        let dot: f32 = pr.iter().zip(gr).map(|(a, b)| a * b).sum();
+                        for ((o, &pv), &gv) in orow.iter_mut().zip(pr).zip(gr) {
+                            *o = self.scale * pv * (gv - dot);
+                        }
+                    }
+                });
+                ds
+            })
+        })??;
+        Ok((Some(Tensor::from_vec(ds, scores.shape(), scores.device())?), None))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Rotary embedding fused with the split into heads
+
+/// (b, t, heads·d) → (b, heads, t, d), rotated by Hugging Face's rotary embedding
+/// (rotate-half layout) when `cos`/`sin` are given — (t, d) each, shared by the batch, or
+/// (b, t, d) for per-row positions — else only split into heads.
+pub fn rope_heads(x: &Tensor, heads: usize, rot: Option<(&Tensor, &Tensor)>) -> Result<Tensor> {
+    let (b, t, hd_all) = x.dims3()?;
+    if heads == 0 || hd_all % heads != 0 {
+        anyhow::bail!("rope_heads: {hd_all} features do not split into {heads} heads");
+    }
+    let d = hd_all / heads;
+    let mut fast = is_fast(&[x]);
+    if let Some((c, s)) = rot {
+        let ok = |x: &Tensor| x.dims() == [t, d] || x.dims() == [b, t, d];
+        fast &= is_fast(&[c, s]) && ok(c) && c.dims() == s.dims() && d % 2 == 0;
+    }
+    if fast {
+        let rot = match rot {
+            Some((c, s)) => Some((c.contiguous()?.flatten_all()?.to_vec1::<f32>()?, s.contiguous()?.flatten_all()?.to_vec1::<f32>()?)),
+            None => None,
+        };
+        return Ok(x.contiguous()?.apply_op1(RopeHeads { heads, rot: std::sync::Arc::new(rot) })?);
+    }
+    rope_heads_composed(x, heads, rot)
+}
+
+/// The composed reference for [`rope_heads`].
+pub fn rope_heads_composed(x: &Tensor, heads: usize, rot: Option<(&Tensor, &Tensor)>) -> Result<Tensor> {
+    let (b, t, hd_all) = x.dims3()?;
+    let d = hd_all / heads;
+    let x = x.reshape((b, t, heads, d))?.transpose(1, 2)?.contiguous()?;
+    match rot {
+        None => Ok(x),
+        Some((cos, sin)) => {
+            let (cos, sin) = if cos.rank() == 3 { (cos.unsqueeze(1)?, sin.unsqueeze(1)?) } else { (cos.clone(), sin.clone()) };
+            let (cos, sin) = (&cos, &sin);
+            let x1 = x.narrow(D::Minus1, 0, d / 2)?;
+            let x2 = x.narrow(D::Minus1, d / 2, d / 2)?;
+            let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
+            Ok((x.broadcast_mul(cos)? + rotated.broadcast_mul(sin)?)?)
+        }
+    }
+}
+
+struct RopeHeads {
+    heads: usize,
+    /// cos and sin, (t, d) or (b, t, d) row-major.
+    rot: std::sync::Arc<Option<(Vec<f32>, Vec<f32>)>>,
+}
+
+impl RopeHeads {
+    /// Maps between (b, t, heads, d) rows `src` and (b, heads, t, d) rows `dst`. `forward`
+    /// rotates by +angle (x·cos + rotate_half(x)·sin); the backward applies the transpose.
+    fn apply(&self, src: &[f32], dims_bthd: (usize, usize, usize, usize), forward: bool) -> Vec<f32> {
+        let (_b, t, h, d) = dims_bthd;
+        let half = d / 2;
+        let mut out = vec![0f32; src.len()];
+        // rows of `out`: for the forward (b, h, t) rows of d; for the backward (b, t, h) rows.
+        par_rows(&mut out, d, |r0, o| {
+            for (k, orow) in o.chunks_mut(d).enumerate() {
+                let r = r0 + k;
+                let (bi, hi, ti) = if forward {
+                    (r / (h * t), (r / t) % h, r % t)
+                } else {
+                    (r / (t * h), r % h, (r / h) % t)
+                };
+                // the other side's row index
+                let other = if forward { (bi * t + ti) * h + hi } else { (bi * h + hi) * t + ti };
+                let xr = &src[other * d..(other + 1) * d];
+                match &*self.rot {
+                    None => orow.copy_from_slice(xr),
+                    Some((cos, sin)) => {
+                        let row = if cos.len() == t * d { ti } else { bi * t + ti };
+                        let (c, s) = (&cos[row * d..(row + 1) * d], &sin[row * d..(row + 1) * d]);
+                        if forward {
+                            for j in 0..half {
+                                orow[j] = xr[j] * c[j] - xr[j + half] * s[j];
+                                orow[j + half] = xr[j + half] * c[j + half] + xr[j] * s[j + half];
+                            }
+                        } else {
+                            for j in 0..half {
+                                orow[j] = xr[j] * c[j] + xr[j + half] * s[j + half];
+                                orow[j + half] = xr[j + half] * c[j + half] - xr[j] * s[j];
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        out
+    }
+}
+
+impl CustomOp1 for RopeHeads {
+    fn name(&self) -> &'static str {
+        "rope-heads"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = slice(s, l, "rope input")?;
+        let (b, t, hd_all) = l.shape().dims3()?;
+        let (h, d) = (self.heads, hd_all / self.heads);
+        if let Some((c, _)) = &*self.rot {
+            if c.len() != t * d && c.len() != b * t * d {
+                candle_core::bail!("rope tables hold {} values, the input needs {t}×{d} or {b}×{t}×{d}", c.len());
+            }
+        }
+        Ok((CpuStorage::F32(self.apply(x, (b, t, h, d), true)), Shape::from((b, h, t, d))))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let (b, t, hd_all) = x.dims3()?;
+        let d = hd_all / self.heads;
+        let dx = with_data(g, "rope gradient", |g| self.apply(g, (b, t, self.heads, d), false))?;
+        Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// SwiGLU
+
+/// silu(g) ⊙ u, the gated MLP's activation.
+pub fn silu_mul(g: &Tensor, u: &Tensor) -> Result<Tensor> {
+    if is_fast(&[g, u]) && g.dims() == u.dims() {
+        return Ok(g.contiguous()?.apply_op2(&u.contiguous()?, SiluMul)?);
+    }
+    Ok((g.silu()? * u)?)
+}
+
+struct SiluMul;
+
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+impl CustomOp2 for SiluMul {
+    fn name(&self) -> &'static str {
+        "silu-mul"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = slice(s1, l1, "gate")?;
+        let u = slice(s2, l2, "up")?;
+        let n = *l1.dims().last().unwrap_or(&1);
+        let mut out = vec![0f32; g.len()];
+        par_rows(&mut out, n, |r0, o| {
+            let i = r0 * n;
+            for ((o, &gv), &uv) in o.iter_mut().zip(&g[i..]).zip(&u[i..]) {
+                *o = gv * sigmoid(gv) * uv;
+            }
+        });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(&self, g: &Tensor, u: &Tensor, _res: &Tensor, gy: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let n = g.dim(D::Minus1)?;
+        let (dg, du) = with_data(g, "gate", |g| {
+            with_data(u, "up", |u| {
+                with_data(gy, "silu_mul gradient", |gy| {
+                    let mut dg = vec![0f32; g.len()];
+                    let mut du = vec![0f32; g.len()];
+                    par_rows2(&mut dg, &mut du, n, |r0, dgc, duc| {
+                        let i = r0 * n;
+                        for (k, (a, b)) in dgc.iter_mut().zip(duc.iter_mut()).enumerate() {
+                            let (gv, uv, yv) = (g[i + k], u[i + k], gy[i + k]);
+                            let sg = sigmoid(gv);
+                            *a = yv * uv * sg * (1.0 + gv * (1.0 - sg));
+                            *b = yv * gv * sg;
+                        }
+                    });
+                    (dg, du)
+                })
+            })
+        })???;
+        Ok((Some(Tensor::from_vec(dg, g.shape(), g.device())?), Some(Tensor::from_vec(du, u.shape(), u.device())?)))
+    }
+}

@@ -1,0 +1,154 @@
+//! The fused CPU kernels against their compositions from candle's differentiable primitives:
+//! forward values and every input's gradient (candle's autograd on the composed graph is the
+//! independent reference), on random inputs with a random upstream gradient.
+
+use candle_core::{DType, Device, Tensor, Var};
+use lm::fused;
+
+fn rand(shape: &[usize], seed: u64) -> Tensor {
+    // a small deterministic LCG, so the test does not depend on candle's RNG
+    let n: usize = shape.iter().product();
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let v: Vec<f32> = (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
+        })
+        .collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims());
+    let d = (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap();
+    d.to_scalar::<f32>().unwrap()
+}
+
+/// Runs `f` on fresh variables made from `inputs`, backpropagates Σ f(..)⊙upstream and
+/// returns the output and each input's gradient.
+fn grads(inputs: &[Tensor], upstream_seed: u64, f: impl Fn(&[Tensor]) -> Tensor) -> (Tensor, Vec<Tensor>) {
+    let vars: Vec<Var> = inputs.iter().map(|t| Var::from_tensor(t).unwrap()).collect();
+    let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+    let y = f(&ts);
+    let up = rand(y.dims(), upstream_seed);
+    let loss = (&y * &up).unwrap().sum_all().unwrap();
+    let g = loss.backward().unwrap();
+    let gs = ts.iter().map(|t| g.get(t).unwrap().clone()).collect();
+    (y, gs)
+}
+
+fn check(name: &str, inputs: &[Tensor], fast: impl Fn(&[Tensor]) -> Tensor, reference: impl Fn(&[Tensor]) -> Tensor, tol: f32) {
+    let (yf, gf) = grads(inputs, 99, fast);
+    let (yr, gr) = grads(inputs, 99, reference);
+    let d = max_diff(&yf, &yr);
+    assert!(d < tol, "{name}: forward differs by {d}");
+    for (i, (a, b)) in gf.iter().zip(&gr).enumerate() {
+        let d = max_diff(a, b);
+        assert!(d < tol, "{name}: gradient of input {i} differs by {d}");
+    }
+}
+
+#[test]
+fn rms_norm_matches_composition() {
+    let x = (rand(&[3, 5, 16], 1) * 3.0).unwrap();
+    let w = rand(&[16], 2);
+    check(
+        "rms_norm",
+        &[x, w],
+        |t| fused::rms_norm(&t[0], &t[1], 1e-5).unwrap(),
+        |t| fused::rms_norm_composed(&t[0], &t[1], 1e-5).unwrap(),
+        1e-5,
+    );
+}
+
+#[test]
+fn masked_softmax_matches_composition() {
+    let (b, h, t) = (2, 3, 6);
+    let scores = (rand(&[b, h, t, t], 3) * 4.0).unwrap();
+    // causal plus a padded last key in the second sequence, as the model builds it
+    let mut bias = vec![0f32; b * t * t];
+    for bi in 0..b {
+        for i in 0..t {
+            for j in 0..t {
+                if j > i {
+                    bias[(bi * t + i) * t + j] = f32::NEG_INFINITY;
+                } else if bi == 1 && j == t - 1 {
+                    bias[(bi * t + i) * t + j] = -1e9;
+                }
+            }
+        }
+    }
+    let bias = Tensor::from_vec(bias, (b, 1, t, t), &Device::Cpu).unwrap();
+    let shared = bias.narrow(0, 0, 1).unwrap().contiguous().unwrap();
+    for bias in [bias, shared] {
+        let bias2 = bias.clone();
+        check(
+            "masked_softmax",
+            &[scores.clone()],
+            move |x| fused::masked_softmax(&x[0], &bias, 0.35).unwrap(),
+            move |x| fused::masked_softmax_composed(&x[0], &bias2, 0.35).unwrap(),
+            1e-5,
+        );
+    }
+}
+
+#[test]
+fn rope_heads_matches_composition() {
+    let (b, t, h, d) = (2, 5, 3, 8);
+    let x = rand(&[b, t, h * d], 4);
+    let ang: Vec<f32> = (0..t).flat_map(|p| (0..d).map(move |j| p as f32 * 0.3 / (1 + j % (d / 2)) as f32)).collect();
+    let ang = Tensor::from_vec(ang, (t, d), &Device::Cpu).unwrap();
+    let (cos, sin) = (ang.cos().unwrap(), ang.sin().unwrap());
+    let (c2, s2) = (cos.clone(), sin.clone());
+    check(
+        "rope_heads",
+        &[x.clone()],
+        move |x| fused::rope_heads(&x[0], h, Some((&cos, &sin))).unwrap(),
+        move |x| fused::rope_heads_composed(&x[0], h, Some((&c2, &s2))).unwrap(),
+        1e-5,
+    );
+    // per-row tables (b, t, d): row 1 shifted by 3 positions
+    let ang_b: Vec<f32> = (0..b)
+        .flat_map(|r| (0..t).flat_map(move |p| (0..d).map(move |j| (p + 3 * r) as f32 * 0.3 / (1 + j % (d / 2)) as f32)))
+        .collect();
+    let ang_b = Tensor::from_vec(ang_b, (b, t, d), &Device::Cpu).unwrap();
+    let (cb, sb) = (ang_b.cos().unwrap(), ang_b.sin().unwrap());
+    let (cb2, sb2) = (cb.clone(), sb.clone());
+    check(
+        "rope_heads per row",
+        &[x.clone()],
+        move |x| fused::rope_heads(&x[0], h, Some((&cb, &sb))).unwrap(),
+        move |x| fused::rope_heads_composed(&x[0], h, Some((&cb2, &sb2))).unwrap(),
+        1e-5,
+    );
+    check(
+        "split_heads",
+        &[x],
+        |x| fused::rope_heads(&x[0], h, None).unwrap(),
+        |x| fused::rope_heads_composed(&x[0], h, None).unwrap(),
+        0.0 + f32::MIN_POSITIVE,
+    );
+}
+
+#[test]
+fn silu_mul_matches_composition() {
+    let g = (rand(&[4, 7, 12], 5) * 4.0).unwrap();
+    let u = rand(&[4, 7, 12], 6);
+    check(
+        "silu_mul",
+        &[g, u],
+        |t| fused::silu_mul(&t[0], &t[1]).unwrap(),
+        |t| (t[0].silu().unwrap() * &t[1]).unwrap(),
+        1e-5,
+    );
+}
+
+#[test]
+fn fallback_for_other_dtypes() {
+    // f64 inputs take the composed path and agree with the f32 fused kernel
+    let x = rand(&[2, 3, 8], 7);
+    let w = rand(&[8], 8);
+    let a = fused::rms_norm(&x, &w, 1e-6).unwrap();
+    let b = fused::rms_norm(&x.to_dtype(DType::F64).unwrap(), &w.to_dtype(DType::F64).unwrap(), 1e-6).unwrap();
+    assert!(max_diff(&a, &b.to_dtype(DType::F32).unwrap()) < 1e-5);
+}
