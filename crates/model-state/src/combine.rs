@@ -39,8 +39,11 @@ pub const COPIED_FILES: &[&str] = &[
 pub struct CombineOptions {
     /// Replace `out` if it already exists (otherwise that is an error).
     pub overwrite: bool,
-    /// Elements per streamed chunk; peak accumulator memory is 4 bytes times this.
+    /// Elements per streamed chunk; peak accumulator memory is 4 bytes times this (per thread).
     pub chunk_elems: usize,
+    /// Threads (0: `UNLEARN_ARITH_THREADS`, else the available cores, at most 8). The output
+    /// is bit-identical for any number.
+    pub threads: usize,
     /// Extra `__metadata__` entries for the output file (`"format": "pt"` is always set).
     pub metadata: BTreeMap<String, String>,
 }
@@ -50,6 +53,7 @@ impl Default for CombineOptions {
         Self {
             overwrite: false,
             chunk_elems: DEFAULT_CHUNK_ELEMS,
+            threads: 0,
             metadata: BTreeMap::new(),
         }
     }
@@ -202,15 +206,170 @@ fn write_combination(
         .iter()
         .map(|(n, e)| (n.clone(), e.dtype, e.shape.clone()))
         .collect();
-    let mut writer = SafetensorsWriter::create(&dir.join(SINGLE_FILE), &specs, &opts.metadata)?;
+    let writer = SafetensorsWriter::create(&dir.join(SINGLE_FILE), &specs, &opts.metadata)?;
+    #[cfg(not(unix))]
+    let mut writer = writer;
     let order = writer.order().to_vec();
+    #[cfg(unix)]
+    let (bytes_read, peak_acc) = write_parallel(states, coefs, &writer, &order, opts)?;
+    #[cfg(not(unix))]
+    let (bytes_read, peak_acc) = write_sequential(states, coefs, &mut writer, &order, opts)?;
+    let bytes_written = writer.finish()?;
+
+    for file in COPIED_FILES {
+        let src = first.dir().join(file);
+        if src.is_file() {
+            let dst = dir.join(file);
+            std::fs::copy(&src, &dst)
+                .with_context(|| format!("cannot copy {} to {}", src.display(), dst.display()))?;
+        }
+    }
+    Ok(CombineReport {
+        bytes_read,
+        bytes_written,
+        tensors: order.len(),
+        seconds: 0.0,
+        peak_accumulator_bytes: peak_acc,
+    })
+}
+
+/// Threads for [`write_parallel`]: `opts.threads`, else `UNLEARN_ARITH_THREADS`, else the
+/// available cores (at most 8).
+#[cfg(unix)]
+fn arith_threads(opts: &CombineOptions) -> usize {
+    if opts.threads > 0 {
+        return opts.threads;
+    }
+    std::env::var("UNLEARN_ARITH_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()).min(8))
+        .max(1)
+}
+
+/// The combination with positional reads and writes: the tensors are cut into chunks of
+/// `opts.chunk_elems` elements, dealt round-robin to threads; each thread reads its chunk
+/// of every term into its own buffers (no memory maps, so no page faults), accumulates in
+/// f32 and writes the encoded chunk at its offset. Every element is computed by the same
+/// sequence of operations as in the sequential path, so the output is bit-identical to it
+/// for any number of threads. Memory: per thread, one chunk per term plus the accumulator.
+#[cfg(unix)]
+fn write_parallel(
+    states: &[StateFiles],
+    coefs: &[f64],
+    writer: &SafetensorsWriter,
+    order: &[String],
+    opts: &CombineOptions,
+) -> Result<(u64, usize)> {
+    let first = &states[0];
+    let coefs32: Vec<f32> = coefs.iter().map(|&c| c as f32).collect();
+    // (tensor index, element/byte start, length): chunks of float tensors are elements,
+    // chunks of other tensors (copied, must be identical in all terms) are bytes.
+    let mut items: Vec<(usize, usize, usize)> = vec![];
+    for (ti, name) in order.iter().enumerate() {
+        let entry = &first.tensors()[name];
+        let (n, step) = if is_arith_float(entry.dtype) {
+            (entry.numel(), opts.chunk_elems)
+        } else {
+            (entry.byte_len(), opts.chunk_elems.saturating_mul(4))
+        };
+        let mut start = 0;
+        while start < n {
+            let len = step.min(n - start);
+            items.push((ti, start, len));
+            start += len;
+        }
+    }
+    let threads = arith_threads(opts).min(items.len().max(1));
+    let read = std::sync::atomic::AtomicU64::new(0);
+    let peak = std::sync::atomic::AtomicUsize::new(0);
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let work = |tid: usize| -> Result<()> {
+        let mut bufs: Vec<Vec<u8>> = vec![vec![]; states.len()];
+        let mut acc: Vec<f32> = vec![];
+        let mut encoded: Vec<u8> = vec![];
+        for &(ti, start, len) in items.iter().skip(tid).step_by(threads) {
+            if failed.load(std::sync::atomic::Ordering::Relaxed) {
+                return Ok(()); // another thread failed; its error is reported
+            }
+            let name = &order[ti];
+            let entries: Vec<_> = states.iter().map(|s| &s.tensors()[name]).collect();
+            let dtype = entries[0].dtype;
+            let offset = writer.data_range(ti).start;
+            if is_arith_float(dtype) {
+                let esz = elem_bytes(dtype);
+                let range = start * esz..(start + len) * esz;
+                acc.clear();
+                acc.resize(len, -0.0);
+                peak.fetch_max(len * 4, std::sync::atomic::Ordering::Relaxed);
+                for (((state, entry), &c), buf) in states.iter().zip(&entries).zip(&coefs32).zip(bufs.iter_mut()) {
+                    buf.resize(range.len(), 0);
+                    state.read_into(entry, range.clone(), buf)?;
+                    axpy_f32(dtype, c, buf, &mut acc);
+                }
+                encode_f32(dtype, &acc, &mut encoded);
+                writer.write_at(offset + range.start as u64, &encoded)?;
+                read.fetch_add((range.len() * states.len()) as u64, std::sync::atomic::Ordering::Relaxed);
+            } else {
+                let range = start..start + len;
+                for ((state, entry), buf) in states.iter().zip(&entries).zip(bufs.iter_mut()) {
+                    buf.resize(range.len(), 0);
+                    state.read_into(entry, range.clone(), buf)?;
+                }
+                if let Some(i) = (1..states.len()).find(|&i| bufs[i] != bufs[0]) {
+                    bail!(
+                        "tensor {name} has dtype {dtype}, which is not combined arithmetically, \
+                         and differs between {} and {} (term {}); such tensors must be identical in all terms",
+                        first.path_of(entries[0]).display(),
+                        states[i].path_of(entries[i]).display(),
+                        i + 1
+                    );
+                }
+                writer.write_at(offset + start as u64, &bufs[0])?;
+                read.fetch_add((range.len() * states.len()) as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    };
+    let results: Vec<Result<()>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|tid| {
+                let work = &work;
+                let failed = &failed;
+                s.spawn(move || {
+                    let r = work(tid);
+                    if r.is_err() {
+                        failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    r
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("an arithmetic thread panicked")))).collect()
+    });
+    for r in results {
+        r?;
+    }
+    Ok((read.into_inner(), peak.into_inner()))
+}
+
+/// The combination read through the memory maps and written sequentially (non-Unix).
+#[cfg(not(unix))]
+fn write_sequential(
+    states: &[StateFiles],
+    coefs: &[f64],
+    writer: &mut SafetensorsWriter,
+    order: &[String],
+    opts: &CombineOptions,
+) -> Result<(u64, usize)> {
+    let first = &states[0];
 
     let coefs32: Vec<f32> = coefs.iter().map(|&c| c as f32).collect();
     let mut acc: Vec<f32> = Vec::new();
     let mut encoded: Vec<u8> = Vec::new();
     let mut bytes_read = 0u64;
     let mut peak_acc = 0usize;
-    for name in &order {
+    for name in order {
         let entries: Vec<_> = states.iter().map(|s| &s.tensors()[name]).collect();
         let dtype = entries[0].dtype;
         if is_arith_float(dtype) {
@@ -261,26 +420,9 @@ fn write_combination(
             }
         }
     }
-    let bytes_written = writer.finish()?;
-
-    for file in COPIED_FILES {
-        let src = first.dir().join(file);
-        if src.is_file() {
-            let dst = dir.join(file);
-            std::fs::copy(&src, &dst)
-                .with_context(|| format!("cannot copy {} to {}", src.display(), dst.display()))?;
-        }
-    }
-    Ok(CombineReport {
-        bytes_read,
-        bytes_written,
-        tensors: order.len(),
-        seconds: 0.0,
-        peak_accumulator_bytes: peak_acc,
-    })
+    Ok((bytes_read, peak_acc))
 }
 
-/// Renames the finished `tmp` folder to `out`, replacing an existing `out` if allowed.
 fn replace_dir(tmp: &Path, out: &Path, parent: &Path, overwrite: bool) -> Result<()> {
     if !out.exists() {
         return std::fs::rename(tmp, out)

@@ -47,6 +47,7 @@ impl TensorEntry {
 
 struct Shard {
     path: PathBuf,
+    file: File,
     mmap: Mmap,
 }
 
@@ -241,6 +242,20 @@ impl StateFiles {
         &self.shards[entry.shard].mmap[start..end]
     }
 
+    /// Reads bytes `range` of `entry` into `buf` (of the same length) with positional reads,
+    /// like `cat` does: no page faults and nothing added to this process's resident set, and
+    /// safe to call from several threads at once.
+    #[cfg(unix)]
+    pub(crate) fn read_into(&self, entry: &TensorEntry, range: Range<usize>, buf: &mut [u8]) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        let shard = &self.shards[entry.shard];
+        let start = (entry.file_range.start + range.start) as u64;
+        shard
+            .file
+            .read_exact_at(buf, start)
+            .with_context(|| format!("cannot read {} bytes at {start} of {}", buf.len(), shard.path.display()))
+    }
+
     /// Drops the pages of bytes `range` of `entry` from this process's resident set.
     ///
     /// Pages of a file mapping that have been read count in the process RSS until unmapped;
@@ -289,6 +304,7 @@ fn open_shard(path: &Path) -> Result<Shard> {
         unsafe { Mmap::map(&file) }.with_context(|| format!("cannot mmap {}", path.display()))?;
     Ok(Shard {
         path: path.to_path_buf(),
+        file,
         mmap,
     })
 }

@@ -22,8 +22,9 @@ pub struct SafetensorsWriter {
     order: Vec<String>,
     /// End offset (in the data section) of each tensor in `order`.
     ends: Vec<u64>,
-    /// Data bytes written so far.
+    /// Data bytes written so far (sequentially with `write`, or positionally with `write_at`).
     written: u64,
+    positional: std::sync::atomic::AtomicU64,
     header_bytes: u64,
 }
 
@@ -100,6 +101,7 @@ impl SafetensorsWriter {
         let header_bytes = 8 + header.len() as u64;
         out.write_all(&(header.len() as u64).to_le_bytes())
             .and_then(|()| out.write_all(header.as_bytes()))
+            .and_then(|()| out.flush())
             .with_context(|| format!("cannot write {}", path.display()))?;
         Ok(Self {
             path: path.to_path_buf(),
@@ -107,6 +109,7 @@ impl SafetensorsWriter {
             order,
             ends,
             written: 0,
+            positional: std::sync::atomic::AtomicU64::new(0),
             header_bytes,
         })
     }
@@ -132,8 +135,37 @@ impl SafetensorsWriter {
         Ok(())
     }
 
+    /// The byte range of tensor `i` of [`SafetensorsWriter::order`] in the data section.
+    pub(crate) fn data_range(&self, i: usize) -> std::ops::Range<u64> {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        start..self.ends[i]
+    }
+
+    /// Writes `bytes` at `offset` of the data section with a positional write, from any
+    /// thread. Must not be mixed with [`SafetensorsWriter::write`]; every data byte must be
+    /// written exactly once (the count is checked by `finish`).
+    #[cfg(unix)]
+    pub(crate) fn write_at(&self, offset: u64, bytes: &[u8]) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        let total = self.ends.last().copied().unwrap_or(0);
+        ensure!(
+            offset + bytes.len() as u64 <= total,
+            "{}: write of {} bytes at {offset} is past the {total} data bytes the header declares",
+            self.path.display(),
+            bytes.len()
+        );
+        ensure!(self.written == 0, "{}: positional and sequential writes mixed", self.path.display());
+        self.out
+            .get_ref()
+            .write_all_at(bytes, self.header_bytes + offset)
+            .with_context(|| format!("cannot write {}", self.path.display()))?;
+        self.positional.fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
     /// Checks all declared data was written, flushes and syncs; returns the file size.
-    pub fn finish(self) -> Result<u64> {
+    pub fn finish(mut self) -> Result<u64> {
+        self.written += self.positional.load(std::sync::atomic::Ordering::Relaxed);
         let total = self.ends.last().copied().unwrap_or(0);
         if self.written != total {
             let pos = self.ends.partition_point(|&e| e <= self.written);

@@ -126,6 +126,18 @@ fn combine_is_identical_with_tiny_chunks_and_deterministic() {
         std::fs::read(a.join("model.safetensors")).unwrap(),
         std::fs::read(b.join("model.safetensors")).unwrap()
     );
+    // 1, 3 and 7 threads over odd chunks: the same bytes
+    for threads in [1, 3, 7] {
+        let c = root.path().join(format!("t{threads}"));
+        let opts = CombineOptions { chunk_elems: 7, threads, ..Default::default() };
+        combine(&terms, &c, &opts).unwrap();
+        check_output(&c);
+        assert_eq!(
+            std::fs::read(a.join("model.safetensors")).unwrap(),
+            std::fs::read(c.join("model.safetensors")).unwrap(),
+            "{threads} threads"
+        );
+    }
 }
 
 #[test]
