@@ -72,6 +72,10 @@ enum Cmd {
         /// Prepend BOS to every context (lm-evaluation-harness does not for most models).
         #[arg(long)]
         add_bos: bool,
+        /// A Hugging Face RoBERTa sequence-classifier folder (config.json, model.safetensors,
+        /// tokenizer.json), e.g. tomh/toxigen_roberta, for toxigen_generation (skipped without one).
+        #[arg(long)]
+        toxicity_classifier: Option<PathBuf>,
         /// Write the metrics (with per-example values) as JSON here.
         #[arg(long)]
         out: PathBuf,
@@ -135,7 +139,20 @@ enum Cmd {
     },
 }
 
+/// Keeps memory that mimalloc frees instead of returning it to the kernel (mimalloc v3's
+/// `purge_delay` = −1, option 15 of `mi_option_e`): training allocates and frees the same
+/// large buffers every step, and returned pages come back zero-filled by the kernel's
+/// page-fault handler (10–15 % of a step in the profile, reports/performance.md).
+fn keep_freed_memory() {
+    const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+    // SAFETY: sets a process-wide allocator option before any work; mimalloc reads it on every purge.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) }
+}
+
 fn main() -> std::process::ExitCode {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        keep_freed_memory();
+    }
     match run(Cli::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -152,7 +169,9 @@ fn run(cli: Cli) -> Result<()> {
             sweep(&config, &opts, !no_report && !dry_run)
         }
         Cmd::Report { results, out } => report(&results, out),
-        Cmd::Eval { model, metrics, data_dir, limit, add_bos, out } => eval(&model, &metrics, data_dir, limit, add_bos, &out),
+        Cmd::Eval { model, metrics, data_dir, limit, add_bos, toxicity_classifier, out } => {
+            eval(&model, &metrics, data_dir, limit, add_bos, toxicity_classifier.as_deref(), &out)
+        }
         Cmd::ImportLlama2c { model, tokenizer, out } => {
             let r = llama2c::import(&model, &tokenizer, &out)?;
             println!("imported {} parameters into {}", r.n_params, r.out.display());
@@ -288,10 +307,22 @@ fn report(results: &Path, out: Option<PathBuf>) -> Result<()> {
     Ok(())
 }
 
-fn eval(model: &Path, metrics: &[String], data_dir: Option<PathBuf>, limit: Option<usize>, add_bos: bool, out: &Path) -> Result<()> {
+fn eval(
+    model: &Path,
+    metrics: &[String],
+    data_dir: Option<PathBuf>,
+    limit: Option<usize>,
+    add_bos: bool,
+    toxicity_classifier: Option<&Path>,
+    out: &Path,
+) -> Result<()> {
     let data_dir = data_dir.unwrap_or_else(testbed::default_data_dir);
     let limits = runner::suite::EvalLimits { max_truthfulqa: limit, max_toxigen: limit, ..Default::default() };
-    let suite = runner::suite::EvalSuite::standalone(metrics, &limits, &data_dir, add_bos)?;
+    let mut suite = runner::suite::EvalSuite::standalone(metrics, &limits, &data_dir, add_bos)?;
+    if let Some(dir) = toxicity_classifier {
+        let clf = roberta::RobertaClassifier::load(dir, None).context("--toxicity-classifier")?;
+        suite.set_toxicity_classifier(std::sync::Arc::new(clf));
+    }
     let device = lm::default_device()?;
     let records = suite.evaluate_standalone(model, &device)?;
     let json = serde_json::json!({ "model": model, "data_dir": data_dir, "metrics": records });

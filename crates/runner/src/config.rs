@@ -73,8 +73,18 @@ pub const KNOWN_METRICS: &[&str] = &[
 pub const TRAIN_KEYS: &[&str] =
     &["lr", "epochs", "batch_size", "weight_decay", "warmup_epochs", "grad_clip", "max_steps", "max_seq_len"];
 
-const TOP_KEYS: &[&str] =
-    &["name", "output_dir", "data_dir", "world", "models", "methods", "metrics", "seeds", "train"];
+const TOP_KEYS: &[&str] = &[
+    "name",
+    "output_dir",
+    "data_dir",
+    "world",
+    "models",
+    "methods",
+    "metrics",
+    "seeds",
+    "train",
+    "toxicity_classifier",
+];
 const MODEL_KEYS: &[&str] = &["name", "path", "hub", "revision", "scratch", "dtype"];
 const DTYPES: &[&str] = &["f32", "f16", "bf16"];
 
@@ -115,6 +125,7 @@ struct RawSweep {
     seeds: Vec<u64>,
     #[serde(default)]
     train: RawTrain,
+    toxicity_classifier: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -162,6 +173,10 @@ pub struct Sweep {
     pub output_dir: PathBuf,
     /// As written in the config (default `data`); see [`resolve_data_dir`].
     pub data_dir: PathBuf,
+    /// `toxicity_classifier`: a Hugging Face RoBERTa sequence-classifier folder (e.g.
+    /// `tomh/toxigen_roberta`) for `toxigen_generation`; a relative path is resolved against
+    /// the config file's folder.
+    pub toxicity_classifier: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -472,6 +487,10 @@ pub fn parse_sweep(text: &str, source: &Path, registry: &Registry) -> Result<Swe
         train,
         output_dir: raw.output_dir.unwrap_or_else(|| PathBuf::from("results")),
         data_dir: raw.data_dir.unwrap_or_else(|| PathBuf::from("data")),
+        toxicity_classifier: raw.toxicity_classifier.map(|p| match source.parent() {
+            Some(folder) if p.is_relative() => folder.join(p),
+            _ => p,
+        }),
     })
 }
 

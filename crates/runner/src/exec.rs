@@ -10,8 +10,10 @@ use crate::shard::Shard;
 use crate::store::{resolved_config, CellResult, CellStatus, Provenance, ResultStore, Timings};
 use crate::suite::{EvalLimits, EvalSuite, OracleRefs};
 use anyhow::{bail, Context, Result};
+use evals::toxigen::Classifier;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// How to run a sweep.
 #[derive(Debug, Clone)]
@@ -68,6 +70,7 @@ pub fn run(sweep: &Sweep, opts: &ExecOptions, progress: Option<Progress>, log: &
     let mut summary = Summary { results_dir: store.dir().to_path_buf(), ..Default::default() };
     let provenance = Provenance::detect(env!("CARGO_PKG_VERSION"), Path::new("."));
     let device = lm::default_device()?;
+    let classifier = toxicity_classifier(sweep, opts, log)?;
     for model in &sweep.models {
         let todo: Vec<&Cell> = mine
             .iter()
@@ -81,7 +84,7 @@ pub fn run(sweep: &Sweep, opts: &ExecOptions, progress: Option<Progress>, log: &
             continue;
         }
         log(&format!("model {}: {} cell(s) to run", model.name, todo.len()));
-        let ctx = match prepare_model(sweep, model, opts, &data_dir, &device, progress, log) {
+        let ctx = match prepare_model(sweep, model, opts, &data_dir, &device, classifier.as_ref(), progress, log) {
             Ok(c) => c,
             Err(e) => {
                 // Every cell of this model fails with the same error; record it and go on.
@@ -133,6 +136,7 @@ fn prepare_model(
     opts: &ExecOptions,
     data_dir: &Path,
     device: &candle_core::Device,
+    classifier: Option<&Arc<dyn Classifier>>,
     progress: Option<Progress>,
     log: &dyn Fn(&str),
 ) -> Result<ModelContext> {
@@ -171,7 +175,10 @@ fn prepare_model(
     };
     log(&format!("world ready in {:.1}s: {}", t.elapsed().as_secs_f64(), world.dir.display()));
     let limits = if opts.smoke { EvalLimits::smoke() } else { EvalLimits::default() };
-    let suite = EvalSuite::from_world(&world.world, &sweep.metrics, &limits, data_dir, &world.final_model)?;
+    let mut suite = EvalSuite::from_world(&world.world, &sweep.metrics, &limits, data_dir, &world.final_model)?;
+    if let Some(c) = classifier {
+        suite.set_toxicity_classifier(c.clone());
+    }
     let results_dir = ResultStore::for_sweep(sweep).dir().to_path_buf();
     let cache = results_dir.join("cache").join(&model.name).join(short(&world.dir));
     std::fs::create_dir_all(&cache).with_context(|| format!("cannot create {}", cache.display()))?;
@@ -188,6 +195,33 @@ fn prepare_model(
     let (forget, retain, pad) = method_data(&world)?;
     let models_dir = results_dir.join("models");
     Ok(ModelContext { world, suite, oracle_refs, forget, retain, pad, cache, models_dir, smoke_family })
+}
+
+/// The toxicity classifier for `toxigen_generation`, loaded once per run when that metric is
+/// requested: the config's `toxicity_classifier`, or with `--smoke` a tiny random RoBERTa
+/// written under `OUTPUT_DIR/worlds/` (so the whole path runs on CPU). `None` when the metric
+/// is not requested, or no classifier is configured (the metric is then skipped).
+fn toxicity_classifier(sweep: &Sweep, opts: &ExecOptions, log: &dyn Fn(&str)) -> Result<Option<Arc<dyn Classifier>>> {
+    if !sweep.metrics.iter().any(|m| m == "toxigen_generation") {
+        return Ok(None);
+    }
+    let dir = if opts.smoke {
+        let dir = sweep.output_dir.join("worlds").join("smoke-toxicity-classifier");
+        roberta::testing::write_tiny_roberta(&dir, 0)?;
+        dir
+    } else {
+        match &sweep.toxicity_classifier {
+            Some(d) => d.clone(),
+            None => {
+                log("toxigen_generation: no toxicity_classifier configured; the metric will be skipped");
+                return Ok(None);
+            }
+        }
+    };
+    let clf = roberta::RobertaClassifier::load(&dir, None)
+        .with_context(|| format!("{}: toxicity_classifier", sweep.source.display()))?;
+    log(&format!("toxicity classifier: {} (toxic class {:?})", dir.display(), clf.labels[clf.toxic_index]));
+    Ok(Some(Arc::new(clf)))
 }
 
 fn short(p: &Path) -> String {
@@ -212,33 +246,16 @@ fn locate_model(src: &ModelSource, name: &str) -> Result<PathBuf> {
                 bail!("models.{name}: {} is not a Hugging Face checkpoint folder (config.json + model.safetensors)", p.display())
             }
         }
-        ModelSource::Hub { id, revision } => {
-            let home = std::env::var_os("HF_HOME")
-                .map(PathBuf::from)
-                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/huggingface")))
-                .unwrap_or_else(|| PathBuf::from(".cache/huggingface"));
-            let repo = home.join("hub").join(format!("models--{}", id.replace('/', "--")));
-            let rev = revision.clone().unwrap_or_else(|| "main".into());
-            let refp = repo.join("refs").join(&rev);
-            let snap = std::fs::read_to_string(&refp).map(|s| s.trim().to_string()).unwrap_or(rev.clone());
-            let dir = repo.join("snapshots").join(snap);
-            if lm::checkpoint::is_complete(&dir) {
-                return Ok(dir);
-            }
-            bail!(
-                "models.{name}: hub model {id} (revision {rev}) is not in the local Hugging Face cache ({}); \
-                 this build does not download: fetch it on a machine with network access \
-                 (`huggingface-cli download {id}{}`) into $HF_HOME, or set `path = \"DIR\"` to a local folder",
-                repo.display(),
-                revision.as_ref().map(|r| format!(" --revision {r}")).unwrap_or_default()
-            )
-        }
+        ModelSource::Hub { id, revision } => hub::resolve(id, revision.as_deref(), &hub::ResolveOptions::from_env())
+            .with_context(|| format!("models.{name}: hub model {id}")),
         ModelSource::Scratch(_) => unreachable!("scratch models are built by the testbed"),
     }
 }
 
 fn smoke_world(w: &mut testbed::WorldConfig) {
-    w.n_entities = Some(w.n_entities.unwrap_or(200).min(20));
+    if matches!(w.kind, testbed::WorldKind::Facts | testbed::WorldKind::Finetune) {
+        w.n_entities = Some(w.n_entities.unwrap_or(200).min(20));
+    }
     w.steps = Some(w.steps.unwrap_or(750).min(24));
     w.batch_size = Some(w.batch_size.unwrap_or(32).min(8));
     w.seq_len = Some(w.seq_len.unwrap_or(128).min(128));

@@ -205,3 +205,15 @@ fn registry_can_be_replaced() {
     assert!(parse_sweep(&text, Path::new("t.toml"), &registry).is_ok());
     assert!(parse_sweep(&text, Path::new("t.toml"), &Registry::DEFAULT).is_err());
 }
+
+#[test]
+fn toxicity_classifier_is_resolved_against_the_config_folder() {
+    let parse = |line: &str| {
+        let text = format!("{line}\n{BASE}");
+        parse_sweep(&text, Path::new("configs/t.toml"), &Registry::DEFAULT).unwrap().toxicity_classifier
+    };
+    assert_eq!(parse(""), None);
+    assert_eq!(parse("toxicity_classifier = \"models/toxigen_roberta\""), Some(PathBuf::from("configs/models/toxigen_roberta")));
+    assert_eq!(parse("toxicity_classifier = \"/abs/clf\""), Some(PathBuf::from("/abs/clf")));
+    check_err(&format!("toxicity_clasifier = \"x\"\n{BASE}"), &["toxicity_clasifier", "did you mean `toxicity_classifier`?"]);
+}
