@@ -1,15 +1,26 @@
 //! The reporter behind `bench report RESULTS_DIR --out reports/NAME`: reads every cell result
 //! a sweep left (see [`results`]) and writes
-//! - `long.csv`: one row per cell × metric (cell, method, params, model, seed, metric, value);
+//! - `long.csv` and `long.parquet`: one row per cell × metric (sweep, cell, method, kind,
+//!   params, model, seed, metric, value, direction); in Parquet the strings are UTF-8, `seed`
+//!   an unsigned 64-bit integer and `value` a nullable f64 (null where the CSV is empty: a
+//!   missing or non-finite value);
 //! - `tables.md` / `tables.tex`: the paper-style tables, methods × metrics, mean ± std over
 //!   seeds, best per column marked, rows for θ_D ("final") and the oracle ("retrain");
-//! - `plots/*.svg`: forget quality vs model utility (TOFU's trade-off), MSA's α/β grid, the
-//!   checkpoint-distance curve, loss curves;
-//! - `index.md`, which shows all of it and lists failed cells separately.
+//! - `plots/*.svg` and `plots/*.png` (same stems, 800 × 520): forget quality vs model utility
+//!   (TOFU's trade-off), MSA's α/β grid, the checkpoint-distance curve, loss curves;
+//! - `index.md`, which shows all of it (linking the SVGs) and lists failed cells separately.
 //!
 //! Invariant: no dependency on candle or on other project crates; the cell JSON layout is
-//! mirrored in [`results`]. Data work is plain Rust (polars was measured and rejected for its
-//! build cost); Parquet is not written.
+//! mirrored in [`results`]. Data work is plain Rust.
+//!
+//! Why not polars: polars 0.55.2 with only its `parquet` feature pulls in 173 crates; its clean
+//! release build took 23 min 44 s of CPU (35 min wall on the shared 2-core machine), so at
+//! least 12 min on two idle cores, more than this crate is worth to CI. Parquet is instead
+//! written with the `parquet` crate's low-level column writer (no arrow, no compression codecs:
+//! 35 crates); `parquet`, `png` and plotters (SVG and bitmap backends, `ab_glyph`) together
+//! build from clean in 2 min 10 s of CPU. PNGs are encoded with `png`
+//! directly rather than plotters' `image` encoder (fewer crates); text in both plot formats is
+//! laid out with DejaVu Sans, embedded from `assets/`.
 
 pub mod plots;
 pub mod results;
@@ -43,6 +54,9 @@ pub fn build(results_dir: &Path, out_dir: &Path) -> Result<BuildSummary> {
     let csv = out_dir.join("long.csv");
     tables::write_long_csv(&long, &csv)?;
     files.push(csv);
+    let parquet = out_dir.join("long.parquet");
+    tables::write_long_parquet(&long, &parquet)?;
+    files.push(parquet);
 
     let summaries = tables::summarise(&cells);
     // The paper-style tables show the headline metrics; sub-values (`metric/sub`) go to a
@@ -63,7 +77,9 @@ pub fn build(results_dir: &Path, out_dir: &Path) -> Result<BuildSummary> {
     let distance = plots::checkpoint_curves(&summaries, &plots_dir)?;
     let losses = plots::loss_curves(&cells, &plots_dir)?;
     for f in tradeoff.iter().chain(&grid).chain(&distance).chain(&losses) {
-        files.push(plots_dir.join(f));
+        let svg = plots_dir.join(f);
+        files.push(svg.with_extension("png"));
+        files.push(svg);
     }
 
     let cells_ok = cells.iter().filter(|c| c.status == Status::Ok).count();
@@ -78,7 +94,7 @@ pub fn build(results_dir: &Path, out_dir: &Path) -> Result<BuildSummary> {
         results_dir.display(),
         cells.len()
     );
-    index.push_str("## Files\n\n- [long.csv](long.csv): every cell × metric\n- [tables.md](tables.md), [tables.tex](tables.tex): the tables below\n\n");
+    index.push_str("## Files\n\n- [long.csv](long.csv), [long.parquet](long.parquet): every cell × metric\n- [tables.md](tables.md), [tables.tex](tables.tex): the tables below\n\n");
     index.push_str("## Tables\n\nMean ± sample standard deviation over seeds; the best method per column is in bold (↑ higher is better, ↓ lower, → closer to the value). `final` is θ_D, `retrain` the oracle.\n\n");
     index.push_str(&md_tables);
     let sections: [(&str, &[String]); 4] = [
@@ -87,7 +103,7 @@ pub fn build(results_dir: &Path, out_dir: &Path) -> Result<BuildSummary> {
         ("Checkpoint distance (MSA's θ_0)", &distance),
         ("Loss curves", &losses),
     ];
-    index.push_str("## Plots\n\n");
+    index.push_str("## Plots\n\nEach SVG below has a PNG of the same name next to it in `plots/`.\n\n");
     for (title, list) in sections {
         let _ = writeln!(index, "### {title}\n");
         if list.is_empty() {

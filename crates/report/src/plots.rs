@@ -1,17 +1,22 @@
-//! SVG plots with plotters (SVG backend only: text is written as `<text>` elements with a
-//! crude width estimate, so no font files are needed):
+//! Plots with plotters, each drawn once by `Chart::draw` (generic over the backend) and
+//! written twice: SVG (text as `<text>` elements) and PNG (plotters' bitmap backend, encoded
+//! with the `png` crate). Text is laid out and rasterised with DejaVu Sans, embedded in the
+//! binary (`assets/DejaVuSans.ttf`), so no system fonts are needed:
 //! - the TOFU trade-off: forget quality vs model utility, one marker set per method;
 //! - MSA's α/β grid: a metric vs α, one line per value of the other hyperparameters;
 //! - the checkpoint-distance curve: a metric vs how many checkpoints before exposure MSA's θ_0
 //!   was (`checkpoint = "latest-clean"` is distance 0, `"distance:k"` is k);
 //! - training / unlearning loss curves, one plot per method.
 //!
-//! Each function returns the written file names (relative to the plots folder).
+//! Each function returns the written SVG file names (relative to the plots folder); each has a
+//! PNG of [`SIZE`] pixels with the same stem next to it.
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::OnceLock;
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, Context, Result};
+use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use crate::format_param;
@@ -21,44 +26,95 @@ use crate::tables::{params_text, Summary, SummaryRow};
 /// A named series of (x, y) points.
 pub type Series = (String, Vec<(f64, f64)>);
 
-const SIZE: (u32, u32) = (800, 520);
+/// Width and height of every plot, in SVG user units and in PNG pixels.
+pub const SIZE: (u32, u32) = (800, 520);
 
-/// Draws `series` in one chart; lines through the points when `lines`, markers always.
-pub fn draw_chart(path: &Path, title: &str, x_desc: &str, y_desc: &str, series: &[Series], lines: bool) -> Result<()> {
-    let err = |e: &dyn std::fmt::Display| anyhow!("{}: cannot draw plot: {e}", path.display());
-    let (xr, yr) = ranges(series);
-    let root = SVGBackend::new(path, SIZE).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| err(&e))?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 20))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(70)
-        .build_cartesian_2d(xr, yr)
-        .map_err(|e| err(&e))?;
-    chart.configure_mesh().x_desc(x_desc).y_desc(y_desc).draw().map_err(|e| err(&e))?;
-    for (i, (name, points)) in series.iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
-        if lines {
+/// DejaVu Sans (Bitstream Vera licence, see `assets/LICENSE-DejaVu.txt`): plotters' `ab_glyph`
+/// text layout needs a font, and there may be no system fonts where the report is built.
+static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+
+/// Registers [`FONT`] as plotters' `sans-serif` once per process.
+fn register_font() -> Result<()> {
+    static REGISTERED: OnceLock<bool> = OnceLock::new();
+    let ok = *REGISTERED.get_or_init(|| plotters::style::register_font("sans-serif", FontStyle::Normal, FONT).is_ok());
+    anyhow::ensure!(ok, "the embedded DejaVu Sans font is not a valid TrueType font");
+    Ok(())
+}
+
+/// One chart: `series` with markers always, and lines through the points when `lines`.
+struct Chart<'a> {
+    title: &'a str,
+    x_desc: &'a str,
+    y_desc: &'a str,
+    series: &'a [Series],
+    lines: bool,
+}
+
+impl Chart<'_> {
+    /// Draws the chart on any plotters backend (SVG, bitmap); the one place the drawing is.
+    fn draw<DB: DrawingBackend>(
+        &self,
+        root: &DrawingArea<DB, Shift>,
+    ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+        let (xr, yr) = ranges(self.series);
+        root.fill(&WHITE)?;
+        let mut chart = ChartBuilder::on(root)
+            .caption(self.title, ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(70)
+            .build_cartesian_2d(xr, yr)?;
+        chart.configure_mesh().x_desc(self.x_desc).y_desc(self.y_desc).draw()?;
+        for (i, (name, points)) in self.series.iter().enumerate() {
+            let color = Palette99::pick(i).to_rgba();
+            if self.lines {
+                chart.draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2)))?;
+            }
             chart
-                .draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2)))
-                .map_err(|e| err(&e))?;
+                .draw_series(points.iter().map(|&p| Circle::new(p, 4, color.filled())))?
+                .label(name.as_str())
+                .legend(move |(x, y)| Circle::new((x + 8, y), 4, color.filled()));
         }
         chart
-            .draw_series(points.iter().map(|&p| Circle::new(p, 4, color.filled())))
-            .map_err(|e| err(&e))?
-            .label(name.as_str())
-            .legend(move |(x, y)| Circle::new((x + 8, y), 4, color.filled()));
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()?;
+        root.present()
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| err(&e))?;
-    root.present().map_err(|e| err(&e))?;
-    Ok(())
+}
+
+/// Draws `series` in one chart, written twice: as SVG at `svg_path` and as PNG next to it (same
+/// stem, `.png`). Lines through the points when `lines`, markers always.
+pub fn draw_chart(
+    svg_path: &Path,
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    series: &[Series],
+    lines: bool,
+) -> Result<()> {
+    register_font()?;
+    let chart = Chart { title, x_desc, y_desc, series, lines };
+    let err = |p: &Path, e: &dyn std::fmt::Display| anyhow!("{}: cannot draw plot: {e}", p.display());
+    chart.draw(&SVGBackend::new(svg_path, SIZE).into_drawing_area()).map_err(|e| err(svg_path, &e))?;
+
+    let png_path = svg_path.with_extension("png");
+    let mut rgb = vec![0u8; SIZE.0 as usize * SIZE.1 as usize * 3];
+    chart.draw(&BitMapBackend::with_buffer(&mut rgb, SIZE).into_drawing_area()).map_err(|e| err(&png_path, &e))?;
+    write_png(&png_path, &rgb, SIZE)
+}
+
+/// Encodes 8-bit RGB pixels, row by row from the top, as a PNG file.
+fn write_png(path: &Path, rgb: &[u8], (w, h): (u32, u32)) -> Result<()> {
+    let file = std::fs::File::create(path).with_context(|| format!("{}: cannot create", path.display()))?;
+    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), w, h);
+    enc.set_color(png::ColorType::Rgb);
+    enc.set_depth(png::BitDepth::Eight);
+    let mut writer = enc.write_header().with_context(|| format!("{}: cannot write PNG header", path.display()))?;
+    writer.write_image_data(rgb).with_context(|| format!("{}: cannot write PNG pixels", path.display()))?;
+    writer.finish().with_context(|| format!("{}: cannot finish PNG", path.display()))
 }
 
 fn ranges(series: &[Series]) -> (std::ops::Range<f64>, std::ops::Range<f64>) {

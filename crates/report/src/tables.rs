@@ -1,6 +1,6 @@
-//! The report's tables: the long table (one row per cell × metric, CSV) and the paper-style
-//! tables (one per model: configurations × metrics, mean ± sample standard deviation over
-//! seeds, the best method row per column in bold), in Markdown and LaTeX.
+//! The report's tables: the long table (one row per cell × metric, CSV and Parquet) and the
+//! paper-style tables (one per model: configurations × metrics, mean ± sample standard
+//! deviation over seeds, the best method row per column in bold), in Markdown and LaTeX.
 //!
 //! "Best" respects each metric's direction (higher / lower / closer to a target) and is chosen
 //! among the method rows only: θ_D ("final") and the oracle ("retrain") are references, shown
@@ -78,6 +78,69 @@ pub fn write_long_csv(rows: &[LongRow], path: &Path) -> Result<()> {
         out.push('\n');
     }
     std::fs::write(path, out).with_context(|| format!("{}: cannot write", path.display()))
+}
+
+/// The Parquet schema of the long table: the CSV's columns with their types. `seed` is an
+/// unsigned 64-bit integer; `value` is the only nullable column (null where the CSV is empty).
+pub const LONG_PARQUET_SCHEMA: &str = "message long {
+    REQUIRED BYTE_ARRAY sweep (STRING);
+    REQUIRED BYTE_ARRAY cell (STRING);
+    REQUIRED BYTE_ARRAY method (STRING);
+    REQUIRED BYTE_ARRAY kind (STRING);
+    REQUIRED BYTE_ARRAY params (STRING);
+    REQUIRED BYTE_ARRAY model (STRING);
+    REQUIRED INT64 seed (INTEGER(64, false));
+    REQUIRED BYTE_ARRAY metric (STRING);
+    OPTIONAL DOUBLE value;
+    REQUIRED BYTE_ARRAY direction (STRING);
+}";
+
+/// Writes the long table as Parquet (one uncompressed row group, [`LONG_PARQUET_SCHEMA`]), the
+/// same rows and columns as [`write_long_csv`].
+pub fn write_long_parquet(rows: &[LongRow], path: &Path) -> Result<()> {
+    use parquet::data_type::{ByteArray, ByteArrayType, DoubleType, Int64Type};
+    use parquet::file::properties::WriterProperties;
+    use parquet::file::writer::SerializedFileWriter;
+
+    let ctx = |what: &str| format!("{}: cannot write Parquet {what}", path.display());
+    let schema = parquet::schema::parser::parse_message_type(LONG_PARQUET_SCHEMA).with_context(|| ctx("schema"))?;
+    let file = std::fs::File::create(path).with_context(|| format!("{}: cannot create", path.display()))?;
+    let props = std::sync::Arc::new(WriterProperties::builder().build());
+    let mut writer =
+        SerializedFileWriter::new(file, std::sync::Arc::new(schema), props).with_context(|| ctx("header"))?;
+    let mut group = writer.next_row_group().with_context(|| ctx("row group"))?;
+    let strings = |f: fn(&LongRow) -> &str| rows.iter().map(|r| ByteArray::from(f(r))).collect::<Vec<_>>();
+    let mut column = 0;
+    while let Some(mut col) = group.next_column().with_context(|| ctx("column"))? {
+        let written = match column {
+            0 => col.typed::<ByteArrayType>().write_batch(&strings(|r| &r.sweep), None, None),
+            1 => col.typed::<ByteArrayType>().write_batch(&strings(|r| &r.cell), None, None),
+            2 => col.typed::<ByteArrayType>().write_batch(&strings(|r| &r.method), None, None),
+            3 => col.typed::<ByteArrayType>().write_batch(&strings(|r| &r.kind), None, None),
+            4 => col.typed::<ByteArrayType>().write_batch(&strings(|r| &r.params), None, None),
+            5 => col.typed::<ByteArrayType>().write_batch(&strings(|r| &r.model), None, None),
+            // Parquet keeps an unsigned 64-bit integer in INT64's bits (two's complement).
+            6 => {
+                let seeds: Vec<i64> = rows.iter().map(|r| r.seed as i64).collect();
+                col.typed::<Int64Type>().write_batch(&seeds, None, None)
+            }
+            7 => col.typed::<ByteArrayType>().write_batch(&strings(|r| &r.metric), None, None),
+            8 => {
+                // Definition level 1 = present, 0 = null; only present values are passed.
+                let present: Vec<f64> = rows.iter().filter_map(|r| r.value).collect();
+                let levels: Vec<i16> = rows.iter().map(|r| i16::from(r.value.is_some())).collect();
+                col.typed::<DoubleType>().write_batch(&present, Some(&levels), None)
+            }
+            9 => col.typed::<ByteArrayType>().write_batch(&strings(|r| &r.direction), None, None),
+            _ => anyhow::bail!("{}: the Parquet schema has more columns than the long table", path.display()),
+        };
+        written.with_context(|| ctx(&format!("column {column}")))?;
+        col.close().with_context(|| ctx(&format!("column {column}")))?;
+        column += 1;
+    }
+    group.close().with_context(|| ctx("row group"))?;
+    writer.close().with_context(|| ctx("footer"))?;
+    Ok(())
 }
 
 fn csv_field(s: &str) -> String {

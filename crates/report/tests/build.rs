@@ -1,7 +1,8 @@
 //! The reporter on a fixed results folder written by hand: the Markdown table has the expected
 //! rows and values (means and sample standard deviations computed by hand below), the best
 //! method per column is marked according to each metric's direction, failed cells are listed
-//! separately, and every promised file is written.
+//! separately, and every promised file is written: long.parquet read back equals long.csv, and
+//! every plot's PNG is a valid, non-blank image of the promised size.
 
 use std::path::Path;
 
@@ -122,9 +123,18 @@ fn report_on_a_fixed_results_folder() {
         let svg = std::fs::read_to_string(out.join("plots").join(plot)).unwrap();
         assert!(svg.starts_with("<svg") && svg.contains("<text"), "{plot} is not an SVG with text");
     }
-    // Only gradient ascent has a loss curve; 4 metrics × (grid, distance) plots for msa.
-    let n_svg = std::fs::read_dir(out.join("plots")).unwrap().count();
-    assert_eq!(n_svg, 1 + 4 + 4 + 1);
+    // Only gradient ascent has a loss curve; 4 metrics × (grid, distance) plots for msa; each
+    // SVG has a PNG next to it.
+    let plots: Vec<String> =
+        std::fs::read_dir(out.join("plots")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let svgs: Vec<&String> = plots.iter().filter(|f| f.ends_with(".svg")).collect();
+    assert_eq!(svgs.len(), 1 + 4 + 4 + 1);
+    assert_eq!(plots.len(), 2 * svgs.len(), "{plots:?}");
+    for svg in svgs {
+        check_png(&out.join("plots").join(svg.replace(".svg", ".png")));
+    }
+    assert!(index.contains("has a PNG of the same name"));
+    assert!(summary.files.contains(&out.join("plots/tradeoff_m.png")));
 
     let csv = std::fs::read_to_string(out.join("long.csv")).unwrap();
     let lines: Vec<&str> = csv.lines().collect();
@@ -133,11 +143,101 @@ fn report_on_a_fixed_results_folder() {
     assert!(lines.contains(&"s,msa-a2-1,msa,msa,alpha=2;beta=0;checkpoint=latest-clean,m,1,kl_to_oracle,0.3,lower_is_better"));
     assert!(lines.contains(&"s,ga-0,gradient_ascent,gradient_ascent,,m,0,privleak,-3,closer_to:0"));
     assert!(!csv.contains("ga-1"), "failed cells have no metric rows");
+    assert_eq!(parquet_as_csv(&out.join("long.parquet")), csv);
+    assert!(index.contains("[long.parquet](long.parquet)"));
 
     let tex = std::fs::read_to_string(out.join("tables.tex")).unwrap();
     assert!(tex.contains("final ($\\theta_D$) & 2 & 0.600 $\\pm$ 0.141 & 21.000 $\\pm$ 1.414 & 0.020 $\\pm$ 0.014"), "{tex}");
     assert!(tex.contains("\\textbf{0.600 $\\pm$ 0.141}"));
     assert!(tex.contains("gradient\\_ascent & 1 & 0.900 & \\textbf{-3.000} & 0.050 & 0.300 \\\\"), "{tex}");
+}
+
+/// A PNG file's signature and IHDR (read by hand, PNG spec §5.2–5.3, §11.2.2), then its pixels
+/// (decoded with `png`): 800 × 520, 8-bit RGB, not all one colour, with dark (text, axis) pixels.
+#[track_caller]
+fn check_png(path: &Path) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "{}: no PNG signature", path.display());
+    // chunk length 13, type IHDR, width, height (big-endian), bit depth 8, colour type 2 (RGB)
+    assert_eq!(&bytes[8..16], b"\0\0\0\x0dIHDR");
+    let be = |i: usize| u32::from_be_bytes(bytes[i..i + 4].try_into().unwrap());
+    assert_eq!((be(16), be(20), bytes[24], bytes[25]), (800, 520, 8, 2), "{}", path.display());
+
+    let mut reader = png::Decoder::new(std::io::Cursor::new(&bytes)).read_info().unwrap();
+    let mut rgb = vec![0; reader.output_buffer_size().unwrap()];
+    reader.next_frame(&mut rgb).unwrap();
+    assert_eq!(rgb.len(), 800 * 520 * 3);
+    let pixels: Vec<&[u8]> = rgb.chunks(3).collect();
+    assert_eq!(pixels[0], [255, 255, 255], "{}: background is white", path.display());
+    let non_white = pixels.iter().filter(|p| **p != [255, 255, 255]).count();
+    let dark = pixels.iter().filter(|p| p.iter().all(|&c| c < 100)).count();
+    let coloured = pixels.iter().filter(|p| p.iter().max().unwrap() - p.iter().min().unwrap() > 60).count();
+    // Axes, tick labels and the title alone cover well over a thousand pixels.
+    assert!(
+        dark > 1000 && coloured > 20,
+        "{}: {non_white} non-white, {dark} dark, {coloured} coloured pixels",
+        path.display()
+    );
+}
+
+/// The long table read back from Parquet with `parquet`'s record reader, printed as CSV the
+/// way `long.csv` is (the fixture has no field that needs quoting); also checks each column's type.
+fn parquet_as_csv(path: &Path) -> String {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    use parquet::record::Field;
+    let reader = SerializedFileReader::new(std::fs::File::open(path).unwrap()).unwrap();
+    let names: Vec<String> =
+        reader.metadata().file_metadata().schema_descr().columns().iter().map(|c| c.name().to_owned()).collect();
+    let mut out = names.join(",") + "\n";
+    for row in reader.get_row_iter(None).unwrap() {
+        let fields: Vec<String> = row
+            .unwrap()
+            .get_column_iter()
+            .map(|(name, f)| match (name.as_str(), f) {
+                ("seed", Field::ULong(u)) => u.to_string(),
+                ("value", Field::Double(x)) => format!("{x}"),
+                ("value", Field::Null) => String::new(),
+                (_, Field::Str(s)) if name != "seed" && name != "value" => s.clone(),
+                other => panic!("unexpected column type {other:?}"),
+            })
+            .collect();
+        out += &(fields.join(",") + "\n");
+    }
+    out
+}
+
+#[test]
+fn long_parquet_keeps_nulls_types_and_large_seeds() {
+    use report::tables::{long_rows, write_long_csv, write_long_parquet, LongRow};
+    let row = |seed: u64, value: Option<f64>| LongRow {
+        sweep: "s".into(),
+        cell: format!("c{seed}"),
+        method: "msa".into(),
+        kind: "msa".into(),
+        params: "alpha=1.5;beta=0".into(),
+        model: "m".into(),
+        seed,
+        metric: "privleak".into(),
+        value,
+        direction: "closer_to:0".into(),
+    };
+    // u64::MAX needs the unsigned annotation (as i64 it would read back as -1).
+    let rows = vec![row(0, Some(-0.125)), row(u64::MAX, None), row(7, Some(2.5e-7)), row(8, None)];
+    let tmp = tempfile::tempdir().unwrap();
+    let (csv, pq) = (tmp.path().join("l.csv"), tmp.path().join("l.parquet"));
+    write_long_csv(&rows, &csv).unwrap();
+    write_long_parquet(&rows, &pq).unwrap();
+    let expected = "sweep,cell,method,kind,params,model,seed,metric,value,direction\n\
+                    s,c0,msa,msa,alpha=1.5;beta=0,m,0,privleak,-0.125,closer_to:0\n\
+                    s,c18446744073709551615,msa,msa,alpha=1.5;beta=0,m,18446744073709551615,privleak,,closer_to:0\n\
+                    s,c7,msa,msa,alpha=1.5;beta=0,m,7,privleak,0.00000025,closer_to:0\n\
+                    s,c8,msa,msa,alpha=1.5;beta=0,m,8,privleak,,closer_to:0\n";
+    assert_eq!(std::fs::read_to_string(&csv).unwrap(), expected);
+    assert_eq!(parquet_as_csv(&pq), expected);
+
+    // No rows: a valid file with the schema and nothing in it.
+    write_long_parquet(&long_rows(&[]), &pq).unwrap();
+    assert_eq!(parquet_as_csv(&pq), "sweep,cell,method,kind,params,model,seed,metric,value,direction\n");
 }
 
 #[test]
