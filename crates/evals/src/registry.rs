@@ -130,21 +130,7 @@ pub const METRICS: &[MetricInfo] = &[
     ),
 ];
 
-/// Levenshtein edit distance (in chars).
-pub fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, &cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != cb))
-                .min(prev[j + 1] + 1)
-                .min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
+pub use suggest::edit_distance;
 
 /// Known names closest to `name` (distance ≤ max(2, len/3)), nearest first.
 pub fn suggestions(name: &str) -> Vec<&'static str> {
@@ -177,13 +163,6 @@ pub fn lookup(name: &str) -> Result<&'static MetricInfo> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn edit_distance_by_hand() {
-        assert_eq!(edit_distance("kitten", "sitting"), 3);
-        assert_eq!(edit_distance("", "abc"), 3);
-        assert_eq!(edit_distance("same", "same"), 0);
-    }
 
     #[test]
     fn unknown_names_get_a_suggestion_and_the_list() {

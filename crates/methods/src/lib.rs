@@ -23,7 +23,7 @@ pub fn build(kind: &str, params: &toml::Table) -> Result<Box<dyn Unlearner>> {
 
 /// "unknown method "x" (did you mean "y"?); known methods: ...".
 fn unknown_kind(kind: &str) -> String {
-    let best = KINDS.iter().map(|k| (unlearn::edit_distance(&kind.to_lowercase(), k), *k)).min();
+    let best = KINDS.iter().map(|k| (suggest::edit_distance(&kind.to_lowercase(), k), *k)).min();
     let hint = match best {
         Some((d, k)) if d <= (k.len() / 3).max(2) => format!(" (did you mean {k:?}?)"),
         _ => String::new(),

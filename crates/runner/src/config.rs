@@ -17,7 +17,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::cells::{format_value, REFERENCE_FINAL, REFERENCE_RETRAIN};
-use crate::suggest::unknown_name_message;
+use suggest::unknown_name_message;
 
 /// World kinds the testbed builds (issue 3).
 pub const KNOWN_WORLD_KINDS: &[&str] = &["facts", "truthfulqa-corruption", "toxigen", "finetune"];

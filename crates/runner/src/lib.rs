@@ -13,7 +13,6 @@ pub mod exec;
 pub mod scoring;
 pub mod shard;
 pub mod store;
-pub mod suggest;
 pub mod suite;
 
 pub use cells::{expand, Cell, REFERENCE_FINAL, REFERENCE_KIND, REFERENCE_RETRAIN};

@@ -319,7 +319,7 @@ impl EvalSuite {
         let known = known_metrics();
         for (i, n) in names.iter().enumerate() {
             if !known.contains(&n.as_str()) {
-                bail!("metrics[{i}]: {}", crate::suggest::unknown_name_message("metric", n, &known));
+                bail!("metrics[{i}]: {}", suggest::unknown_name_message("metric", n, &known));
             }
             if names[..i].contains(n) {
                 bail!("metrics[{i}]: metric `{n}` is listed twice");
@@ -881,7 +881,7 @@ impl EvalSuite {
                 if known.contains(&n.as_str()) {
                     bail!("metric `{n}` needs a world and its oracle (use `bench sweep`); `bench eval` takes: {}", STANDALONE_METRICS.join(", "));
                 }
-                bail!("metrics[{i}]: {}", crate::suggest::unknown_name_message("metric", n, STANDALONE_METRICS));
+                bail!("metrics[{i}]: {}", suggest::unknown_name_message("metric", n, STANDALONE_METRICS));
             }
         }
         let mut items = Items::default();

@@ -332,28 +332,10 @@ pub(crate) fn checkpoint_steps(steps: usize, count: Option<usize>, every: Option
     Ok(out.into_iter().collect())
 }
 
-/// "did you mean" for unknown names: the known name with the smallest edit distance, if close.
+/// "did you mean" for unknown names: the closest known name, if close ([`suggest::closest`]).
 pub(crate) fn did_you_mean<'a>(name: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    known
-        .into_iter()
-        .map(|k| (edit_distance(name, k), k))
-        .filter(|&(d, k)| d <= 2.max(k.len() / 3))
-        .min()
-        .map(|(_, k)| k)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != *cb);
-            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
-    }
-    prev[b.len()]
+    let known: Vec<&'a str> = known.into_iter().collect();
+    suggest::closest(name, &known)
 }
 
 #[cfg(test)]
