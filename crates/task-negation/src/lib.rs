@@ -5,6 +5,9 @@
 //! This is Model State Arithmetic with θ_D itself as the base point and β = 0, so it calls
 //! [`msa::arithmetic`] (same fine-tune recipe, cache and streaming combination) rather than
 //! repeating it. No ledger check applies: θ_D is the model being unlearned.
+//!
+//! Testbed defaults, chosen on the validation world (reports/validation/selection.md): α = 0.5,
+//! lr 1e-3, 5 epochs; no setting kept 90 % of θ_D's model utility, so the rule's 75 % floor applied.
 
 use anyhow::Result;
 use serde::Deserialize;
