@@ -81,6 +81,14 @@ fn a_killed_sweep_resumes_without_missing_or_duplicate_cells_and_same_numbers() 
     let tmp = tempfile::tempdir().unwrap();
     let cfg = local_config("tiny", tmp.path());
     let cells = tmp.path().join("results/tiny/cells");
+    // The number of cells, from the dry-run listing ("N cells: 0 done, 0 failed, N pending").
+    let dry = bench(tmp.path()).args(["sweep", cfg.to_str().unwrap(), "--smoke", "--dry-run"]).output().unwrap();
+    let listing = String::from_utf8_lossy(&dry.stdout).to_string() + &String::from_utf8_lossy(&dry.stderr);
+    let total: usize = listing
+        .lines()
+        .find_map(|l| l.split_once(" cells: ").and_then(|(n, _)| n.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("no cell count in the dry-run listing: {listing}"));
+    assert!(total >= 8, "configs/tiny.toml has only {total} cells");
     // Run until a few cells are written, then kill the process.
     let mut child = bench(tmp.path())
         .args(["sweep", cfg.to_str().unwrap(), "--smoke", "--no-report"])
@@ -98,21 +106,21 @@ fn a_killed_sweep_resumes_without_missing_or_duplicate_cells_and_same_numbers() 
     let _ = child.wait();
     let done_before = cell_files(&cells).len();
     assert!(done_before >= 4, "the sweep wrote {done_before} cells before it was killed");
-    assert!(done_before < 20, "the sweep finished before it could be killed");
+    assert!(done_before < total, "the sweep finished before it could be killed");
     // Resume.
     let out = bench(tmp.path()).args(["sweep", cfg.to_str().unwrap(), "--smoke", "--no-report"]).output().unwrap();
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "resume failed: {log}");
     assert!(log.contains(&format!("{} already done", done_before)), "resume did not skip the finished cells: {log}");
     let resumed = cell_files(&cells);
-    assert_eq!(resumed.len(), 20, "every cell exactly once");
+    assert_eq!(resumed.len(), total, "every cell exactly once");
     // An uninterrupted run gives the same numbers, cell by cell.
     let tmp2 = tempfile::tempdir().unwrap();
     let cfg2 = local_config("tiny", tmp2.path());
     let out = bench(tmp2.path()).args(["sweep", cfg2.to_str().unwrap(), "--smoke", "--no-report"]).output().unwrap();
     assert!(out.status.success());
     let fresh = cell_files(&tmp2.path().join("results/tiny/cells"));
-    assert_eq!(fresh.len(), 20);
+    assert_eq!(fresh.len(), total);
     for (a, b) in resumed.iter().zip(&fresh) {
         assert_eq!(a.file_name(), b.file_name());
         assert_eq!(metrics_of(a), metrics_of(b), "{}: resumed and uninterrupted runs differ", a.display());
