@@ -16,7 +16,7 @@ use std::time::Duration;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn arith(c: &mut Criterion) {
-    benchmarks::keep_freed_memory();
+    lm::keep_freed_memory();
     let dir = fixture_dir().join("arith");
     let inputs = ensure_arith_fixture(&dir).expect("fixture");
     let bytes: u64 = inputs.iter().map(|d| std::fs::metadata(d.join("model.safetensors")).map(|m| m.len()).unwrap_or(0)).sum();

@@ -19,7 +19,7 @@ const PROMPTS: usize = 8;
 const NEW: usize = 32;
 
 fn generate(c: &mut Criterion) {
-    benchmarks::keep_freed_memory();
+    lm::keep_freed_memory();
     let shape = default_shape();
     let model = CausalLm::init(shape.cfg.clone(), 0, &candle_core::Device::Cpu, false).expect("init");
     let tok = bench_tok(&shape.cfg).expect("tokenizer");

@@ -15,7 +15,7 @@ use std::time::Duration;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn score(c: &mut Criterion) {
-    benchmarks::keep_freed_memory();
+    lm::keep_freed_memory();
     let shape = default_shape();
     let model = CausalLm::init(shape.cfg.clone(), 0, &candle_core::Device::Cpu, false).expect("init");
     let tok = bench_tok(&shape.cfg).expect("tokenizer");

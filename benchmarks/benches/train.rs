@@ -21,7 +21,7 @@ use std::time::Duration;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn train(c: &mut Criterion) {
-    benchmarks::keep_freed_memory();
+    lm::keep_freed_memory();
     let mut g = c.benchmark_group("train");
     g.sample_size(10).warm_up_time(Duration::from_secs(2)).measurement_time(Duration::from_secs(12));
     for shape in [default_shape(), large_shape()] {

@@ -11,7 +11,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        benchmarks::keep_freed_memory();
+        lm::keep_freed_memory();
     }
     let which = std::env::args().nth(1).unwrap_or_else(|| "default".into());
     let steps: usize = std::env::args().nth(2).map(|s| s.parse()).transpose()?.unwrap_or(5);

@@ -219,13 +219,3 @@ mod tests {
     }
 }
 
-/// Keeps memory that mimalloc frees instead of returning it to the kernel (its
-/// `purge_delay` option set to −1), as the `bench` binary does: training allocates and frees
-/// the same large buffers every step, and returned pages come back zero-filled by the
-/// kernel's page-fault handler (10–15 % of a step's time in the profile). Call first in main.
-pub fn keep_freed_memory() {
-    // mimalloc v3's `mi_option_purge_delay` (index 15 of `mi_option_e` in mimalloc.h).
-    const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-    // SAFETY: sets a process-wide allocator option; mimalloc reads it on every purge.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) }
-}

@@ -139,19 +139,9 @@ enum Cmd {
     },
 }
 
-/// Keeps memory that mimalloc frees instead of returning it to the kernel (mimalloc v3's
-/// `purge_delay` = −1, option 15 of `mi_option_e`): training allocates and frees the same
-/// large buffers every step, and returned pages come back zero-filled by the kernel's
-/// page-fault handler (10–15 % of a step in the profile, reports/performance.md).
-fn keep_freed_memory() {
-    const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-    // SAFETY: sets a process-wide allocator option before any work; mimalloc reads it on every purge.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) }
-}
-
 fn main() -> std::process::ExitCode {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        keep_freed_memory();
+        lm::keep_freed_memory();
     }
     match run(Cli::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -30,16 +30,16 @@ fn is_fast(ts: &[&Tensor]) -> bool {
     enabled() && ts.iter().all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
 }
 
-/// A contiguous f32 slice of a CPU storage.
-fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
+/// A contiguous slice of a CPU storage (for custom ops' `cpu_fwd`).
+pub(crate) fn slice<'a, T: candle_core::WithDType>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [T]> {
     match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&s.as_slice::<f32>()?[a..b]),
+        Some((a, b)) => Ok(&s.as_slice::<T>()?[a..b]),
         None => candle_core::bail!("{what} must be contiguous"),
     }
 }
 
-/// Runs `f` on the contiguous f32 data of a CPU tensor.
-fn with_data<R>(t: &Tensor, what: &str, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
+/// Runs `f` on the contiguous f32 data of a CPU tensor (errors for other devices/dtypes).
+pub(crate) fn with_data<R>(t: &Tensor, what: &str, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
     let t = t.contiguous()?;
     let (st, l) = t.storage_and_layout();
     match &*st {
@@ -116,8 +116,8 @@ impl CustomOp2 for RmsNorm {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = slice(s1, l1, "rms_norm input")?;
-        let w = slice(s2, l2, "rms_norm weight")?;
+        let x = slice::<f32>(s1, l1, "rms_norm input")?;
+        let w = slice::<f32>(s2, l2, "rms_norm weight")?;
         let d = w.len();
         let mut out = vec![0f32; x.len()];
         par_rows(&mut out, d, |r0, o| {
@@ -202,8 +202,8 @@ impl CustomOp2 for MaskedSoftmax {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = slice(s1, l1, "attention scores")?;
-        let bias = slice(s2, l2, "attention bias")?;
+        let x = slice::<f32>(s1, l1, "attention scores")?;
+        let bias = slice::<f32>(s2, l2, "attention bias")?;
         let dims = l1.dims();
         let (h, t, s) = (dims[1], dims[2], dims[3]);
         let per_batch_bias = l2.dims()[0] > 1;
@@ -359,7 +359,7 @@ impl CustomOp1 for RopeHeads {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = slice(s, l, "rope input")?;
+        let x = slice::<f32>(s, l, "rope input")?;
         let (b, t, hd_all) = l.shape().dims3()?;
         let (h, d) = (self.heads, hd_all / self.heads);
         if let Some((c, _)) = &*self.rot {
@@ -401,8 +401,8 @@ impl CustomOp2 for SiluMul {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let g = slice(s1, l1, "gate")?;
-        let u = slice(s2, l2, "up")?;
+        let g = slice::<f32>(s1, l1, "gate")?;
+        let u = slice::<f32>(s2, l2, "up")?;
         let n = *l1.dims().last().unwrap_or(&1);
         let mut out = vec![0f32; g.len()];
         par_rows(&mut out, n, |r0, o| {

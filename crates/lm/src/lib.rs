@@ -23,6 +23,18 @@ pub use config::{Arch, LmConfig};
 pub use model::CausalLm;
 pub use tok::Tok;
 
+/// Keeps memory that mimalloc frees instead of returning it to the kernel (mimalloc v3's
+/// `purge_delay` = −1, index 15 of `mi_option_e` in mimalloc.h). Training allocates and frees
+/// the same large buffers every step, and returned pages come back zero-filled by the kernel's
+/// page-fault handler (10–15 % of a step in the profile, reports/performance.md). Binaries that
+/// use mimalloc as their global allocator (`bench`, the benchmarks) call this first in `main`;
+/// elsewhere it only sets an option of a library nobody allocates from.
+pub fn keep_freed_memory() {
+    const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+    // SAFETY: sets a process-wide allocator option; mimalloc reads it on every purge.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) }
+}
+
 /// The device to run on: CUDA when built with `--features cuda` and a GPU is present.
 pub fn default_device() -> anyhow::Result<candle_core::Device> {
     #[cfg(feature = "cuda")]

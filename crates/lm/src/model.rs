@@ -363,12 +363,6 @@ fn attention_bias(t: usize, attention_mask: Option<&Tensor>, device: &Device) ->
 
 use crate::fused::par_rows;
 
-fn contiguous_slice<'a, T: candle_core::WithDType>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [T]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&s.as_slice::<T>()?[a..b]),
-        None => candle_core::bail!("{what} must be contiguous"),
-    }
-}
 
 /// log_softmax(logits)[target] per row, fused (CPU, f32). Backward: [`TargetLogProbsGrad`].
 struct TargetLogProbs;
@@ -379,8 +373,8 @@ impl CustomOp2 for TargetLogProbs {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = contiguous_slice::<f32>(s1, l1, "logits")?;
-        let tg = contiguous_slice::<u32>(s2, l2, "targets")?;
+        let x = fused::slice::<f32>(s1, l1, "logits")?;
+        let tg = fused::slice::<u32>(s2, l2, "targets")?;
         let v = *l1.dims().last().unwrap_or(&1);
         if tg.iter().any(|&t| t as usize >= v) {
             candle_core::bail!("a target id is outside the vocabulary of {v}");
@@ -421,9 +415,9 @@ impl CustomOp3 for TargetLogProbsGrad {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = contiguous_slice::<f32>(s1, l1, "logits")?;
-        let tg = contiguous_slice::<u32>(s2, l2, "targets")?;
-        let g = contiguous_slice::<f32>(s3, l3, "gradient")?;
+        let x = fused::slice::<f32>(s1, l1, "logits")?;
+        let tg = fused::slice::<u32>(s2, l2, "targets")?;
+        let g = fused::slice::<f32>(s3, l3, "gradient")?;
         let v = *l1.dims().last().unwrap_or(&1);
         let mut out = vec![0f32; x.len()];
         par_rows(&mut out, v, |r0, o| {

@@ -313,10 +313,10 @@ impl<'m> Trainer<'m> {
             if crate::fused::enabled() && theta.device().is_cpu() && theta.dtype() == DType::F32 && g.dtype() == DType::F32 {
                 let (b1, b2, sm, sv, dec, lr, gs, eps) =
                     (b1 as f32, b2 as f32, scale_m as f32, scale_v as f32, decay as f32, lr as f32, gscale as f32, eps as f32);
-                let (m, v, th) = cpu_f32(&self.m[i], |m| {
-                    cpu_f32(&self.v[i], |v| {
-                        cpu_f32(theta, |th| {
-                            cpu_f32(g, |g| {
+                let (m, v, th) = crate::fused::with_data(&self.m[i], "AdamW first moment", |m| {
+                    crate::fused::with_data(&self.v[i], "AdamW second moment", |v| {
+                        crate::fused::with_data(theta, "parameter", |th| {
+                            crate::fused::with_data(g, "gradient", |g| {
                                 let n = th.len();
                                 let (mut mo, mut vo, mut to) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
                                 for j in 0..n {
@@ -394,7 +394,7 @@ impl<'m> Trainer<'m> {
         let mut sq = 0f64;
         for g in &grads {
             sq += if g.device().is_cpu() && g.dtype() == DType::F32 {
-                cpu_f32(g, |g| g.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>())?
+                crate::fused::with_data(g, "gradient", |g| g.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>())?
             } else {
                 g.sqr()?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?
             };
@@ -423,15 +423,6 @@ impl<'m> Trainer<'m> {
     }
 }
 
-/// Runs `f` on the contiguous f32 data of a CPU tensor.
-fn cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
-    let t = t.contiguous()?;
-    let (st, l) = t.storage_and_layout();
-    match (&*st, l.contiguous_offsets()) {
-        (candle_core::Storage::Cpu(c), Some((a, b))) => Ok(f(&c.as_slice::<f32>()?[a..b])),
-        _ => bail!("expected a contiguous f32 CPU tensor"),
-    }
-}
 
 /// The log of a training run.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
