@@ -246,6 +246,21 @@ pub struct OracleRefs {
     pub theta_d_distance: Option<f64>,
 }
 
+impl OracleRefs {
+    /// No oracle values yet (filled by the oracle pass; standalone suites keep it empty).
+    fn empty(fingerprint: String) -> OracleRefs {
+        OracleRefs {
+            fingerprint,
+            forget_truth_ratios: None,
+            mink_auc: None,
+            kl: BTreeMap::new(),
+            restor_oracle_acc: None,
+            restor_theta_d_acc: None,
+            theta_d_distance: None,
+        }
+    }
+}
+
 /// The oracle's log-softmax rows on one set of texts.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct KlReference {
@@ -443,15 +458,7 @@ impl EvalSuite {
             .collect();
         let refs: Vec<&dyn Metric> = metrics.iter().map(|m| m.as_ref()).collect();
         let (outputs, rows) = evals::evaluate_with_extra(oracle, &refs, &extra).context("the oracle's pass")?;
-        let mut out = OracleRefs {
-            fingerprint: self.fingerprint.clone(),
-            forget_truth_ratios: None,
-            mink_auc: None,
-            kl: BTreeMap::new(),
-            restor_oracle_acc: None,
-            restor_theta_d_acc: None,
-            theta_d_distance: None,
-        };
+        let mut out = OracleRefs::empty(self.fingerprint.clone());
         for (slot, o) in slots.iter().zip(&outputs) {
             match *slot {
                 "truth_ratio" => out.forget_truth_ratios = Some(tofu::truth_ratios_of(o)?),
@@ -903,15 +910,7 @@ impl EvalSuite {
 
     /// Score one checkpoint with a standalone suite.
     pub fn evaluate_standalone(&self, model_dir: &Path, device: &Device) -> Result<BTreeMap<String, MetricRecord>> {
-        let refs = OracleRefs {
-            fingerprint: self.fingerprint.clone(),
-            forget_truth_ratios: None,
-            mink_auc: None,
-            kl: BTreeMap::new(),
-            restor_oracle_acc: None,
-            restor_theta_d_acc: None,
-            theta_d_distance: None,
-        };
+        let refs = OracleRefs::empty(self.fingerprint.clone());
         self.evaluate(model_dir, &refs, model_dir, device)
     }
 }
