@@ -11,6 +11,10 @@
 //! | [`masked_softmax`] | mul, add, max, sub, exp, sum, div | ds = scale·p⊙(g − Σ g⊙p) |
 //! | [`rope_heads`] | reshape, transpose, copy, mul, narrow×2, neg, cat, mul, add | the inverse rotation, transposed back |
 //! | [`silu_mul`] | silu, mul | dg = gy⊙u⊙σ(g)(1 + g(1 − σ(g))); du = gy⊙g⊙σ(g) |
+//! | [`silu_mul_packed`] | narrow×2, silu, mul | as [`silu_mul`], into the two halves of one gradient |
+//! | [`linear`] | reshape, transpose, matmul, reshape | dx = g·w; dw = gᵀ·x |
+//!
+//! The whole causal attention is one such operation too: [`crate::attention`].
 //!
 //! Every function takes the fast path only for contiguous f32 CPU tensors and otherwise
 //! falls back to the composed primitives (so CUDA and other dtypes keep working, through
@@ -435,5 +439,142 @@ impl CustomOp2 for SiluMul {
             })
         })???;
         Ok((Some(Tensor::from_vec(dg, g.shape(), g.device())?), Some(Tensor::from_vec(du, u.shape(), u.device())?)))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// SwiGLU on a packed (gate | up) projection
+
+/// silu(g) ⊙ u where `gu` = (…, 2n) holds the gate in its first n columns and the up
+/// projection in the last n (one matmul against the concatenated weights). Returns (…, n).
+pub fn silu_mul_packed(gu: &Tensor) -> Result<Tensor> {
+    let n2 = gu.dim(D::Minus1)?;
+    if n2 % 2 != 0 {
+        anyhow::bail!("silu_mul_packed: the last dimension ({n2}) must hold gate and up halves");
+    }
+    if is_fast(&[gu]) {
+        return Ok(gu.contiguous()?.apply_op1(SiluMulPacked)?);
+    }
+    let n = n2 / 2;
+    silu_mul(&gu.narrow(D::Minus1, 0, n)?, &gu.narrow(D::Minus1, n, n)?)
+}
+
+struct SiluMulPacked;
+
+impl CustomOp1 for SiluMulPacked {
+    fn name(&self) -> &'static str {
+        "silu-mul-packed"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = slice::<f32>(s, l, "gate|up")?;
+        let n2 = *l.dims().last().unwrap_or(&0);
+        let n = n2 / 2;
+        let mut out = vec![0f32; x.len() / 2];
+        par_rows(&mut out, n, |r0, o| {
+            for (k, orow) in o.chunks_mut(n).enumerate() {
+                let row = &x[(r0 + k) * n2..(r0 + k + 1) * n2];
+                let (g, u) = row.split_at(n);
+                for ((o, &gv), &uv) in orow.iter_mut().zip(g).zip(u) {
+                    *o = gv * sigmoid(gv) * uv;
+                }
+            }
+        });
+        let mut dims = l.dims().to_vec();
+        if let Some(last) = dims.last_mut() {
+            *last = n;
+        }
+        Ok((CpuStorage::F32(out), Shape::from(dims)))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, gy: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let n2 = x.dim(D::Minus1)?;
+        let n = n2 / 2;
+        let dx = with_data(x, "gate|up", |x| {
+            with_data(gy, "silu_mul gradient", |gy| {
+                let mut dx = vec![0f32; x.len()];
+                par_rows(&mut dx, n2, |r0, o| {
+                    for (k, orow) in o.chunks_mut(n2).enumerate() {
+                        let r = r0 + k;
+                        let (g, u) = x[r * n2..(r + 1) * n2].split_at(n);
+                        let y = &gy[r * n..(r + 1) * n];
+                        let (dg, du) = orow.split_at_mut(n);
+                        for j in 0..n {
+                            let sg = sigmoid(g[j]);
+                            dg[j] = y[j] * u[j] * sg * (1.0 + g[j] * (1.0 - sg));
+                            du[j] = y[j] * g[j] * sg;
+                        }
+                    }
+                });
+                dx
+            })
+        })??;
+        Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Linear layer
+
+/// x · wᵀ over the last dimension: (…, d) × (o, d) → (…, o), as one graph node.
+///
+/// The composed form (flatten, transpose the weight, matmul, unflatten) is four nodes, and
+/// candle's backward allocates and accumulates a gradient for each; this one has a single
+/// backward, dx = g·w and dw = gᵀ·x, both one matmul.
+pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let d = x.dim(D::Minus1)?;
+    let (o, wd) = w.dims2()?;
+    if wd != d {
+        anyhow::bail!("linear: input has {d} features, the weight is {o}×{wd}");
+    }
+    if is_fast(&[x, w]) {
+        return Ok(x.contiguous()?.apply_op2(&w.contiguous()?, Linear)?);
+    }
+    linear_composed(x, w)
+}
+
+/// The composed reference for [`linear`].
+pub fn linear_composed(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let d = x.dim(D::Minus1)?;
+    let o = w.dim(0)?;
+    let mut dims = x.dims().to_vec();
+    let y = x.reshape((x.elem_count() / d, d))?.matmul(&w.t()?)?;
+    if let Some(last) = dims.last_mut() {
+        *last = o;
+    }
+    Ok(y.reshape(dims)?)
+}
+
+struct Linear;
+
+impl CustomOp2 for Linear {
+    fn name(&self) -> &'static str {
+        "linear"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        use candle_core::backend::BackendStorage;
+        let d = *l1.dims().last().unwrap_or(&1);
+        let m = l1.shape().elem_count() / d.max(1);
+        let (o, _) = l2.shape().dims2()?;
+        // x as (m, d) and w as its transpose (d, o): candle's gemm path reads the strides.
+        let lx = Layout::contiguous_with_offset((m, d), l1.start_offset());
+        let lw = Layout::contiguous_with_offset((o, d), l2.start_offset()).transpose(0, 1)?;
+        let y = s1.matmul(s2, (1, m, o, d), &lx, &lw)?;
+        let mut dims = l1.dims().to_vec();
+        if let Some(last) = dims.last_mut() {
+            *last = o;
+        }
+        Ok((y, Shape::from(dims)))
+    }
+
+    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, g: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let (o, d) = w.dims2()?;
+        let m = x.elem_count() / d.max(1);
+        let (x2, w) = (x.detach().reshape((m, d))?, w.detach());
+        let g2 = g.contiguous()?.reshape((m, o))?;
+        let dx = g2.matmul(&w)?.reshape(x.shape())?;
+        let dw = g2.t()?.matmul(&x2)?;
+        Ok((Some(dx), Some(dw)))
     }
 }

@@ -2,6 +2,7 @@
 //!
 //! - [`config`]: Hugging Face `config.json` for Llama, Qwen2 and OLMo-2.
 //! - [`weights`]: safetensors loading (single or sharded), initialisation.
+//! - [`attention`]: causal self-attention as one fused CPU op with a hand-written backward.
 //! - [`model`]: [`CausalLm`], a stateless forward returning logits for every position.
 //! - [`checkpoint`]: writing Hugging Face checkpoint folders.
 //! - [`tok`]: tokenizer loading.
@@ -9,6 +10,7 @@
 //! - [`score`]: lm-evaluation-harness's `loglikelihood`, `loglikelihood_rolling`,
 //!   `generate_until`, and per-token log-probabilities.
 
+pub mod attention;
 pub mod checkpoint;
 pub mod config;
 pub mod fused;

@@ -3,12 +3,15 @@
 //!
 //! Unlike candle-transformers' models, [`CausalLm::forward`] is stateless and returns logits
 //! for every position, and every operation it uses has a backward pass, so the same model is
-//! scored and fine-tuned. On the CPU in f32, RMSNorm, the attention softmax, rotary embeddings
-//! and the SwiGLU activation are fused kernels with hand-written backward passes
-//! ([`crate::fused`]); elsewhere they are composed from candle's differentiable primitives.
+//! scored and fine-tuned. On the CPU in f32 the layer runs as a handful of fused kernels with
+//! hand-written backward passes: RMSNorm, one matmul against the stacked q/k/v weights, the
+//! whole causal attention ([`crate::attention`]), one against the stacked gate/up weights, the
+//! packed SwiGLU, and every projection as a single-node [`fused::linear`] ([`crate::fused`]).
+//! Elsewhere (CUDA, other dtypes, `UNLEARN_NO_FUSED=1`, OLMo-2's q/k norms, the key/value
+//! cache) the same computation is composed from candle's differentiable primitives.
 
 use crate::config::{Arch, LmConfig};
-use crate::fused;
+use crate::{attention, fused};
 use crate::weights::{self, Params};
 use anyhow::{bail, Context, Result};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Device, Layout, Shape, Tensor, Var, D};
@@ -94,13 +97,10 @@ impl CausalLm {
         } else {
             self.w("lm_head.weight")?
         };
-        let mut dims = x.dims().to_vec();
-        let n = x.elem_count() / h;
-        let logits = x.reshape((n, h))?.matmul(&head.t()?)?;
-        if let Some(last) = dims.last_mut() {
-            *last = self.cfg.vocab_size;
+        if x.dim(D::Minus1)? != h {
+            bail!("logits: hidden states have {} features, the model {h}", x.dim(D::Minus1)?);
         }
-        Ok(logits.reshape(dims)?)
+        fused::linear(x, head)
     }
 
     /// An empty key/value cache for [`CausalLm::forward_cached`].
@@ -179,11 +179,8 @@ impl CausalLm {
     }
 
     fn linear(&self, x: &Tensor, name: &str, bias: bool) -> Result<Tensor> {
-        let w = self.w(&format!("{name}.weight"))?;
-        let (b, t, d) = x.dims3()?;
-        let y = x.reshape((b * t, d))?.matmul(&w.t()?)?;
-        let y = if bias { y.broadcast_add(self.w(&format!("{name}.bias"))?)? } else { y };
-        Ok(y.reshape((b, t, w.dim(0)?))?)
+        let y = fused::linear(x, self.w(&format!("{name}.weight"))?)?;
+        Ok(if bias { y.broadcast_add(self.w(&format!("{name}.bias"))?)? } else { y })
     }
 
     fn attention(
@@ -198,6 +195,23 @@ impl CausalLm {
         let (b, t, _) = x.dims3()?;
         let (nh, nkv, hd) = (self.cfg.num_attention_heads, self.cfg.num_kv_heads(), self.cfg.head_dim());
         let qkv_bias = self.cfg.qkv_bias();
+        let scale = 1.0 / (hd as f64).sqrt();
+        if cache.is_none() && self.arch != Arch::Olmo2 && fused::enabled() && x.device().is_cpu() && x.dtype() == DType::F32 {
+            // One matmul against the stacked q/k/v weights, then the fused attention op.
+            let name = |n: &str| format!("{p}.self_attn.{n}_proj");
+            let stack = |suffix: &str| -> Result<Tensor> {
+                let parts = ["q", "k", "v"].map(|n| self.w(&format!("{}.{suffix}", name(n))));
+                let parts = parts.into_iter().collect::<Result<Vec<_>>>()?;
+                Ok(Tensor::cat(&parts, 0)?)
+            };
+            let mut qkv = fused::linear(x, &stack("weight")?)?;
+            if qkv_bias {
+                qkv = qkv.broadcast_add(&stack("bias")?)?;
+            }
+            let heads = attention::Heads { q: nh, kv: nkv, dim: hd };
+            let out = attention::causal_attention(&qkv, heads, cos, sin, mask, scale)?;
+            return self.linear(&out, &name("o"), self.cfg.o_bias());
+        }
         let mut q = self.linear(x, &format!("{p}.self_attn.q_proj"), qkv_bias)?;
         let mut k = self.linear(x, &format!("{p}.self_attn.k_proj"), qkv_bias)?;
         let v = self.linear(x, &format!("{p}.self_attn.v_proj"), qkv_bias)?;
@@ -221,9 +235,8 @@ impl CausalLm {
                 kv
             }
         };
-        let k = repeat_kv(k, nh / nkv)?;
-        let v = repeat_kv(v, nh / nkv)?;
-        let scale = 1.0 / (hd as f64).sqrt();
+        let k = attention::repeat_kv(k, nh / nkv)?;
+        let v = attention::repeat_kv(v, nh / nkv)?;
         let scores = q.matmul(&k.t()?)?; // (b, nh, t, keys)
         let probs = fused::masked_softmax(&scores, mask, scale)?;
         let out = probs.matmul(&v)?; // (b, nh, t, hd)
@@ -232,6 +245,12 @@ impl CausalLm {
     }
 
     fn mlp(&self, p: &str, x: &Tensor) -> Result<Tensor> {
+        if fused::enabled() && x.device().is_cpu() && x.dtype() == DType::F32 {
+            // One matmul against the stacked gate/up weights, then the packed SwiGLU.
+            let wgu = Tensor::cat(&[self.w(&format!("{p}.mlp.gate_proj.weight"))?, self.w(&format!("{p}.mlp.up_proj.weight"))?], 0)?;
+            let act = fused::silu_mul_packed(&fused::linear(x, &wgu)?)?;
+            return self.linear(&act, &format!("{p}.mlp.down_proj"), false);
+        }
         let g = self.linear(x, &format!("{p}.mlp.gate_proj"), false)?;
         let u = self.linear(x, &format!("{p}.mlp.up_proj"), false)?;
         self.linear(&fused::silu_mul(&g, &u)?, &format!("{p}.mlp.down_proj"), false)
@@ -286,14 +305,6 @@ pub fn log_softmax_last(x: &Tensor) -> Result<Tensor> {
     let z = x.broadcast_sub(&m)?;
     let lse = z.exp()?.sum_keepdim(D::Minus1)?.log()?;
     Ok(z.broadcast_sub(&lse)?)
-}
-
-fn repeat_kv(x: Tensor, n_rep: usize) -> Result<Tensor> {
-    if n_rep == 1 {
-        return Ok(x);
-    }
-    let (b, nkv, t, d) = x.dims4()?;
-    Ok(x.unsqueeze(2)?.broadcast_as((b, nkv, n_rep, t, d))?.contiguous()?.reshape((b, nkv * n_rep, t, d))?)
 }
 
 /// The inverse frequencies, with llama3 rope scaling when configured.

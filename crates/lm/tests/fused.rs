@@ -152,3 +152,77 @@ fn fallback_for_other_dtypes() {
     let b = fused::rms_norm(&x.to_dtype(DType::F64).unwrap(), &w.to_dtype(DType::F64).unwrap(), 1e-6).unwrap();
     assert!(max_diff(&a, &b.to_dtype(DType::F32).unwrap()) < 1e-5);
 }
+
+#[test]
+fn linear_matches_composition() {
+    let x = rand(&[3, 5, 16], 9);
+    let w = rand(&[24, 16], 10);
+    check(
+        "linear",
+        &[x, w],
+        |t| fused::linear(&t[0], &t[1]).unwrap(),
+        |t| fused::linear_composed(&t[0], &t[1]).unwrap(),
+        1e-5,
+    );
+    // a hand-computed 1×2 · (3×2)ᵀ
+    let x = Tensor::new(&[[[1f32, 2.0]]], &Device::Cpu).unwrap();
+    let w = Tensor::new(&[[1f32, 0.0], [0.5, -1.0], [3.0, 4.0]], &Device::Cpu).unwrap();
+    let y = fused::linear(&x, &w).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!(y, vec![1.0, -1.5, 11.0]);
+    assert!(fused::linear(&x, &w.t().unwrap()).is_err(), "a (2, 3) weight takes 3 features, the input has 2");
+}
+
+#[test]
+fn silu_mul_packed_matches_composition() {
+    let gu = (rand(&[4, 7, 24], 11) * 4.0).unwrap();
+    check(
+        "silu_mul_packed",
+        &[gu],
+        |t| fused::silu_mul_packed(&t[0]).unwrap(),
+        |t| (t[0].narrow(2, 0, 12).unwrap().silu().unwrap() * t[0].narrow(2, 12, 12).unwrap()).unwrap(),
+        1e-5,
+    );
+}
+
+/// The fused attention (rotary split, GQA, mask, softmax, values, merge) against its
+/// composition, values and the packed input's gradient, with multi-head and grouped-query
+/// heads and a shared or per-sequence (padding) mask.
+#[test]
+fn causal_attention_matches_composition() {
+    use lm::attention::{causal_attention, causal_attention_composed, Heads};
+    let (b, t, d) = (2, 7, 8);
+    let ang: Vec<f32> = (0..t).flat_map(|p| (0..d).map(move |j| p as f32 * 0.7 / (1 + j % (d / 2)) as f32)).collect();
+    let ang = Tensor::from_vec(ang, (t, d), &Device::Cpu).unwrap();
+    let (cos, sin) = (ang.cos().unwrap(), ang.sin().unwrap());
+    let mut bias = vec![0f32; b * t * t];
+    for bi in 0..b {
+        for i in 0..t {
+            for j in 0..t {
+                if j > i {
+                    bias[(bi * t + i) * t + j] = f32::NEG_INFINITY;
+                } else if bi == 1 && j >= t - 2 {
+                    bias[(bi * t + i) * t + j] = -1e9;
+                }
+            }
+        }
+    }
+    let bias = Tensor::from_vec(bias, (b, 1, t, t), &Device::Cpu).unwrap();
+    let shared = bias.narrow(0, 0, 1).unwrap().contiguous().unwrap();
+    for heads in [Heads { q: 3, kv: 3, dim: d }, Heads { q: 4, kv: 2, dim: d }, Heads { q: 4, kv: 1, dim: d }] {
+        let qkv = (rand(&[b, t, (heads.q + 2 * heads.kv) * d], 12) * 2.0).unwrap();
+        for bias in [bias.clone(), shared.clone()] {
+            let (c, s, m) = (cos.clone(), sin.clone(), bias.clone());
+            let (c2, s2, m2) = (cos.clone(), sin.clone(), bias);
+            check(
+                &format!("causal_attention {heads:?}"),
+                &[qkv.clone()],
+                move |x| causal_attention(&x[0], heads, &c, &s, &m, 0.4).unwrap(),
+                move |x| causal_attention_composed(&x[0], heads, &c2, &s2, &m2, 0.4).unwrap(),
+                2e-5,
+            );
+        }
+    }
+    // shapes that do not fit are errors, not panics
+    let qkv = rand(&[b, t, 5 * d], 13);
+    assert!(causal_attention(&qkv, Heads { q: 4, kv: 2, dim: d }, &cos, &sin, &bias, 0.4).is_err());
+}
