@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Print the ours-vs-PyTorch table of scripts/compare.sh (standard library only).
 
-    python3 scripts/compare_table.py CRITERION_DIR PYTORCH_JSONL CAT_JSONL CARGO_BENCH_TXT
+    python3 scripts/compare_table.py CRITERION_DIR PYTORCH_JSONL CAT_JSONL CARGO_BENCH_TXT [DD_JSONL]
 
 Ours: criterion's mean time per iteration (target/criterion/<group>/<bench>/new/estimates.json)
 and its declared throughput (benchmark.json). Model FLOP utilisation (MFU) of a training step
@@ -42,6 +42,7 @@ def ours(crit_dir):
 
 def main():
     crit, pt_path, cat_path, cargo_txt = sys.argv[1:5]
+    dd = json.loads(open(sys.argv[5]).read()) if len(sys.argv) > 5 else None
     us = ours(crit)
     pt = {}
     for line in open(pt_path):
@@ -73,16 +74,23 @@ def main():
         fmt = lambda x: f"{x:,.0f} tok/s" if x else "-"
         ratio = f"{a / b:.2f}x" if a and b else "-"
         print(f"{theirs:<26}{fmt(a):>14}{fmt(b):>14}{ratio:>8}   {note}")
-    a = us.get("arith/msa_combine", {}).get("per_s")
+    a = us.get("arith/msa_combine_page_cache", {}).get("per_s")
+    durable = us.get("arith/msa_combine", {}).get("per_s")
+    gb = lambda x: f"{x / 1e9:.2f} GB/s" if x else "-"
     for theirs in ["arith/f32", "arith/bf16"]:
         r = pt.get(theirs, {})
         b = r.get("gb_per_s")
-        note = f"peak RSS ours {rss / 2**20:,.0f} MiB, PyTorch {r['peak_rss_bytes'] / 2**20:,.0f} MiB" if rss and b else r.get("skipped", "")
-        print(f"{theirs:<26}{(f'{a / 1e9:.2f} GB/s' if a else '-'):>14}{(f'{b:.2f} GB/s' if b else '-'):>14}"
-              f"{(f'{a / 1e9 / b:.2f}x' if a and b else '-'):>8}   {note}")
-    c = cat["gb_per_s"]
-    print(f"{'arith vs cat (bound)':<26}{(f'{a / 1e9:.2f} GB/s' if a else '-'):>14}{f'{c:.2f} GB/s':>14}"
-          f"{(f'{a / 1e9 / c:.2f}x' if a else '-'):>8}   cat of the four inputs, page cache warm")
+        b = b * 1e9 if b else None
+        note = f"page cache; peak RSS ours {rss / 2**20:,.0f} MiB, PyTorch {r['peak_rss_bytes'] / 2**20:,.0f} MiB" if rss and b else r.get("skipped", "")
+        print(f"{theirs:<26}{gb(a):>14}{gb(b):>14}{(f'{a / b:.2f}x' if a and b else '-'):>8}   {note}")
+    c = cat["gb_per_s"] * 1e9
+    print(f"{'arith vs cat (bound)':<26}{gb(a):>14}{gb(c):>14}{(f'{a / c:.2f}x' if a else '-'):>8}   "
+          "output left in the page cache; cat of the four inputs, page cache warm")
+    if dd:
+        # the durable call must read the inputs (cat's time) and put the output on disk (dd's time)
+        bound = cat["bytes"] / (cat["seconds"] + dd["seconds"])
+        print(f"{'arith fsync vs cat+dd':<26}{gb(durable):>14}{gb(bound):>14}{(f'{durable / bound:.2f}x' if durable else '-'):>8}   "
+              f"output fsynced; disk writes {dd['gb_per_s']:.2f} GB/s (dd conv=fsync of {dd['bytes'] / 1e6:.0f} MB)")
     if gflops:
         print(f"{'matmul 1024^3 f32':<26}{'':>14}{f'{gflops:.0f} GFLOP/s':>14}")
 

@@ -164,7 +164,12 @@ impl SafetensorsWriter {
     }
 
     /// Checks all declared data was written, flushes and syncs; returns the file size.
-    pub fn finish(mut self) -> Result<u64> {
+    pub fn finish(self) -> Result<u64> {
+        self.finish_with(true)
+    }
+
+    /// [`SafetensorsWriter::finish`], with the `fsync` only when `sync`.
+    pub(crate) fn finish_with(mut self, sync: bool) -> Result<u64> {
         self.written += self.positional.load(std::sync::atomic::Ordering::Relaxed);
         let total = self.ends.last().copied().unwrap_or(0);
         if self.written != total {
@@ -180,8 +185,10 @@ impl SafetensorsWriter {
             .out
             .into_inner()
             .map_err(|e| anyhow::anyhow!("cannot write {}: {}", self.path.display(), e.error()))?;
-        file.sync_all()
-            .with_context(|| format!("cannot sync {}", self.path.display()))?;
+        if sync {
+            file.sync_all()
+                .with_context(|| format!("cannot sync {}", self.path.display()))?;
+        }
         Ok(self.header_bytes + total)
     }
 }

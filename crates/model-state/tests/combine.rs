@@ -502,3 +502,17 @@ fn extra_metadata_is_written_sorted() {
         "{text}"
     );
 }
+
+#[test]
+fn combine_without_sync_writes_the_same_bytes() {
+    let root = tempfile::tempdir().unwrap();
+    let terms = three_states(root.path(), false);
+    let (a, b) = (root.path().join("a"), root.path().join("b"));
+    combine(&terms, &a, &CombineOptions::default()).unwrap();
+    combine(&terms, &b, &CombineOptions { sync: false, ..Default::default() }).unwrap();
+    check_output(&b);
+    assert_eq!(
+        std::fs::read(a.join("model.safetensors")).unwrap(),
+        std::fs::read(b.join("model.safetensors")).unwrap()
+    );
+}
