@@ -253,22 +253,10 @@ impl CustomOp1 for Attention {
             matmul(t, t, d, p, Mat::rows(0, t), false, &q, Mat::rows(item * t * d, d), &k, Mat::rows(g * t * d, d).t(), self.scale);
             let bias = if self.bias.len() == t * t { &self.bias[..] } else { &self.bias[bi * t * t..(bi + 1) * t * t] };
             for (row, brow) in p.chunks_mut(t).zip(bias.chunks(t)) {
-                let mut m = f32::NEG_INFINITY;
                 for (v, &bv) in row.iter_mut().zip(brow) {
                     *v += bv;
-                    m = m.max(*v);
                 }
-                if m == f32::NEG_INFINITY {
-                    row.fill(0.0);
-                    continue;
-                }
-                let mut sum = 0f32;
-                for v in row.iter_mut() {
-                    *v = (*v - m).exp();
-                    sum += *v;
-                }
-                let inv = 1.0 / sum;
-                row.iter_mut().for_each(|v| *v *= inv);
+                fused::softmax_in_place(row);
             }
             // O = P V, V read in place from the packed input
             let v = Mat::rows(bi * t * w + (nh + nkv) * d + (hi / rep) * d, w);
@@ -317,7 +305,7 @@ impl CustomOp1 for Attention {
                         matmul(t, t, d, &mut ds, Mat::rows(0, t), false, g, go, x, v.t(), 1.0);
                         // dS = scale · P ⊙ (dP − rowsum(dP ⊙ P))
                         for (drow, prow) in ds.chunks_mut(t).zip(ph.chunks(t)) {
-                            let dot: f32 = drow.iter().zip(prow).map(|(a, b)| a * b).sum();
+                            let dot = fused::dot(drow, prow);
                             for (x, &pv) in drow.iter_mut().zip(prow) {
                                 *x = self.scale * pv * (*x - dot);
                             }

@@ -392,12 +392,11 @@ impl CustomOp2 for TargetLogProbs {
         }
         let mut out = vec![0f32; tg.len()];
         par_rows(&mut out, 1, |r0, o| {
+            let mut e = Vec::with_capacity(v);
             for (k, o) in o.iter_mut().enumerate() {
                 let r = r0 + k;
                 let row = &x[r * v..(r + 1) * v];
-                let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let s: f32 = row.iter().map(|&z| (z - m).exp()).sum();
-                *o = row[tg[r] as usize] - m - s.ln();
+                *o = row[tg[r] as usize] - fused::log_sum_exp(row, &mut e);
             }
         });
         Ok((CpuStorage::F32(out), l2.shape().clone()))
@@ -439,14 +438,12 @@ impl CustomOp3 for TargetLogProbsGrad {
                 if gr == 0.0 {
                     continue; // masked position: zero gradient (already zero)
                 }
-                let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let mut s = 0f32;
+                let m = fused::max(row);
                 for (oj, &z) in orow.iter_mut().zip(row) {
-                    let e = (z - m).exp();
-                    *oj = e;
-                    s += e;
+                    *oj = z - m;
                 }
-                let c = -gr / s;
+                fused::exp_in_place(orow);
+                let c = -gr / fused::sum(orow);
                 for oj in orow.iter_mut() {
                     *oj *= c;
                 }

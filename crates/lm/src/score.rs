@@ -285,12 +285,13 @@ impl<'a> Scorer<'a> {
                 let (_, _, cont) = &prepared[i];
                 let mut picked = Vec::with_capacity(cont.len());
                 let mut is_greedy = true;
+                let mut scratch = Vec::with_capacity(v);
                 for &target in cont.iter() {
                     let z = &logits[row * v..(row + 1) * v];
                     row += 1;
                     // first index of the maximum, as argmax
-                    let (arg, m) = z.iter().enumerate().fold((0, f32::NEG_INFINITY), |(a, m), (j, &x)| if x > m { (j, x) } else { (a, m) });
-                    let lse = m + z.iter().map(|&x| (x - m).exp()).sum::<f32>().ln();
+                    let (arg, _) = z.iter().enumerate().fold((0, f32::NEG_INFINITY), |(a, m), (j, &x)| if x > m { (j, x) } else { (a, m) });
+                    let lse = crate::fused::log_sum_exp(z, &mut scratch);
                     picked.push(z[target as usize] - lse);
                     is_greedy &= arg == target as usize;
                 }

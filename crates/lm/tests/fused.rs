@@ -226,3 +226,55 @@ fn causal_attention_matches_composition() {
     let qkv = rand(&[b, t, 5 * d], 13);
     assert!(causal_attention(&qkv, Heads { q: 4, kv: 2, dim: d }, &cos, &sin, &bias, 0.4).is_err());
 }
+
+/// The vectorised exp against f64 `exp` (the exact value rounded once): at most 2 ulp
+/// relative error over the finite range, exact zeros and infinities at the ends, NaN kept.
+#[test]
+fn vectorised_exp_is_within_two_ulp() {
+    let mut xs: Vec<f32> = (0..200_001).map(|i| -87.3 + (88.7 + 87.3) * i as f32 / 200_000.0).collect();
+    xs.extend([0.0, -0.0, 1.0, -1.0, 1e-8, -1e-8, 0.5 * std::f32::consts::LN_2, 88.72, -87.33]);
+    let mut ys = xs.clone();
+    fused::exp_in_place(&mut ys);
+    let mut worst = 0f64;
+    for (&x, &y) in xs.iter().zip(&ys) {
+        let want = (x as f64).exp();
+        let rel = ((y as f64) - want).abs() / want;
+        worst = worst.max(rel);
+    }
+    assert!(worst < 2.0 * f32::EPSILON as f64, "worst relative error {worst:e} (2 ulp = {:e})", 2.0 * f32::EPSILON);
+    let mut ends = vec![f32::NEG_INFINITY, -1000.0, -88.0, 89.0, 1000.0, f32::INFINITY, f32::NAN];
+    fused::exp_in_place(&mut ends);
+    assert_eq!(&ends[..6], &[0.0, 0.0, 0.0, f32::INFINITY, f32::INFINITY, f32::INFINITY]);
+    assert!(ends[6].is_nan());
+    assert_eq!(ys[200_001], 1.0, "e^0 = 1 exactly");
+}
+
+/// The lane-parallel reductions against f64 sums (lengths with and without a remainder),
+/// and softmax rows against the f64 definition, fully masked rows giving zeros.
+#[test]
+fn vectorised_reductions_and_softmax_match_f64() {
+    for n in [0usize, 1, 15, 16, 17, 100, 2048, 2051] {
+        let a = rand(&[n.max(1)], n as u64 + 20).flatten_all().unwrap().to_vec1::<f32>().unwrap()[..n].to_vec();
+        let b = rand(&[n.max(1)], n as u64 + 40).flatten_all().unwrap().to_vec1::<f32>().unwrap()[..n].to_vec();
+        let s: f64 = a.iter().map(|&x| x as f64).sum();
+        let d: f64 = a.iter().zip(&b).map(|(&x, &y)| x as f64 * y as f64).sum();
+        let m = a.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        assert!((fused::sum(&a) as f64 - s).abs() < 1e-5 * (n as f64).max(1.0), "sum of {n}");
+        assert!((fused::dot(&a, &b) as f64 - d).abs() < 1e-5 * (n as f64).max(1.0), "dot of {n}");
+        assert_eq!(fused::max(&a), m, "max of {n}");
+        let mut p = a.iter().map(|x| x * 5.0).collect::<Vec<f32>>();
+        fused::softmax_in_place(&mut p);
+        let z: f64 = a.iter().map(|&x| (5.0 * x as f64).exp()).sum();
+        for (&x, &pv) in a.iter().zip(&p) {
+            assert!(((5.0 * x as f64).exp() / z - pv as f64).abs() < 1e-6, "softmax of {n}");
+        }
+    }
+    let mut masked = vec![f32::NEG_INFINITY; 20];
+    fused::softmax_in_place(&mut masked);
+    assert!(masked.iter().all(|&v| v == 0.0));
+    let mut one = vec![f32::NEG_INFINITY; 37];
+    one[33] = -4.0;
+    fused::softmax_in_place(&mut one);
+    assert_eq!(one[33], 1.0);
+    assert_eq!(fused::sum(&one), 1.0);
+}
