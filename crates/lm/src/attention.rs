@@ -178,30 +178,10 @@ fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], dm: Mat, accumulate: bo
 /// `a[i·na..(i+1)·na]`, `b[i·nb..]` and `c[i·nc..]` (sizes may be 0).
 #[allow(clippy::too_many_arguments)]
 fn par_items(items: usize, a: &mut [f32], na: usize, b: &mut [f32], nb: usize, c: &mut [f32], nc: usize, f: impl Fn(usize, &mut [f32], &mut [f32], &mut [f32]) + Sync) {
-    let threads = candle_core::utils::get_num_threads().clamp(1, items.max(1));
-    let per = items.div_ceil(threads).max(1);
-    let run = |first: usize, a: &mut [f32], b: &mut [f32], c: &mut [f32]| {
+    fused::par_chunks3(items, a, na, b, nb, c, nc, |first, a, b, c| {
         let n = if na > 0 { a.len() / na } else if nb > 0 { b.len() / nb } else { c.len() / nc.max(1) };
         for i in 0..n {
             f(first + i, &mut a[i * na..(i + 1) * na], &mut b[i * nb..(i + 1) * nb], &mut c[i * nc..(i + 1) * nc]);
-        }
-    };
-    if threads == 1 {
-        run(0, a, b, c);
-        return;
-    }
-    std::thread::scope(|s| {
-        let (mut a, mut b, mut c) = (a, b, c);
-        let mut first = 0;
-        while first < items {
-            let n = per.min(items - first);
-            let (ah, at) = std::mem::take(&mut a).split_at_mut(n * na);
-            let (bh, bt) = std::mem::take(&mut b).split_at_mut(n * nb);
-            let (ch, ct) = std::mem::take(&mut c).split_at_mut(n * nc);
-            (a, b, c) = (at, bt, ct);
-            let run = &run;
-            s.spawn(move || run(first, ah, bh, ch));
-            first += n;
         }
     });
 }
@@ -211,21 +191,40 @@ impl Attention {
     /// (row width `w`) into (b, nh, t, d) rows.
     fn rope_split(&self, x: &[f32], b: usize, t: usize, col0: usize, nh: usize) -> Vec<f32> {
         let (d, w) = (self.heads.dim, self.heads.width());
-        let half = d / 2;
         let mut out = vec![0f32; b * nh * t * d];
-        par_rows(&mut out, d, |r0, o| {
-            for (k, orow) in o.chunks_mut(d).enumerate() {
-                let r = r0 + k;
-                let (bi, hi, ti) = (r / (nh * t), (r / t) % nh, r % t);
-                let src = &x[(bi * t + ti) * w + col0 + hi * d..][..d];
-                let (c, s) = (&self.cos[ti * d..(ti + 1) * d], &self.sin[ti * d..(ti + 1) * d]);
-                for j in 0..half {
-                    orow[j] = src[j] * c[j] - src[j + half] * s[j];
-                    orow[j + half] = src[j + half] * c[j + half] + src[j] * s[j + half];
+        par_rows(&mut out, t * d, |bh0, o| {
+            for (k, block) in o.chunks_mut(t * d).enumerate() {
+                let (bi, hi) = ((bh0 + k) / nh, (bh0 + k) % nh);
+                for (ti, orow) in block.chunks_mut(d).enumerate() {
+                    let src = &x[(bi * t + ti) * w + col0 + hi * d..][..d];
+                    rotate(src, &self.cos[ti * d..][..d], &self.sin[ti * d..][..d], orow, true);
                 }
             }
         });
         out
+    }
+}
+
+/// Hugging Face's rotary embedding of one head's row (rotate-half layout): forward
+/// `out = x·cos + rotate_half(x)·sin`; with `forward = false` its transpose (the backward).
+#[inline(always)]
+fn rotate(x: &[f32], cos: &[f32], sin: &[f32], out: &mut [f32], forward: bool) {
+    let half = x.len() / 2;
+    let (x1, x2) = x.split_at(half);
+    let (c1, c2) = cos.split_at(half);
+    let (s1, s2) = sin.split_at(half);
+    let (o1, o2) = out.split_at_mut(half);
+    let (x2, c1, c2, s1, s2, o2) = (&x2[..half], &c1[..half], &c2[..half], &s1[..half], &s2[..half], &mut o2[..half]);
+    if forward {
+        for j in 0..half {
+            o1[j] = x1[j] * c1[j] - x2[j] * s1[j];
+            o2[j] = x2[j] * c2[j] + x1[j] * s2[j];
+        }
+    } else {
+        for j in 0..half {
+            o1[j] = x1[j] * c1[j] + x2[j] * s2[j];
+            o2[j] = x2[j] * c2[j] - x1[j] * s1[j];
+        }
     }
 }
 
@@ -280,7 +279,6 @@ impl CustomOp1 for Attention {
         let (b, t, w) = qkv.dims3()?;
         let Heads { q: nh, kv: nkv, dim: d } = self.heads;
         let rep = nh / nkv;
-        let half = d / 2;
         let saved = self.saved.lock().map_err(|_| candle_core::Error::Msg("attention: poisoned lock".into()))?.clone();
         let Some(saved) = saved else {
             candle_core::bail!("attention: backward before forward");
@@ -329,13 +327,10 @@ impl CustomOp1 for Attention {
                             } else {
                                 (&dv[((bi * nkv + hi - nh - nkv) * t + ti) * d..][..d], false)
                             };
-                            if !rotated {
+                            if rotated {
+                                rotate(src, c, s, dst, false);
+                            } else {
                                 dst.copy_from_slice(src);
-                                continue;
-                            }
-                            for j in 0..half {
-                                dst[j] = src[j] * c[j] + src[j + half] * s[j + half];
-                                dst[j + half] = src[j + half] * c[j + half] - src[j] * s[j];
                             }
                         }
                     }

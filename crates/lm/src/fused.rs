@@ -52,39 +52,67 @@ pub(crate) fn with_data<R>(t: &Tensor, what: &str, f: impl FnOnce(&[f32]) -> R) 
     }
 }
 
-/// Splits `out` into contiguous chunks of whole rows (`n` elements each) over candle's
-/// threads and calls `f(first_row, chunk)` on each.
-pub(crate) fn par_rows<T: Send>(out: &mut [T], n: usize, f: impl Fn(usize, &mut [T]) + Sync) {
-    let rows = out.len() / n.max(1);
-    let threads = candle_core::utils::get_num_threads().clamp(1, rows.max(1));
-    if threads == 1 {
-        f(0, out);
+/// A raw pointer that may cross threads: [`par_chunks3`] derives disjoint slices from it.
+struct SendPtr<T>(*mut T);
+// SAFETY: only used to rebuild disjoint sub-slices of a `&mut [T]` with `T: Send`.
+unsafe impl<T: Send> Send for SendPtr<T> {}
+unsafe impl<T: Send> Sync for SendPtr<T> {}
+
+/// Runs `f(first_item, a, b, c)` over disjoint ranges of `items` work items, where a range
+/// `r` owns `a[r.start·na .. r.end·na]` and likewise `b` (`nb` per item) and `c` (`nc`;
+/// sizes may be 0). The ranges run on candle's persistent worker pool (the one its own
+/// element-wise kernels use), so there is no thread start-up per call and no second set of
+/// threads competing with its spinning workers for the cores. Which thread runs a range
+/// does not change what is computed, so results do not depend on the thread count.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn par_chunks3<T: Send>(
+    items: usize,
+    a: &mut [T],
+    na: usize,
+    b: &mut [T],
+    nb: usize,
+    c: &mut [T],
+    nc: usize,
+    f: impl Fn(usize, &mut [T], &mut [T], &mut [T]) + Sync,
+) {
+    assert!(a.len() >= items * na && b.len() >= items * nb && c.len() >= items * nc, "par_chunks3: outputs shorter than the items");
+    if items <= 1 || candle_core::utils::get_num_threads() <= 1 {
+        f(0, &mut a[..items * na], &mut b[..items * nb], &mut c[..items * nc]);
         return;
     }
-    let per = rows.div_ceil(threads).max(1);
-    std::thread::scope(|s| {
-        for (k, chunk) in out.chunks_mut(per * n).enumerate() {
-            let f = &f;
-            s.spawn(move || f(k * per, chunk));
-        }
+    let (pa, pb, pc) = (SendPtr(a.as_mut_ptr()), SendPtr(b.as_mut_ptr()), SendPtr(c.as_mut_ptr()));
+    candle_core::utils::barrier_pool().execute_chunked(items, |r: std::ops::Range<usize>| {
+        let (pa, pb, pc) = (&pa, &pb, &pc);
+        // SAFETY: `execute_chunked` hands out disjoint ranges of 0..items, so these slices
+        // never overlap, and they lie inside a, b and c (checked above); the borrows of
+        // a, b and c outlive the call, which returns only when every range is done.
+        let (ca, cb, cc) = unsafe {
+            (
+                std::slice::from_raw_parts_mut(pa.0.add(r.start * na), r.len() * na),
+                std::slice::from_raw_parts_mut(pb.0.add(r.start * nb), r.len() * nb),
+                std::slice::from_raw_parts_mut(pc.0.add(r.start * nc), r.len() * nc),
+            )
+        };
+        f(r.start, ca, cb, cc)
     });
+}
+
+/// Splits `out` into chunks of whole rows (`n` elements each) over candle's threads and
+/// calls `f(first_row, chunk)` on each.
+pub(crate) fn par_rows<T: Send>(out: &mut [T], n: usize, f: impl Fn(usize, &mut [T]) + Sync) {
+    let n = n.max(1);
+    let rows = out.len() / n;
+    let (head, tail) = out.split_at_mut(rows * n);
+    par_chunks3(rows, head, n, &mut [], 0, &mut [], 0, |r0, o, _, _| f(r0, o));
+    if !tail.is_empty() {
+        f(rows, tail);
+    }
 }
 
 /// [`par_rows`] over two outputs of the same length, split at the same rows.
 fn par_rows2(a: &mut [f32], b: &mut [f32], n: usize, f: impl Fn(usize, &mut [f32], &mut [f32]) + Sync) {
-    let rows = a.len() / n.max(1);
-    let threads = candle_core::utils::get_num_threads().clamp(1, rows.max(1));
-    if threads == 1 {
-        f(0, a, b);
-        return;
-    }
-    let per = rows.div_ceil(threads).max(1);
-    std::thread::scope(|s| {
-        for (k, (ca, cb)) in a.chunks_mut(per * n).zip(b.chunks_mut(per * n)).enumerate() {
-            let f = &f;
-            s.spawn(move || f(k * per, ca, cb));
-        }
-    });
+    let n = n.max(1);
+    par_chunks3(a.len() / n, a, n, b, n, &mut [], 0, |r0, ca, cb, _| f(r0, ca, cb));
 }
 
 // ---------------------------------------------------------------------------------------
