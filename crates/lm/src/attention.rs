@@ -19,10 +19,9 @@
 //! Results do not depend on the number of threads (each (batch, head) is computed whole by
 //! one thread, in a fixed order).
 
-use crate::fused::{self, par_rows, slice, with_data};
+use crate::fused::{self, matmul, par_rows, slice, with_data, Mat};
 use anyhow::{bail, Result};
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor, D};
-use gemm::{gemm, Parallelism};
 use std::sync::{Arc, Mutex};
 
 /// Head counts and size of one attention layer.
@@ -116,62 +115,6 @@ struct Attention {
     /// (b or 1, t, t).
     bias: Arc<Vec<f32>>,
     saved: Mutex<Option<Arc<Saved>>>,
-}
-
-/// A matrix in a flat slice: element (i, j) at `off + i·rs + j·cs`.
-#[derive(Clone, Copy)]
-struct Mat {
-    off: usize,
-    rs: usize,
-    cs: usize,
-}
-
-impl Mat {
-    fn rows(off: usize, rs: usize) -> Mat {
-        Mat { off, rs, cs: 1 }
-    }
-
-    fn t(self) -> Mat {
-        Mat { off: self.off, rs: self.cs, cs: self.rs }
-    }
-
-    /// Panics (an internal invariant, not user input) when an (m, n) view leaves `len`.
-    fn check(&self, m: usize, n: usize, len: usize) {
-        assert!(m == 0 || n == 0 || self.off + (m - 1) * self.rs + (n - 1) * self.cs < len, "attention: matrix view out of bounds");
-    }
-}
-
-/// dst (m×n) = [dst +] a (m×k) · b (k×n) · beta, single-threaded.
-#[allow(clippy::too_many_arguments)]
-fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], dm: Mat, accumulate: bool, a: &[f32], am: Mat, b: &[f32], bm: Mat, beta: f32) {
-    dm.check(m, n, dst.len());
-    am.check(m, k, a.len());
-    bm.check(k, n, b.len());
-    // SAFETY: the three views were checked to lie inside their slices; `dst` is borrowed
-    // mutably, so it does not alias `a` or `b`.
-    unsafe {
-        gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr().add(dm.off),
-            dm.cs as isize,
-            dm.rs as isize,
-            accumulate,
-            a.as_ptr().add(am.off),
-            am.cs as isize,
-            am.rs as isize,
-            b.as_ptr().add(bm.off),
-            bm.cs as isize,
-            bm.rs as isize,
-            1.0,
-            beta,
-            false,
-            false,
-            false,
-            Parallelism::None,
-        )
-    }
 }
 
 /// Runs `f(item, a, b, c)` for `items` work items over candle's threads, where item `i` owns

@@ -116,6 +116,65 @@ fn par_rows2(a: &mut [f32], b: &mut [f32], n: usize, f: impl Fn(usize, &mut [f32
 }
 
 // ---------------------------------------------------------------------------------------
+// Matrix products on slices
+
+/// A matrix in a flat slice: element (i, j) at `off + i·rs + j·cs`.
+#[derive(Clone, Copy)]
+pub(crate) struct Mat {
+    off: usize,
+    rs: usize,
+    cs: usize,
+}
+
+impl Mat {
+    pub(crate) fn rows(off: usize, rs: usize) -> Mat {
+        Mat { off, rs, cs: 1 }
+    }
+
+    pub(crate) fn t(self) -> Mat {
+        Mat { off: self.off, rs: self.cs, cs: self.rs }
+    }
+
+    /// Panics (an internal invariant, not user input) when an (m, n) view leaves `len`.
+    fn check(&self, m: usize, n: usize, len: usize) {
+        assert!(m == 0 || n == 0 || self.off + (m - 1) * self.rs + (n - 1) * self.cs < len, "matmul: matrix view out of bounds");
+    }
+}
+
+/// dst (m×n) = [dst +] a (m×k) · b (k×n) · beta, single-threaded.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], dm: Mat, accumulate: bool, a: &[f32], am: Mat, b: &[f32], bm: Mat, beta: f32) {
+    dm.check(m, n, dst.len());
+    am.check(m, k, a.len());
+    bm.check(k, n, b.len());
+    // SAFETY: the three views were checked to lie inside their slices; `dst` is borrowed
+    // mutably, so it does not alias `a` or `b`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr().add(dm.off),
+            dm.cs as isize,
+            dm.rs as isize,
+            accumulate,
+            a.as_ptr().add(am.off),
+            am.cs as isize,
+            am.rs as isize,
+            b.as_ptr().add(bm.off),
+            bm.cs as isize,
+            bm.rs as isize,
+            1.0,
+            beta,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // RMSNorm
 
 /// RMSNorm in float32: x / sqrt(mean(x²) + eps) · w, over the last dimension.
@@ -573,35 +632,84 @@ pub fn linear_composed(x: &Tensor, w: &Tensor) -> Result<Tensor> {
 
 struct Linear;
 
+/// Splits `0..m` rows into one contiguous block per thread and runs `f(rows, out_rows)` on
+/// candle's worker pool, `out` holding `n` values per row. One block per thread (not many
+/// small ones) so each `gemm` call packs the shared operand once.
+fn par_row_blocks(m: usize, out: &mut [f32], n: usize, f: impl Fn(std::ops::Range<usize>, &mut [f32]) + Sync) {
+    let threads = candle_core::utils::get_num_threads().clamp(1, m.max(1));
+    let per = m.div_ceil(threads).max(1);
+    let blocks = m.div_ceil(per);
+    let run = |buf: &mut [f32]| {
+        par_chunks3(blocks, buf, per * n, &mut [], 0, &mut [], 0, |b0, o, _, _| {
+            for (k, ob) in o.chunks_mut(per * n).enumerate() {
+                let r0 = (b0 + k) * per;
+                let r1 = (r0 + per).min(m);
+                f(r0..r1, &mut ob[..(r1 - r0) * n]);
+            }
+        })
+    };
+    if blocks * per == m {
+        run(out);
+    } else {
+        // pad to whole blocks: `par_chunks3` gives every block the same number of rows
+        let mut padded = vec![0f32; blocks * per * n];
+        run(&mut padded);
+        out.copy_from_slice(&padded[..m * n]);
+    }
+}
+
+/// y (m×o) = x (m×d) · wᵀ, rows split over the threads.
+fn linear_fwd(x: &[f32], w: &[f32], m: usize, d: usize, o: usize) -> Vec<f32> {
+    let mut y = vec![0f32; m * o];
+    par_row_blocks(m, &mut y, o, |rows, yb| {
+        let xb = &x[rows.start * d..rows.end * d];
+        matmul(rows.len(), o, d, yb, Mat::rows(0, o), false, xb, Mat::rows(0, d), w, Mat::rows(0, d).t(), 1.0);
+    });
+    y
+}
+
 impl CustomOp2 for Linear {
     fn name(&self) -> &'static str {
         "linear"
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        use candle_core::backend::BackendStorage;
+        let x = slice::<f32>(s1, l1, "linear input")?;
+        let w = slice::<f32>(s2, l2, "linear weight")?;
         let d = *l1.dims().last().unwrap_or(&1);
-        let m = l1.shape().elem_count() / d.max(1);
+        let m = x.len() / d.max(1);
         let (o, _) = l2.shape().dims2()?;
-        // x as (m, d) and w as its transpose (d, o): candle's gemm path reads the strides.
-        let lx = Layout::contiguous_with_offset((m, d), l1.start_offset());
-        let lw = Layout::contiguous_with_offset((o, d), l2.start_offset()).transpose(0, 1)?;
-        let y = s1.matmul(s2, (1, m, o, d), &lx, &lw)?;
+        let y = linear_fwd(x, w, m, d, o);
         let mut dims = l1.dims().to_vec();
         if let Some(last) = dims.last_mut() {
             *last = o;
         }
-        Ok((y, Shape::from(dims)))
+        Ok((CpuStorage::F32(y), Shape::from(dims)))
     }
 
     fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, g: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let (o, d) = w.dims2()?;
         let m = x.elem_count() / d.max(1);
-        let (x2, w) = (x.detach().reshape((m, d))?, w.detach());
-        let g2 = g.contiguous()?.reshape((m, o))?;
-        let dx = g2.matmul(&w)?.reshape(x.shape())?;
-        let dw = g2.t()?.matmul(&x2)?;
-        Ok((Some(dx), Some(dw)))
+        let (dx, dw) = with_data(x, "linear input", |x| {
+            with_data(w, "linear weight", |w| {
+                with_data(g, "linear gradient", |g| {
+                    // dx (m×d) = g (m×o) · w (o×d), rows of g over the threads
+                    let mut dx = vec![0f32; m * d];
+                    par_row_blocks(m, &mut dx, d, |rows, db| {
+                        let gb = &g[rows.start * o..rows.end * o];
+                        matmul(rows.len(), d, o, db, Mat::rows(0, d), false, gb, Mat::rows(0, o), w, Mat::rows(0, d), 1.0);
+                    });
+                    // dw (o×d) = gᵀ (o×m) · x (m×d), rows of dw over the threads
+                    let mut dw = vec![0f32; o * d];
+                    par_row_blocks(o, &mut dw, d, |rows, db| {
+                        let gt = Mat { off: rows.start, rs: 1, cs: o };
+                        matmul(rows.len(), d, m, db, Mat::rows(0, d), false, g, gt, x, Mat::rows(0, d), 1.0);
+                    });
+                    (dx, dw)
+                })
+            })
+        })???;
+        Ok((Some(Tensor::from_vec(dx, x.shape(), x.device())?), Some(Tensor::from_vec(dw, w.shape(), w.device())?)))
     }
 }
 
