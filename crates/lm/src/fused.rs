@@ -632,12 +632,13 @@ pub fn linear_composed(x: &Tensor, w: &Tensor) -> Result<Tensor> {
 
 struct Linear;
 
-/// Splits `0..m` rows into one contiguous block per thread and runs `f(rows, out_rows)` on
-/// candle's worker pool, `out` holding `n` values per row. One block per thread (not many
-/// small ones) so each `gemm` call packs the shared operand once.
+/// Splits `0..m` rows into contiguous blocks (about four per thread, at least 32 rows) and
+/// runs `f(rows, out_rows)` on candle's worker pool, `out` holding `n` values per row. Each
+/// block re-packs the shared operand of its `gemm`, which costs ~1/rows of the product;
+/// several blocks per thread let a thread that is ahead take over a slower one's work.
 fn par_row_blocks(m: usize, out: &mut [f32], n: usize, f: impl Fn(std::ops::Range<usize>, &mut [f32]) + Sync) {
-    let threads = candle_core::utils::get_num_threads().clamp(1, m.max(1));
-    let per = m.div_ceil(threads).max(1);
+    let threads = candle_core::utils::get_num_threads().max(1);
+    let per = m.div_ceil(4 * threads).max(32).min(m.max(1));
     let blocks = m.div_ceil(per);
     let run = |buf: &mut [f32]| {
         par_chunks3(blocks, buf, per * n, &mut [], 0, &mut [], 0, |b0, o, _, _| {
