@@ -109,6 +109,39 @@ pub(crate) fn par_rows<T: Send>(out: &mut [T], n: usize, f: impl Fn(usize, &mut 
     }
 }
 
+/// Runs `f(first, a, b, c)` over fixed 16 Ki-element chunks of three outputs of one length
+/// (the last chunk shorter), on the worker pool: for element-wise passes such as AdamW.
+pub(crate) fn par_elems3(a: &mut [f32], b: &mut [f32], c: &mut [f32], f: impl Fn(usize, &mut [f32], &mut [f32], &mut [f32]) + Sync) {
+    const CHUNK: usize = 1 << 14;
+    let n = a.len().min(b.len()).min(c.len());
+    let full = n / CHUNK;
+    let (a0, a1) = a[..n].split_at_mut(full * CHUNK);
+    let (b0, b1) = b[..n].split_at_mut(full * CHUNK);
+    let (c0, c1) = c[..n].split_at_mut(full * CHUNK);
+    par_chunks3(full, a0, CHUNK, b0, CHUNK, c0, CHUNK, |i0, a, b, c| {
+        for (k, ((a, b), c)) in a.chunks_mut(CHUNK).zip(b.chunks_mut(CHUNK)).zip(c.chunks_mut(CHUNK)).enumerate() {
+            f((i0 + k) * CHUNK, a, b, c);
+        }
+    });
+    if !a1.is_empty() {
+        f(full * CHUNK, a1, b1, c1);
+    }
+}
+
+/// Σ xᵢ² in f64 over eight independent partial sums (vectorises; fixed order, so
+/// deterministic), for the global gradient norm.
+pub(crate) fn sum_sq_f64(xs: &[f32]) -> f64 {
+    let mut acc = [0f64; 8];
+    let chunks = xs.chunks_exact(8);
+    let rest: f64 = chunks.remainder().iter().map(|&x| x as f64 * x as f64).sum();
+    for c in chunks {
+        for i in 0..8 {
+            acc[i] += c[i] as f64 * c[i] as f64;
+        }
+    }
+    acc.iter().sum::<f64>() + rest
+}
+
 /// [`par_rows`] over two outputs of the same length, split at the same rows.
 fn par_rows2(a: &mut [f32], b: &mut [f32], n: usize, f: impl Fn(usize, &mut [f32], &mut [f32]) + Sync) {
     let n = n.max(1);
@@ -121,9 +154,9 @@ fn par_rows2(a: &mut [f32], b: &mut [f32], n: usize, f: impl Fn(usize, &mut [f32
 /// A matrix in a flat slice: element (i, j) at `off + i·rs + j·cs`.
 #[derive(Clone, Copy)]
 pub(crate) struct Mat {
-    off: usize,
-    rs: usize,
-    cs: usize,
+    pub(crate) off: usize,
+    pub(crate) rs: usize,
+    pub(crate) cs: usize,
 }
 
 impl Mat {
@@ -636,7 +669,7 @@ struct Linear;
 /// runs `f(rows, out_rows)` on candle's worker pool, `out` holding `n` values per row. Each
 /// block re-packs the shared operand of its `gemm`, which costs ~1/rows of the product;
 /// several blocks per thread let a thread that is ahead take over a slower one's work.
-fn par_row_blocks(m: usize, out: &mut [f32], n: usize, f: impl Fn(std::ops::Range<usize>, &mut [f32]) + Sync) {
+pub(crate) fn par_row_blocks(m: usize, out: &mut [f32], n: usize, f: impl Fn(std::ops::Range<usize>, &mut [f32]) + Sync) {
     let threads = candle_core::utils::get_num_threads().max(1);
     let per = m.div_ceil(4 * threads).max(32).min(m.max(1));
     let blocks = m.div_ceil(per);
@@ -660,7 +693,7 @@ fn par_row_blocks(m: usize, out: &mut [f32], n: usize, f: impl Fn(std::ops::Rang
 }
 
 /// y (m×o) = x (m×d) · wᵀ, rows split over the threads.
-fn linear_fwd(x: &[f32], w: &[f32], m: usize, d: usize, o: usize) -> Vec<f32> {
+pub(crate) fn linear_fwd(x: &[f32], w: &[f32], m: usize, d: usize, o: usize) -> Vec<f32> {
     let mut y = vec![0f32; m * o];
     par_row_blocks(m, &mut y, o, |rows, yb| {
         let xb = &x[rows.start * d..rows.end * d];

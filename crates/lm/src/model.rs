@@ -272,6 +272,35 @@ impl CausalLm {
         Ok(lp.gather(&targets.unsqueeze(D::Minus1)?, D::Minus1)?.squeeze(D::Minus1)?)
     }
 
+    /// Log-probabilities of `targets` (b, t) at the final hidden states `hidden` (b, t, h):
+    /// [`CausalLm::logits`] and [`CausalLm::target_logprobs`] in one.
+    ///
+    /// On the CPU in f32 this is a single op: the logits are computed by row blocks, kept
+    /// for the backward, and turned in place into their gradient there (no separate
+    /// (b, t, vocab) gradient tensor for candle to allocate, zero and add into).
+    pub fn hidden_target_logprobs(&self, hidden: &Tensor, targets: &Tensor) -> Result<Tensor> {
+        let head = if self.cfg.tie_word_embeddings { self.w("model.embed_tokens.weight")? } else { self.w("lm_head.weight")? };
+        let (b, t, h) = hidden.dims3().context("hidden states must be (batch, time, hidden)")?;
+        if h != self.cfg.hidden_size || targets.dims() != [b, t] {
+            bail!("hidden states {:?} and targets {:?} do not fit a model of hidden size {}", hidden.dims(), targets.dims(), self.cfg.hidden_size);
+        }
+        let fast = fused::enabled()
+            && hidden.device().is_cpu()
+            && hidden.dtype() == DType::F32
+            && head.dtype() == DType::F32
+            && targets.dtype() == DType::U32;
+        if !fast {
+            return CausalLm::target_logprobs(&self.logits(hidden)?, targets);
+        }
+        let tg = targets.flatten_all()?.to_vec1::<u32>()?;
+        let v = self.cfg.vocab_size;
+        if let Some(bad) = tg.iter().find(|&&x| x as usize >= v) {
+            bail!("target id {bad} is outside the vocabulary of {v}");
+        }
+        let op = HeadLogProbs { targets: tg, saved: std::sync::Mutex::new(None) };
+        Ok(hidden.contiguous()?.apply_op2(&head.contiguous()?, op)?.reshape((b, t))?)
+    }
+
     /// The parameters as a name -> tensor map, ready to save.
     pub fn state(&self) -> &std::collections::BTreeMap<String, Tensor> {
         &self.params.tensors
@@ -451,5 +480,83 @@ impl CustomOp3 for TargetLogProbsGrad {
             }
         });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+/// The output projection fused with log_softmax(·)[target]: (n·, h) × (vocab, h) → (n·).
+/// Forward keeps the logits; backward turns them into g·(onehot − softmax) in place and
+/// runs the two products (dh = dz·W, dW = dzᵀ·h) on the worker pool.
+struct HeadLogProbs {
+    targets: Vec<u32>,
+    saved: std::sync::Mutex<Option<Vec<f32>>>,
+}
+
+impl candle_core::CustomOp2 for HeadLogProbs {
+    fn name(&self) -> &'static str {
+        "head-logprobs"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = fused::slice::<f32>(s1, l1, "hidden states")?;
+        let w = fused::slice::<f32>(s2, l2, "output projection")?;
+        let (v, h) = l2.shape().dims2()?;
+        let n = x.len() / h.max(1);
+        if n != self.targets.len() {
+            candle_core::bail!("{n} hidden rows for {} targets", self.targets.len());
+        }
+        let logits = fused::linear_fwd(x, w, n, h, v);
+        let mut out = vec![0f32; n];
+        par_rows(&mut out, 1, |r0, o| {
+            let mut e = Vec::with_capacity(v);
+            for (k, o) in o.iter_mut().enumerate() {
+                let r = r0 + k;
+                let row = &logits[r * v..(r + 1) * v];
+                *o = row[self.targets[r] as usize] - fused::log_sum_exp(row, &mut e);
+            }
+        });
+        *self.saved.lock().map_err(|_| candle_core::Error::Msg("head-logprobs: poisoned lock".into()))? = Some(logits);
+        Ok((CpuStorage::F32(out), Shape::from(n)))
+    }
+
+    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, g: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let (v, h) = w.dims2()?;
+        let n = self.targets.len();
+        let saved = self.saved.lock().map_err(|_| candle_core::Error::Msg("head-logprobs: poisoned lock".into()))?.take();
+        let (dx, dw) = fused::with_data(x, "hidden states", |x| {
+            fused::with_data(w, "output projection", |w| {
+                fused::with_data(g, "log-probability gradient", |g| {
+                    // the logits of the forward, or recomputed if this graph is differentiated twice
+                    let mut dz = saved.unwrap_or_else(|| fused::linear_fwd(x, w, n, h, v));
+                    par_rows(&mut dz, v, |r0, o| {
+                        for (k, row) in o.chunks_mut(v).enumerate() {
+                            let r = r0 + k;
+                            let gr = g[r];
+                            if gr == 0.0 {
+                                row.fill(0.0); // masked position
+                                continue;
+                            }
+                            let m = fused::max(row);
+                            row.iter_mut().for_each(|z| *z -= m);
+                            fused::exp_in_place(row);
+                            let c = -gr / fused::sum(row);
+                            row.iter_mut().for_each(|z| *z *= c);
+                            row[self.targets[r] as usize] += gr;
+                        }
+                    });
+                    let mut dx = vec![0f32; n * h];
+                    fused::par_row_blocks(n, &mut dx, h, |rows, db| {
+                        let zb = &dz[rows.start * v..rows.end * v];
+                        fused::matmul(rows.len(), h, v, db, fused::Mat::rows(0, h), false, zb, fused::Mat::rows(0, v), w, fused::Mat::rows(0, h), 1.0);
+                    });
+                    let mut dw = vec![0f32; v * h];
+                    fused::par_row_blocks(v, &mut dw, h, |rows, db| {
+                        let zt = fused::Mat { off: rows.start, rs: 1, cs: v };
+                        fused::matmul(rows.len(), h, n, db, fused::Mat::rows(0, h), false, &dz, zt, x, fused::Mat::rows(0, h), 1.0);
+                    });
+                    (dx, dw)
+                })
+            })
+        })???;
+        Ok((Some(Tensor::from_vec(dx, x.shape(), x.device())?), Some(Tensor::from_vec(dw, w.shape(), w.device())?)))
     }
 }

@@ -92,8 +92,8 @@ pub fn collate(examples: &[&Example], ids: Vec<usize>, pad: u32, device: &Device
 
 /// Per-row sums of masked target log-probabilities, and per-row masked token counts: (b,), (b,).
 pub fn sequence_logprobs(model: &CausalLm, batch: &Batch) -> Result<(Tensor, Tensor)> {
-    let logits = model.forward(&batch.inputs, Some(&batch.attention))?;
-    let lp = CausalLm::target_logprobs(&logits, &batch.targets)?;
+    let hidden = model.hidden(&batch.inputs, Some(&batch.attention))?;
+    let lp = model.hidden_target_logprobs(&hidden, &batch.targets)?;
     let sum = (lp * &batch.mask)?.sum(D::Minus1)?;
     let count = batch.mask.sum(D::Minus1)?;
     Ok((sum, count))
@@ -319,15 +319,19 @@ impl<'m> Trainer<'m> {
                             crate::fused::with_data(g, "gradient", |g| {
                                 let n = th.len();
                                 let (mut mo, mut vo, mut to) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
-                                for j in 0..n {
-                                    let gj = g[j] * gs;
-                                    let mj = m[j] * b1 + gj * (1.0 - b1);
-                                    let vj = v[j] * b2 + gj * gj * (1.0 - b2);
-                                    let upd = (mj * sm) / ((vj * sv).sqrt() + eps);
-                                    mo[j] = mj;
-                                    vo[j] = vj;
-                                    to[j] = th[j] * dec - upd * lr;
-                                }
+                                // element-wise, so split over the worker pool in fixed chunks
+                                crate::fused::par_elems3(&mut mo, &mut vo, &mut to, |j0, mo, vo, to| {
+                                    for k in 0..mo.len() {
+                                        let j = j0 + k;
+                                        let gj = g[j] * gs;
+                                        let mj = m[j] * b1 + gj * (1.0 - b1);
+                                        let vj = v[j] * b2 + gj * gj * (1.0 - b2);
+                                        let upd = (mj * sm) / ((vj * sv).sqrt() + eps);
+                                        mo[k] = mj;
+                                        vo[k] = vj;
+                                        to[k] = th[j] * dec - upd * lr;
+                                    }
+                                });
                                 (mo, vo, to)
                             })
                         })
@@ -394,7 +398,7 @@ impl<'m> Trainer<'m> {
         let mut sq = 0f64;
         for g in &grads {
             sq += if g.device().is_cpu() && g.dtype() == DType::F32 {
-                crate::fused::with_data(g, "gradient", |g| g.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>())?
+                crate::fused::with_data(g, "gradient", crate::fused::sum_sq_f64)?
             } else {
                 g.sqr()?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?
             };

@@ -278,3 +278,50 @@ fn vectorised_reductions_and_softmax_match_f64() {
     assert_eq!(one[33], 1.0);
     assert_eq!(fused::sum(&one), 1.0);
 }
+
+/// The fused output projection + target log-probabilities against `logits` then
+/// `target_logprobs`: values, and the gradients of every parameter (tied and untied heads),
+/// with a zero upstream gradient on some positions (masked tokens).
+#[test]
+fn head_logprobs_match_logits_then_target_logprobs() {
+    use lm::testing::tiny_config;
+    use lm::{Arch, CausalLm};
+    for arch in [Arch::Llama, Arch::Qwen2] {
+        let cfg = tiny_config(arch);
+        let model = CausalLm::init(cfg.clone(), 3, &Device::Cpu, true).unwrap();
+        let (b, t) = (2, 6);
+        let v = cfg.vocab_size as u32;
+        let ids: Vec<u32> = (0..(b * t) as u32).map(|i| (i * 7 + 3) % v).collect();
+        let tg: Vec<u32> = (0..(b * t) as u32).map(|i| (i * 5 + 1) % v).collect();
+        let ids = Tensor::from_vec(ids, (b, t), &Device::Cpu).unwrap();
+        let tg = Tensor::from_vec(tg, (b, t), &Device::Cpu).unwrap();
+        let mut up = rand(&[b, t], 77).flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        up[2] = 0.0;
+        up[9] = 0.0;
+        let up = Tensor::from_vec(up, (b, t), &Device::Cpu).unwrap();
+        let run = |fused: bool| {
+            let hidden = model.hidden(&ids, None).unwrap();
+            let lp = if fused {
+                model.hidden_target_logprobs(&hidden, &tg).unwrap()
+            } else {
+                CausalLm::target_logprobs(&model.logits(&hidden).unwrap(), &tg).unwrap()
+            };
+            let grads = (&lp * &up).unwrap().sum_all().unwrap().backward().unwrap();
+            let gs: Vec<Tensor> = model.vars().iter().map(|(_, var)| grads.get(var.as_tensor()).unwrap().clone()).collect();
+            (lp, gs)
+        };
+        let (a, ga) = run(true);
+        let (r, gr) = run(false);
+        assert!(max_diff(&a, &r) < 1e-5, "{arch:?}: log-probs differ by {}", max_diff(&a, &r));
+        for ((name, _), (x, y)) in model.vars().iter().zip(ga.iter().zip(&gr)) {
+            let d = max_diff(x, y);
+            assert!(d < 1e-5, "{arch:?} {name}: gradients differ by {d}");
+        }
+    }
+    // a target outside the vocabulary is an error, not a panic
+    let model = CausalLm::init(tiny_config(Arch::Llama), 3, &Device::Cpu, false).unwrap();
+    let ids = Tensor::from_vec(vec![1u32, 2], (1, 2), &Device::Cpu).unwrap();
+    let bad = Tensor::from_vec(vec![1u32, 1_000_000], (1, 2), &Device::Cpu).unwrap();
+    let hidden = model.hidden(&ids, None).unwrap();
+    assert!(model.hidden_target_logprobs(&hidden, &bad).is_err());
+}
