@@ -128,6 +128,10 @@ def main():
         b = median(theirs) if theirs else None
         ratio = f"{median(ratios):.2f}x" if ratios else "-"
         spread = f"{min(ratios):.2f}-{max(ratios):.2f}" if n > 1 and ratios else ""
+        gflops = [r[-1][2] for r in rounds if r[-1][0].startswith("matmul") and r[-1][2]]
+        if label in TRAIN_SHAPES and a and b and gflops:
+            f, g = flops_per_token(*TRAIN_SHAPES[label]), median(gflops)
+            note = f"MFU ours {a * f / g / 1e9:.1%}, PyTorch {b * f / g / 1e9:.1%} of {g:.0f} GFLOP/s"
         print(f"{label:<26}{fmt(a, unit):>14}{fmt(b, unit):>14}{ratio:>8}{spread:>14}   {note}")
 
 

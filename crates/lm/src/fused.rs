@@ -756,6 +756,32 @@ impl CustomOp2 for Linear {
 // ---------------------------------------------------------------------------------------
 // Vectorised exp
 
+/// `with_avx2!(body(x))` calls the `#[inline(always)]` function `body` on the slice `x`
+/// through a copy compiled for AVX2 when the CPU has it (checked at run time), else through
+/// the baseline build. Both copies run the same IEEE operations.
+macro_rules! with_avx2 {
+    ($body:ident($x:expr)) => {{
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2")]
+        unsafe fn avx2(x: &mut [f32]) {
+            $body(x)
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx2") {
+                // SAFETY: AVX2 is present (checked just above).
+                unsafe { avx2($x) }
+            } else {
+                $body($x)
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            $body($x)
+        }
+    }};
+}
+
 /// `x ← eˣ` for every element, vectorised (8 lanes with AVX2, else 4 with SSE2).
 ///
 /// libm's `expf` is a scalar call, ~8 % of a training step in the profile (softmaxes over
@@ -767,21 +793,7 @@ impl CustomOp2 for Linear {
 /// and baseline paths run the same IEEE operations (no fused multiply-add), so results are
 /// bit-identical on every x86-64 machine.
 pub fn exp_in_place(xs: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::is_x86_feature_detected!("avx2") {
-            // SAFETY: AVX2 is present (checked just above).
-            unsafe { exp_avx2(xs) };
-            return;
-        }
-    }
-    exp_loop(xs)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn exp_avx2(xs: &mut [f32]) {
-    exp_loop(xs)
+    with_avx2!(exp_loop(xs))
 }
 
 #[inline(always)]
@@ -899,21 +911,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// softmax in place over `row` (already scaled and masked); a row whose every entry is −∞
 /// becomes all zeros (it attends to nothing).
 pub fn softmax_in_place(row: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::is_x86_feature_detected!("avx2") {
-            // SAFETY: AVX2 is present (checked just above).
-            unsafe { softmax_avx2(row) };
-            return;
-        }
-    }
-    softmax_body(row)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn softmax_avx2(row: &mut [f32]) {
-    softmax_body(row)
+    with_avx2!(softmax_body(row))
 }
 
 #[inline(always)]

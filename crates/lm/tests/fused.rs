@@ -48,6 +48,24 @@ fn check(name: &str, inputs: &[Tensor], fast: impl Fn(&[Tensor]) -> Tensor, refe
     }
 }
 
+/// The additive attention bias the model builds, (b, 1, t, t): causal (−∞ above the
+/// diagonal), and in the second sequence the last `padded` keys masked (−1e9) as padding.
+fn causal_bias(b: usize, t: usize, padded: usize) -> Tensor {
+    let mut bias = vec![0f32; b * t * t];
+    for bi in 0..b {
+        for i in 0..t {
+            for j in 0..t {
+                if j > i {
+                    bias[(bi * t + i) * t + j] = f32::NEG_INFINITY;
+                } else if bi == 1 && j >= t - padded {
+                    bias[(bi * t + i) * t + j] = -1e9;
+                }
+            }
+        }
+    }
+    Tensor::from_vec(bias, (b, 1, t, t), &Device::Cpu).unwrap()
+}
+
 #[test]
 fn rms_norm_matches_composition() {
     let x = (rand(&[3, 5, 16], 1) * 3.0).unwrap();
@@ -66,19 +84,7 @@ fn masked_softmax_matches_composition() {
     let (b, h, t) = (2, 3, 6);
     let scores = (rand(&[b, h, t, t], 3) * 4.0).unwrap();
     // causal plus a padded last key in the second sequence, as the model builds it
-    let mut bias = vec![0f32; b * t * t];
-    for bi in 0..b {
-        for i in 0..t {
-            for j in 0..t {
-                if j > i {
-                    bias[(bi * t + i) * t + j] = f32::NEG_INFINITY;
-                } else if bi == 1 && j == t - 1 {
-                    bias[(bi * t + i) * t + j] = -1e9;
-                }
-            }
-        }
-    }
-    let bias = Tensor::from_vec(bias, (b, 1, t, t), &Device::Cpu).unwrap();
+    let bias = causal_bias(b, t, 1);
     let shared = bias.narrow(0, 0, 1).unwrap().contiguous().unwrap();
     for bias in [bias, shared] {
         let bias2 = bias.clone();
@@ -194,19 +200,7 @@ fn causal_attention_matches_composition() {
     let ang: Vec<f32> = (0..t).flat_map(|p| (0..d).map(move |j| p as f32 * 0.7 / (1 + j % (d / 2)) as f32)).collect();
     let ang = Tensor::from_vec(ang, (t, d), &Device::Cpu).unwrap();
     let (cos, sin) = (ang.cos().unwrap(), ang.sin().unwrap());
-    let mut bias = vec![0f32; b * t * t];
-    for bi in 0..b {
-        for i in 0..t {
-            for j in 0..t {
-                if j > i {
-                    bias[(bi * t + i) * t + j] = f32::NEG_INFINITY;
-                } else if bi == 1 && j >= t - 2 {
-                    bias[(bi * t + i) * t + j] = -1e9;
-                }
-            }
-        }
-    }
-    let bias = Tensor::from_vec(bias, (b, 1, t, t), &Device::Cpu).unwrap();
+    let bias = causal_bias(b, t, 2);
     let shared = bias.narrow(0, 0, 1).unwrap().contiguous().unwrap();
     for heads in [Heads { q: 3, kv: 3, dim: d }, Heads { q: 4, kv: 2, dim: d }, Heads { q: 4, kv: 1, dim: d }] {
         let qkv = (rand(&[b, t, (heads.q + 2 * heads.kv) * d], 12) * 2.0).unwrap();
