@@ -118,12 +118,12 @@ struct Attention {
 }
 
 /// Runs `f(item, a, b, c)` for `items` work items over candle's threads, where item `i` owns
-/// `a[i·na..(i+1)·na]`, `b[i·nb..]` and `c[i·nc..]` (sizes may be 0).
+/// `a[i·na..(i+1)·na]` (`na` > 0), `b[i·nb..]` and `c[i·nc..]` (`nb`, `nc` may be 0).
 #[allow(clippy::too_many_arguments)]
 fn par_items(items: usize, a: &mut [f32], na: usize, b: &mut [f32], nb: usize, c: &mut [f32], nc: usize, f: impl Fn(usize, &mut [f32], &mut [f32], &mut [f32]) + Sync) {
+    assert!(na > 0, "par_items: every item owns part of the first output");
     fused::par_chunks3(items, a, na, b, nb, c, nc, |first, a, b, c| {
-        let n = if na > 0 { a.len() / na } else if nb > 0 { b.len() / nb } else { c.len() / nc.max(1) };
-        for i in 0..n {
+        for i in 0..a.len() / na {
             f(first + i, &mut a[i * na..(i + 1) * na], &mut b[i * nb..(i + 1) * nb], &mut c[i * nc..(i + 1) * nc]);
         }
     });

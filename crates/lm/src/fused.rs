@@ -60,7 +60,8 @@ unsafe impl<T: Send> Sync for SendPtr<T> {}
 
 /// Runs `f(first_item, a, b, c)` over disjoint ranges of `items` work items, where a range
 /// `r` owns `a[r.start·na .. r.end·na]` and likewise `b` (`nb` per item) and `c` (`nc`;
-/// sizes may be 0). The ranges run on candle's persistent worker pool (the one its own
+/// sizes may be 0); the last item may be shorter than the others (the buffers end there).
+/// The ranges run on candle's persistent worker pool (the one its own
 /// element-wise kernels use), so there is no thread start-up per call and no second set of
 /// threads competing with its spinning workers for the cores. Which thread runs a range
 /// does not change what is computed, so results do not depend on the thread count.
@@ -75,22 +76,27 @@ pub(crate) fn par_chunks3<T: Send>(
     nc: usize,
     f: impl Fn(usize, &mut [T], &mut [T], &mut [T]) + Sync,
 ) {
-    assert!(a.len() >= items * na && b.len() >= items * nb && c.len() >= items * nc, "par_chunks3: outputs shorter than the items");
+    let fits = |len: usize, per: usize| items.saturating_sub(1) * per <= len && len <= items * per;
+    assert!(fits(a.len(), na) && fits(b.len(), nb) && fits(c.len(), nc), "par_chunks3: outputs do not match the items");
     if items <= 1 || candle_core::utils::get_num_threads() <= 1 {
-        f(0, &mut a[..items * na], &mut b[..items * nb], &mut c[..items * nc]);
+        f(0, a, b, c);
         return;
     }
+    let (la, lb, lc) = (a.len(), b.len(), c.len());
     let (pa, pb, pc) = (SendPtr(a.as_mut_ptr()), SendPtr(b.as_mut_ptr()), SendPtr(c.as_mut_ptr()));
     candle_core::utils::barrier_pool().execute_chunked(items, |r: std::ops::Range<usize>| {
         let (pa, pb, pc) = (&pa, &pb, &pc);
+        // the range's part of a buffer of `len` elements, `per` per item
+        let part = |len: usize, per: usize| ((r.start * per).min(len), (r.end * per).min(len));
+        let ((a0, a1), (b0, b1), (c0, c1)) = (part(la, na), part(lb, nb), part(lc, nc));
         // SAFETY: `execute_chunked` hands out disjoint ranges of 0..items, so these slices
-        // never overlap, and they lie inside a, b and c (checked above); the borrows of
-        // a, b and c outlive the call, which returns only when every range is done.
+        // never overlap, and they lie inside a, b and c (clamped to their lengths); the
+        // borrows of a, b and c outlive the call, which returns only when every range is done.
         let (ca, cb, cc) = unsafe {
             (
-                std::slice::from_raw_parts_mut(pa.0.add(r.start * na), r.len() * na),
-                std::slice::from_raw_parts_mut(pb.0.add(r.start * nb), r.len() * nb),
-                std::slice::from_raw_parts_mut(pc.0.add(r.start * nc), r.len() * nc),
+                std::slice::from_raw_parts_mut(pa.0.add(a0), a1 - a0),
+                std::slice::from_raw_parts_mut(pb.0.add(b0), b1 - b0),
+                std::slice::from_raw_parts_mut(pc.0.add(c0), c1 - c0),
             )
         };
         f(r.start, ca, cb, cc)
@@ -101,12 +107,7 @@ pub(crate) fn par_chunks3<T: Send>(
 /// calls `f(first_row, chunk)` on each.
 pub(crate) fn par_rows<T: Send>(out: &mut [T], n: usize, f: impl Fn(usize, &mut [T]) + Sync) {
     let n = n.max(1);
-    let rows = out.len() / n;
-    let (head, tail) = out.split_at_mut(rows * n);
-    par_chunks3(rows, head, n, &mut [], 0, &mut [], 0, |r0, o, _, _| f(r0, o));
-    if !tail.is_empty() {
-        f(rows, tail);
-    }
+    par_chunks3(out.len().div_ceil(n), out, n, &mut [], 0, &mut [], 0, |r0, o, _, _| f(r0, o));
 }
 
 /// Runs `f(first, a, b, c)` over fixed 16 Ki-element chunks of three outputs of one length
@@ -114,18 +115,11 @@ pub(crate) fn par_rows<T: Send>(out: &mut [T], n: usize, f: impl Fn(usize, &mut 
 pub(crate) fn par_elems3(a: &mut [f32], b: &mut [f32], c: &mut [f32], f: impl Fn(usize, &mut [f32], &mut [f32], &mut [f32]) + Sync) {
     const CHUNK: usize = 1 << 14;
     let n = a.len().min(b.len()).min(c.len());
-    let full = n / CHUNK;
-    let (a0, a1) = a[..n].split_at_mut(full * CHUNK);
-    let (b0, b1) = b[..n].split_at_mut(full * CHUNK);
-    let (c0, c1) = c[..n].split_at_mut(full * CHUNK);
-    par_chunks3(full, a0, CHUNK, b0, CHUNK, c0, CHUNK, |i0, a, b, c| {
+    par_chunks3(n.div_ceil(CHUNK), &mut a[..n], CHUNK, &mut b[..n], CHUNK, &mut c[..n], CHUNK, |i0, a, b, c| {
         for (k, ((a, b), c)) in a.chunks_mut(CHUNK).zip(b.chunks_mut(CHUNK)).zip(c.chunks_mut(CHUNK)).enumerate() {
             f((i0 + k) * CHUNK, a, b, c);
         }
     });
-    if !a1.is_empty() {
-        f(full * CHUNK, a1, b1, c1);
-    }
 }
 
 /// Σ xᵢ² in f64 over eight independent partial sums (vectorises; fixed order, so
@@ -145,7 +139,7 @@ pub(crate) fn sum_sq_f64(xs: &[f32]) -> f64 {
 /// [`par_rows`] over two outputs of the same length, split at the same rows.
 fn par_rows2(a: &mut [f32], b: &mut [f32], n: usize, f: impl Fn(usize, &mut [f32], &mut [f32]) + Sync) {
     let n = n.max(1);
-    par_chunks3(a.len() / n, a, n, b, n, &mut [], 0, |r0, ca, cb, _| f(r0, ca, cb));
+    par_chunks3(a.len().div_ceil(n), a, n, b, n, &mut [], 0, |r0, ca, cb, _| f(r0, ca, cb));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -678,24 +672,12 @@ const MIN_BLOCK_ROWS: usize = 128;
 pub(crate) fn par_row_blocks(m: usize, out: &mut [f32], n: usize, f: impl Fn(std::ops::Range<usize>, &mut [f32]) + Sync) {
     let threads = candle_core::utils::get_num_threads().max(1);
     let per = m.div_ceil(4 * threads).max(MIN_BLOCK_ROWS).min(m.max(1));
-    let blocks = m.div_ceil(per);
-    let run = |buf: &mut [f32]| {
-        par_chunks3(blocks, buf, per * n, &mut [], 0, &mut [], 0, |b0, o, _, _| {
-            for (k, ob) in o.chunks_mut(per * n).enumerate() {
-                let r0 = (b0 + k) * per;
-                let r1 = (r0 + per).min(m);
-                f(r0..r1, &mut ob[..(r1 - r0) * n]);
-            }
-        })
-    };
-    if blocks * per == m {
-        run(out);
-    } else {
-        // pad to whole blocks: `par_chunks3` gives every block the same number of rows
-        let mut padded = vec![0f32; blocks * per * n];
-        run(&mut padded);
-        out.copy_from_slice(&padded[..m * n]);
-    }
+    par_chunks3(m.div_ceil(per), &mut out[..m * n], per * n, &mut [], 0, &mut [], 0, |b0, o, _, _| {
+        for (k, ob) in o.chunks_mut(per * n).enumerate() {
+            let r0 = (b0 + k) * per;
+            f(r0..r0 + ob.len() / n.max(1), ob);
+        }
+    })
 }
 
 /// y (m×o) = x (m×d) · wᵀ, rows split over the threads.

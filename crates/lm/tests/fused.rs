@@ -170,6 +170,16 @@ fn linear_matches_composition() {
         |t| fused::linear_composed(&t[0], &t[1]).unwrap(),
         1e-5,
     );
+    // 300 rows: blocks of 128 rows over the threads, the last one shorter
+    let x = rand(&[2, 150, 16], 14);
+    let w = rand(&[24, 16], 15);
+    check(
+        "linear, uneven row blocks",
+        &[x, w],
+        |t| fused::linear(&t[0], &t[1]).unwrap(),
+        |t| fused::linear_composed(&t[0], &t[1]).unwrap(),
+        1e-5,
+    );
     // a hand-computed 1×2 · (3×2)ᵀ
     let x = Tensor::new(&[[[1f32, 2.0]]], &Device::Cpu).unwrap();
     let w = Tensor::new(&[[1f32, 0.0], [0.5, -1.0], [3.0, 4.0]], &Device::Cpu).unwrap();
