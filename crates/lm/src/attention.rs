@@ -21,7 +21,7 @@
 
 use crate::fused::{self, matmul, par_rows, slice, with_data, Mat};
 use anyhow::{bail, Result};
-use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor, D};
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor, D};
 use std::sync::{Arc, Mutex};
 
 /// Head counts and size of one attention layer.
@@ -59,8 +59,7 @@ pub fn causal_attention(qkv: &Tensor, heads: Heads, cos: &Tensor, sin: &Tensor, 
     if bd.len() != 4 || !(bd[0] == 1 || bd[0] == b) || bd[1] != 1 || bd[2] != t || bd[3] != t {
         bail!("causal_attention: the bias is {bd:?}, expected (1 or {b}, 1, {t}, {t})");
     }
-    let fast = fused::enabled() && [qkv, cos, sin, bias].iter().all(|x| x.device().is_cpu() && x.dtype() == DType::F32);
-    if !fast {
+    if !fused::is_fast(&[qkv, cos, sin, bias]) {
         return causal_attention_composed(qkv, heads, cos, sin, bias, scale);
     }
     let flat = |x: &Tensor| -> Result<Arc<Vec<f32>>> { Ok(Arc::new(x.contiguous()?.flatten_all()?.to_vec1::<f32>()?)) };

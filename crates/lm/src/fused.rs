@@ -30,7 +30,8 @@ pub fn enabled() -> bool {
     *ON.get_or_init(|| std::env::var_os("UNLEARN_NO_FUSED").is_none())
 }
 
-fn is_fast(ts: &[&Tensor]) -> bool {
+/// Whether the fused kernels apply: enabled, and every tensor f32 on the CPU.
+pub(crate) fn is_fast(ts: &[&Tensor]) -> bool {
     enabled() && ts.iter().all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
 }
 

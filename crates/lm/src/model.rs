@@ -196,7 +196,7 @@ impl CausalLm {
         let (nh, nkv, hd) = (self.cfg.num_attention_heads, self.cfg.num_kv_heads(), self.cfg.head_dim());
         let qkv_bias = self.cfg.qkv_bias();
         let scale = 1.0 / (hd as f64).sqrt();
-        if cache.is_none() && self.arch != Arch::Olmo2 && fused::enabled() && x.device().is_cpu() && x.dtype() == DType::F32 {
+        if cache.is_none() && self.arch != Arch::Olmo2 && fused::is_fast(&[x]) {
             // One matmul against the stacked q/k/v weights, then the fused attention op.
             let name = |n: &str| format!("{p}.self_attn.{n}_proj");
             let stack = |suffix: &str| -> Result<Tensor> {
@@ -245,7 +245,7 @@ impl CausalLm {
     }
 
     fn mlp(&self, p: &str, x: &Tensor) -> Result<Tensor> {
-        if fused::enabled() && x.device().is_cpu() && x.dtype() == DType::F32 {
+        if fused::is_fast(&[x]) {
             // One matmul against the stacked gate/up weights, then the packed SwiGLU.
             let wgu = Tensor::cat(&[self.w(&format!("{p}.mlp.gate_proj.weight"))?, self.w(&format!("{p}.mlp.up_proj.weight"))?], 0)?;
             let act = fused::silu_mul_packed(&fused::linear(x, &wgu)?)?;
@@ -284,12 +284,7 @@ impl CausalLm {
         if h != self.cfg.hidden_size || targets.dims() != [b, t] {
             bail!("hidden states {:?} and targets {:?} do not fit a model of hidden size {}", hidden.dims(), targets.dims(), self.cfg.hidden_size);
         }
-        let fast = fused::enabled()
-            && hidden.device().is_cpu()
-            && hidden.dtype() == DType::F32
-            && head.dtype() == DType::F32
-            && targets.dtype() == DType::U32;
-        if !fast {
+        if !(fused::is_fast(&[hidden, head]) && targets.dtype() == DType::U32) {
             return CausalLm::target_logprobs(&self.logits(hidden)?, targets);
         }
         let tg = targets.flatten_all()?.to_vec1::<u32>()?;

@@ -310,7 +310,7 @@ impl<'m> Trainer<'m> {
         for (i, (_, var)) in self.model.vars().iter().enumerate() {
             let g = &grads[i];
             let theta = var.as_tensor();
-            if crate::fused::enabled() && theta.device().is_cpu() && theta.dtype() == DType::F32 && g.dtype() == DType::F32 {
+            if crate::fused::is_fast(&[theta, g]) {
                 let (b1, b2, sm, sv, dec, lr, gs, eps) =
                     (b1 as f32, b2 as f32, scale_m as f32, scale_v as f32, decay as f32, lr as f32, gscale as f32, eps as f32);
                 let (m, v, th) = crate::fused::with_data(&self.m[i], "AdamW first moment", |m| {
