@@ -89,14 +89,15 @@ impl CausalLm {
         rms_norm(&x, self.w("model.norm.weight")?, self.cfg.rms_norm_eps)
     }
 
+    /// The output projection's weight (vocab, hidden): the embedding when tied.
+    fn head(&self) -> Result<&Tensor> {
+        self.w(if self.cfg.tie_word_embeddings { "model.embed_tokens.weight" } else { "lm_head.weight" })
+    }
+
     /// The output projection: (..., hidden) -> (..., vocab).
     pub fn logits(&self, x: &Tensor) -> Result<Tensor> {
         let h = self.cfg.hidden_size;
-        let head = if self.cfg.tie_word_embeddings {
-            self.w("model.embed_tokens.weight")?
-        } else {
-            self.w("lm_head.weight")?
-        };
+        let head = self.head()?;
         if x.dim(D::Minus1)? != h {
             bail!("logits: hidden states have {} features, the model {h}", x.dim(D::Minus1)?);
         }
@@ -279,7 +280,7 @@ impl CausalLm {
     /// for the backward, and turned in place into their gradient there (no separate
     /// (b, t, vocab) gradient tensor for candle to allocate, zero and add into).
     pub fn hidden_target_logprobs(&self, hidden: &Tensor, targets: &Tensor) -> Result<Tensor> {
-        let head = if self.cfg.tie_word_embeddings { self.w("model.embed_tokens.weight")? } else { self.w("lm_head.weight")? };
+        let head = self.head()?;
         let (b, t, h) = hidden.dims3().context("hidden states must be (batch, time, hidden)")?;
         if h != self.cfg.hidden_size || targets.dims() != [b, t] {
             bail!("hidden states {:?} and targets {:?} do not fit a model of hidden size {}", hidden.dims(), targets.dims(), self.cfg.hidden_size);
@@ -398,6 +399,34 @@ fn attention_bias(t: usize, attention_mask: Option<&Tensor>, device: &Device) ->
 
 use crate::fused::par_rows;
 
+/// log_softmax(row)[target] for every row of `logits` (rows of `v` values), over the pool.
+fn target_logprob_rows(logits: &[f32], v: usize, targets: &[u32]) -> Vec<f32> {
+    let mut out = vec![0f32; targets.len()];
+    par_rows(&mut out, 1, |r0, o| {
+        let mut e = Vec::with_capacity(v);
+        for (k, o) in o.iter_mut().enumerate() {
+            let r = r0 + k;
+            let row = &logits[r * v..(r + 1) * v];
+            *o = row[targets[r] as usize] - fused::log_sum_exp(row, &mut e);
+        }
+    });
+    out
+}
+
+/// Turns a row of logits, in place, into the gradient of gr · log_softmax(row)[target]:
+/// gr · (onehot(target) − softmax(row)); all zeros when gr = 0 (a masked position).
+fn logprob_grad_row(row: &mut [f32], target: usize, gr: f32) {
+    if gr == 0.0 {
+        row.fill(0.0);
+        return;
+    }
+    let m = fused::max(row);
+    row.iter_mut().for_each(|z| *z -= m);
+    fused::exp_in_place(row);
+    let c = -gr / fused::sum(row);
+    row.iter_mut().for_each(|z| *z *= c);
+    row[target] += gr;
+}
 
 /// log_softmax(logits)[target] per row, fused (CPU, f32). Backward: [`TargetLogProbsGrad`].
 struct TargetLogProbs;
@@ -414,16 +443,7 @@ impl CustomOp2 for TargetLogProbs {
         if tg.iter().any(|&t| t as usize >= v) {
             candle_core::bail!("a target id is outside the vocabulary of {v}");
         }
-        let mut out = vec![0f32; tg.len()];
-        par_rows(&mut out, 1, |r0, o| {
-            let mut e = Vec::with_capacity(v);
-            for (k, o) in o.iter_mut().enumerate() {
-                let r = r0 + k;
-                let row = &x[r * v..(r + 1) * v];
-                *o = row[tg[r] as usize] - fused::log_sum_exp(row, &mut e);
-            }
-        });
-        Ok((CpuStorage::F32(out), l2.shape().clone()))
+        Ok((CpuStorage::F32(target_logprob_rows(x, v, tg)), l2.shape().clone()))
     }
 
     fn bwd(&self, logits: &Tensor, targets: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
@@ -457,21 +477,8 @@ impl CustomOp3 for TargetLogProbsGrad {
         par_rows(&mut out, v, |r0, o| {
             for (k, orow) in o.chunks_mut(v).enumerate() {
                 let r = r0 + k;
-                let row = &x[r * v..(r + 1) * v];
-                let gr = g[r];
-                if gr == 0.0 {
-                    continue; // masked position: zero gradient (already zero)
-                }
-                let m = fused::max(row);
-                for (oj, &z) in orow.iter_mut().zip(row) {
-                    *oj = z - m;
-                }
-                fused::exp_in_place(orow);
-                let c = -gr / fused::sum(orow);
-                for oj in orow.iter_mut() {
-                    *oj *= c;
-                }
-                orow[tg[r] as usize] += gr;
+                orow.copy_from_slice(&x[r * v..(r + 1) * v]);
+                logprob_grad_row(orow, tg[r] as usize, g[r]);
             }
         });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
@@ -500,15 +507,7 @@ impl candle_core::CustomOp2 for HeadLogProbs {
             candle_core::bail!("{n} hidden rows for {} targets", self.targets.len());
         }
         let logits = fused::linear_fwd(x, w, n, h, v);
-        let mut out = vec![0f32; n];
-        par_rows(&mut out, 1, |r0, o| {
-            let mut e = Vec::with_capacity(v);
-            for (k, o) in o.iter_mut().enumerate() {
-                let r = r0 + k;
-                let row = &logits[r * v..(r + 1) * v];
-                *o = row[self.targets[r] as usize] - fused::log_sum_exp(row, &mut e);
-            }
-        });
+        let out = target_logprob_rows(&logits, v, &self.targets);
         *self.saved.lock().map_err(|_| candle_core::Error::Msg("head-logprobs: poisoned lock".into()))? = Some(logits);
         Ok((CpuStorage::F32(out), Shape::from(n)))
     }
@@ -524,18 +523,7 @@ impl candle_core::CustomOp2 for HeadLogProbs {
                     let mut dz = saved.unwrap_or_else(|| fused::linear_fwd(x, w, n, h, v));
                     par_rows(&mut dz, v, |r0, o| {
                         for (k, row) in o.chunks_mut(v).enumerate() {
-                            let r = r0 + k;
-                            let gr = g[r];
-                            if gr == 0.0 {
-                                row.fill(0.0); // masked position
-                                continue;
-                            }
-                            let m = fused::max(row);
-                            row.iter_mut().for_each(|z| *z -= m);
-                            fused::exp_in_place(row);
-                            let c = -gr / fused::sum(row);
-                            row.iter_mut().for_each(|z| *z *= c);
-                            row[self.targets[r] as usize] += gr;
+                            logprob_grad_row(row, self.targets[r0 + k] as usize, g[r0 + k]);
                         }
                     });
                     let mut dx = vec![0f32; n * h];
