@@ -14,7 +14,9 @@
 //! | [`silu_mul_packed`] | narrow×2, silu, mul | as [`silu_mul`], into the two halves of one gradient |
 //! | [`linear`] | reshape, transpose, matmul, reshape | dx = g·w; dw = gᵀ·x |
 //!
-//! The whole causal attention is one such operation too: [`crate::attention`].
+//! The whole causal attention is one such operation too: [`crate::attention`]; and for
+//! Llama blocks without biases, the whole block: [`crate::block`], built from the slice-level
+//! kernels here (`rms_norm_rows`, `linear_into`, `linear_bwd_into`, `silu_mul_packed_rows`).
 //!
 //! Every function takes the fast path only for contiguous f32 CPU tensors and otherwise
 //! falls back to the composed primitives (so CUDA and other dtypes keep working, through
@@ -51,6 +53,22 @@ pub(crate) fn with_data<R>(t: &Tensor, what: &str, f: impl FnOnce(&[f32]) -> R) 
         Storage::Cpu(c) => Ok(f(slice(c, l, what)?)),
         _ => candle_core::bail!("{what}: fused kernels run on the CPU only"),
     }
+}
+
+/// A buffer of `n` values for an output that is written in full before anything reads it
+/// (a `gemm` product without accumulation, or a kernel that assigns every element).
+///
+/// Skips zero-filling it: a zeroed allocation that is overwritten anyway was ≈ 4 % of a
+/// training step at the `large` shape (`memset` in the profile, reports/performance.md);
+/// candle's CPU backend allocates its outputs the same way. Never use it for a buffer that is
+/// accumulated into or only partly written.
+#[allow(clippy::uninit_vec)]
+pub(crate) fn output_buffer(n: usize) -> Vec<f32> {
+    let mut v = Vec::with_capacity(n);
+    // SAFETY: f32 has no invalid bit patterns and no drop; callers write every element
+    // before reading it (see above).
+    unsafe { v.set_len(n) };
+    v
 }
 
 /// A raw pointer that may cross threads: [`par_chunks3`] derives disjoint slices from it.
@@ -237,45 +255,15 @@ impl CustomOp2 for RmsNorm {
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let x = slice::<f32>(s1, l1, "rms_norm input")?;
         let w = slice::<f32>(s2, l2, "rms_norm weight")?;
-        let d = w.len();
-        let mut out = vec![0f32; x.len()];
-        par_rows(&mut out, d, |r0, o| {
-            for (k, orow) in o.chunks_mut(d).enumerate() {
-                let row = &x[(r0 + k) * d..(r0 + k + 1) * d];
-                let r = inv_rms(row, self.eps);
-                for ((o, &xv), &wv) in orow.iter_mut().zip(row).zip(w) {
-                    *o = xv * r * wv;
-                }
-            }
-        });
-        Ok((CpuStorage::F32(out), l1.shape().clone()))
+        Ok((CpuStorage::F32(rms_norm_rows(x, w, self.eps)), l1.shape().clone()))
     }
 
     fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, g: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let d = w.elem_count();
         let (dx, dw) = with_data(x, "rms_norm input", |x| {
             with_data(w, "rms_norm weight", |w| {
                 with_data(g, "rms_norm gradient", |g| {
-                    let mut dx = vec![0f32; x.len()];
-                    par_rows(&mut dx, d, |r0, o| {
-                        for (k, orow) in o.chunks_mut(d).enumerate() {
-                            let i = (r0 + k) * d;
-                            let (xr, gr) = (&x[i..i + d], &g[i..i + d]);
-                            let r = inv_rms(xr, self.eps);
-                            let dot: f32 = xr.iter().zip(gr).zip(w).map(|((&a, &b), &c)| a * b * c).sum();
-                            let c = dot * r * r * r / d as f32;
-                            for (((o, &xv), &gv), &wv) in orow.iter_mut().zip(xr).zip(gr).zip(w) {
-                                *o = r * gv * wv - xv * c;
-                            }
-                        }
-                    });
-                    let mut dw = vec![0f32; d];
-                    for (xr, gr) in x.chunks(d).zip(g.chunks(d)) {
-                        let r = inv_rms(xr, self.eps);
-                        for ((o, &xv), &gv) in dw.iter_mut().zip(xr).zip(gr) {
-                            *o += gv * xv * r;
-                        }
-                    }
+                    let mut dx = output_buffer(x.len());
+                    let dw = rms_norm_rows_bwd(x, w, g, self.eps, &mut dx, false);
                     (dx, dw)
                 })
             })
@@ -284,6 +272,49 @@ impl CustomOp2 for RmsNorm {
         let dw = Tensor::from_vec(dw, w.shape(), w.device())?;
         Ok((Some(dx), Some(dw)))
     }
+}
+
+/// RMSNorm of every row of `x` (rows of `w.len()` values): x·r·w with r = 1/√(mean(x²) + eps).
+pub(crate) fn rms_norm_rows(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
+    let d = w.len();
+    let mut out = output_buffer(x.len());
+    par_rows(&mut out, d, |r0, o| {
+        for (k, orow) in o.chunks_mut(d).enumerate() {
+            let row = &x[(r0 + k) * d..(r0 + k + 1) * d];
+            let r = inv_rms(row, eps);
+            for ((o, &xv), &wv) in orow.iter_mut().zip(row).zip(w) {
+                *o = xv * r * wv;
+            }
+        }
+    });
+    out
+}
+
+/// The backward of [`rms_norm_rows`] for the output gradient `g`: writes dx into `dx` (adds
+/// it to what is there when `accumulate`) and returns dw.
+pub(crate) fn rms_norm_rows_bwd(x: &[f32], w: &[f32], g: &[f32], eps: f32, dx: &mut [f32], accumulate: bool) -> Vec<f32> {
+    let d = w.len();
+    par_rows(dx, d, |r0, o| {
+        for (k, orow) in o.chunks_mut(d).enumerate() {
+            let i = (r0 + k) * d;
+            let (xr, gr) = (&x[i..i + d], &g[i..i + d]);
+            let r = inv_rms(xr, eps);
+            let dot: f32 = xr.iter().zip(gr).zip(w).map(|((&a, &b), &c)| a * b * c).sum();
+            let c = dot * r * r * r / d as f32;
+            for (((o, &xv), &gv), &wv) in orow.iter_mut().zip(xr).zip(gr).zip(w) {
+                let v = r * gv * wv - xv * c;
+                *o = if accumulate { *o + v } else { v };
+            }
+        }
+    });
+    let mut dw = vec![0f32; d];
+    for (xr, gr) in x.chunks(d).zip(g.chunks(d)) {
+        let r = inv_rms(xr, eps);
+        for ((o, &xv), &gv) in dw.iter_mut().zip(xr).zip(gr) {
+            *o += gv * xv * r;
+        }
+    }
+    dw
 }
 
 // ---------------------------------------------------------------------------------------
@@ -577,53 +608,60 @@ impl CustomOp1 for SiluMulPacked {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let x = slice::<f32>(s, l, "gate|up")?;
-        let n2 = *l.dims().last().unwrap_or(&0);
-        let n = n2 / 2;
-        let mut out = vec![0f32; x.len() / 2];
-        par_rows(&mut out, n, |r0, o| {
-            let mut sg = vec![];
-            for (k, orow) in o.chunks_mut(n).enumerate() {
-                let row = &x[(r0 + k) * n2..(r0 + k + 1) * n2];
-                let (g, u) = row.split_at(n);
-                sigmoid_into(g, &mut sg);
-                for (((o, &gv), &uv), &s) in orow.iter_mut().zip(g).zip(u).zip(&sg) {
-                    *o = gv * s * uv;
-                }
-            }
-        });
+        let n = *l.dims().last().unwrap_or(&0) / 2;
         let mut dims = l.dims().to_vec();
         if let Some(last) = dims.last_mut() {
             *last = n;
         }
-        Ok((CpuStorage::F32(out), Shape::from(dims)))
+        Ok((CpuStorage::F32(silu_mul_packed_rows(x, n)), Shape::from(dims)))
     }
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, gy: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        let n2 = x.dim(D::Minus1)?;
-        let n = n2 / 2;
-        let dx = with_data(x, "gate|up", |x| {
-            with_data(gy, "silu_mul gradient", |gy| {
-                let mut dx = vec![0f32; x.len()];
-                par_rows(&mut dx, n2, |r0, o| {
-                    let mut sgs = vec![];
-                    for (k, orow) in o.chunks_mut(n2).enumerate() {
-                        let r = r0 + k;
-                        let (g, u) = x[r * n2..(r + 1) * n2].split_at(n);
-                        let y = &gy[r * n..(r + 1) * n];
-                        let (dg, du) = orow.split_at_mut(n);
-                        sigmoid_into(g, &mut sgs);
-                        for j in 0..n {
-                            let sg = sgs[j];
-                            dg[j] = y[j] * u[j] * sg * (1.0 + g[j] * (1.0 - sg));
-                            du[j] = y[j] * g[j] * sg;
-                        }
-                    }
-                });
-                dx
-            })
-        })??;
+        let n = x.dim(D::Minus1)? / 2;
+        let dx = with_data(x, "gate|up", |x| with_data(gy, "silu_mul gradient", |gy| silu_mul_packed_rows_bwd(x, gy, n)))??;
         Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
     }
+}
+
+/// silu(g) ⊙ u for every row of `x`, rows of 2·`n` values (gate | up): rows of `n` values.
+pub(crate) fn silu_mul_packed_rows(x: &[f32], n: usize) -> Vec<f32> {
+    let n2 = 2 * n;
+    let mut out = output_buffer(x.len() / 2);
+    par_rows(&mut out, n, |r0, o| {
+        let mut sg = vec![];
+        for (k, orow) in o.chunks_mut(n).enumerate() {
+            let row = &x[(r0 + k) * n2..(r0 + k + 1) * n2];
+            let (g, u) = row.split_at(n);
+            sigmoid_into(g, &mut sg);
+            for (((o, &gv), &uv), &s) in orow.iter_mut().zip(g).zip(u).zip(&sg) {
+                *o = gv * s * uv;
+            }
+        }
+    });
+    out
+}
+
+/// The backward of [`silu_mul_packed_rows`]: the gradient of the packed input for the
+/// output gradient `gy`.
+pub(crate) fn silu_mul_packed_rows_bwd(x: &[f32], gy: &[f32], n: usize) -> Vec<f32> {
+    let n2 = 2 * n;
+    let mut dx = output_buffer(x.len());
+    par_rows(&mut dx, n2, |r0, o| {
+        let mut sgs = vec![];
+        for (k, orow) in o.chunks_mut(n2).enumerate() {
+            let r = r0 + k;
+            let (g, u) = x[r * n2..(r + 1) * n2].split_at(n);
+            let y = &gy[r * n..(r + 1) * n];
+            let (dg, du) = orow.split_at_mut(n);
+            sigmoid_into(g, &mut sgs);
+            for j in 0..n {
+                let sg = sgs[j];
+                dg[j] = y[j] * u[j] * sg * (1.0 + g[j] * (1.0 - sg));
+                du[j] = y[j] * g[j] * sg;
+            }
+        }
+    });
+    dx
 }
 
 // ---------------------------------------------------------------------------------------
@@ -683,12 +721,31 @@ pub(crate) fn par_row_blocks(m: usize, out: &mut [f32], n: usize, f: impl Fn(std
 
 /// y (m×o) = x (m×d) · wᵀ, rows split over the threads.
 pub(crate) fn linear_fwd(x: &[f32], w: &[f32], m: usize, d: usize, o: usize) -> Vec<f32> {
-    let mut y = vec![0f32; m * o];
-    par_row_blocks(m, &mut y, o, |rows, yb| {
-        let xb = &x[rows.start * d..rows.end * d];
-        matmul(rows.len(), o, d, yb, Mat::rows(0, o), false, xb, Mat::rows(0, d), w, Mat::rows(0, d).t(), 1.0);
-    });
+    let mut y = output_buffer(m * o);
+    linear_into(x, w, m, d, o, &mut y, false);
     y
+}
+
+/// y (m×o) = [y +] x (m×d) · wᵀ, rows split over the threads.
+pub(crate) fn linear_into(x: &[f32], w: &[f32], m: usize, d: usize, o: usize, y: &mut [f32], accumulate: bool) {
+    par_row_blocks(m, y, o, |rows, yb| {
+        let xb = &x[rows.start * d..rows.end * d];
+        matmul(rows.len(), o, d, yb, Mat::rows(0, o), accumulate, xb, Mat::rows(0, d), w, Mat::rows(0, d).t(), 1.0);
+    });
+}
+
+/// The backward of [`linear_fwd`] for the output gradient `g` (m×o): dx (m×d) = g·w and
+/// dw (o×d) = gᵀ·x, both overwritten, each split by rows over the threads.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn linear_bwd_into(x: &[f32], w: &[f32], g: &[f32], m: usize, d: usize, o: usize, dx: &mut [f32], dw: &mut [f32]) {
+    par_row_blocks(m, dx, d, |rows, db| {
+        let gb = &g[rows.start * o..rows.end * o];
+        matmul(rows.len(), d, o, db, Mat::rows(0, d), false, gb, Mat::rows(0, o), w, Mat::rows(0, d), 1.0);
+    });
+    par_row_blocks(o, dw, d, |rows, db| {
+        let gt = Mat { off: rows.start, rs: 1, cs: o };
+        matmul(rows.len(), d, m, db, Mat::rows(0, d), false, g, gt, x, Mat::rows(0, d), 1.0);
+    });
 }
 
 impl CustomOp2 for Linear {
@@ -716,18 +773,8 @@ impl CustomOp2 for Linear {
         let (dx, dw) = with_data(x, "linear input", |x| {
             with_data(w, "linear weight", |w| {
                 with_data(g, "linear gradient", |g| {
-                    // dx (m×d) = g (m×o) · w (o×d), rows of g over the threads
-                    let mut dx = vec![0f32; m * d];
-                    par_row_blocks(m, &mut dx, d, |rows, db| {
-                        let gb = &g[rows.start * o..rows.end * o];
-                        matmul(rows.len(), d, o, db, Mat::rows(0, d), false, gb, Mat::rows(0, o), w, Mat::rows(0, d), 1.0);
-                    });
-                    // dw (o×d) = gᵀ (o×m) · x (m×d), rows of dw over the threads
-                    let mut dw = vec![0f32; o * d];
-                    par_row_blocks(o, &mut dw, d, |rows, db| {
-                        let gt = Mat { off: rows.start, rs: 1, cs: o };
-                        matmul(rows.len(), d, m, db, Mat::rows(0, d), false, g, gt, x, Mat::rows(0, d), 1.0);
-                    });
+                    let (mut dx, mut dw) = (output_buffer(m * d), output_buffer(o * d));
+                    linear_bwd_into(x, w, g, m, d, o, &mut dx, &mut dw);
                     (dx, dw)
                 })
             })

@@ -3,6 +3,7 @@
 //! - [`config`]: Hugging Face `config.json` for Llama, Qwen2 and OLMo-2.
 //! - [`weights`]: safetensors loading (single or sharded), initialisation.
 //! - [`attention`]: causal self-attention as one fused CPU op with a hand-written backward.
+//! - [`block`]: the whole Llama block as one fused CPU op (training's fast path).
 //! - [`model`]: [`CausalLm`], a stateless forward returning logits for every position.
 //! - [`checkpoint`]: writing Hugging Face checkpoint folders.
 //! - [`tok`]: tokenizer loading.
@@ -11,6 +12,7 @@
 //!   `generate_until`, and per-token log-probabilities.
 
 pub mod attention;
+pub mod block;
 pub mod checkpoint;
 pub mod config;
 pub mod fused;

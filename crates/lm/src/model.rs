@@ -11,6 +11,8 @@
 //! cache) the same computation is composed from candle's differentiable primitives.
 
 use crate::config::{Arch, LmConfig};
+use crate::attention::Heads;
+use crate::block::{self, BlockWeights};
 use crate::{attention, fused};
 use crate::weights::{self, Params};
 use anyhow::{bail, Context, Result};
@@ -165,6 +167,23 @@ impl CausalLm {
         let w = |n: &str| self.w(&format!("{p}.{n}"));
         match self.arch {
             Arch::Llama | Arch::Qwen2 => {
+                if cache.is_none() && !self.cfg.qkv_bias() && !self.cfg.o_bias() {
+                    let bw = BlockWeights {
+                        attn_norm: w("input_layernorm.weight")?,
+                        q: w("self_attn.q_proj.weight")?,
+                        k: w("self_attn.k_proj.weight")?,
+                        v: w("self_attn.v_proj.weight")?,
+                        o: w("self_attn.o_proj.weight")?,
+                        mlp_norm: w("post_attention_layernorm.weight")?,
+                        gate: w("mlp.gate_proj.weight")?,
+                        up: w("mlp.up_proj.weight")?,
+                        down: w("mlp.down_proj.weight")?,
+                    };
+                    if block::applies(x, &bw) {
+                        let heads = Heads { q: self.cfg.num_attention_heads, kv: self.cfg.num_kv_heads(), dim: self.cfg.head_dim() };
+                        return block::llama_block(x, &bw, heads, cos, sin, mask, eps);
+                    }
+                }
                 let hn = rms_norm(x, w("input_layernorm.weight")?, eps)?;
                 let x = (x + self.attention(&p, &hn, mask, cos, sin, cache)?)?;
                 let hn = rms_norm(&x, w("post_attention_layernorm.weight")?, eps)?;
@@ -526,16 +545,8 @@ impl candle_core::CustomOp2 for HeadLogProbs {
                             logprob_grad_row(row, self.targets[r0 + k] as usize, g[r0 + k]);
                         }
                     });
-                    let mut dx = vec![0f32; n * h];
-                    fused::par_row_blocks(n, &mut dx, h, |rows, db| {
-                        let zb = &dz[rows.start * v..rows.end * v];
-                        fused::matmul(rows.len(), h, v, db, fused::Mat::rows(0, h), false, zb, fused::Mat::rows(0, v), w, fused::Mat::rows(0, h), 1.0);
-                    });
-                    let mut dw = vec![0f32; v * h];
-                    fused::par_row_blocks(v, &mut dw, h, |rows, db| {
-                        let zt = fused::Mat { off: rows.start, rs: 1, cs: v };
-                        fused::matmul(rows.len(), h, n, db, fused::Mat::rows(0, h), false, &dz, zt, x, fused::Mat::rows(0, h), 1.0);
-                    });
+                    let (mut dx, mut dw) = (fused::output_buffer(n * h), fused::output_buffer(v * h));
+                    fused::linear_bwd_into(x, w, &dz, n, h, v, &mut dx, &mut dw);
                     (dx, dw)
                 })
             })

@@ -318,7 +318,7 @@ impl<'m> Trainer<'m> {
                         crate::fused::with_data(theta, "parameter", |th| {
                             crate::fused::with_data(g, "gradient", |g| {
                                 let n = th.len();
-                                let (mut mo, mut vo, mut to) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
+                                let (mut mo, mut vo, mut to) = (crate::fused::output_buffer(n), crate::fused::output_buffer(n), crate::fused::output_buffer(n));
                                 // element-wise, so split over the worker pool in fixed chunks
                                 crate::fused::par_elems3(&mut mo, &mut vo, &mut to, |j0, mo, vo, to| {
                                     for k in 0..mo.len() {
