@@ -49,20 +49,31 @@ impl Heads {
 /// gradient. Returns (b, t, q·dim). Fused on the CPU in f32, composed elsewhere.
 pub fn causal_attention(qkv: &Tensor, heads: Heads, cos: &Tensor, sin: &Tensor, bias: &Tensor, scale: f64) -> Result<Tensor> {
     let (b, t, w) = qkv.dims3()?;
-    if heads.q == 0 || heads.kv == 0 || heads.q % heads.kv != 0 || heads.dim % 2 != 0 || w != heads.width() {
+    if w != heads.width() {
         bail!("causal_attention: {w} packed features do not fit {heads:?}");
     }
-    if cos.dims() != [t, heads.dim] || sin.dims() != [t, heads.dim] {
-        bail!("causal_attention: rotary tables are {:?}/{:?}, expected ({t}, {})", cos.dims(), sin.dims(), heads.dim);
-    }
-    let bd = bias.dims();
-    if bd.len() != 4 || !(bd[0] == 1 || bd[0] == b) || bd[1] != 1 || bd[2] != t || bd[3] != t {
-        bail!("causal_attention: the bias is {bd:?}, expected (1 or {b}, 1, {t}, {t})");
-    }
+    check_layout("causal_attention", b, t, heads, cos, sin, bias)?;
     if !fused::is_fast(&[qkv, cos, sin, bias]) {
         return causal_attention_composed(qkv, heads, cos, sin, bias, scale);
     }
     Ok(qkv.contiguous()?.apply_op1(Attention::new(heads, cos, sin, bias, scale)?)?)
+}
+
+/// Checks, for `who`'s error messages, that the heads are usable (key/value heads divide the
+/// query heads, even head size), the rotary tables are (t, dim) and the bias is
+/// (1 or b, 1, t, t).
+pub(crate) fn check_layout(who: &str, b: usize, t: usize, heads: Heads, cos: &Tensor, sin: &Tensor, bias: &Tensor) -> Result<()> {
+    if heads.q == 0 || heads.kv == 0 || heads.q % heads.kv != 0 || heads.dim % 2 != 0 {
+        bail!("{who}: {heads:?} is not a usable head layout (key/value heads must divide the query heads, head size even)");
+    }
+    if cos.dims() != [t, heads.dim] || sin.dims() != [t, heads.dim] {
+        bail!("{who}: rotary tables are {:?}/{:?}, expected ({t}, {})", cos.dims(), sin.dims(), heads.dim);
+    }
+    let bd = bias.dims();
+    if bd.len() != 4 || !(bd[0] == 1 || bd[0] == b) || bd[1] != 1 || bd[2] != t || bd[3] != t {
+        bail!("{who}: the attention bias is {bd:?}, expected (1 or {b}, 1, {t}, {t})");
+    }
+    Ok(())
 }
 
 /// The composed reference for [`causal_attention`] (and its path off the CPU).

@@ -26,7 +26,7 @@
 //! kept). Biases and OLMo-2's norm placement are not covered: those models take the
 //! separate operations. Results do not depend on the number of threads.
 
-use crate::attention::{Attention, Heads, Saved as AttnSaved};
+use crate::attention::{check_layout, Attention, Heads, Saved as AttnSaved};
 use crate::fused::{self, linear_bwd_into, linear_fwd, linear_into, output_buffer, rms_norm_rows, rms_norm_rows_bwd, silu_mul_packed_rows, silu_mul_packed_rows_bwd, slice, with_data};
 use anyhow::{bail, Result};
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
@@ -61,6 +61,7 @@ pub fn applies(x: &Tensor, w: &BlockWeights) -> bool {
 #[allow(clippy::too_many_arguments)]
 pub fn llama_block(x: &Tensor, w: &BlockWeights, heads: Heads, cos: &Tensor, sin: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
     let (b, t, h) = x.dims3()?;
+    check_layout("llama_block", b, t, heads, cos, sin, bias)?;
     let f = w.gate.dim(0)?;
     let (qd, kvd) = (heads.q * heads.dim, heads.kv * heads.dim);
     let expect = [
@@ -81,13 +82,6 @@ pub fn llama_block(x: &Tensor, w: &BlockWeights, heads: Heads, cos: &Tensor, sin
     }
     if !applies(x, w) {
         bail!("llama_block: runs on f32 CPU tensors only (check `block::applies` first)");
-    }
-    if cos.dims() != [t, heads.dim] || sin.dims() != [t, heads.dim] {
-        bail!("llama_block: rotary tables are {:?}/{:?}, expected ({t}, {})", cos.dims(), sin.dims(), heads.dim);
-    }
-    let bd = bias.dims();
-    if bd.len() != 4 || !(bd[0] == 1 || bd[0] == b) || bd[1] != 1 || bd[2] != t || bd[3] != t {
-        bail!("llama_block: the attention bias is {bd:?}, expected (1 or {b}, 1, {t}, {t})");
     }
     let pack = |ts: &[&Tensor]| -> Result<Tensor> {
         let flat = ts.iter().map(|t| t.flatten_all()).collect::<candle_core::Result<Vec<_>>>()?;

@@ -292,6 +292,9 @@ fn llama_block_matches_composition() {
         let bw = BlockWeights { attn_norm: &bad[1], q: &bad[2], k: &bad[3], v: &bad[4], o: &bad[5], mlp_norm: &bad[6], gate: &bad[7], up: &bad[8], down: &bad[9] };
         let err = llama_block(&bad[0], &bw, heads, &cos, &sin, &padded, eps).unwrap_err().to_string();
         assert!(err.contains("up_proj") || err.contains("gate_proj"), "{err}");
+        let odd = Heads { q: 4, kv: 3, dim: d };
+        let err = llama_block(&bad[0], &bw, odd, &cos, &sin, &padded, eps).unwrap_err().to_string();
+        assert!(err.contains("head layout"), "{err}");
     }
 }
 
