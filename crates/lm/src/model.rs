@@ -55,6 +55,32 @@ impl CausalLm {
         &self.params.vars
     }
 
+    /// Freezes every parameter whose name `keep` rejects, so that gradients, clipping and
+    /// the optimizer see only the rest (methods that update a few layers, such as RMU). The
+    /// frozen tensors share their storage with the former variables (no copy). Errors when
+    /// the model is frozen already or when nothing would be left to train; returns the
+    /// names still trainable.
+    pub fn train_only(&mut self, keep: impl Fn(&str) -> bool) -> Result<Vec<String>> {
+        if !self.params.is_trainable() {
+            bail!("train_only: the model was loaded frozen");
+        }
+        let vars = std::mem::take(&mut self.params.vars);
+        let mut kept = vec![];
+        for (name, var) in vars {
+            if keep(&name) {
+                kept.push((name, var));
+            } else {
+                self.params.tensors.insert(name, var.as_tensor().detach());
+            }
+        }
+        if kept.is_empty() {
+            bail!("train_only: no parameter selected (the model has {} tensors)", self.params.tensors.len());
+        }
+        let names = kept.iter().map(|(n, _)| n.clone()).collect();
+        self.params.vars = kept;
+        Ok(names)
+    }
+
     fn w(&self, name: &str) -> Result<&Tensor> {
         self.params.get(name)
     }
@@ -72,6 +98,17 @@ impl CausalLm {
     /// The final (normalised) hidden states, (batch, time, hidden): [`CausalLm::forward`]
     /// without the output projection, for callers that need logits at a few positions only.
     pub fn hidden(&self, input_ids: &Tensor, attention_mask: Option<&Tensor>) -> Result<Tensor> {
+        let x = self.residual_stream(input_ids, attention_mask, self.cfg.num_hidden_layers)?;
+        rms_norm(&x, self.w("model.norm.weight")?, self.cfg.rms_norm_eps)
+    }
+
+    /// The residual stream after the first `layers` blocks (no final norm), (batch, time,
+    /// hidden): the activations representation-level methods such as RMU read (Hugging
+    /// Face's `output_hidden_states[layers]`). `layers` = 0 gives the embeddings.
+    pub fn residual_stream(&self, input_ids: &Tensor, attention_mask: Option<&Tensor>, layers: usize) -> Result<Tensor> {
+        if layers > self.cfg.num_hidden_layers {
+            bail!("residual stream after {layers} blocks requested, the model has {}", self.cfg.num_hidden_layers);
+        }
         let (b, t) = input_ids.dims2().context("input_ids must be (batch, time)")?;
         if t > self.cfg.max_position_embeddings {
             bail!(
@@ -85,10 +122,10 @@ impl CausalLm {
         let mask = attention_bias(t, attention_mask, &self.device)?; // (b or 1, 1, t, t)
         let cos = self.cos.narrow(0, 0, t)?;
         let sin = self.sin.narrow(0, 0, t)?;
-        for l in 0..self.cfg.num_hidden_layers {
+        for l in 0..layers {
             x = self.block(l, &x, &mask, &cos, &sin, None)?;
         }
-        rms_norm(&x, self.w("model.norm.weight")?, self.cfg.rms_norm_eps)
+        Ok(x)
     }
 
     /// The output projection's weight (vocab, hidden): the embedding when tied.

@@ -470,3 +470,61 @@ fn cached_decoding_equals_the_full_forward() {
         }
     }
 }
+
+/// `train_only` freezes everything it is not told to keep: after a step only the selected
+/// tensor differs from before, the gradient norm covers it alone, and selecting nothing or
+/// a frozen model are errors.
+#[test]
+fn train_only_updates_the_selected_parameters_and_nothing_else() {
+    let cfg = tiny_config(Arch::Llama);
+    let mut model = CausalLm::init(cfg.clone(), 7, &Device::Cpu, true).unwrap();
+    let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let before: Vec<(String, Vec<f32>)> = model.state().iter().map(|(n, t)| (n.clone(), flat(t))).collect();
+    let keep = "model.layers.0.mlp.down_proj.weight";
+    assert_eq!(model.train_only(|n| n == keep).unwrap(), vec![keep.to_string()]);
+    assert_eq!(model.vars().len(), 1);
+    let tok = tok_for(&cfg);
+    let batch = batch_for(&model, &tok, &["the cat sat.", "a dog ran far away"]);
+    let mut tr = Trainer::new(&model, TrainConfig { lr: 1e-2, warmup_steps: Some(0), ..Default::default() }, 10).unwrap();
+    let (grads, _) = tr.gradients(&NextToken, &[Step { primary: &batch, secondary: None }]).unwrap();
+    let norm = grads[0].sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap().sqrt() as f64;
+    let stats = tr.step(&NextToken, &[Step { primary: &batch, secondary: None }]).unwrap();
+    assert!((stats.grad_norm - norm).abs() <= 1e-5 * norm, "gradient norm {} is not the kept tensor's {norm}", stats.grad_norm);
+    for (name, old) in &before {
+        let now = flat(&model.state()[name]);
+        let same = old.iter().zip(&now).all(|(a, b)| a.to_bits() == b.to_bits());
+        assert_eq!(same, name != keep, "{name}: changed = {}", !same);
+    }
+    assert!(model.train_only(|_| false).unwrap_err().to_string().contains("no parameter selected"));
+    let mut frozen = CausalLm::init(cfg, 7, &Device::Cpu, false).unwrap();
+    assert!(frozen.train_only(|_| true).is_err());
+}
+
+/// The residual stream after 0 blocks is the embedding lookup; after every block, with the
+/// final norm applied, it is `hidden`; past the last block it is an error.
+#[test]
+fn residual_stream_runs_from_the_embeddings_to_the_final_norm() {
+    for arch in ARCHS {
+        let cfg = tiny_config(arch);
+        let model = CausalLm::init(cfg.clone(), 3, &Device::Cpu, false).unwrap();
+        let tok = tok_for(&cfg);
+        let batch = batch_for(&model, &tok, &["the cat sat.", "a dog ran far away"]);
+        let att = Some(&batch.attention);
+        let emb = model.state()["model.embed_tokens.weight"].to_vec2::<f32>().unwrap();
+        let x0 = model.residual_stream(&batch.inputs, att, 0).unwrap().to_vec3::<f32>().unwrap();
+        for (row, ids) in x0.iter().zip(batch.inputs.to_vec2::<u32>().unwrap()) {
+            for (x, id) in row.iter().zip(ids) {
+                assert_eq!(x, &emb[id as usize], "{arch:?}: stream 0 is not the embedding of {id}");
+            }
+        }
+        let l = cfg.num_hidden_layers;
+        let last = model.residual_stream(&batch.inputs, att, l).unwrap();
+        let normed = lm::model::rms_norm(&last, &model.state()["model.norm.weight"], cfg.rms_norm_eps).unwrap();
+        let hidden = model.hidden(&batch.inputs, att).unwrap();
+        let d = (normed - hidden).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert_eq!(d, 0.0, "{arch:?}");
+        let mid = model.residual_stream(&batch.inputs, att, 1).unwrap();
+        assert!((&mid - &last).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap() > 1e-3, "{arch:?}: blocks change the stream");
+        assert!(model.residual_stream(&batch.inputs, att, l + 1).is_err());
+    }
+}

@@ -6,7 +6,7 @@ use anyhow::{bail, Result};
 use unlearn::Unlearner;
 
 /// Every known method name, in the order reports list them.
-pub const KINDS: &[&str] = &["msa", "task_negation", "gradient_ascent", "gradient_difference", "npo", "simnpo"];
+pub const KINDS: &[&str] = &["msa", "task_negation", "gradient_ascent", "gradient_difference", "npo", "simnpo", "rmu"];
 
 /// Builds the method `kind` from its parameter table (unknown fields are errors).
 pub fn build(kind: &str, params: &toml::Table) -> Result<Box<dyn Unlearner>> {
@@ -17,6 +17,7 @@ pub fn build(kind: &str, params: &toml::Table) -> Result<Box<dyn Unlearner>> {
         "gradient_difference" => Box::new(grad_ascent::GradientDifference::from_params(params)?),
         "npo" => Box::new(npo::Npo::from_params(params)?),
         "simnpo" => Box::new(npo::SimNpo::from_params(params)?),
+        "rmu" => Box::new(rmu::Rmu::from_params(params)?),
         _ => bail!("{}", unknown_kind(kind)),
     })
 }

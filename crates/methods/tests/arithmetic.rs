@@ -192,6 +192,11 @@ fn bad_coefficients_name_the_method_and_field() {
         ("npo", "beta = 0.0", "beta"),
         ("simnpo", "gamma = -1.0", "gamma"),
         ("msa", "lr = -1e-3", "lr"),
+        ("rmu", "alpha = -1.0", "alpha"),
+        ("rmu", "steering_coeff = 0.0", "steering_coeff"),
+        ("rmu", "update_layers = 0", "update_layers"),
+        ("rmu", "depth = 1.5", "depth"),
+        ("rmu", "depth = 0.5\nlayer = 1", "depth"),
     ] {
         let e = build_err(kind, params);
         assert!(e.contains(&format!("method {kind}")) && e.contains(field), "{kind} {params}: {e}");
@@ -211,7 +216,7 @@ fn an_empty_forget_set_is_an_error_and_leaves_nothing() {
         })
         .collect();
     let retain = facts(2..8);
-    for kind in ["msa", "task_negation", "gradient_ascent", "gradient_difference", "npo", "simnpo"] {
+    for kind in ["msa", "task_negation", "gradient_ascent", "gradient_difference", "npo", "simnpo", "rmu"] {
         let out = s.dir.path().join(format!("out_{kind}"));
         std::fs::create_dir_all(&out).unwrap(); // a stale result must not survive a failed run
         let cache = s.dir.path().join("cache");
@@ -228,8 +233,8 @@ fn registry_suggests_and_rejects_unknown_fields() {
     assert!(e.contains("did you mean \"npo\"") && e.contains("gradient_difference"), "{e}");
     let e = build_err("gradient_acsent", "");
     assert!(e.contains("did you mean \"gradient_ascent\""), "{e}");
-    let e = build_err("rmu", "");
-    assert!(!e.contains("did you mean") && e.contains("known methods: msa, task_negation"), "{e}");
+    let e = build_err("wmdp", "");
+    assert!(!e.contains("did you mean") && e.contains("known methods: msa, task_negation") && e.contains("rmu"), "{e}");
     let e = build_err("msa", "alpah = 1.0");
     assert!(e.contains("method msa") && e.contains("alpah"), "{e}");
     let e = build_err("npo", "beta = \"big\"");

@@ -12,6 +12,7 @@ use lm::testing::tiny_config;
 use lm::train::{collate, sequence_logprobs, Batch, Example, Objective, Step, TrainConfig, Trainer};
 use lm::CausalLm;
 use npo::{log_sigmoid, reference_logprobs, NpoLoss, SimNpoLoss};
+use rmu::{random_direction, RmuLoss};
 
 fn model(seed: u64) -> CausalLm {
     CausalLm::init(tiny_config(Arch::Llama), seed, &Device::Cpu, true).unwrap()
@@ -196,4 +197,64 @@ fn npo_gradient_tends_to_scaled_gradient_ascent_as_beta_goes_to_zero() {
     let bound = 1e-4 * rmax / 2.0 * 1.5 + 2e-4;
     assert!(small < bound, "β = 1e-4: NPO's gradient differs from (T/N)·GA's by {small} (relative), bound {bound}");
     assert!(large > 1e-2, "β = 1: the gradients should differ clearly, got {large}");
+}
+
+/// RMU's loss against a hand computation in f64 from the layer-ℓ activations: the forget
+/// term's squared distance to c·u and the retain term's to the reference's activations,
+/// both averaged over the non-padding tokens and the features.
+#[test]
+fn rmu_loss_matches_a_hand_computation() {
+    let (m, r) = (model(1), model(2));
+    let (fb, rb) = (batch(&forget(), vec![0, 1, 2]), batch(&retain(), vec![0, 1, 2, 3]));
+    let h = m.cfg.hidden_size;
+    let u = random_direction(h, 5);
+    let norm: f64 = u.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
+    assert!((norm - 1.0).abs() < 1e-6 && u.iter().all(|&x| x >= 0.0), "u is a unit vector in the positive orthant");
+    assert_ne!(u, random_direction(h, 6), "u depends on the seed");
+    let (c, alpha, layer) = (3.0f64, 400.0, 0usize);
+    let acts = |model: &CausalLm, b: &Batch| model.residual_stream(&b.inputs, Some(&b.attention), layer + 1).unwrap().to_vec3::<f32>().unwrap();
+    let mse = |a: &Vec<Vec<Vec<f32>>>, target: &dyn Fn(usize, usize, usize) -> f64, att: &Tensor| {
+        let att = att.to_vec2::<f32>().unwrap();
+        let (mut num, mut n) = (0f64, 0f64);
+        for b in 0..att.len() {
+            for t in 0..att[b].len() {
+                if att[b][t] == 0.0 {
+                    continue;
+                }
+                num += (0..h).map(|j| (a[b][t][j] as f64 - target(b, t, j)).powi(2)).sum::<f64>();
+                n += 1.0;
+            }
+        }
+        num / (n * h as f64)
+    };
+    let af = acts(&m, &fb);
+    let forget_term = mse(&af, &|_, _, j| c * u[j] as f64, &fb.attention);
+    let (ar, aref) = (acts(&m, &rb), acts(&r, &rb));
+    let retain_term = mse(&ar, &|b, t, j| aref[b][t][j] as f64, &rb.attention);
+    assert!(retain_term > 1e-4, "the two models must differ: {retain_term}");
+    let control = (Tensor::from_vec(u.clone(), h, &Device::Cpu).unwrap() * c).unwrap();
+    let loss = RmuLoss { layer, control: control.clone(), alpha, reference: model(2) };
+    let got = scalar(loss.loss(&m, &Step { primary: &fb, secondary: Some(&rb) }).unwrap());
+    close(got, forget_term + alpha * retain_term, "RMU");
+    // α = 0: the forget term alone, no retain batch needed
+    let alone = RmuLoss { layer, control, alpha: 0.0, reference: model(2) };
+    close(scalar(alone.loss(&m, &Step { primary: &fb, secondary: None }).unwrap()), forget_term, "RMU forget term");
+    assert!(loss.loss(&m, &Step { primary: &fb, secondary: None }).is_err(), "α > 0 without a retain batch is an error");
+}
+
+/// Which block RMU steers and which tensors it trains: `depth` scales with the model
+/// (WMDP's block 7 of 32 is depth 0.22), the default is a third of the depth, the trained
+/// blocks end at ℓ and stop at block 0.
+#[test]
+fn rmu_plan_resolves_the_layer_and_the_trained_tensors() {
+    let names: Vec<String> = (0..32).map(|l| format!("model.layers.{l}.mlp.down_proj.weight")).collect();
+    let names: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
+    let plan = |params: &str, layers: usize| rmu::Rmu::from_params(&params.parse().unwrap()).unwrap().plan(layers, &names).unwrap();
+    let down = |ls: &[usize]| ls.iter().map(|l| format!("model.layers.{l}.mlp.down_proj.weight")).collect::<Vec<_>>();
+    assert_eq!(plan("depth = 0.22", 32), (7, down(&[5, 6, 7])));
+    assert_eq!(plan("depth = 0.22", 2), (0, down(&[0])));
+    assert_eq!(plan("", 4), (1, down(&[0, 1])));
+    assert_eq!(plan("layer = 3\nupdate_layers = 1", 4), (3, down(&[3])));
+    let e = rmu::Rmu::from_params(&"layer = 4".parse().unwrap()).unwrap().plan(4, &names).unwrap_err().to_string();
+    assert!(e.contains("layer = 4") && e.contains("4 blocks"), "{e}");
 }

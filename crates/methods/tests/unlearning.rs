@@ -54,6 +54,58 @@ fn gradient_methods_forget_and_gradient_difference_keeps_retain() {
     }
 }
 
+/// RMU from the registry: only the down projections of the blocks up to ℓ change (every
+/// other tensor is θ_D's, bit for bit), the forget activations at ℓ move towards c·u, the
+/// retain activations stay near θ_D's, and the forget answers become unlikely.
+#[test]
+fn rmu_misdirects_forget_activations_and_trains_only_its_layers() {
+    let dir = tempfile::tempdir().unwrap();
+    let theta_d = trained_world(dir.path());
+    let (forget, retain) = (facts(0..2), facts(2..8));
+    let m = methods::build("rmu", &table("lr = 1e-2\nepochs = 60\nlayer = 1\nupdate_layers = 2\nsteering_coeff = 5.0\nalpha = 10.0")).unwrap();
+    let out = dir.path().join("out_rmu");
+    let cache = dir.path().join("cache");
+    let rep = m.run(&ctx(&theta_d, &[], &forget, &retain, &cache, &out)).unwrap();
+    let trained = ["model.layers.0.mlp.down_proj.weight", "model.layers.1.mlp.down_proj.weight"];
+    assert_eq!(rep.notes["trained"], serde_json::json!(trained));
+    let (before, after) = (tensors(&theta_d), tensors(&out));
+    for (name, t) in &before {
+        let same = flat(t).iter().zip(flat(&after[name])).all(|(a, b)| a.to_bits() == b.to_bits());
+        assert_eq!(same, !trained.contains(&name.as_str()), "{name}: changed = {}", !same);
+    }
+    // activations at ℓ = 1, distance to c·u (forget) and to θ_D (retain), per token and feature
+    let load = |d: &std::path::Path| lm::CausalLm::load(d, &candle_core::Device::Cpu, false).unwrap();
+    let (m0, m1) = (load(&theta_d), load(&out));
+    let acts = |m: &lm::CausalLm, ex: &[lm::train::Example]| {
+        let refs: Vec<&lm::train::Example> = ex.iter().collect();
+        let b = lm::train::collate(&refs, (0..ex.len()).collect(), tok().pad, &candle_core::Device::Cpu).unwrap();
+        (m.residual_stream(&b.inputs, Some(&b.attention), 2).unwrap(), b.attention)
+    };
+    let u = rmu::random_direction(m0.cfg.hidden_size, 7); // ctx's seed
+    let control = (candle_core::Tensor::from_vec(u, m0.cfg.hidden_size, &candle_core::Device::Cpu).unwrap() * 5.0).unwrap();
+    let dist = |a: &candle_core::Tensor, target: &candle_core::Tensor, att: &candle_core::Tensor| {
+        rmu::masked_mse(a, target, att).unwrap().to_scalar::<f32>().unwrap() as f64
+    };
+    let ((f0, fa), (f1, _)) = (acts(&m0, &forget), acts(&m1, &forget));
+    let (d0, d1) = (dist(&f0, &control, &fa), dist(&f1, &control, &fa));
+    let ((r0, ra), (r1, _)) = (acts(&m0, &retain), acts(&m1, &retain));
+    let drift = dist(&r1, &r0, &ra);
+    let (n0, n1) = (mean_nll(&theta_d, &forget), mean_nll(&out, &forget));
+    let (k0, k1) = (mean_nll(&theta_d, &retain), mean_nll(&out, &retain));
+    eprintln!("rmu: forget distance to c·u {d0:.3} -> {d1:.3}, retain drift {drift:.4}, forget NLL {n0:.3} -> {n1:.3}, retain NLL {k0:.3} -> {k1:.3}");
+    assert!(k1 < k0 + 0.5, "retain NLL went {k0} -> {k1}");
+    assert!(d1 < 0.5 * d0, "forget activations did not move towards c·u: {d0} -> {d1}");
+    assert!(drift < 0.05 * d0, "retain activations drifted by {drift} (forget distance was {d0})");
+    assert!(n1 > n0 + 1.0, "forget NLL only went {n0} -> {n1}");
+    // what does not fit the model is an error naming it
+    let bad = methods::build("rmu", &table("layer = 9")).unwrap();
+    let e = format!("{:#}", bad.run(&ctx(&theta_d, &[], &forget, &retain, &cache, &dir.path().join("bad"))).unwrap_err());
+    assert!(e.contains("layer = 9") && e.contains("blocks"), "{e}");
+    let bad = methods::build("rmu", &table("params = [\"mlp.nope.weight\"]")).unwrap();
+    let e = format!("{:#}", bad.run(&ctx(&theta_d, &[], &forget, &retain, &cache, &dir.path().join("bad"))).unwrap_err());
+    assert!(e.contains("mlp.nope.weight"), "{e}");
+}
+
 #[test]
 fn a_diverging_run_names_the_method_and_step_and_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();

@@ -24,7 +24,7 @@ pub const KNOWN_WORLD_KINDS: &[&str] = &["facts", "truthfulqa-corruption", "toxi
 
 /// Unlearning method kinds (issue 4).
 pub const KNOWN_METHOD_KINDS: &[&str] =
-    &["msa", "task_negation", "gradient_ascent", "gradient_difference", "npo", "simnpo"];
+    &["msa", "task_negation", "gradient_ascent", "gradient_difference", "npo", "simnpo", "rmu"];
 
 /// Hyperparameters each method kind accepts besides the [`TRAIN_KEYS`] (which every method may
 /// override). Must match the parameter structs of the method crates (a test checks it).
@@ -36,6 +36,8 @@ pub const KNOWN_METHOD_PARAMS: &[(&str, &[&str])] = &[
     ("gradient_difference", &["lambda", "retain_loss"]),
     ("npo", &["beta", "lambda"]),
     ("simnpo", &["beta", "gamma", "lambda"]),
+    // steer block `layer`'s output on forget text to steering_coeff·u, keep retain activations (weight alpha)
+    ("rmu", &["layer", "depth", "update_layers", "params", "steering_coeff", "alpha"]),
 ];
 
 /// Metric names (issue 5; lm-evaluation-harness names where they exist): `evals`' registry

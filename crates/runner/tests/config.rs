@@ -77,8 +77,8 @@ fn tiny_config_has_the_documented_contents() {
     assert_eq!(msa.grid["alpha"].len(), 3);
     assert_eq!(msa.grid["beta"].len(), 2);
     assert_eq!(msa.grid["checkpoint"].len(), 2);
-    // 1 model × 1 seed: final + retrain + msa 12 + task_negation and 4 more single-point methods.
-    assert_eq!(expand(&sweep).len(), 2 + 12 + 1 + 4);
+    // 1 model × 1 seed: final + retrain + msa 12 + task_negation and 5 more single-point methods.
+    assert_eq!(expand(&sweep).len(), 2 + 12 + 1 + 5);
 }
 
 #[test]

@@ -150,6 +150,19 @@ pub fn train_gradient_method(
     use_retain: bool,
     train_cfg: &TrainConfig,
 ) -> Result<RunReport> {
+    train_gradient_method_on(method, ctx, objective, use_retain, train_cfg, &|_| true)
+}
+
+/// [`train_gradient_method`] training only the parameters whose names `trainable` accepts
+/// (the rest of θ_D stays as it is, bit for bit); see [`lm::CausalLm::train_only`].
+pub fn train_gradient_method_on(
+    method: &str,
+    ctx: &Context,
+    objective: &dyn Objective,
+    use_retain: bool,
+    train_cfg: &TrainConfig,
+    trainable: &dyn Fn(&str) -> bool,
+) -> Result<RunReport> {
     let run = || -> Result<RunReport> {
         clear_out(ctx.out)?;
         check_has_targets(method, "forget", ctx.forget)?;
@@ -159,7 +172,8 @@ pub fn train_gradient_method(
         let mut cfg = train_cfg.clone();
         cfg.seed = ctx.seed;
         let t0 = Instant::now();
-        let model = CausalLm::load(ctx.final_model, ctx.device, true)?;
+        let mut model = CausalLm::load(ctx.final_model, ctx.device, true)?;
+        model.train_only(trainable)?;
         let load_s = t0.elapsed().as_secs_f64();
         let mut cb = |step: usize, total: usize, loss: f64| {
             if let Some(p) = ctx.progress {
