@@ -17,14 +17,15 @@
 //! gradients in place, and hands candle three gradients: the stream's and two flat weight
 //! packs (which candle splits back into the nine parameters):
 //!
-//! - attention pack: n₁ (h) | Wq | Wk | Wv (rows stacked: the packed q|k|v projection) | Wo,
+//! - attention pack: n₁ (h) | Wq | Wk | Wv (rows stacked: the packed q|k|v projection) | Wo
+//!   [| bq | bk | bv when the q/k/v projections have biases, as in Qwen2],
 //! - MLP pack: n₂ (h) | Wg | Wu (rows stacked: the packed gate|up projection) | Wd.
 //!
 //! The activations the backward needs (the normalised inputs, q|k|v, the attention's rotated
 //! q/k and probabilities, its output, the mid-block stream, gate|up and the SwiGLU output)
 //! are kept from the forward, and only when a gradient can flow (for scoring nothing is
-//! kept). Biases and OLMo-2's norm placement are not covered: those models take the
-//! separate operations. Results do not depend on the number of threads.
+//! kept). An output-projection bias and OLMo-2's norm placement are not covered: those
+//! models take the separate operations. Results do not depend on the number of threads.
 
 use crate::attention::{check_layout, Attention, Heads, Saved as AttnSaved};
 use crate::fused::{self, linear_bwd_into, linear_fwd, linear_into, output_buffer, rms_norm_rows, rms_norm_rows_bwd, silu_mul_packed_rows, silu_mul_packed_rows_bwd, slice, with_data};
@@ -45,15 +46,19 @@ pub struct BlockWeights<'a> {
     pub gate: &'a Tensor,
     pub up: &'a Tensor,
     pub down: &'a Tensor,
+    /// The q, k and v projections' biases (Qwen2), or none.
+    pub qkv_bias: Option<[&'a Tensor; 3]>,
 }
 
 /// Whether [`llama_block`] runs fused for these tensors (f32 on the CPU, fused kernels
 /// enabled); elsewhere the caller composes the block from separate operations.
 pub fn applies(x: &Tensor, w: &BlockWeights) -> bool {
-    fused::is_fast(&[x, w.attn_norm, w.q, w.k, w.v, w.o, w.mlp_norm, w.gate, w.up, w.down])
+    let biases = w.qkv_bias.map(|b| b.to_vec()).unwrap_or_default();
+    fused::is_fast(&[x, w.attn_norm, w.q, w.k, w.v, w.o, w.mlp_norm, w.gate, w.up, w.down]) && fused::is_fast(&biases)
 }
 
-/// One pre-norm Llama block (no biases) on the CPU in f32: see the module documentation.
+/// One pre-norm Llama block (q/k/v biases optional, as in Qwen2) on the CPU in f32: see the
+/// module documentation.
 ///
 /// `x`: (b, t, h). `cos`/`sin`: (t, heads.dim) rotary tables; `bias`: (b or 1, 1, t, t)
 /// additive attention bias (causal, padded keys), as for [`crate::attention::causal_attention`].
@@ -80,6 +85,13 @@ pub fn llama_block(x: &Tensor, w: &BlockWeights, heads: Heads, cos: &Tensor, sin
             bail!("llama_block: {name} weight is {:?}, expected {dims:?} for hidden size {h} and {heads:?}", tensor.dims());
         }
     }
+    if let Some(bs) = &w.qkv_bias {
+        for (name, b, n) in [("q_proj", bs[0], qd), ("k_proj", bs[1], kvd), ("v_proj", bs[2], kvd)] {
+            if b.dims() != [n] {
+                bail!("llama_block: {name} bias is {:?}, expected [{n}]", b.dims());
+            }
+        }
+    }
     if !applies(x, w) {
         bail!("llama_block: runs on f32 CPU tensors only (check `block::applies` first)");
     }
@@ -87,11 +99,14 @@ pub fn llama_block(x: &Tensor, w: &BlockWeights, heads: Heads, cos: &Tensor, sin
         let flat = ts.iter().map(|t| t.flatten_all()).collect::<candle_core::Result<Vec<_>>>()?;
         Ok(Tensor::cat(&flat, 0)?)
     };
-    let wa = pack(&[w.attn_norm, w.q, w.k, w.v, w.o])?;
+    let mut attn_parts = vec![w.attn_norm, w.q, w.k, w.v, w.o];
+    attn_parts.extend(w.qkv_bias.iter().flatten());
+    let wa = pack(&attn_parts)?;
     let wm = pack(&[w.mlp_norm, w.gate, w.up, w.down])?;
     let keep = x.track_op() || wa.track_op() || wm.track_op();
     let scale = 1.0 / (heads.dim as f64).sqrt();
-    let op = Block { h, f, heads, eps: eps as f32, attn: Attention::new(heads, cos, sin, bias, scale)?, keep, saved: Mutex::new(None) };
+    let attn = Attention::new(heads, cos, sin, bias, scale)?;
+    let op = Block { h, f, heads, eps: eps as f32, attn, qkv_bias: w.qkv_bias.is_some(), keep, saved: Mutex::new(None) };
     Ok(x.contiguous()?.apply_op3(&wa, &wm, op)?)
 }
 
@@ -101,6 +116,8 @@ struct Block {
     heads: Heads,
     eps: f32,
     attn: Attention,
+    /// Whether the attention pack ends with the q/k/v biases.
+    qkv_bias: bool,
     /// Whether to keep the activations for a backward pass.
     keep: bool,
     saved: Mutex<Option<Saved>>,
@@ -123,6 +140,8 @@ struct Parts<'a> {
     n1: &'a [f32],
     wqkv: &'a [f32],
     wo: &'a [f32],
+    /// Empty without biases.
+    bqkv: &'a [f32],
     n2: &'a [f32],
     wgu: &'a [f32],
     wd: &'a [f32],
@@ -133,8 +152,16 @@ impl Block {
         (self.heads.q + 2 * self.heads.kv) * self.heads.dim
     }
 
+    fn bias_len(&self) -> usize {
+        if self.qkv_bias {
+            self.width()
+        } else {
+            0
+        }
+    }
+
     fn attn_pack_len(&self) -> usize {
-        self.h + self.width() * self.h + self.h * self.heads.q * self.heads.dim
+        self.h + self.width() * self.h + self.h * self.heads.q * self.heads.dim + self.bias_len()
     }
 
     fn mlp_pack_len(&self) -> usize {
@@ -153,10 +180,11 @@ impl Block {
         }
         let h = self.h;
         let (n1, rest) = wa.split_at(h);
-        let (wqkv, wo) = rest.split_at(self.width() * h);
+        let (wqkv, rest) = rest.split_at(self.width() * h);
+        let (wo, bqkv) = rest.split_at(rest.len() - self.bias_len());
         let (n2, rest) = wm.split_at(h);
         let (wgu, wd) = rest.split_at(2 * self.f * h);
-        Ok(Parts { n1, wqkv, wo, n2, wgu, wd })
+        Ok(Parts { n1, wqkv, wo, bqkv, n2, wgu, wd })
     }
 }
 
@@ -175,7 +203,10 @@ impl CustomOp3 for Block {
         let (b, t, h) = l1.shape().dims3()?;
         let (m, f, qd) = (b * t, self.f, self.heads.q * self.heads.dim);
         let hn1 = rms_norm_rows(x, p.n1, self.eps);
-        let qkv = linear_fwd(&hn1, p.wqkv, m, h, self.width());
+        let mut qkv = linear_fwd(&hn1, p.wqkv, m, h, self.width());
+        if self.qkv_bias {
+            add_rows(&mut qkv, p.bqkv);
+        }
         let (ao, attn) = self.attn.forward(&qkv, b, t)?;
         let mut mid = x.to_vec();
         linear_into(&ao, p.wo, m, qd, h, &mut mid, true);
@@ -203,7 +234,8 @@ impl CustomOp3 for Block {
                         let p = self.parts(wa, wm)?;
                         let (mut dwa, mut dwm) = (output_buffer(wa.len()), output_buffer(wm.len()));
                         let (dn1, rest) = dwa.split_at_mut(h);
-                        let (dwqkv, dwo) = rest.split_at_mut(wdt * h);
+                        let (dwqkv, rest) = rest.split_at_mut(wdt * h);
+                        let (dwo, dbqkv) = rest.split_at_mut(rest.len() - self.bias_len());
                         let (dn2, rest) = dwm.split_at_mut(h);
                         let (dwgu, dwd) = rest.split_at_mut(2 * f * h);
                         // MLP: out = mid + act·Wdᵀ
@@ -222,6 +254,9 @@ impl CustomOp3 for Block {
                         linear_bwd_into(&s.ao, p.wo, &d_mid, m, qd, h, &mut d_ao, dwo);
                         let d_qkv = self.attn.backward(&s.qkv, &s.attn, &d_ao, b, t);
                         drop(d_ao);
+                        if self.qkv_bias {
+                            column_sums(&d_qkv, dbqkv);
+                        }
                         let mut d_hn1 = output_buffer(m * h);
                         linear_bwd_into(&s.hn1, p.wqkv, &d_qkv, m, h, wdt, &mut d_hn1, dwqkv);
                         drop(d_qkv);
@@ -237,5 +272,22 @@ impl CustomOp3 for Block {
             Some(Tensor::from_vec(dwa, wa.shape(), wa.device())?),
             Some(Tensor::from_vec(dwm, wm.shape(), wm.device())?),
         ))
+    }
+}
+
+/// Adds `b` to every row of `x` (rows of `b.len()` values), over the pool.
+fn add_rows(x: &mut [f32], b: &[f32]) {
+    fused::par_rows(x, b.len(), |_, rows| {
+        for row in rows.chunks_mut(b.len()) {
+            row.iter_mut().zip(b).for_each(|(v, &bv)| *v += bv);
+        }
+    });
+}
+
+/// `out` ← the sums of the columns of `x` (rows of `out.len()` values), rows added in order.
+fn column_sums(x: &[f32], out: &mut [f32]) {
+    out.fill(0.0);
+    for row in x.chunks(out.len()) {
+        out.iter_mut().zip(row).for_each(|(o, &v)| *o += v);
     }
 }

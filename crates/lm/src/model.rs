@@ -204,7 +204,12 @@ impl CausalLm {
         let w = |n: &str| self.w(&format!("{p}.{n}"));
         match self.arch {
             Arch::Llama | Arch::Qwen2 => {
-                if cache.is_none() && !self.cfg.qkv_bias() && !self.cfg.o_bias() {
+                if cache.is_none() && !self.cfg.o_bias() {
+                    let qkv_bias = if self.cfg.qkv_bias() {
+                        Some([w("self_attn.q_proj.bias")?, w("self_attn.k_proj.bias")?, w("self_attn.v_proj.bias")?])
+                    } else {
+                        None
+                    };
                     let bw = BlockWeights {
                         attn_norm: w("input_layernorm.weight")?,
                         q: w("self_attn.q_proj.weight")?,
@@ -215,6 +220,7 @@ impl CausalLm {
                         gate: w("mlp.gate_proj.weight")?,
                         up: w("mlp.up_proj.weight")?,
                         down: w("mlp.down_proj.weight")?,
+                        qkv_bias,
                     };
                     if block::applies(x, &bw) {
                         let heads = Heads { q: self.cfg.num_attention_heads, kv: self.cfg.num_kv_heads(), dim: self.cfg.head_dim() };

@@ -233,9 +233,10 @@ fn causal_attention_matches_composition() {
 
 /// The fused Llama block (norms, packed q|k|v, attention, output projection, residuals,
 /// packed SwiGLU) against the block composed from candle's primitives: values and the
-/// gradients of the stream and all nine weights, with multi-head and grouped-query heads and
-/// a per-sequence (padding) or shared mask. Then: without any variable no activations are
-/// kept and the values are the same; weights of the wrong shape are errors naming them.
+/// gradients of the stream and all nine weights (twelve with Qwen2's q/k/v biases), with
+/// multi-head and grouped-query heads and a per-sequence (padding) or shared mask. Then:
+/// without any variable no activations are kept and the values are the same; weights of the
+/// wrong shape and unusable head layouts are errors naming them.
 #[test]
 fn llama_block_matches_composition() {
     use lm::attention::{causal_attention_composed, Heads};
@@ -247,54 +248,80 @@ fn llama_block_matches_composition() {
     let padded = causal_bias(b, t, 2);
     let shared = padded.narrow(0, 0, 1).unwrap().contiguous().unwrap();
     let eps = 1e-5;
-    for heads in [Heads { q: 4, kv: 4, dim: d }, Heads { q: 4, kv: 2, dim: d }] {
+    fn weights(w: &[Tensor], biased: bool) -> BlockWeights<'_> {
+        BlockWeights {
+            attn_norm: &w[0],
+            q: &w[1],
+            k: &w[2],
+            v: &w[3],
+            o: &w[4],
+            mlp_norm: &w[5],
+            gate: &w[6],
+            up: &w[7],
+            down: &w[8],
+            qkv_bias: if biased { Some([&w[9], &w[10], &w[11]]) } else { None },
+        }
+    }
+    for (heads, biased) in [(Heads { q: 4, kv: 4, dim: d }, false), (Heads { q: 4, kv: 2, dim: d }, false), (Heads { q: 4, kv: 2, dim: d }, true)] {
         let (qd, kvd) = (heads.q * d, heads.kv * d);
-        let shapes: [&[usize]; 10] = [&[b, t, h], &[h], &[qd, h], &[kvd, h], &[kvd, h], &[h, qd], &[h], &[f, h], &[f, h], &[h, f]];
+        let mut shapes: Vec<Vec<usize>> =
+            vec![vec![b, t, h], vec![h], vec![qd, h], vec![kvd, h], vec![kvd, h], vec![h, qd], vec![h], vec![f, h], vec![f, h], vec![h, f]];
+        if biased {
+            shapes.extend([vec![qd], vec![kvd], vec![kvd]]);
+        }
         let inputs: Vec<Tensor> = shapes
             .iter()
             .enumerate()
             .map(|(i, s)| {
                 let r = rand(s, 40 + i as u64);
-                // norms around 1, projections ~ 1/sqrt(fan-in)
-                if s.len() == 1 { r.affine(0.3, 1.0).unwrap() } else if i == 0 { r } else { (r * (2.0 / (s[1] as f64).sqrt())).unwrap() }
+                // norms around 1, biases and projections ~ 1/sqrt(fan-in)
+                match (i, s.len()) {
+                    (0, _) => r,
+                    (1 | 6, _) => r.affine(0.3, 1.0).unwrap(),
+                    (_, 1) => (r * 0.3).unwrap(),
+                    _ => (r * (2.0 / (s[1] as f64).sqrt())).unwrap(),
+                }
             })
             .collect();
         for bias in [padded.clone(), shared.clone()] {
-            let weights = |x: &[Tensor]| -> (Tensor, Vec<Tensor>) { (x[0].clone(), x[1..].to_vec()) };
             let (c, s, m) = (cos.clone(), sin.clone(), bias.clone());
-            let fast = move |x: &[Tensor]| {
-                let (x, w) = weights(x);
-                let bw = BlockWeights { attn_norm: &w[0], q: &w[1], k: &w[2], v: &w[3], o: &w[4], mlp_norm: &w[5], gate: &w[6], up: &w[7], down: &w[8] };
-                llama_block(&x, &bw, heads, &c, &s, &m, eps).unwrap()
-            };
+            let fast = move |x: &[Tensor]| llama_block(&x[0], &weights(&x[1..], biased), heads, &c, &s, &m, eps).unwrap();
             let (c, s, m) = (cos.clone(), sin.clone(), bias.clone());
             let reference = move |x: &[Tensor]| {
-                let (x, w) = weights(x);
-                let hn = fused::rms_norm_composed(&x, &w[0], eps).unwrap();
+                let w = &x[1..];
+                let hn = fused::rms_norm_composed(&x[0], &w[0], eps).unwrap();
                 let wqkv = Tensor::cat(&[&w[1], &w[2], &w[3]], 0).unwrap();
-                let qkv = fused::linear_composed(&hn, &wqkv).unwrap();
+                let mut qkv = fused::linear_composed(&hn, &wqkv).unwrap();
+                if biased {
+                    qkv = qkv.broadcast_add(&Tensor::cat(&[&w[9], &w[10], &w[11]], 0).unwrap()).unwrap();
+                }
                 let ao = causal_attention_composed(&qkv, heads, &c, &s, &m, 1.0 / (d as f64).sqrt()).unwrap();
-                let a = (&x + fused::linear_composed(&ao, &w[4]).unwrap()).unwrap();
+                let a = (&x[0] + fused::linear_composed(&ao, &w[4]).unwrap()).unwrap();
                 let hn2 = fused::rms_norm_composed(&a, &w[5], eps).unwrap();
                 let g = fused::linear_composed(&hn2, &w[6]).unwrap();
                 let u = fused::linear_composed(&hn2, &w[7]).unwrap();
                 let act = (g.silu().unwrap() * u).unwrap();
                 (&a + fused::linear_composed(&act, &w[8]).unwrap()).unwrap()
             };
-            check(&format!("llama_block {heads:?} mask {:?}", bias.dims()), &inputs, &fast, &reference, 2e-4);
+            check(&format!("llama_block {heads:?} biases {biased} mask {:?}", bias.dims()), &inputs, &fast, &reference, 2e-4);
             // plain tensors (nothing to differentiate): the same values
             let (yf, _) = grads(&inputs, 99, &fast);
             let plain = fast(&inputs);
             assert_eq!(max_diff(&plain, &yf), 0.0, "llama_block without variables computes different values");
         }
         let mut bad = inputs.clone();
-        bad[7] = rand(&[f + 1, h], 3);
-        let bw = BlockWeights { attn_norm: &bad[1], q: &bad[2], k: &bad[3], v: &bad[4], o: &bad[5], mlp_norm: &bad[6], gate: &bad[7], up: &bad[8], down: &bad[9] };
-        let err = llama_block(&bad[0], &bw, heads, &cos, &sin, &padded, eps).unwrap_err().to_string();
-        assert!(err.contains("up_proj") || err.contains("gate_proj"), "{err}");
+        bad[8] = rand(&[f + 1, h], 3);
+        let err = llama_block(&bad[0], &weights(&bad[1..], biased), heads, &cos, &sin, &padded, eps).unwrap_err().to_string();
+        assert!(err.contains("up_proj"), "{err}");
         let odd = Heads { q: 4, kv: 3, dim: d };
-        let err = llama_block(&bad[0], &bw, odd, &cos, &sin, &padded, eps).unwrap_err().to_string();
+        let err = llama_block(&inputs[0], &weights(&inputs[1..], biased), odd, &cos, &sin, &padded, eps).unwrap_err().to_string();
         assert!(err.contains("head layout"), "{err}");
+        if biased {
+            let mut bad = inputs.clone();
+            bad[11] = rand(&[kvd + 1], 3);
+            let err = llama_block(&bad[0], &weights(&bad[1..], true), heads, &cos, &sin, &padded, eps).unwrap_err().to_string();
+            assert!(err.contains("k_proj bias"), "{err}");
+        }
     }
 }
 
