@@ -31,7 +31,7 @@ use crate::attention::{check_layout, Attention, Heads, Saved as AttnSaved};
 use crate::fused::{self, linear_bwd_into, linear_fwd, linear_into, output_buffer, rms_norm_rows, rms_norm_rows_bwd, silu_mul_packed_rows, silu_mul_packed_rows_bwd, slice, with_data};
 use anyhow::{bail, Result};
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// The nine parameters of one Llama block (Hugging Face layout: a linear weight is
 /// (out features, in features)).
@@ -120,7 +120,9 @@ struct Block {
     qkv_bias: bool,
     /// Whether to keep the activations for a backward pass.
     keep: bool,
-    saved: Mutex<Option<Saved>>,
+    /// Kept (not taken) by the backward, so the same graph can be differentiated twice;
+    /// freed with the graph.
+    saved: Mutex<Option<Arc<Saved>>>,
 }
 
 /// The forward's activations, (b·t) rows each.
@@ -216,14 +218,14 @@ impl CustomOp3 for Block {
         let mut out = mid.clone();
         linear_into(&act, p.wd, m, f, h, &mut out, true);
         if self.keep {
-            *lock(&self.saved)? = Some(Saved { hn1, qkv, attn, ao, mid, hn2, gu, act });
+            *lock(&self.saved)? = Some(Arc::new(Saved { hn1, qkv, attn, ao, mid, hn2, gu, act }));
         }
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
     fn bwd(&self, x: &Tensor, wa: &Tensor, wm: &Tensor, _res: &Tensor, g: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let Some(s) = lock(&self.saved)?.take() else {
-            candle_core::bail!("llama block: backward without a saved forward (run it once per forward)");
+        let Some(s) = lock(&self.saved)?.clone() else {
+            candle_core::bail!("llama block: backward without a saved forward");
         };
         let (b, t, h) = x.dims3()?;
         let (m, f, qd, wdt) = (b * t, self.f, self.heads.q * self.heads.dim, self.width());

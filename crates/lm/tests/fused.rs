@@ -308,6 +308,14 @@ fn llama_block_matches_composition() {
             let (yf, _) = grads(&inputs, 99, &fast);
             let plain = fast(&inputs);
             assert_eq!(max_diff(&plain, &yf), 0.0, "llama_block without variables computes different values");
+            // one graph differentiated twice gives the same gradients
+            let vars: Vec<candle_core::Var> = inputs.iter().map(|t| candle_core::Var::from_tensor(t).unwrap()).collect();
+            let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+            let loss = fast(&ts).sqr().unwrap().sum_all().unwrap();
+            let (g1, g2) = (loss.backward().unwrap(), loss.backward().unwrap());
+            for t in &ts {
+                assert_eq!(max_diff(g1.get(t).unwrap(), g2.get(t).unwrap()), 0.0, "second backward differs");
+            }
         }
         let mut bad = inputs.clone();
         bad[8] = rand(&[f + 1, h], 3);

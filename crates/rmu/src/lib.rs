@@ -28,7 +28,8 @@
 //! α = 1200, lr 5e-5 (AdamW); c is relative to the scale of the model's activations, so
 //! small models need their own values (see [`DEFAULT_LR`]). Training goes through the shared
 //! loop ([`unlearn::train_gradient_method_on`]) with the forget batches as the primary data
-//! and a retain batch with each.
+//! and a retain batch with each, so the sweep's warm-up, decay and gradient clipping apply
+//! (the reference implementation steps AdamW at a constant rate).
 
 use anyhow::{bail, Result};
 use candle_core::{Tensor, D};
