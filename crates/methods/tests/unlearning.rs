@@ -66,6 +66,10 @@ fn rmu_misdirects_forget_activations_and_trains_only_its_layers() {
     let out = dir.path().join("out_rmu");
     let cache = dir.path().join("cache");
     let rep = m.run(&ctx(&theta_d, &[], &forget, &retain, &cache, &out)).unwrap();
+    // same config and seed: the same model, bit for bit
+    let again = dir.path().join("out_rmu_again");
+    m.run(&ctx(&theta_d, &[], &forget, &retain, &cache, &again)).unwrap();
+    assert_same_bits(&out, &again);
     let trained = ["model.layers.0.mlp.down_proj.weight", "model.layers.1.mlp.down_proj.weight"];
     assert_eq!(rep.notes["trained"], serde_json::json!(trained));
     let (before, after) = (tensors(&theta_d), tensors(&out));
