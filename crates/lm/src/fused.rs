@@ -15,7 +15,7 @@
 //! | [`linear`] | reshape, transpose, matmul, reshape | dx = g·w; dw = gᵀ·x |
 //!
 //! The whole causal attention is one such operation too: [`crate::attention`]; and for
-//! Llama and Qwen2 blocks, the whole block: [`crate::block`], built from the slice-level
+//! every block of Llama, Qwen2 and OLMo-2, the whole block: [`crate::block`], built from the slice-level
 //! kernels here (`rms_norm_rows`, `linear_into`, `linear_bwd_into`, `silu_mul_packed_rows`).
 //!
 //! Every function takes the fast path only for contiguous f32 CPU tensors and otherwise

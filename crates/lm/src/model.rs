@@ -202,31 +202,35 @@ impl CausalLm {
         let p = format!("model.layers.{l}");
         let eps = self.cfg.rms_norm_eps;
         let w = |n: &str| self.w(&format!("{p}.{n}"));
+        if cache.is_none() && !self.cfg.o_bias() {
+            // the whole block as one fused op (CPU, f32)
+            let olmo2 = self.arch == Arch::Olmo2;
+            let qkv_bias = if self.cfg.qkv_bias() {
+                Some([w("self_attn.q_proj.bias")?, w("self_attn.k_proj.bias")?, w("self_attn.v_proj.bias")?])
+            } else {
+                None
+            };
+            let olmo2_qk_norm = if olmo2 { Some([w("self_attn.q_norm.weight")?, w("self_attn.k_norm.weight")?]) } else { None };
+            let bw = BlockWeights {
+                attn_norm: w(if olmo2 { "post_attention_layernorm.weight" } else { "input_layernorm.weight" })?,
+                q: w("self_attn.q_proj.weight")?,
+                k: w("self_attn.k_proj.weight")?,
+                v: w("self_attn.v_proj.weight")?,
+                o: w("self_attn.o_proj.weight")?,
+                mlp_norm: w(if olmo2 { "post_feedforward_layernorm.weight" } else { "post_attention_layernorm.weight" })?,
+                gate: w("mlp.gate_proj.weight")?,
+                up: w("mlp.up_proj.weight")?,
+                down: w("mlp.down_proj.weight")?,
+                qkv_bias,
+                olmo2_qk_norm,
+            };
+            if block::applies(x, &bw) {
+                let heads = Heads { q: self.cfg.num_attention_heads, kv: self.cfg.num_kv_heads(), dim: self.cfg.head_dim() };
+                return block::llama_block(x, &bw, heads, cos, sin, mask, eps);
+            }
+        }
         match self.arch {
             Arch::Llama | Arch::Qwen2 => {
-                if cache.is_none() && !self.cfg.o_bias() {
-                    let qkv_bias = if self.cfg.qkv_bias() {
-                        Some([w("self_attn.q_proj.bias")?, w("self_attn.k_proj.bias")?, w("self_attn.v_proj.bias")?])
-                    } else {
-                        None
-                    };
-                    let bw = BlockWeights {
-                        attn_norm: w("input_layernorm.weight")?,
-                        q: w("self_attn.q_proj.weight")?,
-                        k: w("self_attn.k_proj.weight")?,
-                        v: w("self_attn.v_proj.weight")?,
-                        o: w("self_attn.o_proj.weight")?,
-                        mlp_norm: w("post_attention_layernorm.weight")?,
-                        gate: w("mlp.gate_proj.weight")?,
-                        up: w("mlp.up_proj.weight")?,
-                        down: w("mlp.down_proj.weight")?,
-                        qkv_bias,
-                    };
-                    if block::applies(x, &bw) {
-                        let heads = Heads { q: self.cfg.num_attention_heads, kv: self.cfg.num_kv_heads(), dim: self.cfg.head_dim() };
-                        return block::llama_block(x, &bw, heads, cos, sin, mask, eps);
-                    }
-                }
                 let hn = rms_norm(x, w("input_layernorm.weight")?, eps)?;
                 let x = (x + self.attention(&p, &hn, mask, cos, sin, cache)?)?;
                 let hn = rms_norm(&x, w("post_attention_layernorm.weight")?, eps)?;

@@ -248,7 +248,8 @@ fn llama_block_matches_composition() {
     let padded = causal_bias(b, t, 2);
     let shared = padded.narrow(0, 0, 1).unwrap().contiguous().unwrap();
     let eps = 1e-5;
-    fn weights(w: &[Tensor], biased: bool) -> BlockWeights<'_> {
+    fn weights(w: &[Tensor], biased: bool, olmo2: bool) -> BlockWeights<'_> {
+        let n = if biased { 12 } else { 9 };
         BlockWeights {
             attn_norm: &w[0],
             q: &w[1],
@@ -260,14 +261,20 @@ fn llama_block_matches_composition() {
             up: &w[7],
             down: &w[8],
             qkv_bias: if biased { Some([&w[9], &w[10], &w[11]]) } else { None },
+            olmo2_qk_norm: if olmo2 { Some([&w[n], &w[n + 1]]) } else { None },
         }
     }
-    for (heads, biased) in [(Heads { q: 4, kv: 4, dim: d }, false), (Heads { q: 4, kv: 2, dim: d }, false), (Heads { q: 4, kv: 2, dim: d }, true)] {
+    let (mha, gqa) = (Heads { q: 4, kv: 4, dim: d }, Heads { q: 4, kv: 2, dim: d });
+    for (heads, biased, olmo2) in [(mha, false, false), (gqa, false, false), (gqa, true, false), (gqa, false, true)] {
         let (qd, kvd) = (heads.q * d, heads.kv * d);
         let mut shapes: Vec<Vec<usize>> =
             vec![vec![b, t, h], vec![h], vec![qd, h], vec![kvd, h], vec![kvd, h], vec![h, qd], vec![h], vec![f, h], vec![f, h], vec![h, f]];
         if biased {
             shapes.extend([vec![qd], vec![kvd], vec![kvd]]);
+        }
+        let first_qk_norm = shapes.len();
+        if olmo2 {
+            shapes.extend([vec![qd], vec![kvd]]);
         }
         let inputs: Vec<Tensor> = shapes
             .iter()
@@ -278,6 +285,7 @@ fn llama_block_matches_composition() {
                 match (i, s.len()) {
                     (0, _) => r,
                     (1 | 6, _) => r.affine(0.3, 1.0).unwrap(),
+                    (i, _) if i >= first_qk_norm => r.affine(0.3, 1.0).unwrap(),
                     (_, 1) => (r * 0.3).unwrap(),
                     _ => (r * (2.0 / (s[1] as f64).sqrt())).unwrap(),
                 }
@@ -285,25 +293,33 @@ fn llama_block_matches_composition() {
             .collect();
         for bias in [padded.clone(), shared.clone()] {
             let (c, s, m) = (cos.clone(), sin.clone(), bias.clone());
-            let fast = move |x: &[Tensor]| llama_block(&x[0], &weights(&x[1..], biased), heads, &c, &s, &m, eps).unwrap();
+            let fast = move |x: &[Tensor]| llama_block(&x[0], &weights(&x[1..], biased, olmo2), heads, &c, &s, &m, eps).unwrap();
             let (c, s, m) = (cos.clone(), sin.clone(), bias.clone());
             let reference = move |x: &[Tensor]| {
-                let w = &x[1..];
-                let hn = fused::rms_norm_composed(&x[0], &w[0], eps).unwrap();
+                let (w, rms) = (&x[1..], fused::rms_norm_composed);
+                let hn = if olmo2 { x[0].clone() } else { rms(&x[0], &w[0], eps).unwrap() };
                 let wqkv = Tensor::cat(&[&w[1], &w[2], &w[3]], 0).unwrap();
                 let mut qkv = fused::linear_composed(&hn, &wqkv).unwrap();
                 if biased {
                     qkv = qkv.broadcast_add(&Tensor::cat(&[&w[9], &w[10], &w[11]], 0).unwrap()).unwrap();
                 }
+                if olmo2 {
+                    let (qn, kn) = (&x[first_qk_norm], &x[first_qk_norm + 1]);
+                    let q = rms(&qkv.narrow(2, 0, qd).unwrap(), qn, eps).unwrap();
+                    let k = rms(&qkv.narrow(2, qd, kvd).unwrap(), kn, eps).unwrap();
+                    qkv = Tensor::cat(&[q, k, qkv.narrow(2, qd + kvd, kvd).unwrap()], 2).unwrap();
+                }
                 let ao = causal_attention_composed(&qkv, heads, &c, &s, &m, 1.0 / (d as f64).sqrt()).unwrap();
-                let a = (&x[0] + fused::linear_composed(&ao, &w[4]).unwrap()).unwrap();
-                let hn2 = fused::rms_norm_composed(&a, &w[5], eps).unwrap();
+                let o = fused::linear_composed(&ao, &w[4]).unwrap();
+                let a = (&x[0] + if olmo2 { rms(&o, &w[0], eps).unwrap() } else { o }).unwrap();
+                let hn2 = if olmo2 { a.clone() } else { rms(&a, &w[5], eps).unwrap() };
                 let g = fused::linear_composed(&hn2, &w[6]).unwrap();
                 let u = fused::linear_composed(&hn2, &w[7]).unwrap();
                 let act = (g.silu().unwrap() * u).unwrap();
-                (&a + fused::linear_composed(&act, &w[8]).unwrap()).unwrap()
+                let mo = fused::linear_composed(&act, &w[8]).unwrap();
+                (&a + if olmo2 { rms(&mo, &w[5], eps).unwrap() } else { mo }).unwrap()
             };
-            check(&format!("llama_block {heads:?} biases {biased} mask {:?}", bias.dims()), &inputs, &fast, &reference, 2e-4);
+            check(&format!("llama_block {heads:?} biases {biased} olmo2 {olmo2} mask {:?}", bias.dims()), &inputs, &fast, &reference, 2e-4);
             // plain tensors (nothing to differentiate): the same values
             let (yf, _) = grads(&inputs, 99, &fast);
             let plain = fast(&inputs);
@@ -319,16 +335,22 @@ fn llama_block_matches_composition() {
         }
         let mut bad = inputs.clone();
         bad[8] = rand(&[f + 1, h], 3);
-        let err = llama_block(&bad[0], &weights(&bad[1..], biased), heads, &cos, &sin, &padded, eps).unwrap_err().to_string();
+        let err = llama_block(&bad[0], &weights(&bad[1..], biased, olmo2), heads, &cos, &sin, &padded, eps).unwrap_err().to_string();
         assert!(err.contains("up_proj"), "{err}");
         let odd = Heads { q: 4, kv: 3, dim: d };
-        let err = llama_block(&inputs[0], &weights(&inputs[1..], biased), odd, &cos, &sin, &padded, eps).unwrap_err().to_string();
+        let err = llama_block(&inputs[0], &weights(&inputs[1..], biased, olmo2), odd, &cos, &sin, &padded, eps).unwrap_err().to_string();
         assert!(err.contains("head layout"), "{err}");
         if biased {
             let mut bad = inputs.clone();
             bad[11] = rand(&[kvd + 1], 3);
-            let err = llama_block(&bad[0], &weights(&bad[1..], true), heads, &cos, &sin, &padded, eps).unwrap_err().to_string();
+            let err = llama_block(&bad[0], &weights(&bad[1..], true, olmo2), heads, &cos, &sin, &padded, eps).unwrap_err().to_string();
             assert!(err.contains("k_proj bias"), "{err}");
+        }
+        if olmo2 {
+            let mut bad = inputs.clone();
+            bad[first_qk_norm + 1] = rand(&[kvd + 2], 3);
+            let err = llama_block(&bad[0], &weights(&bad[1..], biased, true), heads, &cos, &sin, &padded, eps).unwrap_err().to_string();
+            assert!(err.contains("k_norm"), "{err}");
         }
     }
 }
