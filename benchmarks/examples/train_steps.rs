@@ -15,7 +15,22 @@ fn main() -> anyhow::Result<()> {
     }
     let which = std::env::args().nth(1).unwrap_or_else(|| "default".into());
     let steps: usize = std::env::args().nth(2).map(|s| s.parse()).transpose()?.unwrap_or(5);
-    let shape = if which == "large" { large_shape() } else { default_shape() };
+    let mut shape = if which == "large" { large_shape() } else { default_shape() };
+    let arch = std::env::args().nth(3).unwrap_or_else(|| "llama".into());
+    let arch = match arch.as_str() {
+        "llama" => lm::Arch::Llama,
+        "qwen2" => lm::Arch::Qwen2,
+        "olmo2" => lm::Arch::Olmo2,
+        other => anyhow::bail!("unknown architecture {other:?} (llama, qwen2 or olmo2)"),
+    };
+    if arch != lm::Arch::Llama {
+        let c = &shape.cfg;
+        let heads = c.num_attention_heads;
+        let mut cfg = lm::LmConfig::small(arch, c.vocab_size, c.hidden_size, c.intermediate_size, c.num_hidden_layers, heads, heads, c.max_position_embeddings);
+        cfg.tie_word_embeddings = true;
+        cfg.eos_token_id = None;
+        shape.cfg = cfg;
+    }
     let model = CausalLm::init(shape.cfg.clone(), 0, &candle_core::Device::Cpu, true)?;
     let batch = random_batch(&shape, 1)?;
     let cfg = TrainConfig { lr: 1e-4, warmup_steps: Some(0), ..Default::default() };
@@ -32,7 +47,7 @@ fn main() -> anyhow::Result<()> {
     times.sort_by(f64::total_cmp);
     let med = times[times.len() / 2];
     println!(
-        "{{\"shape\": \"{}\", \"steps\": {steps}, \"median_s\": {med:.4}, \"tokens_per_s\": {:.1}, \"last_loss\": {loss:.6}}}",
+        "{{\"shape\": \"{}\", \"arch\": \"{arch:?}\", \"steps\": {steps}, \"median_s\": {med:.4}, \"tokens_per_s\": {:.1}, \"last_loss\": {loss:.6}}}",
         shape.name,
         shape.tokens_per_batch() as f64 / med
     );

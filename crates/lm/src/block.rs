@@ -61,9 +61,20 @@ pub struct BlockWeights<'a> {
     pub olmo2_qk_norm: Option<[&'a Tensor; 2]>,
 }
 
-/// Whether [`llama_block`] runs fused for these tensors (f32 on the CPU, fused kernels
-/// enabled); elsewhere the caller composes the block from separate operations.
+/// False when the environment variable `UNLEARN_NO_FUSED_BLOCK` is set (to anything): the
+/// model then runs its blocks as separate (still fused) operations, for A/B measurements of
+/// this op alone (`UNLEARN_NO_FUSED` switches every fused kernel off).
+pub fn enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("UNLEARN_NO_FUSED_BLOCK").is_none())
+}
+
+/// Whether [`llama_block`] runs fused for these tensors (f32 on the CPU, fused kernels and
+/// this op enabled); elsewhere the caller composes the block from separate operations.
 pub fn applies(x: &Tensor, w: &BlockWeights) -> bool {
+    if !enabled() {
+        return false;
+    }
     let mut extra = w.qkv_bias.map(|b| b.to_vec()).unwrap_or_default();
     extra.extend(w.olmo2_qk_norm.iter().flatten());
     fused::is_fast(&[x, w.attn_norm, w.q, w.k, w.v, w.o, w.mlp_norm, w.gate, w.up, w.down]) && fused::is_fast(&extra)
