@@ -42,13 +42,13 @@ use unlearn::{check_positive, parse_params, Context, RunReport, Unlearner};
 /// Defaults: the values chosen for the testbed model on the validation world, never on test
 /// metrics (configs/tiny-validation.toml's `[methods.rmu]` grid, rule and every setting's
 /// numbers in reports/validation/selection.md), written into configs/tiny.toml: lr 3e-3,
-/// 5 epochs, c = 5, α = 10. For other models start from the reference values above.
+/// 5 epochs, c = 20, α = 30. For other models start from the reference values above.
 pub const DEFAULT_LR: f64 = 3e-3;
 pub const DEFAULT_EPOCHS: usize = 5;
 /// c for the testbed model (see [`DEFAULT_LR`]).
-pub const DEFAULT_STEERING_COEFF: f64 = 5.0;
+pub const DEFAULT_STEERING_COEFF: f64 = 20.0;
 /// α for the testbed model (see [`DEFAULT_LR`]).
-pub const DEFAULT_ALPHA: f64 = 10.0;
+pub const DEFAULT_ALPHA: f64 = 30.0;
 
 /// The largest α accepted: the retain term is a mean squared error of activations, so α
 /// runs far above the other methods' coefficients (WMDP: 1200).
