@@ -36,7 +36,8 @@ pub struct Heads {
 }
 
 impl Heads {
-    fn width(&self) -> usize {
+    /// Features of the packed q|k|v projection: (q + 2·kv)·dim.
+    pub(crate) fn width(&self) -> usize {
         (self.q + 2 * self.kv) * self.dim
     }
 }
@@ -233,7 +234,7 @@ impl Attention {
                         (&dv[((bi * nkv + hi - nh - nkv) * t + ti) * d..][..d], false)
                     };
                     if rotated {
-                        rotate(src, c, s, dst, false);
+                        fused::rotate(src, c, s, dst, false);
                     } else {
                         dst.copy_from_slice(src);
                     }
@@ -253,34 +254,11 @@ impl Attention {
                 let (bi, hi) = ((bh0 + k) / nh, (bh0 + k) % nh);
                 for (ti, orow) in block.chunks_mut(d).enumerate() {
                     let src = &x[(bi * t + ti) * w + col0 + hi * d..][..d];
-                    rotate(src, &self.cos[ti * d..][..d], &self.sin[ti * d..][..d], orow, true);
+                    fused::rotate(src, &self.cos[ti * d..][..d], &self.sin[ti * d..][..d], orow, true);
                 }
             }
         });
         out
-    }
-}
-
-/// Hugging Face's rotary embedding of one head's row (rotate-half layout): forward
-/// `out = x·cos + rotate_half(x)·sin`; with `forward = false` its transpose (the backward).
-#[inline(always)]
-fn rotate(x: &[f32], cos: &[f32], sin: &[f32], out: &mut [f32], forward: bool) {
-    let half = x.len() / 2;
-    let (x1, x2) = x.split_at(half);
-    let (c1, c2) = cos.split_at(half);
-    let (s1, s2) = sin.split_at(half);
-    let (o1, o2) = out.split_at_mut(half);
-    let (x2, c1, c2, s1, s2, o2) = (&x2[..half], &c1[..half], &c2[..half], &s1[..half], &s2[..half], &mut o2[..half]);
-    if forward {
-        for j in 0..half {
-            o1[j] = x1[j] * c1[j] - x2[j] * s1[j];
-            o2[j] = x2[j] * c2[j] + x1[j] * s2[j];
-        }
-    } else {
-        for j in 0..half {
-            o1[j] = x1[j] * c1[j] + x2[j] * s2[j];
-            o2[j] = x2[j] * c2[j] - x1[j] * s1[j];
-        }
     }
 }
 

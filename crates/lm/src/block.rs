@@ -197,13 +197,9 @@ struct Parts<'a> {
 }
 
 impl Block {
-    fn width(&self) -> usize {
-        (self.heads.q + 2 * self.heads.kv) * self.heads.dim
-    }
-
     fn bias_len(&self) -> usize {
         if self.qkv_bias {
-            self.width()
+            self.heads.width()
         } else {
             0
         }
@@ -219,7 +215,7 @@ impl Block {
     }
 
     fn attn_pack_len(&self) -> usize {
-        self.h + self.width() * self.h + self.h * self.heads.q * self.heads.dim + self.bias_len() + self.qk_norm_len()
+        self.h + self.heads.width() * self.h + self.h * self.heads.q * self.heads.dim + self.bias_len() + self.qk_norm_len()
     }
 
     fn mlp_pack_len(&self) -> usize {
@@ -238,7 +234,7 @@ impl Block {
         }
         let h = self.h;
         let (n1, rest) = wa.split_at(h);
-        let (wqkv, rest) = rest.split_at(self.width() * h);
+        let (wqkv, rest) = rest.split_at(self.heads.width() * h);
         let (wo, rest) = rest.split_at(rest.len() - self.bias_len() - self.qk_norm_len());
         let (bqkv, qkn) = rest.split_at(self.bias_len());
         let (qn, kn) = qkn.split_at(if self.olmo2 { self.heads.q * self.heads.dim } else { 0 });
@@ -259,7 +255,7 @@ impl Block {
     ) -> ((&'a mut [f32], &'a mut [f32], &'a mut [f32], &'a mut [f32], &'a mut [f32], &'a mut [f32]), (&'a mut [f32], &'a mut [f32], &'a mut [f32])) {
         let h = self.h;
         let (dn1, rest) = dwa.split_at_mut(h);
-        let (dwqkv, rest) = rest.split_at_mut(self.width() * h);
+        let (dwqkv, rest) = rest.split_at_mut(self.heads.width() * h);
         let tail = self.bias_len() + self.qk_norm_len();
         let (dwo, rest) = rest.split_at_mut(rest.len() - tail);
         let (dbqkv, rest) = rest.split_at_mut(self.bias_len());
@@ -273,7 +269,7 @@ impl Block {
     fn forward_pre_norm(&self, x: &[f32], p: &Parts, b: usize, t: usize) -> candle_core::Result<(Saved, Vec<f32>)> {
         let (m, h, f, qd) = (b * t, self.h, self.f, self.heads.q * self.heads.dim);
         let hn1 = rms_norm_rows(x, p.n1, self.eps);
-        let mut qkv = linear_fwd(&hn1, p.wqkv, m, h, self.width());
+        let mut qkv = linear_fwd(&hn1, p.wqkv, m, h, self.heads.width());
         if self.qkv_bias {
             add_rows(&mut qkv, p.bqkv);
         }
@@ -291,7 +287,7 @@ impl Block {
 
     /// OLMo-2: qkv = qk_norm(Wqkv·x), mid = x + rms(Wo·attn(qkv)), out = mid + rms(mlp(mid)).
     fn forward_olmo2(&self, x: &[f32], p: &Parts, b: usize, t: usize) -> candle_core::Result<(Saved, Vec<f32>)> {
-        let (m, h, f, qd, kvd, w) = (b * t, self.h, self.f, self.heads.q * self.heads.dim, self.heads.kv * self.heads.dim, self.width());
+        let (m, h, f, qd, kvd, w) = (b * t, self.h, self.f, self.heads.q * self.heads.dim, self.heads.kv * self.heads.dim, self.heads.width());
         let mut qkv = linear_fwd(x, p.wqkv, m, h, w);
         if self.qkv_bias {
             add_rows(&mut qkv, p.bqkv);
@@ -314,7 +310,7 @@ impl Block {
 
     #[allow(clippy::too_many_arguments)]
     fn backward_pre_norm(&self, x: &[f32], p: &Parts, s: &Saved, g: &[f32], b: usize, t: usize, dwa: &mut [f32], dwm: &mut [f32]) -> Vec<f32> {
-        let (m, h, f, qd, wdt) = (b * t, self.h, self.f, self.heads.q * self.heads.dim, self.width());
+        let (m, h, f, qd, wdt) = (b * t, self.h, self.f, self.heads.q * self.heads.dim, self.heads.width());
         let ((dn1, dwqkv, dwo, dbqkv, _, _), (dn2, dwgu, dwd)) = self.grad_parts(dwa, dwm);
         // MLP: out = mid + act·Wdᵀ
         let mut d_act = output_buffer(m * f);
@@ -345,7 +341,7 @@ impl Block {
 
     #[allow(clippy::too_many_arguments)]
     fn backward_olmo2(&self, x: &[f32], p: &Parts, s: &Saved, g: &[f32], b: usize, t: usize, dwa: &mut [f32], dwm: &mut [f32]) -> Vec<f32> {
-        let (m, h, f, qd, kvd, w) = (b * t, self.h, self.f, self.heads.q * self.heads.dim, self.heads.kv * self.heads.dim, self.width());
+        let (m, h, f, qd, kvd, w) = (b * t, self.h, self.f, self.heads.q * self.heads.dim, self.heads.kv * self.heads.dim, self.heads.width());
         let ((dn1, dwqkv, dwo, dbqkv, dqn, dkn), (dn2, dwgu, dwd)) = self.grad_parts(dwa, dwm);
         // MLP: out = mid + rms(mo), mo = act·Wdᵀ, gu = mid·Wguᵀ
         let mut d_mo = output_buffer(m * h);

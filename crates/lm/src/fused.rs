@@ -440,6 +440,29 @@ pub fn rope_heads_composed(x: &Tensor, heads: usize, rot: Option<(&Tensor, &Tens
     }
 }
 
+/// Hugging Face's rotary embedding of one head's row (rotate-half layout): forward
+/// `out = x·cos + rotate_half(x)·sin`; with `forward = false` its transpose (the backward).
+#[inline(always)]
+pub(crate) fn rotate(x: &[f32], cos: &[f32], sin: &[f32], out: &mut [f32], forward: bool) {
+    let half = x.len() / 2;
+    let (x1, x2) = x.split_at(half);
+    let (c1, c2) = cos.split_at(half);
+    let (s1, s2) = sin.split_at(half);
+    let (o1, o2) = out.split_at_mut(half);
+    let (x2, c1, c2, s1, s2, o2) = (&x2[..half], &c1[..half], &c2[..half], &s1[..half], &s2[..half], &mut o2[..half]);
+    if forward {
+        for j in 0..half {
+            o1[j] = x1[j] * c1[j] - x2[j] * s1[j];
+            o2[j] = x2[j] * c2[j] + x1[j] * s2[j];
+        }
+    } else {
+        for j in 0..half {
+            o1[j] = x1[j] * c1[j] + x2[j] * s2[j];
+            o2[j] = x2[j] * c2[j] - x1[j] * s1[j];
+        }
+    }
+}
+
 struct RopeHeads {
     heads: usize,
     /// cos and sin, (t, d) or (b, t, d) row-major.
@@ -451,7 +474,6 @@ impl RopeHeads {
     /// rotates by +angle (x·cos + rotate_half(x)·sin); the backward applies the transpose.
     fn apply(&self, src: &[f32], dims_bthd: (usize, usize, usize, usize), forward: bool) -> Vec<f32> {
         let (_b, t, h, d) = dims_bthd;
-        let half = d / 2;
         let mut out = vec![0f32; src.len()];
         // rows of `out`: for the forward (b, h, t) rows of d; for the backward (b, t, h) rows.
         par_rows(&mut out, d, |r0, o| {
@@ -470,17 +492,7 @@ impl RopeHeads {
                     Some((cos, sin)) => {
                         let row = if cos.len() == t * d { ti } else { bi * t + ti };
                         let (c, s) = (&cos[row * d..(row + 1) * d], &sin[row * d..(row + 1) * d]);
-                        if forward {
-                            for j in 0..half {
-                                orow[j] = xr[j] * c[j] - xr[j + half] * s[j];
-                                orow[j + half] = xr[j + half] * c[j + half] + xr[j] * s[j + half];
-                            }
-                        } else {
-                            for j in 0..half {
-                                orow[j] = xr[j] * c[j] + xr[j + half] * s[j + half];
-                                orow[j + half] = xr[j + half] * c[j + half] - xr[j] * s[j];
-                            }
-                        }
+                        rotate(xr, c, s, orow, forward);
                     }
                 }
             }
