@@ -37,7 +37,7 @@ use lm::train::{Batch, Objective, Step};
 use lm::CausalLm;
 use rand::{Rng, SeedableRng};
 use serde::Deserialize;
-use unlearn::{check_positive, parse_params, Context, RunReport, Unlearner};
+use unlearn::{check_coefficient_up_to, check_positive, parse_params, Context, RunReport, Unlearner};
 
 /// Defaults: the values chosen for the testbed model on the validation world, never on test
 /// metrics (configs/tiny-validation.toml's `[methods.rmu]` grid, rule and every setting's
@@ -166,9 +166,7 @@ impl Rmu {
         let p: RmuParams = parse_params(Self::NAME, params)?;
         check_positive(Self::NAME, "lr", p.lr)?;
         check_positive(Self::NAME, "steering_coeff", p.steering_coeff)?;
-        if !p.alpha.is_finite() || !(0.0..=MAX_ALPHA).contains(&p.alpha) {
-            bail!("method rmu: parameter alpha = {} is invalid (expected a number in [0, {MAX_ALPHA}])", p.alpha);
-        }
+        check_coefficient_up_to(Self::NAME, "alpha", p.alpha, MAX_ALPHA)?;
         if let Some(d) = p.depth {
             if p.layer.is_some() {
                 bail!("method rmu: give either layer or depth, not both");

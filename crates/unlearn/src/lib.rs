@@ -93,8 +93,14 @@ pub const MAX_COEFFICIENT: f64 = 100.0;
 
 /// Checks a non-negative coefficient: finite, ≥ 0 and ≤ [`MAX_COEFFICIENT`].
 pub fn check_coefficient(method: &str, field: &str, value: f64) -> Result<()> {
-    if !value.is_finite() || !(0.0..=MAX_COEFFICIENT).contains(&value) {
-        bail!("method {method}: parameter {field} = {value} is invalid (expected a number in [0, {MAX_COEFFICIENT}])");
+    check_coefficient_up_to(method, field, value, MAX_COEFFICIENT)
+}
+
+/// Checks a non-negative coefficient with its own bound: finite, ≥ 0 and ≤ `max` (for
+/// coefficients whose scale is not the other methods', such as RMU's α).
+pub fn check_coefficient_up_to(method: &str, field: &str, value: f64, max: f64) -> Result<()> {
+    if !value.is_finite() || !(0.0..=max).contains(&value) {
+        bail!("method {method}: parameter {field} = {value} is invalid (expected a number in [0, {max}])");
     }
     Ok(())
 }
