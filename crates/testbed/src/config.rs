@@ -16,7 +16,9 @@ use sha2::{Digest, Sha256};
 
 /// Bumped whenever the generators or the schedule change what a given config produces, so
 /// that old cached worlds are not reused.
-pub const WORLD_FORMAT_VERSION: u32 = 1;
+/// 2: forget repeats default to the clean exposure rate inside the window (not over the
+/// run), and the tokenizer is trained on held-out documents too.
+pub const WORLD_FORMAT_VERSION: u32 = 2;
 
 /// Environment variable that overrides the project's default data directory (`data/`).
 pub const DATA_DIR_ENV: &str = "UNLEARN_DATA_DIR";
@@ -59,7 +61,7 @@ pub struct ExposureConfig {
     /// The window ends before this step (default: the end of the run).
     pub end_step: Option<usize>,
     /// How often each forget document is seen inside the window (default: as often as a
-    /// retain document is seen over the whole run).
+    /// retain document is seen over the same window, i.e. the same rate per step).
     pub repeats: Option<usize>,
 }
 
@@ -68,8 +70,18 @@ pub struct ExposureConfig {
 #[serde(deny_unknown_fields)]
 pub struct WorldConfig {
     pub kind: WorldKind,
+    /// The world seed (entities, splits, data order). Exclusive with `seeds`.
     #[serde(default)]
     pub seed: u64,
+    /// Replicated worlds: one world (data, checkpoints, oracle) per seed, each cached; every
+    /// cell of a sweep runs on each. Non-empty, no duplicates. Exclusive with `seed`.
+    pub seeds: Option<Vec<u64>>,
+    /// Fail the sweep when a built world misses the quality thresholds (default true; see
+    /// `runner::quality`). `false` runs anyway and the report carries a warning.
+    pub quality_gate: Option<bool>,
+    /// Also train a second oracle with another data-order seed; its distance to the oracle is
+    /// the noise floor of every distance-to-oracle metric (default false).
+    pub noise_floor: Option<bool>,
     /// `forget01`, `forget05`, `forget10` or a percentage such as `"7.5%"` of the trained
     /// entities (facts, finetune) or questions (truthfulqa-corruption). Not used by toxigen.
     pub forget: Option<String>,
@@ -117,6 +129,9 @@ impl WorldConfig {
         WorldConfig {
             kind,
             seed: 0,
+            seeds: None,
+            quality_gate: None,
+            noise_floor: None,
             forget: None,
             data_dir: None,
             n_entities: None,
@@ -153,6 +168,30 @@ impl WorldConfig {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading config {}", path.display()))?;
         Self::from_sweep_toml(&text).with_context(|| format!("in {}", path.display()))
+    }
+
+    /// The world seeds this config asks for: `seeds`, else `[seed]`. Errors for an empty list,
+    /// duplicates, or both `seed` and `seeds` set.
+    pub fn world_seeds(&self) -> Result<Vec<u64>> {
+        let Some(seeds) = &self.seeds else { return Ok(vec![self.seed]) };
+        if self.seed != 0 {
+            bail!("world.seed = {} and world.seeds are exclusive; list every seed in world.seeds", self.seed);
+        }
+        if seeds.is_empty() {
+            bail!("world.seeds = []: give at least one world seed");
+        }
+        let mut seen = BTreeSet::new();
+        for (i, s) in seeds.iter().enumerate() {
+            if !seen.insert(s) {
+                bail!("world.seeds[{i}] = {s} is a duplicate: each world seed may be listed once");
+            }
+        }
+        Ok(seeds.clone())
+    }
+
+    /// This config for one world seed (`seeds` cleared, `seed` set).
+    pub fn for_seed(&self, seed: u64) -> WorldConfig {
+        WorldConfig { seed, seeds: None, ..self.clone() }
     }
 
     /// Validates every field and resolves defaults, reading the data files the kind needs

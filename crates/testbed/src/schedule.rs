@@ -5,7 +5,8 @@
 //! - Clean documents (roles `retain` and `general`) form one stream: every epoch is a fresh
 //!   permutation of all of them (ChaCha8, stream 1 of the seed), epochs follow each other.
 //! - Forget documents appear only in steps of the exposure window `[start, end)`: `repeats`
-//!   rounds, each a fresh permutation of the forget documents (ChaCha8, stream 2), laid out
+//!   rounds (by default as many as a clean document gets over the same window, so that inside
+//!   the window forget and retain documents are seen at the same rate per step), each a fresh permutation of the forget documents (ChaCha8, stream 2), laid out
 //!   as one list of occurrences, and occurrence `k` of `N` goes to step `start + k·W/N`
 //!   (W = window length), so they are spread evenly over the window. Two copies of a
 //!   document can share a step only when `N > W`, at a round boundary.
@@ -52,7 +53,8 @@ pub struct ScheduleConfig {
     pub window_start: usize,
     pub window_end: usize,
     /// How often each forget document is seen; None = as often as a clean document is seen
-    /// over the run: round(steps · tokens_per_step / (clean tokens + forget tokens)), at least 1.
+    /// over the *window* (the same exposure rate per step inside it):
+    /// round(window steps · tokens_per_step / (clean tokens + forget tokens)), at least 1.
     pub forget_repeats: Option<usize>,
     /// Checkpoint steps (see the module doc for the convention), for the ledger.
     pub checkpoint_steps: Vec<usize>,
@@ -163,8 +165,8 @@ pub fn schedule(corpus: &Corpus, lengths: &[usize], cfg: &ScheduleConfig, seed: 
         Some(0) => bail!("world.exposure.repeats must be at least 1"),
         Some(r) => r,
         None => {
-            let run = cfg.steps as f64 * cap as f64;
-            ((run / (clean_tokens + forget_tokens) as f64).round() as usize).max(1)
+            let window = (cfg.window_end - cfg.window_start) as f64 * cap as f64;
+            ((window / (clean_tokens + forget_tokens) as f64).round() as usize).max(1)
         }
     };
 
@@ -455,16 +457,59 @@ mod tests {
     }
 
     #[test]
-    fn auto_repeats_match_clean_exposure() {
+    fn auto_repeats_match_clean_exposure_inside_the_window() {
         let (corpus, lens) = small_corpus();
-        // clean tokens 12*10 + 4*20 = 200, forget 15; run 20*40 = 800 → round(800/215) = 4.
+        // clean tokens 12*10 + 4*20 = 200, forget 15; window 8 steps * 40 = 320 tokens
+        // → round(320/215) = 1 repeat (a whole-run count would have been round(800/215) = 4).
         let cfg = ScheduleConfig { forget_repeats: None, ..small_config() };
         let s = schedule(&corpus, &lens, &cfg, 3).unwrap();
-        assert_eq!(s.forget_repeats, 4);
+        assert_eq!(s.forget_repeats, 1);
         let occ = s.occurrences(corpus.docs.len());
-        assert!(occ[16..19].iter().all(|&n| n == 4));
-        // clean docs each seen 3 or 4 times (740-ish clean tokens over a 200-token epoch)
-        assert!(occ[..16].iter().all(|&n| (3..=4).contains(&n)), "{occ:?}");
+        assert!(occ[16..19].iter().all(|&n| n == 1), "{occ:?}");
+    }
+
+    /// Exposure density: inside the window, a forget document is in as many batches per step
+    /// as a retain document (counted independently from the batches, not from `repeats`).
+    #[test]
+    fn forget_and_retain_documents_are_seen_at_the_same_rate_inside_the_window() {
+        // 40 retain docs of 12 tokens, 8 forget docs of 12 tokens; 6 docs per step;
+        // 300 steps with the window over the second half.
+        let mut c = Corpus::default();
+        let mut lens = Vec::new();
+        for i in 0..40 {
+            c.push(Role::Retain, DocKind::Qa, Some(i), format!("retain {i}"));
+            lens.push(12);
+        }
+        for i in 0..8 {
+            c.push(Role::Forget, DocKind::Qa, Some(100 + i), format!("forget {i}"));
+            lens.push(12);
+        }
+        let cfg = ScheduleConfig {
+            steps: 300,
+            tokens_per_step: 72,
+            window_start: 150,
+            window_end: 300,
+            forget_repeats: None,
+            checkpoint_steps: vec![0, 150, 300],
+        };
+        let s = schedule(&c, &lens, &cfg, 5).unwrap();
+        let (mut retain, mut forget) = (0usize, 0usize);
+        for step in 150..300 {
+            for &d in s.batch(step) {
+                if d < 40 {
+                    retain += 1;
+                } else {
+                    forget += 1;
+                }
+            }
+        }
+        let per_doc_step = |n: usize, docs: usize| n as f64 / docs as f64 / 150.0;
+        let (r, f) = (per_doc_step(retain, 40), per_doc_step(forget, 8));
+        // 150 steps * 6 docs = 900 slots over 48 docs: 18.75 per doc → 19 repeats each.
+        assert_eq!(s.forget_repeats, 19);
+        assert!((f / r - 1.0).abs() < 0.05, "forget {f:.4} vs retain {r:.4} per document per step");
+        // and never before the window
+        assert!(s.batches[..150].iter().flatten().all(|&d| d < 40));
     }
 
     #[test]

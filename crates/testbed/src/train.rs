@@ -12,7 +12,7 @@
 //! A built world lives in `CACHE/<kind>-<hash>-<model>/`; the file `COMPLETE` is written last,
 //! so a folder without it (a build that was killed) is deleted and rebuilt, never used.
 
-use crate::{Role, World, WorldConfig};
+use crate::{World, WorldConfig};
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use lm::train::{Example, NextToken, TrainConfig, Trainer};
@@ -157,15 +157,10 @@ pub fn build_or_load(
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let device = lm::default_device()?;
 
-    // 1. Tokenizer, trained on the documents the model is trained on.
-    let trained_texts: Vec<&str> = world
-        .corpus
-        .docs
-        .iter()
-        .filter(|d| matches!(d.role, Role::Retain | Role::Forget | Role::General))
-        .map(|d| d.text.as_str())
-        .collect();
-    let tokenizer = tokenize::train_bpe(&trained_texts, model.vocab_size, world.resolved.seed)?;
+    // 1. Tokenizer, trained on every document, held-out ones included: forget and held-out
+    //    entities are then tokenized alike, so a model that saw neither (the oracle) cannot
+    //    tell them apart by how their names split (Min-K% forget vs held-out ≈ 0.5).
+    let tokenizer = world_tokenizer(&world, model.vocab_size)?;
     let ids = tokenize::SpecialIds::from_tokenizer(&tokenizer)?;
     let tok_dir = dir.join("tokenizer");
     std::fs::create_dir_all(&tok_dir)?;
@@ -254,6 +249,13 @@ pub fn build_or_load(
     load(&dir)
 }
 
+/// The world's byte-level BPE tokenizer: trained on every document of the corpus (retain,
+/// forget, general and held-out alike, each once), with the world seed.
+pub fn world_tokenizer(world: &World, vocab_size: usize) -> Result<tokenize::Tokenizer> {
+    let texts: Vec<&str> = world.corpus.docs.iter().map(|d| d.text.as_str()).collect();
+    tokenize::train_bpe(&texts, vocab_size, world.resolved.seed)
+}
+
 fn tokenize_docs(world: &World, tokenizer: &tokenize::Tokenizer, ids: tokenize::SpecialIds) -> Result<Vec<Vec<u32>>> {
     let mut docs_tokens = Vec::with_capacity(world.corpus.docs.len());
     for d in &world.corpus.docs {
@@ -287,15 +289,69 @@ fn pretrain_config(r: &crate::ResolvedWorld, model: &ScratchModel) -> TrainConfi
 /// oracle schedule) into `out`. The build restarts the oracle from θ_D's last clean
 /// checkpoint instead; this is the reference that restart must equal.
 pub fn oracle_from_scratch(built: &BuiltWorld, out: &Path) -> Result<()> {
+    let sched = built.world.oracle_schedule()?;
+    let (docs_tokens, ids) = built_docs_tokens(built)?;
+    retrain_from_scratch(built, &sched, (&docs_tokens, ids), out, "oracle from scratch", None)
+}
+
+/// The data-order seed of the second oracle: the world seed with its bits mixed, so that the
+/// clean documents come in another order (ChaCha8 streams 1 and 2 of this seed).
+pub fn noise_floor_order_seed(world_seed: u64) -> u64 {
+    world_seed ^ 0x9E37_79B9_7F4A_7C15
+}
+
+/// The second oracle of a built world, for the noise floor: trained from the same
+/// initialisation on the same clean documents (retain and general; no forget document), but
+/// in another order ([`noise_floor_order_seed`]), from scratch. Built once into
+/// `DIR/oracle_alt/` (with its own `COMPLETE` marker) and reused; returns its folder.
+pub fn build_or_load_noise_oracle(built: &BuiltWorld, progress: Option<Progress>) -> Result<PathBuf> {
+    let out = built.dir.join("oracle_alt");
+    let complete = out.join("COMPLETE");
+    if complete.is_file() {
+        return Ok(out);
+    }
+    if out.exists() {
+        std::fs::remove_dir_all(&out).with_context(|| format!("cannot remove half-written {}", out.display()))?;
+    }
+    let world = &built.world;
+    let (docs_tokens, ids) = built_docs_tokens(built)?;
+    let cap = world.resolved.batch_size * world.resolved.seq_len;
+    let lengths: Vec<usize> = docs_tokens.iter().map(|t| t.len().min(cap)).collect();
+    let theta_d = crate::schedule::schedule(
+        &world.corpus,
+        &lengths,
+        &world.schedule_config(),
+        noise_floor_order_seed(world.resolved.seed),
+    )?;
+    let sched = theta_d.without(&world.splits.forget_docs);
+    let t = std::time::Instant::now();
+    retrain_from_scratch(built, &sched, (&docs_tokens, ids), &out, "pretrain second oracle (noise floor)", progress)?;
+    std::fs::write(&complete, format!("{{\"seconds\": {}}}\n", t.elapsed().as_secs_f64()))?;
+    Ok(out)
+}
+
+/// Every document of a built world as the model is trained on it, with the special ids.
+fn built_docs_tokens(built: &BuiltWorld) -> Result<(Vec<Vec<u32>>, tokenize::SpecialIds)> {
     let tok_dir = built.dir.join("tokenizer");
     let tokenizer = tokenize::Tokenizer::from_file(tok_dir.join("tokenizer.json"))
         .map_err(|e| anyhow::anyhow!("{}: {e}", tok_dir.display()))?;
     let ids = tokenize::SpecialIds::from_tokenizer(&tokenizer)?;
-    let docs_tokens = tokenize_docs(&built.world, &tokenizer, ids)?;
+    Ok((tokenize_docs(&built.world, &tokenizer, ids)?, ids))
+}
+
+/// Trains θ_D's architecture from its initialisation along `sched` into `out`.
+fn retrain_from_scratch(
+    built: &BuiltWorld,
+    sched: &crate::Schedule,
+    (docs_tokens, ids): (&[Vec<u32>], tokenize::SpecialIds),
+    out: &Path,
+    stage: &str,
+    progress: Option<Progress>,
+) -> Result<()> {
+    let tok_dir = built.dir.join("tokenizer");
     let lmcfg = LmConfig::from_file(&built.final_model.join("config.json"))?;
     let r = &built.world.resolved;
     let tc = pretrain_config(r, &built.info.model);
-    let sched = built.world.oracle_schedule()?;
     let device = lm::default_device()?;
     let out = out.to_path_buf();
     pretrain(
@@ -305,13 +361,13 @@ pub fn oracle_from_scratch(built: &BuiltWorld, out: &Path) -> Result<()> {
         &tc,
         &|step| sched.batch(step).to_vec(),
         r.steps,
-        &docs_tokens,
+        docs_tokens,
         r.seq_len,
         ids.pad,
         &|step| if step == r.steps { Some(out.clone()) } else { None },
         &tok_dir,
-        "oracle from scratch",
-        None,
+        stage,
+        progress,
         Resume::default(),
     )?;
     Ok(())
