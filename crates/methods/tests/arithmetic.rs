@@ -123,15 +123,16 @@ fn checkpoint_selection_follows_the_ledger() {
     // deliberately out of order
     let ledger = vec![ck(20, true), ck(0, true), ck(40, false), ck(10, true), ck(30, false)];
     assert_eq!(pick("latest-clean", &ledger), Ok(20));
-    assert_eq!(pick("distance:1", &ledger), Ok(20));
-    assert_eq!(pick("distance:2", &ledger), Ok(10));
-    assert_eq!(pick("distance:3", &ledger), Ok(0));
-    let e = pick("distance:4", &ledger).unwrap_err();
-    assert!(e.contains("there are 3"), "{e}");
+    // distance:k = k checkpoints before the latest clean one (what the configs say)
+    assert_eq!(pick("distance:0", &ledger), Ok(20));
+    assert_eq!(pick("distance:1", &ledger), Ok(10));
+    assert_eq!(pick("distance:2", &ledger), Ok(0));
+    let e = pick("distance:3", &ledger).unwrap_err();
+    assert!(e.contains("there are 3 clean checkpoints (distance:0..=2)"), "{e}");
     assert_eq!(pick("step:30", &ledger), Ok(30)); // selectable; MSA refuses it unless allowed
     let e = pick("step:35", &ledger).unwrap_err();
     assert!(e.contains("step 35") && e.contains("0, 10, 20, 30*, 40*"), "{e}");
-    for bad in ["distance:0", "step:x", "latest", "path:", "nearest:3"] {
+    for bad in ["distance:-1", "step:x", "latest", "path:", "nearest:3"] {
         assert!(pick(bad, &ledger).unwrap_err().contains("is invalid"), "{bad}");
     }
     assert!(pick("latest-clean", &[]).unwrap_err().contains("no checkpoints"));
@@ -201,8 +202,8 @@ fn bad_coefficients_name_the_method_and_field() {
         let e = build_err(kind, params);
         assert!(e.contains(&format!("method {kind}")) && e.contains(field), "{kind} {params}: {e}");
     }
-    let e = build_err("msa", "checkpoint = \"distance:0\"");
-    assert!(e.contains("msa") && e.contains("distance:0"), "{e}");
+    let e = build_err("msa", "checkpoint = \"distance:x\"");
+    assert!(e.contains("msa") && e.contains("distance:x"), "{e}");
 }
 
 #[test]

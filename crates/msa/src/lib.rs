@@ -47,7 +47,9 @@ pub enum BasePoint {
     LatestClean,
     /// The checkpoint saved at this step.
     Step(usize),
-    /// The k-th clean checkpoint counting back from the first unclean one (1 = latest clean).
+    /// `k` checkpoints before the latest clean one: `distance:0` is the latest clean checkpoint,
+    /// `distance:2` with checkpoints 0..=4 clean is checkpoint 2 (every checkpoint before the
+    /// first exposure is clean, so these are the clean ones counted back).
     Distance(usize),
     /// An explicit folder.
     Path(PathBuf),
@@ -56,7 +58,7 @@ pub enum BasePoint {
 impl BasePoint {
     /// Parses "latest-clean", "step:N", "distance:k" or "path:/some/folder".
     pub fn parse(s: &str) -> Result<BasePoint> {
-        let bad = || format!("checkpoint = {s:?} is invalid (expected \"latest-clean\", \"step:N\", \"distance:k\" with k ≥ 1 or \"path:/folder\")");
+        let bad = || format!("checkpoint = {s:?} is invalid (expected \"latest-clean\", \"step:N\", \"distance:k\" with k ≥ 0 or \"path:/folder\")");
         if s == "latest-clean" {
             return Ok(BasePoint::LatestClean);
         }
@@ -65,7 +67,6 @@ impl BasePoint {
             "step" => Ok(BasePoint::Step(arg.trim().parse().ok().with_context(bad)?)),
             "distance" => {
                 let k: usize = arg.trim().parse().ok().with_context(bad)?;
-                ensure!(k >= 1, bad());
                 Ok(BasePoint::Distance(k))
             }
             "path" if !arg.is_empty() => Ok(BasePoint::Path(PathBuf::from(arg))),
@@ -106,9 +107,14 @@ pub fn select_base(spec: &BasePoint, checkpoints: &[CheckpointInfo]) -> Result<B
         BasePoint::Distance(k) => {
             let first_unclean = cps.iter().position(|c| !c.clean).unwrap_or(cps.len());
             let clean: Vec<&&CheckpointInfo> = cps[..first_unclean].iter().filter(|c| c.clean).collect();
-            match clean.len().checked_sub(*k) {
-                Some(i) if *k >= 1 => Ok(found(clean[i])),
-                _ => bail!("distance:{k} asks for the {k}-th clean checkpoint before the first exposure, but there are {}{}", clean.len(), none()),
+            match clean.len().checked_sub(*k + 1) {
+                Some(i) => Ok(found(clean[i])),
+                None => bail!(
+                    "distance:{k} asks for the checkpoint {k} before the latest clean one, but there are {} clean checkpoints (distance:0..={}){}",
+                    clean.len(),
+                    clean.len().saturating_sub(1),
+                    none()
+                ),
             }
         }
         BasePoint::Path(p) => {
