@@ -128,8 +128,9 @@ enum Cmd {
         #[arg(long)]
         overwrite: bool,
     },
-    /// Build (or load from cache) the world of a sweep config: tokenizer, θ_D with checkpoints,
-    /// exposure ledger and the retrain oracle.
+    /// Build (or load from cache) the world of a sweep config, for each world seed: tokenizer,
+    /// θ_D with checkpoints, exposure ledger, the retrain oracle (and the second oracle with
+    /// `world.noise_floor`); measure and print its quality and fail when it misses the gate.
     World {
         /// A sweep config (its [world] and [[models]] sections are used).
         config: PathBuf,
@@ -246,21 +247,48 @@ fn world(config: &Path, data_dir: Option<PathBuf>) -> Result<()> {
     let sweep = runner::load_sweep(config)?;
     let data_dir = data_dir.unwrap_or_else(|| runner::resolve_data_dir(&sweep));
     let wcfg = testbed::WorldConfig::from_sweep_file(config)?;
+    let device = lm::default_device()?;
+    let mut failed = Vec::new();
     for m in &sweep.models {
         let runner::ModelSource::Scratch(preset) = &m.source else {
             bail!("{}: models.{}: `bench world` builds worlds for scratch models; this one is {:?}", config.display(), m.name, m.source);
         };
         let spec = testbed::train::ScratchModel::preset(preset)?;
-        let progress = progress::Progress::new();
-        let built = testbed::train::build_or_load(&wcfg, &data_dir, &sweep.output_dir.join("worlds"), &spec, Some(&|s, i, n, l| progress.update(s, i, n, l)))?;
-        progress.finish();
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({
-            "dir": built.dir, "final_model": built.final_model, "oracle": built.oracle,
-            "seconds_theta_d": built.info.seconds_theta_d, "seconds_oracle": built.info.seconds_oracle,
-            "tokens_per_second": built.info.tokens_per_second, "final_loss": built.info.final_loss,
-            "oracle_final_loss": built.info.oracle_final_loss,
-            "checkpoints": built.checkpoints,
-        }))?);
+        for &seed in &sweep.world_seeds {
+            let progress = progress::Progress::new();
+            let update = |s: &str, i, n, l| progress.update(s, i, n, l);
+            let built = testbed::train::build_or_load(&wcfg.for_seed(seed), &data_dir, &sweep.output_dir.join("worlds"), &spec, Some(&update))?;
+            let oracle_alt = if sweep.noise_floor {
+                Some(testbed::train::build_or_load_noise_oracle(&built, Some(&update))?)
+            } else {
+                None
+            };
+            progress.finish();
+            let quality = runner::quality::of_world(&built, &m.name, sweep.quality_gate, &data_dir, &device)?;
+            if let Some(q) = &quality {
+                eprintln!("{}", q.summary());
+                if q.gate == "failed" {
+                    failed.push(format!("model {}, world seed {seed}:\n  - {}", m.name, q.failures.join("\n  - ")));
+                }
+            }
+            println!("{}", serde_json::to_string_pretty(&serde_json::json!({
+                "world_seed": seed,
+                "dir": built.dir, "final_model": built.final_model, "oracle": built.oracle, "oracle_alt": oracle_alt,
+                "seconds_theta_d": built.info.seconds_theta_d, "seconds_oracle": built.info.seconds_oracle,
+                "tokens_per_second": built.info.tokens_per_second, "final_loss": built.info.final_loss,
+                "oracle_final_loss": built.info.oracle_final_loss,
+                "checkpoints": built.checkpoints,
+                "quality": quality,
+            }))?);
+        }
+    }
+    if !failed.is_empty() {
+        bail!(
+            "{}: {} world(s) failed the quality gate (set world.quality_gate = false to use them anyway):\n{}",
+            config.display(),
+            failed.len(),
+            failed.join("\n")
+        );
     }
     Ok(())
 }

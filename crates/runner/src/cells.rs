@@ -1,13 +1,15 @@
-//! Cell expansion: a sweep's cross product models × methods × each method's grid × seeds,
-//! plus the reference cells every sweep has — "final" (θ_D) and "retrain" (the oracle) — per
-//! model and seed.
+//! Cell expansion: a sweep's cross product models × world seeds × methods × each method's grid
+//! × method seeds, plus the reference cells every sweep has — "final" (θ_D), "retrain" (the
+//! oracle) and, with `world.noise_floor`, "retrain_alt" (a second oracle with another data
+//! order: the noise floor) — per model, world seed and method seed.
 //!
-//! Order is deterministic: models in config order; for each, the reference cells (final then
-//! retrain, each over the seeds), then methods by name, grid points in odometer order (axes by
-//! key, values as written, the last axis fastest), seeds innermost.
+//! Order is deterministic: models in config order; for each, world seeds in config order; for
+//! each, the reference cells (final, retrain, retrain_alt, each over the seeds), then methods by
+//! name, grid points in odometer order (axes by key, values as written, the last axis fastest),
+//! method seeds innermost.
 //!
-//! A cell's readable key is `METHOD[/k=v,k=v…]/seed=S/model=M` (all hyperparameters, fixed and
-//! grid, by key); its id — used as its file name — is the key made filename-safe plus the first
+//! A cell's readable key is `METHOD[/k=v,k=v…]/world=W/seed=S/model=M` (all hyperparameters,
+//! fixed and grid, by key); its id — used as its file name — is the key made filename-safe plus the first
 //! 8 hex digits of the key's SHA-256, so two keys that sanitise alike still get distinct ids.
 
 use std::collections::BTreeMap;
@@ -21,6 +23,8 @@ use crate::config::Sweep;
 pub const REFERENCE_FINAL: &str = "final";
 /// Method name of the oracle reference cells.
 pub const REFERENCE_RETRAIN: &str = "retrain";
+/// Method name of the second oracle's reference cells (another data order; the noise floor).
+pub const REFERENCE_RETRAIN_ALT: &str = "retrain_alt";
 /// The `kind` of both reference cells.
 pub const REFERENCE_KIND: &str = "reference";
 
@@ -38,12 +42,22 @@ pub struct Cell {
     /// Every hyperparameter of this cell, fixed and grid.
     pub params: BTreeMap<String, toml::Value>,
     pub model: String,
+    /// The world seed (which replicate of the world this cell runs on).
+    pub world_seed: u64,
+    /// The method seed.
     pub seed: u64,
 }
 
 impl Cell {
-    pub fn new(method: &str, kind: &str, params: BTreeMap<String, toml::Value>, model: &str, seed: u64) -> Cell {
-        let key = cell_key(method, &params, seed, model);
+    pub fn new(
+        method: &str,
+        kind: &str,
+        params: BTreeMap<String, toml::Value>,
+        model: &str,
+        world_seed: u64,
+        seed: u64,
+    ) -> Cell {
+        let key = cell_key(method, &params, world_seed, seed, model);
         Cell {
             id: cell_id(&key),
             key,
@@ -51,6 +65,7 @@ impl Cell {
             kind: kind.to_owned(),
             params,
             model: model.to_owned(),
+            world_seed,
             seed,
         }
     }
@@ -64,18 +79,25 @@ impl Cell {
 /// All cells of a sweep, in the deterministic order described in the module docs.
 pub fn expand(sweep: &Sweep) -> Vec<Cell> {
     let mut cells = Vec::new();
+    let references: &[&str] = if sweep.noise_floor {
+        &[REFERENCE_FINAL, REFERENCE_RETRAIN, REFERENCE_RETRAIN_ALT]
+    } else {
+        &[REFERENCE_FINAL, REFERENCE_RETRAIN]
+    };
     for model in &sweep.models {
-        for reference in [REFERENCE_FINAL, REFERENCE_RETRAIN] {
-            for &seed in &sweep.seeds {
-                cells.push(Cell::new(reference, REFERENCE_KIND, BTreeMap::new(), &model.name, seed));
-            }
-        }
-        for method in sweep.methods.values() {
-            for point in grid_points(&method.grid) {
-                let mut params = method.fixed.clone();
-                params.extend(point);
+        for &world in &sweep.world_seeds {
+            for reference in references {
                 for &seed in &sweep.seeds {
-                    cells.push(Cell::new(&method.name, &method.kind, params.clone(), &model.name, seed));
+                    cells.push(Cell::new(reference, REFERENCE_KIND, BTreeMap::new(), &model.name, world, seed));
+                }
+            }
+            for method in sweep.methods.values() {
+                for point in grid_points(&method.grid) {
+                    let mut params = method.fixed.clone();
+                    params.extend(point);
+                    for &seed in &sweep.seeds {
+                        cells.push(Cell::new(&method.name, &method.kind, params.clone(), &model.name, world, seed));
+                    }
                 }
             }
         }
@@ -101,15 +123,15 @@ pub fn grid_points(grid: &BTreeMap<String, Vec<toml::Value>>) -> Vec<BTreeMap<St
     points
 }
 
-/// `METHOD[/k=v,…]/seed=S/model=M`.
-pub fn cell_key(method: &str, params: &BTreeMap<String, toml::Value>, seed: u64, model: &str) -> String {
+/// `METHOD[/k=v,…]/world=W/seed=S/model=M`.
+pub fn cell_key(method: &str, params: &BTreeMap<String, toml::Value>, world_seed: u64, seed: u64, model: &str) -> String {
     let mut key = method.to_owned();
     if !params.is_empty() {
         let kv: Vec<String> = params.iter().map(|(k, v)| format!("{k}={}", format_value(v))).collect();
         key.push('/');
         key.push_str(&kv.join(","));
     }
-    key.push_str(&format!("/seed={seed}/model={model}"));
+    key.push_str(&format!("/world={world_seed}/seed={seed}/model={model}"));
     key
 }
 
@@ -158,10 +180,10 @@ mod tests {
             ("beta".to_owned(), toml::Value::Float(0.0)),
             ("checkpoint".to_owned(), toml::Value::String("latest-clean".into())),
         ]);
-        let cell = Cell::new("msa", "msa", params, "tiny", 0);
-        assert_eq!(cell.key, "msa/alpha=1.5,beta=0,checkpoint=latest-clean/seed=0/model=tiny");
-        // python: hashlib.sha256(b"msa/alpha=1.5,beta=0,checkpoint=latest-clean/seed=0/model=tiny").hexdigest()[:8]
-        assert_eq!(cell.id, "msa__alpha=1.5,beta=0,checkpoint=latest-clean__seed=0__model=tiny-87394898");
+        let cell = Cell::new("msa", "msa", params, "tiny", 2, 0);
+        assert_eq!(cell.key, "msa/alpha=1.5,beta=0,checkpoint=latest-clean/world=2/seed=0/model=tiny");
+        // python: hashlib.sha256(b"msa/alpha=1.5,beta=0,checkpoint=latest-clean/world=2/seed=0/model=tiny").hexdigest()[:8]
+        assert_eq!(cell.id, "msa__alpha=1.5,beta=0,checkpoint=latest-clean__world=2__seed=0__model=tiny-065e5e68");
     }
 
     #[test]

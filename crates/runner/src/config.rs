@@ -166,6 +166,12 @@ pub struct Sweep {
     /// The `[world]` table as written; the testbed crate parses it. `kind` is checked here.
     pub world: toml::Table,
     pub world_kind: String,
+    /// `world.seeds` (or `[world.seed]`): one world per seed, every cell run on each.
+    pub world_seeds: Vec<u64>,
+    /// `world.noise_floor`: also train and score a second oracle ("retrain_alt").
+    pub noise_floor: bool,
+    /// `world.quality_gate` (default true): stop when a world misses the quality thresholds.
+    pub quality_gate: bool,
     pub models: Vec<ModelSpec>,
     /// By method name (the `NAME` in `[methods.NAME]`), so in name order.
     pub methods: BTreeMap<String, MethodSpec>,
@@ -408,6 +414,12 @@ pub fn parse_sweep(text: &str, source: &Path, registry: &Registry) -> Result<Swe
     if !registry.world_kinds.contains(&world_kind.as_str()) {
         return Err(fail("world.kind", unknown_name_message("world kind", &world_kind, registry.world_kinds)));
     }
+    // The testbed owns the world's schema; read the table with it now, so that a typo or a bad
+    // seed list is reported before anything runs.
+    let world_cfg: testbed::WorldConfig = toml::Value::Table(raw.world.clone())
+        .try_into()
+        .map_err(|e| fail("world", format!("{e}")))?;
+    let world_seeds = world_cfg.world_seeds().map_err(|e| fail("", format!("{e:#}")))?;
 
     if raw.models.is_empty() {
         return Err(fail("models", "no models; add at least one [[models]] table".into()));
@@ -482,6 +494,9 @@ pub fn parse_sweep(text: &str, source: &Path, registry: &Registry) -> Result<Swe
         source: source.to_path_buf(),
         world: raw.world,
         world_kind,
+        world_seeds,
+        noise_floor: world_cfg.noise_floor.unwrap_or(false),
+        quality_gate: world_cfg.quality_gate.unwrap_or(true),
         models,
         methods,
         metrics: raw.metrics,

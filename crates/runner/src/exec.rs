@@ -1,10 +1,13 @@
-//! Running a sweep: for each model, build (or load) its world, compute the oracle's reference
-//! scores once, then run every pending cell of this shard — the reference rows "final" (θ_D)
-//! and "retrain" (the oracle), and each method at each grid point — evaluating the result and
-//! writing the cell's JSON atomically as soon as it finishes. A failing cell is recorded with
-//! its error chain and the sweep goes on; a rerun skips finished cells.
+//! Running a sweep: for each model and world seed, build (or load) the world, check its quality
+//! (the gate of [`crate::quality`]: a `facts` world whose θ_D did not learn its facts, or whose
+//! oracle knows them, stops the sweep with the numbers), compute the oracle's reference scores
+//! once, then run every pending cell of this shard — the reference rows "final" (θ_D),
+//! "retrain" (the oracle) and, with `world.noise_floor`, "retrain_alt" (a second oracle with
+//! another data order), and each method at each grid point — evaluating the result and writing
+//! the cell's JSON atomically as soon as it finishes. A failing cell is recorded with its error
+//! chain and the sweep goes on; a rerun skips finished cells.
 
-use crate::cells::{expand, Cell, REFERENCE_FINAL, REFERENCE_RETRAIN};
+use crate::cells::{expand, Cell, REFERENCE_FINAL, REFERENCE_RETRAIN, REFERENCE_RETRAIN_ALT};
 use crate::config::{resolve_data_dir, ModelSource, Sweep, TRAIN_KEYS};
 use crate::shard::Shard;
 use crate::store::{resolved_config, CellResult, CellStatus, Provenance, ResultStore, Timings};
@@ -57,6 +60,8 @@ pub fn run(sweep: &Sweep, opts: &ExecOptions, progress: Option<Progress>, log: &
     let cells = expand(sweep);
     let mine: Vec<&Cell> = opts.shard.select(&cells);
     let store = ResultStore::for_sweep(sweep);
+    let data_dir = opts.data_dir.clone().unwrap_or_else(|| resolve_data_dir(sweep));
+    validate_worlds(sweep, opts, &data_dir)?;
     if opts.dry_run {
         let states = store.states(mine.iter().copied())?;
         log(&crate::store::format_dry_run(&states));
@@ -66,58 +71,146 @@ pub fn run(sweep: &Sweep, opts: &ExecOptions, progress: Option<Progress>, log: &
     if removed > 0 {
         log(&format!("removed {removed} half-written result file(s) of an interrupted run"));
     }
-    let data_dir = opts.data_dir.clone().unwrap_or_else(|| resolve_data_dir(sweep));
     let mut summary = Summary { results_dir: store.dir().to_path_buf(), ..Default::default() };
     let provenance = Provenance::detect(env!("CARGO_PKG_VERSION"), Path::new("."));
     let device = lm::default_device()?;
     let classifier = toxicity_classifier(sweep, opts, log)?;
     for model in &sweep.models {
-        let todo: Vec<&Cell> = mine
-            .iter()
-            .copied()
-            .filter(|c| c.model == model.name)
-            .filter(|c| store.needs_run(c, opts.force).unwrap_or(true))
-            .collect();
-        summary.skipped += mine.iter().filter(|c| c.model == model.name).count() - todo.len();
-        if todo.is_empty() {
-            log(&format!("model {}: every cell of this shard is done", model.name));
-            continue;
-        }
-        log(&format!("model {}: {} cell(s) to run", model.name, todo.len()));
-        let ctx = match prepare_model(sweep, model, opts, &data_dir, &device, classifier.as_ref(), progress, log) {
-            Ok(c) => c,
-            Err(e) => {
-                // Every cell of this model fails with the same error; record it and go on.
-                for cell in &todo {
-                    record(&store, sweep, cell, Err(anyhow::anyhow!("{e:#}")), &provenance, Timings::now_unix(), BTreeMap::new())?;
-                    summary.failed += 1;
-                }
-                log(&format!("model {}: cannot prepare: {e:#}", model.name));
+        for &world_seed in &sweep.world_seeds {
+            let here = |c: &Cell| c.model == model.name && c.world_seed == world_seed;
+            let todo: Vec<&Cell> = mine
+                .iter()
+                .copied()
+                .filter(|c| here(c))
+                .filter(|c| store.needs_run(c, opts.force).unwrap_or(true))
+                .collect();
+            summary.skipped += mine.iter().filter(|c| here(c)).count() - todo.len();
+            let what = format!("model {}, world seed {world_seed}", model.name);
+            if todo.is_empty() {
+                log(&format!("{what}: every cell of this shard is done"));
                 continue;
             }
-        };
-        for (i, cell) in todo.iter().enumerate() {
-            log(&format!("[{}/{}] {}", i + 1, todo.len(), cell.key));
-            let t0 = Timings::now_unix();
-            let mut stages = BTreeMap::new();
-            let outcome = run_cell(sweep, cell, &ctx, opts, &device, progress, &mut stages);
-            match &outcome {
-                Ok(_) => summary.ran += 1,
+            log(&format!("{what}: {} cell(s) to run", todo.len()));
+            let needs_alt = todo.iter().any(|c| c.method == REFERENCE_RETRAIN_ALT && c.is_reference());
+            let ctx = match prepare_model(
+                sweep,
+                model,
+                world_seed,
+                needs_alt,
+                opts,
+                &data_dir,
+                &device,
+                classifier.as_ref(),
+                progress,
+                log,
+            ) {
+                Ok(c) => c,
+                Err(e) if e.is::<QualityGateFailed>() => return Err(e),
                 Err(e) => {
-                    summary.failed += 1;
-                    log(&format!("cell {} failed: {e:#}", cell.id));
+                    // Every cell of this world fails with the same error; record it and go on.
+                    for cell in &todo {
+                        record(&store, sweep, cell, Err(anyhow::anyhow!("{e:#}")), &provenance, Timings::now_unix(), BTreeMap::new())?;
+                        summary.failed += 1;
+                    }
+                    log(&format!("{what}: cannot prepare: {e:#}"));
+                    continue;
                 }
+            };
+            for (i, cell) in todo.iter().enumerate() {
+                log(&format!("[{}/{}] {}", i + 1, todo.len(), cell.key));
+                let t0 = Timings::now_unix();
+                let mut stages = BTreeMap::new();
+                let outcome = run_cell(sweep, cell, &ctx, opts, &device, progress, &mut stages);
+                match &outcome {
+                    Ok(_) => summary.ran += 1,
+                    Err(e) => {
+                        summary.failed += 1;
+                        log(&format!("cell {} failed: {e:#}", cell.id));
+                    }
+                }
+                record(&store, sweep, cell, outcome, &provenance, t0, stages)?;
             }
-            record(&store, sweep, cell, outcome, &provenance, t0, stages)?;
         }
     }
     summary.seconds = start.elapsed().as_secs_f64();
     Ok(summary)
 }
 
-/// Everything shared by the cells of one model.
+/// Resolves the world of every world seed (each field checked against the run and the data
+/// files) and checks MSA's checkpoint selectors against the checkpoints the world will have, so
+/// that a config that cannot run fails at once with one message, before any training.
+pub fn validate_worlds(sweep: &Sweep, opts: &ExecOptions, data_dir: &Path) -> Result<()> {
+    let file = sweep.source.display();
+    let world_text = toml::to_string(&sweep.world).context("re-serialising [world]")?;
+    let base = testbed::WorldConfig::from_toml_str(&world_text).with_context(|| format!("{file}: [world]"))?;
+    let scratch = sweep.models.iter().any(|m| matches!(m.source, ModelSource::Scratch(_)));
+    for &seed in &sweep.world_seeds {
+        let mut wcfg = base.for_seed(seed);
+        if opts.smoke {
+            smoke_world(&mut wcfg);
+        }
+        let resolved = wcfg.resolve(data_dir).map_err(|e| anyhow::anyhow!("{file}: {e:#}"))?;
+        if !scratch || resolved.kind == testbed::WorldKind::Finetune {
+            continue;
+        }
+        let last_clean = resolved.last_clean_checkpoint();
+        let steps = &resolved.checkpoint_steps;
+        for method in sweep.methods.values().filter(|m| m.kind == "msa") {
+            let values: Vec<&toml::Value> = match (method.fixed.get("checkpoint"), method.grid.get("checkpoint")) {
+                (Some(v), _) => vec![v],
+                (None, Some(vs)) => vs.iter().collect(),
+                (None, None) => vec![],
+            };
+            let allow_unclean = matches!(method.fixed.get("allow_unclean"), Some(toml::Value::Boolean(true)));
+            for v in values {
+                let Some(text) = v.as_str() else { continue };
+                let key = format!("{file}: methods.{}.checkpoint", method.name);
+                match msa::BasePoint::parse(text).map_err(|e| anyhow::anyhow!("{key}: {e:#}"))? {
+                    msa::BasePoint::LatestClean if last_clean == 0 => bail!(
+                        "{key}: \"latest-clean\" is the initialisation: the exposure window starts at step {} \
+                         (world.exposure), so no trained checkpoint is clean; start the window later",
+                        resolved.window_start
+                    ),
+                    msa::BasePoint::Distance(k) if k > last_clean => bail!(
+                        "{key}: \"{text}\" asks for the checkpoint {k} before the latest clean one, but the world \
+                         has clean checkpoints 0..={last_clean} (steps {:?}; the window starts at step {}): use \
+                         distance:0..={last_clean}",
+                        &steps[..=last_clean],
+                        resolved.window_start
+                    ),
+                    msa::BasePoint::Step(n) if !steps.contains(&n) => bail!(
+                        "{key}: \"{text}\": the world has no checkpoint at step {n} (checkpoints at steps {steps:?})"
+                    ),
+                    msa::BasePoint::Step(n) if n > resolved.window_start && !allow_unclean => bail!(
+                        "{key}: \"{text}\": the checkpoint at step {n} has seen forget documents (the window starts \
+                         at step {}); choose a clean one or set allow_unclean = true",
+                        resolved.window_start
+                    ),
+                    _ => {}
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A world that missed the quality thresholds (with the gate on): stops the sweep.
+#[derive(Debug)]
+pub struct QualityGateFailed(pub String);
+
+impl std::fmt::Display for QualityGateFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for QualityGateFailed {}
+
+/// Everything shared by the cells of one model and world seed.
 struct ModelContext {
     world: testbed::train::BuiltWorld,
+    /// The second oracle (another data order), when a "retrain_alt" cell is to run.
+    oracle_alt: Option<PathBuf>,
     suite: EvalSuite,
     oracle_refs: OracleRefs,
     forget: Vec<lm::train::Example>,
@@ -130,9 +223,12 @@ struct ModelContext {
     smoke_family: Option<(&'static str, Vec<String>, PathBuf)>,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn prepare_model(
     sweep: &Sweep,
     model: &crate::config::ModelSpec,
+    world_seed: u64,
+    needs_alt: bool,
     opts: &ExecOptions,
     data_dir: &Path,
     device: &candle_core::Device,
@@ -142,7 +238,8 @@ fn prepare_model(
 ) -> Result<ModelContext> {
     let world_text = toml::to_string(&sweep.world).context("re-serialising [world]")?;
     let mut wcfg = testbed::WorldConfig::from_toml_str(&world_text)
-        .with_context(|| format!("{}: [world]", sweep.source.display()))?;
+        .with_context(|| format!("{}: [world]", sweep.source.display()))?
+        .for_seed(world_seed);
     if opts.smoke {
         smoke_world(&mut wcfg);
     }
@@ -174,12 +271,21 @@ fn prepare_model(
         }
     };
     log(&format!("world ready in {:.1}s: {}", t.elapsed().as_secs_f64(), world.dir.display()));
+    let results_dir = ResultStore::for_sweep(sweep).dir().to_path_buf();
+    check_quality(sweep, model, &world, opts, data_dir, device, &results_dir, log)?;
+    let oracle_alt = if needs_alt {
+        let t = std::time::Instant::now();
+        let dir = testbed::train::build_or_load_noise_oracle(&world, progress)?;
+        log(&format!("second oracle (noise floor) ready in {:.1}s: {}", t.elapsed().as_secs_f64(), dir.display()));
+        Some(dir)
+    } else {
+        None
+    };
     let limits = if opts.smoke { EvalLimits::smoke() } else { EvalLimits::default() };
     let mut suite = EvalSuite::from_world(&world.world, &sweep.metrics, &limits, data_dir, &world.final_model)?;
     if let Some(c) = classifier {
         suite.set_toxicity_classifier(c.clone());
     }
-    let results_dir = ResultStore::for_sweep(sweep).dir().to_path_buf();
     let cache = results_dir.join("cache").join(&model.name).join(short(&world.dir));
     std::fs::create_dir_all(&cache).with_context(|| format!("cannot create {}", cache.display()))?;
     let refs_path = cache.join("oracle_refs.json");
@@ -194,7 +300,47 @@ fn prepare_model(
     };
     let (forget, retain, pad) = method_data(&world)?;
     let models_dir = results_dir.join("models");
-    Ok(ModelContext { world, suite, oracle_refs, forget, retain, pad, cache, models_dir, smoke_family })
+    Ok(ModelContext { world, oracle_alt, suite, oracle_refs, forget, retain, pad, cache, models_dir, smoke_family })
+}
+
+/// Measures (or reads the cached) world quality, prints it, copies it into
+/// `RESULTS/world_quality/MODEL-worldSEED.json` for the report, and stops the sweep with
+/// [`QualityGateFailed`] when the gate is on and a threshold is missed. `--smoke` worlds are
+/// far too small to pass: their gate is off.
+#[allow(clippy::too_many_arguments)]
+fn check_quality(
+    sweep: &Sweep,
+    model: &crate::config::ModelSpec,
+    world: &testbed::train::BuiltWorld,
+    opts: &ExecOptions,
+    data_dir: &Path,
+    device: &candle_core::Device,
+    results_dir: &Path,
+    log: &dyn Fn(&str),
+) -> Result<()> {
+    let gate_on = sweep.quality_gate && !opts.smoke;
+    let Some(q) = crate::quality::of_world(world, &model.name, gate_on, data_dir, device)? else {
+        return Ok(());
+    };
+    log(&q.summary());
+    let dir = results_dir.join("world_quality");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let file = dir.join(format!("{}-world{}.json", model.name, q.world_seed));
+    crate::store::write_atomic(&file, serde_json::to_string_pretty(&q)?.as_bytes())?;
+    if q.gate == "failed" {
+        return Err(QualityGateFailed(format!(
+            "{}: the world of model {} with world seed {} failed the quality gate ({}):\n  - {}\n\
+             Train it longer or bigger ([world] steps, batch_size), or set world.quality_gate = false to run \
+             anyway (the report then carries a warning)",
+            sweep.source.display(),
+            model.name,
+            q.world_seed,
+            world.dir.display(),
+            q.failures.join("\n  - ")
+        ))
+        .into());
+    }
+    Ok(())
 }
 
 /// The toxicity classifier for `toxigen_generation`, loaded once per run when that metric is
@@ -308,6 +454,9 @@ fn run_cell(
     let (model_dir, temp) = match cell.method.as_str() {
         REFERENCE_FINAL if cell.kind == crate::cells::REFERENCE_KIND => (ctx.world.final_model.clone(), false),
         REFERENCE_RETRAIN if cell.kind == crate::cells::REFERENCE_KIND => (ctx.world.oracle.clone(), false),
+        REFERENCE_RETRAIN_ALT if cell.kind == crate::cells::REFERENCE_KIND => {
+            (ctx.oracle_alt.clone().context("the second oracle was not built")?, false)
+        }
         _ => {
             let mut method_params = toml::Table::new();
             let mut train_params = BTreeMap::new();

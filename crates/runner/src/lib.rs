@@ -10,6 +10,7 @@
 pub mod cells;
 pub mod config;
 pub mod exec;
+pub mod quality;
 pub mod scoring;
 pub mod shard;
 pub mod store;

@@ -170,6 +170,7 @@ pub fn resolved_config(sweep: &Sweep, cell: &Cell) -> Result<serde_json::Value> 
         "method": { "name": cell.method, "kind": cell.kind, "params": cell.params },
         "train": train,
         "metrics": sweep.metrics,
+        "world_seed": cell.world_seed,
         "seed": cell.seed,
     }))
 }

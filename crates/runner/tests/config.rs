@@ -91,13 +91,13 @@ fn base_config_expands_to_the_cross_product() {
     assert_eq!(cells.iter().filter(|c| c.method == "msa").count(), 24);
     // Order: references first, then methods by name ("ga" < "msa"), seeds innermost.
     let keys: Vec<&str> = cells.iter().map(|c| c.key.as_str()).collect();
-    assert_eq!(keys[0], "final/seed=0/model=tiny");
-    assert_eq!(keys[1], "final/seed=1/model=tiny");
-    assert_eq!(keys[2], "retrain/seed=0/model=tiny");
-    assert_eq!(keys[4], "ga/epochs=2,lr=0.0001/seed=0/model=tiny");
-    assert_eq!(keys[8], "msa/alpha=1,beta=0,checkpoint=latest-clean/seed=0/model=tiny");
-    assert_eq!(keys[10], "msa/alpha=1,beta=0,checkpoint=distance:2/seed=0/model=tiny");
-    assert_eq!(keys[31], "msa/alpha=2,beta=1,checkpoint=distance:2/seed=1/model=tiny");
+    assert_eq!(keys[0], "final/world=0/seed=0/model=tiny");
+    assert_eq!(keys[1], "final/world=0/seed=1/model=tiny");
+    assert_eq!(keys[2], "retrain/world=0/seed=0/model=tiny");
+    assert_eq!(keys[4], "ga/epochs=2,lr=0.0001/world=0/seed=0/model=tiny");
+    assert_eq!(keys[8], "msa/alpha=1,beta=0,checkpoint=latest-clean/world=0/seed=0/model=tiny");
+    assert_eq!(keys[10], "msa/alpha=1,beta=0,checkpoint=distance:2/world=0/seed=0/model=tiny");
+    assert_eq!(keys[31], "msa/alpha=2,beta=1,checkpoint=distance:2/world=0/seed=1/model=tiny");
     // Ids are unique and the expansion is deterministic.
     let ids: std::collections::BTreeSet<&str> = cells.iter().map(|c| c.id.as_str()).collect();
     assert_eq!(ids.len(), cells.len());
@@ -216,4 +216,101 @@ fn toxicity_classifier_is_resolved_against_the_config_folder() {
     assert_eq!(parse("toxicity_classifier = \"models/toxigen_roberta\""), Some(PathBuf::from("configs/models/toxigen_roberta")));
     assert_eq!(parse("toxicity_classifier = \"/abs/clf\""), Some(PathBuf::from("/abs/clf")));
     check_err(&format!("toxicity_clasifier = \"x\"\n{BASE}"), &["toxicity_clasifier", "did you mean `toxicity_classifier`?"]);
+}
+
+#[test]
+fn world_seeds_cross_every_cell_and_the_noise_floor_adds_a_reference_row() {
+    let text = BASE.replace("kind = \"facts\"\n", "kind = \"facts\"\nseeds = [3, 1, 2]\nnoise_floor = true\n");
+    let sweep = parse_sweep(&text, Path::new("t.toml"), &Registry::DEFAULT).unwrap();
+    assert_eq!(sweep.world_seeds, vec![3, 1, 2]);
+    assert!(sweep.noise_floor && sweep.quality_gate);
+    let cells = expand(&sweep);
+    // per world seed (3) and method seed (2): final + retrain + retrain_alt (3) + msa 12 + ga 2
+    assert_eq!(cells.len(), 3 * 2 * (3 + 12 + 2));
+    let keys: Vec<&str> = cells.iter().map(|c| c.key.as_str()).collect();
+    assert_eq!(keys[0], "final/world=3/seed=0/model=tiny");
+    assert_eq!(keys[4], "retrain_alt/world=3/seed=0/model=tiny");
+    assert_eq!(keys[34], "final/world=1/seed=0/model=tiny");
+    for w in [3, 1, 2] {
+        assert_eq!(cells.iter().filter(|c| c.world_seed == w).count(), 34);
+        assert_eq!(cells.iter().filter(|c| c.world_seed == w && c.method == "retrain_alt").count(), 2);
+    }
+    let ids: std::collections::BTreeSet<&str> = cells.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids.len(), cells.len());
+    // without noise_floor: no retrain_alt row
+    let plain = parse_sweep(BASE, Path::new("t.toml"), &Registry::DEFAULT).unwrap();
+    assert!(!plain.noise_floor);
+    assert!(expand(&plain).iter().all(|c| c.method != "retrain_alt" && c.world_seed == 0));
+}
+
+#[test]
+fn bad_world_seed_lists_name_the_field() {
+    let with = |line: &str| BASE.replace("kind = \"facts\"\n", &format!("kind = \"facts\"\n{line}\n"));
+    check_err(&with("seeds = []"), &["configs/bad.toml", "world.seeds = []"]);
+    check_err(&with("seeds = [0, 1, 0]"), &["world.seeds[2] = 0 is a duplicate"]);
+    check_err(&with("seed = 4\nseeds = [1, 2]"), &["world.seed = 4 and world.seeds are exclusive"]);
+    check_err(&with("sedes = [1]"), &["configs/bad.toml", "world", "sedes"]);
+    check_err(&with("quality_gate = \"no\""), &["world", "quality_gate"]);
+}
+
+/// `validate_worlds` runs before any work (and with `--dry-run`): bad world fields and
+/// checkpoint selectors the world cannot satisfy are one clear error naming the field.
+#[test]
+fn worlds_and_checkpoint_selectors_are_checked_before_any_work() {
+    use runner::exec::{validate_worlds, ExecOptions};
+    let opts = ExecOptions::default();
+    let data = Path::new("/nonexistent/unlearn-data");
+    let check = |text: &str, fragments: &[&str]| {
+        let sweep = parse_sweep(text, Path::new("configs/bad.toml"), &Registry::DEFAULT).unwrap();
+        let msg = format!("{:#}", validate_worlds(&sweep, &opts, data).expect_err("should be rejected"));
+        for f in fragments {
+            assert!(msg.contains(f), "error {msg:?} lacks {f:?}");
+        }
+    };
+    let world = |extra: &str| BASE.replace("forget = \"forget10\"\n", &format!("forget = \"forget10\"\n{extra}\n"));
+    // the base config (8 checkpoints, window from checkpoint 4 by default) is fine
+    let ok = parse_sweep(&world("checkpoints = 8"), Path::new("t.toml"), &Registry::DEFAULT).unwrap();
+    validate_worlds(&ok, &opts, data).unwrap();
+    check(&world("attributes = 50"), &["configs/bad.toml", "world.attributes must be in 2..=10, got 50"]);
+    check(&world("n_entities = 0"), &["world.n_entities must be at least 1"]);
+    check(&world("steps = 0"), &["world.steps must be at least 1"]);
+    check(&world("exposure = { start_checkpoint = 9 }"), &["world.exposure.start_checkpoint = 9 is outside the run"]);
+    let far = world("").replace("\"distance:2\"", "\"distance:99\"");
+    check(&far, &["methods.msa.checkpoint", "distance:99", "clean checkpoints 0..=4", "distance:0..=4"]);
+    check(
+        &world("exposure = { start_step = 0 }"),
+        &["methods.msa.checkpoint", "\"latest-clean\" is the initialisation", "start the window later"],
+    );
+    let step = world("").replace("\"distance:2\"", "\"step:7\"");
+    check(&step, &["methods.msa.checkpoint", "no checkpoint at step 7"]);
+    let unclean = world("").replace("\"distance:2\"", "\"step:750\"");
+    check(&unclean, &["step:750", "has seen forget documents", "allow_unclean"]);
+    // every world seed is resolved
+    let bad_seed = parse_sweep(&world("seeds = [0, 1]\nforget = \"0%\"").replace("forget = \"forget10\"\n", ""), Path::new("configs/bad.toml"), &Registry::DEFAULT).unwrap();
+    let msg = format!("{:#}", validate_worlds(&bad_seed, &opts, data).unwrap_err());
+    assert!(msg.contains("world.forget") && msg.contains("empty"), "{msg}");
+}
+
+/// What configs/tiny.toml says about its checkpoints is what MSA picks: "latest-clean" =
+/// "distance:0" is checkpoint 4 and "distance:2" is checkpoint 2 (issue 13; the selector once
+/// counted the latest clean checkpoint as distance 1 and took checkpoint 3).
+#[test]
+fn tiny_config_checkpoint_distances_mean_what_its_comments_say() {
+    let sweep = load_sweep(&configs_dir().join("tiny.toml")).unwrap();
+    let text = std::fs::read_to_string(configs_dir().join("tiny.toml")).unwrap();
+    assert!(text.contains("\"distance:2\" is checkpoint 2"), "the comment this test pins has changed");
+    let world = testbed::WorldConfig::from_sweep_toml(&text).unwrap().resolve(Path::new("/nonexistent")).unwrap();
+    let infos: Vec<unlearn::CheckpointInfo> = world
+        .checkpoint_steps
+        .iter()
+        .map(|&step| unlearn::CheckpointInfo { step, path: PathBuf::from(format!("/c/{step}")), clean: step <= world.window_start })
+        .collect();
+    let pick = |s: &str| msa::select_base(&msa::BasePoint::parse(s).unwrap(), &infos).unwrap().ledger.unwrap().step;
+    let steps = &world.checkpoint_steps;
+    assert_eq!(world.last_clean_checkpoint(), 4);
+    assert_eq!(pick("latest-clean"), steps[4]);
+    assert_eq!(pick("distance:0"), steps[4]);
+    assert_eq!(pick("distance:2"), steps[2]);
+    assert_eq!(pick("distance:4"), steps[0]);
+    assert!(sweep.methods["msa"].grid.get("checkpoint").is_some_and(|v| v.iter().any(|c| c.as_str() == Some("distance:2"))));
 }
