@@ -1,17 +1,25 @@
 //! The reporter behind `bench report RESULTS_DIR --out reports/NAME`: reads every cell result
 //! a sweep left (see [`results`]) and writes
 //! - `long.csv` and `long.parquet`: one row per cell × metric (sweep, cell, method, kind,
-//!   params, model, seed, metric, value, direction); in Parquet the strings are UTF-8, `seed`
-//!   an unsigned 64-bit integer and `value` a nullable f64 (null where the CSV is empty: a
-//!   missing or non-finite value);
-//! - `tables.md` / `tables.tex`: the paper-style tables, methods × metrics, mean ± std over
-//!   seeds, best per column marked, rows for θ_D ("final") and the oracle ("retrain");
+//!   params, model, world_seed, seed, metric, value, direction); in Parquet the strings are
+//!   UTF-8, `world_seed` and `seed` unsigned 64-bit integers and `value` a nullable f64 (null
+//!   where the CSV is empty: a missing or non-finite value);
+//! - `tables.md` / `tables.tex`: the paper-style tables, methods × metrics, the mean over world
+//!   seeds with its 95 % cluster bootstrap interval ([`aggregate`]; one run: the value, no
+//!   interval), best per column marked, rows for θ_D ("final"), the oracle ("retrain") and,
+//!   when there is one, the second oracle ("retrain_alt") with the noise floor
+//!   |retrain_alt − retrain|; then the "Comparisons" section ([`compare`]): MSA against each
+//!   other method on forget-side distances to the oracle, paired intervals, Wilcoxon p-values
+//!   and Holm's correction;
 //! - `plots/*.svg` and `plots/*.png` (same stems, 800 × 520): forget quality vs model utility
 //!   (TOFU's trade-off), MSA's α/β grid, the checkpoint-distance curve, loss curves;
-//! - `index.md`, which shows all of it (linking the SVGs) and lists failed cells separately.
+//! - `index.md`, which shows all of it (linking the SVGs) and lists failed cells separately,
+//!   and starts with the "World quality" table ([`quality`]) when the results folder has
+//!   `world_quality/*.json`, with a WARNING line for any world whose gate failed or was off.
 //!
-//! Invariant: no dependency on candle or on other project crates; the cell JSON layout is
-//! mirrored in [`results`]. Data work is plain Rust.
+//! Invariant: no dependency on candle or on other project crates except `stats` (pure
+//! statistics); the cell JSON layout is mirrored in [`results`]. Data work is plain Rust, and
+//! the same results folder gives the same report, intervals included (fixed bootstrap seed).
 //!
 //! Why not polars: polars 0.55.2 with only its `parquet` feature pulls in 173 crates; its clean
 //! release build took 23 min 44 s of CPU (35 min wall on the shared 2-core machine), so at
@@ -22,7 +30,10 @@
 //! directly rather than plotters' `image` encoder (fewer crates); text in both plot formats is
 //! laid out with DejaVu Sans, embedded from `assets/`.
 
+pub mod aggregate;
+pub mod compare;
 pub mod plots;
+pub mod quality;
 pub mod results;
 pub mod tables;
 
@@ -46,6 +57,7 @@ pub struct BuildSummary {
 /// report into `out_dir` (created if needed; files of an earlier report are overwritten).
 pub fn build(results_dir: &Path, out_dir: &Path) -> Result<BuildSummary> {
     let cells = results::load_cells(results_dir)?;
+    let world_quality = results::load_world_quality(results_dir)?;
     let plots_dir = out_dir.join("plots");
     std::fs::create_dir_all(&plots_dir).with_context(|| format!("{}: cannot create", plots_dir.display()))?;
     let mut files = Vec::new();
@@ -64,12 +76,17 @@ pub fn build(results_dir: &Path, out_dir: &Path) -> Result<BuildSummary> {
     let headline = tables::headline(&summaries);
     let md_tables = tables::markdown(&headline);
     let failed = tables::failed_markdown(&cells);
+    let comparisons = format!("## Comparisons\n\n{}", compare::markdown(&compare::comparisons(&cells)));
     let full = if headline.iter().zip(&summaries).any(|(h, s)| h.metrics.len() != s.metrics.len()) {
         format!("\n## All metrics, with sub-values\n\n{}", tables::markdown(&summaries))
     } else {
         String::new()
     };
-    write(&out_dir.join("tables.md"), &format!("{md_tables}{full}\n## Failed cells\n\n{failed}"), &mut files)?;
+    write(
+        &out_dir.join("tables.md"),
+        &format!("{md_tables}{full}\n{comparisons}\n## Failed cells\n\n{failed}"),
+        &mut files,
+    )?;
     write(&out_dir.join("tables.tex"), &tables::latex(&headline), &mut files)?;
 
     let tradeoff = plots::tradeoff(&summaries, &plots_dir)?;
@@ -87,16 +104,22 @@ pub fn build(results_dir: &Path, out_dir: &Path) -> Result<BuildSummary> {
     let mut sweeps: Vec<&str> = cells.iter().map(|c| c.sweep.as_str()).collect();
     sweeps.dedup();
 
-    let mut index = format!("# Report: {}\n\n", if sweeps.is_empty() { "(no cells)".into() } else { sweeps.join(", ") });
+    let mut index =
+        format!("# Report: {}\n\n", if sweeps.is_empty() { "(no cells)".into() } else { sweeps.join(", ") });
     let _ = writeln!(
         index,
         "From `{}`: {} cells, {cells_ok} ok, {cells_failed} failed.\n",
         results_dir.display(),
         cells.len()
     );
+    if !world_quality.is_empty() {
+        let _ = write!(index, "## World quality\n\n{}", quality::markdown(&world_quality));
+    }
     index.push_str("## Files\n\n- [long.csv](long.csv), [long.parquet](long.parquet): every cell × metric\n- [tables.md](tables.md), [tables.tex](tables.tex): the tables below\n\n");
-    index.push_str("## Tables\n\nMean ± sample standard deviation over seeds; the best method per column is in bold (↑ higher is better, ↓ lower, → closer to the value). `final` is θ_D, `retrain` the oracle.\n\n");
+    index.push_str("## Tables\n\nMean over world seeds [95 % cluster bootstrap interval] (see the note under each table); the best method per column is in bold (↑ higher is better, ↓ lower, → closer to the value). `final` is θ_D, `retrain` the oracle, `retrain_alt` a second oracle (another data-order seed).\n\n");
     index.push_str(&md_tables);
+    index.push_str(&comparisons);
+    index.push('\n');
     let sections: [(&str, &[String]); 4] = [
         ("Forget quality vs model utility", &tradeoff),
         ("MSA α/β grid", &grid),

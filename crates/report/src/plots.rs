@@ -167,7 +167,14 @@ pub fn tradeoff(summaries: &[Summary], dir: &Path) -> Result<Vec<String>> {
         let series: Vec<Series> = by_method.into_iter().collect();
         let file = format!("tradeoff_{}.svg", safe(&s.model));
         let y = if log { "log10 forget quality" } else { "forget quality" };
-        draw_chart(&dir.join(&file), &format!("Forget quality vs model utility ({})", s.model), "model utility", y, &series, false)?;
+        draw_chart(
+            &dir.join(&file),
+            &format!("Forget quality vs model utility ({})", s.model),
+            "model utility",
+            y,
+            &series,
+            false,
+        )?;
         files.push(file);
     }
     Ok(files)
@@ -187,12 +194,8 @@ fn param_curves(
 ) -> Result<Vec<String>> {
     let mut files = Vec::new();
     for s in summaries {
-        let rows: Vec<(&SummaryRow, f64)> = s
-            .rows
-            .iter()
-            .filter(|r| r.kind == kind)
-            .filter_map(|r| Some((r, x_of(r.params.get(x_param)?)?)))
-            .collect();
+        let rows: Vec<(&SummaryRow, f64)> =
+            s.rows.iter().filter(|r| r.kind == kind).filter_map(|r| Some((r, x_of(r.params.get(x_param)?)?))).collect();
         let mut xs: Vec<f64> = rows.iter().map(|&(_, x)| x).collect();
         xs.sort_by(f64::total_cmp);
         xs.dedup();
@@ -220,7 +223,14 @@ fn param_curves(
                 })
                 .collect();
             let file = format!("{prefix}_{}_{}.svg", safe(&s.model), safe(metric));
-            draw_chart(&dir.join(&file), &format!("{metric} vs {x_desc} ({kind}, {})", s.model), x_desc, metric, &series, true)?;
+            draw_chart(
+                &dir.join(&file),
+                &format!("{metric} vs {x_desc} ({kind}, {})", s.model),
+                x_desc,
+                metric,
+                &series,
+                true,
+            )?;
             files.push(file);
         }
     }
@@ -265,7 +275,8 @@ pub fn loss_curves(cells: &[CellFile], dir: &Path) -> Result<Vec<String>> {
                 continue;
             }
             let params: Vec<String> = c.cell.params.iter().map(|(k, v)| format!("{k}={}", format_param(v))).collect();
-            let name = format!("{curve} {} seed={}", params.join(","), c.cell.seed);
+            let world = if c.cell.world_seed == 0 { String::new() } else { format!(" world={}", c.cell.world_seed) };
+            let name = format!("{curve} {}{world} seed={}", params.join(","), c.cell.seed);
             groups.entry((c.cell.model.clone(), c.cell.method.clone())).or_default().push((name, pts));
         }
     }

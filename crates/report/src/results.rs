@@ -1,7 +1,10 @@
-//! Reading a sweep's cell results: `RESULTS_DIR/cells/*.json` as written by the `runner`
-//! crate's result store (schema version 1). This crate does not depend on `runner`, so the
-//! layout is mirrored here — only the fields the report needs; unknown fields are ignored so
-//! that additions to the schema do not break old reports.
+//! Reading a sweep's results: `RESULTS_DIR/cells/*.json` as written by the `runner` crate's
+//! result store (schema version 1), and the world-quality files
+//! `RESULTS_DIR/world_quality/*.json` when there are any. This crate does not depend on
+//! `runner`, so the layouts are mirrored here — only the fields the report needs; unknown
+//! fields are ignored and fields added later have serde defaults (`world_seed` 0, no
+//! per-example values), so that additions to the schema do not break old reports and old
+//! results still load.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -38,11 +41,25 @@ pub struct CellInfo {
     #[serde(default)]
     pub params: BTreeMap<String, serde_json::Value>,
     pub model: String,
+    /// The method's seed.
     pub seed: u64,
+    /// The world (training history) the cell ran in; 0 in files written before worlds had
+    /// seeds.
+    #[serde(default)]
+    pub world_seed: u64,
 }
 
+/// θ_D's reference row.
+pub const REFERENCE_FINAL: &str = "final";
+/// The exact retrain oracle's reference row.
+pub const REFERENCE_RETRAIN: &str = "retrain";
+/// A second oracle trained with another data-order seed: its distance to the oracle is the
+/// noise floor of every "distance to the oracle".
+pub const REFERENCE_RETRAIN_ALT: &str = "retrain_alt";
+
 impl CellInfo {
-    /// The reference rows: "final" (θ_D) and "retrain" (the oracle).
+    /// The reference rows: "final" (θ_D), "retrain" (the oracle) and "retrain_alt" (the
+    /// second oracle).
     pub fn is_reference(&self) -> bool {
         self.kind == "reference"
     }
@@ -97,6 +114,18 @@ pub struct MetricFile {
     pub direction: Direction,
     /// null (non-finite) becomes `None`.
     pub value: Option<f64>,
+    /// The metric's per-example values (null, a non-finite value, becomes NaN); empty when the
+    /// metric has none or the file predates them.
+    #[serde(default, deserialize_with = "nan_for_null")]
+    pub per_example: Vec<f64>,
+    /// The ids of the examples `per_example` refers to, when the metric gives them.
+    #[serde(default)]
+    pub example_ids: Vec<String>,
+}
+
+fn nan_for_null<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Vec<f64>, D::Error> {
+    let v = Vec::<Option<f64>>::deserialize(d)?;
+    Ok(v.into_iter().map(|x| x.unwrap_or(f64::NAN)).collect())
 }
 
 /// Every cell result under `results_dir`: `results_dir/cells/*.json` if that folder exists;
@@ -131,13 +160,89 @@ pub fn load_cells(results_dir: &Path) -> Result<Vec<CellFile>> {
             let cell: CellFile = serde_json::from_str(&text)
                 .with_context(|| format!("{}: not a cell result (schema {SCHEMA_VERSION})", path.display()))?;
             if cell.schema_version != SCHEMA_VERSION {
-                bail!("{}: schema_version {} (this report reads {SCHEMA_VERSION})", path.display(), cell.schema_version);
+                bail!(
+                    "{}: schema_version {} (this report reads {SCHEMA_VERSION})",
+                    path.display(),
+                    cell.schema_version
+                );
             }
             cells.push(cell);
         }
     }
     cells.sort_by(|a, b| (&a.sweep, &a.cell.id).cmp(&(&b.sweep, &b.cell.id)));
     Ok(cells)
+}
+
+/// One world's quality record, `RESULTS_DIR/world_quality/*.json`, written by the runner after
+/// building a world: how well θ_D learned the data and how the oracle behaves, and whether the
+/// world passed its quality gate. A missing or null number is `None`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct WorldQuality {
+    pub model: String,
+    pub world_seed: u64,
+    #[serde(default)]
+    pub world_hash: String,
+    pub theta_d: ModelQuality,
+    pub oracle: ModelQuality,
+    #[serde(default)]
+    pub tokens_trained: Option<u64>,
+    #[serde(default)]
+    pub seconds: Option<f64>,
+    /// "passed", "failed" or "disabled".
+    pub gate: String,
+    #[serde(default)]
+    pub failures: Vec<String>,
+}
+
+/// Multiple-choice accuracy and ROUGE of one model of a world (and, for the oracle, Min-K% AUC).
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct ModelQuality {
+    #[serde(default)]
+    pub mc_forget: Option<f64>,
+    #[serde(default)]
+    pub mc_retain: Option<f64>,
+    #[serde(default)]
+    pub rouge_forget: Option<f64>,
+    #[serde(default)]
+    pub rouge_retain: Option<f64>,
+    #[serde(default)]
+    pub mink_auc: Option<f64>,
+}
+
+impl WorldQuality {
+    /// A gate that did not pass: "failed" or "disabled" (anything but "passed").
+    pub fn gate_warning(&self) -> bool {
+        self.gate != "passed"
+    }
+}
+
+/// The world-quality files of `results_dir`: `results_dir/world_quality/*.json`, and, when
+/// `results_dir` holds several sweeps (`results_dir/*/cells`), each sweep's
+/// `world_quality/*.json`. No folder, no records. Sorted by (model, world seed).
+pub fn load_world_quality(results_dir: &Path) -> Result<Vec<WorldQuality>> {
+    let mut dirs = vec![results_dir.join("world_quality")];
+    if !results_dir.join("cells").is_dir() && results_dir.is_dir() {
+        for sub in sorted_entries(results_dir)? {
+            if sub.join("cells").is_dir() {
+                dirs.push(sub.join("world_quality"));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for dir in dirs.into_iter().filter(|d| d.is_dir()) {
+        for path in sorted_entries(&dir)? {
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if name.starts_with('.') || !name.ends_with(".json") || !path.is_file() {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).with_context(|| format!("{}: cannot read", path.display()))?;
+            let q: WorldQuality = serde_json::from_str(&text)
+                .with_context(|| format!("{}: not a world-quality record", path.display()))?;
+            out.push(q);
+        }
+    }
+    out.sort_by(|a, b| (&a.model, a.world_seed).cmp(&(&b.model, b.world_seed)));
+    Ok(out)
 }
 
 fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {

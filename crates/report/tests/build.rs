@@ -1,5 +1,5 @@
 //! The reporter on a fixed results folder written by hand: the Markdown table has the expected
-//! rows and values (means and sample standard deviations computed by hand below), the best
+//! rows and values (means and bootstrap intervals worked out by hand below), the best
 //! method per column is marked according to each metric's direction, failed cells are listed
 //! separately, and every promised file is written: long.parquet read back equals long.csv, and
 //! every plot's PNG is a valid, non-blank image of the promised size.
@@ -73,26 +73,32 @@ fn fixture() -> tempfile::TempDir {
     tmp
 }
 
-// Hand computation (sample std, n − 1):
-//   final      fq [0.01,0.03] → 0.020 ± 0.014   kl [0.5,0.7] → 0.600 ± 0.141   mu [0.60,0.62] → 0.610 ± 0.014   pl [20,22] → 21 ± 1.414
-//   retrain    fq [1,1] → 1.000 ± 0              kl [0,0] → 0 ± 0                mu [0.58,0.60] → 0.590 ± 0.014   pl [0,0] → 0 ± 0
-//   ga         (one seed) 0.05, 0.9, 0.3, −3
-//   msa d2     fq 0.1 ± 0, kl 0.35 ± 0, mu 0.5 ± 0, pl 8 ± 0
-//   msa a1     fq [0.2,0.4] → 0.300 ± 0.141   kl [0.2,0.4] → 0.300 ± 0.141   mu [0.55,0.57] → 0.560 ± 0.014   pl [−5,−7] → −6 ± 1.414
-//   msa a2     fq [0.5,0.7] → 0.600 ± 0.141   kl [0.1,0.3] → 0.200 ± 0.141   mu [0.40,0.44] → 0.420 ± 0.028   pl [10,12] → 11 ± 1.414
+// Hand computation. One world (the fixture's cells have no world_seed: 0), so each mean is the
+// mean over the two seeds, and each metric has one per-example value per run, so the interval
+// resamples the two runs' values: of the 2000 replicate means (a, (a+b)/2 or b, with
+// probabilities 1/4, 1/2, 1/4) the 2.5 % quantile is the smaller value and the 97.5 % the
+// larger, i.e. the interval is [min, max] of the two seeds:
+//   final      fq [0.01,0.03] → 0.020 [0.010, 0.030]   kl [0.5,0.7] → 0.600 [0.500, 0.700]   mu [0.60,0.62]   pl [20,22]
+//   retrain    fq [1,1] → 1 [1, 1]                       kl [0,0] → 0 [0, 0]                   mu [0.58,0.60]   pl [0,0]
+//   ga         (one seed) 0.05, 0.9, 0.3, −3: no interval
+//   msa d2     both seeds equal: fq 0.1 [0.1, 0.1], kl 0.35, mu 0.5, pl 8
+//   msa a1     fq [0.2,0.4] → 0.300 [0.200, 0.400]   kl [0.2,0.4]   mu [0.55,0.57] → 0.560   pl [−5,−7] → −6 [−7, −5]
+//   msa a2     fq [0.5,0.7] → 0.600 [0.500, 0.700]   kl [0.1,0.3]   mu [0.40,0.44] → 0.420   pl [10,12] → 11 [10, 12]
 // Best among methods (references excluded): fq ↑ msa a2 (0.6); kl ↓ msa a2 (0.2);
 // mu ↑ msa a1 (0.56; final's 0.61 is a reference); privleak → 0: ga (|−3| < |−6| < |8| < |11|).
 const EXPECTED_TABLE: &str = "\
 ### Model `m`
 
-| method | seeds | kl_to_oracle ↓ | privleak →0 | tofu_forget_quality ↑ | tofu_model_utility ↑ |
-|---|---:|---:|---:|---:|---:|
-| final (θ_D) | 2 | 0.600 ± 0.141 | 21.000 ± 1.414 | 0.020 ± 0.014 | 0.610 ± 0.014 |
-| retrain (oracle) | 2 | 0 ± 0 | 0 ± 0 | 1.000 ± 0 | 0.590 ± 0.014 |
-| gradient_ascent | 1 | 0.900 | **-3.000** | 0.050 | 0.300 |
-| msa (alpha=1, beta=0, checkpoint=distance:2) | 2 | 0.350 ± 0 | 8.000 ± 0 | 0.100 ± 0 | 0.500 ± 0 |
-| msa (alpha=1, beta=0, checkpoint=latest-clean) | 2 | 0.300 ± 0.141 | -6.000 ± 1.414 | 0.300 ± 0.141 | **0.560 ± 0.014** |
-| msa (alpha=2, beta=0, checkpoint=latest-clean) | 2 | **0.200 ± 0.141** | 11.000 ± 1.414 | **0.600 ± 0.141** | 0.420 ± 0.028 |
+| method | worlds | runs | kl_to_oracle ↓ | privleak →0 | tofu_forget_quality ↑ | tofu_model_utility ↑ |
+|---|---:|---:|---:|---:|---:|---:|
+| final (θ_D) | 1 | 2 | 0.600 [0.500, 0.700] | 21.000 [20.000, 22.000] | 0.020 [0.010, 0.030] | 0.610 [0.600, 0.620] |
+| retrain (oracle) | 1 | 2 | 0 [0, 0] | 0 [0, 0] | 1.000 [1.000, 1.000] | 0.590 [0.580, 0.600] |
+| gradient_ascent | 1 | 1 | 0.900 | **-3.000** | 0.050 | 0.300 |
+| msa (alpha=1, beta=0, checkpoint=distance:2) | 1 | 2 | 0.350 [0.350, 0.350] | 8.000 [8.000, 8.000] | 0.100 [0.100, 0.100] | 0.500 [0.500, 0.500] |
+| msa (alpha=1, beta=0, checkpoint=latest-clean) | 1 | 2 | 0.300 [0.200, 0.400] | -6.000 [-7.000, -5.000] | 0.300 [0.200, 0.400] | **0.560 [0.550, 0.570]** |
+| msa (alpha=2, beta=0, checkpoint=latest-clean) | 1 | 2 | **0.200 [0.100, 0.300]** | 11.000 [10.000, 12.000] | **0.600 [0.500, 0.700]** | 0.420 [0.400, 0.440] |
+
+Mean over world seeds (each world: the mean over its method seeds) [95 % interval: two-level percentile bootstrap, clusters = world seeds, examples = per-example values averaged over a world's method seeds; 2000 replicates, seed 0]. Bootstrapped over run values (no usable per-example values: none, the value is not their mean, or one per world): kl_to_oracle, privleak, tofu_forget_quality, tofu_model_utility. 1 run: no interval (gradient_ascent).
 ";
 
 #[test]
@@ -138,18 +144,25 @@ fn report_on_a_fixed_results_folder() {
 
     let csv = std::fs::read_to_string(out.join("long.csv")).unwrap();
     let lines: Vec<&str> = csv.lines().collect();
-    assert_eq!(lines[0], "sweep,cell,method,kind,params,model,seed,metric,value,direction");
+    assert_eq!(lines[0], "sweep,cell,method,kind,params,model,world_seed,seed,metric,value,direction");
     assert_eq!(lines.len(), 1 + 11 * 4);
-    assert!(lines.contains(&"s,msa-a2-1,msa,msa,alpha=2;beta=0;checkpoint=latest-clean,m,1,kl_to_oracle,0.3,lower_is_better"));
-    assert!(lines.contains(&"s,ga-0,gradient_ascent,gradient_ascent,,m,0,privleak,-3,closer_to:0"));
+    assert!(lines
+        .contains(&"s,msa-a2-1,msa,msa,alpha=2;beta=0;checkpoint=latest-clean,m,0,1,kl_to_oracle,0.3,lower_is_better"));
+    assert!(lines.contains(&"s,ga-0,gradient_ascent,gradient_ascent,,m,0,0,privleak,-3,closer_to:0"));
     assert!(!csv.contains("ga-1"), "failed cells have no metric rows");
     assert_eq!(parquet_as_csv(&out.join("long.parquet")), csv);
     assert!(index.contains("[long.parquet](long.parquet)"));
 
     let tex = std::fs::read_to_string(out.join("tables.tex")).unwrap();
-    assert!(tex.contains("final ($\\theta_D$) & 2 & 0.600 $\\pm$ 0.141 & 21.000 $\\pm$ 1.414 & 0.020 $\\pm$ 0.014"), "{tex}");
-    assert!(tex.contains("\\textbf{0.600 $\\pm$ 0.141}"));
-    assert!(tex.contains("gradient\\_ascent & 1 & 0.900 & \\textbf{-3.000} & 0.050 & 0.300 \\\\"), "{tex}");
+    assert!(
+        tex.contains(
+            "final ($\\theta_D$) & 1 & 2 & 0.600 [0.500, 0.700] & 21.000 [20.000, 22.000] & 0.020 [0.010, 0.030]"
+        ),
+        "{tex}"
+    );
+    assert!(tex.contains("\\textbf{0.600 [0.500, 0.700]}"));
+    assert!(tex.contains("gradient\\_ascent & 1 & 1 & 0.900 & \\textbf{-3.000} & 0.050 & 0.300 \\\\"), "{tex}");
+    assert!(tex.contains("1 run: no interval (gradient\\_ascent)"), "{tex}");
 }
 
 /// A PNG file's signature and IHDR (read by hand, PNG spec §5.2–5.3, §11.2.2), then its pixels
@@ -194,10 +207,10 @@ fn parquet_as_csv(path: &Path) -> String {
             .unwrap()
             .get_column_iter()
             .map(|(name, f)| match (name.as_str(), f) {
-                ("seed", Field::ULong(u)) => u.to_string(),
+                ("seed" | "world_seed", Field::ULong(u)) => u.to_string(),
                 ("value", Field::Double(x)) => format!("{x}"),
                 ("value", Field::Null) => String::new(),
-                (_, Field::Str(s)) if name != "seed" && name != "value" => s.clone(),
+                (_, Field::Str(s)) if !matches!(name.as_str(), "seed" | "world_seed" | "value") => s.clone(),
                 other => panic!("unexpected column type {other:?}"),
             })
             .collect();
@@ -216,6 +229,7 @@ fn long_parquet_keeps_nulls_types_and_large_seeds() {
         kind: "msa".into(),
         params: "alpha=1.5;beta=0".into(),
         model: "m".into(),
+        world_seed: seed.wrapping_add(1),
         seed,
         metric: "privleak".into(),
         value,
@@ -227,17 +241,17 @@ fn long_parquet_keeps_nulls_types_and_large_seeds() {
     let (csv, pq) = (tmp.path().join("l.csv"), tmp.path().join("l.parquet"));
     write_long_csv(&rows, &csv).unwrap();
     write_long_parquet(&rows, &pq).unwrap();
-    let expected = "sweep,cell,method,kind,params,model,seed,metric,value,direction\n\
-                    s,c0,msa,msa,alpha=1.5;beta=0,m,0,privleak,-0.125,closer_to:0\n\
-                    s,c18446744073709551615,msa,msa,alpha=1.5;beta=0,m,18446744073709551615,privleak,,closer_to:0\n\
-                    s,c7,msa,msa,alpha=1.5;beta=0,m,7,privleak,0.00000025,closer_to:0\n\
-                    s,c8,msa,msa,alpha=1.5;beta=0,m,8,privleak,,closer_to:0\n";
+    let expected = "sweep,cell,method,kind,params,model,world_seed,seed,metric,value,direction\n\
+                    s,c0,msa,msa,alpha=1.5;beta=0,m,1,0,privleak,-0.125,closer_to:0\n\
+                    s,c18446744073709551615,msa,msa,alpha=1.5;beta=0,m,0,18446744073709551615,privleak,,closer_to:0\n\
+                    s,c7,msa,msa,alpha=1.5;beta=0,m,8,7,privleak,0.00000025,closer_to:0\n\
+                    s,c8,msa,msa,alpha=1.5;beta=0,m,9,8,privleak,,closer_to:0\n";
     assert_eq!(std::fs::read_to_string(&csv).unwrap(), expected);
     assert_eq!(parquet_as_csv(&pq), expected);
 
     // No rows: a valid file with the schema and nothing in it.
     write_long_parquet(&long_rows(&[]), &pq).unwrap();
-    assert_eq!(parquet_as_csv(&pq), "sweep,cell,method,kind,params,model,seed,metric,value,direction\n");
+    assert_eq!(parquet_as_csv(&pq), "sweep,cell,method,kind,params,model,world_seed,seed,metric,value,direction\n");
 }
 
 #[test]
