@@ -1,10 +1,11 @@
 //! Cell expansion: a sweep's cross product models × world seeds × methods × each method's grid
 //! × method seeds, plus the reference cells every sweep has — "final" (θ_D), "retrain" (the
 //! oracle) and, with `world.noise_floor`, "retrain_alt" (a second oracle with another data
-//! order: the noise floor) — per model, world seed and method seed.
+//! order: the noise floor) — per model and world seed (a reference model does not depend on
+//! the method seed: it runs once, under the first one).
 //!
 //! Order is deterministic: models in config order; for each, world seeds in config order; for
-//! each, the reference cells (final, retrain, retrain_alt, each over the seeds), then methods by
+//! each, the reference cells (final, retrain, retrain_alt), then methods by
 //! name, grid points in odometer order (axes by key, values as written, the last axis fastest),
 //! method seeds innermost.
 //!
@@ -86,10 +87,10 @@ pub fn expand(sweep: &Sweep) -> Vec<Cell> {
     };
     for model in &sweep.models {
         for &world in &sweep.world_seeds {
+            // A reference model does not depend on the method seed (its scoring is
+            // deterministic): one cell per world, under the first method seed.
             for reference in references {
-                for &seed in &sweep.seeds {
-                    cells.push(Cell::new(reference, REFERENCE_KIND, BTreeMap::new(), &model.name, world, seed));
-                }
+                cells.push(Cell::new(reference, REFERENCE_KIND, BTreeMap::new(), &model.name, world, sweep.seeds[0]));
             }
             for method in sweep.methods.values() {
                 for point in grid_points(&method.grid) {
