@@ -8,10 +8,13 @@
 //! Semantics (identical to lm-eval's):
 //! - `LogLik { context, continuation }`: log P(continuation | context), summed over the
 //!   continuation's tokens. The word-boundary space belongs to the continuation: callers pass
-//!   `" Yes"`, never `"Yes"` after a context ending in a space. Tokenise context + continuation
-//!   together and score the tokens that belong to the continuation; an empty context means
-//!   BOS alone (lm-eval uses the EOT token there). `is_greedy` is true when every
-//!   continuation token is the argmax of its position; `n_tokens` is the number of continuation tokens.
+//!   `" Yes"`, never `"Yes"` after a context ending in a space (trailing whitespace of a context
+//!   is moved to the continuation anyway). Tokenise context + continuation together, with the
+//!   tokenizer's default special tokens (so BOS first when the tokenizer adds one, as lm-eval
+//!   0.4.13 does), and score the tokens after those of the context alone; an empty context
+//!   means the prefix token alone (the tokenizer's BOS, else EOS, as lm-eval). `is_greedy` is
+//!   true when every continuation token is the argmax of its position; `n_tokens` is the
+//!   number of continuation tokens.
 //! - `Rolling { text }`: sum of log-probs of every token of `text` given BOS and the previous tokens
 //!   (lm-eval's `loglikelihood_rolling`); `n_tokens` counts the scored tokens (BOS is not one).
 //! - `TokenLogprobs { text }`: the per-token log-probs of `Rolling`, one per token of `text`.

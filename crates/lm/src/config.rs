@@ -64,6 +64,25 @@ pub struct RopeScaling {
     pub original_max_position_embeddings: usize,
 }
 
+/// `transformers` 5 writes the rotary settings as `rope_parameters` (`{"rope_theta": ..,
+/// "rope_type": "default" | "llama3" | ..}`) instead of top-level `rope_theta` and
+/// `rope_scaling`; copy them to where 4.x put them, unless those are present already (the
+/// `rope_parameters` object itself stays in `extra`, so a config read and written back is
+/// unchanged).
+fn lift_rope_parameters(v: &mut serde_json::Value) {
+    let Some(obj) = v.as_object_mut() else { return };
+    let Some(rp) = obj.get("rope_parameters").filter(|r| r.is_object()).cloned() else { return };
+    if !obj.contains_key("rope_theta") {
+        if let Some(theta) = rp.get("rope_theta").filter(|t| t.is_number()) {
+            obj.insert("rope_theta".into(), theta.clone());
+        }
+    }
+    let scaled = rp.get("rope_type").and_then(|t| t.as_str()).is_some_and(|t| t != "default");
+    if scaled && obj.get("rope_scaling").is_none_or(|r| r.is_null()) {
+        obj.insert("rope_scaling".into(), rp);
+    }
+}
+
 fn one() -> f64 {
     1.0
 }
@@ -167,7 +186,10 @@ impl LmConfig {
     pub fn from_file(path: &Path) -> Result<LmConfig> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("{}: cannot read the model config", path.display()))?;
-        let cfg: LmConfig = serde_json::from_str(&text).with_context(|| {
+        let mut v: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not valid JSON", path.display()))?;
+        lift_rope_parameters(&mut v);
+        let cfg: LmConfig = serde_json::from_value(v).with_context(|| {
             format!("{}: not a valid Hugging Face causal-LM config.json", path.display())
         })?;
         cfg.validate()

@@ -1,15 +1,21 @@
 //! Scoring with lm-evaluation-harness semantics (EleutherAI, `lm_eval/models/huggingface.py`).
 //!
-//! - `loglikelihood(context, continuation)`: trailing spaces of the context move to the
-//!   continuation; the continuation's tokens are `encode(context + continuation)` minus the
-//!   tokens of `encode(context)`; an empty context is replaced by the prefix token (BOS, else
-//!   EOS). Returns the summed log-probability and whether greedy decoding gives the
-//!   continuation.
+//! - `loglikelihood(context, continuation)` (lm-eval's `_encode_pair`): trailing whitespace of
+//!   the context (Python's `str.rstrip()`) moves to the continuation; both are encoded with the
+//!   tokenizer's default special tokens ([`Tok::encode_for_eval`]: BOS when the tokenizer adds
+//!   one, as lm-eval 0.4.13 does), and the continuation's tokens are `encode(context +
+//!   continuation)` minus the first `len(encode(context))`. An empty context is replaced by the
+//!   prefix token (BOS, else EOS), or by the continuation's first token when that already is
+//!   the prefix token. Returns the summed log-probability and whether greedy decoding gives
+//!   the continuation.
 //! - `loglikelihood_rolling(text)`: disjoint windows of `max_length` tokens, the first
-//!   conditioned on the prefix token, the next ones on the preceding tokens.
-//! - `generate_until(context, stop, max_new_tokens)`: greedy; the text is cut at the first
-//!   stop string. Prompts are left-padded per batch and decoded through a key/value cache
-//!   (each new token costs one column, not the whole prefix).
+//!   conditioned on the prefix token, the next ones on the preceding tokens. The text is
+//!   encoded without special tokens (lm-eval 0.4.13 encodes it with them, so with a BOS-adding
+//!   tokenizer it also scores P(BOS | prefix); we do not).
+//! - `generate_until(context, stop, max_new_tokens)`: greedy from the context encoded with the
+//!   tokenizer's default special tokens; the text is cut at the first stop string. Prompts are
+//!   left-padded per batch and decoded through a key/value cache (each new token costs one
+//!   column, not the whole prefix).
 //!
 //! Requests are sorted by descending token length, batched, and answered in their original
 //! order; padding is on the right, so padded and unpadded rows score identically.
@@ -35,8 +41,10 @@ pub struct Scorer<'a> {
     pub batch_size: usize,
     /// Longest sequence fed to the model (defaults to max_position_embeddings).
     pub max_length: usize,
-    /// Prepend BOS to every non-empty context. lm-evaluation-harness does not for most HF
-    /// models; the testbed's models are trained with BOS at each document start, so they do.
+    /// Prepend BOS to every non-empty context that does not start with it already (lm-eval's
+    /// `add_bos_token=True`). Without it a context has BOS only when the tokenizer adds one by
+    /// default (lm-eval's default); the testbed's models are trained with BOS at each document
+    /// start and their tokenizers add none, so they set it.
     pub add_bos: bool,
 }
 
@@ -59,21 +67,25 @@ impl<'a> Scorer<'a> {
 
     fn encode_pair(&self, context: &str, continuation: &str) -> Result<TokReq> {
         if context.is_empty() {
-            return Ok(TokReq { ctx: vec![self.tok.prefix_token()], cont: self.tok.encode(continuation)? });
+            // lm-eval: the continuation without special tokens after the prefix token, unless
+            // it already starts with that token
+            let cont = self.tok.encode(continuation)?;
+            let prefix = self.tok.prefix_token();
+            return Ok(match cont.split_first() {
+                Some((&first, rest)) if first == prefix => TokReq { ctx: vec![first], cont: rest.to_vec() },
+                _ => TokReq { ctx: vec![prefix], cont },
+            });
         }
-        let trimmed = context.trim_end_matches(' ');
-        let n_sp = context.len() - trimmed.len();
-        let (ctx, cont) = if n_sp > 0 {
-            (trimmed.to_string(), format!("{}{}", &context[trimmed.len()..], continuation))
-        } else {
-            (context.to_string(), continuation.to_string())
-        };
-        let whole = self.tok.encode(&format!("{ctx}{cont}"))?;
-        let mut ctx_enc = self.tok.encode(&ctx)?;
+        let trimmed = context.trim_end_matches(is_python_space);
+        let (ctx, cont) = (trimmed.to_string(), format!("{}{continuation}", &context[trimmed.len()..]));
+        let whole = self.tok.encode_for_eval(&format!("{ctx}{cont}"))?;
+        let mut ctx_enc = self.tok.encode_for_eval(&ctx)?;
         let cont_enc = whole[ctx_enc.len().min(whole.len())..].to_vec();
         if self.add_bos {
             if let Some(b) = self.tok.bos {
-                ctx_enc.insert(0, b);
+                if ctx_enc.first() != Some(&b) {
+                    ctx_enc.insert(0, b);
+                }
             }
         }
         Ok(TokReq { ctx: ctx_enc, cont: cont_enc })
@@ -145,9 +157,10 @@ impl<'a> Scorer<'a> {
         let encoded = requests
             .iter()
             .map(|(c, _, _)| {
-                let mut ids = self.tok.encode(c)?;
-                if self.add_bos || ids.is_empty() {
-                    ids.insert(0, self.tok.prefix_token());
+                let mut ids = self.tok.encode_for_eval(c)?;
+                let prefix = self.tok.prefix_token();
+                if ids.is_empty() || (self.add_bos && ids.first() != Some(&prefix)) {
+                    ids.insert(0, prefix);
                 }
                 Ok(ids)
             })
@@ -304,6 +317,12 @@ impl<'a> Scorer<'a> {
             .collect::<Result<Vec<_>>>()
             .and_then(|v| if v.len() == reqs.len() { Ok(v) } else { bail!("scorer lost requests") })
     }
+}
+
+/// Python's `str.isspace()` for one character (what `str.rstrip()` strips): Unicode
+/// White_Space plus the separators U+001C..U+001F.
+fn is_python_space(c: char) -> bool {
+    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
 }
 
 /// lm-eval's `get_rolling_token_windows` with context length 1, made disjoint: a list of
