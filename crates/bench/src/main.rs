@@ -30,7 +30,8 @@ enum Cmd {
         /// Run only shard I of N (0-based), e.g. --shard 0/4, for job arrays.
         #[arg(long, default_value = "0/1")]
         shard: runner::Shard,
-        /// List the cells and whether they are done; run nothing.
+        /// List the cells and whether they are done, stale (made under another config: the first
+        /// differing field is named), failed or pending; run nothing.
         #[arg(long)]
         dry_run: bool,
         /// Swap every model for a tiny random checkpoint of its family and cut the data to a few
@@ -47,7 +48,8 @@ enum Cmd {
         #[arg(long)]
         no_report: bool,
     },
-    /// Write tables (Markdown, LaTeX, CSV) and plots (SVG) from a results folder.
+    /// Write tables (Markdown, LaTeX, CSV) and plots (SVG) from a results folder. A folder whose
+    /// cells were made under different configurations (their fingerprints disagree) is refused.
     Report {
         /// A sweep's results folder (results/NAME) or a folder of several.
         results: PathBuf,
@@ -304,8 +306,9 @@ fn sweep(config: &Path, opts: &runner::exec::ExecOptions, write_report: bool) ->
     if opts.dry_run {
         return Ok(());
     }
+    let stale = if summary.stale > 0 { format!(" ({} of them stale, rerun)", summary.stale) } else { String::new() };
     eprintln!(
-        "sweep {}: {} cell(s) run, {} already done, {} failed, in {:.0}s; results in {}",
+        "sweep {}: {} cell(s) run{stale}, {} already done, {} failed, in {:.0}s; results in {}",
         sweep.name, summary.ran, summary.skipped, summary.failed, summary.seconds, summary.results_dir.display()
     );
     if write_report {

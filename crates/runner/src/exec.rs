@@ -5,12 +5,15 @@
 //! "retrain" (the oracle) and, with `world.noise_floor`, "retrain_alt" (a second oracle with
 //! another data order), and each method at each grid point — evaluating the result and writing
 //! the cell's JSON atomically as soon as it finishes. A failing cell is recorded with its error
-//! chain and the sweep goes on; a rerun skips finished cells.
+//! chain and the sweep goes on; a rerun skips finished cells and reruns stale ones (results made
+//! under another [`crate::fingerprint::Fingerprint`]). Before any work, every world seed's world
+//! and every model source are checked ([`validate_worlds`], [`validate_models`]).
 
 use crate::cells::{expand, Cell, REFERENCE_FINAL, REFERENCE_RETRAIN, REFERENCE_RETRAIN_ALT};
 use crate::config::{resolve_data_dir, ModelSource, Sweep, TRAIN_KEYS};
+use crate::fingerprint::{Fingerprint, SweepFingerprints};
 use crate::shard::Shard;
-use crate::store::{resolved_config, CellResult, CellStatus, Provenance, ResultStore, Timings};
+use crate::store::{resolved_config, CellCheck, CellResult, CellState, CellStatus, Provenance, ResultStore, Timings};
 use crate::suite::{EvalLimits, EvalSuite, OracleRefs};
 use anyhow::{bail, Context, Result};
 use evals::toxigen::Classifier;
@@ -48,6 +51,8 @@ pub type Progress<'a> = &'a dyn Fn(&str, usize, usize, f64);
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct Summary {
     pub ran: usize,
+    /// Of the cells run, those whose earlier result was stale.
+    pub stale: usize,
     pub skipped: usize,
     pub failed: usize,
     pub results_dir: PathBuf,
@@ -61,11 +66,43 @@ pub fn run(sweep: &Sweep, opts: &ExecOptions, progress: Option<Progress>, log: &
     let mine: Vec<&Cell> = opts.shard.select(&cells);
     let store = ResultStore::for_sweep(sweep);
     let data_dir = opts.data_dir.clone().unwrap_or_else(|| resolve_data_dir(sweep));
-    validate_worlds(sweep, opts, &data_dir)?;
+    let worlds = validate_worlds(sweep, opts, &data_dir)?;
+    validate_models(sweep, opts)?;
+    let fingerprints = SweepFingerprints::new(sweep, opts.smoke, &worlds)?;
+    let mut planned: Vec<(&Cell, Fingerprint, CellCheck)> = Vec::new();
+    for &cell in &mine {
+        let fp = fingerprints.of(cell)?;
+        let check = store.check(cell, &fp, &resolved_config(sweep, cell)?)?;
+        planned.push((cell, fp, check));
+    }
+    let known: std::collections::BTreeSet<&str> = cells.iter().map(|c| c.id.as_str()).collect();
+    let orphans: Vec<String> = store.result_ids()?.into_iter().filter(|id| !known.contains(id.as_str())).collect();
+    if let Some(first) = orphans.first() {
+        log(&format!(
+            "{} result file(s) in {} belong to no cell of this config (e.g. {first}.json); the report will include \
+             them: delete them if they are left from an earlier config",
+            orphans.len(),
+            store.cells_dir().display()
+        ));
+    }
     if opts.dry_run {
-        let states = store.states(mine.iter().copied())?;
+        let states: Vec<(&Cell, CellCheck)> = planned.iter().map(|(c, _, k)| (*c, k.clone())).collect();
         log(&crate::store::format_dry_run(&states));
         return Ok(Summary { results_dir: store.dir().to_path_buf(), ..Default::default() });
+    }
+    let stale: Vec<&(&Cell, Fingerprint, CellCheck)> =
+        planned.iter().filter(|(_, _, k)| k.state == CellState::Stale).collect();
+    if !stale.is_empty() {
+        let mut why: BTreeMap<&str, usize> = BTreeMap::new();
+        for (_, _, k) in &stale {
+            *why.entry(k.change.as_ref().map_or("?", |c| c.field.as_str())).or_default() += 1;
+        }
+        let why: Vec<String> = why.iter().map(|(field, n)| format!("{field} {n}")).collect();
+        log(&format!(
+            "{} stale cell(s), made under another config, will be rerun and overwritten (first differing field: {})",
+            stale.len(),
+            why.join(", ")
+        ));
     }
     let removed = store.remove_stale_temp_files()?;
     if removed > 0 {
@@ -78,20 +115,16 @@ pub fn run(sweep: &Sweep, opts: &ExecOptions, progress: Option<Progress>, log: &
     for model in &sweep.models {
         for &world_seed in &sweep.world_seeds {
             let here = |c: &Cell| c.model == model.name && c.world_seed == world_seed;
-            let todo: Vec<&Cell> = mine
-                .iter()
-                .copied()
-                .filter(|c| here(c))
-                .filter(|c| store.needs_run(c, opts.force).unwrap_or(true))
-                .collect();
-            summary.skipped += mine.iter().filter(|c| here(c)).count() - todo.len();
+            let todo: Vec<&(&Cell, Fingerprint, CellCheck)> =
+                planned.iter().filter(|(c, _, k)| here(c) && k.needs_run(opts.force)).collect();
+            summary.skipped += planned.iter().filter(|(c, _, _)| here(c)).count() - todo.len();
             let what = format!("model {}, world seed {world_seed}", model.name);
             if todo.is_empty() {
                 log(&format!("{what}: every cell of this shard is done"));
                 continue;
             }
             log(&format!("{what}: {} cell(s) to run", todo.len()));
-            let needs_alt = todo.iter().any(|c| c.method == REFERENCE_RETRAIN_ALT && c.is_reference());
+            let needs_alt = todo.iter().any(|(c, _, _)| c.method == REFERENCE_RETRAIN_ALT && c.is_reference());
             let ctx = match prepare_model(
                 sweep,
                 model,
@@ -108,27 +141,34 @@ pub fn run(sweep: &Sweep, opts: &ExecOptions, progress: Option<Progress>, log: &
                 Err(e) if e.is::<QualityGateFailed>() => return Err(e),
                 Err(e) => {
                     // Every cell of this world fails with the same error; record it and go on.
-                    for cell in &todo {
-                        record(&store, sweep, cell, Err(anyhow::anyhow!("{e:#}")), &provenance, Timings::now_unix(), BTreeMap::new())?;
+                    for (cell, fp, _) in &todo {
+                        let outcome = Err(anyhow::anyhow!("{e:#}"));
+                        record(&store, sweep, cell, fp, outcome, &provenance, Timings::now_unix(), BTreeMap::new())?;
                         summary.failed += 1;
                     }
                     log(&format!("{what}: cannot prepare: {e:#}"));
                     continue;
                 }
             };
-            for (i, cell) in todo.iter().enumerate() {
-                log(&format!("[{}/{}] {}", i + 1, todo.len(), cell.key));
+            for (i, (cell, fp, check)) in todo.iter().enumerate() {
+                match &check.change {
+                    Some(change) => log(&format!("[{}/{}] {} (stale: {change})", i + 1, todo.len(), cell.key)),
+                    None => log(&format!("[{}/{}] {}", i + 1, todo.len(), cell.key)),
+                }
                 let t0 = Timings::now_unix();
                 let mut stages = BTreeMap::new();
                 let outcome = run_cell(sweep, cell, &ctx, opts, &device, progress, &mut stages);
                 match &outcome {
-                    Ok(_) => summary.ran += 1,
+                    Ok(_) => {
+                        summary.ran += 1;
+                        summary.stale += usize::from(check.state == CellState::Stale);
+                    }
                     Err(e) => {
                         summary.failed += 1;
                         log(&format!("cell {} failed: {e:#}", cell.id));
                     }
                 }
-                record(&store, sweep, cell, outcome, &provenance, t0, stages)?;
+                record(&store, sweep, cell, fp, outcome, &provenance, t0, stages)?;
             }
         }
     }
@@ -138,18 +178,25 @@ pub fn run(sweep: &Sweep, opts: &ExecOptions, progress: Option<Progress>, log: &
 
 /// Resolves the world of every world seed (each field checked against the run and the data
 /// files) and checks MSA's checkpoint selectors against the checkpoints the world will have, so
-/// that a config that cannot run fails at once with one message, before any training.
-pub fn validate_worlds(sweep: &Sweep, opts: &ExecOptions, data_dir: &Path) -> Result<()> {
+/// that a config that cannot run fails at once with one message, before any training. Returns
+/// the resolved worlds by world seed (smoke-shrunk with `--smoke`), for the cells' fingerprints.
+pub fn validate_worlds(
+    sweep: &Sweep,
+    opts: &ExecOptions,
+    data_dir: &Path,
+) -> Result<BTreeMap<u64, testbed::ResolvedWorld>> {
     let file = sweep.source.display();
     let world_text = toml::to_string(&sweep.world).context("re-serialising [world]")?;
     let base = testbed::WorldConfig::from_toml_str(&world_text).with_context(|| format!("{file}: [world]"))?;
     let scratch = sweep.models.iter().any(|m| matches!(m.source, ModelSource::Scratch(_)));
+    let mut worlds = BTreeMap::new();
     for &seed in &sweep.world_seeds {
         let mut wcfg = base.for_seed(seed);
         if opts.smoke {
             smoke_world(&mut wcfg);
         }
         let resolved = wcfg.resolve(data_dir).map_err(|e| anyhow::anyhow!("{file}: {e:#}"))?;
+        let resolved = worlds.entry(seed).or_insert(resolved);
         if !scratch || resolved.kind == testbed::WorldKind::Finetune {
             continue;
         }
@@ -190,6 +237,91 @@ pub fn validate_worlds(sweep: &Sweep, opts: &ExecOptions, data_dir: &Path) -> Re
                 }
             }
         }
+    }
+    Ok(worlds)
+}
+
+/// Checks every model source before any work: a scratch preset must exist; a local `path` must
+/// be a Hugging Face folder with a readable `config.json` and safetensors weights (with
+/// `--smoke` the folder is not used, but its family must be known); a hub id and revision must
+/// be well-formed (the cache and the network are not consulted here). Errors name the config
+/// file and the field, e.g. `configs/x.toml: models[0].path: ...`.
+pub fn validate_models(sweep: &Sweep, opts: &ExecOptions) -> Result<()> {
+    let file = sweep.source.display();
+    for (i, m) in sweep.models.iter().enumerate() {
+        let at = |field: &str| format!("{file}: models[{i}].{field} (model `{}`)", m.name);
+        if opts.smoke && !matches!(m.source, ModelSource::Scratch(_)) {
+            if testbed::smoke::family_of(&model_label(&m.source, &m.name)).is_none() {
+                let field = if matches!(m.source, ModelSource::Hub { .. }) { "hub" } else { "path" };
+                bail!(
+                    "{}: --smoke cannot tell the architecture family (llama, qwen, olmo) from the name or source",
+                    at(field)
+                );
+            }
+            continue;
+        }
+        match &m.source {
+            ModelSource::Scratch(preset) => {
+                testbed::train::ScratchModel::preset(preset)
+                    .map_err(|e| anyhow::anyhow!("{}: {e:#}", at("scratch")))?;
+            }
+            ModelSource::Path(p) => {
+                let shown = p.display();
+                if !p.exists() {
+                    let cwd = std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default();
+                    bail!(
+                        "{}: {shown} does not exist (a relative path is read from the current folder, {cwd})",
+                        at("path")
+                    );
+                }
+                if !lm::checkpoint::is_complete(p) {
+                    bail!(
+                        "{}: {shown} is not a Hugging Face checkpoint folder (config.json and model.safetensors or \
+                         model.safetensors.index.json)",
+                        at("path")
+                    );
+                }
+                lm::LmConfig::from_file(&p.join("config.json"))
+                    .map_err(|e| anyhow::anyhow!("{}: {e:#}", at("path")))?;
+            }
+            ModelSource::Hub { id, revision } => {
+                check_hub_id(id).map_err(|e| anyhow::anyhow!("{}: {e}", at("hub")))?;
+                if let Some(rev) = revision {
+                    check_revision(rev).map_err(|e| anyhow::anyhow!("{}: {e}", at("revision")))?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `org/name` or `name`: letters, digits, `.`, `_`, `-`, no `--` or `..` (the rule `hub::resolve`
+/// applies; checked here without touching the cache or the network).
+fn check_hub_id(id: &str) -> std::result::Result<(), String> {
+    let ok_part = |p: &str| {
+        !p.is_empty()
+            && p.len() <= 96
+            && p.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+            && !p.starts_with(['.', '-'])
+            && !p.ends_with(['.', '-'])
+    };
+    let parts: Vec<&str> = id.split('/').collect();
+    if parts.len() > 2 || !parts.iter().all(|p| ok_part(p)) || id.contains("--") || id.contains("..") {
+        return Err(format!(
+            "{id:?} is not a hub id of the form `org/name` (letters, digits, `.`, `_`, `-`; no `--` or `..`)"
+        ));
+    }
+    Ok(())
+}
+
+/// A branch, tag or commit: a relative path without empty, `.` or `..` parts.
+fn check_revision(rev: &str) -> std::result::Result<(), String> {
+    if rev.is_empty()
+        || rev.starts_with('/')
+        || rev.contains('\\')
+        || rev.split('/').any(|p| p.is_empty() || p == "." || p == "..")
+    {
+        return Err(format!("{rev:?} is not a branch, tag or commit name"));
     }
     Ok(())
 }
@@ -374,7 +506,7 @@ fn short(p: &Path) -> String {
     p.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "world".into())
 }
 
-fn model_label(src: &ModelSource, name: &str) -> String {
+pub(crate) fn model_label(src: &ModelSource, name: &str) -> String {
     match src {
         ModelSource::Path(p) => format!("{name} {}", p.display()),
         ModelSource::Hub { id, .. } => format!("{name} {id}"),
@@ -440,6 +572,9 @@ fn method_data(world: &testbed::train::BuiltWorld) -> Result<(Vec<lm::train::Exa
     Ok((forget, retain, tok.pad))
 }
 
+/// What a cell that ran produced: its metric records and its loss curves.
+type CellOutcome = (BTreeMap<String, crate::store::MetricRecord>, BTreeMap<String, Vec<(u64, f64)>>);
+
 fn run_cell(
     sweep: &Sweep,
     cell: &Cell,
@@ -448,7 +583,7 @@ fn run_cell(
     device: &candle_core::Device,
     progress: Option<Progress>,
     stages: &mut BTreeMap<String, f64>,
-) -> Result<(BTreeMap<String, crate::store::MetricRecord>, BTreeMap<String, Vec<(u64, f64)>>)> {
+) -> Result<CellOutcome> {
     let mut curves = BTreeMap::new();
     let t = std::time::Instant::now();
     let (model_dir, temp) = match cell.method.as_str() {
@@ -540,12 +675,13 @@ fn run_cell(
     Ok((metrics, curves))
 }
 
-#[allow(clippy::type_complexity)]
+#[allow(clippy::too_many_arguments)]
 fn record(
     store: &ResultStore,
     sweep: &Sweep,
     cell: &Cell,
-    outcome: Result<(BTreeMap<String, crate::store::MetricRecord>, BTreeMap<String, Vec<(u64, f64)>>)>,
+    fingerprint: &Fingerprint,
+    outcome: Result<CellOutcome>,
     provenance: &Provenance,
     started: f64,
     stages: BTreeMap<String, f64>,
@@ -562,6 +698,7 @@ fn record(
                 error_chain: vec![],
                 metrics,
                 resolved_config: resolved,
+                fingerprint: Some(fingerprint.clone()),
                 provenance: provenance.clone(),
                 timings,
                 loss_curves,
@@ -569,7 +706,7 @@ fn record(
             store.write(&r)?;
         }
         Err(e) => {
-            store.record_failure(cell, &e, resolved, provenance.clone(), timings)?;
+            store.record_failure(cell, &e, resolved, fingerprint.clone(), provenance.clone(), timings)?;
         }
     }
     Ok(())

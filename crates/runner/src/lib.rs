@@ -10,6 +10,7 @@
 pub mod cells;
 pub mod config;
 pub mod exec;
+pub mod fingerprint;
 pub mod quality;
 pub mod scoring;
 pub mod shard;
@@ -21,8 +22,9 @@ pub use config::{
     load_sweep, load_sweep_with, parse_sweep, resolve_data_dir, Dtype, MethodSpec, ModelSource, ModelSpec, Registry,
     Sweep, TrainConfig, KNOWN_METHOD_KINDS, KNOWN_METHOD_PARAMS, KNOWN_METRICS, KNOWN_WORLD_KINDS, TRAIN_KEYS,
 };
+pub use fingerprint::{FieldChange, Fingerprint, SweepFingerprints};
 pub use shard::Shard;
 pub use store::{
-    format_dry_run, resolved_config, write_atomic, CellResult, CellState, CellStatus, Direction, MetricRecord,
-    Provenance, ResultStore, Timings, SCHEMA_VERSION,
+    format_dry_run, resolved_config, write_atomic, CellCheck, CellResult, CellState, CellStatus, Direction,
+    MetricRecord, Provenance, ResultStore, Timings, SCHEMA_VERSION,
 };

@@ -1,7 +1,8 @@
 //! The result store: one JSON file per cell, `OUTPUT_DIR/SWEEP/cells/CELL_ID.json`, written
 //! atomically (temporary file in the same folder, fsync, rename, fsync of the folder), so a
 //! sweep killed at any moment leaves only whole results behind and loses at most the cell in
-//! flight. A rerun skips cells whose file says `ok`; failed cells are retried; `--force`
+//! flight. A rerun skips cells whose file says `ok` and whose [`Fingerprint`] equals the
+//! current one; stale cells (another fingerprint, or none) and failed cells are rerun; `--force`
 //! redoes everything.
 //!
 //! The JSON layout (schema version [`SCHEMA_VERSION`]) is what the `report` crate reads; it
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cells::Cell;
 use crate::config::Sweep;
+use crate::fingerprint::{config_key, json_difference, FieldChange, Fingerprint};
 
 /// Version of the cell JSON layout.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -38,6 +40,10 @@ pub struct CellResult {
     pub metrics: BTreeMap<String, MetricRecord>,
     /// The exact configuration the cell ran with (see [`resolved_config`]).
     pub resolved_config: serde_json::Value,
+    /// Everything that determined this result (see [`crate::fingerprint`]); `None` in files
+    /// written before results recorded it (such a result is stale).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<Fingerprint>,
     pub provenance: Provenance,
     pub timings: Timings,
     /// Training / unlearning loss curves by name (e.g. "unlearn", "msa_forget_finetune"):
@@ -133,8 +139,10 @@ impl Timings {
 pub enum CellState {
     /// No result file.
     Pending,
-    /// A result with status `ok`.
+    /// A result with status `ok` made under the current fingerprint.
     Done,
+    /// A result with status `ok` made under another fingerprint, or none (a rerun redoes it).
+    Stale,
     /// A result with status `failed` (a rerun retries it).
     Failed,
 }
@@ -144,8 +152,23 @@ impl CellState {
         match self {
             CellState::Pending => "pending",
             CellState::Done => "done",
+            CellState::Stale => "stale",
             CellState::Failed => "failed",
         }
+    }
+}
+
+/// A cell's state and, for a stale cell, the first field its result differs in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CellCheck {
+    pub state: CellState,
+    pub change: Option<FieldChange>,
+}
+
+impl CellCheck {
+    /// Whether a sweep runs the cell: always with `force`, else unless it is done.
+    pub fn needs_run(&self, force: bool) -> bool {
+        force || self.state != CellState::Done
     }
 }
 
@@ -215,22 +238,22 @@ impl ResultStore {
         parse_result(&text, &path).map(Some)
     }
 
-    pub fn state(&self, cell: &Cell) -> Result<CellState> {
-        Ok(match self.load(&cell.id)? {
-            None => CellState::Pending,
-            Some(r) if r.status == CellStatus::Ok => CellState::Done,
-            Some(_) => CellState::Failed,
-        })
-    }
-
-    /// True if the cell has a result with status `ok`.
-    pub fn is_done(&self, cell: &Cell) -> Result<bool> {
-        Ok(self.state(cell)? == CellState::Done)
-    }
-
-    /// Whether a sweep should run this cell: always with `force`, else unless it is done.
-    pub fn needs_run(&self, cell: &Cell, force: bool) -> Result<bool> {
-        Ok(force || !self.is_done(cell)?)
+    /// The cell's state against the current fingerprint `current` of the cell. `config` is the
+    /// cell's current [`resolved_config`]: a stale cell's change says what differs in it.
+    pub fn check(&self, cell: &Cell, current: &Fingerprint, config: &serde_json::Value) -> Result<CellCheck> {
+        let Some(r) = self.load(&cell.id)? else {
+            return Ok(CellCheck { state: CellState::Pending, change: None });
+        };
+        if r.status == CellStatus::Failed {
+            return Ok(CellCheck { state: CellState::Failed, change: None });
+        }
+        let Some(mut change) = current.change_from(r.fingerprint.as_ref()) else {
+            return Ok(CellCheck { state: CellState::Done, change: None });
+        };
+        if let Some(key) = config_key(&change.field) {
+            change.detail = json_difference(&r.resolved_config[key], &config[key]);
+        }
+        Ok(CellCheck { state: CellState::Stale, change: Some(change) })
     }
 
     /// Writes a result atomically, replacing any earlier one for the same cell.
@@ -249,6 +272,7 @@ impl ResultStore {
         cell: &Cell,
         error: &anyhow::Error,
         resolved_config: serde_json::Value,
+        fingerprint: Fingerprint,
         provenance: Provenance,
         timings: Timings,
     ) -> Result<PathBuf> {
@@ -261,6 +285,7 @@ impl ResultStore {
             error_chain: error.chain().map(|e| e.to_string()).collect(),
             metrics: BTreeMap::new(),
             resolved_config,
+            fingerprint: Some(fingerprint),
             provenance,
             timings,
             loss_curves: BTreeMap::new(),
@@ -292,9 +317,14 @@ impl ResultStore {
         Ok(stale.len())
     }
 
-    /// Each cell with its state, in the given order (the `--dry-run` listing).
-    pub fn states<'a>(&self, cells: impl IntoIterator<Item = &'a Cell>) -> Result<Vec<(&'a Cell, CellState)>> {
-        cells.into_iter().map(|c| Ok((c, self.state(c)?))).collect()
+    /// The ids (file stems) of every finished result file, sorted: with [`crate::expand`], the
+    /// results that belong to no cell of the current config.
+    pub fn result_ids(&self) -> Result<Vec<String>> {
+        Ok(self
+            .result_files()?
+            .iter()
+            .filter_map(|p| p.file_stem().and_then(|s| s.to_str()).map(str::to_owned))
+            .collect())
     }
 
     fn result_files(&self) -> Result<Vec<PathBuf>> {
@@ -324,19 +354,24 @@ impl ResultStore {
     }
 }
 
-/// The `--dry-run` listing: one line per cell, `done   ID`, `failed ID` or `pending ID`, then
-/// a summary line.
-pub fn format_dry_run(states: &[(&Cell, CellState)]) -> String {
+/// The `--dry-run` listing: one line per cell, `done    ID`, `stale   ID  (FIELD: OLD → NEW)`,
+/// `failed  ID` or `pending ID`, then the summary line `N cells: D done, S stale, F failed, P
+/// pending`.
+pub fn format_dry_run(states: &[(&Cell, CellCheck)]) -> String {
     let mut out = String::new();
-    let mut counts = [0usize; 3];
-    for (cell, state) in states {
-        counts[*state as usize] += 1;
-        out.push_str(&format!("{:<7} {}\n", state.as_str(), cell.id));
+    let mut counts = [0usize; 4];
+    for (cell, check) in states {
+        counts[check.state as usize] += 1;
+        match &check.change {
+            Some(change) => out.push_str(&format!("{:<7} {}  ({change})\n", check.state.as_str(), cell.id)),
+            None => out.push_str(&format!("{:<7} {}\n", check.state.as_str(), cell.id)),
+        }
     }
     out.push_str(&format!(
-        "{} cells: {} done, {} failed, {} pending\n",
+        "{} cells: {} done, {} stale, {} failed, {} pending\n",
         states.len(),
         counts[CellState::Done as usize],
+        counts[CellState::Stale as usize],
         counts[CellState::Failed as usize],
         counts[CellState::Pending as usize]
     ));

@@ -1,13 +1,14 @@
 //! The result store: atomic writes, resume after a kill (a half-written temporary file is
 //! never taken for a result), `--force`, failures with their error chain, the dry-run listing.
+//! (Stale results, made under another fingerprint, are tested in `fingerprint.rs`.)
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::Context;
 use runner::{
-    expand, format_dry_run, parse_sweep, resolved_config, CellResult, CellState, CellStatus, Direction, MetricRecord,
-    Provenance, Registry, ResultStore, Timings, SCHEMA_VERSION,
+    expand, format_dry_run, parse_sweep, resolved_config, CellCheck, CellResult, CellState, CellStatus, Direction,
+    Fingerprint, MetricRecord, Provenance, Registry, ResultStore, Timings, SCHEMA_VERSION,
 };
 
 const CONFIG: &str = r#"
@@ -23,6 +24,15 @@ scratch = "tiny"
 kind = "msa"
 alpha = [1.0, 2.0]
 "#;
+
+/// The same fingerprint for every cell: these tests are about the store, not about staleness.
+fn fingerprint() -> Fingerprint {
+    Fingerprint::new(BTreeMap::from([("world".to_owned(), "0123456789abcdef".to_owned())]))
+}
+
+fn check(store: &ResultStore, sweep: &runner::Sweep, cell: &runner::Cell) -> CellCheck {
+    store.check(cell, &fingerprint(), &resolved_config(sweep, cell).unwrap()).unwrap()
+}
 
 fn ok_result(sweep: &runner::Sweep, cell: &runner::Cell, value: f64) -> CellResult {
     CellResult {
@@ -43,6 +53,7 @@ fn ok_result(sweep: &runner::Sweep, cell: &runner::Cell, value: f64) -> CellResu
             },
         )]),
         resolved_config: resolved_config(sweep, cell).unwrap(),
+        fingerprint: Some(fingerprint()),
         provenance: Provenance { crate_version: "0.0.0".into(), git_commit: None },
         timings: Timings { started_unix: 1.0, finished_unix: 3.5, stages: BTreeMap::from([("eval".into(), 2.5)]) },
         loss_curves: BTreeMap::from([("unlearn".to_owned(), vec![(0, 2.0), (10, 1.5), (20, f64::NAN)])]),
@@ -54,7 +65,7 @@ fn write_and_resume_after_a_kill() {
     let tmp = tempfile::tempdir().unwrap();
     let sweep = parse_sweep(CONFIG, Path::new("store-test.toml"), &Registry::DEFAULT).unwrap();
     let cells = expand(&sweep);
-    assert_eq!(cells.len(), 8); // (final, retrain, msa α=1, msa α=2) × 2 seeds
+    assert_eq!(cells.len(), 6); // final, retrain (first seed only), (msa α=1, msa α=2) × 2 seeds
     let store = ResultStore::new(tmp.path(), &sweep.name);
     assert!(store.load_all().unwrap().is_empty(), "a missing folder is an empty store");
 
@@ -74,13 +85,13 @@ fn write_and_resume_after_a_kill() {
     loaded_ids.sort();
     expected.sort();
     assert_eq!(loaded_ids, expected);
-    let states: Vec<CellState> = cells.iter().map(|c| reopened.state(c).unwrap()).collect();
+    let states: Vec<CellState> = cells.iter().map(|c| check(&reopened, &sweep, c).state).collect();
     assert_eq!(&states[..3], &[CellState::Done; 3]);
     assert!(states[3..].iter().all(|&s| s == CellState::Pending));
     let to_run: Vec<&str> =
-        cells.iter().filter(|c| reopened.needs_run(c, false).unwrap()).map(|c| c.id.as_str()).collect();
+        cells.iter().filter(|c| check(&reopened, &sweep, c).needs_run(false)).map(|c| c.id.as_str()).collect();
     assert_eq!(to_run, cells[3..].iter().map(|c| c.id.as_str()).collect::<Vec<_>>());
-    assert_eq!(cells.iter().filter(|c| reopened.needs_run(c, true).unwrap()).count(), 8, "--force redoes all");
+    assert_eq!(cells.iter().filter(|c| check(&reopened, &sweep, c).needs_run(true)).count(), 6, "--force redoes all");
 
     // The stale temporary file is found and can be cleaned up.
     assert_eq!(reopened.stale_temp_files().unwrap(), vec![killed.clone()]);
@@ -125,6 +136,7 @@ fn a_failed_cell_is_recorded_with_its_chain_and_retried() {
             cell,
             &err,
             resolved_config(&sweep, cell).unwrap(),
+            fingerprint(),
             Provenance::detect("0.0.0", tmp.path()),
             Timings::default(),
         )
@@ -134,18 +146,19 @@ fn a_failed_cell_is_recorded_with_its_chain_and_retried() {
     assert_eq!(r.error_chain, ["unlearning with msa", "loss is NaN at step 12"]);
     assert_eq!(r.sweep, "store-test");
     assert_eq!(r.provenance.git_commit, None, "a temp dir is no git work tree");
-    assert_eq!(store.state(cell).unwrap(), CellState::Failed);
-    assert!(!store.is_done(cell).unwrap());
-    assert!(store.needs_run(cell, false).unwrap(), "failed cells are retried");
+    assert_eq!(r.fingerprint, Some(fingerprint()), "a failure records what it was run under");
+    assert_eq!(check(&store, &sweep, cell).state, CellState::Failed);
+    assert!(check(&store, &sweep, cell).needs_run(false), "failed cells are retried");
 
     store.write(&ok_result(&sweep, &cells[0], 0.5)).unwrap();
-    let listing = format_dry_run(&store.states(&cells).unwrap());
+    let states: Vec<(&runner::Cell, CellCheck)> = cells.iter().map(|c| (c, check(&store, &sweep, c))).collect();
+    let listing = format_dry_run(&states);
     let lines: Vec<&str> = listing.lines().collect();
-    assert_eq!(lines.len(), 9);
+    assert_eq!(lines.len(), 7);
     assert_eq!(lines[0], format!("done    {}", cells[0].id));
     assert_eq!(lines[1], format!("pending {}", cells[1].id));
     assert_eq!(lines[5], format!("failed  {}", cells[5].id));
-    assert_eq!(lines[8], "8 cells: 1 done, 1 failed, 6 pending");
+    assert_eq!(lines[6], "6 cells: 1 done, 0 stale, 1 failed, 4 pending");
 }
 
 #[test]
