@@ -17,6 +17,11 @@
 //!   and starts with the "World quality" table ([`quality`]) when the results folder has
 //!   `world_quality/*.json`, with a WARNING line for any world whose gate failed or was off.
 //!
+//! A folder whose cells were made under different configurations (their fingerprints disagree:
+//! the same cell key twice, or one world's or one row's cells on a field they share) is refused
+//! with a message naming the cells, files and field, rather than mixed into one table
+//! ([`results::check_one_configuration`]).
+//!
 //! Invariant: no dependency on candle or on other project crates except `stats` (pure
 //! statistics); the cell JSON layout is mirrored in [`results`]. Data work is plain Rust, and
 //! the same results folder gives the same report, intervals included (fixed bootstrap seed).

@@ -5,6 +5,14 @@
 //! fields are ignored and fields added later have serde defaults (`world_seed` 0, no
 //! per-example values), so that additions to the schema do not break old reports and old
 //! results still load.
+//!
+//! A report never mixes results made under different configurations: [`load_cells`] refuses a
+//! folder whose cells' fingerprints (what made each result, recorded by the runner; see
+//! [`Fingerprint`]) disagree where they must agree — the same cell key twice (e.g. merged
+//! folders), the cells of one model and world seed on anything but their method and training
+//! config, the cells of one table row (model, method, parameters) on those two — and a folder
+//! that mixes cells with and without a fingerprint. The message names the cells, their files and
+//! the first differing field. Folders written before fingerprints (none has one) still load.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -29,7 +37,30 @@ pub struct CellFile {
     /// (step, loss); a non-finite loss is stored as null.
     #[serde(default)]
     pub loss_curves: BTreeMap<String, Vec<(u64, Option<f64>)>>,
+    /// What made the result; `None` in files written before results recorded it.
+    #[serde(default)]
+    pub fingerprint: Option<Fingerprint>,
+    /// The file it was read from (set by [`load_cells`]).
+    #[serde(skip)]
+    pub path: PathBuf,
 }
+
+/// What made a cell's result, as `runner::fingerprint` records it: named fields (short values
+/// or 16 hex digits of a hash) and their combined hash.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct Fingerprint {
+    pub hash: String,
+    #[serde(default)]
+    pub fields: BTreeMap<String, String>,
+}
+
+/// The fingerprint's fields in the order the runner compares them (`runner::fingerprint::FIELDS`).
+pub const FINGERPRINT_FIELDS: &[&str] =
+    &["format", "smoke", "data_files", "world", "model", "dtype", "metrics", "method", "train"];
+
+/// The fields in which the rows of one table (one model and world seed) may differ: each row is
+/// a method with its own parameters and training config. Every other field is the world's.
+pub const ROW_FIELDS: &[&str] = &["method", "train"];
 
 #[derive(Clone, Debug, Deserialize)]
 pub struct CellInfo {
@@ -157,8 +188,9 @@ pub fn load_cells(results_dir: &Path) -> Result<Vec<CellFile>> {
                 continue;
             }
             let text = std::fs::read_to_string(&path).with_context(|| format!("{}: cannot read", path.display()))?;
-            let cell: CellFile = serde_json::from_str(&text)
+            let mut cell: CellFile = serde_json::from_str(&text)
                 .with_context(|| format!("{}: not a cell result (schema {SCHEMA_VERSION})", path.display()))?;
+            cell.path = path.clone();
             if cell.schema_version != SCHEMA_VERSION {
                 bail!(
                     "{}: schema_version {} (this report reads {SCHEMA_VERSION})",
@@ -170,7 +202,95 @@ pub fn load_cells(results_dir: &Path) -> Result<Vec<CellFile>> {
         }
     }
     cells.sort_by(|a, b| (&a.sweep, &a.cell.id).cmp(&(&b.sweep, &b.cell.id)));
+    check_one_configuration(&cells).with_context(|| {
+        format!("{}: the results were made under different configurations; no report is written", results_dir.display())
+    })?;
     Ok(cells)
+}
+
+/// Refuses cells made under different configurations (see the module docs): the first pair of
+/// cells that should agree and do not, with their files and the first differing field.
+pub fn check_one_configuration(cells: &[CellFile]) -> Result<()> {
+    let (with, without): (Vec<&CellFile>, Vec<&CellFile>) = cells.iter().partition(|c| c.fingerprint.is_some());
+    if let (Some(new), Some(old)) = (with.first(), without.first()) {
+        bail!(
+            "{} cell(s) have no fingerprint (written before results recorded what made them; e.g. {}) and {} have \
+             one (e.g. {}), so they may come from different configurations: rerun the sweep (it reruns cells \
+             without one) or delete the old files",
+            without.len(),
+            old.path.display(),
+            with.len(),
+            new.path.display()
+        );
+    }
+    let world_field = |f: &str| !ROW_FIELDS.contains(&f);
+    let row_field = |f: &str| ROW_FIELDS.contains(&f);
+    let mut keys: BTreeMap<&str, &CellFile> = BTreeMap::new();
+    let mut worlds: BTreeMap<(&str, u64), &CellFile> = BTreeMap::new();
+    let mut rows: BTreeMap<(&str, &str, &str, String), &CellFile> = BTreeMap::new();
+    for &c in &with {
+        let key = if c.cell.key.is_empty() { c.cell.id.as_str() } else { c.cell.key.as_str() };
+        let first = *keys.entry(key).or_insert(c);
+        if let Some(d) = difference(first, c, |_| true) {
+            bail!("cell {key} has two results made under different configurations: {d}");
+        }
+        let first = *worlds.entry((c.cell.model.as_str(), c.cell.world_seed)).or_insert(c);
+        if let Some(d) = difference(first, c, world_field) {
+            bail!(
+                "the cells of model {} and world seed {} were made under different configurations: {d}",
+                c.cell.model,
+                c.cell.world_seed
+            );
+        }
+        let params = serde_json::to_string(&c.cell.params).unwrap_or_default();
+        let row = (c.cell.model.as_str(), c.cell.method.as_str(), c.cell.kind.as_str(), params.clone());
+        let first = *rows.entry(row).or_insert(c);
+        if let Some(d) = difference(first, c, row_field) {
+            bail!(
+                "the runs of one table row (model {}, {} {params}) were made under different configurations: {d}",
+                c.cell.model,
+                c.cell.method
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The first field (in [`FINGERPRINT_FIELDS`] order, then by name) among those `consider`
+/// accepts in which two fingerprinted cells differ, described with both cells and files.
+fn difference(a: &CellFile, b: &CellFile, consider: impl Fn(&str) -> bool) -> Option<String> {
+    let (fa, fb) = (a.fingerprint.as_ref()?, b.fingerprint.as_ref()?);
+    if fa == fb {
+        return None;
+    }
+    let mut names: Vec<&str> = FINGERPRINT_FIELDS.to_vec();
+    let mut others: Vec<&str> = fa
+        .fields
+        .keys()
+        .chain(fb.fields.keys())
+        .map(String::as_str)
+        .filter(|k| !FINGERPRINT_FIELDS.contains(k))
+        .collect();
+    others.sort();
+    others.dedup();
+    names.extend(others);
+    let field = names.into_iter().filter(|f| consider(f)).find(|f| fa.fields.get(*f) != fb.fields.get(*f))?;
+    let show = |f: &Fingerprint| match f.fields.get(field) {
+        None => "(none)".to_owned(),
+        Some(v) if v.chars().count() > 8 => format!("{}…", v.chars().take(8).collect::<String>()),
+        Some(v) => v.clone(),
+    };
+    let who = |c: &CellFile| if c.cell.key.is_empty() { c.cell.id.clone() } else { c.cell.key.clone() };
+    Some(format!(
+        "`{field}` is {} in {} ({}) but {} in {} ({}); rerun the sweep (it reruns stale cells), delete the stale \
+         files, or report the folders separately",
+        show(fa),
+        who(a),
+        a.path.display(),
+        show(fb),
+        who(b),
+        b.path.display()
+    ))
 }
 
 /// One world's quality record, `RESULTS_DIR/world_quality/*.json`, written by the runner after
