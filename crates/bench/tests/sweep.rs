@@ -63,7 +63,7 @@ fn real_model_configs_run_end_to_end_in_smoke_mode() {
         let out = bench(tmp.path()).args(["sweep", cfg.to_str().unwrap(), "--smoke"]).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{name}: bench sweep --smoke failed:\n{}", &stderr[stderr.len().saturating_sub(3000)..]);
-        let dry = bench(tmp.path()).args(["sweep", cfg.to_str().unwrap(), "--dry-run"]).output().unwrap();
+        let dry = bench(tmp.path()).args(["sweep", cfg.to_str().unwrap(), "--smoke", "--dry-run"]).output().unwrap();
         let listing = String::from_utf8_lossy(&dry.stderr);
         let n_cells = listing.lines().filter(|l| l.starts_with("done ") || l.starts_with("pending ") || l.starts_with("failed ")).count();
         let files = cell_files(&tmp.path().join("results").join(name).join("cells"));
