@@ -71,7 +71,8 @@ enum Cmd {
         /// Use at most this many TruthfulQA questions / ToxiGen statements (evenly spaced).
         #[arg(long)]
         limit: Option<usize>,
-        /// Prepend BOS to every context (lm-evaluation-harness does not for most models).
+        /// Prepend BOS to every context that lacks it (lm-eval's add_bos_token=True). Without it a
+        /// context starts with BOS only when the tokenizer adds one by default, as in lm-eval 0.4.13.
         #[arg(long)]
         add_bos: bool,
         /// A Hugging Face RoBERTa sequence-classifier folder (config.json, model.safetensors,
