@@ -1,23 +1,34 @@
 #!/usr/bin/env python3
-"""Choose each unlearning method's hyperparameters on the validation world (issue 4).
+"""Choose each unlearning method's hyperparameters on the validation world (issue 13).
 
-Reads the long table of a configs/tiny-validation.toml sweep (`bench report` writes it as
-long.csv) and prints Markdown: the rule, the chosen setting per method, and every setting's
-numbers as evidence.
+Reads the long table of a configs/study-validation.toml sweep (`bench report` writes it as
+long.csv) and prints Markdown: the rule, the trial budget per method, the chosen setting per
+method, and every setting's numbers as evidence.
 
-    python3 scripts/select_defaults.py results/tiny-validation/long.csv > reports/validation/selection.md
+    cargo run --release -p bench -- sweep configs/study-validation.toml
+    python3 scripts/select_defaults.py reports/study-validation/long.csv > reports/validation/selection.md
 
-The rule was fixed before the sweep ran (it is also stated in configs/tiny-validation.toml):
-among the settings whose TOFU model utility is at least 90 % of θ_D's, take the highest
-forget quality (ties: higher model utility, then lower KL to the oracle on forget text). If no
-setting keeps 90 %, use a 75 % floor and say so. Standard library only.
+The rule was fixed before the sweep ran (it is also stated in configs/study-validation.toml):
+- the same budget for every method (the script refuses unequal trial counts);
+- utility gate: TOFU model utility >= 90 % of theta_D's on the validation world;
+- among the settings that pass, the highest forget quality (the KS test of the forget truth
+  ratios against the oracle's: a distance to the oracle); ties by the smaller
+  |forget MC accuracy - the oracle's|, then the higher model utility;
+- if none passes, the setting with the highest model utility, marked "failed the gate".
+Standard library only.
 """
 import csv
+import math
 import sys
 from collections import defaultdict
 
-FQ, MU, KL = "tofu_forget_quality", "tofu_model_utility", "kl_to_oracle/forget"
-SHOWN = [FQ, MU, "tofu_prob_forget", "tofu_prob_retain", "mc_accuracy/forget", "mc_accuracy/retain", KL]
+FQ, MU, MC, KL = "tofu_forget_quality", "tofu_model_utility", "mc_accuracy/forget", "kl_to_oracle/forget"
+SHOWN = [FQ, MU, "tofu_prob_forget", "tofu_prob_retain", MC, "mc_accuracy/retain", KL]
+GATE = 0.9
+
+
+def fmt(v):
+    return "nan" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3g}"
 
 
 def main(path):
@@ -29,47 +40,51 @@ def main(path):
     oracle = next(m for (meth, _), m in cells.items() if meth == "retrain")
     by_method = defaultdict(list)
     for (meth, params), m in cells.items():
-        if meth not in ("final", "retrain"):
+        if meth not in ("final", "retrain", "retrain_alt"):
             by_method[meth].append((params, m))
+    budgets = {meth: len(rows) for meth, rows in by_method.items()}
+    if len(set(budgets.values())) != 1:
+        sys.exit(f"unequal trial budgets, the rule needs the same number for every method: {budgets}")
 
-    out = []
-    out.append("# Hyperparameters chosen on the validation world\n")
-    out.append(f"Source: `{path}` (configs/tiny-validation.toml: the `facts` world with seed 1; the test "
-               "world of configs/tiny.toml has seed 0, so no test number took part in the choice).\n")
-    out.append("Rule (fixed before the sweep): among settings with model utility ≥ 90 % of θ_D's, the "
-               "highest forget quality; ties by higher model utility, then lower KL to the oracle on "
-               "forget text. If none keeps 90 %, the floor drops to 75 % (said below).\n")
-    out.append(f"θ_D: forget quality {final.get(FQ, float('nan')):.3g}, model utility {final.get(MU, float('nan')):.3g}; "
-               f"oracle: forget quality {oracle.get(FQ, float('nan')):.3g}, model utility {oracle.get(MU, float('nan')):.3g}.\n")
-    chosen_rows = []
-    detail = []
+    def mc_gap(m):
+        return abs(m.get(MC, float("nan")) - oracle.get(MC, float("nan")))
+
+    out = ["# Hyperparameters chosen on the validation world\n"]
+    out.append(f"Source: `{path}` (configs/study-validation.toml: the study's `facts` recipe with world seed 100; "
+               "the test worlds of configs/study.toml are seeds 0, 1 and 2, so no test number took part in the choice).\n")
+    out.append(f"Budget: {next(iter(budgets.values()))} trials for every method ({', '.join(sorted(budgets))}).\n")
+    out.append("Rule (fixed before the sweep): utility gate = model utility ≥ 90 % of θ_D's; among the settings that "
+               "pass, the highest forget quality (KS test against the oracle's truth ratios); ties by the smaller "
+               "|forget MC accuracy − the oracle's|, then the higher model utility. If none passes, the highest model "
+               "utility, marked as failing the gate.\n")
+    out.append(f"θ_D: forget quality {fmt(final.get(FQ))}, model utility {fmt(final.get(MU))}, forget MC accuracy "
+               f"{fmt(final.get(MC))}; oracle: forget quality {fmt(oracle.get(FQ))}, model utility {fmt(oracle.get(MU))}, "
+               f"forget MC accuracy {fmt(oracle.get(MC))}.\n")
+    chosen_rows, detail = [], []
     for meth in sorted(by_method):
         rows = by_method[meth]
-        pick, floor_used = None, None
-        for floor in (0.9, 0.75):
-            ok = [r for r in rows if r[1].get(MU, 0) >= floor * final[MU]]
-            if ok:
-                pick = max(ok, key=lambda r: (r[1].get(FQ, 0), r[1].get(MU, 0), -r[1].get(KL, 1e9)))
-                floor_used = floor
-                break
-        if pick is None:
+        ok = [r for r in rows if r[1].get(MU, 0) >= GATE * final[MU]]
+        if ok:
+            pick = max(ok, key=lambda r: (r[1].get(FQ, 0), -mc_gap(r[1]), r[1].get(MU, 0)))
+        else:
             pick = max(rows, key=lambda r: (r[1].get(MU, 0), r[1].get(FQ, 0)))
-            floor_used = 0.0
-        chosen_rows.append((meth, pick, floor_used))
+        chosen_rows.append((meth, pick, bool(ok), len(ok)))
         detail.append(f"\n## {meth}\n")
-        detail.append("| params | " + " | ".join(SHOWN) + " |")
-        detail.append("| --- |" + " ---: |" * len(SHOWN))
+        detail.append("| params | passes gate | " + " | ".join(SHOWN) + " |")
+        detail.append("| --- | --- |" + " ---: |" * len(SHOWN))
         for params, m in sorted(rows, key=lambda r: -r[1].get(FQ, 0)):
             mark = " **(chosen)**" if params == pick[0] else ""
-            detail.append(f"| `{params}`{mark} | " + " | ".join(f"{m.get(k, float('nan')):.3g}" for k in SHOWN) + " |")
+            gate = "yes" if m.get(MU, 0) >= GATE * final[MU] else "no"
+            detail.append(f"| `{params}`{mark} | {gate} | " + " | ".join(fmt(m.get(k)) for k in SHOWN) + " |")
     out.append("\n## Chosen\n")
-    out.append("| method | params | utility floor | forget quality | model utility | KL to oracle (forget) |")
-    out.append("| --- | --- | ---: | ---: | ---: | ---: |")
-    for meth, (params, m), floor in chosen_rows:
-        note = f"{floor:.0%}" if floor else "none met 75 %: highest utility"
-        out.append(f"| {meth} | `{params}` | {note} | {m.get(FQ, float('nan')):.3g} | {m.get(MU, float('nan')):.3g} | {m.get(KL, float('nan')):.3g} |")
+    out.append("| method | params | gate (passing / trials) | forget quality | model utility | forget MC acc (oracle "
+               f"{fmt(oracle.get(MC))}) | KL to oracle (forget) |")
+    out.append("| --- | --- | --- | ---: | ---: | ---: | ---: |")
+    for meth, (params, m), passed, n_ok in chosen_rows:
+        gate = f"passed ({n_ok}/{budgets[meth]})" if passed else f"**failed** (0/{budgets[meth]}): highest utility"
+        out.append(f"| {meth} | `{params}` | {gate} | {fmt(m.get(FQ))} | {fmt(m.get(MU))} | {fmt(m.get(MC))} | {fmt(m.get(KL))} |")
     print("\n".join(out + detail))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "results/tiny-validation/long.csv")
+    main(sys.argv[1] if len(sys.argv) > 1 else "reports/study-validation/long.csv")

@@ -35,8 +35,11 @@ use unlearn::{check_coefficient, check_positive, parse_params, CheckpointInfo, C
 /// Fallback learning rate and epochs when neither the method's table nor `[train]` sets them.
 ///
 /// The testbed's chosen values were selected on the validation world, never on test metrics
-/// (configs/tiny-validation.toml, rule and every setting's numbers in
-/// reports/validation/selection.md) and are written into configs/tiny.toml: MSA from the latest clean checkpoint with lr 1e-3, 5 epochs, α = 0.5, β = 0 (larger α cost more than 10 % of model utility on this small model: τ_f from a half-trained θ_0 carries general skill as well as the forget facts).
+/// (configs/study-validation.toml, 12 trials per method; rule and every setting's numbers in
+/// reports/validation/selection.md) and are written into configs/tiny.toml and configs/study.toml:
+/// MSA from the latest clean checkpoint with lr 1e-3, 5 epochs, α = 0.5, β = 0.5 (only 2 of the
+/// 12 α/β points kept 90 % of θ_D's model utility: τ_f from a half-trained θ_0 carries general
+/// skill as well as the forget facts).
 pub const DEFAULT_LR: f64 = 1e-3;
 pub const DEFAULT_EPOCHS: usize = 5;
 

@@ -28,8 +28,9 @@ use unlearn::{check_coefficient, check_positive, parse_params, Context, RunRepor
 /// Fallback learning rate and epochs when neither the method's table nor `[train]` sets them.
 ///
 /// The testbed's chosen values were selected on the validation world, never on test metrics
-/// (configs/tiny-validation.toml, rule and every setting's numbers in
-/// reports/validation/selection.md) and are written into configs/tiny.toml: NPO β = 0.5, lr 3e-3, 5 epochs, λ = 1; SimNPO β = 2.5, γ = 0, lr 1e-3, 5 epochs, λ = 1.
+/// (configs/study-validation.toml, 12 trials per method; rule and every setting's numbers in
+/// reports/validation/selection.md) and are written into configs/tiny.toml and configs/study.toml:
+/// NPO β = 0.5, lr 1e-3, 5 epochs, λ = 1; SimNPO β = 2.5, γ = 0, lr 1e-3, 5 epochs, λ = 1.
 pub const DEFAULT_LR: f64 = 1e-4;
 pub const DEFAULT_EPOCHS: usize = 5;
 

@@ -40,9 +40,9 @@ use serde::Deserialize;
 use unlearn::{check_coefficient_up_to, check_positive, parse_params, Context, RunReport, Unlearner};
 
 /// Defaults: the values chosen for the testbed model on the validation world, never on test
-/// metrics (configs/tiny-validation.toml's `[methods.rmu]` grid, rule and every setting's
-/// numbers in reports/validation/selection.md), written into configs/tiny.toml: lr 3e-3,
-/// 5 epochs, c = 20, α = 30. For other models start from the reference values above.
+/// metrics (configs/study-validation.toml's `[methods.rmu]` grid, 12 trials, rule and every
+/// setting's numbers in reports/validation/selection.md), written into configs/tiny.toml and
+/// configs/study.toml: lr 1e-2, 5 epochs, c = 5, α = 10. For other models start from the reference values above.
 pub const DEFAULT_LR: f64 = 3e-3;
 pub const DEFAULT_EPOCHS: usize = 5;
 /// c for the testbed model (see [`DEFAULT_LR`]).
