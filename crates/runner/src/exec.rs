@@ -244,7 +244,9 @@ pub fn validate_worlds(
 /// Checks every model source before any work: a scratch preset must exist; a local `path` must
 /// be a Hugging Face folder with a readable `config.json` and safetensors weights (with
 /// `--smoke` the folder is not used, but its family must be known); a hub id and revision must
-/// be well-formed (the cache and the network are not consulted here). Errors name the config
+/// be well-formed, and offline (`HF_HUB_OFFLINE=1`) the model must be complete in the Hugging
+/// Face cache (online, the network is not consulted here: a missing model is downloaded when
+/// its world is prepared). Errors name the config
 /// file and the field, e.g. `configs/x.toml: models[0].path: ...`.
 pub fn validate_models(sweep: &Sweep, opts: &ExecOptions) -> Result<()> {
     let file = sweep.source.display();
@@ -288,6 +290,13 @@ pub fn validate_models(sweep: &Sweep, opts: &ExecOptions) -> Result<()> {
                 check_hub_id(id).map_err(|e| anyhow::anyhow!("{}: {e}", at("hub")))?;
                 if let Some(rev) = revision {
                     check_revision(rev).map_err(|e| anyhow::anyhow!("{}: {e}", at("revision")))?;
+                }
+                // Offline (HF_HUB_OFFLINE=1), a model that is not complete in the cache can never
+                // be had: say so now. Online it is downloaded when its world is prepared.
+                let env = hub::ResolveOptions::from_env();
+                if env.offline == Some(true) {
+                    let opts = hub::ResolveOptions { progress: false, ..env };
+                    hub::resolve(id, revision.as_deref(), &opts).map_err(|e| anyhow::anyhow!("{}: {e:#}", at("hub")))?;
                 }
             }
         }
