@@ -207,7 +207,7 @@ fn token_with(var: &dyn Fn(&str) -> Option<String>) -> Option<String> {
 
 /// `org/name` or `name`, each part of `[A-Za-z0-9._-]`, without `--` or `..` (python's rules,
 /// which also keep the id safe to splice into a folder name).
-fn check_repo_id(id: &str) -> Result<()> {
+pub fn check_repo_id(id: &str) -> Result<()> {
     let parts: Vec<&str> = id.split('/').collect();
     let ok_part = |p: &str| {
         !p.is_empty()
@@ -223,7 +223,7 @@ fn check_repo_id(id: &str) -> Result<()> {
 }
 
 /// A branch, tag or commit: a relative path without `.`/`..` parts (it becomes `refs/{rev}`).
-fn check_revision(rev: &str) -> Result<()> {
+pub fn check_revision(rev: &str) -> Result<()> {
     let bad = rev.is_empty()
         || rev.starts_with('/')
         || rev.contains('\\')

@@ -287,9 +287,9 @@ pub fn validate_models(sweep: &Sweep, opts: &ExecOptions) -> Result<()> {
                     .map_err(|e| anyhow::anyhow!("{}: {e:#}", at("path")))?;
             }
             ModelSource::Hub { id, revision } => {
-                check_hub_id(id).map_err(|e| anyhow::anyhow!("{}: {e}", at("hub")))?;
+                hub::check_repo_id(id).map_err(|e| anyhow::anyhow!("{}: {e:#}", at("hub")))?;
                 if let Some(rev) = revision {
-                    check_revision(rev).map_err(|e| anyhow::anyhow!("{}: {e}", at("revision")))?;
+                    hub::check_revision(rev).map_err(|e| anyhow::anyhow!("{}: {e:#}", at("revision")))?;
                 }
                 // Offline (HF_HUB_OFFLINE=1), a model that is not complete in the cache can never
                 // be had: say so now. Online it is downloaded when its world is prepared.
@@ -300,37 +300,6 @@ pub fn validate_models(sweep: &Sweep, opts: &ExecOptions) -> Result<()> {
                 }
             }
         }
-    }
-    Ok(())
-}
-
-/// `org/name` or `name`: letters, digits, `.`, `_`, `-`, no `--` or `..` (the rule `hub::resolve`
-/// applies; checked here without touching the cache or the network).
-fn check_hub_id(id: &str) -> std::result::Result<(), String> {
-    let ok_part = |p: &str| {
-        !p.is_empty()
-            && p.len() <= 96
-            && p.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-            && !p.starts_with(['.', '-'])
-            && !p.ends_with(['.', '-'])
-    };
-    let parts: Vec<&str> = id.split('/').collect();
-    if parts.len() > 2 || !parts.iter().all(|p| ok_part(p)) || id.contains("--") || id.contains("..") {
-        return Err(format!(
-            "{id:?} is not a hub id of the form `org/name` (letters, digits, `.`, `_`, `-`; no `--` or `..`)"
-        ));
-    }
-    Ok(())
-}
-
-/// A branch, tag or commit: a relative path without empty, `.` or `..` parts.
-fn check_revision(rev: &str) -> std::result::Result<(), String> {
-    if rev.is_empty()
-        || rev.starts_with('/')
-        || rev.contains('\\')
-        || rev.split('/').any(|p| p.is_empty() || p == "." || p == "..")
-    {
-        return Err(format!("{rev:?} is not a branch, tag or commit name"));
     }
     Ok(())
 }
