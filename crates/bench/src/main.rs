@@ -249,7 +249,6 @@ fn arith(out: &Path, terms: &[String], overwrite: bool) -> Result<()> {
 fn world(config: &Path, data_dir: Option<PathBuf>) -> Result<()> {
     let sweep = runner::load_sweep(config)?;
     let data_dir = data_dir.unwrap_or_else(|| runner::resolve_data_dir(&sweep));
-    let wcfg = testbed::WorldConfig::from_sweep_file(config)?;
     let device = lm::default_device()?;
     let mut failed = Vec::new();
     for m in &sweep.models {
@@ -260,7 +259,7 @@ fn world(config: &Path, data_dir: Option<PathBuf>) -> Result<()> {
         for &seed in &sweep.world_seeds {
             let progress = progress::Progress::new();
             let update = |s: &str, i, n, l| progress.update(s, i, n, l);
-            let built = testbed::train::build_or_load(&wcfg.for_seed(seed), &data_dir, &sweep.output_dir.join("worlds"), &spec, Some(&update))?;
+            let built = testbed::train::build_or_load(&sweep.world_config.for_seed(seed), &data_dir, &sweep.output_dir.join("worlds"), &spec, Some(&update))?;
             let oracle_alt = if sweep.noise_floor {
                 Some(testbed::train::build_or_load_noise_oracle(&built, Some(&update))?)
             } else {

@@ -166,6 +166,9 @@ pub struct Sweep {
     /// The `[world]` table as written; the testbed crate parses it. `kind` is checked here.
     pub world: toml::Table,
     pub world_kind: String,
+    /// The `[world]` table read with the testbed's schema (once, here; every world seed is
+    /// `world_config.for_seed(seed)`).
+    pub world_config: testbed::WorldConfig,
     /// `world.seeds` (or `[world.seed]`): one world per seed, every cell run on each.
     pub world_seeds: Vec<u64>,
     /// `world.noise_floor`: also train and score a second oracle ("retrain_alt").
@@ -497,6 +500,7 @@ pub fn parse_sweep(text: &str, source: &Path, registry: &Registry) -> Result<Swe
         world_seeds,
         noise_floor: world_cfg.noise_floor.unwrap_or(false),
         quality_gate: world_cfg.quality_gate.unwrap_or(true),
+        world_config: world_cfg,
         models,
         methods,
         metrics: raw.metrics,

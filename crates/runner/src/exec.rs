@@ -186,12 +186,10 @@ pub fn validate_worlds(
     data_dir: &Path,
 ) -> Result<BTreeMap<u64, testbed::ResolvedWorld>> {
     let file = sweep.source.display();
-    let world_text = toml::to_string(&sweep.world).context("re-serialising [world]")?;
-    let base = testbed::WorldConfig::from_toml_str(&world_text).with_context(|| format!("{file}: [world]"))?;
     let scratch = sweep.models.iter().any(|m| matches!(m.source, ModelSource::Scratch(_)));
     let mut worlds = BTreeMap::new();
     for &seed in &sweep.world_seeds {
-        let mut wcfg = base.for_seed(seed);
+        let mut wcfg = sweep.world_config.for_seed(seed);
         if opts.smoke {
             smoke_world(&mut wcfg);
         }
@@ -346,10 +344,7 @@ fn prepare_model(
     progress: Option<Progress>,
     log: &dyn Fn(&str),
 ) -> Result<ModelContext> {
-    let world_text = toml::to_string(&sweep.world).context("re-serialising [world]")?;
-    let mut wcfg = testbed::WorldConfig::from_toml_str(&world_text)
-        .with_context(|| format!("{}: [world]", sweep.source.display()))?
-        .for_seed(world_seed);
+    let mut wcfg = sweep.world_config.for_seed(world_seed);
     if opts.smoke {
         smoke_world(&mut wcfg);
     }
