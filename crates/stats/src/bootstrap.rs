@@ -159,7 +159,7 @@ fn mean_of(v: &[f64]) -> f64 {
 }
 
 /// The q-quantile of sorted, non-empty values, linear interpolation (numpy's default).
-fn quantile_sorted(sorted: &[f64], q: f64) -> f64 {
+pub(crate) fn quantile_sorted(sorted: &[f64], q: f64) -> f64 {
     let pos = q * (sorted.len() - 1) as f64;
     let i = pos.floor() as usize;
     let frac = pos - i as f64;

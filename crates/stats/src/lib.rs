@@ -9,6 +9,8 @@
 //!   (`scipy.stats.wilcoxon`, normal approximation with tie correction) and
 //!   [`wilcoxon_signed_rank_exact`] (its exact distribution for small n).
 //! - [`multitest`]: [`holm`] (`statsmodels` `multipletests(method='holm')`).
+//! - [`rank`]: [`spearman`] (`scipy.stats.spearmanr`) and [`stratified_spearman`], the mean ρ
+//!   over strata with a cluster bootstrap interval and a permutation p-value.
 //! - [`special`]: ln Γ, incomplete beta and gamma functions, Student t and normal tails.
 //!
 //! Invariant: pure Rust, no I/O; bad input (empty, non-finite, mismatched pairs) is an error,
@@ -17,6 +19,7 @@
 pub mod bootstrap;
 pub mod multitest;
 pub mod paired;
+pub mod rank;
 pub mod special;
 
 pub use bootstrap::{
@@ -27,4 +30,5 @@ pub use paired::{
     paired_t_test, wilcoxon_signed_rank, wilcoxon_signed_rank_auto, wilcoxon_signed_rank_exact, TTest, Wilcoxon,
     WilcoxonMethod, WILCOXON_EXACT_MAX_N,
 };
+pub use rank::{ranks, spearman, stratified_spearman, StratifiedSpearman, Stratum};
 pub use special::{beta_inc, gamma_q, ln_gamma, normal_cdf, normal_sf, student_t_cdf};
