@@ -23,22 +23,13 @@ use safetensors::Dtype;
 use crate::elem::f32_bytes_mut;
 use crate::elem::{axpy_f32, elem_bytes, encoded, is_arith_float};
 use crate::files::{StateFiles, SINGLE_FILE};
+use crate::output::{copy_side_files, write_folder_atomically};
 use crate::writer::SafetensorsWriter;
 
 /// Default elements per chunk of [`combine`]: 256 Ki, so a term's chunk (1 MiB of f32) and
 /// the accumulator stay in the core's cache between the read and the arithmetic. Measured
 /// on the issue 7 benchmark: 4 Mi-element chunks were ~1.5× slower in the compute phase.
 pub const COMBINE_CHUNK_ELEMS: usize = 1 << 18;
-
-/// Files copied from the first term into the output folder, when they exist.
-pub const COPIED_FILES: &[&str] = &[
-    "config.json",
-    "generation_config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "tokenizer.model",
-];
 
 /// How [`combine`] writes its output.
 #[derive(Debug, Clone)]
@@ -113,57 +104,13 @@ pub fn combine(
         .collect::<Result<Vec<_>>>()?;
     check_same_layout(&states)?;
 
-    let name = out
-        .file_name()
-        .with_context(|| format!("output path {} has no folder name", out.display()))?;
-    let parent = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    if out.exists() {
-        ensure!(
-            opts.overwrite,
-            "output folder {} already exists (refusing to replace it without overwrite)",
-            out.display()
-        );
-        let out_canon = out
-            .canonicalize()
-            .with_context(|| format!("cannot resolve {}", out.display()))?;
-        for (_, dir) in terms {
-            ensure!(
-                dir.canonicalize().ok().as_ref() != Some(&out_canon),
-                "output folder {} is also an input term; write to another folder",
-                out.display()
-            );
-        }
-    }
-    std::fs::create_dir_all(&parent)
-        .with_context(|| format!("cannot create output parent folder {}", parent.display()))?;
-    let tmp = parent.join(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp)
-            .with_context(|| format!("cannot remove stale temporary folder {}", tmp.display()))?;
-    }
-    std::fs::create_dir(&tmp)
-        .with_context(|| format!("cannot create temporary folder {}", tmp.display()))?;
-
+    let inputs: Vec<&Path> = terms.iter().map(|(_, d)| d.as_path()).collect();
     let coefs: Vec<f64> = terms.iter().map(|(c, _)| *c).collect();
-    let result = write_combination(&states, &coefs, &tmp, opts)
-        .and_then(|report| replace_dir(&tmp, out, &parent, opts.overwrite).map(|()| report));
-    match result {
-        Ok(mut report) => {
-            report.seconds = started.elapsed().as_secs_f64();
-            Ok(report)
-        }
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&tmp);
-            Err(e)
-        }
-    }
+    let mut report = write_folder_atomically(out, opts.overwrite, &inputs, "an input term", |tmp| {
+        write_combination(&states, &coefs, tmp, opts)
+    })?;
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
 }
 
 /// Checks every state has the tensors, shapes and dtypes of the first one.
@@ -228,14 +175,7 @@ fn write_combination(
     let (bytes_read, peak_acc) = write_sequential(states, coefs, &mut writer, &order, opts)?;
     let bytes_written = writer.finish_with(opts.sync)?;
 
-    for file in COPIED_FILES {
-        let src = first.dir().join(file);
-        if src.is_file() {
-            let dst = dir.join(file);
-            std::fs::copy(&src, &dst)
-                .with_context(|| format!("cannot copy {} to {}", src.display(), dst.display()))?;
-        }
-    }
+    copy_side_files(first.dir(), dir)?;
     Ok(CombineReport {
         bytes_read,
         bytes_written,
@@ -436,41 +376,6 @@ fn write_sequential(
         }
     }
     Ok((bytes_read, peak_acc))
-}
-
-fn replace_dir(tmp: &Path, out: &Path, parent: &Path, overwrite: bool) -> Result<()> {
-    if !out.exists() {
-        return std::fs::rename(tmp, out)
-            .with_context(|| format!("cannot rename {} to {}", tmp.display(), out.display()));
-    }
-    ensure!(
-        overwrite,
-        "output folder {} appeared while combining; not replacing it",
-        out.display()
-    );
-    let name = out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let old = parent.join(format!(".{name}.old-{}", std::process::id()));
-    std::fs::rename(out, &old).with_context(|| {
-        format!(
-            "cannot move existing {} aside to {}",
-            out.display(),
-            old.display()
-        )
-    })?;
-    if let Err(e) = std::fs::rename(tmp, out) {
-        let _ = std::fs::rename(&old, out);
-        return Err(e)
-            .with_context(|| format!("cannot rename {} to {}", tmp.display(), out.display()));
-    }
-    if old.is_dir() {
-        std::fs::remove_dir_all(&old)
-            .with_context(|| format!("cannot remove old {}", old.display()))
-    } else {
-        std::fs::remove_file(&old).with_context(|| format!("cannot remove old {}", old.display()))
-    }
 }
 
 #[cfg(all(test, unix))]

@@ -116,6 +116,40 @@ pub(crate) fn encode_f32(dtype: Dtype, values: &[f32], out: &mut Vec<u8>) {
     }
 }
 
+/// Decodes `bytes` of an arithmetic float dtype (F32, BF16, F16) into `out` as f32 (cleared
+/// first). Exact: every BF16 and F16 value is an f32.
+pub(crate) fn decode_f32(dtype: Dtype, bytes: &[u8], out: &mut Vec<f32>) {
+    out.clear();
+    match dtype {
+        Dtype::F32 => out.extend(
+            bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        ),
+        Dtype::BF16 => out.extend(
+            bytes
+                .chunks_exact(2)
+                .map(|b| bf16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32()),
+        ),
+        Dtype::F16 => out.extend(
+            bytes
+                .chunks_exact(2)
+                .map(|b| f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32()),
+        ),
+        other => unreachable!("decode_f32 called on {other}"),
+    }
+}
+
+/// `v` rounded to `dtype` (F32, BF16 or F16; nearest, ties to even) and back to f32: the
+/// value a reader of the stored tensor sees.
+pub(crate) fn stored_value(dtype: Dtype, v: f32) -> f32 {
+    match dtype {
+        Dtype::BF16 => bf16::from_f32(v).to_f32(),
+        Dtype::F16 => f16::from_f32(v).to_f32(),
+        _ => v,
+    }
+}
+
 /// Decodes `bytes` of a float dtype (F32, BF16, F16, F64) into `out` as f64 (cleared first).
 pub(crate) fn decode_f64(dtype: Dtype, bytes: &[u8], out: &mut Vec<f64>) {
     out.clear();

@@ -9,6 +9,8 @@
 //! * [`combine`] writes Σ cᵢ·θᵢ, the primitive behind Model State Arithmetic
 //!   (θ_unlearn = θ_D − α·τ_f + β·τ_r with τ = θ_ft − θ_base expands to a linear combination of
 //!   checkpoints) and task negation (Ilharco et al., 2023, "Editing models with task arithmetic");
+//! * [`quantize_checkpoint`] writes the round-to-nearest int8 / int4 quantized-then-dequantized
+//!   state (the quantization attack on unlearning, Zhang et al., ICLR 2025);
 //! * [`distance`] and [`dot_and_norms`] are streaming reductions for evaluation.
 //!
 //! Invariant: this crate knows nothing about models or devices (no candle); it reads and writes
@@ -43,10 +45,17 @@
 mod combine;
 mod elem;
 mod files;
+mod output;
+mod quantize;
 mod reduce;
 mod writer;
 
-pub use combine::{combine, CombineOptions, CombineReport, COMBINE_CHUNK_ELEMS, COPIED_FILES};
+pub use combine::{combine, CombineOptions, CombineReport, COMBINE_CHUNK_ELEMS};
+pub use output::COPIED_FILES;
+pub use quantize::{
+    quantize_checkpoint, quantize_checkpoint_with, quantize_selection, Outcome, QuantizeOptions,
+    QuantizeReport, Scheme, SkipReason, TensorQuantization, INT4_DEFAULT_GROUP,
+};
 pub use files::{tensor_names_and_shapes, StateFiles, TensorEntry};
 pub use reduce::{distance, dot_and_norms, DotAndNorms};
 pub use safetensors::Dtype;
