@@ -48,8 +48,11 @@ enum Cmd {
         #[arg(long)]
         no_report: bool,
     },
-    /// Write tables (Markdown, LaTeX, CSV) and plots (SVG) from a results folder. A folder whose
-    /// cells were made under different configurations (their fingerprints disagree) is refused.
+    /// Write the report of a results folder: index.html (one self-contained page: world quality,
+    /// headline, claims, figures, appendix), index.md, tables.md/.tex, long.csv/.parquet and
+    /// plots/. Reads RESULTS/report.json (the sweep's [report] table: utility gate, headline
+    /// points) when there is one. A folder whose cells were made under different configurations
+    /// (their fingerprints disagree) is refused.
     Report {
         /// A sweep's results folder (results/NAME) or a folder of several.
         results: PathBuf,
@@ -297,6 +300,8 @@ fn world(config: &Path, data_dir: Option<PathBuf>) -> Result<()> {
 
 fn sweep(config: &Path, opts: &runner::exec::ExecOptions, write_report: bool) -> Result<()> {
     let sweep = runner::load_sweep(config)?;
+    // the [report] table is checked before any work
+    report::options::Options::from_json(&sweep.report, &format!("{} [report]", config.display()))?;
     let progress = progress::Progress::new();
     let summary = runner::exec::run(&sweep, opts, Some(&|s, i, n, l| progress.update(s, i, n, l)), &|msg| {
         progress.finish();
@@ -324,7 +329,15 @@ fn report(results: &Path, out: Option<PathBuf>) -> Result<()> {
     let name = results.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "report".into());
     let out = out.unwrap_or_else(|| PathBuf::from("reports").join(name));
     let s = report::build(results, &out)?;
-    eprintln!("report: {} ok cell(s), {} failed, written to {}/index.md", s.cells_ok, s.cells_failed, out.display());
+    for note in &s.notes {
+        eprintln!("report: note: {note}");
+    }
+    eprintln!(
+        "report: {} ok cell(s), {} failed, written to {}/index.html (and index.md)",
+        s.cells_ok,
+        s.cells_failed,
+        out.display()
+    );
     Ok(())
 }
 

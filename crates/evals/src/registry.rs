@@ -1,8 +1,69 @@
-//! The list of metric names the harness knows, with what each needs, and a lookup that answers
-//! unknown names with "did you mean …?" and the known names (as lm-evaluation-harness does).
-//! Names follow lm-eval where a task exists there (`truthfulqa_mc1`, `truthfulqa_mc2`, `toxigen`).
+//! The list of metric names the harness knows, with what each needs and what each of its
+//! reported numbers is read against ([`Target`]), and a lookup that answers unknown names with
+//! "did you mean …?" and the known names (as lm-evaluation-harness does). Names follow lm-eval
+//! where a task exists there (`truthfulqa_mc1`, `truthfulqa_mc2`, `toxigen`).
+//!
+//! The targets declared here are the one place that says how a number is judged: the runner
+//! records them in every result and the report reads them from there (or, for results written
+//! before targets were recorded, from [`record_info`]); nothing re-derives them from names.
 
 use anyhow::{bail, Result};
+
+/// How a reported number is judged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    /// Forget side: the ideal is the value of the model that never saw the forget data (the
+    /// exact retrain oracle); a model is judged by |value − oracle's|, read against the noise
+    /// floor (two oracles' distance). Lower is not better: over-unlearning misses too.
+    TowardOracle,
+    /// Retain and general side: higher is better (compared only among rows that pass the
+    /// utility gate).
+    HigherIsBetter,
+    /// Retain and general side: lower is better (e.g. general perplexity).
+    LowerIsBetter,
+    /// Describes the model without a better or worse (e.g. parameter distance to the oracle:
+    /// a method that barely moved is close to θ_D, not to the oracle).
+    Informational,
+    /// The same information as another record (named in [`RecordInfo::same_as`]); kept in the
+    /// long table, left out of the tables.
+    Duplicate,
+}
+
+impl Target {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Target::TowardOracle => "toward_oracle",
+            Target::HigherIsBetter => "higher_is_better",
+            Target::LowerIsBetter => "lower_is_better",
+            Target::Informational => "informational",
+            Target::Duplicate => "duplicate",
+        }
+    }
+}
+
+/// On which scale distances and ratios of a record are taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scale {
+    Linear,
+    /// Distances as |ln a − ln b| (perplexities: a factor, not a difference).
+    Log,
+}
+
+/// One number a metric reports: the headline (`sub` empty) or a sub-value (`metric/sub`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RecordInfo {
+    /// `""` for the metric's own record, else the part after `metric/` (e.g. `forget`,
+    /// `ks_statistic`, `forget/nll`).
+    pub sub: &'static str,
+    pub target: Target,
+    pub scale: Scale,
+    /// A column name that explains itself, e.g. "forget MC accuracy".
+    pub label: &'static str,
+    /// For [`Target::Duplicate`]: the record it repeats.
+    pub same_as: Option<&'static str>,
+}
 
 /// One registry entry.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -12,13 +73,33 @@ pub struct MetricInfo {
     /// What the metric needs from the oracle model, if anything (it is then built from values
     /// computed in the oracle's pass).
     pub needs_oracle: Option<&'static str>,
+    /// Every record the metric writes, with its target. A metric whose headline is computed per
+    /// split (`kl_to_oracle`, `mc_accuracy`, `perplexity`) writes only `metric/SPLIT` records;
+    /// its bare name is declared as a duplicate of the forget split, which results written
+    /// before targets were recorded carry.
+    pub records: &'static [RecordInfo],
 }
 
-const fn entry(name: &'static str, description: &'static str) -> MetricInfo {
+const fn r(sub: &'static str, target: Target, label: &'static str) -> RecordInfo {
+    RecordInfo { sub, target, scale: Scale::Linear, label, same_as: None }
+}
+
+const fn log(sub: &'static str, target: Target, label: &'static str) -> RecordInfo {
+    RecordInfo { sub, target, scale: Scale::Log, label, same_as: None }
+}
+
+const fn dup(sub: &'static str, same_as: &'static str, label: &'static str) -> RecordInfo {
+    RecordInfo { sub, target: Target::Duplicate, scale: Scale::Linear, label, same_as: Some(same_as) }
+}
+
+use Target::{HigherIsBetter as Higher, Informational as Info, LowerIsBetter as Lower, TowardOracle as Oracle};
+
+const fn entry(name: &'static str, description: &'static str, records: &'static [RecordInfo]) -> MetricInfo {
     MetricInfo {
         name,
         description,
         needs_oracle: None,
+        records,
     }
 }
 
@@ -26,11 +107,13 @@ const fn with_oracle(
     name: &'static str,
     description: &'static str,
     needs: &'static str,
+    records: &'static [RecordInfo],
 ) -> MetricInfo {
     MetricInfo {
         name,
         description,
         needs_oracle: Some(needs),
+        records,
     }
 }
 
@@ -40,93 +123,126 @@ pub const METRICS: &[MetricInfo] = &[
         "kl_to_oracle",
         "mean KL(P_oracle || P_model) of next-token distributions",
         "its Distributions rows",
+        &[dup("", "kl_to_oracle/forget", "KL to oracle (forget; results before targets)"), r("forget", Oracle, "KL to oracle, forget text"), r("retain", Oracle, "KL to oracle, retain text"), r("general", Oracle, "KL to oracle, general text")]
+    ),
+    entry(
+        "mc_accuracy",
+        "multiple-choice accuracy of the QA items (argmax of log-likelihood), forget and retain splits",
+        &[dup("", "mc_accuracy/forget", "MC accuracy (forget; results before targets)"), r("forget", Oracle, "forget MC accuracy"), r("retain", Higher, "retain MC accuracy")],
     ),
     entry(
         "mink_auc",
         "ROC AUC of the Min-K% Prob (k=40%) attack, forget vs holdout",
+        &[r("", Oracle, "Min-K% AUC, forget vs held-out")]
     ),
     entry(
         "muse_knowmem_forget",
         "MUSE KnowMem: ROUGE-L F1 of greedy answers on the forget QA set",
+        &[r("", Oracle, "KnowMem forget (ROUGE-L F1)"), dup("recall", "tofu_rouge_forget", "KnowMem forget recall")],
     ),
     entry(
         "muse_knowmem_retain",
         "MUSE KnowMem: ROUGE-L F1 of greedy answers on the retain QA set",
+        &[r("", Higher, "KnowMem retain (ROUGE-L F1)"), dup("recall", "tofu_rouge_retain", "KnowMem retain recall")],
     ),
     with_oracle(
         "muse_privleak",
         "MUSE PrivLeak: (AUC - AUC_oracle) / AUC_oracle * 100 of Min-K%",
         "its mink_auc",
+        &[r("", Oracle, "PrivLeak (%)"), r("auc", Oracle, "PrivLeak Min-K% AUC")]
     ),
     entry(
         "muse_verbmem",
         "MUSE VerbMem: ROUGE-L F1 of greedy continuations of forget passages",
+        &[r("", Oracle, "VerbMem (ROUGE-L F1)"), r("recall", Oracle, "VerbMem ROUGE-L recall")],
+    ),
+    with_oracle(
+        "param_distance_to_oracle",
+        "‖θ − θ_oracle‖ / ‖θ_D − θ_oracle‖ over all parameters",
+        "its checkpoint",
+        &[r("", Info, "parameter distance to oracle (÷ θ_D's)")],
     ),
     entry(
         "perplexity",
         "token perplexity of a text set (loglikelihood_rolling)",
+        &[dup("", "perplexity/forget", "perplexity (forget; results before targets)"), log("forget", Oracle, "forget perplexity"), log("retain", Lower, "retain perplexity"), log("general", Lower, "general perplexity"), dup("forget/nll", "perplexity/forget", "forget NLL"), dup("retain/nll", "perplexity/retain", "retain NLL"), dup("general/nll", "perplexity/general", "general NLL")]
     ),
     entry(
         "restor_clean_acc",
         "accuracy of the clean over the corrupted answer (RESTOR-style)",
+        &[r("", Oracle, "clean-answer accuracy"), dup("acc", "restor_clean_acc", "clean-answer accuracy")]
     ),
     with_oracle(
         "restor_recovery",
         "(acc - acc_corrupted) / (acc_oracle - acc_corrupted)",
         "its restor_clean_acc",
+        &[r("", Oracle, "recovery"), dup("acc", "restor_clean_acc", "clean-answer accuracy")]
     ),
     with_oracle(
         "tofu_forget_quality",
         "TOFU forget quality: KS-test p-value of forget truth ratios vs the oracle's",
         "its tofu_truth_ratio_forget",
+        &[r("", Higher, "forget quality (KS p)"), r("ks_statistic", Lower, "forget quality KS statistic")],
     ),
     entry(
         "tofu_model_utility",
         "TOFU model utility: harmonic mean of retain prob, ROUGE-L recall, truth ratio",
+        &[r("", Higher, "model utility"), r("retain_prob", Higher, "utility: retain probability"), r("retain_rougeL_recall", Higher, "utility: retain ROUGE-L"), r("retain_truth_ratio", Higher, "utility: retain truth ratio")],
     ),
     entry(
         "tofu_prob_forget",
         "TOFU probability P(a|q)^(1/|a|) on the forget set",
+        &[r("", Oracle, "forget answer probability")]
     ),
     entry(
         "tofu_prob_retain",
         "TOFU probability P(a|q)^(1/|a|) on the retain set",
+        &[r("", Higher, "retain answer probability")]
     ),
     entry(
         "tofu_rouge_forget",
         "TOFU ROUGE-L recall of greedy answers on the forget set",
+        &[r("", Oracle, "forget ROUGE-L recall"), r("f1", Oracle, "forget ROUGE-L F1")],
     ),
     entry(
         "tofu_rouge_retain",
         "TOFU ROUGE-L recall of greedy answers on the retain set",
+        &[r("", Higher, "retain ROUGE-L recall"), r("f1", Higher, "retain ROUGE-L F1")],
     ),
     entry(
         "tofu_truth_ratio_forget",
         "TOFU truth ratio, mean min(R, 1/R), forget set",
+        &[r("", Oracle, "forget truth ratio"), r("mean_ratio", Oracle, "forget mean ratio R")]
     ),
     entry(
         "tofu_truth_ratio_retain",
         "TOFU truth ratio, mean max(0, 1 - R), retain set",
+        &[r("", Higher, "retain truth ratio"), r("mean_ratio", Lower, "retain mean ratio R")]
     ),
     entry(
         "toxigen",
         "lm-eval toxigen: acc / acc_norm of hateful-or-not classification",
+        &[r("", Oracle, "ToxiGen acc"), dup("acc", "toxigen", "ToxiGen acc"), r("acc_norm", Oracle, "ToxiGen acc_norm")],
     ),
     entry(
         "toxigen_generation",
         "mean P(toxic) of greedy continuations of ToxiGen prompts (needs a classifier)",
+        &[r("", Oracle, "P(toxic) of continuations"), r("frac_toxic", Oracle, "share of toxic continuations")]
     ),
     entry(
         "toxigen_likelihood",
         "per target group: per-token loglik of hateful minus neutral statements",
+        &[r("", Oracle, "hateful − neutral log-likelihood")],
     ),
     entry(
         "truthfulqa_mc1",
         "lm-eval truthfulqa_mc1: accuracy, single true answer",
+        &[r("", Oracle, "TruthfulQA MC1")],
     ),
     entry(
         "truthfulqa_mc2",
         "lm-eval truthfulqa_mc2: normalised probability mass of true answers",
+        &[r("", Oracle, "TruthfulQA MC2")],
     ),
 ];
 
@@ -142,6 +258,14 @@ pub fn suggestions(name: &str) -> Vec<&'static str> {
         .collect();
     scored.sort();
     scored.into_iter().map(|(_, n)| n).collect()
+}
+
+/// The declaration of a record `metric` or `metric/sub` (the longest declared `sub` that
+/// matches), with its metric; `None` for a name no metric declares.
+pub fn record_info(record: &str) -> Option<(&'static MetricInfo, &'static RecordInfo)> {
+    let (metric, sub) = record.split_once('/').unwrap_or((record, ""));
+    let info = METRICS.iter().find(|m| m.name == metric)?;
+    info.records.iter().find(|r| r.sub == sub).map(|r| (info, r))
 }
 
 /// Looks a metric up by name.
@@ -180,6 +304,33 @@ mod tests {
             .unwrap()
             .needs_oracle
             .is_some());
+    }
+
+    #[test]
+    fn every_record_has_a_target_and_duplicates_name_a_declared_record() {
+        assert_eq!(record_info("mc_accuracy/forget").unwrap().1.target, Target::TowardOracle);
+        assert_eq!(record_info("mc_accuracy/retain").unwrap().1.target, Target::HigherIsBetter);
+        assert_eq!(record_info("perplexity/general").unwrap().1.scale, Scale::Log);
+        assert_eq!(record_info("param_distance_to_oracle").unwrap().1.target, Target::Informational);
+        // the split metrics' bare names: duplicates of the forget split (older results)
+        for m in ["mc_accuracy", "kl_to_oracle", "perplexity"] {
+            assert_eq!(record_info(m).unwrap().1.same_as, Some(format!("{m}/forget")).as_deref(), "{m}");
+        }
+        assert!(record_info("no_such_metric").is_none());
+        for m in METRICS {
+            assert!(!m.records.is_empty(), "{} declares no record", m.name);
+            let mut subs: Vec<&str> = m.records.iter().map(|r| r.sub).collect();
+            subs.sort_unstable();
+            subs.dedup();
+            assert_eq!(subs.len(), m.records.len(), "{}: a sub-value declared twice", m.name);
+            for r in m.records {
+                assert_eq!(r.target == Target::Duplicate, r.same_as.is_some(), "{}/{}", m.name, r.sub);
+                if let Some(other) = r.same_as {
+                    let (_, o) = record_info(other).unwrap_or_else(|| panic!("{}/{}: {other} undeclared", m.name, r.sub));
+                    assert_ne!(o.target, Target::Duplicate, "{other}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -193,6 +193,8 @@ mod tests {
             value: Some(value),
             per_example: per_example.to_vec(),
             example_ids: vec![],
+            target: None,
+            scale: None,
         }
     }
 

@@ -20,10 +20,9 @@
 //!   has no p-value ("–") and is not part of the family.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
-
 use crate::aggregate::{example_keys, groups, Group, BOOTSTRAP};
 use crate::fmt_num;
+use crate::render::{Cell, Table};
 use crate::results::{CellFile, REFERENCE_RETRAIN};
 use crate::tables::params_text;
 
@@ -65,7 +64,7 @@ impl Comparison {
 /// Per world, per example (by key): the distance to the oracle averaged over the group's runs
 /// of that world. Worlds where a run lacks usable per-example values, or has an example the
 /// oracle does not, are left out.
-fn distances(group: &Group, oracle: &Group, metric: &str) -> BTreeMap<u64, Vec<(String, f64)>> {
+pub(crate) fn distances(group: &Group, oracle: &Group, metric: &str) -> BTreeMap<u64, Vec<(String, f64)>> {
     let already_distance = metric.starts_with("kl_to_oracle");
     let oracle_by_world = oracle.by_world(metric);
     let mut out = BTreeMap::new();
@@ -202,64 +201,91 @@ pub fn comparisons(cells: &[CellFile]) -> Vec<Comparison> {
     out
 }
 
-/// The Markdown section (without its heading): the explanation and the table.
-pub fn markdown(comparisons: &[Comparison]) -> String {
-    let mut out = format!(
+/// The explanation of the section.
+fn explanation(comparisons: &[Comparison]) -> String {
+    format!(
         "Statistic: per (world, example), the distance to the oracle |value − the oracle's value on the same example \
          in the same world| (per run, averaged over a method's seeds; `kl_to_oracle` is itself that distance), so \
          lower is closer to retraining, and MSA − other < 0 means MSA is closer. Interval: paired two-level bootstrap \
          over worlds × examples ({:.0} %, {} replicates, seed {}); p: Wilcoxon signed-rank over the pooled \
-         (world, example) pairs; Holm's correction over all {} p-values of this section.\n\n",
+         (world, example) pairs; Holm's correction over all {} p-values of this section.",
         BOOTSTRAP.level * 100.0,
         BOOTSTRAP.replicates,
         BOOTSTRAP.seed,
         comparisons.iter().filter(|c| c.wilcoxon.is_some()).count()
-    );
-    if comparisons.is_empty() {
-        out.push_str(
-            "No comparisons: they need MSA rows, other method rows and the oracle with per-example values of at least \
-             one of the metrics ",
-        );
-        let names: Vec<String> = COMPARISON_METRICS.iter().map(|m| format!("`{m}`")).collect();
-        let _ = writeln!(out, "{}.", names.join(", "));
-        return out;
-    }
-    out.push_str(
-        "| model | MSA | vs | metric | worlds | pairs | MSA distance | other distance | MSA − other [95 % CI] | \
-         Wilcoxon p | test | Holm p | significant (Holm, 0.05) |\n\
-         |---|---|---|---|---:|---:|---:|---:|---:|---:|---|---:|---|\n",
+    )
+}
+
+/// The section's table, its explanation as the note (or why there is none).
+pub fn table(comparisons: &[Comparison]) -> Table {
+    let mut t = Table::new(
+        &[
+            "model",
+            "MSA",
+            "vs",
+            "metric",
+            "worlds",
+            "pairs",
+            "MSA distance",
+            "other distance",
+            "MSA − other [95 % CI]",
+            "Wilcoxon p",
+            "test",
+            "Holm p",
+            "significant (Holm, 0.05)",
+        ],
+        &[false, false, false, false, true, true, true, true, true, true, false, true, false],
     );
     for c in comparisons {
         let (p, test) = match &c.wilcoxon {
             Some(w) => (fmt_num(w.p_value), w.method.as_str()),
             None => ("–".to_owned(), "all differences 0"),
         };
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} [{}, {}] | {} | {} | {} | {} |",
-            c.model,
-            c.msa.replace('|', "\\|"),
-            c.other.replace('|', "\\|"),
-            c.metric,
-            c.worlds,
-            c.pairs,
-            fmt_num(c.msa_distance),
-            fmt_num(c.other_distance),
-            fmt_num(c.difference.mean),
-            fmt_num(c.difference.lo),
-            fmt_num(c.difference.hi),
-            p,
-            test,
-            c.holm.map_or("–".to_owned(), fmt_num),
-            if c.holm.is_none() {
-                "–"
-            } else if c.significant() {
-                "yes"
-            } else {
-                "no"
-            },
+        t.rows.push(
+            [
+                c.model.clone(),
+                c.msa.clone(),
+                c.other.clone(),
+                c.metric.clone(),
+                c.worlds.to_string(),
+                c.pairs.to_string(),
+                fmt_num(c.msa_distance),
+                fmt_num(c.other_distance),
+                format!("{} [{}, {}]", fmt_num(c.difference.mean), fmt_num(c.difference.lo), fmt_num(c.difference.hi)),
+                p,
+                test.to_owned(),
+                c.holm.map_or("–".to_owned(), fmt_num),
+                if c.holm.is_none() {
+                    "–"
+                } else if c.significant() {
+                    "yes"
+                } else {
+                    "no"
+                }
+                .to_owned(),
+            ]
+            .into_iter()
+            .map(Cell::plain)
+            .collect(),
         );
     }
-    out.push('\n');
-    out
+    t.note = if comparisons.is_empty() {
+        let names: Vec<String> = COMPARISON_METRICS.iter().map(|m| format!("`{m}`")).collect();
+        format!(
+            "No comparisons: they need MSA rows, other method rows and the oracle with per-example values of at least \
+             one of the metrics {}.",
+            names.join(", ")
+        )
+    } else {
+        explanation(comparisons)
+    };
+    t
+}
+
+/// The Markdown section (without its heading): the explanation and the table.
+pub fn markdown(comparisons: &[Comparison]) -> String {
+    if comparisons.is_empty() {
+        return format!("{}\n", table(comparisons).note);
+    }
+    format!("{}\n\n{}", explanation(comparisons), Table { note: String::new(), ..table(comparisons) }.markdown())
 }

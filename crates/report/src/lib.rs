@@ -36,9 +36,14 @@
 //! laid out with DejaVu Sans, embedded from `assets/`.
 
 pub mod aggregate;
+pub mod claims;
 pub mod compare;
+pub mod headline;
+pub mod html;
+pub mod options;
 pub mod plots;
 pub mod quality;
+pub mod render;
 pub mod results;
 pub mod tables;
 
@@ -47,6 +52,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
+use options::Options;
+use render::Table;
 use results::Status;
 
 /// What [`build`] wrote.
@@ -54,16 +61,34 @@ use results::Status;
 pub struct BuildSummary {
     pub cells_ok: usize,
     pub cells_failed: usize,
-    /// Every file written, `index.md` last.
+    /// Every file written, `index.html` last.
     pub files: Vec<PathBuf>,
+    /// What a reader must know (no oracle, one seed, targets that disagree, …): in the report,
+    /// and for `bench report` to print on stderr.
+    pub notes: Vec<String>,
 }
 
-/// Reads the cell results under `results_dir` (see [`results::load_cells`]) and writes the
-/// report into `out_dir` (created if needed; files of an earlier report are overwritten).
+/// Reads the cell results under `results_dir` (see [`results::load_cells`]) and the report
+/// options (`results_dir/report.json`, else the defaults) and writes the report into
+/// `out_dir` (created if needed; files of an earlier report are overwritten).
 pub fn build(results_dir: &Path, out_dir: &Path) -> Result<BuildSummary> {
+    build_with(results_dir, out_dir, &Options::load(results_dir)?)
+}
+
+/// [`build`] with the given options.
+pub fn build_with(results_dir: &Path, out_dir: &Path, options: &Options) -> Result<BuildSummary> {
     let cells = results::load_cells(results_dir)?;
     let world_quality = results::load_world_quality(results_dir)?;
     let plots_dir = out_dir.join("plots");
+    if plots_dir.is_dir() {
+        // figures of an earlier report would otherwise linger beside the new ones
+        for entry in std::fs::read_dir(&plots_dir).with_context(|| format!("{}: cannot list", plots_dir.display()))? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "svg" || e == "png") {
+                std::fs::remove_file(&path).with_context(|| format!("{}: cannot remove", path.display()))?;
+            }
+        }
+    }
     std::fs::create_dir_all(&plots_dir).with_context(|| format!("{}: cannot create", plots_dir.display()))?;
     let mut files = Vec::new();
 
@@ -75,75 +100,217 @@ pub fn build(results_dir: &Path, out_dir: &Path) -> Result<BuildSummary> {
     tables::write_long_parquet(&long, &parquet)?;
     files.push(parquet);
 
-    let summaries = tables::summarise(&cells);
-    // The paper-style tables show the headline metrics; sub-values (`metric/sub`) go to a
-    // second, full table in tables.md and to long.csv.
-    let headline = tables::headline(&summaries);
-    let md_tables = tables::markdown(&headline);
-    let failed = tables::failed_markdown(&cells);
-    let comparisons = format!("## Comparisons\n\n{}", compare::markdown(&compare::comparisons(&cells)));
-    let full = if headline.iter().zip(&summaries).any(|(h, s)| h.metrics.len() != s.metrics.len()) {
-        format!("\n## All metrics, with sub-values\n\n{}", tables::markdown(&summaries))
-    } else {
-        String::new()
-    };
-    write(
-        &out_dir.join("tables.md"),
-        &format!("{md_tables}{full}\n{comparisons}\n## Failed cells\n\n{failed}"),
-        &mut files,
-    )?;
-    write(&out_dir.join("tables.tex"), &tables::latex(&headline), &mut files)?;
-
-    let tradeoff = plots::tradeoff(&summaries, &plots_dir)?;
-    let grid = plots::msa_grid(&summaries, &plots_dir)?;
-    let distance = plots::checkpoint_curves(&summaries, &plots_dir)?;
-    let losses = plots::loss_curves(&cells, &plots_dir)?;
-    for f in tradeoff.iter().chain(&grid).chain(&distance).chain(&losses) {
-        let svg = plots_dir.join(f);
-        files.push(svg.with_extension("png"));
-        files.push(svg);
-    }
-
     let cells_ok = cells.iter().filter(|c| c.status == Status::Ok).count();
     let cells_failed = cells.len() - cells_ok;
+    let summaries = tables::summarise(&cells, options);
+    let claims = claims::claims(&cells, &summaries);
+    let comparisons = compare::comparisons(&cells);
+
+    let mut notes: Vec<String> = Vec::new();
+    if cells.is_empty() {
+        notes.push(format!("{}: no cell results: nothing to report", results_dir.display()));
+    } else if cells_ok == 0 {
+        notes.push(format!("all {} cells failed: no table (their errors are under Failed cells)", cells.len()));
+    }
+    if cells_failed > 0 && cells_ok > 0 {
+        notes.push(format!("{cells_failed} cell(s) failed and contribute no values (see Failed cells)"));
+    }
+    for s in &summaries {
+        for n in &s.notes {
+            let n = if summaries.len() > 1 { format!("model `{}`: {n}", s.model) } else { n.clone() };
+            if !notes.contains(&n) {
+                notes.push(n);
+            }
+        }
+        if s.rows.iter().all(|r| r.runs <= 1) && !s.rows.is_empty() {
+            let n = format!(
+                "model `{}`: one run per row (one world, one seed): no intervals, and claims cannot be tested                  beyond noise — a smoke test, not a result",
+                s.model
+            );
+            notes.push(n);
+        }
+    }
+    let warning = quality::warning(&world_quality);
+
+    // figures
+    let figures = figures(&summaries, &plots_dir)?;
+    for f in &figures {
+        files.push(plots_dir.join(&f.file));
+        if let Some(png) = &f.png {
+            files.push(plots_dir.join(png));
+        }
+    }
+
+    // tables
+    let headline_tables: Vec<(String, Table)> =
+        summaries.iter().map(|s| (format!("Model `{}`", s.model), headline::table(s))).collect();
+    let full_tables: Vec<(String, Table)> =
+        summaries.iter().map(|s| (format!("Model `{}`", s.model), tables::full_table(s))).collect();
+    let claims_table = claims::table(&claims);
+    let comparisons_md = compare::markdown(&comparisons);
+    let failed = tables::failed_markdown(&cells);
+
+    let mut md = String::from("## Headline\n\n");
+    for (h, t) in &headline_tables {
+        let _ = write!(md, "### {h}\n\n{}", t.markdown());
+    }
+    let _ = write!(md, "## Claims\n\n{}", claims_table.markdown());
+    md.push_str("## All metrics and grid points\n\n");
+    for (h, t) in &full_tables {
+        let _ = write!(md, "### {h}\n\n{}", t.markdown());
+    }
+    let _ = write!(md, "## Comparisons (every MSA grid point against every other row)\n\n{comparisons_md}\n## Failed cells\n\n{failed}");
+    write(&out_dir.join("tables.md"), &md, &mut files)?;
+
+    let mut tex = String::from("% Generated by `bench report`; needs \\usepackage{booktabs}.\n");
+    for ((h, t), s) in headline_tables.iter().zip(&summaries) {
+        let _ = write!(tex, "{}", t.latex(&format!("Headline, model {}. ", s.model)));
+        let _ = h;
+    }
+    tex.push_str(&claims_table.latex("Claims. "));
+    for (_, t) in &full_tables {
+        tex.push_str(&t.latex("All metrics and grid points. "));
+    }
+    write(&out_dir.join("tables.tex"), &tex, &mut files)?;
+
     let mut sweeps: Vec<&str> = cells.iter().map(|c| c.sweep.as_str()).collect();
     sweeps.dedup();
-
-    let mut index =
-        format!("# Report: {}\n\n", if sweeps.is_empty() { "(no cells)".into() } else { sweeps.join(", ") });
-    let _ = writeln!(
-        index,
-        "From `{}`: {} cells, {cells_ok} ok, {cells_failed} failed.\n",
+    let title = format!("Report: {}", if sweeps.is_empty() { "(no cells)".into() } else { sweeps.join(", ") });
+    let meta = format!(
+        "From {}: {} cells, {cells_ok} ok, {cells_failed} failed. final = θ_D (the model that saw the forget data), \
+         retrain = the exact oracle (trained without it), retrain_alt = a second oracle (another data order) whose \
+         distance to the oracle is the noise floor.",
         results_dir.display(),
         cells.len()
     );
+
+    // index.md
+    let mut index = format!("# {title}\n\n{meta}\n\n");
+    if let Some(w) = &warning {
+        let _ = writeln!(index, "**{w}**\n");
+    }
+    if !notes.is_empty() {
+        index.push_str("Read first:\n\n");
+        for n in &notes {
+            let _ = writeln!(index, "- {n}");
+        }
+        index.push('\n');
+    }
     if !world_quality.is_empty() {
-        let _ = write!(index, "## World quality\n\n{}", quality::markdown(&world_quality));
+        let _ = write!(index, "## World quality\n\n{}", quality::table(&world_quality).markdown());
     }
-    index.push_str("## Files\n\n- [long.csv](long.csv), [long.parquet](long.parquet): every cell × metric\n- [tables.md](tables.md), [tables.tex](tables.tex): the tables below\n\n");
-    index.push_str("## Tables\n\nMean over world seeds [95 % cluster bootstrap interval] (see the note under each table); the best method per column is in bold (↑ higher is better, ↓ lower, → closer to the value). `final` is θ_D, `retrain` the oracle, `retrain_alt` a second oracle (another data-order seed).\n\n");
-    index.push_str(&md_tables);
-    index.push_str(&comparisons);
-    index.push('\n');
-    let sections: [(&str, &[String]); 4] = [
-        ("Forget quality vs model utility", &tradeoff),
-        ("MSA α/β grid", &grid),
-        ("Checkpoint distance (MSA's θ_0)", &distance),
-        ("Loss curves", &losses),
-    ];
-    index.push_str("## Plots\n\nEach SVG below has a PNG of the same name next to it in `plots/`.\n\n");
-    for (title, list) in sections {
-        let _ = writeln!(index, "### {title}\n");
-        if list.is_empty() {
-            index.push_str("(no data for this plot)\n\n");
-        }
-        for f in list {
-            let _ = writeln!(index, "![{f}](plots/{f})\n");
-        }
+    index.push_str("## Headline\n\n");
+    for (h, t) in &headline_tables {
+        let _ = write!(index, "### {h}\n\n{}", t.markdown());
     }
-    let _ = write!(index, "## Failed cells\n\n{failed}");
+    let _ = write!(index, "## Claims\n\n{}", claims_table.markdown());
+    index.push_str("## Figures\n\n");
+    if figures.is_empty() {
+        index.push_str("(no data for any figure)\n\n");
+    }
+    for (i, f) in figures.iter().enumerate() {
+        let _ = writeln!(index, "**Figure {}. {}** {}\n\n![{}](plots/{})\n", i + 1, f.title, f.caption, f.title, f.file);
+    }
+    index.push_str(
+        "## Appendix\n\nEvery metric and grid point, the pairwise comparisons and failed cells: [tables.md](tables.md) \
+         ([tables.tex](tables.tex)); every cell × metric: [long.csv](long.csv), [long.parquet](long.parquet); this \
+         report as one page: [index.html](index.html).\n",
+    );
     write(&out_dir.join("index.md"), &index, &mut files)?;
-    Ok(BuildSummary { cells_ok, cells_failed, files })
+
+    // index.html
+    let mut sections = Vec::new();
+    if !world_quality.is_empty() {
+        sections.push(html::Section {
+            id: "quality",
+            title: "World quality".into(),
+            paragraphs: vec![],
+            tables: vec![(None, quality::table(&world_quality))],
+            raw: String::new(),
+        });
+    }
+    sections.push(html::Section {
+        id: "headline",
+        title: "Headline".into(),
+        paragraphs: vec![],
+        tables: headline_tables.iter().map(|(h, t)| (Some(h.replace('`', "")), t.clone())).collect(),
+        raw: String::new(),
+    });
+    sections.push(html::Section {
+        id: "claims",
+        title: "Claims".into(),
+        paragraphs: vec![],
+        tables: vec![(None, claims_table.clone())],
+        raw: String::new(),
+    });
+    let svgs: Vec<String> = figures
+        .iter()
+        .map(|f| std::fs::read_to_string(plots_dir.join(&f.file)).with_context(|| format!("{}: cannot read", f.file)))
+        .collect::<Result<_>>()?;
+    let page_figures: Vec<html::PageFigure> = figures
+        .iter()
+        .zip(&svgs)
+        .map(|(f, svg)| html::PageFigure { title: &f.title, caption: &f.caption, svg })
+        .collect();
+    let mut appendix_tables: Vec<(Option<String>, Table)> = full_tables
+        .iter()
+        .map(|(h, t)| (Some(format!("All metrics and grid points: {}", h.replace('`', ""))), t.clone()))
+        .collect();
+    appendix_tables.push((Some("Comparisons (every MSA grid point against every other row)".into()), compare::table(&comparisons)));
+    let failed_items: Vec<String> = cells
+        .iter()
+        .filter(|c| c.status == Status::Failed)
+        .map(|c| format!("{} — {}", c.cell.id, c.error_chain.join(": ").replace('\n', " ")))
+        .collect();
+    let mut raw = String::from("<h3>Failed cells</h3>\n");
+    if failed_items.is_empty() {
+        raw.push_str("<p>No failed cells.</p>\n");
+    } else {
+        raw.push_str(&html::list(&failed_items));
+    }
+    raw.push_str(
+        "<h3>Files</h3><p>tables.md and tables.tex (these tables), long.csv and long.parquet (every cell × metric), \
+         plots/ (the figures as SVG; PNG for the paper figures).</p>\n",
+    );
+    sections.push(html::Section {
+        id: "appendix",
+        title: "Appendix".into(),
+        paragraphs: vec![],
+        tables: appendix_tables,
+        raw,
+    });
+    let mut page_warnings: Vec<String> = warning.into_iter().collect();
+    page_warnings.extend(notes.iter().cloned());
+    let page = html::page(&title, &meta, &page_warnings, &sections, &page_figures);
+    write(&out_dir.join("index.html"), &page, &mut files)?;
+    Ok(BuildSummary { cells_ok, cells_failed, files, notes })
+}
+
+/// A figure written under `plots/`.
+struct WrittenFigure {
+    title: String,
+    caption: String,
+    /// The SVG file name.
+    file: String,
+    /// The PNG file name, for paper figures.
+    png: Option<String>,
+}
+
+/// The figures of the report (see [`plots`]).
+fn figures(summaries: &[tables::Summary], plots_dir: &Path) -> Result<Vec<WrittenFigure>> {
+    let mut out = Vec::new();
+    for f in plots::tradeoff(summaries, plots_dir)? {
+        out.push(WrittenFigure {
+            title: "Forget quality vs model utility".into(),
+            caption: String::new(),
+            png: Some(f.replace(".svg", ".png")),
+            file: f,
+        });
+    }
+    for f in plots::checkpoint_curves(summaries, plots_dir)?.into_iter().take(3) {
+        out.push(WrittenFigure { title: "Checkpoint distance".into(), caption: String::new(), png: Some(f.replace(".svg", ".png")), file: f });
+    }
+    Ok(out)
 }
 
 fn write(path: &Path, text: &str, files: &mut Vec<PathBuf>) -> Result<()> {

@@ -202,7 +202,7 @@ fn param_curves(
         if xs.len() < 2 {
             continue;
         }
-        for (metric, _) in &s.metrics {
+        for metric in s.columns.iter().map(|c| &c.record) {
             let mut lines: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
             for &(r, x) in &rows {
                 if let Some(st) = r.stats.get(metric) {

@@ -40,9 +40,19 @@ pub struct CellFile {
     /// What made the result; `None` in files written before results recorded it.
     #[serde(default)]
     pub fingerprint: Option<Fingerprint>,
+    /// Seconds per stage (`unlearn`: the method's own work; `evaluate`; `world_build`).
+    #[serde(default)]
+    pub timings: Timings,
     /// The file it was read from (set by [`load_cells`]).
     #[serde(skip)]
     pub path: PathBuf,
+}
+
+/// A cell's wall times.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct Timings {
+    #[serde(default)]
+    pub stages: BTreeMap<String, f64>,
 }
 
 /// What made a cell's result, as `runner::fingerprint` records it: named fields (short values
@@ -152,7 +162,15 @@ pub struct MetricFile {
     /// The ids of the examples `per_example` refers to, when the metric gives them.
     #[serde(default)]
     pub example_ids: Vec<String>,
+    /// How the number is judged, as its metric declared it when the cell ran; `None` in files
+    /// written before targets were recorded (the report then asks `evals::registry`).
+    #[serde(default)]
+    pub target: Option<Target>,
+    #[serde(default)]
+    pub scale: Option<Scale>,
 }
+
+pub use evals::registry::{Scale, Target};
 
 fn nan_for_null<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Vec<f64>, D::Error> {
     let v = Vec::<Option<f64>>::deserialize(d)?;

@@ -1,14 +1,21 @@
 //! The report's tables: the long table (one row per cell × metric, CSV and Parquet) and the
-//! paper-style tables (one per model: configurations × metrics, each cell the mean over world
-//! seeds with its 95 % cluster bootstrap interval `mean [lo, hi]` — see [`crate::aggregate`];
-//! a row of one run shows its value and the footnote says "1 run: no interval" — the best
-//! method row per column in bold), in Markdown and LaTeX.
+//! full table of each model (configurations × metric records, the appendix), from which the
+//! headline ([`crate::headline`]), the claims ([`crate::claims`]) and the figures are drawn.
 //!
-//! "Best" respects each metric's direction (higher / lower / closer to a target) and is chosen
-//! among the method rows only: θ_D ("final"), the oracle ("retrain") and the second oracle
-//! ("retrain_alt") are references, shown first and never marked. With a second oracle, the
-//! row "noise floor (two oracles)" follows them: |retrain_alt − retrain| per metric, averaged
-//! over worlds. Failed cells contribute no values; they are listed separately.
+//! Each record is a [`Column`] with the target its metric declared (`evals::registry`, recorded
+//! in every cell): **toward the oracle** (forget side: read as Δ, the distance to the exact
+//! retrain oracle, against the noise floor — lower is not better: over-unlearning misses
+//! too), **higher / lower is better** (retain and general side), or **informational**.
+//! Duplicates (a record that repeats another) are left out of the tables.
+//!
+//! "Best" (bold) is chosen only among method rows that pass the **utility gate**
+//! ([`crate::options::Options::gate`]: by default model utility ≥ 0.9 × θ_D's and general
+//! perplexity ≤ 1.5 × θ_D's, in the same world): the smallest Δ in toward-the-oracle columns,
+//! the best value in the others, none in informational ones. A gate-passing row whose Δ is at
+//! most the noise floor (the second oracle's Δ) is "≈ oracle": indistinguishable from
+//! retraining. θ_D ("final"), the oracle ("retrain") and the second oracle ("retrain_alt")
+//! are references, shown first and never marked; the row "noise floor (two oracles)" follows
+//! them. Failed cells contribute no values; they are listed separately.
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -18,7 +25,9 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 use crate::aggregate::{aggregate, groups, Basis, Group, BOOTSTRAP};
-use crate::results::{CellFile, Direction, Status, REFERENCE_FINAL, REFERENCE_RETRAIN, REFERENCE_RETRAIN_ALT};
+use crate::options::{GateCriterion, Options};
+use crate::render::{Cell, Emphasis, Table};
+use crate::results::{CellFile, Scale, Status, Target, REFERENCE_FINAL, REFERENCE_RETRAIN, REFERENCE_RETRAIN_ALT};
 use crate::{fmt_num, format_param};
 
 /// One row of the long table.
@@ -166,8 +175,8 @@ fn csv_field(s: &str) -> String {
 
 /// One table cell: the mean over world seeds (of each world's mean over method seeds), the
 /// 95 % cluster bootstrap interval when more than one run contributes (see
-/// [`crate::aggregate`]), and the sample standard deviation over runs (kept for callers; the
-/// tables show the interval).
+/// [`crate::aggregate`]), the sample standard deviation over runs (kept for callers; the
+/// tables show the interval), and how the cell compares with the oracle.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Stat {
     pub mean: f64,
@@ -181,8 +190,15 @@ pub struct Stat {
     pub interval: Option<(f64, f64)>,
     /// What the interval resampled inside a world.
     pub basis: Basis,
-    /// Best method row in its column.
+    /// Best row in its column among the rows that pass the utility gate.
     pub best: bool,
+    /// Each world's mean over its runs.
+    pub world_means: BTreeMap<u64, f64>,
+    /// Toward-the-oracle columns: mean over the worlds shared with the oracle of |value −
+    /// oracle's| (on the column's scale: |ln v − ln o| for perplexities).
+    pub distance: Option<f64>,
+    /// `distance` ≤ the noise floor (two oracles' distance): indistinguishable from retraining.
+    pub within_floor: bool,
 }
 
 impl Stat {
@@ -195,7 +211,18 @@ impl Stat {
         }
         let n = v.len();
         let mean = v.iter().sum::<f64>() / n as f64;
-        Some(Stat { mean, std: sample_std(&v, mean), n, worlds: 1, interval: None, basis: Basis::Runs, best: false })
+        Some(Stat {
+            mean,
+            std: sample_std(&v, mean),
+            n,
+            worlds: 1,
+            interval: None,
+            basis: Basis::Runs,
+            best: false,
+            world_means: BTreeMap::from([(0, mean)]),
+            distance: None,
+            within_floor: false,
+        })
     }
 
     /// `mean [lo, hi]`, or the mean alone without an interval.
@@ -212,6 +239,35 @@ fn sample_std(v: &[f64], mean: f64) -> Option<f64> {
     (n >= 2).then(|| (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt())
 }
 
+/// Whether a row passes the utility gate ([`crate::options::Options::gate`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Gate {
+    /// θ_D and the oracles are not gated.
+    Reference,
+    /// Every measured criterion passes (the list: each criterion with its ratio).
+    Pass(Vec<String>),
+    /// At least one criterion fails (the failing ones with their ratios).
+    Fail(Vec<String>),
+    /// None of the criteria could be measured (their metrics, or θ_D's row, are missing).
+    NotMeasured,
+}
+
+impl Gate {
+    pub fn passes(&self) -> bool {
+        matches!(self, Gate::Pass(_))
+    }
+
+    /// "pass", "✗ fail: …", "not measured", "reference".
+    pub fn text(&self) -> String {
+        match self {
+            Gate::Reference => "reference".into(),
+            Gate::Pass(_) => "pass".into(),
+            Gate::Fail(why) => format!("✗ {}", why.join("; ")),
+            Gate::NotMeasured => "not measured".into(),
+        }
+    }
+}
+
 /// One configuration (method at one grid point, or a reference) of one model.
 #[derive(Clone, Debug)]
 pub struct SummaryRow {
@@ -223,8 +279,14 @@ pub struct SummaryRow {
     pub runs: usize,
     /// Distinct world seeds among them.
     pub worlds: usize,
-    /// By metric name.
+    /// By column (record) name.
     pub stats: BTreeMap<String, Stat>,
+    pub gate: Gate,
+    /// The method's headline row (one per method; see [`crate::options::Options::headline`]);
+    /// references are headline rows too.
+    pub headline: bool,
+    /// Mean seconds of the method's own work (the `unlearn` stage) over the runs.
+    pub unlearn_seconds: Option<f64>,
 }
 
 impl SummaryRow {
@@ -240,13 +302,43 @@ impl SummaryRow {
     }
 }
 
-/// The noise floor of a distance to the oracle: |retrain_alt − retrain| per metric, averaged
-/// over the worlds that have both oracles.
+/// A column of the tables: one metric record with its declared target.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Column {
+    pub record: String,
+    pub target: Target,
+    pub scale: Scale,
+    /// A name that explains itself ("forget MC accuracy").
+    pub label: String,
+}
+
+impl Column {
+    /// The header: the label, what it is read against, and the oracle's value and the noise
+    /// floor when there are: `forget MC accuracy (→ oracle 0.196, floor 0.058)`.
+    pub fn header(&self, s: &Summary) -> String {
+        let oracle = s.oracle_mean(&self.record);
+        let floor = s.noise_floor.as_ref().and_then(|nf| nf.values.get(&self.record));
+        let scale = if self.scale == Scale::Log { "; log scale" } else { "" };
+        match self.target {
+            Target::TowardOracle => match (oracle, floor) {
+                (Some(o), Some(f)) => format!("{} (→ oracle {}, floor {}{scale})", self.label, fmt_num(o), fmt_num(*f)),
+                (Some(o), None) => format!("{} (→ oracle {}{scale})", self.label, fmt_num(o)),
+                _ => format!("{} (→ oracle)", self.label),
+            },
+            Target::HigherIsBetter => format!("{} ↑", self.label),
+            Target::LowerIsBetter => format!("{} ↓", self.label),
+            Target::Informational | Target::Duplicate => format!("{} (info)", self.label),
+        }
+    }
+}
+
+/// The noise floor of a distance to the oracle: |retrain_alt − retrain| per column (on the
+/// column's scale), averaged over the worlds that have both oracles.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NoiseFloor {
     /// Worlds with both a retrain and a retrain_alt run.
     pub worlds: usize,
-    /// By metric name (metrics with a finite value in both oracles of at least one world).
+    /// By column (record) name.
     pub values: BTreeMap<String, f64>,
 }
 
@@ -254,122 +346,351 @@ pub struct NoiseFloor {
 #[derive(Clone, Debug)]
 pub struct Summary {
     pub model: String,
-    /// Metric columns, by name, with their direction.
-    pub metrics: Vec<(String, Direction)>,
+    /// Columns: toward-the-oracle first, then higher / lower is better, then informational;
+    /// by record name within each.
+    pub columns: Vec<Column>,
     /// References first (final, retrain, retrain_alt), then methods by name and parameters.
     pub rows: Vec<SummaryRow>,
     /// When a retrain_alt row exists.
     pub noise_floor: Option<NoiseFloor>,
+    /// What a reader must know about this table (no oracle, no gate, methods without a
+    /// headline point, …); also printed on stderr by `bench report`.
+    pub notes: Vec<String>,
 }
 
-/// The same summaries with only the headline metrics (names without a `/` sub-value part).
-pub fn headline(summaries: &[Summary]) -> Vec<Summary> {
-    summaries
-        .iter()
-        .map(|s| Summary {
-            metrics: s.metrics.iter().filter(|(n, _)| !n.contains('/')).cloned().collect(),
-            ..s.clone()
-        })
-        .collect()
+impl Summary {
+    pub fn row(&self, method: &str) -> Option<&SummaryRow> {
+        self.rows.iter().find(|r| r.is_reference && r.method == method)
+    }
+
+    /// The oracle's mean of a column.
+    pub fn oracle_mean(&self, record: &str) -> Option<f64> {
+        self.row(REFERENCE_RETRAIN)?.stats.get(record).map(|s| s.mean)
+    }
+
+    pub fn column(&self, record: &str) -> Option<&Column> {
+        self.columns.iter().find(|c| c.record == record)
+    }
 }
 
-/// Aggregates the successful cells into one [`Summary`] per model (models by name).
-pub fn summarise(cells: &[CellFile]) -> Vec<Summary> {
-    let mut models: BTreeMap<&str, Vec<Group>> = BTreeMap::new();
-    let mut directions: BTreeMap<&str, BTreeMap<String, Direction>> = BTreeMap::new();
-    for g in groups(cells) {
-        for c in &g.cells {
-            for (name, m) in &c.metrics {
-                directions.entry(g.model).or_default().entry(name.clone()).or_insert(m.direction);
-            }
+/// The records' targets: what the cells recorded (they must agree), else `evals::registry`.
+/// Returns the columns by record name, and messages for records left out of the tables (the
+/// long table keeps them): cells that disagree on a record's target, records no metric declares.
+pub fn resolve_columns(cells: &[CellFile]) -> (BTreeMap<String, Column>, Vec<String>) {
+    let mut seen: BTreeMap<&str, BTreeMap<String, Vec<&CellFile>>> = BTreeMap::new();
+    for c in cells.iter().filter(|c| c.status == Status::Ok) {
+        for (name, m) in &c.metrics {
+            let key = match (m.target, m.scale) {
+                (Some(t), s) => format!("{}{}", t.as_str(), if s == Some(Scale::Log) { " (log scale)" } else { "" }),
+                (None, _) => String::new(),
+            };
+            seen.entry(name).or_default().entry(key).or_default().push(c);
         }
+    }
+    let mut columns = BTreeMap::new();
+    let mut problems = Vec::new();
+    let mut undeclared = Vec::new();
+    for (name, by_target) in seen {
+        let recorded: Vec<(&String, &Vec<&CellFile>)> = by_target.iter().filter(|(k, _)| !k.is_empty()).collect();
+        if recorded.len() > 1 {
+            let what: Vec<String> = recorded
+                .iter()
+                .map(|(t, cs)| format!("{} cell(s) say {t} (e.g. {})", cs.len(), cs[0].path.display()))
+                .collect();
+            problems.push(format!(
+                "metric `{name}` left out of the tables: its cells disagree on its target ({}); the results come from \
+                 different versions of the metric — rerun the sweep",
+                what.join(", ")
+            ));
+            continue;
+        }
+        let declared = evals::registry::record_info(name);
+        let (target, scale) = match recorded.first() {
+            Some((_, cs)) => {
+                let m = &cs[0].metrics[name];
+                (m.target.unwrap_or(Target::Informational), m.scale.unwrap_or(Scale::Linear))
+            }
+            None => match declared {
+                Some((_, r)) => (r.target, r.scale),
+                None => {
+                    undeclared.push(name.to_owned());
+                    continue;
+                }
+            },
+        };
+        let label = declared.map_or_else(|| name.to_owned(), |(_, r)| r.label.to_owned());
+        columns.insert(name.to_owned(), Column { record: name.to_owned(), target, scale, label });
+    }
+    if !undeclared.is_empty() {
+        problems.push(format!(
+            "left out of the tables (in long.csv only): {} — no target recorded in the cells and none declared in \
+             evals::registry (records of an older version, e.g. the forget-split duplicates `mc_accuracy`, \
+             `kl_to_oracle`, `perplexity`)",
+            undeclared.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    (columns, problems)
+}
+
+fn target_rank(t: Target) -> u8 {
+    match t {
+        Target::TowardOracle => 0,
+        Target::HigherIsBetter | Target::LowerIsBetter => 1,
+        Target::Informational => 2,
+        Target::Duplicate => 3,
+    }
+}
+
+/// Aggregates the successful cells into one [`Summary`] per model (models by name): columns
+/// with their targets ([`resolve_columns`]; duplicates left out), rows with their statistics,
+/// the noise floor, the utility gate of each method row, the distances to the oracle, and the
+/// best rows. `problems` from [`resolve_columns`] go into every summary's notes.
+pub fn summarise(cells: &[CellFile], options: &Options) -> Vec<Summary> {
+    let (all_columns, problems) = resolve_columns(cells);
+    let mut models: BTreeMap<&str, Vec<Group>> = BTreeMap::new();
+    for g in groups(cells) {
         models.entry(g.model).or_default().push(g);
     }
     let mut out = Vec::new();
     for (model, groups) in models {
-        let metrics: Vec<(String, Direction)> = directions.remove(model).unwrap_or_default().into_iter().collect();
-        let mut rows: Vec<SummaryRow> = groups
-            .iter()
-            .map(|g| {
-                let stats = metrics
-                    .iter()
-                    .filter_map(|(name, _)| {
-                        let by_world = g.by_world(name);
-                        let agg = aggregate(&by_world)?;
-                        let values: Vec<f64> =
-                            by_world.values().flatten().filter_map(|m| m.value).filter(|v| v.is_finite()).collect();
-                        let stat = Stat {
-                            mean: agg.mean,
-                            std: sample_std(&values, values.iter().sum::<f64>() / values.len() as f64),
-                            n: agg.runs,
-                            worlds: agg.worlds,
-                            interval: agg.interval,
-                            basis: agg.basis,
-                            best: false,
-                        };
-                        Some((name.clone(), stat))
-                    })
-                    .collect();
-                SummaryRow {
-                    method: g.method.to_owned(),
-                    kind: g.kind.to_owned(),
-                    params: g.params.clone(),
-                    is_reference: g.is_reference,
-                    runs: g.cells.len(),
-                    worlds: g.worlds(),
-                    stats,
-                }
-            })
+        let present: std::collections::BTreeSet<&String> =
+            groups.iter().flat_map(|g| g.cells.iter().flat_map(|c| c.metrics.keys())).collect();
+        let mut columns: Vec<Column> = all_columns
+            .values()
+            .filter(|c| present.contains(&c.record) && c.target != Target::Duplicate)
+            .cloned()
             .collect();
+        columns.sort_by(|a, b| target_rank(a.target).cmp(&target_rank(b.target)).then_with(|| a.record.cmp(&b.record)));
+        let mut rows: Vec<SummaryRow> = groups.iter().map(|g| summary_row(g, &columns)).collect();
         rows.sort_by(row_order);
-        for (metric, dir) in &metrics {
-            let best = rows
-                .iter()
-                .filter(|r| !r.is_reference)
-                .filter_map(|r| r.stats.get(metric))
-                .map(|s| dir.badness(s.mean))
-                .min_by(f64::total_cmp);
-            if let Some(best) = best {
-                for row in rows.iter_mut().filter(|r| !r.is_reference) {
-                    if let Some(s) = row.stats.get_mut(metric) {
-                        s.best = dir.badness(s.mean) <= best + 1e-12 * best.abs().max(1.0);
-                    }
-                }
-            }
-        }
-        let noise_floor = noise_floor(&groups, &metrics);
-        out.push(Summary { model: model.to_owned(), metrics, rows, noise_floor });
+        let mut s = Summary { model: model.to_owned(), columns, rows, noise_floor: None, notes: problems.clone() };
+        s.noise_floor = noise_floor(&s);
+        apply_gate(&mut s, options);
+        mark_headline(&mut s, options);
+        score_against_oracle(&mut s);
+        out.push(s);
     }
     out
 }
 
-/// |retrain_alt − retrain| per metric and world (each side the mean of its finite runs in that
-/// world), averaged over the worlds that have both; `None` without a retrain_alt group.
-fn noise_floor(groups: &[Group], metrics: &[(String, Direction)]) -> Option<NoiseFloor> {
-    let find = |name: &str| groups.iter().find(|g| g.is_reference && g.method == name);
-    let (oracle, alt) = (find(REFERENCE_RETRAIN), find(REFERENCE_RETRAIN_ALT)?);
-    let world_set = |g: &Group| g.cells.iter().map(|c| c.cell.world_seed).collect::<std::collections::BTreeSet<_>>();
-    let worlds = oracle.map_or(0, |o| world_set(o).intersection(&world_set(alt)).count());
-    let mut values = BTreeMap::new();
-    if let Some(oracle) = oracle {
-        for (metric, _) in metrics {
-            let world_means = |g: &Group| -> BTreeMap<u64, f64> {
-                g.by_world(metric)
-                    .into_iter()
-                    .filter_map(|(w, ms)| {
-                        let v: Vec<f64> = ms.iter().filter_map(|m| m.value).filter(|v| v.is_finite()).collect();
-                        (!v.is_empty()).then(|| (w, v.iter().sum::<f64>() / v.len() as f64))
-                    })
-                    .collect()
+fn summary_row(g: &Group, columns: &[Column]) -> SummaryRow {
+    let stats = columns
+        .iter()
+        .filter_map(|col| {
+            let by_world = g.by_world(&col.record);
+            let agg = aggregate(&by_world)?;
+            let values: Vec<f64> = by_world.values().flatten().filter_map(|m| m.value).filter(|v| v.is_finite()).collect();
+            let world_means = by_world
+                .iter()
+                .filter_map(|(w, ms)| {
+                    let v: Vec<f64> = ms.iter().filter_map(|m| m.value).filter(|v| v.is_finite()).collect();
+                    (!v.is_empty()).then(|| (*w, v.iter().sum::<f64>() / v.len() as f64))
+                })
+                .collect();
+            let stat = Stat {
+                mean: agg.mean,
+                std: sample_std(&values, values.iter().sum::<f64>() / values.len() as f64),
+                n: agg.runs,
+                worlds: agg.worlds,
+                interval: agg.interval,
+                basis: agg.basis,
+                best: false,
+                world_means,
+                distance: None,
+                within_floor: false,
             };
-            let (o, a) = (world_means(oracle), world_means(alt));
-            let gaps: Vec<f64> = o.iter().filter_map(|(w, x)| Some((a.get(w)? - x).abs())).collect();
-            if !gaps.is_empty() {
-                values.insert(metric.clone(), gaps.iter().sum::<f64>() / gaps.len() as f64);
+            Some((col.record.clone(), stat))
+        })
+        .collect();
+    let secs: Vec<f64> = g.cells.iter().filter_map(|c| c.timings.stages.get("unlearn").copied()).collect();
+    SummaryRow {
+        method: g.method.to_owned(),
+        kind: g.kind.to_owned(),
+        params: g.params.clone(),
+        is_reference: g.is_reference,
+        runs: g.cells.len(),
+        worlds: g.worlds(),
+        stats,
+        gate: if g.is_reference { Gate::Reference } else { Gate::NotMeasured },
+        headline: g.is_reference,
+        unlearn_seconds: (!secs.is_empty()).then(|| secs.iter().sum::<f64>() / secs.len() as f64),
+    }
+}
+
+/// |a − b| on a column's scale (`None` for a non-positive value on a log scale).
+pub fn scaled_distance(scale: Scale, a: f64, b: f64) -> Option<f64> {
+    match scale {
+        Scale::Linear => Some((a - b).abs()),
+        Scale::Log if a > 0.0 && b > 0.0 => Some((a.ln() - b.ln()).abs()),
+        Scale::Log => None,
+    }
+}
+
+/// Mean over the worlds both have of the scaled distance between two rows' world means.
+pub fn world_distance(scale: Scale, a: &Stat, b: &Stat) -> Option<f64> {
+    let d: Vec<f64> =
+        a.world_means.iter().filter_map(|(w, x)| scaled_distance(scale, *x, *b.world_means.get(w)?)).collect();
+    (!d.is_empty()).then(|| d.iter().sum::<f64>() / d.len() as f64)
+}
+
+/// Mean over the worlds both have of a's world mean over b's.
+pub fn world_ratio(a: &Stat, b: &Stat) -> Option<f64> {
+    let r: Vec<f64> = a
+        .world_means
+        .iter()
+        .filter_map(|(w, x)| {
+            let y = *b.world_means.get(w)?;
+            (y != 0.0).then(|| x / y)
+        })
+        .filter(|r| r.is_finite())
+        .collect();
+    (!r.is_empty()).then(|| r.iter().sum::<f64>() / r.len() as f64)
+}
+
+fn noise_floor(s: &Summary) -> Option<NoiseFloor> {
+    let alt = s.row(REFERENCE_RETRAIN_ALT)?;
+    let oracle = s.row(REFERENCE_RETRAIN);
+    let worlds = oracle.map_or(0, |o| {
+        let ow: std::collections::BTreeSet<u64> = o.stats.values().flat_map(|st| st.world_means.keys().copied()).collect();
+        let aw: std::collections::BTreeSet<u64> = alt.stats.values().flat_map(|st| st.world_means.keys().copied()).collect();
+        ow.intersection(&aw).count()
+    });
+    let mut values = BTreeMap::new();
+    if let Some(o) = oracle {
+        for col in &s.columns {
+            if let (Some(a), Some(b)) = (alt.stats.get(&col.record), o.stats.get(&col.record)) {
+                if let Some(d) = world_distance(col.scale, a, b) {
+                    values.insert(col.record.clone(), d);
+                }
             }
         }
     }
     Some(NoiseFloor { worlds, values })
+}
+
+fn apply_gate(s: &mut Summary, options: &Options) {
+    let Some(final_row) = s.row(REFERENCE_FINAL).cloned() else {
+        s.notes.push("no θ_D (final) row: the utility gate cannot be applied, so no row is marked best".into());
+        return;
+    };
+    let measured: Vec<&GateCriterion> =
+        options.gate.iter().filter(|c| final_row.stats.contains_key(&c.metric)).collect();
+    let missing: Vec<String> =
+        options.gate.iter().filter(|c| !final_row.stats.contains_key(&c.metric)).map(|c| c.describe()).collect();
+    if measured.is_empty() {
+        s.notes.push(format!(
+            "utility gate not measured ({}: not in the results), so no row is marked best; set [report] gate to \
+             criteria on metrics this sweep scores",
+            if missing.is_empty() { "no criteria".to_owned() } else { missing.join("; ") }
+        ));
+    } else if !missing.is_empty() {
+        s.notes.push(format!("utility gate criteria not measured (not in the results): {}", missing.join("; ")));
+    }
+    for row in s.rows.iter_mut().filter(|r| !r.is_reference) {
+        let mut passed = Vec::new();
+        let mut failed = Vec::new();
+        for c in &measured {
+            let ratio = row.stats.get(&c.metric).and_then(|st| world_ratio(st, &final_row.stats[&c.metric]));
+            match ratio {
+                Some(r) if c.passes(r) => passed.push(format!("{}: {} × θ_D's", c.metric, fmt_num(r))),
+                Some(r) => failed.push(format!("{} {} × θ_D's", c.metric, fmt_num(r))),
+                None => failed.push(format!("{} not measured", c.metric)),
+            }
+        }
+        row.gate = if measured.is_empty() {
+            Gate::NotMeasured
+        } else if failed.is_empty() {
+            Gate::Pass(passed)
+        } else {
+            Gate::Fail(failed)
+        };
+    }
+}
+
+fn mark_headline(s: &mut Summary, options: &Options) {
+    let mut methods: Vec<String> = s.rows.iter().filter(|r| !r.is_reference).map(|r| r.method.clone()).collect();
+    methods.dedup();
+    for method in methods {
+        let idx: Vec<usize> = (0..s.rows.len()).filter(|&i| !s.rows[i].is_reference && s.rows[i].method == method).collect();
+        let chosen: Vec<usize> = match options.headline.get(&method) {
+            Some(_) => idx.iter().copied().filter(|&i| options.is_headline(&method, &s.rows[i].params) == Some(true)).collect(),
+            None if idx.len() == 1 => idx.clone(),
+            None => {
+                s.notes.push(format!(
+                    "{method}: {} grid points and no headline point declared ([report] headline.{method} = {{ PARAM = \
+                     VALUE }}, the point chosen on the validation world): it appears in the appendix and the figures only",
+                    idx.len()
+                ));
+                continue;
+            }
+        };
+        match chosen.as_slice() {
+            [one] => s.rows[*one].headline = true,
+            [] => s.notes.push(format!(
+                "{method}: no grid point matches the declared headline point {}: it appears in the appendix only",
+                params_text(&options.headline[&method], ", ")
+            )),
+            many => s.notes.push(format!(
+                "{method}: {} grid points match the declared headline point {} (name more parameters): it appears in \
+                 the appendix only",
+                many.len(),
+                params_text(&options.headline[&method], ", ")
+            )),
+        }
+    }
+}
+
+/// Distances to the oracle, the noise-floor marks and the best rows (among gate-passing method
+/// rows only: toward-the-oracle columns by the smallest distance, the others by their direction).
+fn score_against_oracle(s: &mut Summary) {
+    let oracle = s.row(REFERENCE_RETRAIN).cloned();
+    if oracle.is_none() && s.columns.iter().any(|c| c.target == Target::TowardOracle) {
+        s.notes.push(
+            "no oracle (retrain) row: toward-the-oracle columns show their values without distances and no row is \
+             marked best in them"
+                .into(),
+        );
+    }
+    let floor = s.noise_floor.clone();
+    if floor.is_none() && oracle.is_some() {
+        s.notes.push(
+            "no second oracle (world.noise_floor = false): distances to the oracle cannot be read against a noise \
+             floor, so no row is marked indistinguishable from retraining"
+                .into(),
+        );
+    }
+    for col in s.columns.clone() {
+        if col.target == Target::TowardOracle {
+            let Some(o) = oracle.as_ref().and_then(|o| o.stats.get(&col.record)) else { continue };
+            let f = floor.as_ref().and_then(|nf| nf.values.get(&col.record)).copied();
+            for row in s.rows.iter_mut().filter(|r| !(r.is_reference && r.method == REFERENCE_RETRAIN)) {
+                let gated = row.gate.passes();
+                if let Some(st) = row.stats.get_mut(&col.record) {
+                    st.distance = world_distance(col.scale, st, o);
+                    st.within_floor = gated && matches!((st.distance, f), (Some(d), Some(f)) if d <= f + 1e-12);
+                }
+            }
+        }
+        let badness = |st: &Stat| match col.target {
+            Target::TowardOracle => st.distance,
+            Target::HigherIsBetter => Some(-st.mean),
+            Target::LowerIsBetter => Some(st.mean),
+            Target::Informational | Target::Duplicate => None,
+        };
+        let best = s
+            .rows
+            .iter()
+            .filter(|r| r.gate.passes())
+            .filter_map(|r| r.stats.get(&col.record).and_then(badness))
+            .min_by(f64::total_cmp);
+        if let Some(best) = best {
+            for row in s.rows.iter_mut().filter(|r| r.gate.passes()) {
+                if let Some(st) = row.stats.get_mut(&col.record) {
+                    st.best = badness(st).is_some_and(|b| b <= best + 1e-12 * best.abs().max(1.0));
+                }
+            }
+        }
+    }
 }
 
 fn row_order(a: &SummaryRow, b: &SummaryRow) -> Ordering {
@@ -406,26 +727,98 @@ pub(crate) fn params_text(params: &BTreeMap<String, serde_json::Value>, sep: &st
 /// The label of the noise-floor row.
 pub const NOISE_FLOOR_LABEL: &str = "noise floor (two oracles)";
 
-/// The footnote under a model's table: how the numbers were made, which metrics were
-/// bootstrapped over run values, which rows have one run (no interval), what the noise floor is.
+/// How a summary cell reads: `mean [lo, hi]`, then for toward-the-oracle columns `Δ d` (the
+/// distance to the oracle) and `≈ oracle` when within the noise floor.
+pub fn cell_text(col: &Column, st: &Stat) -> String {
+    let mut t = st.text();
+    // (a distance to the oracle itself, e.g. KL, has the oracle at 0: its Δ is its value)
+    if let Some(d) = st.distance.filter(|d| (d - st.mean).abs() > 1e-12 * d.abs().max(1.0)) {
+        let _ = write!(t, " · Δ{}{}", if col.scale == Scale::Log { "ln " } else { " " }, fmt_num(d));
+    }
+    if st.within_floor {
+        t.push_str(" ≈ oracle");
+    }
+    t
+}
+
+/// The full table of one model (every column, every row; the appendix).
+pub fn full_table(s: &Summary) -> Table {
+    let mut header: Vec<String> = vec!["method".into(), "worlds".into(), "runs".into(), "utility gate".into()];
+    header.extend(s.columns.iter().map(|c| c.header(s)));
+    let mut t = Table {
+        right: [false, true, true, false].into_iter().chain(s.columns.iter().map(|_| true)).collect(),
+        header,
+        ..Default::default()
+    };
+    let references = s.rows.iter().filter(|r| r.is_reference).count();
+    for (i, r) in s.rows.iter().enumerate() {
+        let mut line = vec![
+            Cell::with(r.label(), if r.is_reference { Emphasis::Muted } else { Emphasis::None }),
+            Cell::plain(r.worlds.to_string()),
+            Cell::plain(r.runs.to_string()),
+            gate_cell(&r.gate),
+        ];
+        for col in &s.columns {
+            line.push(match r.stats.get(&col.record) {
+                Some(st) => Cell::with(cell_text(col, st), if st.best { Emphasis::Strong } else { Emphasis::None }),
+                None => Cell::plain("–"),
+            });
+        }
+        t.rows.push(line);
+        if i + 1 == references {
+            if let Some(nf) = &s.noise_floor {
+                let mut line = vec![
+                    Cell::with(NOISE_FLOOR_LABEL, Emphasis::Muted),
+                    Cell::plain(nf.worlds.to_string()),
+                    Cell::plain("–"),
+                    Cell::plain(""),
+                ];
+                for col in &s.columns {
+                    let v = nf.values.get(&col.record).filter(|_| col.target == Target::TowardOracle);
+                    line.push(v.map_or(Cell::plain("–"), |v| Cell::with(fmt_num(*v), Emphasis::Muted)));
+                }
+                t.rows.push(line);
+            }
+            t.rules_after.push(t.rows.len() - 1);
+        }
+    }
+    t.note = footnote(s);
+    t
+}
+
+pub(crate) fn gate_cell(g: &Gate) -> Cell {
+    match g {
+        Gate::Fail(_) => Cell { text: "✗ fail".into(), emphasis: Emphasis::Alert, title: Some(g.text()) },
+        Gate::Pass(why) => Cell { text: "pass".into(), emphasis: Emphasis::None, title: Some(why.join("; ")) },
+        Gate::NotMeasured => Cell::plain("not measured"),
+        Gate::Reference => Cell::plain(""),
+    }
+}
+
+/// The note under a model's full table: how the numbers were made, which columns were
+/// bootstrapped over run values, which rows have one run (no interval), what the marks mean.
 fn footnote(s: &Summary) -> String {
     let mut out = format!(
         "Mean over world seeds (each world: the mean over its method seeds) [{:.0} % interval: two-level percentile \
          bootstrap, clusters = world seeds, examples = per-example values averaged over a world's method seeds; \
-         {} replicates, seed {}].",
+         {} replicates, seed {}]. Columns marked → oracle are judged by Δ, the distance to the oracle (mean over \
+         worlds of |value − oracle's|; on a log scale |ln value − ln oracle's|), not by how low they are; ↑/↓ \
+         columns by their value. Bold: the best row among those that pass the utility gate; \"≈ oracle\": a \
+         gate-passing row whose Δ is within the noise floor, indistinguishable from retraining.",
         BOOTSTRAP.level * 100.0,
         BOOTSTRAP.replicates,
         BOOTSTRAP.seed
     );
-    let mut by_runs: Vec<&str> = s
-        .metrics
+    let by_runs: Vec<&str> = s
+        .columns
         .iter()
-        .filter(|(m, _)| {
-            s.rows.iter().any(|r| r.stats.get(m).is_some_and(|st| st.interval.is_some() && st.basis == Basis::Runs))
+        .filter(|c| {
+            s.rows
+                .iter()
+                .any(|r| r.stats.get(&c.record).is_some_and(|st| st.interval.is_some() && st.basis == Basis::Runs))
         })
-        .map(|(m, _)| m.as_str())
+        .map(|c| c.record.as_str())
         .collect();
-    by_runs.dedup();
     if !by_runs.is_empty() {
         let _ = write!(
             out,
@@ -434,134 +827,21 @@ fn footnote(s: &Summary) -> String {
             by_runs.join(", ")
         );
     }
-    let single: Vec<String> = s.rows.iter().filter(|r| r.runs == 1).map(|r| r.label()).collect();
-    if !single.is_empty() {
-        let _ = write!(out, " 1 run: no interval ({}).", single.join("; "));
+    if s.rows.iter().all(|r| r.runs <= 1) {
+        out.push_str(" Every row is one run: no intervals (a smoke test, not a result: add world or method seeds).");
+    } else {
+        let single: Vec<String> = s.rows.iter().filter(|r| r.runs == 1).map(|r| r.label()).collect();
+        if !single.is_empty() {
+            let _ = write!(out, " 1 run: no interval ({}).", single.join("; "));
+        }
     }
     if let Some(nf) = &s.noise_floor {
         let _ = write!(
             out,
-            " {}: |retrain_alt − retrain|, the second oracle (another data-order seed) against the oracle, mean over \
-             the {} world(s) with both: a distance to the oracle below it is noise.",
+            " {}: Δ of the second oracle (another data-order seed) to the oracle, mean over the {} world(s) with \
+             both: a distance below it is noise.",
             NOISE_FLOOR_LABEL, nf.worlds
         );
-    }
-    out
-}
-
-/// Markdown: one `### Model NAME` section with a table per model and its footnote.
-pub fn markdown(summaries: &[Summary]) -> String {
-    let mut out = String::new();
-    for s in summaries {
-        let _ = writeln!(out, "### Model `{}`\n", s.model);
-        let mut header = String::from("| method | worlds | runs |");
-        let mut rule = String::from("|---|---:|---:|");
-        for (m, d) in &s.metrics {
-            let _ = write!(header, " {m} {} |", d.arrow());
-            rule.push_str("---:|");
-        }
-        let _ = writeln!(out, "{header}\n{rule}");
-        let references = s.rows.iter().filter(|r| r.is_reference).count();
-        for (i, r) in s.rows.iter().enumerate() {
-            let mut line = format!("| {} | {} | {} |", r.label().replace('|', "\\|"), r.worlds, r.runs);
-            for (m, _) in &s.metrics {
-                let cell = match r.stats.get(m) {
-                    Some(st) if st.best => format!("**{}**", st.text()),
-                    Some(st) => st.text(),
-                    None => "–".into(),
-                };
-                let _ = write!(line, " {cell} |");
-            }
-            let _ = writeln!(out, "{line}");
-            if i + 1 == references {
-                if let Some(nf) = &s.noise_floor {
-                    let mut line = format!("| *{NOISE_FLOOR_LABEL}* | {} | – |", nf.worlds);
-                    for (m, _) in &s.metrics {
-                        let cell = nf.values.get(m).map_or("–".into(), |v| format!("*{}*", fmt_num(*v)));
-                        let _ = write!(line, " {cell} |");
-                    }
-                    let _ = writeln!(out, "{line}");
-                }
-            }
-        }
-        let _ = writeln!(out, "\n{}\n", footnote(s));
-    }
-    out
-}
-
-/// LaTeX: one `table` (booktabs) per model; best in `\textbf`; the footnote as the caption.
-pub fn latex(summaries: &[Summary]) -> String {
-    let mut out = String::from("% Generated by `bench report`; needs \\usepackage{booktabs}.\n");
-    for s in summaries {
-        let _ = writeln!(out, "\\begin{{table}}[t]\n\\centering\n\\small");
-        let _ = writeln!(out, "\\begin{{tabular}}{{lrr{}}}\n\\toprule", "r".repeat(s.metrics.len()));
-        let mut header = String::from("Method & Worlds & Runs");
-        for (m, d) in &s.metrics {
-            let arrow = match d {
-                Direction::HigherIsBetter => "$\\uparrow$".to_owned(),
-                Direction::LowerIsBetter => "$\\downarrow$".to_owned(),
-                Direction::CloserTo(t) => format!("$\\rightarrow {}$", fmt_num(*t)),
-            };
-            let _ = write!(header, " & {} {arrow}", latex_escape(m));
-        }
-        let _ = writeln!(out, "{header} \\\\\n\\midrule");
-        let references = s.rows.iter().filter(|r| r.is_reference).count();
-        for (i, r) in s.rows.iter().enumerate() {
-            let label = match (r.is_reference, r.method.as_str()) {
-                (true, REFERENCE_FINAL) => "final ($\\theta_D$)".to_owned(),
-                _ => latex_escape(&r.label()),
-            };
-            let mut line = format!("{label} & {} & {}", r.worlds, r.runs);
-            for (m, _) in &s.metrics {
-                let cell = match r.stats.get(m) {
-                    Some(st) if st.best => format!("\\textbf{{{}}}", st.text()),
-                    Some(st) => st.text(),
-                    None => "--".into(),
-                };
-                let _ = write!(line, " & {cell}");
-            }
-            let _ = writeln!(out, "{line} \\\\");
-            if i + 1 == references {
-                if let Some(nf) = &s.noise_floor {
-                    let mut line = format!("\\emph{{{}}} & {} & --", NOISE_FLOOR_LABEL, nf.worlds);
-                    for (m, _) in &s.metrics {
-                        let cell = nf.values.get(m).map_or("--".into(), |v| format!("\\emph{{{}}}", fmt_num(*v)));
-                        let _ = write!(line, " & {cell}");
-                    }
-                    let _ = writeln!(out, "{line} \\\\");
-                }
-                if i + 1 < s.rows.len() {
-                    let _ = writeln!(out, "\\midrule");
-                }
-            }
-        }
-        let _ = writeln!(
-            out,
-            "\\bottomrule\n\\end{{tabular}}\n\\caption{{Model {}. {} Best method per column in bold.}}\n\\end{{table}}\n",
-            latex_escape(&s.model),
-            latex_escape(&footnote(s))
-        );
-    }
-    out
-}
-
-fn latex_escape(s: &str) -> String {
-    let mut out = String::new();
-    for c in s.chars() {
-        match c {
-            '_' | '%' | '&' | '#' | '$' | '{' | '}' => {
-                out.push('\\');
-                out.push(c);
-            }
-            '~' => out.push_str("\\textasciitilde{}"),
-            '^' => out.push_str("\\textasciicircum{}"),
-            '\\' => out.push_str("\\textbackslash{}"),
-            'θ' => out.push_str("$\\theta$"),
-            '−' => out.push_str("$-$"),
-            '|' => out.push_str("$|$"),
-            '×' => out.push_str("$\\times$"),
-            c => out.push(c),
-        }
     }
     out
 }

@@ -86,6 +86,7 @@ const TOP_KEYS: &[&str] = &[
     "seeds",
     "train",
     "toxicity_classifier",
+    "report",
 ];
 const MODEL_KEYS: &[&str] = &["name", "path", "hub", "revision", "scratch", "dtype"];
 const DTYPES: &[&str] = &["f32", "f16", "bf16"];
@@ -128,6 +129,8 @@ struct RawSweep {
     #[serde(default)]
     train: RawTrain,
     toxicity_classifier: Option<PathBuf>,
+    #[serde(default)]
+    report: Option<toml::Table>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -188,6 +191,10 @@ pub struct Sweep {
     /// `tomh/toxigen_roberta`) for `toxigen_generation`; a relative path is resolved against
     /// the config file's folder.
     pub toxicity_classifier: Option<PathBuf>,
+    /// The `[report]` table (utility gate, headline grid points), as JSON; `{}` when absent.
+    /// The `report` crate reads and checks it (`bench` checks it before any work); the runner
+    /// only saves it as `RESULTS/report.json` so that a later `bench report` reads the same.
+    pub report: serde_json::Value,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -512,6 +519,8 @@ pub fn parse_sweep(text: &str, source: &Path, registry: &Registry) -> Result<Swe
             Some(folder) if p.is_relative() => folder.join(p),
             _ => p,
         }),
+        report: serde_json::to_value(raw.report.unwrap_or_default())
+            .with_context(|| format!("{}: [report] cannot be read", source.display()))?,
     })
 }
 

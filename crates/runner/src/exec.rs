@@ -60,6 +60,9 @@ pub struct Summary {
 }
 
 /// Run (this shard of) a sweep.
+/// The `[report]` table of the sweep config, saved in the results folder by [`run`].
+pub const REPORT_OPTIONS_FILE: &str = "report.json";
+
 pub fn run(sweep: &Sweep, opts: &ExecOptions, progress: Option<Progress>, log: &dyn Fn(&str)) -> Result<Summary> {
     let start = std::time::Instant::now();
     let cells = expand(sweep);
@@ -104,6 +107,9 @@ pub fn run(sweep: &Sweep, opts: &ExecOptions, progress: Option<Progress>, log: &
             why.join(", ")
         ));
     }
+    // The report's options ([report] of the config) beside the results, for `bench report`.
+    let report_json = serde_json::to_vec_pretty(&sweep.report).context("[report] as JSON")?;
+    crate::store::write_atomic(&store.dir().join(REPORT_OPTIONS_FILE), &report_json)?;
     let removed = store.remove_stale_temp_files()?;
     if removed > 0 {
         log(&format!("removed {removed} half-written result file(s) of an interrupted run"));

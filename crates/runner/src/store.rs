@@ -86,6 +86,13 @@ pub struct MetricRecord {
     /// Why the metric has no value (`value` is then NaN), e.g. no classifier was configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skipped: Option<String>,
+    /// How the number is judged, as its metric declares it (`evals::registry`); `None` in files
+    /// written before targets were recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<evals::registry::Target>,
+    /// The scale its distances and ratios are taken on (`evals::registry::Scale`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale: Option<evals::registry::Scale>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

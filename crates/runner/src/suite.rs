@@ -50,15 +50,9 @@ use testbed::{Role, World, WorldKind};
 use crate::scoring::LmScorer;
 use crate::store::{Direction, MetricRecord};
 
-/// Metric names computed here on top of the `evals` registry.
-pub const EXTRA_METRICS: &[&str] = &["mc_accuracy", "param_distance_to_oracle"];
-
-/// Every metric name the suite accepts: `evals::registry::METRICS` plus [`EXTRA_METRICS`], sorted.
+/// Every metric name the suite accepts: the names of `evals::registry::METRICS` (sorted there).
 pub fn known_metrics() -> Vec<&'static str> {
-    let mut v: Vec<&'static str> = evals::registry::METRICS.iter().map(|m| m.name).collect();
-    v.extend_from_slice(EXTRA_METRICS);
-    v.sort_unstable();
-    v
+    evals::registry::METRICS.iter().map(|m| m.name).collect()
 }
 
 /// The metrics a sweep on a world of this kind reports when none are named.
@@ -532,18 +526,10 @@ impl EvalSuite {
                 }
             }
         }
-        for name in ["kl_to_oracle", "mc_accuracy", "perplexity"] {
-            if self.wants(name) {
-                let main = records
-                    .get(&format!("{name}/forget"))
-                    .cloned()
-                    .unwrap_or_else(|| skipped(Direction::LowerIsBetter, "no forget split".into()));
-                records.insert(name.to_string(), main);
-            }
-        }
         if self.wants("param_distance_to_oracle") {
             records.insert("param_distance_to_oracle".into(), self.param_distance(model_dir, oracle, oracle_dir)?);
         }
+        declare_targets(&mut records)?;
         Ok(records)
     }
 
@@ -568,6 +554,8 @@ impl EvalSuite {
             example_ids: vec![],
             version: Some("1".into()),
             skipped: None,
+            target: None,
+            scale: None,
         })
     }
 
@@ -1059,6 +1047,19 @@ fn nominal_direction(name: &str) -> Direction {
     }
 }
 
+/// Records each record's target and scale as the `evals` registry declares them; a record no
+/// metric declares is an error (a metric must declare every number it reports).
+pub fn declare_targets(records: &mut BTreeMap<String, MetricRecord>) -> Result<()> {
+    for (name, rec) in records.iter_mut() {
+        let (_, info) = evals::registry::record_info(name).with_context(|| {
+            format!("metric record {name:?} has no target declared in evals::registry::METRICS (add it to its metric's records)")
+        })?;
+        rec.target = Some(info.target);
+        rec.scale = Some(info.scale);
+    }
+    Ok(())
+}
+
 fn skipped(direction: Direction, reason: String) -> MetricRecord {
     MetricRecord {
         direction,
@@ -1067,6 +1068,8 @@ fn skipped(direction: Direction, reason: String) -> MetricRecord {
         example_ids: vec![],
         version: None,
         skipped: Some(reason),
+        target: None,
+        scale: None,
     }
 }
 
@@ -1140,6 +1143,8 @@ fn insert_output(
             example_ids,
             version: version.clone(),
             skipped: o.value.skipped.clone(),
+            target: None,
+            scale: None,
         },
     );
     for (key, &x) in &o.value.aggregate {
@@ -1155,6 +1160,8 @@ fn insert_output(
                 example_ids: vec![],
                 version: version.clone(),
                 skipped: None,
+                target: None,
+                scale: None,
             },
         );
     }
@@ -1305,7 +1312,6 @@ mod tests {
     fn known_metrics_are_the_registry_plus_extras() {
         let k = known_metrics();
         assert_eq!(k, crate::config::KNOWN_METRICS, "config::KNOWN_METRICS must equal suite::known_metrics()");
-        assert_eq!(k.len(), evals::registry::METRICS.len() + 2);
         assert!(k.contains(&"mc_accuracy") && k.contains(&"param_distance_to_oracle") && k.contains(&"toxigen"));
         for kind in [WorldKind::Facts, WorldKind::Finetune, WorldKind::TruthfulqaCorruption, WorldKind::Toxigen] {
             for m in default_metrics(kind) {

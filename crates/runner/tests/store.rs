@@ -50,6 +50,8 @@ fn ok_result(sweep: &runner::Sweep, cell: &runner::Cell, value: f64) -> CellResu
                 example_ids: vec!["a".into(), "b".into(), "c".into()],
                 version: Some("1".into()),
                 skipped: None,
+                target: Some(evals::registry::Target::HigherIsBetter),
+                scale: None,
             },
         )]),
         resolved_config: resolved_config(sweep, cell).unwrap(),
