@@ -58,18 +58,19 @@ pub(crate) fn with_data<R>(t: &Tensor, what: &str, f: impl FnOnce(&[f32]) -> R) 
 /// A buffer of `n` values for an output that is written in full before anything reads it
 /// (a `gemm` product without accumulation, or a kernel that assigns every element).
 ///
-/// Skips zero-filling it: a zeroed allocation that is overwritten anyway was ≈ 4 % of a
-/// training step at the `large` shape (`memset` in the profile, reports/performance.md);
-/// candle's CPU backend allocates its outputs the same way. Never use it for a buffer that is
-/// accumulated into or only partly written.
-#[allow(clippy::uninit_vec)]
+/// The buffer is initialised: zeros in release builds (`calloc`, which skips the `memset`
+/// when the allocator hands out fresh pages), and NaN in builds with debug assertions (tests
+/// included), so that an element a kernel forgets to write shows up as NaN in the
+/// fused-against-composed tests instead of passing as a plausible 0. It used to be
+/// `Vec::with_capacity` + `set_len` over uninitialised memory (undefined behaviour, issue 18);
+/// callers overwrite every element either way, so results are bit-identical. Never use it for
+/// a buffer that is accumulated into or only partly written.
 pub(crate) fn output_buffer(n: usize) -> Vec<f32> {
-    let mut v = Vec::with_capacity(n);
-    // SAFETY: f32 has no invalid bit patterns and no drop; callers write every element
-    // before reading it (see above).
-    unsafe { v.set_len(n) };
-    v
+    vec![OUTPUT_FILL; n]
 }
+
+/// The value [`output_buffer`] fills with (see there).
+pub(crate) const OUTPUT_FILL: f32 = if cfg!(debug_assertions) { f32::NAN } else { 0.0 };
 
 /// A raw pointer that may cross threads: [`par_chunks3`] derives disjoint slices from it.
 struct SendPtr<T>(*mut T);
@@ -969,5 +970,24 @@ fn softmax_body(row: &mut [f32]) {
     let inv = 1.0 / sum_lanes(row);
     for v in row.iter_mut() {
         *v *= inv;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{output_buffer, OUTPUT_FILL};
+
+    /// Issue 18: `output_buffer` was `with_capacity` + `set_len`, so it handed out whatever the
+    /// allocator recycled (here: the 7s of a buffer just freed). Now every element is defined.
+    #[test]
+    fn output_buffer_is_initialised_not_recycled_memory() {
+        for n in [1, 7, 64, 1000, 4096, 1 << 16] {
+            let old = std::hint::black_box(vec![7.0f32; n]);
+            drop(old);
+            let v = std::hint::black_box(output_buffer(n));
+            assert_eq!(v.len(), n);
+            let stale = v.iter().filter(|x| x.to_bits() != OUTPUT_FILL.to_bits()).count();
+            assert_eq!(stale, 0, "output_buffer({n}): {stale} elements are not the fill value {OUTPUT_FILL}");
+        }
     }
 }

@@ -453,3 +453,84 @@ fn head_logprobs_match_logits_then_target_logprobs() {
     let hidden = model.hidden(&ids, None).unwrap();
     assert!(model.hidden_target_logprobs(&hidden, &bad).is_err());
 }
+
+/// What [`whole_model_matches_the_composed_path`] compares, for one architecture: the logits
+/// of a right-padded batch, then the loss and every parameter's gradient of next-token
+/// cross-entropy on it (names `logits`, `loss`, `grad.<parameter>`).
+fn whole_model_outputs(arch: lm::Arch) -> std::collections::HashMap<String, Tensor> {
+    use lm::train::{collate, Example, NextToken, Step, TrainConfig, Trainer};
+    let cfg = lm::testing::tiny_config(arch);
+    let model = lm::CausalLm::init(cfg.clone(), 11, &Device::Cpu, true).unwrap();
+    let v = cfg.vocab_size as u32;
+    let rows: Vec<Example> = [9usize, 6, 3]
+        .iter()
+        .enumerate()
+        .map(|(r, &n)| Example::full((0..n as u32).map(|i| (i * 13 + r as u32 * 7 + 1) % v).collect()))
+        .collect();
+    let refs: Vec<&Example> = rows.iter().collect();
+    let batch = collate(&refs, vec![0, 1, 2], 0, &Device::Cpu).unwrap();
+    let mut out = std::collections::HashMap::new();
+    out.insert("logits".to_string(), model.forward(&batch.inputs, Some(&batch.attention)).unwrap());
+    let trainer = Trainer::new(&model, TrainConfig::default(), 1).unwrap();
+    let (grads, loss) = trainer.gradients(&NextToken, &[Step { primary: &batch, secondary: None }]).unwrap();
+    out.insert("loss".to_string(), Tensor::new(&[loss as f32], &Device::Cpu).unwrap());
+    for ((name, _), g) in model.vars().iter().zip(grads) {
+        out.insert(format!("grad.{name}"), g);
+    }
+    out
+}
+
+const COMPOSED_OUT: &str = "LM_TEST_COMPOSED_OUT";
+
+/// Run by [`whole_model_matches_the_composed_path`] in a child process with
+/// `UNLEARN_NO_FUSED=1` (the switch is read once per process): writes the composed path's
+/// outputs for every architecture to the safetensors file named by `LM_TEST_COMPOSED_OUT`.
+#[test]
+#[ignore = "helper: run in a child process by whole_model_matches_the_composed_path"]
+fn whole_model_outputs_composed() {
+    assert!(!fused::enabled(), "run with UNLEARN_NO_FUSED=1");
+    let path = std::env::var_os(COMPOSED_OUT).expect("LM_TEST_COMPOSED_OUT names the output file");
+    let mut all = std::collections::HashMap::new();
+    for arch in [lm::Arch::Llama, lm::Arch::Qwen2, lm::Arch::Olmo2] {
+        for (k, t) in whole_model_outputs(arch) {
+            all.insert(format!("{arch:?}.{k}"), t);
+        }
+    }
+    candle_core::safetensors::save(&all, path).unwrap();
+}
+
+/// The whole tiny model through the fused CPU kernels (this process) against the same model
+/// composed from candle's primitives (this test binary re-run with `UNLEARN_NO_FUSED=1`):
+/// logits, loss and all gradients, for Llama, Qwen2 and OLMo-2 (issue 18: the fused kernels'
+/// output buffers are no longer uninitialised memory; a kernel that left an element unwritten
+/// would show here as NaN, the fill value of [`fused`]'s buffers in test builds).
+#[test]
+fn whole_model_matches_the_composed_path() {
+    if !fused::enabled() {
+        eprintln!("UNLEARN_NO_FUSED is set: nothing to compare");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("composed.safetensors");
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "whole_model_outputs_composed", "--ignored", "--test-threads=1"])
+        .env("UNLEARN_NO_FUSED", "1")
+        .env(COMPOSED_OUT, &path)
+        .status()
+        .unwrap();
+    assert!(status.success(), "the composed run failed: {status}");
+    let composed = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
+    for arch in [lm::Arch::Llama, lm::Arch::Qwen2, lm::Arch::Olmo2] {
+        let fast = whole_model_outputs(arch);
+        assert_eq!(fast.len(), composed.keys().filter(|k| k.starts_with(&format!("{arch:?}."))).count());
+        for (k, a) in &fast {
+            let r = &composed[&format!("{arch:?}.{k}")];
+            let all_finite = a.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().all(|x| x.is_finite());
+            assert!(all_finite, "{arch:?} {k}: the fused path gives non-finite values");
+            let scale = r.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+            let d = max_diff(a, r);
+            // relative to the tensor's largest value (gradients of a tiny model are ~1e-3)
+            assert!(d <= 1e-4 * scale.max(1e-6), "{arch:?} {k}: fused and composed differ by {d} (largest |value| {scale})");
+        }
+    }
+}
