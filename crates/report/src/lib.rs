@@ -124,7 +124,7 @@ pub fn build_with(results_dir: &Path, out_dir: &Path, options: &Options) -> Resu
         }
         if s.rows.iter().all(|r| r.runs <= 1) && !s.rows.is_empty() {
             let n = format!(
-                "model `{}`: one run per row (one world, one seed): no intervals, and claims cannot be tested                  beyond noise — a smoke test, not a result",
+                "model `{}`: one run per row (one world, one seed): no intervals, and claims cannot be tested beyond noise — a smoke test, not a result",
                 s.model
             );
             notes.push(n);
@@ -243,15 +243,8 @@ pub fn build_with(results_dir: &Path, out_dir: &Path, options: &Options) -> Resu
         tables: vec![(None, claims_table.clone())],
         raw: String::new(),
     });
-    let svgs: Vec<String> = figures
-        .iter()
-        .map(|f| std::fs::read_to_string(plots_dir.join(&f.file)).with_context(|| format!("{}: cannot read", f.file)))
-        .collect::<Result<_>>()?;
-    let page_figures: Vec<html::PageFigure> = figures
-        .iter()
-        .zip(&svgs)
-        .map(|(f, svg)| html::PageFigure { title: &f.title, caption: &f.caption, svg })
-        .collect();
+    let page_figures: Vec<html::PageFigure> =
+        figures.iter().map(|f| html::PageFigure { title: &f.title, caption: &f.caption, svg: &f.svg }).collect();
     let mut appendix_tables: Vec<(Option<String>, Table)> = full_tables
         .iter()
         .map(|(h, t)| (Some(format!("All metrics and grid points: {}", h.replace('`', ""))), t.clone()))
@@ -294,21 +287,48 @@ struct WrittenFigure {
     file: String,
     /// The PNG file name, for paper figures.
     png: Option<String>,
+    svg: String,
 }
 
-/// The figures of the report (see [`plots`]).
+/// Forget-side records shown as dot plots (the first [`plots::MAX_DOT_PLOTS`] a model has).
+pub const DOT_RECORDS: &[&str] = &[
+    "mc_accuracy/forget",
+    "kl_to_oracle/forget",
+    "perplexity/forget",
+    "tofu_truth_ratio_forget",
+    "mink_auc",
+    "restor_clean_acc",
+    "truthfulqa_mc2",
+    "toxigen",
+    "toxigen_likelihood",
+];
+
+/// The report's figures ([`plots::figures`]), each written as SVG, paper figures also as PNG.
 fn figures(summaries: &[tables::Summary], plots_dir: &Path) -> Result<Vec<WrittenFigure>> {
-    let mut out = Vec::new();
-    for f in plots::tradeoff(summaries, plots_dir)? {
-        out.push(WrittenFigure {
-            title: "Forget quality vs model utility".into(),
-            caption: String::new(),
-            png: Some(f.replace(".svg", ".png")),
-            file: f,
-        });
+    let mut dots: Vec<plots::DotMetric> = Vec::new();
+    for r in DOT_RECORDS {
+        if let Some(c) = summaries.iter().find_map(|s| s.column(r)) {
+            dots.push(plots::DotMetric {
+                record: r.to_string(),
+                label: c.label.clone(),
+                log: c.scale == results::Scale::Log,
+            });
+        }
     }
-    for f in plots::checkpoint_curves(summaries, plots_dir)?.into_iter().take(3) {
-        out.push(WrittenFigure { title: "Checkpoint distance".into(), caption: String::new(), png: Some(f.replace(".svg", ".png")), file: f });
+    dots.truncate(plots::MAX_DOT_PLOTS);
+    let mut out = Vec::new();
+    for f in plots::figures(summaries, &|r: &tables::SummaryRow| r.headline, &dots)? {
+        let file = format!("{}.svg", f.stem);
+        let path = plots_dir.join(&file);
+        std::fs::write(&path, &f.svg).with_context(|| format!("{}: cannot write", path.display()))?;
+        let png = if f.paper {
+            let name = format!("{}.png", f.stem);
+            plots::write_png_of(&f, &plots_dir.join(&name))?;
+            Some(name)
+        } else {
+            None
+        };
+        out.push(WrittenFigure { title: f.title, caption: f.caption, file, png, svg: f.svg });
     }
     Ok(out)
 }

@@ -31,13 +31,13 @@ fn cell(dir: &Path, id: &str, method: &str, kind: &str, params: Value, seed: u64
     std::fs::write(dir.join(format!("{id}.json")), serde_json::to_string_pretty(&body).unwrap()).unwrap();
 }
 
-/// (tofu_forget_quality ↑, kl_to_oracle ↓, tofu_model_utility ↑, privleak → 0)
+/// (tofu_forget_quality ↑, kl_to_oracle/forget → oracle, tofu_model_utility ↑, muse_privleak → oracle)
 fn four(fq: f64, kl: f64, mu: f64, pl: f64) -> Vec<(&'static str, Value, Value)> {
     vec![
         ("tofu_forget_quality", json!(HIGHER), json!(fq)),
-        ("kl_to_oracle", json!(LOWER), json!(kl)),
+        ("kl_to_oracle/forget", json!(LOWER), json!(kl)),
         ("tofu_model_utility", json!(HIGHER), json!(mu)),
-        ("privleak", json!({ "closer_to": 0.0 }), json!(pl)),
+        ("muse_privleak", json!({ "closer_to": 0.0 }), json!(pl)),
     ]
 }
 
@@ -70,6 +70,12 @@ fn fixture() -> tempfile::TempDir {
     std::fs::write(d.join("ga-1.json"), failed.to_string()).unwrap();
     // an interrupted write: must be ignored
     std::fs::write(d.join(".msa-a3-0.json.tmp.77.0"), "{\"schema_version\": 1, \"swe").unwrap();
+    // the headline point of msa (three grid points)
+    std::fs::write(
+        tmp.path().join("results/s/report.json"),
+        json!({ "headline": { "msa": { "alpha": 1, "checkpoint": "latest-clean" } } }).to_string(),
+    )
+    .unwrap();
     tmp
 }
 
@@ -78,28 +84,19 @@ fn fixture() -> tempfile::TempDir {
 // resamples the two runs' values: of the 2000 replicate means (a, (a+b)/2 or b, with
 // probabilities 1/4, 1/2, 1/4) the 2.5 % quantile is the smaller value and the 97.5 % the
 // larger, i.e. the interval is [min, max] of the two seeds:
-//   final      fq [0.01,0.03] → 0.020 [0.010, 0.030]   kl [0.5,0.7] → 0.600 [0.500, 0.700]   mu [0.60,0.62]   pl [20,22]
-//   retrain    fq [1,1] → 1 [1, 1]                       kl [0,0] → 0 [0, 0]                   mu [0.58,0.60]   pl [0,0]
+//   final      fq 0.020 [0.010, 0.030]   kl 0.600 [0.500, 0.700]   mu 0.610   pl 21 [20, 22]
+//   retrain    fq 1 [1, 1]               kl 0 [0, 0]               mu 0.590   pl 0 [0, 0]
 //   ga         (one seed) 0.05, 0.9, 0.3, −3: no interval
-//   msa d2     both seeds equal: fq 0.1 [0.1, 0.1], kl 0.35, mu 0.5, pl 8
-//   msa a1     fq [0.2,0.4] → 0.300 [0.200, 0.400]   kl [0.2,0.4]   mu [0.55,0.57] → 0.560   pl [−5,−7] → −6 [−7, −5]
-//   msa a2     fq [0.5,0.7] → 0.600 [0.500, 0.700]   kl [0.1,0.3]   mu [0.40,0.44] → 0.420   pl [10,12] → 11 [10, 12]
-// Best among methods (references excluded): fq ↑ msa a2 (0.6); kl ↓ msa a2 (0.2);
-// mu ↑ msa a1 (0.56; final's 0.61 is a reference); privleak → 0: ga (|−3| < |−6| < |8| < |11|).
-const EXPECTED_TABLE: &str = "\
-### Model `m`
-
-| method | worlds | runs | kl_to_oracle ↓ | privleak →0 | tofu_forget_quality ↑ | tofu_model_utility ↑ |
-|---|---:|---:|---:|---:|---:|---:|
-| final (θ_D) | 1 | 2 | 0.600 [0.500, 0.700] | 21.000 [20.000, 22.000] | 0.020 [0.010, 0.030] | 0.610 [0.600, 0.620] |
-| retrain (oracle) | 1 | 2 | 0 [0, 0] | 0 [0, 0] | 1.000 [1.000, 1.000] | 0.590 [0.580, 0.600] |
-| gradient_ascent | 1 | 1 | 0.900 | **-3.000** | 0.050 | 0.300 |
-| msa (alpha=1, beta=0, checkpoint=distance:2) | 1 | 2 | 0.350 [0.350, 0.350] | 8.000 [8.000, 8.000] | 0.100 [0.100, 0.100] | 0.500 [0.500, 0.500] |
-| msa (alpha=1, beta=0, checkpoint=latest-clean) | 1 | 2 | 0.300 [0.200, 0.400] | -6.000 [-7.000, -5.000] | 0.300 [0.200, 0.400] | **0.560 [0.550, 0.570]** |
-| msa (alpha=2, beta=0, checkpoint=latest-clean) | 1 | 2 | **0.200 [0.100, 0.300]** | 11.000 [10.000, 12.000] | **0.600 [0.500, 0.700]** | 0.420 [0.400, 0.440] |
-
-Mean over world seeds (each world: the mean over its method seeds) [95 % interval: two-level percentile bootstrap, clusters = world seeds, examples = per-example values averaged over a world's method seeds; 2000 replicates, seed 0]. Bootstrapped over run values (no usable per-example values: none, the value is not their mean, or one per world): kl_to_oracle, privleak, tofu_forget_quality, tofu_model_utility. 1 run: no interval (gradient_ascent).
-";
+//   msa d2     fq 0.1, kl 0.35, mu 0.5, pl 8
+//   msa a1     fq 0.300 [0.200, 0.400]   kl 0.300 [0.200, 0.400]   mu 0.560 [0.550, 0.570]   pl −6 [−7, −5]
+//   msa a2     fq 0.600 [0.500, 0.700]   kl 0.200 [0.100, 0.300]   mu 0.420                  pl 11 [10, 12]
+// Utility gate (default; perplexity/general is not in the results, so model utility alone):
+// mu / θ_D's 0.61 ≥ 0.9 → msa a1 0.918 passes; msa a2 0.689, msa d2 0.820, ga 0.492 fail.
+// So msa a1 is the only row that can be marked best, and it is in every column with a target
+// although msa a2 has the larger forget quality and the smaller KL: a row that fails the gate
+// never wins. Δ to the oracle (0 for KL and PrivLeak): KL's Δ is its value (not repeated);
+// PrivLeak's Δ of msa a1 is |−6| = 6. Headline: references, ga (one grid point), msa a1
+// (declared); msa a2 and d2 are in the appendix only.
 
 #[test]
 fn report_on_a_fixed_results_folder() {
@@ -109,60 +106,68 @@ fn report_on_a_fixed_results_folder() {
     assert_eq!((summary.cells_ok, summary.cells_failed), (11, 1));
 
     let tables = std::fs::read_to_string(out.join("tables.md")).unwrap();
-    assert!(tables.starts_with(EXPECTED_TABLE), "got:\n{tables}");
+    let full = &tables[tables.find("## All metrics").unwrap()..tables.find("## Comparisons").unwrap()];
+    let row = |label: &str| -> String {
+        let start = full.find(&format!("| {label} |")).unwrap_or_else(|| panic!("no row {label}:\n{full}"));
+        full[start..].lines().next().unwrap().to_owned()
+    };
+    // the full table (the appendix)
+    assert!(tables.contains(
+        "| method | worlds | runs | utility gate | KL to oracle, forget text (→ oracle 0) | PrivLeak (%) (→ oracle 0) | forget quality (KS p) ↑ | model utility ↑ |"
+    ), "{tables}");
+    assert_eq!(
+        row("msa (alpha=1, beta=0, checkpoint=latest-clean)"),
+        "| msa (alpha=1, beta=0, checkpoint=latest-clean) | 1 | 2 | pass | **0.300 [0.200, 0.400]** | **-6.000 [-7.000, -5.000] · Δ 6.000** | **0.300 [0.200, 0.400]** | **0.560 [0.550, 0.570]** |"
+    );
+    assert_eq!(
+        row("msa (alpha=2, beta=0, checkpoint=latest-clean)"),
+        "| msa (alpha=2, beta=0, checkpoint=latest-clean) | 1 | 2 | **✗ fail** | 0.200 [0.100, 0.300] | 11.000 [10.000, 12.000] | 0.600 [0.500, 0.700] | 0.420 [0.400, 0.440] |"
+    );
+    assert_eq!(row("gradient_ascent"), "| gradient_ascent | 1 | 1 | **✗ fail** | 0.900 | -3.000 · Δ 3.000 | 0.050 | 0.300 |");
+    assert_eq!(
+        row("*final (θ_D)*"),
+        "| *final (θ_D)* | 1 | 2 |  | 0.600 [0.500, 0.700] | 21.000 [20.000, 22.000] | 0.020 [0.010, 0.030] | 0.610 [0.600, 0.620] |"
+    );
+    assert!(tables.contains("1 run: no interval (gradient_ascent)"), "{tables}");
     assert!(
         tables.contains("1 failed cell(s):\n\n- `ga-1` — unlearning with gradient_ascent: loss is NaN at step 3\n"),
         "{tables}"
     );
 
+    // the headline: one row per method, the declared msa point only
     let index = std::fs::read_to_string(out.join("index.md")).unwrap();
-    assert!(index.contains(EXPECTED_TABLE));
+    let headline = &index[index.find("## Headline").unwrap()..index.find("## Claims").unwrap()];
+    assert!(headline.contains("| msa (alpha=1, beta=0, checkpoint=latest-clean) | pass |"), "{headline}");
+    assert!(!headline.contains("alpha=2") && !headline.contains("distance:2"), "{headline}");
+    assert!(headline.contains("| gradient_ascent | **✗ fail** |"), "{headline}");
     assert!(index.contains("12 cells, 11 ok, 1 failed"), "{index}");
-    for plot in [
-        "tradeoff_m.svg",
-        "msa_grid_m_tofu_forget_quality.svg",
-        "msa_grid_m_tofu_model_utility.svg",
-        "checkpoint_distance_m_tofu_forget_quality.svg",
-        "loss_m_gradient_ascent.svg",
-    ] {
-        assert!(index.contains(&format!("](plots/{plot})")), "index lacks {plot}");
-        let svg = std::fs::read_to_string(out.join("plots").join(plot)).unwrap();
-        assert!(svg.starts_with("<svg") && svg.contains("<text"), "{plot} is not an SVG with text");
+    assert!(index.contains("utility gate criteria not measured (not in the results): perplexity/general ≤ 1.5 × θ_D's"), "{index}");
+    assert!(index.contains("no second oracle"), "{index}");
+
+    for f in &summary.files {
+        assert!(f.is_file(), "{} listed but not written", f.display());
     }
-    // Only gradient ascent has a loss curve; 4 metrics × (grid, distance) plots for msa; each
-    // SVG has a PNG next to it.
-    let plots: Vec<String> =
-        std::fs::read_dir(out.join("plots")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
-    let svgs: Vec<&String> = plots.iter().filter(|f| f.ends_with(".svg")).collect();
-    assert_eq!(svgs.len(), 1 + 4 + 4 + 1);
-    assert_eq!(plots.len(), 2 * svgs.len(), "{plots:?}");
-    for svg in svgs {
-        check_png(&out.join("plots").join(svg.replace(".svg", ".png")));
+    for png in summary.files.iter().filter(|f| f.extension().is_some_and(|e| e == "png")) {
+        check_png(png);
     }
-    assert!(index.contains("has a PNG of the same name"));
-    assert!(summary.files.contains(&out.join("plots/tradeoff_m.png")));
 
     let csv = std::fs::read_to_string(out.join("long.csv")).unwrap();
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(lines[0], "sweep,cell,method,kind,params,model,world_seed,seed,metric,value,direction");
     assert_eq!(lines.len(), 1 + 11 * 4);
-    assert!(lines
-        .contains(&"s,msa-a2-1,msa,msa,alpha=2;beta=0;checkpoint=latest-clean,m,0,1,kl_to_oracle,0.3,lower_is_better"));
-    assert!(lines.contains(&"s,ga-0,gradient_ascent,gradient_ascent,,m,0,0,privleak,-3,closer_to:0"));
+    assert!(lines.contains(
+        &"s,msa-a2-1,msa,msa,alpha=2;beta=0;checkpoint=latest-clean,m,0,1,kl_to_oracle/forget,0.3,lower_is_better"
+    ));
+    assert!(lines.contains(&"s,ga-0,gradient_ascent,gradient_ascent,,m,0,0,muse_privleak,-3,closer_to:0"));
     assert!(!csv.contains("ga-1"), "failed cells have no metric rows");
     assert_eq!(parquet_as_csv(&out.join("long.parquet")), csv);
-    assert!(index.contains("[long.parquet](long.parquet)"));
 
     let tex = std::fs::read_to_string(out.join("tables.tex")).unwrap();
     assert!(
-        tex.contains(
-            "final ($\\theta_D$) & 1 & 2 & 0.600 [0.500, 0.700] & 21.000 [20.000, 22.000] & 0.020 [0.010, 0.030]"
-        ),
+        tex.contains("\\emph{final ($\\theta$\\_D)} & 1 & 2 &  & 0.600 [0.500, 0.700] & 21.000 [20.000, 22.000]"),
         "{tex}"
     );
-    assert!(tex.contains("\\textbf{0.600 [0.500, 0.700]}"));
-    assert!(tex.contains("gradient\\_ascent & 1 & 1 & 0.900 & \\textbf{-3.000} & 0.050 & 0.300 \\\\"), "{tex}");
-    assert!(tex.contains("1 run: no interval (gradient\\_ascent)"), "{tex}");
+    assert!(tex.contains("\\textbf{0.560 [0.550, 0.570]}"), "{tex}");
 }
 
 /// A PNG file's signature and IHDR (read by hand, PNG spec §5.2–5.3, §11.2.2), then its pixels

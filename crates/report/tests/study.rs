@@ -147,11 +147,11 @@ fn three_worlds_two_seeds_intervals_and_holm() {
     let cfg = BootstrapConfig::default(); // 2000 replicates, 95 %, seed 0: the report's
     assert_eq!(report::aggregate::BOOTSTRAP, cfg);
 
-    // --- the full table (the fixture's metrics are sub-values `NAME/forget`, so they are in
-    // "All metrics"; the headline table has forget quality only): MSA's row ---
-    let full = &tables[tables.find("## All metrics, with sub-values").expect(&tables)..];
+    // --- the full table (the appendix): MSA's row; θ_D has no model utility, so the gate is not
+    // measured ---
+    let full = &tables[tables.find("## All metrics and grid points").expect(&tables)..];
     let msa_row = full.lines().find(|l| l.starts_with("| msa (alpha=1) |")).unwrap();
-    assert!(msa_row.starts_with("| msa (alpha=1) | 3 | 6 |"), "{msa_row}");
+    assert!(msa_row.starts_with("| msa (alpha=1) | 3 | 6 | not measured |"), "{msa_row}");
     // kl_to_oracle/forget: clusters = worlds, examples = per-example KL averaged over the seeds
     let kl = stats::cluster_bootstrap_mean_ci(&values(&seed_averaged(&msa_kl)), &cfg).unwrap();
     assert!(msa_row.contains(&interval_text(&kl)), "{msa_row} lacks {}", interval_text(&kl));
@@ -167,11 +167,11 @@ fn three_worlds_two_seeds_intervals_and_holm() {
     // every row with several runs has an interval; the references (one run per world, three
     // worlds) too
     assert!(!tables.contains("1 run: no interval"));
-    let oracle_row = full.lines().find(|l| l.starts_with("| retrain (oracle) |")).unwrap();
-    assert!(oracle_row.starts_with("| retrain (oracle) | 3 | 3 |"), "{oracle_row}");
+    let oracle_row = full.lines().find(|l| l.starts_with("| *retrain (oracle)* |")).unwrap();
+    assert!(oracle_row.starts_with("| *retrain (oracle)* | 3 | 3 |"), "{oracle_row}");
 
     // --- the comparisons ---
-    assert!(tables.contains("## Comparisons\n\nStatistic: per (world, example), the distance to the oracle"));
+    assert!(tables.contains("## Comparisons (every MSA grid point against every other row)\n\nStatistic: per (world, example), the distance to the oracle"), "{tables}");
     let distance = |f: Gen| -> Clusters { seed_averaged(&move |w, e, s| (f(w, e, s) - oracle_mc(w, e)).abs()) };
     let cases: [(&str, &str, Clusters, Clusters); 4] = [
         ("gradient_ascent", "mc_accuracy/forget", distance(msa_mc), distance(ga_mc)),
@@ -229,9 +229,9 @@ fn three_worlds_two_seeds_intervals_and_holm() {
     let again = tmp.path().join("again");
     report::build(&tmp.path().join("results/study"), &again).unwrap();
     assert_eq!(std::fs::read_to_string(again.join("tables.md")).unwrap(), tables);
-    // index.md shows the comparisons too
-    let index = std::fs::read_to_string(out.join("index.md")).unwrap();
-    assert!(index.contains("## Comparisons") && index.contains("| m | msa (alpha=1) | npo | kl_to_oracle/forget |"));
+    // the page shows the comparisons too (in its appendix)
+    let html = std::fs::read_to_string(out.join("index.html")).unwrap();
+    assert!(html.contains("<td>m</td><td>msa (alpha=1)</td><td>npo</td><td>kl_to_oracle/forget</td>"), "{html}");
 }
 
 #[test]
@@ -239,15 +239,19 @@ fn one_run_shows_the_value_and_says_no_interval() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("cells");
     std::fs::create_dir_all(&dir).unwrap();
-    let m = |v: f64| json!({ "x": { "direction": "higher_is_better", "value": v, "per_example": [v - 0.1, v + 0.1] } });
+    let m = |v: f64| {
+        json!({ "mc_accuracy/retain": { "direction": "higher_is_better", "value": v, "per_example": [v - 0.1, v + 0.1] } })
+    };
     write_cell(&dir, "retrain", "reference", json!({}), 0, 0, m(0.5));
     write_cell(&dir, "msa", "msa", json!({}), 0, 0, m(0.25));
-    report::build(tmp.path(), &tmp.path().join("out")).unwrap();
+    let s = report::build(tmp.path(), &tmp.path().join("out")).unwrap();
     let tables = std::fs::read_to_string(tmp.path().join("out/tables.md")).unwrap();
-    assert!(tables.contains("| retrain (oracle) | 1 | 1 | 0.500 |\n| msa | 1 | 1 | **0.250** |\n"), "{tables}");
-    assert!(tables.contains("1 run: no interval (retrain (oracle); msa)."), "{tables}");
+    // no θ_D row: the gate cannot be applied, nothing is bold
+    assert!(tables.contains("| *retrain (oracle)* | 1 | 1 |  | 0.500 |\n| msa | 1 | 1 | not measured | 0.250 |\n"), "{tables}");
+    assert!(tables.contains("Every row is one run: no intervals"), "{tables}");
+    assert!(s.notes.iter().any(|n| n.contains("no θ_D (final) row")), "{:?}", s.notes);
     let tex = std::fs::read_to_string(tmp.path().join("out/tables.tex")).unwrap();
-    assert!(tex.contains("msa & 1 & 1 & \\textbf{0.250} \\\\") && tex.contains("1 run: no interval"), "{tex}");
+    assert!(tex.contains("msa & 1 & 1 & not measured & 0.250 \\\\") && tex.contains("no intervals"), "{tex}");
 }
 
 #[test]
@@ -255,7 +259,7 @@ fn second_oracle_gives_the_noise_floor() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("cells");
     std::fs::create_dir_all(&dir).unwrap();
-    let m = |v: f64| json!({ "kl_to_oracle": { "direction": "lower_is_better", "value": v } });
+    let m = |v: f64| json!({ "mc_accuracy/forget": { "direction": "lower_is_better", "value": v } });
     // world 0: oracle 0.4, second oracle 0.5 → 0.1; world 1: 0.5 vs 0.3 → 0.2; world 2 has no
     // second oracle and is left out: noise floor (0.1 + 0.2)/2 = 0.15 over 2 worlds
     for (w, oracle, alt) in [(0, 0.4, Some(0.5)), (1, 0.5, Some(0.3)), (2, 0.9, None)] {
@@ -268,13 +272,13 @@ fn second_oracle_gives_the_noise_floor() {
     report::build(tmp.path(), &tmp.path().join("out")).unwrap();
     let tables = std::fs::read_to_string(tmp.path().join("out/tables.md")).unwrap();
     let lines: Vec<&str> = tables.lines().collect();
-    let at = lines.iter().position(|l| l.starts_with("| retrain_alt (second oracle) | 2 | 2 |")).expect(&tables);
-    assert!(lines[at - 1].starts_with("| retrain (oracle) | 3 | 3 |"), "{tables}");
-    assert_eq!(lines[at + 1], "| *noise floor (two oracles)* | 2 | – | *0.150* |");
-    assert!(tables.contains("noise floor (two oracles): |retrain_alt − retrain|"), "{tables}");
+    let at = lines.iter().position(|l| l.starts_with("| *retrain_alt (second oracle)* | 2 | 2 |")).expect(&tables);
+    assert!(lines[at - 1].starts_with("| *retrain (oracle)* | 3 | 3 |"), "{tables}");
+    assert_eq!(lines[at + 1], "| *noise floor (two oracles)* | 2 | – |  | *0.150* |");
+    assert!(tables.contains("forget MC accuracy (→ oracle 0.600, floor 0.150)"), "{tables}");
+    assert!(tables.contains("noise floor (two oracles): Δ of the second oracle"), "{tables}");
     let tex = std::fs::read_to_string(tmp.path().join("out/tables.tex")).unwrap();
-    assert!(tex.contains("\\emph{noise floor (two oracles)} & 2 & -- & \\emph{0.150} \\\\"), "{tex}");
-    assert!(tex.contains("$|$retrain\\_alt $-$ retrain$|$"), "{tex}");
+    assert!(tex.contains("\\emph{noise floor (two oracles)} & 2 & – &  & \\emph{0.150} \\\\"), "{tex}");
 
     // without a second oracle: no such row
     for w in 0..2 {
@@ -282,7 +286,8 @@ fn second_oracle_gives_the_noise_floor() {
     }
     report::build(tmp.path(), &tmp.path().join("out2")).unwrap();
     let tables = std::fs::read_to_string(tmp.path().join("out2/tables.md")).unwrap();
-    assert!(!tables.contains("noise floor"), "{tables}");
+    assert!(!tables.contains("| *noise floor (two oracles)*"), "{tables}");
+    assert!(tables.contains("forget MC accuracy (→ oracle 0.600) |"), "{tables}");
 }
 
 fn quality(model: &str, world: u64, gate: &str, failures: &[&str]) -> Value {
@@ -310,7 +315,7 @@ fn world_quality_table_and_warning() {
     report::build(root, &root.join("out")).unwrap();
     let index = std::fs::read_to_string(root.join("out/index.md")).unwrap();
     let top = index.find("## World quality").expect(&index);
-    assert!(top < index.find("## Files").unwrap(), "the world-quality table comes first");
+    assert!(top < index.find("## Headline").unwrap(), "the world-quality table comes first");
     assert!(index.contains(
         "| tiny | 0 | 0.900 | 0.850 | 0.700 | 0.650 | 0.300 | 0.840 | 0.200 | 0.600 | 0.520 | 1234567 | 98.8 | passed |\n\
          | tiny | 1 |"
@@ -323,8 +328,8 @@ fn world_quality_table_and_warning() {
     let index = std::fs::read_to_string(root.join("out/index.md")).unwrap();
     assert!(
         index.contains(
-            "**WARNING: 2 of 4 world(s) did not pass the quality gate** — `tiny` world 2 gate failed: oracle mc_forget \
-             0.8 above 0.5; `tiny` world 3 gate disabled."
+            "**WARNING: 2 of 4 world(s) did not pass the quality gate — `tiny` world 2 gate failed: oracle mc_forget \
+             0.8 above 0.5; `tiny` world 3 gate disabled.**"
         ),
         "{index}"
     );
@@ -347,17 +352,17 @@ fn old_cell_files_still_load() {
             "schema_version": 1, "sweep": "old",
             "cell": { "id": format!("msa-{seed}"), "method": "msa", "kind": "msa", "params": {}, "model": "m", "seed": seed },
             "status": "ok",
-            "metrics": { "x": { "direction": "lower_is_better", "value": 0.5 + seed as f64 } },
+            "metrics": { "tofu_model_utility": { "direction": "higher_is_better", "value": 0.5 + seed as f64 } },
         });
         std::fs::write(dir.join(format!("msa-{seed}.json")), body.to_string()).unwrap();
     }
     let cells = report::results::load_cells(tmp.path()).unwrap();
     assert_eq!(cells.len(), 2);
-    assert!(cells.iter().all(|c| c.cell.world_seed == 0 && c.metrics["x"].per_example.is_empty()));
+    assert!(cells.iter().all(|c| c.cell.world_seed == 0 && c.metrics["tofu_model_utility"].per_example.is_empty()));
     report::build(tmp.path(), &tmp.path().join("out")).unwrap();
     let tables = std::fs::read_to_string(tmp.path().join("out/tables.md")).unwrap();
     // two runs of one world: bootstrap over the two values → [0.5, 1.5]
-    assert!(tables.contains("| msa | 1 | 2 | **1.000 [0.500, 1.500]** |"), "{tables}");
+    assert!(tables.contains("| msa | 1 | 2 | not measured | 1.000 [0.500, 1.500] |"), "{tables}");
     let csv = std::fs::read_to_string(tmp.path().join("out/long.csv")).unwrap();
-    assert!(csv.contains("old,msa-1,msa,msa,,m,0,1,x,1.5,lower_is_better"), "{csv}");
+    assert!(csv.contains("old,msa-1,msa,msa,,m,0,1,tofu_model_utility,1.5,higher_is_better"), "{csv}");
 }

@@ -154,6 +154,62 @@ pub fn paired_cluster_bootstrap_mean_ci(
     cluster_bootstrap_mean_ci(&paired_differences(a, b)?, config)
 }
 
+/// The relative reduction `1 − mean(a) / mean(b)` (each a mean of cluster means, as in
+/// [`cluster_bootstrap_mean_ci`]) with its two-level percentile interval, the pairs (examples
+/// matched by id within a cluster) resampled together: one replicate draws K clusters, then
+/// n_k pairs inside each, exactly as the unpaired bootstrap draws examples. A replicate whose
+/// `mean(b)` is 0 is left out; errors when the data's own `mean(b)` is 0 or no replicate is left.
+pub fn paired_cluster_bootstrap_reduction_ci(
+    a: &[Vec<(String, f64)>],
+    b: &[Vec<(String, f64)>],
+    config: &BootstrapConfig,
+) -> Result<Interval> {
+    paired_differences(a, b)?; // same checks: clusters, ids, finiteness
+    ensure!(config.replicates > 0, "bootstrap: replicates must be at least 1");
+    ensure!(config.level > 0.0 && config.level < 1.0, "bootstrap: level {} is not in (0, 1)", config.level);
+    let pairs: Vec<Vec<(f64, f64)>> = a
+        .iter()
+        .zip(b)
+        .map(|(ca, cb)| {
+            let by_id: std::collections::HashMap<&str, f64> = cb.iter().map(|(id, v)| (id.as_str(), *v)).collect();
+            ca.iter().map(|(id, x)| (*x, by_id[id.as_str()])).collect()
+        })
+        .collect();
+    let reduction = |draw: &mut dyn FnMut(usize) -> usize, resample: bool| -> Option<f64> {
+        let k = pairs.len();
+        let (mut sa, mut sb) = (0.0, 0.0);
+        for j in 0..k {
+            let c = if resample { &pairs[draw(k)] } else { &pairs[j] };
+            let n = c.len();
+            let (mut ca, mut cb) = (0.0, 0.0);
+            for i in 0..n {
+                let (x, y) = if resample { c[draw(n)] } else { c[i] };
+                ca += x;
+                cb += y;
+            }
+            sa += ca / n as f64;
+            sb += cb / n as f64;
+        }
+        (sb != 0.0).then(|| 1.0 - sa / sb)
+    };
+    let point = reduction(&mut |_| 0, false).context("bootstrap: the second sample's mean is 0: no relative reduction")?;
+    let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+    let mut stats: Vec<f64> =
+        (0..config.replicates).filter_map(|_| reduction(&mut |n| rng.random_range(0..n), true)).collect();
+    ensure!(!stats.is_empty(), "bootstrap: every replicate had a zero denominator");
+    stats.sort_by(f64::total_cmp);
+    let alpha = 1.0 - config.level;
+    Ok(Interval {
+        mean: point,
+        lo: quantile_sorted(&stats, alpha / 2.0),
+        hi: quantile_sorted(&stats, 1.0 - alpha / 2.0),
+        level: config.level,
+        replicates: config.replicates,
+        n_clusters: pairs.len(),
+        n_examples: pairs.iter().map(Vec::len).sum(),
+    })
+}
+
 fn mean_of(v: &[f64]) -> f64 {
     v.iter().sum::<f64>() / v.len() as f64
 }
@@ -198,6 +254,18 @@ mod tests {
         let c = vec![vec![0.25; 5], vec![0.25; 3]];
         let i = cluster_bootstrap_mean_ci(&c, &BootstrapConfig::default()).unwrap();
         assert_eq!((i.mean, i.lo, i.hi), (0.25, 0.25, 0.25));
+    }
+
+    #[test]
+    fn reduction_point_and_interval() {
+        let id = |v: &[f64]| v.iter().enumerate().map(|(i, x)| (format!("e{i}"), *x)).collect::<Vec<_>>();
+        // hand computation: mean a = (0.1 + 0.3)/2 = 0.2, mean b = (0.4 + 0.4)/2 = 0.4 → 1 − 0.5 = 0.5
+        let i = paired_cluster_bootstrap_reduction_ci(&[id(&[0.1, 0.3])], &[id(&[0.4, 0.4])], &BootstrapConfig::default())
+            .unwrap();
+        assert!((i.mean - 0.5).abs() < 1e-15);
+        // resamples: a ∈ {0.1, 0.2, 0.3} over b = 0.4 → reductions in [0.25, 0.75]
+        assert!(i.lo >= 0.25 - 1e-12 && i.hi <= 0.75 + 1e-12 && i.lo < 0.5 && i.hi > 0.5, "{i:?}");
+        assert!(paired_cluster_bootstrap_reduction_ci(&[id(&[1.0])], &[id(&[0.0])], &BootstrapConfig::default()).is_err());
     }
 
     #[test]
