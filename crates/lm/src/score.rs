@@ -95,6 +95,9 @@ impl<'a> Scorer<'a> {
     pub fn loglikelihood(&self, requests: &[(String, String)]) -> Result<Vec<LogLik>> {
         let reqs = requests.iter().map(|(c, x)| self.encode_pair(c, x)).collect::<Result<Vec<_>>>()?;
         let res = self.run(&reqs)?;
+        for (i, r) in res.iter().enumerate() {
+            ensure_finite("loglikelihood request", i, &r.logprobs)?;
+        }
         Ok(res
             .into_iter()
             .map(|r| LogLik {
@@ -122,6 +125,9 @@ impl<'a> Scorer<'a> {
         for (r, i) in res.into_iter().zip(owner) {
             out[i].extend(r.logprobs);
         }
+        for (i, lp) in out.iter().enumerate() {
+            ensure_finite("token_logprobs text", i, lp)?;
+        }
         Ok(out)
     }
 
@@ -145,7 +151,12 @@ impl<'a> Scorer<'a> {
             let n = toks.len() - 1;
             let input = Tensor::from_vec(toks[..n].to_vec(), (1, n), &self.model.device)?;
             let logits = self.model.forward(&input, None)?;
-            out.push(log_softmax_last(&logits)?.squeeze(0)?);
+            let lp = log_softmax_last(&logits)?.squeeze(0)?;
+            let bad = crate::weights::count_non_finite(&lp)?;
+            if bad > 0 {
+                bail!("distributions text {}: {bad} of {} log-probabilities are not finite (NaN/inf in the model's weights or activations)", out.len(), lp.elem_count());
+            }
+            out.push(lp);
         }
         Ok(out)
     }
@@ -317,6 +328,21 @@ impl<'a> Scorer<'a> {
             .collect::<Result<Vec<_>>>()
             .and_then(|v| if v.len() == reqs.len() { Ok(v) } else { bail!("scorer lost requests") })
     }
+}
+
+/// Errors when a log-probability of request `i` is NaN or infinite: the model's weights or
+/// activations have NaN/inf (a finite logit row always gives finite log-probabilities), and a
+/// score summed from it would silently become NaN (`null` in JSON).
+fn ensure_finite(what: &str, i: usize, logprobs: &[f32]) -> Result<()> {
+    let bad = logprobs.iter().filter(|x| !x.is_finite()).count();
+    if let Some((j, x)) = logprobs.iter().enumerate().find(|(_, x)| !x.is_finite()) {
+        bail!(
+            "{what} {i}: {bad} of {} log-probabilities are not finite (the first, of token {j}, is {x}); \
+             the model's weights or activations have NaN/inf",
+            logprobs.len()
+        );
+    }
+    Ok(())
 }
 
 /// Python's `str.isspace()` for one character (what `str.rstrip()` strips): Unicode

@@ -287,6 +287,8 @@ impl<'m> Trainer<'m> {
             if m.dims() != var.dims() || v.dims() != var.dims() {
                 bail!("{}: moments of {name} have shape {:?}, the parameter {:?}", path.display(), m.dims(), var.dims());
             }
+            crate::weights::ensure_finite(m, &path, &format!("m.{name}"))?;
+            crate::weights::ensure_finite(v, &path, &format!("v.{name}"))?;
             self.m[i] = m.clone();
             self.v[i] = v.clone();
         }

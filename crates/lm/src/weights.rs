@@ -1,4 +1,5 @@
-//! Model weights: loading Hugging Face safetensors (single file or sharded), random
+//! Model weights: loading Hugging Face safetensors (single file or sharded; a tensor with NaN
+//! or infinite values is an error naming it), random
 //! initialisation, and the frozen / trainable distinction.
 //!
 //! Pickle checkpoints (`pytorch_model.bin`, `*.pt`) are never loaded: they can run code.
@@ -125,9 +126,39 @@ pub fn load(cfg: &LmConfig, dir: &Path, device: &Device, dtype: DType, trainable
             );
         }
         let t = t.to_dtype(dtype)?;
+        ensure_finite(&t, file, &name)?;
         tensors.insert(name, t);
     }
     Params::from_tensors(tensors, trainable)
+}
+
+/// How many elements of `t` are NaN or ±inf (0 for integer tensors). On the CPU in f32 this
+/// reads the data in place; elsewhere it is computed on the device (x − x is 0 exactly when x
+/// is finite).
+pub fn count_non_finite(t: &Tensor) -> Result<usize> {
+    if !t.dtype().is_float() {
+        return Ok(0);
+    }
+    if t.device().is_cpu() && t.dtype() == DType::F32 {
+        return Ok(crate::fused::with_data(t, "count_non_finite", |d| d.iter().filter(|x| !x.is_finite()).count())?);
+    }
+    let bad = t.sub(t)?.ne(0.0)?.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?;
+    Ok(bad as usize)
+}
+
+/// Errors when the tensor `name` read from `file` has NaN or infinite values (a diverged or
+/// corrupted checkpoint would otherwise load, and every score computed from it would be NaN).
+pub fn ensure_finite(t: &Tensor, file: &Path, name: &str) -> Result<()> {
+    let bad = count_non_finite(t)?;
+    if bad > 0 {
+        bail!(
+            "{}: tensor {name} has {bad} non-finite value{} (NaN/inf) out of {} (a diverged or corrupted checkpoint)",
+            file.display(),
+            if bad == 1 { "" } else { "s" },
+            t.elem_count()
+        );
+    }
+    Ok(())
 }
 
 /// Fresh weights: N(0, 0.02) for matrices and embeddings (output projections scaled by
