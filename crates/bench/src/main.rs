@@ -199,6 +199,9 @@ fn score(model_dir: &Path, text_file: &Path) -> Result<()> {
     }
     let sum: f64 = lp.iter().map(|&x| x as f64).sum();
     let mean_nll = -sum / lp.len() as f64;
+    if !mean_nll.is_finite() {
+        bail!("{}: the mean NLL of {} is not finite ({mean_nll}); the model's weights or activations have NaN/inf", text_file.display(), model_dir.display());
+    }
     let out = serde_json::json!({
         "model": model_dir, "file": text_file, "tokens": lp.len(),
         "sum_logprob": sum, "mean_nll": mean_nll, "perplexity": mean_nll.exp(),
