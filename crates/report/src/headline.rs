@@ -155,13 +155,13 @@ pub fn table(s: &Summary) -> Table {
         .collect();
     let references = rows.iter().filter(|r| r.is_reference).count();
     for (i, r) in rows.iter().enumerate() {
-        let mut line = vec![
-            Cell::with(
-                if r.is_reference { r.label() } else { crate::tables::SummaryRow::label(r) },
-                if r.is_reference { Emphasis::Muted } else { Emphasis::None },
-            ),
-            gate_cell(&r.gate),
-        ];
+        // the method's name; its parameters in the note (and as hover text in HTML)
+        let name = Cell {
+            text: if r.is_reference { r.label() } else { r.method.clone() },
+            emphasis: if r.is_reference { Emphasis::Muted } else { Emphasis::None },
+            title: (!r.is_reference && !r.params.is_empty()).then(|| r.label()),
+        };
+        let mut line = vec![name, gate_cell(&r.gate)];
         for ((_, kind), best) in cols.iter().zip(&best) {
             let is_best = !r.is_reference
                 && r.gate.passes()
@@ -193,6 +193,10 @@ pub fn table(s: &Summary) -> Table {
         }
     }
     t.note = note(s, &cols);
+    let points: Vec<String> = methods.iter().filter(|r| !r.params.is_empty()).map(|r| r.label()).collect();
+    if !points.is_empty() {
+        let _ = write!(t.note, " Headline points: {}.", points.join("; "));
+    }
     t
 }
 

@@ -45,8 +45,10 @@ nav a { margin-right: 1rem; }
 .scroll { overflow-x: auto; }
 table { border-collapse: collapse; font-size: .86rem; margin: .4rem 0; }
 th, td { border-bottom: 1px solid var(--rule); padding: .3rem .55rem; vertical-align: top; }
-th { background: var(--head); text-align: left; font-weight: 600; }
-td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+th { background: var(--head); text-align: left; font-weight: 600; max-width: 13em; }
+td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.num { min-width: 6.5em; }
+td[title] { text-decoration: underline dotted; }
 tr.rule td { border-top: 2px solid var(--rule); }
 strong { color: var(--strong); }
 strong.alert { color: var(--alert); }

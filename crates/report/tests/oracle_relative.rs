@@ -293,3 +293,38 @@ fn bad_input_gives_messages_not_a_crash() {
     let s = report::build(empty.path(), &empty.path().join("out")).unwrap();
     assert!(s.notes.iter().any(|n| n.contains("no cell results")), "{:?}", s.notes);
 }
+
+/// The page in headless Chromium at 1280 px (scripts/screenshot-report.sh): a PNG 1280 px wide
+/// that is not blank. SKIPPED (passing) where no Chromium is installed.
+#[test]
+fn the_page_renders_in_headless_chromium() {
+    let tmp = tempfile::tempdir().unwrap();
+    tradeoff_fixture(tmp.path());
+    let out = tmp.path().join("out");
+    report::build(tmp.path(), &out).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/screenshot-report.sh");
+    let shot = tmp.path().join("shot.png");
+    let run = std::process::Command::new("bash")
+        .arg(&script)
+        .arg(&out)
+        .arg(&shot)
+        .env("HEIGHT", "2400")
+        .output()
+        .expect("bash runs");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{stdout}{}", String::from_utf8_lossy(&run.stderr));
+    if stdout.starts_with("SKIPPED") {
+        eprintln!("{stdout}");
+        return;
+    }
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&shot).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let (w, h) = (reader.info().width, reader.info().height);
+    assert_eq!((w, h), (1280, 2400));
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let frame = reader.next_frame(&mut buf).unwrap();
+    let px = &buf[..frame.buffer_size()];
+    let first = &px[..3];
+    let differing = px.chunks(frame.buffer_size() / (w * h) as usize).filter(|p| &p[..3] != first).count();
+    assert!(differing > 10_000, "the screenshot is nearly blank ({differing} pixels differ from the first)");
+}
