@@ -1,21 +1,24 @@
 //! The reporter behind `bench report RESULTS_DIR --out reports/NAME`: reads every cell result
-//! a sweep left (see [`results`]) and writes
+//! a sweep left (see [`results`]) and the report options (`RESULTS_DIR/report.json`, the
+//! config's `[report]` table: [`options`]) and writes
+//! - `index.html`: the report as one self-contained page ([`html`]): the world-quality table
+//!   ([`quality`], with a WARNING for any world whose gate failed or was off), the headline
+//!   ([`headline`]: one row per method at its validation-chosen point, ≤ 8 columns, distances
+//!   to the oracle against the noise floor, best only among rows passing the utility gate), the
+//!   claims ([`claims`]: verdicts on the paper's and the summary's claims), ≤ 8 figures
+//!   ([`plots`], inline SVG), then the appendix: the full table of every metric and grid point
+//!   ([`tables::full_table`]), the pairwise comparisons ([`compare`]) and failed cells;
+//! - `index.md` (the same, figures linked) and `tables.md` / `tables.tex` (headline, claims,
+//!   full tables, comparisons): every table is one [`render::Table`] rendered three ways;
+//! - `plots/*.svg`, and `plots/*.png` for the figures a paper would use (800 × 520);
 //! - `long.csv` and `long.parquet`: one row per cell × metric (sweep, cell, method, kind,
 //!   params, model, world_seed, seed, metric, value, direction); in Parquet the strings are
 //!   UTF-8, `world_seed` and `seed` unsigned 64-bit integers and `value` a nullable f64 (null
-//!   where the CSV is empty: a missing or non-finite value);
-//! - `tables.md` / `tables.tex`: the paper-style tables, methods × metrics, the mean over world
-//!   seeds with its 95 % cluster bootstrap interval ([`aggregate`]; one run: the value, no
-//!   interval), best per column marked, rows for θ_D ("final"), the oracle ("retrain") and,
-//!   when there is one, the second oracle ("retrain_alt") with the noise floor
-//!   |retrain_alt − retrain|; then the "Comparisons" section ([`compare`]): MSA against each
-//!   other method on forget-side distances to the oracle, paired intervals, Wilcoxon p-values
-//!   and Holm's correction;
-//! - `plots/*.svg` and `plots/*.png` (same stems, 800 × 520): forget quality vs model utility
-//!   (TOFU's trade-off), MSA's α/β grid, the checkpoint-distance curve, loss curves;
-//! - `index.md`, which shows all of it (linking the SVGs) and lists failed cells separately,
-//!   and starts with the "World quality" table ([`quality`]) when the results folder has
-//!   `world_quality/*.json`, with a WARNING line for any world whose gate failed or was off.
+//!   where the CSV is empty: a missing or non-finite value).
+//!
+//! What a reader must know (no oracle row, one seed, failed cells, metrics whose cells disagree
+//! on their target, methods without a headline point) is said at the top of the page and of
+//! `index.md` and returned in [`BuildSummary::notes`] for `bench report` to print.
 //!
 //! A folder whose cells were made under different configurations (their fingerprints disagree:
 //! the same cell key twice, or one world's or one row's cells on a field they share) is refused
@@ -23,7 +26,8 @@
 //! ([`results::check_one_configuration`]).
 //!
 //! Invariant: no dependency on candle or on other project crates except `stats` (pure
-//! statistics); the cell JSON layout is mirrored in [`results`]. Data work is plain Rust, and
+//! statistics) and `evals` (the metric declarations; no model code); the cell JSON layout is
+//! mirrored in [`results`]. Data work is plain Rust, and
 //! the same results folder gives the same report, intervals included (fixed bootstrap seed).
 //!
 //! Why not polars: polars 0.55.2 with only its `parquet` feature pulls in 173 crates; its clean
