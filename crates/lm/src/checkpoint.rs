@@ -1,8 +1,11 @@
 //! Writing Hugging Face checkpoint folders (`config.json`, `model.safetensors`,
-//! `tokenizer.json`), atomically: a folder is either complete or absent.
+//! `tokenizer.json`), atomically: at every instant the destination holds either the complete
+//! old checkpoint or the complete new one, except between the two renames of a replacement,
+//! when the old one sits complete under its sibling name `.<name>.old-<pid>-<n>` (see
+//! [`write_atomically`]).
 
 use crate::model::CausalLm;
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use candle_core::Tensor;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -13,9 +16,7 @@ pub const TOKENIZER_FILES: &[&str] =
 
 /// Save `model` to `dir` (replacing it), copying tokenizer files from `tokenizer_from`.
 pub fn save(model: &CausalLm, dir: &Path, tokenizer_from: Option<&Path>) -> Result<()> {
-    let tmp = temp_sibling(dir)?;
-    let result = (|| -> Result<()> {
-        std::fs::create_dir_all(&tmp)?;
+    write_atomically(dir, |tmp| {
         let mut cfg = model.cfg.clone();
         cfg.torch_dtype = Some("float32".into());
         cfg.model_type = Some(model.arch.model_type().into());
@@ -24,11 +25,114 @@ pub fn save(model: &CausalLm, dir: &Path, tokenizer_from: Option<&Path>) -> Resu
             model.state().iter().map(|(k, v)| (k.clone(), v.detach())).collect();
         candle_core::safetensors::save(&tensors, tmp.join("model.safetensors"))?;
         if let Some(src) = tokenizer_from {
-            copy_tokenizer_files(src, &tmp)?;
+            copy_tokenizer_files(src, tmp)?;
         }
         Ok(())
-    })();
-    finish(result, &tmp, dir).with_context(|| format!("{}: cannot write checkpoint", dir.display()))
+    })
+    .with_context(|| format!("{}: cannot write checkpoint", dir.display()))
+}
+
+/// Builds a checkpoint folder with `build` and puts it at `dir`, replacing what is there,
+/// so that a reader of `dir` (or a crash) never sees a half-written or half-deleted folder:
+///
+/// 1. `build` fills a fresh sibling folder `.<name>.tmp-<pid>-<n>`; every file in it and the
+///    folder itself are then fsynced. On any error it is removed and `dir` is untouched.
+/// 2. An existing `dir` is renamed to `.<name>.old-<pid>-<n>`, the new folder is renamed to
+///    `dir`, the parent folder is fsynced, and only then the old folder is removed. Should the
+///    second rename fail, the old folder is renamed back.
+///
+/// Only between the two renames is nothing at `dir`; a process killed there leaves the
+/// complete old checkpoint at `.<name>.old-<pid>-<n>` and the complete new one at
+/// `.<name>.tmp-<pid>-<n>` (either can be renamed to `dir` by hand).
+pub fn write_atomically(dir: &Path, build: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    write_atomically_with(dir, build, &|from, to| std::fs::rename(from, to))
+}
+
+/// [`write_atomically`] with the renames of step 2 done by `rename` (tests inject failures
+/// and observe the folder between the steps).
+fn write_atomically_with(
+    dir: &Path,
+    build: impl FnOnce(&Path) -> Result<()>,
+    rename: &dyn Fn(&Path, &Path) -> std::io::Result<()>,
+) -> Result<()> {
+    let (tmp, old) = siblings(dir)?;
+    if dir.exists() && !dir.is_dir() {
+        bail!("{} exists and is not a folder; not replacing it", dir.display());
+    }
+    if tmp.exists() {
+        // left by a killed process whose id this one reuses
+        std::fs::remove_dir_all(&tmp).with_context(|| format!("cannot remove stale {}", tmp.display()))?;
+    }
+    std::fs::create_dir(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    if let Err(e) = build(&tmp).and_then(|()| sync_folder(&tmp)) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    let parent = tmp.parent().expect("a sibling has a parent");
+    if !dir.exists() {
+        if let Err(e) = rename(&tmp, dir) {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e).with_context(|| format!("cannot rename {} to {}", tmp.display(), dir.display()));
+        }
+        return sync_dir(parent);
+    }
+    if let Err(e) = rename(dir, &old) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e).with_context(|| format!("cannot move the old {} aside to {}", dir.display(), old.display()));
+    }
+    if let Err(e) = rename(&tmp, dir) {
+        let e = anyhow::Error::new(e).context(format!("cannot rename {} to {}", tmp.display(), dir.display()));
+        return match rename(&old, dir) {
+            Ok(()) => {
+                let _ = std::fs::remove_dir_all(&tmp);
+                Err(e)
+            }
+            Err(back) => Err(e.context(format!(
+                "and cannot put the old checkpoint back ({back}): it is complete at {}, the new one at {}",
+                old.display(),
+                tmp.display()
+            ))),
+        };
+    }
+    sync_dir(parent)?;
+    std::fs::remove_dir_all(&old).with_context(|| {
+        format!("the new checkpoint is in place at {}, but the old one could not be removed from {}", dir.display(), old.display())
+    })
+}
+
+/// The sibling folders of `dir` that [`write_atomically`] uses: (new, old). Unique within the
+/// process (a counter) and across processes (the process id).
+fn siblings(dir: &Path) -> Result<(PathBuf, PathBuf)> {
+    static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+    let name = dir.file_name().context("checkpoint path has no folder name")?.to_string_lossy();
+    let tag = format!("{}-{}", std::process::id(), SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    Ok((parent.join(format!(".{name}.tmp-{tag}")), parent.join(format!(".{name}.old-{tag}"))))
+}
+
+/// fsync every file in `dir` (not recursing), then `dir` itself, so that after a crash the
+/// renamed folder has its full contents.
+fn sync_folder(dir: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
+        let path = entry?.path();
+        if path.is_file() {
+            std::fs::File::open(&path)
+                .and_then(|f| f.sync_all())
+                .with_context(|| format!("cannot sync {}", path.display()))?;
+        }
+    }
+    sync_dir(dir)
+}
+
+/// fsync a folder (its entries: files created or renamed in it). A no-op where folders
+/// cannot be opened as files (Windows).
+fn sync_dir(dir: &Path) -> Result<()> {
+    #[cfg(unix)]
+    std::fs::File::open(dir).and_then(|f| f.sync_all()).with_context(|| format!("cannot sync {}", dir.display()))?;
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
 }
 
 /// Copy the tokenizer files that exist in `src` to `dst`.
@@ -42,33 +146,104 @@ pub fn copy_tokenizer_files(src: &Path, dst: &Path) -> Result<()> {
     Ok(())
 }
 
-/// A hidden sibling folder to write into before the final rename.
-pub fn temp_sibling(dir: &Path) -> Result<PathBuf> {
-    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
-    let name = dir.file_name().context("checkpoint path has no folder name")?.to_string_lossy();
-    Ok(parent.join(format!(".{name}.tmp-{}", std::process::id())))
-}
-
-/// Rename `tmp` to `dir` on success; remove `tmp` on failure.
-pub fn finish(result: Result<()>, tmp: &Path, dir: &Path) -> Result<()> {
-    match result {
-        Ok(()) => {
-            if dir.exists() {
-                std::fs::remove_dir_all(dir)?;
-            }
-            std::fs::rename(tmp, dir)?;
-            Ok(())
-        }
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(tmp);
-            Err(e)
-        }
-    }
-}
-
 /// Whether `dir` looks like a complete checkpoint folder.
 pub fn is_complete(dir: &Path) -> bool {
     dir.join("config.json").is_file()
         && (dir.join("model.safetensors").is_file() || dir.join("model.safetensors.index.json").is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::tiny_config;
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    /// Every file of a folder with its bytes.
+    fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
+            .collect()
+    }
+
+    fn listing(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        v.sort();
+        v
+    }
+
+    /// A parent folder with the checkpoint `ck` of model seed 1 in it, and the files of the
+    /// checkpoint of seed 2 (what the tests then write over it).
+    fn setup() -> (tempfile::TempDir, PathBuf, BTreeMap<String, Vec<u8>>, BTreeMap<String, Vec<u8>>) {
+        let root = tempfile::tempdir().unwrap();
+        let new = root.path().join("new");
+        save(&CausalLm::init(tiny_config(crate::Arch::Llama), 2, &candle_core::Device::Cpu, false).unwrap(), &new, None).unwrap();
+        let new_files = snapshot(&new);
+        std::fs::remove_dir_all(&new).unwrap();
+        let dir = root.path().join("ck");
+        save(&CausalLm::init(tiny_config(crate::Arch::Llama), 1, &candle_core::Device::Cpu, false).unwrap(), &dir, None).unwrap();
+        let old_files = snapshot(&dir);
+        assert_ne!(old_files, new_files);
+        (root, dir, old_files, new_files)
+    }
+
+    fn write_files(files: &BTreeMap<String, Vec<u8>>) -> impl FnOnce(&Path) -> Result<()> + '_ {
+        move |tmp: &Path| {
+            for (name, bytes) in files {
+                std::fs::write(tmp.join(name), bytes)?;
+            }
+            Ok(())
+        }
+    }
+
+    /// Issue 18: the old checkpoint was deleted before the new one was renamed into place, so
+    /// a failing rename lost both. Now the old one is moved aside and put back.
+    #[test]
+    fn a_failing_final_rename_puts_the_old_checkpoint_back() {
+        let (root, dir, old_files, new_files) = setup();
+        let rename = |from: &Path, to: &Path| {
+            if to == dir && from.file_name().unwrap().to_string_lossy().starts_with(".ck.tmp-") {
+                return Err(std::io::Error::other("injected rename failure"));
+            }
+            std::fs::rename(from, to)
+        };
+        let e = format!("{:#}", write_atomically_with(&dir, write_files(&new_files), &rename).unwrap_err());
+        assert!(e.contains("injected rename failure"), "{e}");
+        assert_eq!(snapshot(&dir), old_files, "the old checkpoint is not intact");
+        assert_eq!(listing(root.path()), ["ck"], "temporary folders left behind");
+    }
+
+    /// Issue 18: before and after each rename of a replacement, `ck` holds the complete old
+    /// or the complete new checkpoint, or (between the two) nothing while the complete old
+    /// one is at `.ck.old-<pid>-<n>`; afterwards only the new one is left.
+    #[test]
+    fn at_every_step_of_a_replacement_a_complete_checkpoint_is_at_the_destination_or_its_old_sibling() {
+        let (root, dir, old_files, new_files) = setup();
+        let steps = Mutex::new(vec![]);
+        let check = |when: &str| {
+            let at_dir = dir.exists().then(|| snapshot(&dir));
+            let old_sibling: Vec<String> = listing(root.path()).into_iter().filter(|n| n.starts_with(".ck.old-")).collect();
+            match at_dir {
+                Some(files) => assert!(files == old_files || files == new_files, "{when}: ck holds a mix of the checkpoints"),
+                None => {
+                    assert_eq!(old_sibling.len(), 1, "{when}: nothing at ck and no old sibling");
+                    assert_eq!(snapshot(&root.path().join(&old_sibling[0])), old_files, "{when}: the old sibling is incomplete");
+                }
+            }
+        };
+        let rename = |from: &Path, to: &Path| {
+            let name = |p: &Path| p.file_name().unwrap().to_string_lossy().split('-').next().unwrap().to_string();
+            steps.lock().unwrap().push(format!("{} -> {}", name(from), name(to)));
+            check("before a rename");
+            let r = std::fs::rename(from, to);
+            check("after a rename");
+            r
+        };
+        write_atomically_with(&dir, write_files(&new_files), &rename).unwrap();
+        assert_eq!(*steps.lock().unwrap(), ["ck -> .ck.old", ".ck.tmp -> ck"]);
+        assert_eq!(snapshot(&dir), new_files);
+        assert_eq!(listing(root.path()), ["ck"], "temporary folders left behind");
+    }
 }
