@@ -512,13 +512,19 @@ fn whole_model_matches_the_composed_path() {
     }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("composed.safetensors");
-    let status = std::process::Command::new(std::env::current_exe().unwrap())
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "whole_model_outputs_composed", "--ignored", "--test-threads=1"])
         .env("UNLEARN_NO_FUSED", "1")
         .env(COMPOSED_OUT, &path)
-        .status()
+        .output()
         .unwrap();
-    assert!(status.success(), "the composed run failed: {status}");
+    assert!(
+        child.status.success() && path.is_file(),
+        "the composed run failed ({}):\n{}{}",
+        child.status,
+        String::from_utf8_lossy(&child.stdout),
+        String::from_utf8_lossy(&child.stderr)
+    );
     let composed = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
     for arch in [lm::Arch::Llama, lm::Arch::Qwen2, lm::Arch::Olmo2] {
         let fast = whole_model_outputs(arch);
