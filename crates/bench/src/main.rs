@@ -134,6 +134,26 @@ enum Cmd {
         #[arg(long)]
         overwrite: bool,
     },
+    /// Round-to-nearest weight quantization (quantize, then dequantize back to the input's
+    /// dtype), streamed tensor by tensor: the quantization attack on an unlearned checkpoint.
+    /// Quantizes the 2-D linear weights of the transformer blocks; embeddings, norms and (by
+    /// default, as transformers' bitsandbytes loading does) lm_head stay as they are.
+    Quantize {
+        #[arg(long)]
+        model: PathBuf,
+        /// int8 (symmetric, per output channel) or int4 / int4:gN (asymmetric, groups of N
+        /// inputs, default 128).
+        #[arg(long)]
+        scheme: String,
+        #[arg(long)]
+        out: PathBuf,
+        /// Quantize lm_head too.
+        #[arg(long)]
+        lm_head: bool,
+        /// Replace an existing output folder.
+        #[arg(long)]
+        overwrite: bool,
+    },
     /// Build (or load from cache) the world of a sweep config, for each world seed: tokenizer,
     /// θ_D with checkpoints, exposure ledger, the retrain oracle (and the second oracle with
     /// `world.noise_floor`); measure and print its quality and fail when it misses the gate.
@@ -179,6 +199,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Logits { model, text, out } => logits(&model, &text, &out),
         Cmd::Arith { out, terms, overwrite } => arith(&out, &terms, overwrite),
         Cmd::World { config, data_dir } => world(&config, data_dir),
+        Cmd::Quantize { model, scheme, out, lm_head, overwrite } => quantize(&model, &scheme, &out, lm_head, overwrite),
     }
 }
 
@@ -247,6 +268,25 @@ fn arith(out: &Path, terms: &[String], overwrite: bool) -> Result<()> {
             "bytes_written": report.bytes_written, "seconds": report.seconds,
             "read_gb_per_s": report.bytes_read as f64 / report.seconds.max(1e-9) / 1e9,
             "peak_accumulator_bytes": report.peak_accumulator_bytes,
+        }))?
+    );
+    Ok(())
+}
+
+fn quantize(model: &Path, scheme: &str, out: &Path, lm_head: bool, overwrite: bool) -> Result<()> {
+    let scheme: model_state::Scheme = scheme.parse().context("--scheme")?;
+    let opts = model_state::QuantizeOptions { overwrite, lm_head, ..Default::default() };
+    let r = model_state::quantize_checkpoint_with(model, out, scheme, &opts)?;
+    let quantized: Vec<serde_json::Value> = r
+        .quantized()
+        .map(|t| serde_json::json!({ "tensor": t.name, "relative_error": t.relative_error() }))
+        .collect();
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&serde_json::json!({
+            "out": out, "scheme": scheme.to_string(), "tensors_quantized": quantized.len(),
+            "tensors": r.tensors.len(), "relative_error": r.relative_error(), "seconds": r.seconds,
+            "per_tensor": quantized,
         }))?
     );
     Ok(())

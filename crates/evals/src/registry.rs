@@ -131,6 +131,27 @@ pub const METRICS: &[MetricInfo] = &[
         &[dup("", "mc_accuracy/forget", "MC accuracy (forget; results before targets)"), r("forget", Oracle, "forget MC accuracy"), r("retain", Higher, "retain MC accuracy")],
     ),
     entry(
+        "mia_loss_auc",
+        "ROC AUC of the LOSS attack (score = -mean token NLL), forget vs holdout",
+        &[r("", Oracle, "LOSS MIA AUC, forget vs held-out")]
+    ),
+    entry(
+        "mia_minkpp_auc",
+        "ROC AUC of the Min-K%++ attack (k=40%, z-scored token log-probs), forget vs holdout",
+        &[r("", Oracle, "Min-K%++ AUC, forget vs held-out")]
+    ),
+    with_oracle(
+        "mia_reference_auc",
+        "ROC AUC of the reference-model attack (score = NLL_ref - NLL), forget vs holdout",
+        "the reference model's mean token NLL of every forget and holdout text",
+        &[r("", Oracle, "reference-model MIA AUC, forget vs held-out")]
+    ),
+    entry(
+        "mia_zlib_auc",
+        "ROC AUC of the ZLib attack (score = -mean NLL / zlib bytes), forget vs holdout",
+        &[r("", Oracle, "ZLib MIA AUC, forget vs held-out")]
+    ),
+    entry(
         "mink_auc",
         "ROC AUC of the Min-K% Prob (k=40%) attack, forget vs holdout",
         &[r("", Oracle, "Min-K% AUC, forget vs held-out")]
@@ -263,6 +284,11 @@ pub fn suggestions(name: &str) -> Vec<&'static str> {
 /// The declaration of a record `metric` or `metric/sub` (the longest declared `sub` that
 /// matches), with its metric; `None` for a name no metric declares.
 pub fn record_info(record: &str) -> Option<(&'static MetricInfo, &'static RecordInfo)> {
+    // a record scored after an attack (`attack/NAME/RECORD`) is judged as the record itself
+    let record = match record.strip_prefix("attack/") {
+        Some(rest) => rest.split_once('/')?.1,
+        None => record,
+    };
     let (metric, sub) = record.split_once('/').unwrap_or((record, ""));
     let info = METRICS.iter().find(|m| m.name == metric)?;
     info.records.iter().find(|r| r.sub == sub).map(|r| (info, r))
@@ -317,6 +343,8 @@ mod tests {
             assert_eq!(record_info(m).unwrap().1.same_as, Some(format!("{m}/forget")).as_deref(), "{m}");
         }
         assert!(record_info("no_such_metric").is_none());
+        assert_eq!(record_info("attack/quantize:int4/mc_accuracy/forget").unwrap().1.label, "forget MC accuracy");
+        assert!(record_info("attack/quantize:int4").is_none());
         for m in METRICS {
             assert!(!m.records.is_empty(), "{} declares no record", m.name);
             let mut subs: Vec<&str> = m.records.iter().map(|r| r.sub).collect();

@@ -49,6 +49,7 @@ pub mod plots;
 pub mod quality;
 pub mod render;
 pub mod results;
+pub mod robustness;
 pub mod tables;
 
 use std::fmt::Write as _;
@@ -151,6 +152,7 @@ pub fn build_with(results_dir: &Path, out_dir: &Path, options: &Options) -> Resu
     let full_tables: Vec<(String, Table)> =
         summaries.iter().map(|s| (format!("Model `{}`", s.model), tables::full_table(s))).collect();
     let claims_table = claims::table(&claims);
+    let robustness_tables: Vec<(String, Table)> = summaries.iter().flat_map(robustness::tables).collect();
     let comparisons_md = compare::markdown(&comparisons);
     let failed = tables::failed_markdown(&cells);
 
@@ -159,6 +161,12 @@ pub fn build_with(results_dir: &Path, out_dir: &Path, options: &Options) -> Resu
         let _ = write!(md, "### {h}\n\n{}", t.markdown());
     }
     let _ = write!(md, "## Claims\n\n{}", claims_table.markdown());
+    if !robustness_tables.is_empty() {
+        md.push_str("## Robustness: attacks on the unlearned models\n\n");
+        for (h, t) in &robustness_tables {
+            let _ = write!(md, "### {h}\n\n{}", t.markdown());
+        }
+    }
     md.push_str("## All metrics and grid points\n\n");
     for (h, t) in &full_tables {
         let _ = write!(md, "### {h}\n\n{}", t.markdown());
@@ -208,6 +216,12 @@ pub fn build_with(results_dir: &Path, out_dir: &Path, options: &Options) -> Resu
         let _ = write!(index, "### {h}\n\n{}", t.markdown());
     }
     let _ = write!(index, "## Claims\n\n{}", claims_table.markdown());
+    if !robustness_tables.is_empty() {
+        index.push_str("## Robustness: attacks on the unlearned models\n\n");
+        for (h, t) in &robustness_tables {
+            let _ = write!(index, "### {h}\n\n{}", t.markdown());
+        }
+    }
     index.push_str("## Figures\n\n");
     if figures.is_empty() {
         index.push_str("(no data for any figure)\n\n");
@@ -247,6 +261,15 @@ pub fn build_with(results_dir: &Path, out_dir: &Path, options: &Options) -> Resu
         tables: vec![(None, claims_table.clone())],
         raw: String::new(),
     });
+    if !robustness_tables.is_empty() {
+        sections.push(html::Section {
+            id: "robustness",
+            title: "Robustness".into(),
+            paragraphs: vec![],
+            tables: robustness_tables.iter().map(|(h, t)| (Some(h.replace('`', "")), t.clone())).collect(),
+            raw: String::new(),
+        });
+    }
     let page_figures: Vec<html::PageFigure> =
         figures.iter().map(|f| html::PageFigure { title: &f.title, caption: &f.caption, svg: &f.svg }).collect();
     let mut appendix_tables: Vec<(Option<String>, Table)> = full_tables

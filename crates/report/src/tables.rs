@@ -418,7 +418,10 @@ pub fn resolve_columns(cells: &[CellFile]) -> (BTreeMap<String, Column>, Vec<Str
                 }
             },
         };
-        let label = declared.map_or_else(|| name.to_owned(), |(_, r)| r.label.to_owned());
+        let mut label = declared.map_or_else(|| name.to_owned(), |(_, r)| r.label.to_owned());
+        if let Some((attack, _)) = name.strip_prefix("attack/").and_then(|r| r.split_once('/')) {
+            label = format!("{label} after {attack}");
+        }
         columns.insert(name.to_owned(), Column { record: name.to_owned(), target, scale, label });
     }
     if !undeclared.is_empty() {
@@ -741,12 +744,14 @@ pub fn cell_text(col: &Column, st: &Stat) -> String {
     t
 }
 
-/// The full table of one model (every column, every row; the appendix).
+/// The full table of one model (every column but the attacks' — see [`crate::robustness`] —,
+/// every row; the appendix).
 pub fn full_table(s: &Summary) -> Table {
+    let columns: Vec<&Column> = s.columns.iter().filter(|c| !c.record.starts_with("attack/")).collect();
     let mut header: Vec<String> = vec!["method".into(), "worlds".into(), "runs".into(), "utility gate".into()];
-    header.extend(s.columns.iter().map(|c| c.header(s)));
+    header.extend(columns.iter().map(|c| c.header(s)));
     let mut t = Table {
-        right: [false, true, true, false].into_iter().chain(s.columns.iter().map(|_| true)).collect(),
+        right: [false, true, true, false].into_iter().chain(columns.iter().map(|_| true)).collect(),
         header,
         ..Default::default()
     };
@@ -758,7 +763,7 @@ pub fn full_table(s: &Summary) -> Table {
             Cell::plain(r.runs.to_string()),
             gate_cell(&r.gate),
         ];
-        for col in &s.columns {
+        for col in &columns {
             line.push(match r.stats.get(&col.record) {
                 Some(st) => Cell::with(cell_text(col, st), if st.best { Emphasis::Strong } else { Emphasis::None }),
                 None => Cell::plain("–"),
@@ -773,7 +778,7 @@ pub fn full_table(s: &Summary) -> Table {
                     Cell::plain("–"),
                     Cell::plain(""),
                 ];
-                for col in &s.columns {
+                for col in &columns {
                     let v = nf.values.get(&col.record).filter(|_| col.target == Target::TowardOracle);
                     line.push(v.map_or(Cell::plain("–"), |v| Cell::with(fmt_num(*v), Emphasis::Muted)));
                 }

@@ -328,3 +328,48 @@ fn the_page_renders_in_headless_chromium() {
     let differing = px.chunks(frame.buffer_size() / (w * h) as usize).filter(|p| &p[..3] != first).count();
     assert!(differing > 10_000, "the screenshot is nearly blank ({differing} pixels differ from the first)");
 }
+
+/// The robustness table on constructed results: the gap after an attack against the oracle
+/// after the same attack, by hand.
+#[test]
+fn robustness_gap_against_the_attacked_oracle() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cells = tmp.path().join("cells");
+    // (world, method) → (forget MC accuracy before, after quantize:int4)
+    let table = [
+        (0, "final", 1.0, 0.9),
+        (0, "retrain", 0.2, 0.2),
+        (0, "npo", 0.25, 0.5),
+        (1, "final", 1.0, 1.0),
+        (1, "retrain", 0.3, 0.3),
+        (1, "npo", 0.35, 0.7),
+    ];
+    for (w, method, before, after) in table {
+        let kind = if method == "npo" { "npo" } else { "reference" };
+        write_cell(
+            &cells,
+            "m",
+            method,
+            kind,
+            json!({}),
+            w,
+            0,
+            &[rec("mc_accuracy/forget", before), rec("attack/quantize:int4/mc_accuracy/forget", after)],
+        );
+    }
+    let out = tmp.path().join("out");
+    report::build(tmp.path(), &out).unwrap();
+    let index = std::fs::read_to_string(out.join("index.md")).unwrap();
+    let section = section(&index, "## Robustness", "## Figures");
+    assert!(section.contains("### Model `m`, attack quantize:int4"), "{section}");
+    // npo after: (0.5 + 0.7)/2 = 0.6; gap per world 0.3, 0.4 → +0.350, interval over the two
+    // worlds [0.3, 0.4]; before: 0.05 in both worlds → +0.050
+    let npo = line_of(section, "| npo |");
+    assert!(npo.contains("0.600 [0.500, 0.700] (gap +0.350 [+0.300, +0.400]; before +0.050)"), "{npo}");
+    // θ_D: after 0.95, gap (0.7 + 0.7)/2 = +0.700; before (0.8 + 0.7)/2 = +0.750
+    assert!(line_of(section, "| *final (θ_D)* |").contains("(gap +0.700 [+0.700, +0.700]; before +0.750)"), "{section}");
+    // the attack's columns stay out of the full table
+    let tables = std::fs::read_to_string(out.join("tables.md")).unwrap();
+    let full = self::section(&tables, "## All metrics", "## Comparisons");
+    assert!(!full.contains("after quantize:int4"), "{full}");
+}

@@ -87,6 +87,7 @@ const TOP_KEYS: &[&str] = &[
     "train",
     "toxicity_classifier",
     "report",
+    "attacks",
 ];
 const MODEL_KEYS: &[&str] = &["name", "path", "hub", "revision", "scratch", "dtype"];
 const DTYPES: &[&str] = &["f32", "f16", "bf16"];
@@ -131,6 +132,15 @@ struct RawSweep {
     toxicity_classifier: Option<PathBuf>,
     #[serde(default)]
     report: Option<toml::Table>,
+    #[serde(default)]
+    attacks: Option<RawAttacks>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAttacks {
+    quantize: Option<Vec<String>>,
+    quantize_lm_head: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -195,6 +205,38 @@ pub struct Sweep {
     /// The `report` crate reads and checks it (`bench` checks it before any work); the runner
     /// only saves it as `RESULTS/report.json` so that a later `bench report` reads the same.
     pub report: serde_json::Value,
+    /// `[attacks]`: what every cell (references included) is also scored after.
+    pub attacks: Attacks,
+}
+
+/// The `[attacks]` table: attacks run on every cell's model after it is scored, each scored
+/// again with the same metrics into records `attack/NAME/RECORD` (e.g.
+/// `attack/quantize:int4/mc_accuracy/forget`). The same attack on the oracle gives the gap the
+/// report shows.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Attacks {
+    /// `quantize = ["int8", "int4"]`: round-to-nearest weight quantization
+    /// (`model_state::Scheme`), quantize-then-dequantize (Zhang et al. 2025).
+    #[serde(serialize_with = "schemes_as_strings")]
+    pub quantize: Vec<model_state::Scheme>,
+    /// `quantize_lm_head` (default false: lm_head stays in full precision, as transformers'
+    /// bitsandbytes loading — the attack paper's code — leaves it).
+    pub quantize_lm_head: bool,
+}
+
+impl Attacks {
+    pub fn is_empty(&self) -> bool {
+        self.quantize.is_empty()
+    }
+
+    /// The attack names, as in records (`quantize:int8`).
+    pub fn names(&self) -> Vec<String> {
+        self.quantize.iter().map(|s| format!("quantize:{s}")).collect()
+    }
+}
+
+fn schemes_as_strings<S: serde::Serializer>(v: &[model_state::Scheme], s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_seq(v.iter().map(|x| x.to_string()))
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -521,7 +563,21 @@ pub fn parse_sweep(text: &str, source: &Path, registry: &Registry) -> Result<Swe
         }),
         report: serde_json::to_value(raw.report.unwrap_or_default())
             .with_context(|| format!("{}: [report] cannot be read", source.display()))?,
+        attacks: attacks(raw.attacks.unwrap_or_default(), source)?,
     })
+}
+
+fn attacks(raw: RawAttacks, source: &Path) -> Result<Attacks> {
+    let mut quantize = Vec::new();
+    for (i, s) in raw.quantize.unwrap_or_default().iter().enumerate() {
+        let scheme: model_state::Scheme =
+            s.parse().with_context(|| format!("{}: attacks.quantize[{i}]", source.display()))?;
+        if quantize.contains(&scheme) {
+            bail!("{}: attacks.quantize[{i}]: {s:?} is listed twice", source.display());
+        }
+        quantize.push(scheme);
+    }
+    Ok(Attacks { quantize, quantize_lm_head: raw.quantize_lm_head.unwrap_or(false) })
 }
 
 /// The data directory to use: `UNLEARN_DATA_DIR` if set, else the config's `data_dir`

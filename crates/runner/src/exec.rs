@@ -641,10 +641,15 @@ fn run_cell(
     let t = std::time::Instant::now();
     let metrics = ctx.suite.evaluate(&model_dir, &ctx.oracle_refs, &ctx.world.oracle, device);
     stages.insert("evaluate".into(), t.elapsed().as_secs_f64());
+    let attacked = match metrics {
+        Ok(m) => run_attacks(sweep, cell, ctx, &model_dir, device, stages).map(|a| (m, a)),
+        Err(e) => Err(e),
+    };
     if temp {
         let _ = std::fs::remove_dir_all(&model_dir);
     }
-    let metrics = metrics?;
+    let (mut metrics, attacked) = attacked?;
+    metrics.extend(attacked);
     if cell.method == REFERENCE_FINAL {
         curves.insert("pretrain".into(), ctx.world.info.loss_curve.iter().map(|&(s, l)| (s as u64, l)).collect());
     }
@@ -652,6 +657,38 @@ fn run_cell(
         curves.insert("pretrain".into(), ctx.world.info.oracle_loss_curve.iter().map(|&(s, l)| (s as u64, l)).collect());
     }
     Ok((metrics, curves))
+}
+
+/// The `[attacks]` stage: each attack applied to the cell's model (quantization: a
+/// quantize-then-dequantize copy, streamed by `model_state`), scored with the same suite, its
+/// records renamed `attack/NAME/RECORD`; the attacked copy is deleted afterwards.
+fn run_attacks(
+    sweep: &Sweep,
+    cell: &Cell,
+    ctx: &ModelContext,
+    model_dir: &Path,
+    device: &candle_core::Device,
+    stages: &mut BTreeMap<String, f64>,
+) -> Result<BTreeMap<String, crate::store::MetricRecord>> {
+    let mut out = BTreeMap::new();
+    for (scheme, name) in sweep.attacks.quantize.iter().zip(sweep.attacks.names()) {
+        let t = std::time::Instant::now();
+        let dir = ctx.models_dir.join(format!("{}.{}", cell.id, name.replace(':', "-")));
+        let opts = model_state::QuantizeOptions {
+            overwrite: true,
+            lm_head: sweep.attacks.quantize_lm_head,
+            ..Default::default()
+        };
+        model_state::quantize_checkpoint_with(model_dir, &dir, *scheme, &opts)
+            .with_context(|| format!("attack {name}: quantizing {}", model_dir.display()))?;
+        let scored = ctx.suite.evaluate(&dir, &ctx.oracle_refs, &ctx.world.oracle, device);
+        let _ = std::fs::remove_dir_all(&dir);
+        for (record, r) in scored.with_context(|| format!("attack {name}: scoring the quantized model"))? {
+            out.insert(format!("attack/{name}/{record}"), r);
+        }
+        stages.insert(format!("attack/{name}"), t.elapsed().as_secs_f64());
+    }
+    Ok(out)
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -275,7 +275,15 @@ fn metrics_fingerprint(sweep: &Sweep, smoke: bool) -> Result<String> {
             format!("{} {}", dir.display(), config.unwrap_or_else(|_| "no config.json".into()))
         })
     };
-    hash_json(&serde_json::json!({ "metrics": names, "limits": limits, "toxicity_classifier": classifier }))
+    let mut what = serde_json::json!({ "metrics": names, "limits": limits, "toxicity_classifier": classifier });
+    // (only when there are attacks, so results made before attacks existed stay current)
+    if !sweep.attacks.is_empty() {
+        what["attacks"] = serde_json::json!({
+            "quantize": sweep.attacks.quantize.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            "quantize_lm_head": sweep.attacks.quantize_lm_head,
+        });
+    }
+    hash_json(&what)
 }
 
 /// The `model` field (see the module docs).

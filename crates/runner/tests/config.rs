@@ -314,3 +314,19 @@ fn tiny_config_checkpoint_distances_mean_what_its_comments_say() {
     assert_eq!(pick("distance:4"), steps[0]);
     assert!(sweep.methods["msa"].grid.get("checkpoint").is_some_and(|v| v.iter().any(|c| c.as_str() == Some("distance:2"))));
 }
+
+#[test]
+fn attacks_table_is_checked() {
+    let s = parse_sweep(
+        &format!("{BASE}\n[attacks]\nquantize = [\"int8\", \"int4:g64\"]\n"),
+        Path::new("configs/a.toml"),
+        &Registry::DEFAULT,
+    )
+    .unwrap();
+    assert_eq!(s.attacks.names(), vec!["quantize:int8", "quantize:int4:g64"]);
+    assert!(!s.attacks.quantize_lm_head);
+    assert!(parse_sweep(BASE, Path::new("configs/a.toml"), &Registry::DEFAULT).unwrap().attacks.is_empty());
+    check_err(&format!("{BASE}\n[attacks]\nquantize = [\"int3\"]\n"), &["configs/bad.toml: attacks.quantize[0]", "int3"]);
+    check_err(&format!("{BASE}\n[attacks]\nquantize = [\"int8\", \"int8\"]\n"), &["attacks.quantize[1]", "listed twice"]);
+    check_err(&format!("{BASE}\n[attacks]\nrelearn = 1\n"), &["relearn"]);
+}

@@ -1,0 +1,128 @@
+//! The robustness table: is the forgotten knowledge really gone? For every attack the results
+//! carry (records `attack/NAME/RECORD`, written by the runner's `[attacks]` stage — e.g.
+//! `quantize:int4`, round-to-nearest 4-bit weights, Zhang et al. 2025), each headline row's
+//! forget-side value after the attack and its **gap**: value after the attack − the oracle's
+//! value after the *same* attack, in the same world (mean over worlds; with two or more worlds
+//! a 95 % bootstrap interval over worlds). The oracle never saw the forget data, so whatever
+//! the attack brings back in a method beyond what it does to the oracle is leftover knowledge;
+//! the gap before the attack (value − oracle's, unattacked) is shown beside it.
+
+use crate::aggregate::BOOTSTRAP;
+use crate::fmt_num;
+use crate::render::{Cell, Emphasis, Table};
+use crate::results::REFERENCE_RETRAIN;
+use crate::tables::{Stat, Summary};
+
+/// Forget-side records shown (those the results have, after the attack too).
+pub const RECORDS: &[&str] = &["mc_accuracy/forget", "tofu_prob_forget", "tofu_truth_ratio_forget", "kl_to_oracle/forget", "mink_auc"];
+
+/// The attacks a summary has results for, by name (`quantize:int4`).
+pub fn attacks(s: &Summary) -> Vec<String> {
+    let mut names: Vec<String> = s
+        .columns
+        .iter()
+        .filter_map(|c| c.record.strip_prefix("attack/")?.split_once('/').map(|(a, _)| a.to_owned()))
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Per-world gap a − b over the worlds both have, with its mean and (≥ 2 worlds) interval.
+fn gap(a: &Stat, b: &Stat) -> Option<(f64, Option<(f64, f64)>)> {
+    let per_world: Vec<f64> = a.world_means.iter().filter_map(|(w, x)| Some(x - b.world_means.get(w)?)).collect();
+    if per_world.is_empty() {
+        return None;
+    }
+    let mean = per_world.iter().sum::<f64>() / per_world.len() as f64;
+    let interval = (per_world.len() >= 2)
+        .then(|| {
+            let clusters: Vec<Vec<f64>> = per_world.iter().map(|g| vec![*g]).collect();
+            stats::cluster_bootstrap_mean_ci(&clusters, &BOOTSTRAP).ok().map(|i| (i.lo, i.hi))
+        })
+        .flatten();
+    Some((mean, interval))
+}
+
+fn signed(x: f64) -> String {
+    if x > 0.0 {
+        format!("+{}", fmt_num(x))
+    } else {
+        fmt_num(x)
+    }
+}
+
+/// One table per attack of one model; empty when the results have no attack.
+pub fn tables(s: &Summary) -> Vec<(String, Table)> {
+    let Some(oracle) = s.row(REFERENCE_RETRAIN) else { return vec![] };
+    let mut out = Vec::new();
+    for attack in attacks(s) {
+        let records: Vec<&str> = RECORDS
+            .iter()
+            .copied()
+            .filter(|r| s.column(r).is_some() && s.column(&format!("attack/{attack}/{r}")).is_some())
+            .collect();
+        if records.is_empty() {
+            continue;
+        }
+        let mut header = vec!["method".to_owned(), "utility gate".to_owned()];
+        for r in &records {
+            let label = s.column(r).map_or(r.to_string(), |c| c.label.clone());
+            header.push(format!("{label}: after attack (gap to oracle after; gap before)"));
+        }
+        let mut t = Table {
+            right: [false, false].into_iter().chain(records.iter().map(|_| true)).collect(),
+            header,
+            ..Default::default()
+        };
+        let rows: Vec<_> = s.rows.iter().filter(|r| r.headline).collect();
+        let references = rows.iter().filter(|r| r.is_reference).count();
+        for (i, r) in rows.iter().enumerate() {
+            let mut line = vec![
+                Cell::with(
+                    if r.is_reference { r.label() } else { r.method.clone() },
+                    if r.is_reference { Emphasis::Muted } else { Emphasis::None },
+                ),
+                crate::tables::gate_cell(&r.gate),
+            ];
+            for rec in &records {
+                let after_key = format!("attack/{attack}/{rec}");
+                let text = match (r.stats.get(after_key.as_str()), oracle.stats.get(after_key.as_str())) {
+                    (Some(after), Some(o_after)) => {
+                        let mut text = after.text();
+                        if let Some((g, ci)) = gap(after, o_after) {
+                            let ci = ci.map_or(String::new(), |(lo, hi)| format!(" [{}, {}]", signed(lo), signed(hi)));
+                            text.push_str(&format!(" (gap {}{ci}", signed(g)));
+                            let before = r.stats.get(*rec).zip(oracle.stats.get(*rec)).and_then(|(b, o)| gap(b, o));
+                            if let Some((gb, _)) = before {
+                                text.push_str(&format!("; before {}", signed(gb)));
+                            }
+                            text.push(')');
+                        }
+                        text
+                    }
+                    _ => "–".into(),
+                };
+                line.push(Cell::plain(text));
+            }
+            t.rows.push(line);
+            if i + 1 == references {
+                t.rules_after.push(i);
+            }
+        }
+        t.note = format!(
+            "After the attack {attack}, scored with the same metrics. Gap: the row's value after the attack − the \
+             oracle's value after the same attack, mean over worlds{}; the oracle never saw the forget data, so a \
+             gap that grows under the attack is knowledge the attack brought back. \"before\": the same gap without \
+             the attack.",
+            if rows.iter().any(|r| r.worlds >= 2) { " [95 % bootstrap interval over worlds]" } else { "" }
+        );
+        out.push((format!("Model `{}`, attack {attack}", s.model), t));
+    }
+    out
+}
+
+/// Whether any summary has attack results.
+pub fn any(summaries: &[Summary]) -> bool {
+    summaries.iter().any(|s| !attacks(s).is_empty())
+}
