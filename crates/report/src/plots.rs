@@ -597,6 +597,10 @@ fn plan_dots(s: &Summary, looks: &Looks, d: &DotMetric) -> Option<Plan> {
          run){}{}.",
         d.label,
         match (oracle, noise_floor) {
+            (Some(_), Some(_)) if d.log => {
+                "; the vertical line is the oracle's mean, the grey band the oracle ×/÷ e^(noise floor), the noise \
+                 floor being |ln retrain_alt − ln retrain|"
+            }
             (Some(_), Some(_)) =>
                 "; the vertical line is the oracle's mean, the grey band ± the noise floor |retrain_alt − retrain|",
             (Some(_), None) => "; the vertical line is the oracle's mean",
@@ -1480,7 +1484,14 @@ fn draw_dots<DB: DrawingBackend>(d: &Dots, root: &Area<DB>) -> Drawn<DB> {
         .flatten()
         .collect();
     values.extend(d.oracle);
-    let band = d.oracle.zip(d.noise_floor).map(|(o, nf)| noise_band(o, nf, &values));
+    // on a log scale the noise floor is a distance of logarithms: the band is o ×/÷ e^nf
+    let band = d.oracle.zip(d.noise_floor).map(|(o, nf)| {
+        if d.log {
+            (o * (-nf).exp(), o * nf.exp())
+        } else {
+            noise_band(o, nf, &values)
+        }
+    });
     values.extend(band.iter().flat_map(|b| [b.0, b.1]));
     let xs: Vec<f64> = values.into_iter().map(fx).collect();
     let n = d.rows.len();
@@ -1515,6 +1526,7 @@ fn draw_dots<DB: DrawingBackend>(d: &Dots, root: &Area<DB>) -> Drawn<DB> {
             draw_bar(root, (x, frame.y0), (x, frame.y1), 2, INK.to_rgba())?;
         }
         let text = match d.noise_floor {
+            Some(nf) if d.log => format!("oracle {} ×/÷ {} (noise floor)", fmt_num(o), fmt_num(nf.exp())),
             Some(nf) => format!("oracle {} ± {} (noise floor)", fmt_num(o), fmt_num(nf)),
             None => format!("oracle {}", fmt_num(o)),
         };
