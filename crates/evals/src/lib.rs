@@ -1,5 +1,6 @@
 //! Evaluation metrics for unlearning: TOFU (Maini et al. 2024), MUSE (Shi et al. 2024),
-//! lm-evaluation-harness's TruthfulQA MC1/MC2 and ToxiGen, perplexity and KL to an oracle.
+//! lm-evaluation-harness's TruthfulQA MC1/MC2 and ToxiGen, perplexity, KL to an oracle and
+//! membership-inference attacks (LOSS, ZLib, Min-K%, Min-K%++, reference model).
 //!
 //! Invariant: this crate never runs a model and depends on no model crate. Metrics emit
 //! [`Request`]s; the caller's [`Scorer`] answers all requests of all metrics of one model in a
@@ -37,6 +38,7 @@
 
 pub mod lm;
 pub mod metric;
+pub mod mia;
 pub mod muse;
 pub mod porter;
 pub mod recovery;
@@ -47,6 +49,7 @@ pub mod stats;
 pub mod tofu;
 pub mod toxigen;
 pub mod truthfulqa;
+pub mod zlib;
 
 pub use metric::{evaluate, evaluate_with_extra, Direction, Metric, MetricOutput, MetricValue};
 pub use scorer::{Request, Response, Scorer};

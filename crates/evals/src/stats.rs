@@ -222,13 +222,23 @@ pub fn min_k_prob(token_logprobs: &[f32], k: f64) -> Result<f64> {
     if token_logprobs.is_empty() {
         bail!("min_k_prob: no token log-probs");
     }
-    if !(k > 0.0 && k <= 1.0) {
-        bail!("min_k_prob: k = {k} must be in (0, 1]");
+    let lp: Vec<f64> = token_logprobs.iter().map(|&x| x as f64).collect();
+    mean_of_lowest(&lp, k)
+}
+
+/// Mean of the lowest max(1, floor(n·k)) of `values` (the Min-K% selection, also used by
+/// Min-K%++ on its per-token z-scores). Errors on empty input or k outside (0, 1].
+pub fn mean_of_lowest(values: &[f64], k: f64) -> Result<f64> {
+    if values.is_empty() {
+        bail!("min-k: no values");
     }
-    let mut lp: Vec<f64> = token_logprobs.iter().map(|&x| x as f64).collect();
-    lp.sort_by(f64::total_cmp);
-    let keep = ((lp.len() as f64 * k).floor() as usize).max(1);
-    Ok(lp[..keep].iter().sum::<f64>() / keep as f64)
+    if !(k > 0.0 && k <= 1.0) {
+        bail!("min-k: k = {k} must be in (0, 1]");
+    }
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let keep = ((v.len() as f64 * k).floor() as usize).max(1);
+    Ok(v[..keep].iter().sum::<f64>() / keep as f64)
 }
 
 /// Harmonic mean (scipy `hmean`): 0 when any value is 0; errors on negative or empty input.

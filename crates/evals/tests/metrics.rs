@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use evals::lm::{NextTokenKl, Perplexity};
+use evals::mia::{MiaLoss, MiaMinKpp, MiaReference, MiaZlib};
 use evals::muse::{KnowMem, MinKAuc, Passage, PrivLeak, VerbMem};
 use evals::recovery::{CleanAnswerAccuracy, CorruptedQa, Recovery};
 use evals::tofu::{
@@ -641,7 +642,11 @@ fn every_metric_name_is_in_the_registry() {
         Box::new(KnowMem::new(vec![], t.clone(), Side::Forget, 1)),
         Box::new(KnowMem::new(vec![], t.clone(), Side::Retain, 1)),
         Box::new(MinKAuc::new(f.clone(), h.clone()).unwrap()),
-        Box::new(PrivLeak::new(f, h, 0.5).unwrap()),
+        Box::new(PrivLeak::new(f.clone(), h.clone(), 0.5).unwrap()),
+        Box::new(MiaLoss::new(f.clone(), h.clone()).unwrap()),
+        Box::new(MiaZlib::new(f.clone(), h.clone()).unwrap()),
+        Box::new(MiaMinKpp::new(f.clone(), h.clone()).unwrap()),
+        Box::new(MiaReference::new(f, h, vec![1.0], vec![1.0]).unwrap()),
         Box::new(Perplexity::new("perplexity", vec![])),
         Box::new(NextTokenKl {
             texts: vec![],
@@ -660,5 +665,11 @@ fn every_metric_name_is_in_the_registry() {
             m.name()
         );
     }
-    assert_eq!(metrics.len(), evals::registry::METRICS.len());
+    // Registered names that the runner computes itself (no `evals::Metric`).
+    let outside = ["mc_accuracy", "param_distance_to_oracle"];
+    for name in outside {
+        assert!(evals::registry::lookup(name).is_ok(), "{name} is not registered");
+        assert!(metrics.iter().all(|m| m.name() != name), "{name} is an evals metric now");
+    }
+    assert_eq!(metrics.len() + outside.len(), evals::registry::METRICS.len());
 }
