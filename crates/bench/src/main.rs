@@ -59,6 +59,10 @@ enum Cmd {
         /// Output folder (default reports/NAME).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Read the report options ([report]: utility gate, headline points) from this sweep
+        /// config instead of RESULTS/report.json.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Evaluate any checkpoint folder on benchmark metrics that need no oracle
     /// (truthfulqa_mc1, truthfulqa_mc2, toxigen, toxigen_likelihood, toxigen_generation).
@@ -185,7 +189,7 @@ fn run(cli: Cli) -> Result<()> {
             let opts = runner::exec::ExecOptions { force, shard, dry_run, smoke, data_dir, keep_models };
             sweep(&config, &opts, !no_report && !dry_run)
         }
-        Cmd::Report { results, out } => report(&results, out),
+        Cmd::Report { results, out, config } => report(&results, out, config.as_deref()),
         Cmd::Eval { model, metrics, data_dir, limit, add_bos, toxicity_classifier, out } => {
             eval(&model, &metrics, data_dir, limit, add_bos, toxicity_classifier.as_deref(), &out)
         }
@@ -360,7 +364,7 @@ fn sweep(config: &Path, opts: &runner::exec::ExecOptions, write_report: bool) ->
         sweep.name, summary.ran, summary.skipped, summary.failed, summary.seconds, summary.results_dir.display()
     );
     if write_report {
-        report(&summary.results_dir, None)?;
+        report(&summary.results_dir, None, None)?;
     }
     if summary.failed > 0 {
         bail!("{} cell(s) failed; their errors are in the result files and the report", summary.failed);
@@ -368,10 +372,17 @@ fn sweep(config: &Path, opts: &runner::exec::ExecOptions, write_report: bool) ->
     Ok(())
 }
 
-fn report(results: &Path, out: Option<PathBuf>) -> Result<()> {
+fn report(results: &Path, out: Option<PathBuf>, config: Option<&Path>) -> Result<()> {
     let name = results.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "report".into());
     let out = out.unwrap_or_else(|| PathBuf::from("reports").join(name));
-    let s = report::build(results, &out)?;
+    let s = match config {
+        Some(c) => {
+            let sweep = runner::load_sweep(c)?;
+            let options = report::options::Options::from_json(&sweep.report, &format!("{} [report]", c.display()))?;
+            report::build_with(results, &out, &options)?
+        }
+        None => report::build(results, &out)?,
+    };
     for note in &s.notes {
         eprintln!("report: note: {note}");
     }

@@ -267,6 +267,18 @@ pub const METRICS: &[MetricInfo] = &[
     ),
 ];
 
+/// The names of [`METRICS`], in the same (sorted) order, as a constant (for const tables such
+/// as the runner's config registry).
+pub const METRIC_NAMES: [&str; METRICS.len()] = {
+    let mut names = [""; METRICS.len()];
+    let mut i = 0;
+    while i < METRICS.len() {
+        names[i] = METRICS[i].name;
+        i += 1;
+    }
+    names
+};
+
 pub use suggest::edit_distance;
 
 /// Known names closest to `name` (distance ≤ max(2, len/3)), nearest first.

@@ -40,35 +40,9 @@ pub const KNOWN_METHOD_PARAMS: &[(&str, &[&str])] = &[
     ("rmu", &["layer", "depth", "update_layers", "params", "steering_coeff", "alpha"]),
 ];
 
-/// Metric names (issue 5; lm-evaluation-harness names where they exist): `evals`' registry
-/// plus the two metrics the suite adds (`mc_accuracy`, `param_distance_to_oracle`), sorted.
-/// Equal to `suite::known_metrics()` (a test checks it).
-pub const KNOWN_METRICS: &[&str] = &[
-    "kl_to_oracle",
-    "mc_accuracy",
-    "mink_auc",
-    "muse_knowmem_forget",
-    "muse_knowmem_retain",
-    "muse_privleak",
-    "muse_verbmem",
-    "param_distance_to_oracle",
-    "perplexity",
-    "restor_clean_acc",
-    "restor_recovery",
-    "tofu_forget_quality",
-    "tofu_model_utility",
-    "tofu_prob_forget",
-    "tofu_prob_retain",
-    "tofu_rouge_forget",
-    "tofu_rouge_retain",
-    "tofu_truth_ratio_forget",
-    "tofu_truth_ratio_retain",
-    "toxigen",
-    "toxigen_generation",
-    "toxigen_likelihood",
-    "truthfulqa_mc1",
-    "truthfulqa_mc2",
-];
+/// Metric names (lm-evaluation-harness names where they exist): the names of `evals`' registry,
+/// the one list of metrics (sorted there).
+pub const KNOWN_METRICS: &[&str] = &evals::registry::METRIC_NAMES;
 
 /// Keys of the `[train]` table; each may also appear in a method table (fixed or as a grid axis)
 /// to override the default for that method.

@@ -429,6 +429,15 @@ fn metric_of(name: &str) -> Option<Box<dyn evals::Metric>> {
         "toxigen" => Box::new(Toxigen { statements: vec![], config: ToxigenConfig::default() }),
         "toxigen_likelihood" => Box::new(ToxigenLikelihood { statements: vec![] }),
         "toxigen_generation" => Box::new(GenerationToxicity { prompts: vec![], max_new_tokens: 0, classifier: None }),
+        "mia_loss_auc" => Box::new(evals::mia::MiaLoss { forget: vec![], holdout: vec![] }),
+        "mia_zlib_auc" => Box::new(evals::mia::MiaZlib { forget: vec![], holdout: vec![] }),
+        "mia_minkpp_auc" => Box::new(evals::mia::MiaMinKpp { forget: vec![], holdout: vec![], k: 0.0 }),
+        "mia_reference_auc" => Box::new(evals::mia::MiaReference {
+            forget: vec![],
+            holdout: vec![],
+            reference_forget_nll: vec![],
+            reference_holdout_nll: vec![],
+        }),
         _ => return None,
     })
 }

@@ -795,6 +795,29 @@ impl EvalSuite {
                     vec![],
                 ),
                 "param_distance_to_oracle" => continue,
+                "mia_loss_auc" | "mia_zlib_auc" | "mia_minkpp_auc" => {
+                    if it.member_docs.is_empty() || it.holdout_docs.is_empty() {
+                        skip(format!(
+                            "membership inference needs forget and held-out documents; the world has {} and {}",
+                            it.member_docs.len(),
+                            it.holdout_docs.len()
+                        ))
+                    } else {
+                        let (f, h) = (texts(&it.member_docs), texts(&it.holdout_docs));
+                        let ids = it.member_docs.iter().chain(&it.holdout_docs).map(|t| t.id.clone()).collect();
+                        let m: Box<dyn Metric> = match name {
+                            "mia_loss_auc" => Box::new(evals::mia::MiaLoss::new(f, h)?),
+                            "mia_zlib_auc" => Box::new(evals::mia::MiaZlib::new(f, h)?),
+                            _ => Box::new(evals::mia::MiaMinKpp::new(f, h)?),
+                        };
+                        run(m, ids)
+                    }
+                }
+                "mia_reference_auc" => skip(
+                    "the reference attack needs a reference model's NLLs on the forget and held-out documents; \
+                     sweeps do not compute them yet (evals::mia::MiaReference takes them)"
+                        .into(),
+                ),
                 other => bail!("metric `{other}` is known but the suite does not build it"),
             };
             plans.push(plan);
@@ -1037,7 +1060,7 @@ fn to_store(d: evals::Direction) -> Direction {
 /// The direction a metric is reported with when it is skipped before being built.
 fn nominal_direction(name: &str) -> Direction {
     match name {
-        "mink_auc" => Direction::CloserTo(0.5),
+        "mink_auc" | "mia_loss_auc" | "mia_zlib_auc" | "mia_minkpp_auc" | "mia_reference_auc" => Direction::CloserTo(0.5),
         "muse_privleak" => Direction::CloserTo(0.0),
         "kl_to_oracle" | "param_distance_to_oracle" | "toxigen_generation" | "toxigen_likelihood" | "muse_verbmem" => {
             Direction::LowerIsBetter
@@ -1104,6 +1127,7 @@ fn example_value(metric: &str, v: &serde_json::Value) -> f64 {
         "tofu_truth_ratio_forget" | "tofu_truth_ratio_retain" | "tofu_forget_quality" => get("truth_ratio"),
         "muse_verbmem" | "muse_knowmem_forget" | "muse_knowmem_retain" => get("rougeL_f1"),
         "mink_auc" => get("mink"),
+        "mia_loss_auc" | "mia_zlib_auc" | "mia_minkpp_auc" | "mia_reference_auc" => get("score"),
         "kl_to_oracle" => get("mean_kl"),
         // per-token negative log-likelihood of the text
         "perplexity" => -get("logprob") / get("n_tokens"),
