@@ -121,11 +121,17 @@ fn evaluate_rejects_a_response_of_the_wrong_kind() {
 fn truthfulqa_mc1_mc2_on_three_real_questions() {
     let Some(dir) = data_dir() else {
         println!("SKIPPED: no data directory (set UNLEARN_DATA_DIR)");
+        // Outside CI a missing data file skips; with the data directory set (CI) it fails, so a
+        // broken data path never passes green.
+        assert!(std::env::var_os("UNLEARN_DATA_DIR").is_none(), "the reference data above is missing although UNLEARN_DATA_DIR is set");
         return;
     };
     let path = dir.join("truthfulqa/mc_task.json");
     if !path.exists() {
         println!("SKIPPED: {} missing", path.display());
+        // Outside CI a missing data file skips; with the data directory set (CI) it fails, so a
+        // broken data path never passes green.
+        assert!(std::env::var_os("UNLEARN_DATA_DIR").is_none(), "the reference data above is missing although UNLEARN_DATA_DIR is set");
         return;
     }
     let loaded = load_mc_task(
@@ -193,11 +199,17 @@ fn truthfulqa_mc1_mc2_on_three_real_questions() {
 fn truthfulqa_full_file_loads_without_malformed_rows() {
     let Some(dir) = data_dir() else {
         println!("SKIPPED: no data directory");
+        // Outside CI a missing data file skips; with the data directory set (CI) it fails, so a
+        // broken data path never passes green.
+        assert!(std::env::var_os("UNLEARN_DATA_DIR").is_none(), "the reference data above is missing although UNLEARN_DATA_DIR is set");
         return;
     };
     let path = dir.join("truthfulqa/mc_task.json");
     if !path.exists() {
         println!("SKIPPED: {} missing", path.display());
+        // Outside CI a missing data file skips; with the data directory set (CI) it fails, so a
+        // broken data path never passes green.
+        assert!(std::env::var_os("UNLEARN_DATA_DIR").is_none(), "the reference data above is missing although UNLEARN_DATA_DIR is set");
         return;
     }
     let loaded = load_mc_task(&path, &LoadOptions::default()).unwrap();
@@ -585,11 +597,17 @@ fn recovery_relative_to_corrupted_and_oracle() {
 fn toxigen_real_file_and_lm_eval_split() {
     let Some(dir) = data_dir() else {
         println!("SKIPPED: no data directory");
+        // Outside CI a missing data file skips; with the data directory set (CI) it fails, so a
+        // broken data path never passes green.
+        assert!(std::env::var_os("UNLEARN_DATA_DIR").is_none(), "the reference data above is missing although UNLEARN_DATA_DIR is set");
         return;
     };
     let path = dir.join("toxigen/safenlp_toxigen.json");
     if !path.exists() {
         println!("SKIPPED: {} missing", path.display());
+        // Outside CI a missing data file skips; with the data directory set (CI) it fails, so a
+        // broken data path never passes green.
+        assert!(std::env::var_os("UNLEARN_DATA_DIR").is_none(), "the reference data above is missing although UNLEARN_DATA_DIR is set");
         return;
     }
     let all = evals::toxigen::load_statements(&path).unwrap();

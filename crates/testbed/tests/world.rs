@@ -269,6 +269,9 @@ fn data_or_skip(rel: &str) -> Option<PathBuf> {
         Some(d)
     } else {
         println!("SKIPPED: {} not found (set UNLEARN_DATA_DIR or run scripts/fetch-data.sh)", d.join(rel).display());
+        // Outside CI a missing data file skips; with the data directory set (CI) it fails, so a
+        // broken data path never passes green.
+        assert!(std::env::var_os("UNLEARN_DATA_DIR").is_none(), "the reference data above is missing although UNLEARN_DATA_DIR is set");
         None
     }
 }

@@ -22,6 +22,9 @@ fn tok_bin() -> Option<PathBuf> {
         Some(p)
     } else {
         println!("SKIPPED: {} is missing", p.display());
+        // Outside CI a missing data file skips; with the data directory set (CI) it fails, so a
+        // broken data path never passes green.
+        assert!(std::env::var_os("UNLEARN_DATA_DIR").is_none(), "the reference data above is missing although UNLEARN_DATA_DIR is set");
         None
     }
 }
@@ -175,6 +178,9 @@ fn hf_conversion_encodes_every_tinystories_story_like_llama2c() {
     let corpus = data_dir().join("corpora/tinystories-prefix.txt");
     let Ok(text) = std::fs::read_to_string(&corpus) else {
         println!("SKIPPED: {} is missing", corpus.display());
+        // Outside CI a missing data file skips; with the data directory set (CI) it fails, so a
+        // broken data path never passes green.
+        assert!(std::env::var_os("UNLEARN_DATA_DIR").is_none(), "the reference data above is missing although UNLEARN_DATA_DIR is set");
         return;
     };
     let tok = llama2c_tokenizer_to_hf(&path).unwrap();
