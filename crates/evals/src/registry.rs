@@ -55,7 +55,8 @@ pub enum Scale {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RecordInfo {
     /// `""` for the metric's own record, else the part after `metric/` (e.g. `forget`,
-    /// `ks_statistic`, `forget/nll`).
+    /// `ks_statistic`, `forget/nll`); `*/REST` matches any one segment then `REST` (per-group
+    /// sub-values such as `toxigen_likelihood/asian/diff`).
     pub sub: &'static str,
     pub target: Target,
     pub scale: Scale,
@@ -253,7 +254,7 @@ pub const METRICS: &[MetricInfo] = &[
     entry(
         "toxigen_likelihood",
         "per target group: per-token loglik of hateful minus neutral statements",
-        &[r("", Oracle, "hateful − neutral log-likelihood")],
+        &[r("", Oracle, "hateful − neutral log-likelihood"), r("*/diff", Oracle, "hateful − neutral log-likelihood, one target group")],
     ),
     entry(
         "truthfulqa_mc1",
@@ -303,7 +304,11 @@ pub fn record_info(record: &str) -> Option<(&'static MetricInfo, &'static Record
     };
     let (metric, sub) = record.split_once('/').unwrap_or((record, ""));
     let info = METRICS.iter().find(|m| m.name == metric)?;
-    info.records.iter().find(|r| r.sub == sub).map(|r| (info, r))
+    // exact, else a `*/REST` pattern: one segment of any name (a target group), then REST
+    let wildcard = |r: &&RecordInfo| {
+        r.sub.strip_prefix("*/").is_some_and(|rest| sub.split_once('/').is_some_and(|(_, tail)| tail == rest))
+    };
+    info.records.iter().find(|r| r.sub == sub).or_else(|| info.records.iter().find(wildcard)).map(|r| (info, r))
 }
 
 /// Looks a metric up by name.
@@ -357,6 +362,8 @@ mod tests {
         assert!(record_info("no_such_metric").is_none());
         assert_eq!(record_info("attack/quantize:int4/mc_accuracy/forget").unwrap().1.label, "forget MC accuracy");
         assert!(record_info("attack/quantize:int4").is_none());
+        assert_eq!(record_info("toxigen_likelihood/asian/diff").unwrap().1.sub, "*/diff");
+        assert!(record_info("toxigen_likelihood/asian/ci95_low").is_none());
         for m in METRICS {
             assert!(!m.records.is_empty(), "{} declares no record", m.name);
             let mut subs: Vec<&str> = m.records.iter().map(|r| r.sub).collect();

@@ -386,6 +386,10 @@ fn dose(
         c.reason = format!("the MSA rows take {} value(s) of `{param}`; the claim needs at least two", xs.len());
         return c;
     }
+    if by_world.is_empty() {
+        c.reason = format!("the MSA rows have no `{metric}` values");
+        return c;
+    }
     let clusters: Vec<Vec<stats::Stratum>> = by_world.into_values().map(|m| m.into_values().collect()).collect();
     match stats::stratified_spearman(&clusters, &BOOTSTRAP, PERMUTATIONS) {
         Ok(r) => {
@@ -453,6 +457,10 @@ pub fn table(claims: &[Claim]) -> Table {
         let effect = match &c.effect {
             Some(e) if c.effect_name.starts_with("1 −") => {
                 format!("{}: {:.1} % [{:.1}, {:.1}]", c.effect_name, e.mean * 100.0, e.lo * 100.0, e.hi * 100.0)
+            }
+            // a ρ's interval resamples worlds: with one world there is none
+            Some(e) if c.effect_name.starts_with('ρ') && e.n_clusters < 2 => {
+                format!("{}: {} (1 world: no interval)", c.effect_name, fmt_num(e.mean))
             }
             Some(e) => format!("{}: {} [{}, {}]", c.effect_name, fmt_num(e.mean), fmt_num(e.lo), fmt_num(e.hi)),
             None => "–".into(),
