@@ -118,7 +118,7 @@ fn badness(s: &Summary, kind: &Kind, r: &SummaryRow) -> Option<f64> {
             let col = s.column(rec)?;
             Some(if col.target == Target::LowerIsBetter { ratio } else { -ratio })
         }
-        Kind::Seconds => r.unlearn_seconds,
+        Kind::Seconds => r.unlearn_seconds.filter(|_| !r.cached_finetunes),
     }
 }
 
@@ -183,7 +183,11 @@ pub fn table(s: &Summary) -> Table {
                     Some((v, None)) => fmt_num(v),
                     None => "–".into(),
                 },
-                Kind::Seconds => r.unlearn_seconds.filter(|_| !r.is_reference).map_or("–".into(), |x| format!("{x:.1}")),
+                Kind::Seconds => match r.unlearn_seconds.filter(|_| !r.is_reference) {
+                    Some(x) if r.cached_finetunes => format!("{x:.1} + cached fine-tunes"),
+                    Some(x) => format!("{x:.1}"),
+                    None => "–".into(),
+                },
             };
             line.push(Cell::with(text, if is_best { Emphasis::Strong } else { Emphasis::None }));
         }
@@ -213,6 +217,12 @@ fn note(s: &Summary, cols: &[(String, Kind)]) -> String {
     }
     if s.rows.iter().all(|r| r.runs <= 1) {
         out.push_str(" One run per row: no intervals — a smoke test, not a result.");
+    }
+    if s.rows.iter().any(|r| r.headline && r.cached_finetunes) {
+        out.push_str(
+            " \"+ cached fine-tunes\": the run reused fine-tuned models cached by another cell (MSA and task \
+             negation cache them per θ_0), so its time is the arithmetic alone and is not ranked.",
+        );
     }
     let _ = write!(out, "");
     out

@@ -287,6 +287,9 @@ pub struct SummaryRow {
     pub headline: bool,
     /// Mean seconds of the method's own work (the `unlearn` stage) over the runs.
     pub unlearn_seconds: Option<f64>,
+    /// Some run reused fine-tunes cached by another cell (MSA and task negation cache them per
+    /// θ_0: the run's time is then the arithmetic alone, not comparable with the others).
+    pub cached_finetunes: bool,
 }
 
 impl SummaryRow {
@@ -517,6 +520,9 @@ fn summary_row(g: &Group, columns: &[Column]) -> SummaryRow {
         gate: if g.is_reference { Gate::Reference } else { Gate::NotMeasured },
         headline: g.is_reference,
         unlearn_seconds: (!secs.is_empty()).then(|| secs.iter().sum::<f64>() / secs.len() as f64),
+        cached_finetunes: g.cells.iter().any(|c| {
+            c.timings.stages.contains_key("method/combine") && !c.timings.stages.contains_key("method/finetune_forget")
+        }),
     }
 }
 
