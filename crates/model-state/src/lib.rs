@@ -11,7 +11,10 @@
 //!   checkpoints) and task negation (Ilharco et al., 2023, "Editing models with task arithmetic");
 //! * [`quantize_checkpoint`] writes the round-to-nearest int8 / int4 quantized-then-dequantized
 //!   state (the quantization attack on unlearning, Zhang et al., ICLR 2025);
-//! * [`distance`] and [`dot_and_norms`] are streaming reductions for evaluation.
+//! * [`distance`] and [`dot_and_norms`] are streaming reductions for evaluation;
+//! * [`for_each_chunk`] and [`map_chunks`] stream the float tensors of several states chunk by
+//!   chunk in a fixed order, for arithmetic that is not a fixed linear combination (per-tensor
+//!   projections, scales and top-k trims of task vectors).
 //!
 //! Invariant: this crate knows nothing about models or devices (no candle); it reads and writes
 //! bytes in the safetensors format (<https://github.com/huggingface/safetensors>) and never
@@ -48,6 +51,7 @@ mod files;
 mod output;
 mod quantize;
 mod reduce;
+mod tensorwise;
 mod writer;
 
 pub use combine::{combine, CombineOptions, CombineReport, COMBINE_CHUNK_ELEMS};
@@ -59,6 +63,7 @@ pub use quantize::{
 pub use files::{tensor_names_and_shapes, StateFiles, TensorEntry};
 pub use reduce::{distance, dot_and_norms, DotAndNorms};
 pub use safetensors::Dtype;
+pub use tensorwise::{for_each_chunk, map_chunks, round_f64_to, Chunk, StreamOptions, StreamReport};
 pub use writer::SafetensorsWriter;
 
 /// Elements processed per chunk by default (4 MiB of f32 accumulator).

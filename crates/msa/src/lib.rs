@@ -20,6 +20,14 @@
 //! A θ_0 the ledger marks as having seen forget data is refused unless `allow_unclean = true`,
 //! which labels the run `notes["ablation"] = "unclean-checkpoint"`. Task negation (Ilharco et
 //! al. 2023) is [`arithmetic`] with θ_0 = θ_D.
+//!
+//! Variants (issue 19; every one off by default, and the defaults write the bytes of the
+//! formula above): `variant = "orthogonal"` (τ_f minus its projection on τ_r, per tensor),
+//! `alpha_scaling = "norm_share"` (α_t = α·√T·‖τ_f‖_t/‖τ_f‖), `sparsity = f` (TIES-style trim
+//! keeping the largest ⌈f·n⌉ entries of each tensor of τ_f) and `ensemble = [...]` (τ_f and τ_r
+//! averaged over several θ_0, each fine-tune cached as above). Formulas, order and passes are
+//! in [`variants`]. Each run records its cost in `RunReport::timings` under `count/…` keys
+//! (fine-tunes, fine-tuning tokens, streaming arithmetic passes; see [`arithmetic_with`]).
 
 use anyhow::{bail, ensure, Context as _, Result};
 use lm::train::{Example, NextToken, Schedule, TrainConfig};
@@ -28,9 +36,13 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use unlearn::{check_coefficient, check_positive, parse_params, CheckpointInfo, Context, RunReport, Unlearner};
+
+pub mod variants;
+pub use variants::{AlphaScaling, Member, Shaping, Variant};
 
 /// Fallback learning rate and epochs when neither the method's table nor `[train]` sets them.
 ///
@@ -206,13 +218,22 @@ pub fn cache_dir(cache: &Path, role: &str, base: &Path, examples: &[Example], cf
     Ok(cache.join(format!("msa-{role}-{}", &digest[..16])))
 }
 
-/// θ_0 fine-tuned on `examples`, from the cache or trained and cached (atomically).
-/// Returns the folder and whether it was a cache hit.
-fn fine_tuned(ctx: &Context, role: &str, base: &Path, examples: &[Example], cfg: &TrainConfig, report: &mut RunReport) -> Result<PathBuf> {
+/// One fine-tune of θ_0: its folder, whether it came from the cache, and its cost.
+struct Tuned {
+    dir: PathBuf,
+    hit: bool,
+    /// Seconds spent training and saving (0 on a cache hit).
+    seconds: f64,
+    /// Tokens the fine-tune processes (see [`finetune_tokens`]).
+    tokens: usize,
+}
+
+/// θ_0 fine-tuned on `examples`, from the cache or trained and cached (atomically). A
+/// training run's loss curve is appended to `report`.
+fn fine_tuned(ctx: &Context, role: &str, base: &Path, examples: &[Example], cfg: &TrainConfig, report: &mut RunReport) -> Result<Tuned> {
     let dir = cache_dir(ctx.cache, role, base, examples, cfg)?;
     if lm::checkpoint::is_complete(&dir) {
-        report.notes.insert(format!("{role}_cache"), "hit".into());
-        return Ok(dir);
+        return Ok(Tuned { dir, hit: true, seconds: 0.0, tokens: finetune_tokens(examples, cfg) });
     }
     let t0 = Instant::now();
     let model = CausalLm::load(base, ctx.device, true)?;
@@ -227,9 +248,39 @@ fn fine_tuned(ctx: &Context, role: &str, base: &Path, examples: &[Example], cfg:
     unlearn::check_finite_weights(&model).with_context(|| format!("fine-tuning θ_0 on the {role} set"))?;
     lm::checkpoint::save(&model, &dir, Some(base))?;
     report.loss_curve.extend(log.steps.iter().map(|s| (s.step, s.loss)));
-    report.timings.insert(format!("finetune_{role}"), t0.elapsed().as_secs_f64());
-    report.notes.insert(format!("{role}_cache"), "miss".into());
-    Ok(dir)
+    Ok(Tuned { dir, hit: false, seconds: t0.elapsed().as_secs_f64(), tokens: log.tokens })
+}
+
+/// The tokens `lm::train::fit` processes fine-tuning on `examples` with `cfg` (each example's
+/// full length, every time it is in a batch; `max_steps` can end the last epoch early, and
+/// then the epoch's shuffle, seeded by `cfg.seed` as in `fit`, decides which examples were
+/// seen). Used for compute accounting when a fine-tune comes from the cache; a fresh
+/// fine-tune reports `fit`'s own count, and a test checks the two agree.
+pub fn finetune_tokens(examples: &[Example], cfg: &TrainConfig) -> usize {
+    use rand::seq::SliceRandom;
+    let n = examples.len();
+    let per_step = (cfg.batch_size * cfg.grad_accum).max(1);
+    let steps_per_epoch = n.div_ceil(per_step);
+    if steps_per_epoch == 0 {
+        return 0;
+    }
+    let mut total = steps_per_epoch * cfg.epochs;
+    if let Some(m) = cfg.max_steps {
+        total = total.min(m);
+    }
+    let per_epoch: usize = examples.iter().map(|e| e.tokens.len()).sum();
+    let (full, rest) = (total / steps_per_epoch, total % steps_per_epoch);
+    let mut tokens = full * per_epoch;
+    if rest > 0 {
+        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+        let mut order: Vec<usize> = vec![];
+        for _ in 0..=full {
+            order = (0..n).collect();
+            order.shuffle(&mut rng);
+        }
+        tokens += order.chunks(per_step).take(rest).flatten().map(|&i| examples[i].tokens.len()).sum::<usize>();
+    }
+    tokens
 }
 
 /// A seeded sample of `n` retain examples (all of them when there are fewer), in data order.
@@ -243,7 +294,7 @@ pub fn retain_sample(retain: &[Example], n: usize, seed: u64) -> Vec<Example> {
 /// The arithmetic shared by MSA and task negation: θ = θ_D − α·(θ_1 − θ_0) + β·(θ_2 − θ_0),
 /// with θ_1 / θ_2 = `base` fine-tuned on the forget set / a retain sample of `retain_size`
 /// examples (default: the forget set's size). Errors are prefixed with `method`; on error
-/// nothing is left at `ctx.out`.
+/// nothing is left at `ctx.out`. [`arithmetic_with`] with one base and plain shaping.
 pub fn arithmetic(
     method: &str,
     ctx: &Context,
@@ -253,41 +304,126 @@ pub fn arithmetic(
     ft: &FineTune,
     retain_size: Option<usize>,
 ) -> Result<RunReport> {
+    arithmetic_with(method, ctx, &[base.to_path_buf()], alpha, beta, ft, retain_size, &Shaping::default())
+}
+
+/// MSA with the variants of [`variants`]: τ_f and τ_r averaged over the base points `bases`
+/// (each fine-tuned and cached as in [`arithmetic`]; the same retain sample for all), τ_f
+/// shaped by `shaping`, then θ = θ_D − α_t·τ_f'' + β·τ_r.
+///
+/// Compute accounting goes into the report's `timings` map (the only numeric map of
+/// [`RunReport`]), under `count/…` keys that are counts, not seconds:
+/// `count/finetunes`, `count/finetune_tokens_forget`, `count/finetune_tokens_retain`,
+/// `count/finetune_tokens` (their sum) and `count/arithmetic_passes`. Fine-tunes are counted
+/// whether trained now or read from the cache (a cache hit is a saving of the sweep, not of
+/// the method; the `*_cache` notes say which).
+#[allow(clippy::too_many_arguments)]
+pub fn arithmetic_with(
+    method: &str,
+    ctx: &Context,
+    bases: &[PathBuf],
+    alpha: f64,
+    beta: f64,
+    ft: &FineTune,
+    retain_size: Option<usize>,
+    shaping: &Shaping,
+) -> Result<RunReport> {
     let run = || -> Result<RunReport> {
         unlearn::clear_out(ctx.out)?;
         check_coefficient(method, "alpha", alpha)?;
         check_coefficient(method, "beta", beta)?;
+        shaping.check(method)?;
+        ensure!(!bases.is_empty(), "method {method}: no base checkpoint");
         unlearn::check_has_targets(method, "forget", ctx.forget)?;
-        check_compatible(base, ctx.final_model)?;
+        for base in bases {
+            check_compatible(base, ctx.final_model)?;
+        }
+        let single = bases.len() == 1;
         let mut report = RunReport { out: ctx.out.to_path_buf(), ..Default::default() };
-        report.notes.insert("base".into(), base.display().to_string().into());
-        let mut terms: Vec<(f64, PathBuf)> = vec![(1.0, ctx.final_model.to_path_buf())];
+        let paths = |ps: &[PathBuf]| -> serde_json::Value {
+            if single {
+                ps[0].display().to_string().into()
+            } else {
+                ps.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().into()
+            }
+        };
+        report.notes.insert("base".into(), paths(bases));
+        let orthogonal = alpha != 0.0 && shaping.variant == Variant::Orthogonal;
+        let mut members: Vec<Member> = bases.iter().map(|b| Member { base: b.clone(), forget: None, retain: None }).collect();
+        let mut finetunes = 0usize;
+        let mut tokens: BTreeMap<&str, usize> = BTreeMap::from([("forget", 0), ("retain", 0)]);
+        let mut tune = |role: &'static str, examples: &[Example], report: &mut RunReport| -> Result<Vec<PathBuf>> {
+            let cfg = ft.train_config(&ctx.train, examples.len(), ctx.seed);
+            let mut dirs = vec![];
+            let (mut hits, mut seconds, mut trained) = (vec![], 0.0, false);
+            for base in bases {
+                let t = fine_tuned(ctx, role, base, examples, &cfg, report)?;
+                finetunes += 1;
+                *tokens.get_mut(role).expect("role") += t.tokens;
+                hits.push(serde_json::Value::from(if t.hit { "hit" } else { "miss" }));
+                seconds += t.seconds;
+                trained |= !t.hit;
+                dirs.push(t.dir);
+            }
+            let note = if single { hits.pop().expect("one") } else { hits.into() };
+            report.notes.insert(format!("{role}_cache"), note);
+            if trained {
+                report.timings.insert(format!("finetune_{role}"), seconds);
+            }
+            Ok(dirs)
+        };
         if alpha != 0.0 {
-            let cfg = ft.train_config(&ctx.train, ctx.forget.len(), ctx.seed);
-            terms.push((-alpha, fine_tuned(ctx, "forget", base, ctx.forget, &cfg, &mut report)?));
+            for (m, dir) in members.iter_mut().zip(tune("forget", ctx.forget, &mut report)?) {
+                m.forget = Some(dir);
+            }
         }
-        if beta != 0.0 {
+        if beta != 0.0 || orthogonal {
             let n = retain_size.unwrap_or(ctx.forget.len());
-            ensure!(n > 0, "method {method}: retain_size must be positive when beta ≠ 0");
+            ensure!(n > 0, "method {method}: retain_size must be positive when beta ≠ 0 or variant = \"orthogonal\"");
             let sample = retain_sample(ctx.retain, n, ctx.seed);
+            let why = if beta != 0.0 { format!("beta = {beta}") } else { "variant = \"orthogonal\"".to_string() };
             unlearn::check_has_targets(method, "retain", &sample)
-                .with_context(|| format!("method {method}: beta = {beta} needs retain examples"))?;
+                .with_context(|| format!("method {method}: {why} needs retain examples"))?;
             report.notes.insert("retain_sample".into(), sample.len().into());
-            let cfg = ft.train_config(&ctx.train, sample.len(), ctx.seed);
-            terms.push((beta, fine_tuned(ctx, "retain", base, &sample, &cfg, &mut report)?));
+            for (m, dir) in members.iter_mut().zip(tune("retain", &sample, &mut report)?) {
+                m.retain = Some(dir);
+            }
         }
-        if alpha - beta != 0.0 {
-            terms.push((alpha - beta, base.to_path_buf()));
-        }
-        report.notes.insert(
-            "terms".into(),
-            terms.iter().map(|(c, p)| serde_json::json!([c, p.display().to_string()])).collect::<Vec<_>>().into(),
-        );
         let t0 = Instant::now();
-        let opts = model_state::CombineOptions { overwrite: true, ..Default::default() };
-        let combined = model_state::combine(&terms, ctx.out, &opts)?;
+        let applied = variants::apply(ctx.final_model, &members, alpha, beta, shaping, ctx.out)?;
         report.timings.insert("combine".into(), t0.elapsed().as_secs_f64());
-        report.notes.insert("combine_bytes_read".into(), combined.bytes_read.into());
+        match &applied.terms {
+            Some(terms) => {
+                report.notes.insert(
+                    "terms".into(),
+                    terms.iter().map(|(c, p)| serde_json::json!([c, p.display().to_string()])).collect::<Vec<_>>().into(),
+                );
+            }
+            None => {
+                let shape = serde_json::json!({
+                    "variant": shaping.variant.name(),
+                    "alpha_scaling": shaping.alpha_scaling.name(),
+                    "sparsity": shaping.sparsity,
+                    "projection_removed": applied.projection_removed,
+                    "trim_kept_norm": applied.trim_kept_norm,
+                    "alpha_range": applied.alpha_range.map(|(lo, hi)| [lo, hi]),
+                });
+                report.notes.insert("shaping".into(), shape);
+                report.notes.insert("forget_models".into(), paths(&members.iter().filter_map(|m| m.forget.clone()).collect::<Vec<_>>()));
+                if let Some(r) = members.iter().map(|m| m.retain.clone()).collect::<Option<Vec<_>>>() {
+                    report.notes.insert("retain_models".into(), paths(&r));
+                }
+            }
+        }
+        report.notes.insert("combine_bytes_read".into(), applied.bytes_read.into());
+        let count = |k: &str, v: usize| (format!("count/{k}"), v as f64);
+        report.timings.extend([
+            count("finetunes", finetunes),
+            count("finetune_tokens_forget", tokens["forget"]),
+            count("finetune_tokens_retain", tokens["retain"]),
+            count("finetune_tokens", tokens["forget"] + tokens["retain"]),
+            count("arithmetic_passes", applied.passes),
+        ]);
         Ok(report)
     };
     let result = run().with_context(|| format!("method {method}: unlearning {} failed", ctx.final_model.display()));
@@ -309,8 +445,30 @@ fn default_lr() -> f64 {
 fn default_epochs() -> usize {
     DEFAULT_EPOCHS
 }
+fn default_variant() -> String {
+    "plain".into()
+}
+fn default_alpha_scaling() -> String {
+    "uniform".into()
+}
+fn default_sparsity() -> f64 {
+    1.0
+}
 
-/// Parameters of `msa`.
+/// `ensemble` as written: an array of selectors, or one string of selectors separated by `+`
+/// or `,` (the form a sweep config can give, where every array is a grid axis; `+` keeps the
+/// sweep's cell keys, which separate parameters with `,`, readable).
+fn selectors<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<Vec<String>>, D::Error> {
+    use serde::de::Error;
+    let bad = || D::Error::custom("ensemble must be a string of checkpoint selectors separated by '+' (or ',') or an array of selectors");
+    match toml::Value::deserialize(d)? {
+        toml::Value::String(s) => Ok(Some(s.split(['+', ',']).map(|p| p.trim().to_string()).collect())),
+        toml::Value::Array(items) => items.into_iter().map(|v| v.as_str().map(str::to_string).ok_or_else(bad)).collect::<Result<Vec<_>, _>>().map(Some),
+        _ => Err(bad()),
+    }
+}
+
+/// Parameters of `msa`. The defaults are MSA as published (and as before issue 19, bit for bit).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MsaParams {
@@ -331,11 +489,31 @@ pub struct MsaParams {
     /// Size of the retain sample for τ_r (default: the forget set's size).
     #[serde(default)]
     pub retain_size: Option<usize>,
+    /// "plain", or "orthogonal": τ_f minus its projection on τ_r, tensor by tensor (the retain
+    /// vector is then fine-tuned even when beta = 0). See [`variants`].
+    #[serde(default = "default_variant")]
+    pub variant: String,
+    /// "uniform" (one α), or "norm_share": α_t = α·√T·‖τ_f‖_t/‖τ_f‖ per tensor (mean α_t² = α²).
+    #[serde(default = "default_alpha_scaling")]
+    pub alpha_scaling: String,
+    /// Fraction 0 < f ≤ 1 of each tensor's τ_f entries kept (largest |·|; 1 = dense).
+    #[serde(default = "default_sparsity")]
+    pub sparsity: f64,
+    /// Several θ_0 (selectors as in `checkpoint`): τ_f and τ_r are averaged over them. An
+    /// array, or one string with the selectors separated by `+` or `,` (in a sweep config,
+    /// where an array is a grid axis: `ensemble = "distance:0+distance:1"`). Excludes
+    /// `checkpoint`.
+    #[serde(default, deserialize_with = "selectors")]
+    pub ensemble: Option<Vec<String>>,
 }
 
 pub struct Msa {
     pub params: MsaParams,
+    /// θ_0, from `checkpoint` (the first of `ensemble` when that is given).
     pub base: BasePoint,
+    /// Every θ_0 with the selector it came from: `checkpoint` alone, or the `ensemble`.
+    pub bases: Vec<(String, BasePoint)>,
+    pub shaping: Shaping,
 }
 
 impl Msa {
@@ -343,11 +521,35 @@ impl Msa {
 
     pub fn from_params(params: &toml::Table) -> Result<Msa> {
         let p: MsaParams = parse_params(Self::NAME, params)?;
-        check_coefficient(Self::NAME, "alpha", p.alpha)?;
-        check_coefficient(Self::NAME, "beta", p.beta)?;
-        check_positive(Self::NAME, "lr", p.lr)?;
-        let base = BasePoint::parse(&p.checkpoint).with_context(|| format!("method {}", Self::NAME))?;
-        Ok(Msa { params: p, base })
+        let name = Self::NAME;
+        check_coefficient(name, "alpha", p.alpha)?;
+        check_coefficient(name, "beta", p.beta)?;
+        check_positive(name, "lr", p.lr)?;
+        let variant = Variant::parse(&p.variant).with_context(|| format!("method {name}: parameter variant = {:?} is invalid", p.variant))?;
+        let alpha_scaling = AlphaScaling::parse(&p.alpha_scaling)
+            .with_context(|| format!("method {name}: parameter alpha_scaling = {:?} is invalid", p.alpha_scaling))?;
+        variants::check_sparsity(name, p.sparsity)?;
+        let shaping = Shaping { variant, alpha_scaling, sparsity: p.sparsity };
+        let bases = match &p.ensemble {
+            None => vec![(p.checkpoint.clone(), BasePoint::parse(&p.checkpoint).with_context(|| format!("method {name}"))?)],
+            Some(_) if params.contains_key("checkpoint") => bail!(
+                "method {name}: parameters ensemble and checkpoint are both given; ensemble lists every θ_0 \
+                 (e.g. ensemble = \"distance:0+distance:1\"), so drop checkpoint"
+            ),
+            Some(list) => {
+                ensure!(!list.is_empty(), "method {name}: parameter ensemble is empty (list at least one checkpoint selector)");
+                let mut bases = vec![];
+                for (i, sel) in list.iter().enumerate() {
+                    let b = BasePoint::parse(sel).with_context(|| format!("method {name}: parameter ensemble, entry {} ({sel:?})", i + 1))?;
+                    if let Some((first, _)) = bases.iter().find(|(_, q)| *q == b) {
+                        bail!("method {name}: parameter ensemble lists {first:?} twice");
+                    }
+                    bases.push((sel.clone(), b));
+                }
+                bases
+            }
+        };
+        Ok(Msa { base: bases[0].1.clone(), bases, shaping, params: p })
     }
 }
 
@@ -357,23 +559,39 @@ impl Unlearner for Msa {
     }
 
     fn run(&self, ctx: &Context) -> Result<RunReport> {
-        let base = select_base(&self.base, ctx.checkpoints)
-            .with_context(|| format!("method {}: checkpoint = {:?}", Self::NAME, self.params.checkpoint))?;
-        let unclean = base.ledger.as_ref().is_some_and(|c| !c.clean);
-        if unclean && !self.params.allow_unclean {
-            let c = base.ledger.as_ref().map(|c| c.step).unwrap_or_default();
-            unlearn::clear_out(ctx.out)?;
-            bail!(
-                "method {}: checkpoint = {:?} selects step {c} ({}), which the exposure ledger marks as having seen forget data; \
-                 set allow_unclean = true to run this as a labelled ablation",
-                Self::NAME,
-                self.params.checkpoint,
-                base.path.display()
-            );
+        let name = Self::NAME;
+        let ensemble = self.params.ensemble.is_some();
+        let mut chosen: Vec<Base> = vec![];
+        for (sel, spec) in &self.bases {
+            let key = if ensemble { "ensemble entry" } else { "checkpoint =" };
+            let base = select_base(spec, ctx.checkpoints).with_context(|| format!("method {name}: {key} {sel:?}"))?;
+            if let Some(c) = base.ledger.as_ref().filter(|c| !c.clean) {
+                if !self.params.allow_unclean {
+                    unlearn::clear_out(ctx.out)?;
+                    bail!(
+                        "method {name}: {key} {sel:?} selects step {} ({}), which the exposure ledger marks as having seen forget data; \
+                         set allow_unclean = true to run this as a labelled ablation",
+                        c.step,
+                        base.path.display()
+                    );
+                }
+            }
+            if let Some((other, _)) = self.bases.iter().zip(&chosen).find(|(_, b)| same_folder(&b.path, &base.path)) {
+                unlearn::clear_out(ctx.out)?;
+                bail!("method {name}: ensemble entries {:?} and {sel:?} select the same checkpoint {}", other.0, base.path.display());
+            }
+            chosen.push(base);
         }
+        let unclean = chosen.iter().any(|b| b.ledger.as_ref().is_some_and(|c| !c.clean));
         let ft = FineTune { lr: self.params.lr, epochs: self.params.epochs };
-        let mut report = arithmetic(Self::NAME, ctx, &base.path, self.params.alpha, self.params.beta, &ft, self.params.retain_size)?;
-        if let Some(c) = &base.ledger {
+        let paths: Vec<PathBuf> = chosen.iter().map(|b| b.path.clone()).collect();
+        let mut report = arithmetic_with(name, ctx, &paths, self.params.alpha, self.params.beta, &ft, self.params.retain_size, &self.shaping)?;
+        if ensemble {
+            let steps: Vec<serde_json::Value> = chosen.iter().map(|b| b.ledger.as_ref().map(|c| c.step).into()).collect();
+            let clean: Vec<serde_json::Value> = chosen.iter().map(|b| b.ledger.as_ref().map(|c| c.clean).into()).collect();
+            report.notes.insert("base_step".into(), steps.into());
+            report.notes.insert("base_clean".into(), clean.into());
+        } else if let Some(c) = &chosen[0].ledger {
             report.notes.insert("base_step".into(), c.step.into());
             report.notes.insert("base_clean".into(), c.clean.into());
         }
@@ -382,4 +600,9 @@ impl Unlearner for Msa {
         }
         Ok(report)
     }
+}
+
+/// Whether two paths name the same folder.
+fn same_folder(a: &Path, b: &Path) -> bool {
+    a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
 }
