@@ -30,7 +30,7 @@ pub const KNOWN_METHOD_KINDS: &[&str] =
 /// override). Must match the parameter structs of the method crates (a test checks it).
 pub const KNOWN_METHOD_PARAMS: &[(&str, &[&str])] = &[
     // θ = θ_D − α·τ_f + β·τ_r with τ from checkpoint θ_0 ("latest-clean", "distance:k", "step:N" or "path:DIR")
-    ("msa", &["alpha", "beta", "checkpoint", "allow_unclean", "retain_size"]),
+    ("msa", &["alpha", "beta", "checkpoint", "variant", "alpha_scaling", "sparsity", "ensemble", "allow_unclean", "retain_size"]),
     ("task_negation", &["alpha"]),
     ("gradient_ascent", &[]),
     ("gradient_difference", &["lambda", "retain_loss"]),
