@@ -26,7 +26,7 @@
 use std::collections::BTreeMap;
 
 use crate::aggregate::{groups, Group, BOOTSTRAP};
-use crate::compare::distances;
+use crate::compare::{paired_distances, wilcoxon_against_zero};
 use crate::fmt_num;
 use crate::plots::checkpoint_distance;
 use crate::render::{Cell, Emphasis, Table};
@@ -38,6 +38,8 @@ pub const CLAIM_METRICS: &[&str] = &["mc_accuracy/forget", "kl_to_oracle/forget"
 
 /// Permutations of the Spearman tests.
 pub const PERMUTATIONS: usize = 2000;
+
+const NO_SHARED_EXAMPLES: &str = "no per-example values shared by both rows and the oracle";
 
 /// The family-wise error rate of the verdicts.
 pub const ALPHA: f64 = 0.05;
@@ -290,20 +292,14 @@ fn paired(
 ) -> Claim {
     let mut c = Claim::untested(model, id, claim, "paper", metric, String::new());
     c.effect_name = format!("MSA − {other_name} (Δ)");
-    let (dm, dother) = (distances(msa, oracle, metric), distances(other, oracle, metric));
-    let worlds: Vec<u64> = dm.keys().filter(|w| dother.contains_key(w)).copied().collect();
-    if worlds.is_empty() {
-        c.reason = "no per-example values shared by both rows and the oracle".into();
+    let Some((a, b)) = paired_distances(msa, other, oracle, metric) else {
+        c.reason = NO_SHARED_EXAMPLES.into();
         return c;
-    }
-    let a: Vec<Vec<(String, f64)>> = worlds.iter().map(|w| dm[w].clone()).collect();
-    let b: Vec<Vec<(String, f64)>> = worlds.iter().map(|w| dother[w].clone()).collect();
+    };
     match (stats::paired_differences(&a, &b), stats::paired_cluster_bootstrap_mean_ci(&a, &b, &BOOTSTRAP)) {
         (Ok(d), Ok(i)) => {
-            let pooled = d.concat();
-            let zeros = vec![0.0; pooled.len()];
             c.effect = Some(i);
-            c.p_value = stats::wilcoxon_signed_rank_auto(&pooled, &zeros).ok().map(|w| w.p_value);
+            c.p_value = wilcoxon_against_zero(&d).map(|w| w.p_value);
             c.verdict = Verdict::Inconclusive;
         }
         (Err(e), _) | (_, Err(e)) => c.reason = format!("cannot pair the examples: {e:#}"),
@@ -324,14 +320,10 @@ fn reduction(
 ) -> Claim {
     let mut c = Claim::untested(model, "(s)", CLAIM_S, "summary", metric, String::new());
     c.effect_name = format!("1 − Δ_MSA / Δ_{best_name}");
-    let (dm, db) = (distances(msa, oracle, metric), distances(best, oracle, metric));
-    let worlds: Vec<u64> = dm.keys().filter(|w| db.contains_key(w)).copied().collect();
-    let a: Vec<Vec<(String, f64)>> = worlds.iter().map(|w| dm[w].clone()).collect();
-    let b: Vec<Vec<(String, f64)>> = worlds.iter().map(|w| db[w].clone()).collect();
-    if worlds.is_empty() {
-        c.reason = "no per-example values shared by both rows and the oracle".into();
+    let Some((a, b)) = paired_distances(msa, best, oracle, metric) else {
+        c.reason = NO_SHARED_EXAMPLES.into();
         return c;
-    }
+    };
     match stats::paired_cluster_bootstrap_reduction_ci(&a, &b, &BOOTSTRAP) {
         Ok(i) => {
             c.effect = Some(i);

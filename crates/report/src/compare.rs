@@ -64,7 +64,7 @@ impl Comparison {
 /// Per world, per example (by key): the distance to the oracle averaged over the group's runs
 /// of that world. Worlds where a run lacks usable per-example values, or has an example the
 /// oracle does not, are left out.
-pub(crate) fn distances(group: &Group, oracle: &Group, metric: &str) -> BTreeMap<u64, Vec<(String, f64)>> {
+fn distances(group: &Group, oracle: &Group, metric: &str) -> BTreeMap<u64, Vec<(String, f64)>> {
     let already_distance = metric.starts_with("kl_to_oracle");
     let oracle_by_world = oracle.by_world(metric);
     let mut out = BTreeMap::new();
@@ -122,6 +122,26 @@ pub(crate) fn distances(group: &Group, oracle: &Group, metric: &str) -> BTreeMap
     out
 }
 
+/// Per world, per example (id, distance to the oracle): the clusters of two rows over the
+/// worlds both have, in world order; `None` when they share no world.
+pub(crate) type Clusters = Vec<Vec<(String, f64)>>;
+
+pub(crate) fn paired_distances(a: &Group, b: &Group, oracle: &Group, metric: &str) -> Option<(Clusters, Clusters)> {
+    let (da, db) = (distances(a, oracle, metric), distances(b, oracle, metric));
+    let worlds: Vec<u64> = da.keys().filter(|w| db.contains_key(w)).copied().collect();
+    if worlds.is_empty() {
+        return None;
+    }
+    Some((worlds.iter().map(|w| da[w].clone()).collect(), worlds.iter().map(|w| db[w].clone()).collect()))
+}
+
+/// Wilcoxon signed-rank of paired differences (all clusters pooled) against zero; `None` when
+/// every difference is zero.
+pub(crate) fn wilcoxon_against_zero(differences: &[Vec<f64>]) -> Option<stats::Wilcoxon> {
+    let pooled = differences.concat();
+    stats::wilcoxon_signed_rank_auto(&pooled, &vec![0.0; pooled.len()]).ok()
+}
+
 fn usable(m: &crate::results::MetricFile) -> bool {
     !m.per_example.is_empty() && m.per_example.iter().all(|v| v.is_finite())
 }
@@ -154,22 +174,13 @@ pub fn comparisons(cells: &[CellFile]) -> Vec<Comparison> {
         for m in &msa {
             for o in &others {
                 for &metric in COMPARISON_METRICS {
-                    let dm = distances(m, oracle, metric);
-                    let dother = distances(o, oracle, metric);
-                    let worlds: Vec<u64> = dm.keys().filter(|w| dother.contains_key(w)).copied().collect();
-                    if worlds.is_empty() {
-                        continue;
-                    }
-                    let a: Vec<Vec<(String, f64)>> = worlds.iter().map(|w| dm[w].clone()).collect();
-                    let b: Vec<Vec<(String, f64)>> = worlds.iter().map(|w| dother[w].clone()).collect();
+                    let Some((a, b)) = paired_distances(m, o, oracle, metric) else { continue };
                     let (Ok(d), Ok(difference)) = (
                         stats::paired_differences(&a, &b),
                         stats::paired_cluster_bootstrap_mean_ci(&a, &b, &BOOTSTRAP),
                     ) else {
                         continue;
                     };
-                    let pooled: Vec<f64> = d.concat();
-                    let zeros = vec![0.0; pooled.len()];
                     let mean_of_means = |c: &[Vec<(String, f64)>]| {
                         c.iter().map(|w| w.iter().map(|(_, v)| v).sum::<f64>() / w.len() as f64).sum::<f64>()
                             / c.len() as f64
@@ -179,12 +190,12 @@ pub fn comparisons(cells: &[CellFile]) -> Vec<Comparison> {
                         msa: label(m),
                         other: label(o),
                         metric: metric.to_owned(),
-                        worlds: worlds.len(),
-                        pairs: pooled.len(),
+                        worlds: a.len(),
+                        pairs: d.iter().map(Vec::len).sum(),
                         msa_distance: mean_of_means(&a),
                         other_distance: mean_of_means(&b),
                         difference,
-                        wilcoxon: stats::wilcoxon_signed_rank_auto(&pooled, &zeros).ok(),
+                        wilcoxon: wilcoxon_against_zero(&d),
                         holm: None,
                     });
                 }

@@ -20,7 +20,7 @@ use std::fmt::Write as _;
 use crate::fmt_num;
 use crate::render::{Cell, Emphasis, Table};
 use crate::results::{Scale, Target, REFERENCE_RETRAIN};
-use crate::tables::{cell_text, gate_cell, Stat, Summary, SummaryRow};
+use crate::tables::{cell_text, gate_cell, Summary, SummaryRow};
 
 /// Columns of the headline table, the method's included.
 pub const MAX_COLUMNS: usize = 8;
@@ -101,16 +101,7 @@ pub fn rows(s: &Summary) -> Vec<&SummaryRow> {
 /// How a column ranks a row (smaller is better); `None`: not ranked.
 fn badness(s: &Summary, kind: &Kind, r: &SummaryRow) -> Option<f64> {
     match kind {
-        Kind::Value(rec) => {
-            let col = s.column(rec)?;
-            let st = r.stats.get(rec)?;
-            match col.target {
-                Target::TowardOracle => st.distance,
-                Target::HigherIsBetter => Some(-st.mean),
-                Target::LowerIsBetter => Some(st.mean),
-                _ => None,
-            }
-        }
+        Kind::Value(rec) => s.column(rec)?.badness(r.stats.get(rec)?),
         Kind::ForgetQuality => r.stats.get("tofu_forget_quality").map(|st| -st.mean),
         // utility: closer to the oracle's is better only up to 1; higher ratios are fine
         Kind::RatioToOracle(rec) => {
@@ -128,10 +119,6 @@ fn ratio_to_oracle(s: &Summary, r: &SummaryRow, rec: &str) -> Option<(f64, Optio
     let ratio = crate::tables::world_ratio(st, o)?;
     let interval = st.interval.filter(|_| o.mean != 0.0).map(|(lo, hi)| (lo / o.mean, hi / o.mean));
     Some((ratio, interval))
-}
-
-fn value_text(st: &Stat) -> String {
-    st.text()
 }
 
 /// The headline table of one model.
@@ -174,7 +161,7 @@ pub fn table(s: &Summary) -> Table {
                 Kind::ForgetQuality => match r.stats.get("tofu_forget_quality") {
                     Some(st) => {
                         let d = r.stats.get("tofu_forget_quality/ks_statistic").map(|d| format!(" (D {})", fmt_num(d.mean)));
-                        format!("{}{}", value_text(st), d.unwrap_or_default())
+                        format!("{}{}", st.text(), d.unwrap_or_default())
                     }
                     None => "–".into(),
                 },
@@ -224,6 +211,5 @@ fn note(s: &Summary, cols: &[(String, Kind)]) -> String {
              negation cache them per θ_0), so its time is the arithmetic alone and is not ranked.",
         );
     }
-    let _ = write!(out, "");
     out
 }

@@ -316,6 +316,17 @@ pub struct Column {
 }
 
 impl Column {
+    /// How a cell of this column ranks (smaller is better): Δ toward the oracle, the value by
+    /// its direction otherwise; `None` for informational columns (never ranked).
+    pub fn badness(&self, st: &Stat) -> Option<f64> {
+        match self.target {
+            Target::TowardOracle => st.distance,
+            Target::HigherIsBetter => Some(-st.mean),
+            Target::LowerIsBetter => Some(st.mean),
+            Target::Informational | Target::Duplicate => None,
+        }
+    }
+
     /// The header: the label, what it is read against, and the oracle's value and the noise
     /// floor when there are: `forget MC accuracy (→ oracle 0.196, floor 0.058)`.
     pub fn header(&self, s: &Summary) -> String {
@@ -680,12 +691,7 @@ fn score_against_oracle(s: &mut Summary) {
                 }
             }
         }
-        let badness = |st: &Stat| match col.target {
-            Target::TowardOracle => st.distance,
-            Target::HigherIsBetter => Some(-st.mean),
-            Target::LowerIsBetter => Some(st.mean),
-            Target::Informational | Target::Duplicate => None,
-        };
+        let badness = |st: &Stat| col.badness(st);
         let best = s
             .rows
             .iter()
