@@ -128,4 +128,13 @@ fn a_killed_sweep_resumes_without_missing_or_duplicate_cells_and_same_numbers() 
         assert_eq!(a.file_name(), b.file_name());
         assert_eq!(metrics_of(a), metrics_of(b), "{}: resumed and uninterrupted runs differ", a.display());
     }
+    // configs/tiny.toml's [attacks] ran: every cell, references included, was scored again after
+    // each quantization, into records that carry the attacked record's declared target
+    for f in &fresh {
+        let m = metrics_of(f);
+        for attack in ["quantize:int8", "quantize:int4:g128"] {
+            let r = &m[format!("attack/{attack}/mc_accuracy/forget")];
+            assert_eq!(r["target"], "toward_oracle", "{}: no {attack} record: {r}", f.display());
+        }
+    }
 }
