@@ -12,7 +12,7 @@
 //!   full tables, comparisons): every table is one [`render::Table`] rendered three ways;
 //! - `plots/*.svg`, and `plots/*.png` for the figures a paper would use (800 × 520);
 //! - `long.csv` and `long.parquet`: one row per cell × metric (sweep, cell, method, kind,
-//!   params, model, world_seed, seed, metric, value, direction); in Parquet the strings are
+//!   params, model, world_seed, seed, metric, value, direction, target); in Parquet the strings are
 //!   UTF-8, `world_seed` and `seed` unsigned 64-bit integers and `value` a nullable f64 (null
 //!   where the CSV is empty: a missing or non-finite value).
 //!

@@ -46,6 +46,9 @@ pub struct LongRow {
     /// `None` for a non-finite value.
     pub value: Option<f64>,
     pub direction: String,
+    /// How the record is judged (`toward_oracle`, `higher_is_better`, ...): as the cell
+    /// recorded it, else as `evals::registry` declares it, else empty.
+    pub target: String,
 }
 
 /// The long table of all successful cells, sorted by (cell, metric).
@@ -66,18 +69,29 @@ pub fn long_rows(cells: &[CellFile]) -> Vec<LongRow> {
                 metric: metric.clone(),
                 value: m.value.filter(|v| v.is_finite()),
                 direction: m.direction.as_str(),
+                target: m
+                    .target
+                    .or_else(|| evals::registry::record_info(metric).map(|(_, r)| r.target))
+                    .map_or_else(String::new, |t| t.as_str().to_owned()),
             });
         }
     }
     rows
 }
 
-/// Writes the long table as CSV (RFC 4180 quoting; an empty `value` is a non-finite one).
+/// The columns of the long table, in order (CSV header and Parquet schema).
+pub const LONG_COLUMNS: &[&str] =
+    &["sweep", "cell", "method", "kind", "params", "model", "world_seed", "seed", "metric", "value", "direction", "target"];
+
+/// Writes the long table as CSV (RFC 4180 quoting by the `csv` crate; an empty `value` is a
+/// non-finite one, an empty `target` a record no cell and no registry entry declares).
 pub fn write_long_csv(rows: &[LongRow], path: &Path) -> Result<()> {
-    let mut out = String::from("sweep,cell,method,kind,params,model,world_seed,seed,metric,value,direction\n");
+    let ctx = || format!("{}: cannot write", path.display());
+    let mut w = csv::Writer::from_path(path).with_context(ctx)?;
+    w.write_record(LONG_COLUMNS).with_context(ctx)?;
     for r in rows {
         let value = r.value.map(|v| format!("{v}")).unwrap_or_default();
-        let fields = [
+        w.write_record([
             r.sweep.as_str(),
             &r.cell,
             &r.method,
@@ -89,12 +103,11 @@ pub fn write_long_csv(rows: &[LongRow], path: &Path) -> Result<()> {
             &r.metric,
             &value,
             &r.direction,
-        ];
-        let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
-        out.push_str(&line.join(","));
-        out.push('\n');
+            &r.target,
+        ])
+        .with_context(ctx)?;
     }
-    std::fs::write(path, out).with_context(|| format!("{}: cannot write", path.display()))
+    w.flush().with_context(ctx)
 }
 
 /// The Parquet schema of the long table: the CSV's columns with their types. `world_seed` and
@@ -111,6 +124,7 @@ pub const LONG_PARQUET_SCHEMA: &str = "message long {
     REQUIRED BYTE_ARRAY metric (STRING);
     OPTIONAL DOUBLE value;
     REQUIRED BYTE_ARRAY direction (STRING);
+    REQUIRED BYTE_ARRAY target (STRING);
 }";
 
 /// Writes the long table as Parquet (one uncompressed row group, [`LONG_PARQUET_SCHEMA`]), the
@@ -154,6 +168,7 @@ pub fn write_long_parquet(rows: &[LongRow], path: &Path) -> Result<()> {
                 col.typed::<DoubleType>().write_batch(&present, Some(&levels), None)
             }
             10 => col.typed::<ByteArrayType>().write_batch(&strings(|r| &r.direction), None, None),
+            11 => col.typed::<ByteArrayType>().write_batch(&strings(|r| &r.target), None, None),
             _ => anyhow::bail!("{}: the Parquet schema has more columns than the long table", path.display()),
         };
         written.with_context(|| ctx(&format!("column {column}")))?;
@@ -163,14 +178,6 @@ pub fn write_long_parquet(rows: &[LongRow], path: &Path) -> Result<()> {
     group.close().with_context(|| ctx("row group"))?;
     writer.close().with_context(|| ctx("footer"))?;
     Ok(())
-}
-
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_owned()
-    }
 }
 
 /// One table cell: the mean over world seeds (of each world's mean over method seeds), the

@@ -154,12 +154,12 @@ fn report_on_a_fixed_results_folder() {
 
     let csv = std::fs::read_to_string(out.join("long.csv")).unwrap();
     let lines: Vec<&str> = csv.lines().collect();
-    assert_eq!(lines[0], "sweep,cell,method,kind,params,model,world_seed,seed,metric,value,direction");
+    assert_eq!(lines[0], "sweep,cell,method,kind,params,model,world_seed,seed,metric,value,direction,target");
     assert_eq!(lines.len(), 1 + 11 * 4);
     assert!(lines.contains(
-        &"s,msa-a2-1,msa,msa,alpha=2;beta=0;checkpoint=latest-clean,m,0,1,kl_to_oracle/forget,0.3,lower_is_better"
+        &"s,msa-a2-1,msa,msa,alpha=2;beta=0;checkpoint=latest-clean,m,0,1,kl_to_oracle/forget,0.3,lower_is_better,toward_oracle"
     ));
-    assert!(lines.contains(&"s,ga-0,gradient_ascent,gradient_ascent,,m,0,0,muse_privleak,-3,closer_to:0"));
+    assert!(lines.contains(&"s,ga-0,gradient_ascent,gradient_ascent,,m,0,0,muse_privleak,-3,closer_to:0,toward_oracle"));
     assert!(!csv.contains("ga-1"), "failed cells have no metric rows");
     assert_eq!(parquet_as_csv(&out.join("long.parquet")), csv);
 
@@ -240,24 +240,29 @@ fn long_parquet_keeps_nulls_types_and_large_seeds() {
         metric: "privleak".into(),
         value,
         direction: "closer_to:0".into(),
+        target: if seed == 7 { String::new() } else { "toward_oracle".into() },
     };
     // u64::MAX needs the unsigned annotation (as i64 it would read back as -1).
-    let rows = vec![row(0, Some(-0.125)), row(u64::MAX, None), row(7, Some(2.5e-7)), row(8, None)];
+    let mut rows = vec![row(0, Some(-0.125)), row(u64::MAX, None), row(7, Some(2.5e-7)), row(8, None)];
+    // a field that needs RFC 4180 quoting: a comma and a double quote
+    rows[3].params = "checkpoint=path:a,\"b\"".into();
     let tmp = tempfile::tempdir().unwrap();
     let (csv, pq) = (tmp.path().join("l.csv"), tmp.path().join("l.parquet"));
     write_long_csv(&rows, &csv).unwrap();
     write_long_parquet(&rows, &pq).unwrap();
-    let expected = "sweep,cell,method,kind,params,model,world_seed,seed,metric,value,direction\n\
-                    s,c0,msa,msa,alpha=1.5;beta=0,m,1,0,privleak,-0.125,closer_to:0\n\
-                    s,c18446744073709551615,msa,msa,alpha=1.5;beta=0,m,0,18446744073709551615,privleak,,closer_to:0\n\
-                    s,c7,msa,msa,alpha=1.5;beta=0,m,8,7,privleak,0.00000025,closer_to:0\n\
-                    s,c8,msa,msa,alpha=1.5;beta=0,m,9,8,privleak,,closer_to:0\n";
+    let expected = "sweep,cell,method,kind,params,model,world_seed,seed,metric,value,direction,target\n\
+                    s,c0,msa,msa,alpha=1.5;beta=0,m,1,0,privleak,-0.125,closer_to:0,toward_oracle\n\
+                    s,c18446744073709551615,msa,msa,alpha=1.5;beta=0,m,0,18446744073709551615,privleak,,closer_to:0,toward_oracle\n\
+                    s,c7,msa,msa,alpha=1.5;beta=0,m,8,7,privleak,0.00000025,closer_to:0,\n\
+                    s,c8,msa,msa,\"checkpoint=path:a,\"\"b\"\"\",m,9,8,privleak,,closer_to:0,toward_oracle\n";
     assert_eq!(std::fs::read_to_string(&csv).unwrap(), expected);
-    assert_eq!(parquet_as_csv(&pq), expected);
+    // Parquet has no quoting: its fields printed as they are
+    let unquoted = expected.replace("\"checkpoint=path:a,\"\"b\"\"\"", "checkpoint=path:a,\"b\"");
+    assert_eq!(parquet_as_csv(&pq), unquoted);
 
     // No rows: a valid file with the schema and nothing in it.
     write_long_parquet(&long_rows(&[]), &pq).unwrap();
-    assert_eq!(parquet_as_csv(&pq), "sweep,cell,method,kind,params,model,world_seed,seed,metric,value,direction\n");
+    assert_eq!(parquet_as_csv(&pq), "sweep,cell,method,kind,params,model,world_seed,seed,metric,value,direction,target\n");
 }
 
 #[test]
