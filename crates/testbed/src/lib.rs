@@ -2,10 +2,11 @@
 //! schedule that says at which optimizer step each document is trained on, the ledger of
 //! forget exposures and clean checkpoints, and the oracle schedule without the forget data.
 //!
-//! This crate is the data side only (issue 3): it generates documents, QA items and splits,
-//! and decides batches as lists of document ids. It does no tokenization and no training;
-//! the trainer tokenizes the documents, gives their token lengths to [`schedule`], and packs
-//! each step's documents into `batch_size × seq_len` tokens.
+//! The data side generates documents, QA items and splits ([`world`], one module per kind) and
+//! decides batches as lists of document ids ([`schedule`]). [`train`] builds a world's models:
+//! it trains the world's tokenizer, tokenizes the documents, packs each step's documents into
+//! `batch_size × seq_len` tokens, pretrains θ_D with its checkpoints and the exact retrain
+//! oracle on the `lm` engine, and caches them on disk.
 //!
 //! Kinds: `facts` (fictitious authors in the spirit of TOFU, Maini et al. 2024),
 //! `truthfulqa-corruption` (RESTOR, Rezaei et al. 2024), `toxigen` (Hartvigsen et al. 2022),
