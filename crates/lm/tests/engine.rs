@@ -29,6 +29,10 @@ fn batch_for(model: &CausalLm, tok: &Tok, texts: &[&str]) -> lm::train::Batch {
     collate(&refs, (0..ex.len()).collect(), tok.pad, &model.device).unwrap()
 }
 
+/// Backward against central finite differences in f64-accumulated f32 losses, for EVERY
+/// parameter tensor of every architecture: per tensor the entry with the largest gradient, the
+/// one with the smallest non-zero gradient, and three more at fixed pseudo-random positions
+/// (small gradients included), each within a relative-plus-absolute tolerance.
 #[test]
 fn gradients_match_finite_differences() {
     for arch in ARCHS {
@@ -39,31 +43,41 @@ fn gradients_match_finite_differences() {
         let loss = masked_nll(&model, &batch).unwrap();
         let grads = loss.backward().unwrap();
         let mut checked = 0;
-        for (name, var) in model.vars() {
+        for (t, (name, var)) in model.vars().into_iter().enumerate() {
             let g = grads.get(var.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            // the entry with the largest gradient in this tensor
-            let (idx, &gmax) = g.iter().enumerate().max_by(|a, b| a.1.abs().total_cmp(&b.1.abs())).unwrap();
-            if gmax.abs() < 1e-3 {
-                continue;
-            }
+            let n = g.len();
+            let largest = (0..n).max_by(|&a, &b| g[a].abs().total_cmp(&g[b].abs())).unwrap();
+            let smallest = (0..n).filter(|&i| g[i] != 0.0).min_by(|&a, &b| g[a].abs().total_cmp(&g[b].abs()));
+            let mut entries = vec![largest];
+            entries.extend(smallest);
+            // fixed pseudo-random positions (a multiplicative hash of tensor and draw)
+            entries.extend((1..=3u64).map(|k| ((t as u64 * 7919 + k * 104_729).wrapping_mul(2_654_435_761) % n as u64) as usize));
+            entries.sort_unstable();
+            entries.dedup();
             let orig = var.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
             let eps = 1e-2f32;
-            let eval = |delta: f32| {
-                let mut v = orig.clone();
-                v[idx] += delta;
-                var.set(&Tensor::from_vec(v, var.shape(), &Device::Cpu).unwrap()).unwrap();
-                let l = masked_nll(&model, &batch).unwrap().to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap();
-                l
-            };
-            let fd = (eval(eps) - eval(-eps)) / (2.0 * eps as f64);
-            var.set(&Tensor::from_vec(orig, var.shape(), &Device::Cpu).unwrap()).unwrap();
-            // f32 central differences resolve about 1e-5 here; allow 3 % plus that
-            let err = (fd - gmax as f64).abs();
-            let rel = err / gmax.abs() as f64;
-            assert!(err < 0.03 * gmax.abs() as f64 + 2e-5, "{arch:?} {name}[{idx}]: backward {gmax} vs finite difference {fd} (rel {rel})");
-            checked += 1;
+            for idx in entries {
+                let eval = |delta: f32| {
+                    let mut v = orig.clone();
+                    v[idx] += delta;
+                    var.set(&Tensor::from_vec(v, var.shape(), &Device::Cpu).unwrap()).unwrap();
+                    masked_nll(&model, &batch).unwrap().to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap()
+                };
+                let fd = (eval(eps) - eval(-eps)) / (2.0 * eps as f64);
+                var.set(&Tensor::from_vec(orig.clone(), var.shape(), &Device::Cpu).unwrap()).unwrap();
+                // The loss is an f32 ≈ 4 (one ulp 4.8e-7); central differences over 2ε = 0.02
+                // resolve a gradient to ≈ 2.4e-5 per ulp of rounding in each evaluation, and
+                // measured noise reaches 5e-5: 3 % relative plus 1e-4 absolute.
+                let err = (fd - g[idx] as f64).abs();
+                assert!(
+                    err < 0.03 * (g[idx] as f64).abs() + 1e-4,
+                    "{arch:?} {name}[{idx}]: backward {} vs finite difference {fd}",
+                    g[idx]
+                );
+                checked += 1;
+            }
         }
-        assert!(checked >= model.vars().len() / 2, "{arch:?}: only {checked} tensors had a usable gradient");
+        assert!(checked >= 3 * model.vars().len(), "{arch:?}: only {checked} entries checked");
     }
 }
 

@@ -23,11 +23,44 @@ fn batch(examples: &[Example], ids: Vec<usize>) -> Batch {
     collate(&refs, ids, tok().pad, &Device::Cpu).unwrap()
 }
 
-/// (per-row Σ log p, per-row target count) as f64.
+/// (per-row Σ log p, per-row target count) as f64, computed by hand from the model's raw
+/// logits: log p(target) = logit[target] − log Σ exp(logit), in f64, weighted by the mask —
+/// independently of the engine's fused `sequence_logprobs` (which the test below checks too).
 fn seq(m: &CausalLm, b: &Batch) -> (Vec<f64>, Vec<f64>) {
-    let (s, n) = sequence_logprobs(m, b).unwrap();
+    let logits = m.forward(&b.inputs, Some(&b.attention)).unwrap().to_dtype(DType::F64).unwrap().to_vec3::<f64>().unwrap();
+    let targets = b.targets.to_vec2::<u32>().unwrap();
+    let mask = b.mask.to_dtype(DType::F64).unwrap().to_vec2::<f64>().unwrap();
+    let (mut sums, mut counts) = (vec![], vec![]);
+    for r in 0..mask.len() {
+        let (mut s, mut n) = (0.0, 0.0);
+        for t in 0..mask[r].len() {
+            if mask[r][t] == 0.0 {
+                continue;
+            }
+            let row = &logits[r][t];
+            let max = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let lse = max + row.iter().map(|x| (x - max).exp()).sum::<f64>().ln();
+            s += mask[r][t] * (row[targets[r][t] as usize] - lse);
+            n += mask[r][t];
+        }
+        sums.push(s);
+        counts.push(n);
+    }
+    (sums, counts)
+}
+
+/// The engine's `sequence_logprobs` (fused on CPU) against the hand computation above.
+#[test]
+fn sequence_logprobs_match_a_hand_computation_from_logits() {
+    let m = model(1);
+    let fb = batch(&forget(), vec![0, 1, 2]);
+    let (hand_s, hand_n) = seq(&m, &fb);
+    let (s, n) = sequence_logprobs(&m, &fb).unwrap();
     let v = |t: Tensor| t.to_dtype(DType::F64).unwrap().to_vec1::<f64>().unwrap();
-    (v(s), v(n))
+    assert_eq!(v(n), hand_n);
+    for (got, want) in v(s).into_iter().zip(hand_s) {
+        close(got, want, "Σ log p of a row");
+    }
 }
 
 fn scalar(t: Tensor) -> f64 {
