@@ -88,6 +88,14 @@ pub fn applies(x: &Tensor, w: &BlockWeights) -> bool {
 /// Returns (b, t, h).
 #[allow(clippy::too_many_arguments)]
 pub fn llama_block(x: &Tensor, w: &BlockWeights, heads: Heads, cos: &Tensor, sin: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
+    llama_block_with(x, w, heads, cos, sin, bias, eps, false)
+}
+
+/// [`llama_block`] with activation checkpointing when `recompute`: the forward keeps no
+/// activations (only its inputs, as graph arguments), and the backward first runs the
+/// forward again to get them. Gradients are bit-identical to [`llama_block`]'s.
+#[allow(clippy::too_many_arguments)]
+pub fn llama_block_with(x: &Tensor, w: &BlockWeights, heads: Heads, cos: &Tensor, sin: &Tensor, bias: &Tensor, eps: f64, recompute: bool) -> Result<Tensor> {
     let (b, t, h) = x.dims3()?;
     check_layout("llama_block", b, t, heads, cos, sin, bias)?;
     let f = w.gate.dim(0)?;
@@ -138,7 +146,7 @@ pub fn llama_block(x: &Tensor, w: &BlockWeights, heads: Heads, cos: &Tensor, sin
     let keep = x.track_op() || wa.track_op() || wm.track_op();
     let scale = 1.0 / (heads.dim as f64).sqrt();
     let attn = Attention::new(heads, cos, sin, bias, scale)?;
-    let op = Block { h, f, heads, eps: eps as f32, attn, qkv_bias: w.qkv_bias.is_some(), olmo2, keep, saved: Mutex::new(None) };
+    let op = Block { h, f, heads, eps: eps as f32, attn, qkv_bias: w.qkv_bias.is_some(), olmo2, keep: keep && !recompute, recompute, saved: Mutex::new(None) };
     Ok(x.contiguous()?.apply_op3(&wa, &wm, op)?)
 }
 
@@ -154,6 +162,8 @@ struct Block {
     olmo2: bool,
     /// Whether to keep the activations for a backward pass.
     keep: bool,
+    /// Activation checkpointing: nothing kept; the backward recomputes the forward.
+    recompute: bool,
     /// Kept (not taken) by the backward, so the same graph can be differentiated twice;
     /// freed with the graph.
     saved: Mutex<Option<Arc<Saved>>>,
@@ -402,10 +412,23 @@ impl CustomOp3 for Block {
     }
 
     fn bwd(&self, x: &Tensor, wa: &Tensor, wm: &Tensor, _res: &Tensor, g: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let Some(s) = lock(&self.saved)?.clone() else {
-            candle_core::bail!("llama block: backward without a saved forward");
-        };
         let (b, t, _) = x.dims3()?;
+        let kept = lock(&self.saved)?.clone();
+        let s = match kept {
+            Some(s) => s,
+            // activation checkpointing: the forward again, this time keeping its activations
+            // (used for this backward only, freed after it)
+            None if self.recompute => with_data(x, "residual stream", |xd| {
+                with_data(wa, "attention weights", |wa| {
+                    with_data(wm, "MLP weights", |wm| -> candle_core::Result<Arc<Saved>> {
+                        let p = self.parts(wa, wm)?;
+                        let saved = if self.olmo2 { self.forward_olmo2(xd, &p, b, t)? } else { self.forward_pre_norm(xd, &p, b, t)? };
+                        Ok(Arc::new(saved.0))
+                    })
+                })
+            })????,
+            None => candle_core::bail!("llama block: backward without a saved forward"),
+        };
         let (dx, dwa, dwm) = with_data(x, "residual stream", |x| {
             with_data(wa, "attention weights", |wa| {
                 with_data(wm, "MLP weights", |wm| {

@@ -14,15 +14,28 @@ use std::path::{Path, PathBuf};
 pub const TOKENIZER_FILES: &[&str] =
     &["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"];
 
-/// Save `model` to `dir` (replacing it), copying tokenizer files from `tokenizer_from`.
+/// Save `model` to `dir` (replacing it), copying tokenizer files from `tokenizer_from`. The
+/// weights are written in the dtype of the checkpoint the model was loaded from (f32 for a
+/// freshly initialised one), whatever dtype they had in memory; `torch_dtype` says which.
 pub fn save(model: &CausalLm, dir: &Path, tokenizer_from: Option<&Path>) -> Result<()> {
+    save_as(model, dir, tokenizer_from, model.params.source_dtype)
+}
+
+/// [`save`] with the weights written in `dtype` (f32, bf16 or f16).
+pub fn save_as(model: &CausalLm, dir: &Path, tokenizer_from: Option<&Path>, dtype: candle_core::DType) -> Result<()> {
+    if !matches!(dtype, candle_core::DType::F32 | candle_core::DType::BF16 | candle_core::DType::F16) {
+        bail!("{}: checkpoints are written in f32, bf16 or f16, not {dtype:?}", dir.display());
+    }
     write_atomically(dir, |tmp| {
         let mut cfg = model.cfg.clone();
-        cfg.torch_dtype = Some("float32".into());
+        cfg.torch_dtype = Some(crate::weights::torch_dtype_name(dtype).into());
         cfg.model_type = Some(model.arch.model_type().into());
         std::fs::write(tmp.join("config.json"), serde_json::to_string_pretty(&cfg)?)?;
-        let tensors: HashMap<String, Tensor> =
-            model.state().iter().map(|(k, v)| (k.clone(), v.detach())).collect();
+        let tensors: HashMap<String, Tensor> = model
+            .state()
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), v.detach().to_dtype(dtype)?)))
+            .collect::<Result<_>>()?;
         candle_core::safetensors::save(&tensors, tmp.join("model.safetensors"))?;
         if let Some(src) = tokenizer_from {
             copy_tokenizer_files(src, tmp)?;

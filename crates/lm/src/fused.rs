@@ -233,10 +233,14 @@ pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
 }
 
 /// RMSNorm from differentiable primitives (the reference and the non-CPU path).
+/// In bf16/f16 the statistics are computed in f32 and the normalised values converted back
+/// before the weight multiplies them (Hugging Face's `LlamaRMSNorm`).
 pub fn rms_norm_composed(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
+    let dt = x.dtype();
+    let x = x.to_dtype(DType::F32)?;
     let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
     let inv = (ms + eps)?.sqrt()?.recip()?;
-    Ok(x.broadcast_mul(&inv)?.broadcast_mul(w)?)
+    Ok(x.broadcast_mul(&inv)?.to_dtype(dt)?.broadcast_mul(w)?)
 }
 
 struct RmsNorm {
@@ -335,12 +339,15 @@ pub fn masked_softmax(scores: &Tensor, bias: &Tensor, scale: f64) -> Result<Tens
 }
 
 /// The composed reference for [`masked_softmax`].
+/// In bf16/f16 the softmax is computed in f32 and its result converted back (Hugging Face's
+/// eager attention).
 pub fn masked_softmax_composed(scores: &Tensor, bias: &Tensor, scale: f64) -> Result<Tensor> {
-    let x = (scores * scale)?.broadcast_add(bias)?;
+    let dt = scores.dtype();
+    let x = (scores.to_dtype(DType::F32)? * scale)?.broadcast_add(&bias.to_dtype(DType::F32)?)?;
     let m = x.max_keepdim(D::Minus1)?.detach();
     let e = x.broadcast_sub(&m)?.exp()?;
     let s = e.sum_keepdim(D::Minus1)?;
-    Ok(e.broadcast_div(&s)?)
+    Ok(e.broadcast_div(&s)?.to_dtype(dt)?)
 }
 
 struct MaskedSoftmax {

@@ -17,6 +17,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod fused;
 pub mod model;
+pub mod recompute;
 pub mod score;
 pub mod tok;
 pub mod train;

@@ -27,14 +27,73 @@ pub struct CausalLm {
     pub device: Device,
     cos: Tensor,
     sin: Tensor,
+    /// Activation checkpointing: each block keeps only its input for the backward and
+    /// recomputes its activations there ([`CausalLm::set_activation_checkpointing`]).
+    checkpointing: std::sync::atomic::AtomicBool,
 }
 
 impl CausalLm {
-    /// Load a Hugging Face checkpoint folder (config.json + safetensors).
+    /// Load a Hugging Face checkpoint folder (config.json + safetensors) in f32.
     pub fn load(dir: &Path, device: &Device, trainable: bool) -> Result<CausalLm> {
+        CausalLm::load_dtype(dir, device, DType::F32, trainable)
+    }
+
+    /// Load a checkpoint folder with its weights converted to `dtype` (f32, bf16 or f16).
+    /// Outside f32 on the CPU the model runs candle's composed operations; logits and
+    /// log-probabilities are returned in f32 whatever the weights' dtype.
+    pub fn load_dtype(dir: &Path, device: &Device, dtype: DType, trainable: bool) -> Result<CausalLm> {
         let cfg = LmConfig::from_file(&dir.join("config.json"))?;
-        let params = weights::load(&cfg, dir, device, DType::F32, trainable)?;
+        if dtype == DType::BF16 && !supports_bf16(device) {
+            bail!("{}: dtype bf16 requested, but the device {device:?} has no bf16 support", dir.display());
+        }
+        let params = weights::load(&cfg, dir, device, dtype, trainable)?;
         CausalLm::from_params(cfg, params, device)
+    }
+
+    /// The dtype of the weights in memory.
+    pub fn dtype(&self) -> DType {
+        self.params.dtype()
+    }
+
+    /// A copy of this model with its weights converted to `dtype`: the parameters trainable
+    /// here are trainable (new variables) there, the others frozen. The copy shares nothing
+    /// with this model (a compute copy for mixed precision).
+    pub fn cast(&self, dtype: DType) -> Result<CausalLm> {
+        let trainable: std::collections::BTreeSet<&str> = self.params.vars.iter().map(|(n, _)| n.as_str()).collect();
+        let mut tensors = std::collections::BTreeMap::new();
+        let mut vars = vec![];
+        for (name, t) in &self.params.tensors {
+            let c = t.detach().to_dtype(dtype)?;
+            // a fresh storage even when the dtype is unchanged
+            let c = if c.dtype() == t.dtype() { c.copy()? } else { c };
+            if trainable.contains(name.as_str()) {
+                let v = Var::from_tensor(&c)?;
+                tensors.insert(name.clone(), v.as_tensor().clone());
+                vars.push((name.clone(), v));
+            } else {
+                tensors.insert(name.clone(), c);
+            }
+        }
+        // keep the variables in this model's order
+        let order: std::collections::BTreeMap<&str, usize> =
+            self.params.vars.iter().enumerate().map(|(i, (n, _))| (n.as_str(), i)).collect();
+        vars.sort_by_key(|(n, _)| order[n.as_str()]);
+        let params = Params { tensors, vars, source_dtype: self.params.source_dtype };
+        let m = CausalLm::from_params(self.cfg.clone(), params, &self.device)?;
+        m.set_activation_checkpointing(self.activation_checkpointing());
+        Ok(m)
+    }
+
+    /// Switches activation checkpointing on or off: with it on, every block of a forward
+    /// that can be differentiated keeps only its input; the backward recomputes the block's
+    /// activations (one more block forward per block) before differentiating it. Gradients are
+    /// the same; the activation memory of a step falls from all layers' to one layer's.
+    pub fn set_activation_checkpointing(&self, on: bool) {
+        self.checkpointing.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn activation_checkpointing(&self) -> bool {
+        self.checkpointing.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// A freshly initialised model.
@@ -47,7 +106,7 @@ impl CausalLm {
     pub fn from_params(cfg: LmConfig, params: Params, device: &Device) -> Result<CausalLm> {
         let arch = cfg.arch()?;
         let (cos, sin) = rope_tables(&cfg, device)?;
-        Ok(CausalLm { cfg, arch, params, device: device.clone(), cos, sin })
+        Ok(CausalLm { cfg, arch, params, device: device.clone(), cos, sin, checkpointing: false.into() })
     }
 
     /// The trainable variables, in a stable order (empty for a frozen model).
@@ -97,15 +156,22 @@ impl CausalLm {
 
     /// The final (normalised) hidden states, (batch, time, hidden): [`CausalLm::forward`]
     /// without the output projection, for callers that need logits at a few positions only.
+    /// In f32 (converted from the weights' dtype).
     pub fn hidden(&self, input_ids: &Tensor, attention_mask: Option<&Tensor>) -> Result<Tensor> {
-        let x = self.residual_stream(input_ids, attention_mask, self.cfg.num_hidden_layers)?;
-        rms_norm(&x, self.w("model.norm.weight")?, self.cfg.rms_norm_eps)
+        let x = self.stream(input_ids, attention_mask, self.cfg.num_hidden_layers)?;
+        Ok(rms_norm(&x, self.w("model.norm.weight")?, self.cfg.rms_norm_eps)?.to_dtype(DType::F32)?)
     }
 
     /// The residual stream after the first `layers` blocks (no final norm), (batch, time,
     /// hidden): the activations representation-level methods such as RMU read (Hugging
     /// Face's `output_hidden_states[layers]`). `layers` = 0 gives the embeddings.
+    /// In f32 (converted from the weights' dtype).
     pub fn residual_stream(&self, input_ids: &Tensor, attention_mask: Option<&Tensor>, layers: usize) -> Result<Tensor> {
+        Ok(self.stream(input_ids, attention_mask, layers)?.to_dtype(DType::F32)?)
+    }
+
+    /// [`CausalLm::residual_stream`] in the weights' dtype.
+    fn stream(&self, input_ids: &Tensor, attention_mask: Option<&Tensor>, layers: usize) -> Result<Tensor> {
         if layers > self.cfg.num_hidden_layers {
             bail!("residual stream after {layers} blocks requested, the model has {}", self.cfg.num_hidden_layers);
         }
@@ -119,9 +185,11 @@ impl CausalLm {
         let h = self.cfg.hidden_size;
         let emb = self.w("model.embed_tokens.weight")?;
         let mut x = emb.index_select(&input_ids.flatten_all()?, 0)?.reshape((b, t, h))?;
+        let dt = x.dtype();
         let mask = attention_bias(t, attention_mask, &self.device)?; // (b or 1, 1, t, t)
-        let cos = self.cos.narrow(0, 0, t)?;
-        let sin = self.sin.narrow(0, 0, t)?;
+        let mask = to_compute_dtype(&mask, dt)?;
+        let cos = self.cos.narrow(0, 0, t)?.to_dtype(dt)?;
+        let sin = self.sin.narrow(0, 0, t)?.to_dtype(dt)?;
         for l in 0..layers {
             x = self.block(l, &x, &mask, &cos, &sin, None)?;
         }
@@ -133,14 +201,15 @@ impl CausalLm {
         self.w(if self.cfg.tie_word_embeddings { "model.embed_tokens.weight" } else { "lm_head.weight" })
     }
 
-    /// The output projection: (..., hidden) -> (..., vocab).
+    /// The output projection: (..., hidden) -> (..., vocab), in f32 (computed in the
+    /// weights' dtype, then converted, as Hugging Face's `logits.float()`).
     pub fn logits(&self, x: &Tensor) -> Result<Tensor> {
         let h = self.cfg.hidden_size;
         let head = self.head()?;
         if x.dim(D::Minus1)? != h {
             bail!("logits: hidden states have {} features, the model {h}", x.dim(D::Minus1)?);
         }
-        fused::linear(x, head)
+        Ok(fused::linear(&x.to_dtype(head.dtype())?, head)?.to_dtype(DType::F32)?)
     }
 
     /// An empty key/value cache for [`CausalLm::forward_cached`].
@@ -174,8 +243,9 @@ impl CausalLm {
         let pos: Vec<u32> = positions.iter().flat_map(|&p| (p..p + t).map(|q| q as u32)).collect();
         let pos = Tensor::from_vec(pos, b * t, &self.device)?;
         let hd = self.cfg.head_dim();
-        let cos = self.cos.index_select(&pos, 0)?.reshape((b, t, hd))?;
-        let sin = self.sin.index_select(&pos, 0)?.reshape((b, t, hd))?;
+        let dt = x.dtype();
+        let cos = self.cos.index_select(&pos, 0)?.reshape((b, t, hd))?.to_dtype(dt)?;
+        let sin = self.sin.index_select(&pos, 0)?.reshape((b, t, hd))?.to_dtype(dt)?;
         let mut bias = vec![0f32; b * t * total];
         for r in 0..b {
             for i in 0..t {
@@ -190,18 +260,19 @@ impl CausalLm {
                 }
             }
         }
-        let bias = Tensor::from_vec(bias, (b, 1, t, total), &self.device)?;
+        let bias = to_compute_dtype(&Tensor::from_vec(bias, (b, 1, t, total), &self.device)?, dt)?;
         for l in 0..self.cfg.num_hidden_layers {
             x = self.block(l, &x, &bias, &cos, &sin, Some(&mut cache.layers[l]))?;
         }
         cache.len = total;
-        rms_norm(&x, self.w("model.norm.weight")?, self.cfg.rms_norm_eps)
+        Ok(rms_norm(&x, self.w("model.norm.weight")?, self.cfg.rms_norm_eps)?.to_dtype(DType::F32)?)
     }
 
     fn block(&self, l: usize, x: &Tensor, mask: &Tensor, cos: &Tensor, sin: &Tensor, cache: Option<&mut Option<(Tensor, Tensor)>>) -> Result<Tensor> {
         let p = format!("model.layers.{l}");
         let eps = self.cfg.rms_norm_eps;
         let w = |n: &str| self.w(&format!("{p}.{n}"));
+        let recompute = self.activation_checkpointing();
         if cache.is_none() && !self.cfg.o_bias() {
             // the whole block as one fused op (CPU, f32)
             let olmo2 = self.arch == Arch::Olmo2;
@@ -226,101 +297,26 @@ impl CausalLm {
             };
             if block::applies(x, &bw) {
                 let heads = Heads { q: self.cfg.num_attention_heads, kv: self.cfg.num_kv_heads(), dim: self.cfg.head_dim() };
-                return block::llama_block(x, &bw, heads, cos, sin, mask, eps);
+                return block::llama_block_with(x, &bw, heads, cos, sin, mask, eps, recompute);
             }
         }
-        match self.arch {
-            Arch::Llama | Arch::Qwen2 => {
-                let hn = rms_norm(x, w("input_layernorm.weight")?, eps)?;
-                let x = (x + self.attention(&p, &hn, mask, cos, sin, cache)?)?;
-                let hn = rms_norm(&x, w("post_attention_layernorm.weight")?, eps)?;
-                Ok((&x + self.mlp(&p, &hn)?)?)
-            }
-            Arch::Olmo2 => {
-                let a = self.attention(&p, x, mask, cos, sin, cache)?;
-                let x = (x + rms_norm(&a, w("post_attention_layernorm.weight")?, eps)?)?;
-                let m = self.mlp(&p, &x)?;
-                Ok((&x + rms_norm(&m, w("post_feedforward_layernorm.weight")?, eps)?)?)
-            }
-        }
-    }
-
-    fn linear(&self, x: &Tensor, name: &str, bias: bool) -> Result<Tensor> {
-        let y = fused::linear(x, self.w(&format!("{name}.weight"))?)?;
-        Ok(if bias { y.broadcast_add(self.w(&format!("{name}.bias"))?)? } else { y })
-    }
-
-    fn attention(
-        &self,
-        p: &str,
-        x: &Tensor,
-        mask: &Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
-        cache: Option<&mut Option<(Tensor, Tensor)>>,
-    ) -> Result<Tensor> {
-        let (b, t, _) = x.dims3()?;
-        let (nh, nkv, hd) = (self.cfg.num_attention_heads, self.cfg.num_kv_heads(), self.cfg.head_dim());
-        let qkv_bias = self.cfg.qkv_bias();
-        let scale = 1.0 / (hd as f64).sqrt();
-        if cache.is_none() && self.arch != Arch::Olmo2 && fused::is_fast(&[x]) {
-            // One matmul against the stacked q/k/v weights, then the fused attention op.
-            let name = |n: &str| format!("{p}.self_attn.{n}_proj");
-            let stack = |suffix: &str| -> Result<Tensor> {
-                let parts = ["q", "k", "v"].map(|n| self.w(&format!("{}.{suffix}", name(n))));
-                let parts = parts.into_iter().collect::<Result<Vec<_>>>()?;
-                Ok(Tensor::cat(&parts, 0)?)
-            };
-            let mut qkv = fused::linear(x, &stack("weight")?)?;
-            if qkv_bias {
-                qkv = qkv.broadcast_add(&stack("bias")?)?;
-            }
-            let heads = attention::Heads { q: nh, kv: nkv, dim: hd };
-            let out = attention::causal_attention(&qkv, heads, cos, sin, mask, scale)?;
-            return self.linear(&out, &name("o"), self.cfg.o_bias());
-        }
-        let mut q = self.linear(x, &format!("{p}.self_attn.q_proj"), qkv_bias)?;
-        let mut k = self.linear(x, &format!("{p}.self_attn.k_proj"), qkv_bias)?;
-        let v = self.linear(x, &format!("{p}.self_attn.v_proj"), qkv_bias)?;
-        if self.arch == Arch::Olmo2 {
-            let eps = self.cfg.rms_norm_eps;
-            q = rms_norm(&q, self.w(&format!("{p}.self_attn.q_norm.weight"))?, eps)?;
-            k = rms_norm(&k, self.w(&format!("{p}.self_attn.k_norm.weight"))?, eps)?;
-        }
-        // (b, t, heads*hd) -> (b, heads, t, hd), q and k rotated
-        let q = fused::rope_heads(&q, nh, Some((cos, sin)))?;
-        let k = fused::rope_heads(&k, nkv, Some((cos, sin)))?;
-        let v = fused::rope_heads(&v, nkv, None)?;
-        let (k, v) = match cache {
-            None => (k, v),
-            Some(slot) => {
-                let kv = match slot.take() {
-                    None => (k, v),
-                    Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
+        if recompute && cache.is_none() {
+            // the composed block, its activations recomputed in the backward
+            let prefix = format!("{p}.");
+            let names: Vec<String> = self.params.tensors.keys().filter(|n| n.starts_with(&prefix)).cloned().collect();
+            let weights = names.iter().map(|n| self.w(n).cloned()).collect::<Result<Vec<_>>>()?;
+            let (cfg, arch, mask, cos, sin) = (self.cfg.clone(), self.arch, mask.clone(), cos.clone(), sin.clone());
+            let f: crate::recompute::Recomputable = std::sync::Arc::new(move |x: &Tensor, ws: &[Tensor]| {
+                let map: std::collections::HashMap<&str, &Tensor> = names.iter().map(String::as_str).zip(ws).collect();
+                let get = |n: &str| -> Result<Tensor> {
+                    map.get(n).map(|t| (*t).clone()).with_context(|| format!("tensor {n:?} missing from the block's weights"))
                 };
-                *slot = Some(kv.clone());
-                kv
-            }
-        };
-        let k = attention::repeat_kv(k, nh / nkv)?;
-        let v = attention::repeat_kv(v, nh / nkv)?;
-        let scores = q.matmul(&k.t()?)?; // (b, nh, t, keys)
-        let probs = fused::masked_softmax(&scores, mask, scale)?;
-        let out = probs.matmul(&v)?; // (b, nh, t, hd)
-        let out = out.transpose(1, 2)?.contiguous()?.reshape((b, t, nh * hd))?;
-        self.linear(&out, &format!("{p}.self_attn.o_proj"), self.cfg.o_bias())
-    }
-
-    fn mlp(&self, p: &str, x: &Tensor) -> Result<Tensor> {
-        if fused::is_fast(&[x]) {
-            // One matmul against the stacked gate/up weights, then the packed SwiGLU.
-            let wgu = Tensor::cat(&[self.w(&format!("{p}.mlp.gate_proj.weight"))?, self.w(&format!("{p}.mlp.up_proj.weight"))?], 0)?;
-            let act = fused::silu_mul_packed(&fused::linear(x, &wgu)?)?;
-            return self.linear(&act, &format!("{p}.mlp.down_proj"), false);
+                composed_block(&cfg, arch, &get, &p, x, &mask, &cos, &sin, None)
+            });
+            return crate::recompute::checkpoint(x, &weights, f);
         }
-        let g = self.linear(x, &format!("{p}.mlp.gate_proj"), false)?;
-        let u = self.linear(x, &format!("{p}.mlp.up_proj"), false)?;
-        self.linear(&fused::silu_mul(&g, &u)?, &format!("{p}.mlp.down_proj"), false)
+        let get = |n: &str| self.w(n).cloned();
+        composed_block(&self.cfg, self.arch, &get, &p, x, mask, cos, sin, cache)
     }
 
     /// Log-probabilities of `targets` under `logits`: (b, t, v) x (b, t) -> (b, t).
@@ -370,6 +366,113 @@ impl CausalLm {
 }
 
 pub use crate::fused::rms_norm;
+
+/// A weight lookup by full parameter name.
+type Get<'a> = &'a dyn Fn(&str) -> Result<Tensor>;
+
+/// One block from separate (composed or per-op fused) operations: the path off the fused
+/// block (other dtypes and devices, the key/value cache, an output-projection bias).
+#[allow(clippy::too_many_arguments)]
+fn composed_block(cfg: &LmConfig, arch: Arch, get: Get, p: &str, x: &Tensor, mask: &Tensor, cos: &Tensor, sin: &Tensor, cache: Option<&mut Option<(Tensor, Tensor)>>) -> Result<Tensor> {
+    let eps = cfg.rms_norm_eps;
+    let w = |n: &str| get(&format!("{p}.{n}"));
+    match arch {
+        Arch::Llama | Arch::Qwen2 => {
+            let hn = rms_norm(x, &w("input_layernorm.weight")?, eps)?;
+            let x = (x + attention(cfg, arch, get, p, &hn, mask, cos, sin, cache)?)?;
+            let hn = rms_norm(&x, &w("post_attention_layernorm.weight")?, eps)?;
+            Ok((&x + mlp(get, p, &hn)?)?)
+        }
+        Arch::Olmo2 => {
+            let a = attention(cfg, arch, get, p, x, mask, cos, sin, cache)?;
+            let x = (x + rms_norm(&a, &w("post_attention_layernorm.weight")?, eps)?)?;
+            let m = mlp(get, p, &x)?;
+            Ok((&x + rms_norm(&m, &w("post_feedforward_layernorm.weight")?, eps)?)?)
+        }
+    }
+}
+
+fn linear(get: Get, x: &Tensor, name: &str, bias: bool) -> Result<Tensor> {
+    let y = fused::linear(x, &get(&format!("{name}.weight"))?)?;
+    Ok(if bias { y.broadcast_add(&get(&format!("{name}.bias"))?)? } else { y })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn attention(
+    cfg: &LmConfig,
+    arch: Arch,
+    get: Get,
+    p: &str,
+    x: &Tensor,
+    mask: &Tensor,
+    cos: &Tensor,
+    sin: &Tensor,
+    cache: Option<&mut Option<(Tensor, Tensor)>>,
+) -> Result<Tensor> {
+    let (b, t, _) = x.dims3()?;
+    let (nh, nkv, hd) = (cfg.num_attention_heads, cfg.num_kv_heads(), cfg.head_dim());
+    let qkv_bias = cfg.qkv_bias();
+    let scale = 1.0 / (hd as f64).sqrt();
+    if cache.is_none() && arch != Arch::Olmo2 && fused::is_fast(&[x]) {
+        // One matmul against the stacked q/k/v weights, then the fused attention op.
+        let name = |n: &str| format!("{p}.self_attn.{n}_proj");
+        let stack = |suffix: &str| -> Result<Tensor> {
+            let parts = ["q", "k", "v"].map(|n| get(&format!("{}.{suffix}", name(n))));
+            let parts = parts.into_iter().collect::<Result<Vec<_>>>()?;
+            Ok(Tensor::cat(&parts, 0)?)
+        };
+        let mut qkv = fused::linear(x, &stack("weight")?)?;
+        if qkv_bias {
+            qkv = qkv.broadcast_add(&stack("bias")?)?;
+        }
+        let heads = attention::Heads { q: nh, kv: nkv, dim: hd };
+        let out = attention::causal_attention(&qkv, heads, cos, sin, mask, scale)?;
+        return linear(get, &out, &name("o"), cfg.o_bias());
+    }
+    let mut q = linear(get, x, &format!("{p}.self_attn.q_proj"), qkv_bias)?;
+    let mut k = linear(get, x, &format!("{p}.self_attn.k_proj"), qkv_bias)?;
+    let v = linear(get, x, &format!("{p}.self_attn.v_proj"), qkv_bias)?;
+    if arch == Arch::Olmo2 {
+        let eps = cfg.rms_norm_eps;
+        q = rms_norm(&q, &get(&format!("{p}.self_attn.q_norm.weight"))?, eps)?;
+        k = rms_norm(&k, &get(&format!("{p}.self_attn.k_norm.weight"))?, eps)?;
+    }
+    // (b, t, heads*hd) -> (b, heads, t, hd), q and k rotated
+    let q = fused::rope_heads(&q, nh, Some((cos, sin)))?;
+    let k = fused::rope_heads(&k, nkv, Some((cos, sin)))?;
+    let v = fused::rope_heads(&v, nkv, None)?;
+    let (k, v) = match cache {
+        None => (k, v),
+        Some(slot) => {
+            let kv = match slot.take() {
+                None => (k, v),
+                Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
+            };
+            *slot = Some(kv.clone());
+            kv
+        }
+    };
+    let k = attention::repeat_kv(k, nh / nkv)?;
+    let v = attention::repeat_kv(v, nh / nkv)?;
+    let scores = q.matmul(&k.t()?)?; // (b, nh, t, keys)
+    let probs = fused::masked_softmax(&scores, mask, scale)?;
+    let out = probs.matmul(&v)?; // (b, nh, t, hd)
+    let out = out.transpose(1, 2)?.contiguous()?.reshape((b, t, nh * hd))?;
+    linear(get, &out, &format!("{p}.self_attn.o_proj"), cfg.o_bias())
+}
+
+fn mlp(get: Get, p: &str, x: &Tensor) -> Result<Tensor> {
+    if fused::is_fast(&[x]) {
+        // One matmul against the stacked gate/up weights, then the packed SwiGLU.
+        let wgu = Tensor::cat(&[get(&format!("{p}.mlp.gate_proj.weight"))?, get(&format!("{p}.mlp.up_proj.weight"))?], 0)?;
+        let act = fused::silu_mul_packed(&fused::linear(x, &wgu)?)?;
+        return linear(get, &act, &format!("{p}.mlp.down_proj"), false);
+    }
+    let g = linear(get, x, &format!("{p}.mlp.gate_proj"), false)?;
+    let u = linear(get, x, &format!("{p}.mlp.up_proj"), false)?;
+    linear(get, &fused::silu_mul(&g, &u)?, &format!("{p}.mlp.down_proj"), false)
+}
+
 
 /// Keys and values of the columns seen so far, per layer ((batch, kv heads, columns, head
 /// dim), after the rotary embedding), for incremental decoding with
@@ -442,6 +545,26 @@ fn rope_tables(cfg: &LmConfig, device: &Device) -> Result<(Tensor, Tensor)> {
         }
     }
     Ok((Tensor::from_vec(cos, (n, hd), device)?, Tensor::from_vec(sin, (n, hd), device)?))
+}
+
+/// The attention bias in the weights' dtype; in f16 the large negative bias of padded keys
+/// (beyond f16's range) is clamped to −65 000, still a zero weight after the softmax.
+fn to_compute_dtype(bias: &Tensor, dtype: DType) -> Result<Tensor> {
+    if dtype == DType::F16 {
+        return Ok(bias.maximum(-65000f64)?.to_dtype(dtype)?);
+    }
+    Ok(bias.to_dtype(dtype)?)
+}
+
+/// Whether the device computes in bf16 (every CPU does, in software; a CUDA GPU from compute
+/// capability 8.0, which candle's bf16 kernels need).
+pub fn supports_bf16(device: &Device) -> bool {
+    match device {
+        Device::Cpu => true,
+        // candle's kernels compile for bf16 only where the hardware has it; a zero-size
+        // probe tells.
+        _ => Tensor::zeros(2, DType::BF16, device).and_then(|t| t.sum_all()).and_then(|t| t.to_dtype(DType::F32)).is_ok(),
+    }
 }
 
 /// The additive attention bias: causal, plus padded keys masked out. (b|1, 1, t, t).

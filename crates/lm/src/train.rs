@@ -163,6 +163,57 @@ pub struct TrainConfig {
     /// Stop after this many optimizer steps (overrides `epochs` when smaller).
     pub max_steps: Option<usize>,
     pub seed: u64,
+    /// Numeric precision of the training computation (see [`Precision`]). Left out of the
+    /// serialised form at its default, so configs hashed before it existed hash the same.
+    #[serde(skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
+    /// Recompute each block's activations in the backward instead of keeping them
+    /// ([`CausalLm::set_activation_checkpointing`]); same gradients, less memory.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub activation_checkpointing: bool,
+}
+
+/// How a training step computes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Precision {
+    /// Everything in the model's dtype (f32 weights: f32 throughout).
+    #[default]
+    #[serde(rename = "f32")]
+    F32,
+    /// f32 master weights and AdamW moments; the forward and backward run on a bf16 copy of
+    /// the weights (refreshed after every update), whose gradients are converted to f32
+    /// before clipping and the update (as PyTorch autocast / apex O2).
+    #[serde(rename = "bf16-mixed")]
+    Bf16Mixed,
+    /// Weights, gradients and AdamW moments all in bf16, as Hugging Face's Trainer with a
+    /// model loaded in bf16 (the MSA paper's code). A model loaded in f32 is trained through a
+    /// bf16 copy whose values are written back after every step (exactly: bf16 ⊂ f32).
+    #[serde(rename = "bf16")]
+    Bf16,
+}
+
+impl Precision {
+    pub fn is_f32(&self) -> bool {
+        *self == Precision::F32
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16Mixed => "bf16-mixed",
+            Precision::Bf16 => "bf16",
+        }
+    }
+
+    /// Parses a config value; the error names the accepted ones.
+    pub fn parse(s: &str) -> Result<Precision> {
+        match s {
+            "f32" => Ok(Precision::F32),
+            "bf16-mixed" => Ok(Precision::Bf16Mixed),
+            "bf16" => Ok(Precision::Bf16),
+            other => bail!("unknown precision {other:?}: expected \"f32\", \"bf16-mixed\" or \"bf16\""),
+        }
+    }
 }
 
 impl Default for TrainConfig {
@@ -183,6 +234,8 @@ impl Default for TrainConfig {
             epochs: 10,
             max_steps: None,
             seed: 0,
+            precision: Precision::F32,
+            activation_checkpointing: false,
         }
     }
 }
@@ -240,6 +293,9 @@ pub struct StepStats {
 /// An optimizer bound to a trainable model.
 pub struct Trainer<'m> {
     pub model: &'m CausalLm,
+    /// The bf16 copy the forward and backward run on, when the precision asks for one the
+    /// model is not in (see [`Precision`]).
+    compute: Option<CausalLm>,
     pub cfg: TrainConfig,
     /// AdamW's first and second moments, one per variable (order of [`CausalLm::vars`]).
     m: Vec<Tensor>,
@@ -257,10 +313,62 @@ impl<'m> Trainer<'m> {
         if !model.params.is_trainable() {
             bail!("model was loaded frozen; load it trainable to fine-tune");
         }
-        let zeros = || -> Result<Vec<Tensor>> {
-            model.vars().iter().map(|(_, v)| Ok(v.as_tensor().zeros_like()?)).collect()
+        let dtype = model.dtype();
+        let compute = match cfg.precision {
+            Precision::F32 => None,
+            Precision::Bf16Mixed => {
+                if dtype != DType::F32 {
+                    bail!("train.precision = \"bf16-mixed\" keeps f32 master weights, but the model is loaded in {dtype:?}: load it in f32 (dtype = \"f32\") or use precision = \"bf16\"");
+                }
+                Some(model.cast(DType::BF16)?)
+            }
+            Precision::Bf16 => match dtype {
+                DType::BF16 => None,
+                DType::F32 => Some(model.cast(DType::BF16)?),
+                other => bail!("train.precision = \"bf16\" needs bf16 or f32 weights, the model is loaded in {other:?}"),
+            },
         };
-        Ok(Trainer { model, cfg, m: zeros()?, v: zeros()?, step: 0, total_steps })
+        model.set_activation_checkpointing(cfg.activation_checkpointing);
+        if let Some(c) = &compute {
+            c.set_activation_checkpointing(cfg.activation_checkpointing);
+        }
+        // the moments live beside the weights the update is applied to: the f32 masters for
+        // bf16-mixed, the bf16 weights for bf16
+        let opt_model = match (cfg.precision, &compute) {
+            (Precision::Bf16, Some(c)) => c,
+            _ => model,
+        };
+        let zeros = || -> Result<Vec<Tensor>> {
+            opt_model.vars().iter().map(|(_, v)| Ok(v.as_tensor().zeros_like()?)).collect()
+        };
+        let (m, v) = (zeros()?, zeros()?);
+        Ok(Trainer { model, compute, cfg, m, v, step: 0, total_steps })
+    }
+
+    /// The model the forward and backward run on (the model itself, or its bf16 copy).
+    pub fn compute_model(&self) -> &CausalLm {
+        self.compute.as_ref().unwrap_or(self.model)
+    }
+
+    /// The model whose variables AdamW updates (the f32 masters, or the bf16 weights).
+    fn updated_model(&self) -> &CausalLm {
+        match (self.cfg.precision, &self.compute) {
+            (Precision::Bf16, Some(c)) => c,
+            _ => self.model,
+        }
+    }
+
+    /// After an update: the copy that did not receive it takes the new values.
+    fn sync_copies(&self) -> Result<()> {
+        let Some(c) = &self.compute else { return Ok(()) };
+        let (from, to) = match self.cfg.precision {
+            Precision::Bf16 => (c, self.model),
+            _ => (self.model, c),
+        };
+        for ((_, src), (_, dst)) in from.vars().iter().zip(to.vars()) {
+            dst.set(&src.as_tensor().to_dtype(dst.dtype())?)?;
+        }
+        Ok(())
     }
 
     /// Save the optimizer state (moments and step) to `dir/optimizer.safetensors`, so that a
@@ -309,7 +417,8 @@ impl<'m> Trainer<'m> {
         let scale_v = 1.0 / (1.0 - b2.powi(t));
         let decay = 1.0 - lr * self.cfg.weight_decay;
         let eps = self.cfg.eps;
-        for (i, (_, var)) in self.model.vars().iter().enumerate() {
+        let vars: Vec<candle_core::Var> = self.updated_model().vars().iter().map(|(_, v)| v.clone()).collect();
+        for (i, var) in vars.iter().enumerate() {
             let g = &grads[i];
             let theta = var.as_tensor();
             if crate::fused::is_fast(&[theta, g]) {
@@ -364,11 +473,14 @@ impl<'m> Trainer<'m> {
         if micro.is_empty() {
             bail!("optimizer step {} got no batches", self.step);
         }
-        let vars = self.model.vars();
+        let model = self.compute_model();
+        let vars = model.vars();
+        // bf16-mixed: the bf16 gradients are converted to the masters' f32
+        let grad_dtype = self.updated_model().dtype();
         let mut acc: Vec<Option<Tensor>> = vec![None; vars.len()];
         let mut loss_sum = 0.0;
         for s in micro {
-            let loss = objective.loss(self.model, s)?;
+            let loss = objective.loss(model, s)?;
             let lv = loss.to_dtype(DType::F64)?.to_scalar::<f64>().context("the objective must return a scalar loss")?;
             if !lv.is_finite() {
                 bail!("non-finite loss ({lv}) at optimizer step {}", self.step);
@@ -379,6 +491,7 @@ impl<'m> Trainer<'m> {
                 let g = grads.get(v.as_tensor()).with_context(|| {
                     format!("parameter {name} received no gradient at step {} (graph is broken)", self.step)
                 })?;
+                let g = &g.to_dtype(grad_dtype)?;
                 acc[i] = Some(match acc[i].take() {
                     None => g.clone(),
                     Some(a) => (a + g)?,
@@ -402,7 +515,7 @@ impl<'m> Trainer<'m> {
             sq += if g.device().is_cpu() && g.dtype() == DType::F32 {
                 crate::fused::with_data(g, "gradient", crate::fused::sum_sq_f64)?
             } else {
-                g.sqr()?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?
+                g.to_dtype(DType::F32)?.sqr()?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?
             };
         }
         let norm = sq.sqrt();
@@ -411,7 +524,7 @@ impl<'m> Trainer<'m> {
                 .iter()
                 .zip(&grads)
                 .find(|(_, g)| {
-                    g.sqr().and_then(|s| s.sum_all()).and_then(|s| s.to_scalar::<f32>()).map(|v| !v.is_finite()).unwrap_or(true)
+                    g.to_dtype(DType::F32).and_then(|g| g.sqr()).and_then(|s| s.sum_all()).and_then(|s| s.to_scalar::<f32>()).map(|v| !v.is_finite()).unwrap_or(true)
                 })
                 .map(|((n, _), _)| n.as_str())
                 .unwrap_or("?");
@@ -423,6 +536,7 @@ impl<'m> Trainer<'m> {
         };
         let lr = self.cfg.lr_at(self.step, self.total_steps.max(1));
         self.adamw(&grads, lr, scale)?;
+        self.sync_copies()?;
         let stats = StepStats { step: self.step, loss, grad_norm: norm, lr };
         self.step += 1;
         Ok(stats)

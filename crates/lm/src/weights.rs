@@ -17,6 +17,9 @@ use std::path::{Path, PathBuf};
 pub struct Params {
     pub tensors: BTreeMap<String, Tensor>,
     pub vars: Vec<(String, Var)>,
+    /// The dtype the weights were stored in (the checkpoint's; f32 for fresh weights):
+    /// [`crate::checkpoint::save`] writes them back in it.
+    pub source_dtype: DType,
 }
 
 impl Params {
@@ -30,9 +33,9 @@ impl Params {
         !self.vars.is_empty()
     }
 
-    fn from_tensors(tensors: BTreeMap<String, Tensor>, trainable: bool) -> Result<Params> {
+    pub(crate) fn from_tensors(tensors: BTreeMap<String, Tensor>, trainable: bool) -> Result<Params> {
         if !trainable {
-            return Ok(Params { tensors, vars: vec![] });
+            return Ok(Params { tensors, vars: vec![], source_dtype: DType::F32 });
         }
         let mut vars = Vec::with_capacity(tensors.len());
         let mut out = BTreeMap::new();
@@ -41,7 +44,22 @@ impl Params {
             out.insert(name.clone(), v.as_tensor().clone());
             vars.push((name, v));
         }
-        Ok(Params { tensors: out, vars })
+        Ok(Params { tensors: out, vars, source_dtype: DType::F32 })
+    }
+
+    /// The dtype of the parameters in memory (of the embedding; all share one).
+    pub fn dtype(&self) -> DType {
+        self.tensors.values().next().map(|t| t.dtype()).unwrap_or(DType::F32)
+    }
+}
+
+/// The name Hugging Face's `config.json` gives a dtype (`torch_dtype`).
+pub fn torch_dtype_name(dtype: DType) -> &'static str {
+    match dtype {
+        DType::BF16 => "bfloat16",
+        DType::F16 => "float16",
+        DType::F64 => "float64",
+        _ => "float32",
     }
 }
 
@@ -109,7 +127,11 @@ pub fn load(cfg: &LmConfig, dir: &Path, device: &Device, dtype: DType, trainable
         }
         st.push((f.clone(), m));
     }
+    if !matches!(dtype, DType::F32 | DType::BF16 | DType::F16) {
+        bail!("{}: weights can be loaded as f32, bf16 or f16, not {dtype:?}", dir.display());
+    }
     let mut tensors = BTreeMap::new();
+    let mut source_dtype = None;
     for (name, shape) in cfg.parameter_shapes()? {
         let file = located.get(&name).with_context(|| {
             format!("{}: tensor {name:?} (shape {shape:?}) is missing from the weights", dir.display())
@@ -125,11 +147,16 @@ pub fn load(cfg: &LmConfig, dir: &Path, device: &Device, dtype: DType, trainable
                 t.dims()
             );
         }
+        if source_dtype.is_none() && t.dtype().is_float() {
+            source_dtype = Some(t.dtype());
+        }
         let t = t.to_dtype(dtype)?;
         ensure_finite(&t, file, &name)?;
         tensors.insert(name, t);
     }
-    Params::from_tensors(tensors, trainable)
+    let mut params = Params::from_tensors(tensors, trainable)?;
+    params.source_dtype = source_dtype.unwrap_or(DType::F32);
+    Ok(params)
 }
 
 /// How many elements of `t` are NaN or ±inf (0 for integer tensors). On the CPU in f32 this
