@@ -9,7 +9,10 @@
 //!    in it, the closest cell outlined, a colour bar;
 //! 3. the checkpoint-distance curve: MSA's forget-side metric vs how many checkpoints before
 //!    exposure its θ_0 was, with whiskers, the oracle's line (and its noise-floor band) and θ_D's;
-//! 4. per-metric dot plots ([`DotMetric`], at most [`MAX_DOT_PLOTS`] per model): a row per
+//! 4. the relearning curves (`[attacks] relearn`): a forget-side metric on the held forget
+//!    entities over the relearning steps, one line per headline method, the oracle's and θ_D's
+//!    lines as references (`crate::robustness::relearn_steps`);
+//! 5. per-metric dot plots ([`DotMetric`], at most [`MAX_DOT_PLOTS`] per model): a row per
 //!    headline method and reference, dot = mean, whisker = interval, the oracle's line.
 //!
 //! Every chart is drawn by one function generic over the plotters backend, once into an SVG
@@ -39,8 +42,8 @@ use crate::tables::{params_text, Stat, Summary, SummaryRow};
 pub const SIZE: (u32, u32) = (800, 520);
 
 /// At most this many figures in a report. When there are more, [`figures`] drops dot plots
-/// first (the last [`DotMetric`] first, later models before earlier ones), then checkpoint
-/// curves, then heat maps, then trade-offs (later models first).
+/// first (the last [`DotMetric`] first, later models before earlier ones), then relearning
+/// curves, then checkpoint curves, then heat maps, then trade-offs (later models first).
 pub const MAX_FIGURES: usize = 8;
 
 /// At most this many dot plots per model (the first [`DotMetric`]s with data).
@@ -100,13 +103,14 @@ pub fn figures(
         add(0, 0, plan_tradeoff(s, &looks));
         add(1, 0, plan_heat_map(s, is_headline));
         add(2, 0, plan_curve(s, is_headline));
+        add(3, 0, plan_relearn(s, &looks));
         let mut n = 0;
         for d in dots {
             if n == MAX_DOT_PLOTS {
                 break;
             }
             if let Some(p) = plan_dots(s, &looks, d) {
-                add(3, n, Some(p));
+                add(4, n, Some(p));
                 n += 1;
             }
         }
@@ -169,6 +173,7 @@ enum Chart {
     Heat(Heat),
     Curve(Curve),
     Dots(Dots),
+    Relearn(RelearnCurves),
 }
 
 /// How a row is marked: a colour and a mark shape.
@@ -560,6 +565,128 @@ fn plan_curve(s: &Summary, is_headline: &dyn Fn(&SummaryRow) -> bool) -> Option<
     })
 }
 
+/// The relearning curves: one line per headline method and reference, x = relearning steps,
+/// y = a forget-side record on the held forget entities (`attack/relearn@K/RECORD`).
+#[derive(Clone, Debug)]
+struct RelearnCurves {
+    title: String,
+    y_desc: String,
+    /// Distinct steps (ticks).
+    xs: Vec<f64>,
+    /// (legend label, look, dashed, points sorted by x); references first.
+    series: Vec<(String, Look, bool, Vec<Point>)>,
+}
+
+/// The held-part records the relearning figure can show, the first one present.
+const RELEARN_RECORDS: [&str; 3] = ["mc_accuracy/forget", "tofu_prob_forget", "perplexity/forget"];
+
+fn plan_relearn(s: &Summary, looks: &Looks) -> Option<Plan> {
+    let steps = crate::robustness::relearn_steps(s);
+    if steps.len() < 2 {
+        return None;
+    }
+    let key = |step: usize, record: &str| format!("attack/{}{step}/{record}", crate::robustness::RELEARN);
+    let record = RELEARN_RECORDS.iter().copied().find(|r| steps.iter().all(|&k| s.column(&key(k, r)).is_some()))?;
+    let points = |r: &SummaryRow, look: Look| -> Vec<Point> {
+        steps
+            .iter()
+            .filter_map(|&k| {
+                let st = r.stats.get(key(k, record).as_str())?;
+                st.mean.is_finite().then_some(Point { look, x: k as f64, y: st.mean, x_span: None, y_span: st.interval })
+            })
+            .collect()
+    };
+    let mut series = Vec::new();
+    for &(r, look) in &looks.references {
+        let dashed = r.method == REFERENCE_FINAL;
+        let look = if dashed { Look { color: GREY, ..look } } else { look };
+        let pts = points(r, look);
+        if pts.len() >= 2 {
+            series.push((r.label(), look, dashed, pts));
+        }
+    }
+    let references = series.len();
+    for (r, look, label) in &looks.methods {
+        let pts = points(r, *look);
+        if pts.len() >= 2 {
+            series.push((label.clone(), *look, false, pts));
+        }
+    }
+    if series.len() == references {
+        return None;
+    }
+    let y_desc = format!("{record} on the held forget entities{}", direction_text(s, record));
+    let caption = format!(
+        "The relearning attack: each model fine-tuned on the forget documents of part of the forget entities (the same \
+         documents and batches for every line), scored after 0 (the model itself), {} steps on the OTHER forget \
+         entities, which the attack never trained on: {record}, marks are means over world seeds, whiskers 95 % \
+         cluster-bootstrap intervals (none with one run). The oracle (black) never saw the forget data, so its line is \
+         what relearning teaches a model that truly does not know; θ_D (grey, dashed) never forgot. A method's line \
+         rising above the oracle's is hidden knowledge coming back.",
+        steps.iter().filter(|&&k| k > 0).map(|k| k.to_string()).collect::<Vec<_>>().join(", ")
+    );
+    let chart = RelearnCurves {
+        title: format!("Relearning attack ({})", s.model),
+        y_desc,
+        xs: steps.iter().map(|&k| k as f64).collect(),
+        series,
+    };
+    Some(Plan {
+        stem: safe(&format!("relearn_{}", s.model)),
+        title: chart.title.clone(),
+        caption,
+        paper: true,
+        chart: Chart::Relearn(chart),
+    })
+}
+
+fn draw_relearn<DB: DrawingBackend>(c: &RelearnCurves, root: &Area<DB>) -> Drawn<DB> {
+    draw_title(root, &c.title)?;
+    let (w, _) = root.dim_in_pixel();
+    let ys: Vec<f64> = c.series.iter().flat_map(|(_, _, _, pts)| pts.iter().flat_map(|p| point_extent(p).1)).collect();
+    let xr = {
+        let s = span(c.xs.iter().copied(), 0.0);
+        let pad = ((s.end - s.start) * 0.04).max(0.4);
+        (s.start - pad)..(s.end + pad)
+    };
+    let area = root.margin(TITLE_H, 0, 0, LEGEND_W);
+    let mut chart = ChartBuilder::on(&area)
+        .margin(8)
+        .margin_right(14)
+        .x_label_area_size(50)
+        .y_label_area_size(78)
+        .build_cartesian_2d(xr, span(ys, 0.1))?;
+    draw_mesh(&mut chart, "relearning steps (0 = the model before the attack)", &c.y_desc, 0, 8)?;
+    let frame = frame_of(&chart);
+    let ticks: Vec<(f64, String)> = c.xs.iter().map(|&x| (x, value_text(x))).collect();
+    draw_x_ticks(root, &chart, frame, &ticks)?;
+    draw_frame(root, frame)?;
+    let mut entries = Vec::new();
+    for (label, look, dashed, pts) in &c.series {
+        let centres: Vec<(i32, i32)> = pts.iter().map(|p| chart.backend_coord(&(p.x, p.y))).collect();
+        for pair in centres.windows(2) {
+            if *dashed {
+                let ((x0, y0), (x1, y1)) = (pair[0], pair[1]);
+                let len = (((x1 - x0) as f64).powi(2) + ((y1 - y0) as f64).powi(2)).sqrt().max(1.0);
+                let n = (len / 14.0).ceil() as i32;
+                for k in 0..n {
+                    let (a, b) = (k as f64 / n as f64, ((k as f64 + 0.6) / n as f64).min(1.0));
+                    let at = |t: f64| (x0 + ((x1 - x0) as f64 * t) as i32, y0 + ((y1 - y0) as f64 * t) as i32);
+                    root.draw(&PathElement::new(vec![at(a), at(b)], look.color.stroke_width(2)))?;
+                }
+            } else {
+                root.draw(&PathElement::new(pair.to_vec(), look.color.stroke_width(2)))?;
+            }
+        }
+        for (p, &at) in pts.iter().zip(&centres) {
+            draw_whiskers(root, &chart, p)?;
+            draw_mark(root, at, *look, MARK_R)?;
+        }
+        entries.push((Swatch::Mark(*look), label.clone()));
+    }
+    draw_legend(root, w as i32 - LEGEND_W + 6, TITLE_H + 10, LEGEND_W - 10, &entries)
+}
+
 #[derive(Clone, Debug)]
 struct DotRow {
     label: String,
@@ -658,6 +785,7 @@ impl Chart {
             Chart::Heat(h) => draw_heat(h, root)?,
             Chart::Curve(c) => draw_curve(c, root)?,
             Chart::Dots(d) => draw_dots(d, root)?,
+            Chart::Relearn(r) => draw_relearn(r, root)?,
         }
         root.present()
     }

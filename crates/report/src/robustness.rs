@@ -16,16 +16,48 @@ use crate::tables::{Stat, Summary};
 /// Forget-side records shown (those the results have, after the attack too).
 pub const RECORDS: &[&str] = &["mc_accuracy/forget", "tofu_prob_forget", "tofu_truth_ratio_forget", "kl_to_oracle/forget", "mink_auc"];
 
-/// The attacks a summary has results for, by name (`quantize:int4`).
+/// Prefix of the relearning attack's names: `relearn@K` is the model after K fine-tuning steps
+/// on the taught forget entities, scored on the held ones (`relearn@0`: before the attack).
+pub const RELEARN: &str = "relearn@";
+
+/// The attacks a summary has results for, by name (`quantize:int4`), each with a table: of the
+/// relearning attack only its last step (`relearn@K`, K the largest; the curve is a figure).
 pub fn attacks(s: &Summary) -> Vec<String> {
     let mut names: Vec<String> = s
         .columns
         .iter()
         .filter_map(|c| c.record.strip_prefix("attack/")?.split_once('/').map(|(a, _)| a.to_owned()))
+        .filter(|a| !a.starts_with(RELEARN))
         .collect();
     names.sort();
     names.dedup();
+    if let Some(&last) = relearn_steps(s).last().filter(|&&k| k > 0) {
+        names.push(format!("{RELEARN}{last}"));
+    }
     names
+}
+
+/// The relearning steps a summary has records for (`attack/relearn@K/…`), sorted; 0 (the
+/// held part before the attack) included when recorded.
+pub fn relearn_steps(s: &Summary) -> Vec<usize> {
+    let mut steps: Vec<usize> = s
+        .columns
+        .iter()
+        .filter_map(|c| c.record.strip_prefix("attack/")?.strip_prefix(RELEARN)?.split_once('/')?.0.parse().ok())
+        .collect();
+    steps.sort_unstable();
+    steps.dedup();
+    steps
+}
+
+/// The record a row's value after `attack` is compared with "before": the record itself, or
+/// for the relearning attack the same held part before the attack (`attack/relearn@0/RECORD`).
+fn before_key(attack: &str, record: &str) -> String {
+    if attack.starts_with(RELEARN) {
+        format!("attack/{RELEARN}0/{record}")
+    } else {
+        record.to_owned()
+    }
 }
 
 /// Per-world gap a − b over the worlds both have, with its mean and (≥ 2 worlds) interval.
@@ -60,7 +92,7 @@ pub fn tables(s: &Summary) -> Vec<(String, Table)> {
         let records: Vec<&str> = RECORDS
             .iter()
             .copied()
-            .filter(|r| s.column(r).is_some() && s.column(&format!("attack/{attack}/{r}")).is_some())
+            .filter(|r| s.column(&before_key(&attack, r)).is_some() && s.column(&format!("attack/{attack}/{r}")).is_some())
             .collect();
         if records.is_empty() {
             continue;
@@ -93,7 +125,9 @@ pub fn tables(s: &Summary) -> Vec<(String, Table)> {
                         if let Some((g, ci)) = gap(after, o_after) {
                             let ci = ci.map_or(String::new(), |(lo, hi)| format!(" [{}, {}]", signed(lo), signed(hi)));
                             text.push_str(&format!(" (gap {}{ci}", signed(g)));
-                            let before = r.stats.get(*rec).zip(oracle.stats.get(*rec)).and_then(|(b, o)| gap(b, o));
+                            let bk = before_key(&attack, rec);
+                            let before =
+                                r.stats.get(bk.as_str()).zip(oracle.stats.get(bk.as_str())).and_then(|(b, o)| gap(b, o));
                             if let Some((gb, _)) = before {
                                 text.push_str(&format!("; before {}", signed(gb)));
                             }
@@ -110,11 +144,20 @@ pub fn tables(s: &Summary) -> Vec<(String, Table)> {
                 t.rules_after.push(i);
             }
         }
+        let relearn = attack.strip_prefix(RELEARN).map(|k| {
+            format!(
+                "Relearning attack: {k} fine-tuning steps on the forget documents of part of the forget entities \
+                 (the same part and batches for every row), scored on the OTHER forget entities only, which the attack \
+                 did not train on; \"before\": the same held part before the attack (step 0). A gap to the oracle after \
+                 relearning is knowledge that was hidden, not removed. "
+            )
+        });
         t.note = format!(
-            "After the attack {attack}, scored with the same metrics. Gap: the row's value after the attack − the \
+            "{}After the attack {attack}, scored with the same metrics. Gap: the row's value after the attack − the \
              oracle's value after the same attack, mean over worlds{}; the oracle never saw the forget data, so a \
              gap that grows under the attack is knowledge the attack brought back. \"before\": the same gap without \
              the attack.",
+            relearn.unwrap_or_default(),
             if rows.iter().any(|r| r.worlds >= 2) { " [95 % bootstrap interval over worlds]" } else { "" }
         );
         out.push((format!("Model `{}`, attack {attack}", s.model), t));

@@ -30,7 +30,8 @@ pub const KNOWN_METHOD_KINDS: &[&str] =
 /// override). Must match the parameter structs of the method crates (a test checks it).
 pub const KNOWN_METHOD_PARAMS: &[(&str, &[&str])] = &[
     // θ = θ_D − α·τ_f + β·τ_r with τ from checkpoint θ_0 ("latest-clean", "distance:k", "step:N" or "path:DIR")
-    ("msa", &["alpha", "beta", "checkpoint", "variant", "alpha_scaling", "sparsity", "ensemble", "allow_unclean", "retain_size"]),
+    // alpha = "calibrated": bisection on [alpha_min, alpha_max] matching forget to held-out loss; repair_*: retain fine-tune after
+    ("msa", &["alpha", "beta", "checkpoint", "variant", "alpha_scaling", "sparsity", "ensemble", "allow_unclean", "retain_size", "alpha_min", "alpha_max", "calibrate_iters", "calibrate_grid", "calibrate_tol", "repair_steps", "repair_lr"]),
     ("task_negation", &["alpha"]),
     ("gradient_ascent", &[]),
     ("gradient_difference", &["lambda", "retain_loss"]),
@@ -115,6 +116,18 @@ struct RawSweep {
 struct RawAttacks {
     quantize: Option<Vec<String>>,
     quantize_lm_head: Option<bool>,
+    relearn: Option<RawRelearn>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRelearn {
+    fraction: Option<f64>,
+    steps: Option<i64>,
+    lr: Option<f64>,
+    eval_at: Option<Vec<i64>>,
+    batch_size: Option<i64>,
+    seed: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -196,11 +209,30 @@ pub struct Attacks {
     /// `quantize_lm_head` (default false: lm_head stays in full precision, as transformers'
     /// bitsandbytes loading — the attack paper's code — leaves it).
     pub quantize_lm_head: bool,
+    /// `relearn = { fraction, steps, lr, eval_at, batch_size, seed }`: the relearning attack
+    /// (`crate::relearn`).
+    pub relearn: Option<Relearn>,
+}
+
+/// The relearning attack: fine-tune the cell's model (plain next-token NLL, AdamW at a constant
+/// `lr`, gradient norm clipped to 1) for `steps` optimizer steps on the forget documents of a
+/// `fraction` of the forget entities (chosen by `seed`, the same for every cell of a world),
+/// then score the forget metrics on the *other* entities only, before the attack (step 0) and
+/// after each step in `eval_at`: records `attack/relearn@K/RECORD`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Relearn {
+    pub fraction: f64,
+    pub steps: usize,
+    pub lr: f64,
+    /// Strictly increasing, each in 1..=steps, ending at `steps`.
+    pub eval_at: Vec<usize>,
+    pub batch_size: usize,
+    pub seed: u64,
 }
 
 impl Attacks {
     pub fn is_empty(&self) -> bool {
-        self.quantize.is_empty()
+        self.quantize.is_empty() && self.relearn.is_none()
     }
 
     /// The attack names, as in records (`quantize:int8`).
@@ -259,6 +291,9 @@ pub struct MethodSpec {
     pub fixed: BTreeMap<String, toml::Value>,
     /// Grid axes: key → the values in the order written (never empty).
     pub grid: BTreeMap<String, Vec<toml::Value>>,
+    /// For kind `external`: its `command`, `env` and `timeout` (not hyperparameters: they are
+    /// not in cell keys; the fingerprint hashes them with the scripts the command names).
+    pub external: Option<crate::external::ExternalSpec>,
 }
 
 /// Training defaults from `[train]`; a method table may override any field.
@@ -551,7 +586,53 @@ fn attacks(raw: RawAttacks, source: &Path) -> Result<Attacks> {
         }
         quantize.push(scheme);
     }
-    Ok(Attacks { quantize, quantize_lm_head: raw.quantize_lm_head.unwrap_or(false) })
+    let relearn = raw.relearn.map(|r| relearn(r, source)).transpose()?;
+    Ok(Attacks { quantize, quantize_lm_head: raw.quantize_lm_head.unwrap_or(false), relearn })
+}
+
+fn relearn(raw: RawRelearn, source: &Path) -> Result<Relearn> {
+    let at = |field: &str| format!("{}: attacks.relearn.{field}", source.display());
+    let fraction = raw.fraction.with_context(|| format!("{}: the fraction of forget entities to relearn on, in (0, 1), is required", at("fraction")))?;
+    if !(fraction > 0.0 && fraction < 1.0) {
+        bail!("{} = {fraction}: expected a fraction of the forget entities strictly between 0 and 1 (the attack teaches that part and scores the rest)", at("fraction"));
+    }
+    let steps = raw.steps.with_context(|| format!("{}: the number of optimizer steps (≥ 1) is required", at("steps")))?;
+    if steps < 1 {
+        bail!("{} = {steps}: expected at least 1 optimizer step", at("steps"));
+    }
+    let steps = steps as usize;
+    let lr = raw.lr.with_context(|| format!("{}: the learning rate (> 0) is required", at("lr")))?;
+    if !(lr.is_finite() && lr > 0.0) {
+        bail!("{} = {lr}: expected a positive learning rate", at("lr"));
+    }
+    let eval_at = match raw.eval_at {
+        None => vec![steps],
+        Some(v) => {
+            if v.is_empty() {
+                bail!("{} = []: expected the steps to score at (omit it to score after the last step only)", at("eval_at"));
+            }
+            let mut out: Vec<usize> = Vec::with_capacity(v.len());
+            for (i, &k) in v.iter().enumerate() {
+                if k < 1 || k as usize > steps {
+                    bail!("{}[{i}] = {k}: expected a step in 1..={steps} (attacks.relearn.steps; step 0, the model itself, is always scored)", at("eval_at"));
+                }
+                if out.last().is_some_and(|&p| p >= k as usize) {
+                    bail!("{}[{i}] = {k}: expected strictly increasing steps", at("eval_at"));
+                }
+                out.push(k as usize);
+            }
+            if out.last() != Some(&steps) {
+                bail!("{}: the last step scored must be attacks.relearn.steps = {steps} (the gap is read there), got {:?}", at("eval_at"), out);
+            }
+            out
+        }
+    };
+    let batch_size = match raw.batch_size {
+        None => 8,
+        Some(b) if b >= 1 => b as usize,
+        Some(b) => bail!("{} = {b}: expected at least 1 sequence per step", at("batch_size")),
+    };
+    Ok(Relearn { fraction, steps, lr, eval_at, batch_size, seed: raw.seed.unwrap_or(0) })
 }
 
 /// The data directory to use: `UNLEARN_DATA_DIR` if set, else the config's `data_dir`
@@ -601,9 +682,13 @@ fn validate_method(
         Some(other) => return Err((at("kind"), format!("expected a string, found {}", other.type_str()))),
         None => return Err((at("kind"), format!("missing; known kinds: {}", registry.method_kinds.join(", ")))),
     };
-    if !registry.method_kinds.contains(&kind.as_str()) {
-        return Err((at("kind"), unknown_name_message("method kind", &kind, registry.method_kinds)));
+    // `external` (a command the harness runs; crate::external) is always a known kind.
+    if kind != crate::external::KIND && !registry.method_kinds.contains(&kind.as_str()) {
+        let known: Vec<&str> = registry.method_kinds.iter().copied().chain([crate::external::KIND]).collect();
+        return Err((at("kind"), unknown_name_message("method kind", &kind, &known)));
     }
+    let external =
+        if kind == crate::external::KIND { Some(crate::external::take_spec(name, &mut table)?) } else { None };
     let allowed: Option<Vec<&str>> = registry
         .method_params
         .iter()
@@ -658,7 +743,11 @@ fn validate_method(
             fixed.extend(values.into_iter().map(|v| (key.clone(), v)));
         }
     }
-    Ok(MethodSpec { name: name.to_owned(), kind, fixed, grid })
+    if let Some(spec) = &external {
+        let params: BTreeSet<String> = fixed.keys().chain(grid.keys()).cloned().collect();
+        crate::external::check_placeholders(name, spec, &params, train)?;
+    }
+    Ok(MethodSpec { name: name.to_owned(), kind, fixed, grid, external })
 }
 
 fn check_scalar(v: &toml::Value) -> std::result::Result<(), String> {

@@ -23,7 +23,9 @@
 //! - `method`: the method's kind and parameters (and the content of a `checkpoint = "path:DIR"`
 //!   folder);
 //! - `train`: the cell's training config after its overrides, exactly as run (`none` for the
-//!   reference rows, which train nothing).
+//!   reference rows, which train nothing). A cell whose method sets its own `epochs` also
+//!   hashes a marker of the warm-up fix (the warm-up is `warmup_epochs` of the method's epochs;
+//!   before, of [train].epochs), so its results from before the fix are stale.
 //!
 //! Values are short (`f32`, `true`) or 16 hex digits of a SHA-256. Not in the fingerprint: the
 //! code's version apart from the metric versions and [`RESULT_FORMAT`] (the git commit is
@@ -174,6 +176,9 @@ pub struct SweepFingerprints {
     worlds: BTreeMap<u64, (String, String)>,
     metrics: String,
     train: crate::config::TrainConfig,
+    /// By method name, for `external` methods: [`crate::external::fingerprint_part`] (the
+    /// command, env and the content of the scripts it names).
+    externals: BTreeMap<String, String>,
 }
 
 impl SweepFingerprints {
@@ -199,6 +204,12 @@ impl SweepFingerprints {
             worlds,
             metrics: metrics_fingerprint(sweep, smoke)?,
             train: sweep.train.clone(),
+            externals: sweep
+                .methods
+                .iter()
+                .filter_map(|(name, m)| m.external.as_ref().map(|e| (name, e)))
+                .map(|(name, e)| Ok((name.clone(), crate::external::fingerprint_part(e)?)))
+                .collect::<Result<_>>()?,
         })
     }
 
@@ -219,7 +230,15 @@ impl SweepFingerprints {
                 .train
                 .with_overrides(&cell.params)
                 .with_context(|| format!("cell {}: training overrides", cell.key))?;
-            hash_json(&t)?
+            let h = hash_json(&t)?;
+            if t.epochs != self.train.epochs && t.warmup_epochs > 0.0 {
+                // Before the warm-up fix (issue 18) a cell whose method set its own `epochs` ran
+                // the warm-up as a fraction of [train].epochs; such results are stale. Cells run
+                // with [train]'s epochs ran the same schedule before and after, and keep their hash.
+                hash_json(&(h, "warmup: warmup_epochs of the method's own epochs"))?
+            } else {
+                h
+            }
         };
         let fields = [
             ("format", RESULT_FORMAT.to_string()),
@@ -229,7 +248,7 @@ impl SweepFingerprints {
             ("model", model.clone()),
             ("dtype", dtype.clone()),
             ("metrics", self.metrics.clone()),
-            ("method", method_fingerprint(cell, self.smoke)?),
+            ("method", method_fingerprint(cell, self.smoke, self.externals.get(&cell.method).filter(|_| cell.kind == crate::external::KIND))?),
             ("train", train),
         ];
         Ok(Fingerprint::new(fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()))
@@ -237,10 +256,14 @@ impl SweepFingerprints {
 }
 
 /// The `method` field: kind and parameters, plus the content of a `checkpoint = "path:DIR"`
-/// folder (with `--smoke` a stand-in is made from the path, so the path alone counts).
-fn method_fingerprint(cell: &Cell, smoke: bool) -> Result<String> {
+/// folder (with `--smoke` a stand-in is made from the path, so the path alone counts); for an
+/// `external` method, `external` (its command, env and the content of the scripts it names).
+fn method_fingerprint(cell: &Cell, smoke: bool, external: Option<&String>) -> Result<String> {
     let mut h = Sha256::new();
     h.update(serde_json::to_string(&serde_json::json!({ "kind": cell.kind, "params": cell.params }))?.as_bytes());
+    if let Some(e) = external {
+        h.update(format!("external={e}").as_bytes());
+    }
     if let Some(dir) = cell.params.get("checkpoint").and_then(|v| v.as_str()).and_then(|c| c.strip_prefix("path:")) {
         if !smoke {
             let dir = Path::new(dir);
@@ -282,6 +305,10 @@ fn metrics_fingerprint(sweep: &Sweep, smoke: bool) -> Result<String> {
             "quantize": sweep.attacks.quantize.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
             "quantize_lm_head": sweep.attacks.quantize_lm_head,
         });
+        // (only when set, so quantize-only results stay current)
+        if let Some(r) = &sweep.attacks.relearn {
+            what["attacks"]["relearn"] = serde_json::json!({ "config": r, "version": crate::relearn::VERSION });
+        }
     }
     hash_json(&what)
 }

@@ -1,17 +1,18 @@
-//! The sweep runner's data side: sweep configs (TOML, validated, with "did you mean"), the
-//! expansion of a sweep into cells (models × methods × grid × seeds, plus the "final" and
-//! "retrain" reference cells), `--shard I/N` partitioning, and the atomic per-cell result store
-//! that makes a sweep resumable.
-//!
-//! Invariant: this crate runs no model and no method; it knows nothing of candle or of the
-//! other project crates. Execution lives in the `bench` binary, which walks the cells this
-//! crate gives it and writes each result through [`store::ResultStore`].
+//! The sweep runner: sweep configs (TOML, validated, with "did you mean"), the expansion of a
+//! sweep into cells (models × methods × grid × seeds, plus the "final" and "retrain" reference
+//! cells), `--shard I/N` partitioning, fingerprints that tell a fresh result from a stale one,
+//! the atomic per-cell result store that makes a sweep resumable, and the execution of cells:
+//! building or loading each world (`testbed`), running each method (`methods`) on the engine
+//! (`lm`, candle), scoring it with the evaluation suite (`evals`, [`suite`]) and the `[attacks]`
+//! stage. The `bench` binary is its command line.
 
 pub mod cells;
 pub mod config;
 pub mod exec;
+pub mod external;
 pub mod fingerprint;
 pub mod quality;
+pub mod relearn;
 pub mod scoring;
 pub mod shard;
 pub mod store;

@@ -924,7 +924,82 @@ impl EvalSuite {
         let refs = OracleRefs::empty(self.fingerprint.clone());
         self.evaluate(model_dir, &refs, model_dir, device)
     }
+
+    /// This suite's forget-side metrics ([`FORGET_SUBSET_METRICS`], those it has) restricted to
+    /// the forget QA items of the entities `units` and the forget documents `docs` (ids):
+    /// the relearning attack's "other part" (`crate::relearn`). Retain, general, membership and
+    /// oracle-relative items are dropped, so it needs no oracle references: score it with
+    /// [`EvalSuite::evaluate_standalone`]; its records are `mc_accuracy/forget`,
+    /// `perplexity/forget`, `tofu_prob_forget`, … (`mc_accuracy/retain` comes out skipped;
+    /// [`EvalSuite::forget_subset_records`] drops it).
+    pub fn forget_subset(&self, units: &std::collections::BTreeSet<u32>, docs: &std::collections::BTreeSet<u32>) -> Result<EvalSuite> {
+        let names: Vec<String> =
+            self.names.iter().filter(|n| FORGET_SUBSET_METRICS.contains(&n.as_str())).cloned().collect();
+        if names.is_empty() {
+            bail!(
+                "none of the sweep's metrics can be scored on a part of the forget set (the relearning attack scores {})",
+                FORGET_SUBSET_METRICS.join(", ")
+            );
+        }
+        let doc_id = |id: &str| id.strip_prefix("doc-").and_then(|d| d.parse::<u32>().ok());
+        let keep_doc = |t: &Text| doc_id(&t.id).is_some_and(|d| docs.contains(&d));
+        let it = &self.items;
+        let forget_qa: Vec<testbed::QaItem> = it.forget_qa.iter().filter(|q| units.contains(&q.unit)).cloned().collect();
+        let kept_qa: std::collections::BTreeSet<String> = forget_qa.iter().map(|q| format!("qa-{}", q.id)).collect();
+        let items = Items {
+            forget_qa,
+            ppl_sets: it
+                .ppl_sets
+                .iter()
+                .filter(|(split, _)| split == "forget")
+                .map(|(split, set)| (split.clone(), set.iter().filter(|t| keep_doc(t)).cloned().collect()))
+                .collect(),
+            verbmem: it.verbmem.iter().filter(|(id, _)| doc_id(id).is_some_and(|d| docs.contains(&d))).cloned().collect(),
+            corrupted: it.corrupted.iter().filter(|(id, _)| kept_qa.contains(id)).cloned().collect(),
+            missing: it.missing.clone(),
+            ..Items::default()
+        };
+        let mut suite = EvalSuite {
+            names,
+            kind: self.kind,
+            add_bos: self.add_bos,
+            batch_size: self.batch_size,
+            limits: self.limits.clone(),
+            theta_d: self.theta_d.clone(),
+            items,
+            fingerprint: String::new(),
+            classifier: None,
+        };
+        suite.fingerprint = suite.compute_fingerprint(&format!("forget-subset of {}", self.fingerprint))?;
+        Ok(suite)
+    }
+
+    /// Scores `model_dir` with a [`EvalSuite::forget_subset`] suite; only forget-side records.
+    pub fn forget_subset_records(&self, model_dir: &Path, device: &Device) -> Result<BTreeMap<String, MetricRecord>> {
+        let mut records = self.evaluate_standalone(model_dir, device)?;
+        records.retain(|k, _| k != "mc_accuracy/retain");
+        Ok(records)
+    }
+
+    /// How many forget QA items and forget documents (perplexity) the suite scores.
+    pub fn forget_counts(&self) -> (usize, usize) {
+        let docs = self.items.ppl_sets.iter().find(|(s, _)| s == "forget").map_or(0, |(_, v)| v.len());
+        (self.items.forget_qa.len(), docs)
+    }
 }
+
+/// The metrics [`EvalSuite::forget_subset`] keeps: forget-side scores that need no oracle
+/// values and are computed item by item, so that a part of the forget set scores alone.
+pub const FORGET_SUBSET_METRICS: &[&str] = &[
+    "mc_accuracy",
+    "tofu_prob_forget",
+    "tofu_rouge_forget",
+    "tofu_truth_ratio_forget",
+    "muse_knowmem_forget",
+    "muse_verbmem",
+    "perplexity",
+    "restor_clean_acc",
+];
 
 fn select_world_items(world: &World, limits: &EvalLimits) -> Result<Items> {
     let mut items = Items::default();
