@@ -16,6 +16,7 @@ pub mod block;
 pub mod checkpoint;
 pub mod config;
 pub mod fused;
+pub mod memory;
 pub mod model;
 pub mod recompute;
 pub mod score;
