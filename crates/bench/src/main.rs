@@ -20,7 +20,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run a sweep: build the world, run every method at every grid point, score every cell
-    /// against the oracle, write one result file per cell, then write the report.
+    /// against the oracle, write one result file per cell, then write the report. A method of
+    /// kind = "external" is a command the sweep runs (e.g. a PyTorch script; its output goes to
+    /// RESULTS/logs/CELL_ID.log): see README, "Adding your own method, without Rust".
     Sweep {
         /// The sweep config (TOML), e.g. configs/tiny.toml.
         config: PathBuf,

@@ -163,7 +163,8 @@ pub fn run(sweep: &Sweep, opts: &ExecOptions, progress: Option<Progress>, log: &
                 }
                 let t0 = Timings::now_unix();
                 let mut stages = BTreeMap::new();
-                let outcome = run_cell(sweep, cell, &ctx, opts, &device, progress, &mut stages);
+                let mut external_run = None;
+                let outcome = run_cell(sweep, cell, &ctx, opts, &device, progress, &mut stages, &mut external_run);
                 match &outcome {
                     Ok(_) => {
                         summary.ran += 1;
@@ -174,6 +175,8 @@ pub fn run(sweep: &Sweep, opts: &ExecOptions, progress: Option<Progress>, log: &
                         log(&format!("cell {} failed: {e:#}", cell.id));
                     }
                 }
+                // an external method's command, exit status, wall time and script hashes
+                let provenance = Provenance { external: external_run, ..provenance.clone() };
                 record(&store, sweep, cell, fp, outcome, &provenance, t0, stages)?;
             }
         }
@@ -562,6 +565,7 @@ fn run_cell(
     device: &candle_core::Device,
     progress: Option<Progress>,
     stages: &mut BTreeMap<String, f64>,
+    external_run: &mut Option<crate::external::ExternalRun>,
 ) -> Result<CellOutcome> {
     let mut curves = BTreeMap::new();
     let t = std::time::Instant::now();
@@ -570,6 +574,29 @@ fn run_cell(
         REFERENCE_RETRAIN if cell.kind == crate::cells::REFERENCE_KIND => (ctx.world.oracle.clone(), false),
         REFERENCE_RETRAIN_ALT if cell.kind == crate::cells::REFERENCE_KIND => {
             (ctx.oracle_alt.clone().context("the second oracle was not built")?, false)
+        }
+        // a command the harness runs (crate::external): stage inputs, run, validate its folder
+        _ if cell.kind == crate::external::KIND => {
+            let spec = sweep.methods.get(&cell.method).and_then(|m| m.external.as_ref());
+            let spec = spec.with_context(|| format!("methods.{}: no command", cell.method))?;
+            let train = sweep.train.with_overrides(&cell.params)?;
+            let out = ctx.models_dir.join(&cell.id);
+            let log = ResultStore::for_sweep(sweep).dir().join("logs").join(format!("{}.log", cell.id));
+            let run = crate::external::CellRun {
+                spec,
+                cell,
+                train: &train,
+                world: &ctx.world,
+                cache: &ctx.cache,
+                out: &out,
+                log: &log,
+            };
+            let (result, ran) = crate::external::run(&run);
+            if let Some(r) = &ran {
+                stages.insert("method/command".into(), r.wall_seconds);
+            }
+            *external_run = ran;
+            (result.with_context(|| format!("method {} ({})", cell.method, cell.kind))?, !opts.keep_models)
         }
         _ => {
             let mut method_params = toml::Table::new();

@@ -101,6 +101,10 @@ pub struct Provenance {
     pub crate_version: String,
     /// `git rev-parse HEAD` of the working tree, when there is one.
     pub git_commit: Option<String>,
+    /// For a cell of an `external` method: the command that made it, its exit status, wall
+    /// time, the hashes of the scripts it names and its log (absent for every other cell).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<crate::external::ExternalRun>,
 }
 
 impl Provenance {
@@ -116,7 +120,7 @@ impl Provenance {
             .and_then(|o| String::from_utf8(o.stdout).ok())
             .map(|s| s.trim().to_owned())
             .filter(|s| !s.is_empty());
-        Provenance { crate_version: crate_version.to_owned(), git_commit }
+        Provenance { crate_version: crate_version.to_owned(), git_commit, external: None }
     }
 }
 
@@ -192,12 +196,17 @@ pub fn resolved_config(sweep: &Sweep, cell: &Cell) -> Result<serde_json::Value> 
         .train
         .with_overrides(&cell.params)
         .with_context(|| format!("cell {}: training overrides", cell.key))?;
+    let mut method = serde_json::json!({ "name": cell.method, "kind": cell.kind, "params": cell.params });
+    // an external method's command, env and timeout (only for that kind: other cells unchanged)
+    if let Some(spec) = sweep.methods.get(&cell.method).and_then(|m| m.external.as_ref()) {
+        method["external"] = serde_json::to_value(spec)?;
+    }
     Ok(serde_json::json!({
         "sweep": sweep.name,
         "source": sweep.source.display().to_string(),
         "world": sweep.world,
         "model": model,
-        "method": { "name": cell.method, "kind": cell.kind, "params": cell.params },
+        "method": method,
         "train": train,
         "metrics": sweep.metrics,
         "world_seed": cell.world_seed,

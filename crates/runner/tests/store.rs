@@ -56,7 +56,7 @@ fn ok_result(sweep: &runner::Sweep, cell: &runner::Cell, value: f64) -> CellResu
         )]),
         resolved_config: resolved_config(sweep, cell).unwrap(),
         fingerprint: Some(fingerprint()),
-        provenance: Provenance { crate_version: "0.0.0".into(), git_commit: None },
+        provenance: Provenance { crate_version: "0.0.0".into(), git_commit: None, external: None },
         timings: Timings { started_unix: 1.0, finished_unix: 3.5, stages: BTreeMap::from([("eval".into(), 2.5)]) },
         loss_curves: BTreeMap::from([("unlearn".to_owned(), vec![(0, 2.0), (10, 1.5), (20, f64::NAN)])]),
     }
