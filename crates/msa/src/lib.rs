@@ -41,7 +41,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 use unlearn::{check_coefficient, check_positive, parse_params, CheckpointInfo, Context, RunReport, Unlearner};
 
+pub mod calibrate;
 pub mod variants;
+pub use calibrate::{bisect, Alpha, Calibration, Outcome};
 pub use variants::{AlphaScaling, Member, Shaping, Variant};
 
 /// Fallback learning rate and epochs when neither the method's table nor `[train]` sets them.
@@ -433,8 +435,20 @@ pub fn arithmetic_with(
     result
 }
 
-fn default_alpha() -> f64 {
-    1.0
+fn default_alpha_max() -> f64 {
+    4.0
+}
+fn default_calibrate_iters() -> usize {
+    8
+}
+fn default_calibrate_grid() -> usize {
+    8
+}
+fn default_calibrate_tol() -> f64 {
+    0.01
+}
+fn default_repair_lr() -> f64 {
+    1e-4
 }
 fn default_checkpoint() -> String {
     "latest-clean".into()
@@ -472,8 +486,10 @@ fn selectors<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Opti
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MsaParams {
-    #[serde(default = "default_alpha")]
-    pub alpha: f64,
+    /// A number, or "calibrated": chosen per run by bisection on [alpha_min, alpha_max] so that
+    /// the forget loss matches the held-out loss (see [`calibrate`]).
+    #[serde(default)]
+    pub alpha: Alpha,
     #[serde(default)]
     pub beta: f64,
     /// "latest-clean", "step:N", "distance:k" or "path:/folder".
@@ -505,7 +521,37 @@ pub struct MsaParams {
     /// `checkpoint`.
     #[serde(default, deserialize_with = "selectors")]
     pub ensemble: Option<Vec<String>>,
+    /// Calibration range and budget (only with alpha = "calibrated"): α ∈ [alpha_min,
+    /// alpha_max], scanned at calibrate_grid + 1 points for the first crossing, then at most
+    /// calibrate_iters bisection steps in it; stop when
+    /// |L̄_forget − L̄_held_out| ≤ calibrate_tol (nats per token).
+    #[serde(default)]
+    pub alpha_min: f64,
+    #[serde(default = "default_alpha_max")]
+    pub alpha_max: f64,
+    #[serde(default = "default_calibrate_iters")]
+    pub calibrate_iters: usize,
+    /// Intervals of the upward scan before the bisection (1 = plain bisection on the range).
+    #[serde(default = "default_calibrate_grid")]
+    pub calibrate_grid: usize,
+    #[serde(default = "default_calibrate_tol")]
+    pub calibrate_tol: f64,
+    /// Optimizer steps of retain-only fine-tuning after the arithmetic (0 = none), at
+    /// repair_lr with a constant schedule (see [`calibrate::repair`]).
+    #[serde(default)]
+    pub repair_steps: usize,
+    #[serde(default = "default_repair_lr")]
+    pub repair_lr: f64,
 }
+
+/// The calibration parameters, which only `alpha = "calibrated"` reads.
+const CALIBRATION_PARAMS: [&str; 5] = ["alpha_min", "alpha_max", "calibrate_iters", "calibrate_grid", "calibrate_tol"];
+
+/// The most scan intervals accepted (each is one combine and two loss passes).
+pub const MAX_CALIBRATE_GRID: usize = 64;
+
+/// The most bisection steps accepted (2⁻³⁰ of the range is far below any useful resolution).
+pub const MAX_CALIBRATE_ITERS: usize = 30;
 
 pub struct Msa {
     pub params: MsaParams,
@@ -522,9 +568,41 @@ impl Msa {
     pub fn from_params(params: &toml::Table) -> Result<Msa> {
         let p: MsaParams = parse_params(Self::NAME, params)?;
         let name = Self::NAME;
-        check_coefficient(name, "alpha", p.alpha)?;
+        match p.alpha {
+            Alpha::Fixed(a) => {
+                check_coefficient(name, "alpha", a)?;
+                if let Some(k) = CALIBRATION_PARAMS.iter().find(|k| params.contains_key(**k)) {
+                    bail!("method {name}: parameter {k} only applies to alpha = \"calibrated\" (alpha is {a})");
+                }
+            }
+            Alpha::Calibrated => {
+                check_coefficient(name, "alpha_min", p.alpha_min)?;
+                check_coefficient(name, "alpha_max", p.alpha_max)?;
+                ensure!(
+                    p.alpha_min < p.alpha_max,
+                    "method {name}: parameters alpha_min = {} and alpha_max = {} are invalid (expected alpha_min < alpha_max)",
+                    p.alpha_min,
+                    p.alpha_max
+                );
+                ensure!(
+                    p.calibrate_iters <= MAX_CALIBRATE_ITERS,
+                    "method {name}: parameter calibrate_iters = {} is invalid (expected at most {MAX_CALIBRATE_ITERS})",
+                    p.calibrate_iters
+                );
+                ensure!(
+                    (1..=MAX_CALIBRATE_GRID).contains(&p.calibrate_grid),
+                    "method {name}: parameter calibrate_grid = {} is invalid (expected 1..={MAX_CALIBRATE_GRID})",
+                    p.calibrate_grid
+                );
+                check_positive(name, "calibrate_tol", p.calibrate_tol)?;
+            }
+        }
         check_coefficient(name, "beta", p.beta)?;
         check_positive(name, "lr", p.lr)?;
+        check_positive(name, "repair_lr", p.repair_lr)?;
+        if params.contains_key("repair_lr") && p.repair_steps == 0 {
+            bail!("method {name}: parameter repair_lr is given but repair_steps is 0 (set repair_steps = N to repair)");
+        }
         let variant = Variant::parse(&p.variant).with_context(|| format!("method {name}: parameter variant = {:?} is invalid", p.variant))?;
         let alpha_scaling = AlphaScaling::parse(&p.alpha_scaling)
             .with_context(|| format!("method {name}: parameter alpha_scaling = {:?} is invalid", p.alpha_scaling))?;
@@ -585,7 +663,7 @@ impl Unlearner for Msa {
         let unclean = chosen.iter().any(|b| b.ledger.as_ref().is_some_and(|c| !c.clean));
         let ft = FineTune { lr: self.params.lr, epochs: self.params.epochs };
         let paths: Vec<PathBuf> = chosen.iter().map(|b| b.path.clone()).collect();
-        let mut report = arithmetic_with(name, ctx, &paths, self.params.alpha, self.params.beta, &ft, self.params.retain_size, &self.shaping)?;
+        let mut report = self.arithmetic_calibrated_repaired(ctx, &paths, &ft)?;
         if ensemble {
             let steps: Vec<serde_json::Value> = chosen.iter().map(|b| b.ledger.as_ref().map(|c| c.step).into()).collect();
             let clean: Vec<serde_json::Value> = chosen.iter().map(|b| b.ledger.as_ref().map(|c| c.clean).into()).collect();
@@ -599,6 +677,129 @@ impl Unlearner for Msa {
             report.notes.insert("ablation".into(), "unclean-checkpoint".into());
         }
         Ok(report)
+    }
+}
+
+impl Msa {
+    /// [`arithmetic_with`] at the fixed or calibrated α, then the repair when asked for.
+    /// Intermediate folders are siblings of `ctx.out` (`….calibrate`, `….arith`), removed
+    /// afterwards; on error nothing is left at `ctx.out`.
+    fn arithmetic_calibrated_repaired(&self, ctx: &Context, bases: &[PathBuf], ft: &FineTune) -> Result<RunReport> {
+        let name = Self::NAME;
+        let p = &self.params;
+        let sibling = |suffix: &str| {
+            let mut s = ctx.out.as_os_str().to_owned();
+            s.push(suffix);
+            PathBuf::from(s)
+        };
+        let (probe_dir, arith_dir) = (sibling(".calibrate"), sibling(".arith"));
+        let run = || -> Result<RunReport> {
+            unlearn::clear_out(ctx.out)?;
+            let t0 = Instant::now();
+            let (alpha, calibration) = match p.alpha {
+                Alpha::Fixed(a) => (a, None),
+                Alpha::Calibrated => {
+                    unlearn::check_has_targets(name, "held-out", ctx.held_out).with_context(|| {
+                        format!("method {name}: alpha = \"calibrated\" matches the forget loss to the held-out loss and needs held-out examples")
+                    })?;
+                    let probe = with_out(ctx, &probe_dir);
+                    let (mut passes, mut tokens, mut evals) = (0usize, 0usize, 0usize);
+                    let cal = bisect(
+                        |a| {
+                            let r = arithmetic_with(name, &probe, bases, a, p.beta, ft, p.retain_size, &self.shaping)?;
+                            passes += r.timings.get("count/arithmetic_passes").copied().unwrap_or(0.0) as usize;
+                            let (gap, n) = calibrate::loss_gap(&probe_dir, ctx.forget, ctx.held_out, ctx.pad, ctx.train.batch_size, ctx.device)?;
+                            tokens += n;
+                            evals += 1;
+                            if let Some(prog) = ctx.progress {
+                                prog("msa:calibrate", evals, p.calibrate_grid + 1 + p.calibrate_iters, gap);
+                            }
+                            Ok(gap)
+                        },
+                        p.alpha_min,
+                        p.alpha_max,
+                        p.calibrate_grid,
+                        p.calibrate_iters,
+                        p.calibrate_tol,
+                    )?;
+                    unlearn::clear_out(&probe_dir)?;
+                    (cal.alpha, Some((cal, passes, tokens, t0.elapsed().as_secs_f64())))
+                }
+            };
+            let repairing = p.repair_steps > 0;
+            let arith_ctx = with_out(ctx, if repairing { &arith_dir } else { ctx.out });
+            let mut report = arithmetic_with(name, &arith_ctx, bases, alpha, p.beta, ft, p.retain_size, &self.shaping)?;
+            report.out = ctx.out.to_path_buf();
+            if let Some((cal, passes, tokens, seconds)) = calibration {
+                report.notes.insert(
+                    "calibration".into(),
+                    serde_json::json!({
+                        "alpha": cal.alpha,
+                        "gap": cal.gap,
+                        "outcome": cal.outcome.name(),
+                        "range": [p.alpha_min, p.alpha_max],
+                        "tol": p.calibrate_tol,
+                        "max_iters": p.calibrate_iters,
+                        "grid": p.calibrate_grid,
+                        "trace": cal.trace.iter().map(|(a, g)| [*a, *g]).collect::<Vec<_>>(),
+                    }),
+                );
+                report.notes.insert("alpha".into(), cal.alpha.into());
+                // The runner keeps only the numeric `timings` of a report (as `method/…` stages),
+                // so the choice and its trace are there too, under `calibration/…` (not seconds).
+                report.timings.insert("calibration/alpha".into(), cal.alpha);
+                report.timings.insert("calibration/gap".into(), cal.gap);
+                for (i, (a, g)) in cal.trace.iter().enumerate() {
+                    report.timings.insert(format!("calibration/trace{i:02}/alpha"), *a);
+                    report.timings.insert(format!("calibration/trace{i:02}/gap"), *g);
+                }
+                report.timings.insert("calibrate".into(), seconds);
+                report.timings.insert("count/calibration_evals".into(), cal.trace.len() as f64);
+                report.timings.insert("count/calibration_tokens".into(), tokens as f64);
+                *report.timings.entry("count/arithmetic_passes".into()).or_insert(0.0) += passes as f64;
+            }
+            if repairing {
+                unlearn::check_has_targets(name, "retain", ctx.retain)
+                    .with_context(|| format!("method {name}: repair_steps = {} needs retain examples", p.repair_steps))?;
+                let cfg = calibrate::repair_config(&ctx.train, p.repair_lr, p.repair_steps, ctx.retain.len(), ctx.seed);
+                let r = calibrate::repair(&arith_dir, ctx.out, ctx.final_model, ctx.retain, &cfg, ctx.pad, ctx.device, ctx.progress)
+                    .with_context(|| format!("method {name}: repair_steps = {}", p.repair_steps))?;
+                unlearn::clear_out(&arith_dir)?;
+                report.loss_curve.extend(r.loss_curve.iter().copied());
+                report.timings.insert("repair".into(), r.seconds);
+                report.notes.insert("repair_steps".into(), r.loss_curve.len().into());
+                let add = |report: &mut RunReport, k: &str, v: f64| *report.timings.entry(format!("count/{k}")).or_insert(0.0) += v;
+                add(&mut report, "finetunes", 1.0);
+                add(&mut report, "finetune_tokens_repair", r.tokens as f64);
+                add(&mut report, "finetune_tokens", r.tokens as f64);
+            }
+            Ok(report)
+        };
+        let result = run().with_context(|| format!("method {name}: unlearning {} failed", ctx.final_model.display()));
+        let _ = unlearn::clear_out(&probe_dir);
+        let _ = unlearn::clear_out(&arith_dir);
+        if result.is_err() {
+            let _ = unlearn::clear_out(ctx.out);
+        }
+        result
+    }
+}
+
+/// `ctx` writing to `out` instead (the calibration probes and the pre-repair arithmetic).
+fn with_out<'b>(ctx: &'b Context<'_>, out: &'b Path) -> Context<'b> {
+    Context {
+        final_model: ctx.final_model,
+        checkpoints: ctx.checkpoints,
+        forget: ctx.forget,
+        retain: ctx.retain,
+        held_out: ctx.held_out,
+        train: ctx.train.clone(),
+        seed: ctx.seed,
+        cache: ctx.cache,
+        out,
+        device: ctx.device,
+        pad: ctx.pad,
+        progress: ctx.progress,
     }
 }
 

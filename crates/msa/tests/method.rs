@@ -16,6 +16,7 @@ struct Setup {
     ledger: Vec<CheckpointInfo>,
     forget: Vec<Example>,
     retain: Vec<Example>,
+    held_out: Vec<Example>,
 }
 
 fn tiny(dir: &Path, seed: u64) -> PathBuf {
@@ -37,7 +38,7 @@ fn setup() -> Setup {
         CheckpointInfo { step: 5, path: tiny(&dir.path().join("ckpt5"), 3), clean: true },
         CheckpointInfo { step: 10, path: tiny(&dir.path().join("ckpt10"), 4), clean: false },
     ];
-    Setup { dir, theta_d, ledger, forget: examples(0..3), retain: examples(3..9) }
+    Setup { dir, theta_d, ledger, forget: examples(0..3), retain: examples(3..9), held_out: examples(9..12) }
 }
 
 fn train() -> TrainConfig {
@@ -50,6 +51,7 @@ fn ctx<'a>(s: &'a Setup, train: TrainConfig, cache: &'a Path, out: &'a Path) -> 
         checkpoints: &s.ledger,
         forget: &s.forget,
         retain: &s.retain,
+        held_out: &s.held_out,
         train,
         seed: 7,
         cache,

@@ -332,6 +332,8 @@ struct ModelContext {
     oracle_refs: OracleRefs,
     forget: Vec<lm::train::Example>,
     retain: Vec<lm::train::Example>,
+    /// The world's held-out documents, tokenised like `forget` (MSA's calibrated α).
+    held_out: Vec<lm::train::Example>,
     pad: u32,
     cache: PathBuf,
     models_dir: PathBuf,
@@ -412,9 +414,9 @@ fn prepare_model(
             r
         }
     };
-    let (forget, retain, pad) = method_data(&world)?;
+    let MethodData { forget, retain, held_out, pad } = method_data(&world)?;
     let models_dir = results_dir.join("models");
-    Ok(ModelContext { world, oracle_alt, suite, oracle_refs, forget, retain, pad, cache, models_dir, smoke_family })
+    Ok(ModelContext { world, oracle_alt, suite, oracle_refs, forget, retain, held_out, pad, cache, models_dir, smoke_family })
 }
 
 /// Measures (or reads the cached) world quality, prints it, copies it into
@@ -526,7 +528,16 @@ fn smoke_world(w: &mut testbed::WorldConfig) {
 
 /// The forget set (every forget document, [BOS] text [EOS], all tokens) and the retain set
 /// (retain documents) as the methods train on them, tokenised with θ_D's tokenizer.
-fn method_data(world: &testbed::train::BuiltWorld) -> Result<(Vec<lm::train::Example>, Vec<lm::train::Example>, u32)> {
+/// What methods train on: the forget and retain sets, the held-out documents (same
+/// tokenisation), and the padding id.
+struct MethodData {
+    forget: Vec<lm::train::Example>,
+    retain: Vec<lm::train::Example>,
+    held_out: Vec<lm::train::Example>,
+    pad: u32,
+}
+
+fn method_data(world: &testbed::train::BuiltWorld) -> Result<MethodData> {
     let cfg = lm::LmConfig::from_file(&world.final_model.join("config.json"))?;
     let tok = lm::Tok::load(&world.final_model, &cfg)?;
     let enc = |ids: &[u32]| -> Result<Vec<lm::train::Example>> {
@@ -548,10 +559,11 @@ fn method_data(world: &testbed::train::BuiltWorld) -> Result<(Vec<lm::train::Exa
     };
     let forget = enc(&world.world.splits.forget_docs)?;
     let retain = enc(&world.world.splits.retain_docs)?;
+    let held_out = enc(&world.world.splits.held_out_docs)?;
     if forget.is_empty() {
         bail!("the world's forget set is empty");
     }
-    Ok((forget, retain, tok.pad))
+    Ok(MethodData { forget, retain, held_out, pad: tok.pad })
 }
 
 /// What a cell that ran produced: its metric records and its loss curves.
@@ -648,6 +660,7 @@ fn run_cell(
                 checkpoints: &ckpts,
                 forget: &ctx.forget,
                 retain: &ctx.retain,
+                held_out: &ctx.held_out,
                 train: lm_train,
                 seed: cell.seed,
                 cache: &ctx.cache,

@@ -45,6 +45,10 @@ pub struct Context<'a> {
     /// Tokenised, loss-masked forget examples (e.g. loss on answer tokens only).
     pub forget: &'a [Example],
     pub retain: &'a [Example],
+    /// Held-out examples of the forget set's kind that no model saw (the world's held-out
+    /// documents, tokenised like `forget`); a reference for stopping rules that need no oracle
+    /// (MSA's calibrated α). May be empty.
+    pub held_out: &'a [Example],
     /// The sweep's trainer defaults; methods may override fields from their params.
     pub train: TrainConfig,
     pub seed: u64,

@@ -64,6 +64,7 @@ pub fn ctx<'a>(
         checkpoints,
         forget,
         retain,
+        held_out: &[],
         train: fast_train(),
         seed: 7,
         cache,
