@@ -50,6 +50,10 @@ pub const KNOWN_METRICS: &[&str] = &evals::registry::METRIC_NAMES;
 pub const TRAIN_KEYS: &[&str] =
     &["lr", "epochs", "batch_size", "weight_decay", "warmup_epochs", "grad_clip", "max_steps", "max_seq_len"];
 
+/// Keys of the `[train]` table that only `[train]` sets (one value for the whole sweep; not
+/// method hyperparameters).
+pub const TRAIN_ONLY_KEYS: &[&str] = &["precision", "activation_checkpointing", "memory_limit_gb"];
+
 const TOP_KEYS: &[&str] = &[
     "name",
     "output_dir",
@@ -152,6 +156,9 @@ struct RawTrain {
     grad_clip: Option<f64>,
     max_steps: Option<u64>,
     max_seq_len: Option<u32>,
+    precision: Option<String>,
+    activation_checkpointing: Option<bool>,
+    memory_limit_gb: Option<f64>,
 }
 
 // ---------------------------------------------------------------- validated stage
@@ -273,6 +280,15 @@ pub enum Dtype {
 }
 
 impl Dtype {
+    /// candle's dtype.
+    pub fn candle(self) -> candle_core::DType {
+        match self {
+            Dtype::F32 => candle_core::DType::F32,
+            Dtype::F16 => candle_core::DType::F16,
+            Dtype::Bf16 => candle_core::DType::BF16,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Dtype::F32 => "f32",
@@ -309,7 +325,22 @@ pub struct TrainConfig {
     pub grad_clip: Option<f64>,
     /// Stop after this many optimizer steps even if epochs remain.
     pub max_steps: Option<u64>,
+    /// Training sequences are cut to min(max_seq_len, the model's max_position_embeddings)
+    /// tokens.
     pub max_seq_len: u32,
+    /// `precision = "f32" | "bf16-mixed" | "bf16"` ([`lm::train::Precision`]); unset, it
+    /// follows each model's `dtype` ([`TrainConfig::precision_for`]). Left out of the
+    /// serialised form (and so of fingerprints) when unset, like the fields below at their
+    /// defaults.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub precision: Option<lm::train::Precision>,
+    /// Recompute each block's activations in the backward ([`lm::train::TrainConfig`]).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub activation_checkpointing: bool,
+    /// The memory a run may use, in GB (default: what the machine has available); the
+    /// memory plan refuses a run whose estimate exceeds it. Not part of what runs.
+    #[serde(skip)]
+    pub memory_limit_gb: Option<f64>,
 }
 
 impl Default for TrainConfig {
@@ -324,6 +355,9 @@ impl Default for TrainConfig {
             grad_clip: None,
             max_steps: None,
             max_seq_len: 512,
+            precision: None,
+            activation_checkpointing: false,
+            memory_limit_gb: None,
         }
     }
 }
@@ -347,6 +381,17 @@ impl TrainConfig {
             }
         }
         Ok(t)
+    }
+
+    /// The precision a model loaded in `dtype` trains with: `[train] precision`, or unset,
+    /// bf16 for bf16 weights (Hugging Face's Trainer on a model loaded in bf16) and the
+    /// weights' own dtype otherwise.
+    pub fn precision_for(&self, dtype: Dtype) -> lm::train::Precision {
+        match (self.precision, dtype) {
+            (Some(p), _) => p,
+            (None, Dtype::Bf16) => lm::train::Precision::Bf16,
+            (None, _) => lm::train::Precision::F32,
+        }
     }
 
     fn validate(&self) -> Result<()> {
@@ -450,7 +495,8 @@ pub fn parse_sweep(text: &str, source: &Path, registry: &Registry) -> Result<Swe
         }
     }
     if let Some(toml::Value::Table(t)) = table.get("train") {
-        check_keys(t, TRAIN_KEYS, "train.", "train key").map_err(|m| fail("", m))?;
+        let keys: Vec<&str> = TRAIN_KEYS.iter().chain(TRAIN_ONLY_KEYS).copied().collect();
+        check_keys(t, &keys, "train.", "train key").map_err(|m| fail("", m))?;
     }
 
     // Stage 1: raw structs (types; toml's message carries line and column).
@@ -516,14 +562,46 @@ pub fn parse_sweep(text: &str, source: &Path, registry: &Registry) -> Result<Swe
         models.push(ModelSpec { name: m.name, source, dtype });
     }
 
-    let train = TrainConfig::default()
+    let mut train = TrainConfig::default()
         .with_overrides(&raw_train_table(&raw.train))
         .and_then(|t| t.validate().map(|()| t))
         .map_err(|e| fail("train", format!("{e:#}")))?;
+    if let Some(p) = &raw.train.precision {
+        train.precision = Some(lm::train::Precision::parse(p).map_err(|e| fail("train.precision", format!("{e:#}")))?);
+    }
+    train.activation_checkpointing = raw.train.activation_checkpointing.unwrap_or(false);
+    if let Some(g) = raw.train.memory_limit_gb {
+        if !(g.is_finite() && g > 0.0) {
+            return Err(fail("train.memory_limit_gb", format!("expected a positive number of GB, got {g}")));
+        }
+        train.memory_limit_gb = Some(g);
+    }
+    for (i, m) in models.iter().enumerate() {
+        // bf16-mixed keeps f32 masters: the weights must load in f32
+        if train.precision == Some(lm::train::Precision::Bf16Mixed) && m.dtype != Dtype::F32 {
+            return Err(fail(
+                &format!("models[{i}].dtype"),
+                format!(
+                    "\"{}\" with train.precision = \"bf16-mixed\", which keeps f32 master weights: set dtype = \"f32\", or precision = \"bf16\" to train in bf16 throughout",
+                    m.dtype.as_str()
+                ),
+            ));
+        }
+        if train.precision == Some(lm::train::Precision::Bf16) && m.dtype == Dtype::F16 {
+            return Err(fail(&format!("models[{i}].dtype"), "\"f16\" with train.precision = \"bf16\": load the model in bf16 or f32".into()));
+        }
+    }
 
     let mut methods = BTreeMap::new();
     for (mname, table) in raw.methods {
         let spec = validate_method(&mname, table, registry, &train).map_err(|(key, msg)| fail(&key, msg))?;
+        // the methods' data is tokenised and cut once per model and world
+        if spec.fixed.contains_key("max_seq_len") || spec.grid.contains_key("max_seq_len") {
+            return Err(fail(
+                &format!("methods.{mname}.max_seq_len"),
+                "set max_seq_len in [train] (every method of a model trains on the same cut sequences)".into(),
+            ));
+        }
         methods.insert(mname, spec);
     }
 

@@ -88,10 +88,20 @@ pub fn run(sweep: &Sweep, opts: &ExecOptions, progress: Option<Progress>, log: &
             store.cells_dir().display()
         ));
     }
+    // the memory plan, before any work: printed with --dry-run, enforced otherwise
+    let mem_rows = crate::memplan::plan(sweep, opts)?;
+    let mem_avail = crate::memplan::available(sweep);
     if opts.dry_run {
         let states: Vec<(&Cell, CellCheck)> = planned.iter().map(|(c, _, k)| (*c, k.clone())).collect();
         log(&crate::store::format_dry_run(&states));
+        log(&crate::memplan::format(&mem_rows, mem_avail));
+        if let Err(e) = crate::memplan::check(&mem_rows, mem_avail) {
+            log(&format!("warning: {e:#}"));
+        }
         return Ok(Summary { results_dir: store.dir().to_path_buf(), ..Default::default() });
+    }
+    if planned.iter().any(|(c, _, k)| !c.is_reference() && k.needs_run(opts.force)) {
+        crate::memplan::check(&mem_rows, mem_avail).with_context(|| format!("{}", sweep.source.display()))?;
     }
     let stale: Vec<&(&Cell, Fingerprint, CellCheck)> =
         planned.iter().filter(|(_, _, k)| k.state == CellState::Stale).collect();
@@ -414,7 +424,7 @@ fn prepare_model(
             r
         }
     };
-    let MethodData { forget, retain, held_out, pad } = method_data(&world)?;
+    let MethodData { forget, retain, held_out, pad } = method_data(&world, sweep.train.max_seq_len as usize)?;
     let models_dir = results_dir.join("models");
     Ok(ModelContext { world, oracle_alt, suite, oracle_refs, forget, retain, held_out, pad, cache, models_dir, smoke_family })
 }
@@ -537,8 +547,16 @@ struct MethodData {
     pad: u32,
 }
 
-fn method_data(world: &testbed::train::BuiltWorld) -> Result<MethodData> {
+/// How many tokens of a document the methods train on.
+fn seq_cut(max_seq_len: usize, max_position_embeddings: usize) -> usize {
+    max_seq_len.min(max_position_embeddings)
+}
+
+/// Sequences are cut to min(`[train] max_seq_len`, the model's `max_position_embeddings`)
+/// tokens.
+fn method_data(world: &testbed::train::BuiltWorld, max_seq_len: usize) -> Result<MethodData> {
     let cfg = lm::LmConfig::from_file(&world.final_model.join("config.json"))?;
+    let cut = seq_cut(max_seq_len, cfg.max_position_embeddings);
     let tok = lm::Tok::load(&world.final_model, &cfg)?;
     let enc = |ids: &[u32]| -> Result<Vec<lm::train::Example>> {
         ids.iter()
@@ -552,7 +570,7 @@ fn method_data(world: &testbed::train::BuiltWorld) -> Result<MethodData> {
                 if let Some(e) = tok.eos.first() {
                     t.push(*e);
                 }
-                t.truncate(cfg.max_position_embeddings);
+                t.truncate(cut);
                 Ok(lm::train::Example::full(t))
             })
             .collect()
@@ -564,6 +582,46 @@ fn method_data(world: &testbed::train::BuiltWorld) -> Result<MethodData> {
         bail!("the world's forget set is empty");
     }
     Ok(MethodData { forget, retain, held_out, pad: tok.pad })
+}
+
+/// The trainer settings a method cell runs with: [train] with the cell's overrides (its own
+/// `lr`, `epochs`, ...). The warm-up is `warmup_epochs` of the epochs the method runs (its own
+/// `epochs` when its table sets one), not of [train].epochs (the warm-up fix of issue 18).
+pub(crate) fn method_train_config(
+    sweep: &Sweep,
+    params: &BTreeMap<String, toml::Value>,
+    seed: u64,
+) -> Result<lm::train::TrainConfig> {
+    let train_params: BTreeMap<String, toml::Value> =
+        params.iter().filter(|(k, _)| TRAIN_KEYS.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
+    let tc = sweep.train.with_overrides(&train_params)?;
+    Ok(lm::train::TrainConfig {
+        lr: tc.lr,
+        weight_decay: tc.weight_decay,
+        warmup_ratio: (tc.warmup_epochs / tc.epochs.max(1) as f64).min(1.0),
+        max_grad_norm: tc.grad_clip,
+        batch_size: tc.batch_size as usize,
+        epochs: tc.epochs as usize,
+        max_steps: tc.max_steps.map(|m| m as usize),
+        seed,
+        precision: tc.precision.unwrap_or_default(),
+        activation_checkpointing: tc.activation_checkpointing,
+        ..Default::default()
+    })
+}
+
+/// [`method_train_config`] for a cell of `model`: the precision follows the model's `dtype`
+/// when `[train] precision` is unset ([`crate::config::TrainConfig::precision_for`]).
+pub(crate) fn cell_train_config(
+    sweep: &Sweep,
+    model: &str,
+    params: &BTreeMap<String, toml::Value>,
+    seed: u64,
+) -> Result<lm::train::TrainConfig> {
+    let mut tc = method_train_config(sweep, params, seed)?;
+    let spec = sweep.models.iter().find(|m| m.name == model).with_context(|| format!("cell of unknown model {model:?}"))?;
+    tc.precision = sweep.train.precision_for(spec.dtype);
+    Ok(tc)
 }
 
 /// What a cell that ran produced: its metric records and its loss curves.
@@ -611,12 +669,11 @@ fn run_cell(
             (result.with_context(|| format!("method {} ({})", cell.method, cell.kind))?, !opts.keep_models)
         }
         _ => {
+            // lr and epochs go to the method too (every method accepts them); the other
+            // [train] keys only to the trainer settings (`method_train_config`).
             let mut method_params = toml::Table::new();
-            let mut train_params = BTreeMap::new();
             for (k, v) in &cell.params {
-                if TRAIN_KEYS.contains(&k.as_str()) && k != "lr" && k != "epochs" {
-                    train_params.insert(k.clone(), v.clone());
-                } else {
+                if !TRAIN_KEYS.contains(&k.as_str()) || k == "lr" || k == "epochs" {
                     method_params.insert(k.clone(), v.clone());
                 }
             }
@@ -636,18 +693,7 @@ fn run_cell(
             method_params.entry("epochs").or_insert(toml::Value::Integer(sweep.train.epochs as i64));
             let unlearner = methods::build(&cell.kind, &method_params)
                 .with_context(|| format!("methods.{}", cell.method))?;
-            let tc = sweep.train.with_overrides(&train_params)?;
-            let lm_train = lm::train::TrainConfig {
-                lr: tc.lr,
-                weight_decay: tc.weight_decay,
-                warmup_ratio: (tc.warmup_epochs / tc.epochs.max(1) as f64).min(1.0),
-                max_grad_norm: tc.grad_clip,
-                batch_size: tc.batch_size as usize,
-                epochs: tc.epochs as usize,
-                max_steps: tc.max_steps.map(|m| m as usize),
-                seed: cell.seed,
-                ..Default::default()
-            };
+            let lm_train = cell_train_config(sweep, &cell.model, &cell.params, cell.seed)?;
             let out = ctx.models_dir.join(&cell.id);
             let ckpts: Vec<unlearn::CheckpointInfo> = ctx
                 .world
@@ -728,6 +774,21 @@ fn run_attacks(
         }
         stages.insert(format!("attack/{name}"), t.elapsed().as_secs_f64());
     }
+    if let Some(relearn) = &sweep.attacks.relearn {
+        // the relearning attack (crate::relearn): fine-tune on the taught forget entities,
+        // score the held ones at step 0 and at each eval_at step
+        let t = std::time::Instant::now();
+        let input = crate::relearn::RelearnInputs {
+            world: &ctx.world.world,
+            forget: &ctx.forget,
+            pad: ctx.pad,
+            suite: &ctx.suite,
+            models_dir: &ctx.models_dir,
+            cell_id: &cell.id,
+        };
+        out.extend(crate::relearn::run(relearn, &input, model_dir, device).context("attack relearn")?);
+        stages.insert("attack/relearn".into(), t.elapsed().as_secs_f64());
+    }
     Ok(out)
 }
 
@@ -766,4 +827,116 @@ fn record(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sweep(methods: &str) -> Sweep {
+        let text = format!(
+            "metrics = [\"tofu_model_utility\"]\nseeds = [0]\n[world]\nkind = \"facts\"\n[[models]]\nname = \"m\"\nscratch = \"micro\"\n\
+             [train]\nepochs = 5\nwarmup_epochs = 1.0\nlr = 1e-3\n{methods}"
+        );
+        crate::config::parse_sweep(&text, Path::new("t.toml"), &crate::config::Registry::DEFAULT).unwrap()
+    }
+
+    /// The warm-up is `warmup_epochs` of the method's own epochs (issue 18): gradient ascent
+    /// with `epochs = 1` warms up over its whole (single) epoch, not over 1/5 of it.
+    #[test]
+    fn warmup_is_a_fraction_of_the_methods_own_epochs() {
+        let s = sweep("[methods.ga]\nkind = \"gradient_ascent\"\nepochs = 1\nlr = 3e-4\n");
+        let params = s.methods["ga"].fixed.clone();
+        let t = method_train_config(&s, &params, 7).unwrap();
+        assert_eq!((t.epochs, t.warmup_ratio, t.lr, t.seed), (1, 1.0, 3e-4, 7));
+        let s = sweep("[methods.ga]\nkind = \"gradient_ascent\"\nepochs = 2\n");
+        let t = method_train_config(&s, &s.methods["ga"].fixed.clone(), 7).unwrap();
+        assert_eq!((t.epochs, t.warmup_ratio, t.lr), (2, 0.5, 1e-3));
+        // without an override, [train]'s 5 epochs: 1/5
+        let s = sweep("[methods.ga]\nkind = \"gradient_ascent\"\n");
+        let t = method_train_config(&s, &s.methods["ga"].fixed.clone(), 7).unwrap();
+        assert_eq!((t.epochs, t.warmup_ratio), (5, 0.2));
+    }
+
+    /// Every `[train]` key changes what runs: the trainer settings of a cell, the sequence
+    /// cut, or the memory plan (issue 16: no accepted setting without an effect).
+    #[test]
+    fn every_train_key_changes_what_runs() {
+        let base = sweep("[methods.ga]\nkind = \"gradient_ascent\"\n");
+        let t0 = cell_train_config(&base, "m", &base.methods["ga"].fixed.clone(), 7).unwrap();
+        let changed = [
+            ("lr", "lr = 5e-2"),
+            ("epochs", "epochs = 9"),
+            ("batch_size", "batch_size = 3"),
+            ("weight_decay", "weight_decay = 0.5"),
+            ("warmup_epochs", "warmup_epochs = 0.0"),
+            ("grad_clip", "grad_clip = 0.5"),
+            ("max_steps", "max_steps = 4"),
+            ("precision", "precision = \"bf16-mixed\""),
+            ("activation_checkpointing", "activation_checkpointing = true"),
+        ];
+        for (key, line) in changed {
+            let text = format!(
+                "metrics = [\"tofu_model_utility\"]\nseeds = [0]\n[world]\nkind = \"facts\"\n[[models]]\nname = \"m\"\nscratch = \"micro\"\n\
+                 [train]\n{}\n[methods.ga]\nkind = \"gradient_ascent\"\n",
+                ["epochs = 5", "warmup_epochs = 1.0", "lr = 1e-3", line]
+                    .iter()
+                    .filter(|l| !(l.split('=').next() == line.split('=').next() && **l != line))
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+            let s = crate::config::parse_sweep(&text, Path::new("t.toml"), &crate::config::Registry::DEFAULT).unwrap();
+            let t = cell_train_config(&s, "m", &s.methods["ga"].fixed.clone(), 7).unwrap();
+            assert_ne!(t, t0, "[train] {key}: changing it changed nothing the trainer sees");
+        }
+        // max_seq_len: the methods' sequences are cut at it (below max_position_embeddings)
+        assert_eq!(seq_cut(128, 256), 128);
+        assert_eq!(seq_cut(512, 256), 256);
+        let s = sweep("max_seq_len = 64\n[methods.ga]\nkind = \"gradient_ascent\"\n");
+        assert_eq!(s.train.max_seq_len, 64);
+        // every [train] key is covered above or here
+        for key in crate::config::TRAIN_KEYS.iter().chain(crate::config::TRAIN_ONLY_KEYS) {
+            assert!(
+                changed.iter().any(|(k, _)| k == key) || ["max_seq_len", "memory_limit_gb"].contains(key),
+                "[train] {key} has no test that it changes what runs"
+            );
+        }
+    }
+
+    /// `[[models]] dtype` decides the precision a model trains in when `[train]` leaves it unset.
+    #[test]
+    fn model_dtype_changes_the_training_precision() {
+        use lm::train::Precision;
+        let text = |dtype: &str, precision: &str| {
+            format!(
+                "metrics = [\"tofu_model_utility\"]\nseeds = [0]\n[world]\nkind = \"facts\"\n[[models]]\nname = \"m\"\nscratch = \"micro\"\ndtype = \"{dtype}\"\n\
+                 [train]\n{precision}\n[methods.ga]\nkind = \"gradient_ascent\"\n"
+            )
+        };
+        let parse = |t: &str| crate::config::parse_sweep(t, Path::new("t.toml"), &crate::config::Registry::DEFAULT);
+        let prec = |dtype: &str, p: &str| {
+            let s = parse(&text(dtype, p)).unwrap();
+            cell_train_config(&s, "m", &s.methods["ga"].fixed.clone(), 0).unwrap().precision
+        };
+        assert_eq!(prec("f32", ""), Precision::F32);
+        assert_eq!(prec("bf16", ""), Precision::Bf16);
+        assert_eq!(prec("f32", "precision = \"bf16-mixed\""), Precision::Bf16Mixed);
+        assert_eq!(prec("f32", "precision = \"bf16\""), Precision::Bf16);
+        let e = format!("{:#}", parse(&text("bf16", "precision = \"bf16-mixed\"")).unwrap_err());
+        assert!(e.contains("models[0].dtype") && e.contains("bf16-mixed"), "{e}");
+        let e = format!("{:#}", parse(&text("f32", "precision = \"fp8\"")).unwrap_err());
+        assert!(e.contains("train.precision") && e.contains("fp8"), "{e}");
+    }
+
+    /// Results made before precision, activation checkpointing and the memory limit existed
+    /// keep their fingerprints: the default `[train]` serialises exactly as it did.
+    #[test]
+    fn the_default_train_config_serialises_as_before() {
+        let json = serde_json::to_string(&crate::config::TrainConfig::default()).unwrap();
+        assert_eq!(
+            json,
+            r#"{"lr":0.00001,"epochs":10,"batch_size":8,"weight_decay":0.01,"warmup_epochs":1.0,"grad_clip":null,"max_steps":null,"max_seq_len":512}"#
+        );
+    }
 }
