@@ -1,8 +1,8 @@
 //! `bench sweep` with `external` methods (issue 21), needing nothing but the harness: a shell
 //! script that calls `bench arith` (θ = θ_D − w·(θ_D − θ_clean)) writes a folder the sweep
 //! scores; commands that fail, time out, do not exist, write nothing, or write a model with
-//! another architecture or vocabulary or non-finite weights are failed cells whose errors say
-//! why, and the sweep goes on. Then the PyTorch example (configs/external-example.toml), only
+//! another architecture or vocabulary or non-finite weights, or write into their inputs, are
+//! failed cells whose errors say why, and the sweep goes on. Then the PyTorch example (configs/external-example.toml), only
 //! where `python3 -c "import torch, transformers"` works.
 
 use std::path::{Path, PathBuf};
@@ -83,6 +83,11 @@ command = ["sh", "-c", "cp -r \"$1\" \"$0\" && sed -i 's/\"num_hidden_layers\": 
 [methods.vocab]
 kind = "external"
 command = ["sh", "-c", "cp -r \"$1\" \"$0\" && sed -i 's/\"vocab_size\": *[0-9]*/\"vocab_size\": 7/' \"$0/config.json\"", "{{out}}", "{{model}}"]
+
+# (last by name: it touches θ_D's staged files, which are the world's)
+[methods.zz_tamper]
+kind = "external"
+command = ["sh", "-c", "touch \"$1/config.json\" && cp -r \"$1\" \"$0\"", "{{out}}", "{{model}}"]
 "#
     )
 }
@@ -128,9 +133,9 @@ fn external_commands_are_run_validated_scored_or_failed_with_their_cause() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     // the failed cells make the run exit non-zero, after every cell ran
     assert!(!out.status.success(), "{stderr}");
-    assert!(stderr.contains("7 cell(s) failed"), "{}", &stderr[stderr.len().saturating_sub(4000)..]);
+    assert!(stderr.contains("8 cell(s) failed"), "{}", &stderr[stderr.len().saturating_sub(4000)..]);
     let rs = results(dir);
-    assert_eq!(rs.len(), 2 + 2 + 7, "one result per cell");
+    assert_eq!(rs.len(), 2 + 2 + 8, "one result per cell");
 
     // the bench-arith method: scored like any other cell, with what ran recorded
     let finals = by_method(&rs, "final");
@@ -199,6 +204,7 @@ fn external_commands_are_run_validated_scored_or_failed_with_their_cause() {
     failed_with(&rs, "inf", &["non-finite value"]);
     failed_with(&rs, "arch", &["another architecture than θ_D's"]);
     failed_with(&rs, "vocab", &["vocab_size 7", "vocabulary must stay θ_D's"]);
+    failed_with(&rs, "zz_tamper", &["the command changed its input", "model/config.json"]);
     // no invalid folder is left behind
     let models = dir.join("results/ext/models");
     assert!(!models.exists() || std::fs::read_dir(&models).unwrap().next().is_none(), "{:?}", walk(&models));
