@@ -281,6 +281,14 @@ impl TrainConfig {
     }
 }
 
+/// Loads a checkpoint for training with `cfg`: in bf16 for `precision = "bf16"` (no f32 copy
+/// is ever held: the memory of Hugging Face's Trainer on a bf16 model), in f32 otherwise (the
+/// masters of bf16-mixed). Checkpoints are written back in the dtype they were read in.
+pub fn load_for_training(dir: &Path, device: &Device, cfg: &TrainConfig) -> Result<CausalLm> {
+    let dtype = if cfg.precision == Precision::Bf16 { DType::BF16 } else { DType::F32 };
+    CausalLm::load_dtype(dir, device, dtype, true)
+}
+
 /// Statistics of one optimizer step.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct StepStats {

@@ -232,3 +232,16 @@ fn the_default_train_config_serialises_as_before() {
     let back: TrainConfig = serde_json::from_str(&json).unwrap();
     assert_eq!(back, tc);
 }
+
+#[test]
+fn load_for_training_loads_bf16_only_for_pure_bf16() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m");
+    write_tiny_checkpoint(&path, tiny_config(Arch::Qwen2), 1).unwrap();
+    for (p, want) in [(Precision::F32, DType::F32), (Precision::Bf16Mixed, DType::F32), (Precision::Bf16, DType::BF16)] {
+        let tc = TrainConfig { precision: p, ..Default::default() };
+        let m = lm::train::load_for_training(&path, &Device::Cpu, &tc).unwrap();
+        assert_eq!(m.dtype(), want, "{p:?}");
+        assert!(m.params.is_trainable());
+    }
+}
