@@ -55,6 +55,15 @@ pub fn plan(sweep: &Sweep, opts: &ExecOptions) -> Result<Vec<PlanRow>> {
     let mut rows = vec![];
     for m in &sweep.models {
         let Some(cfg) = model_config(sweep, m, opts).with_context(|| format!("memory plan: model {}", m.name))? else {
+            rows.push(PlanRow {
+                model: m.name.clone(),
+                method: "*".into(),
+                batch_size: 0,
+                seq_len: 0,
+                precision: sweep.train.precision_for(m.dtype),
+                checkpointing: sweep.train.activation_checkpointing,
+                plan: MemoryPlan::default(),
+            });
             continue;
         };
         for (name, spec) in &sweep.methods {
@@ -108,6 +117,10 @@ pub fn available(sweep: &Sweep) -> Option<u64> {
 pub fn format(rows: &[PlanRow], available: Option<u64>) -> String {
     let mut out = String::from("memory plan (peak of a training step):\n");
     for r in rows {
+        if r.plan.total() == 0 {
+            out.push_str(&format!("  {}: not planned (a hub model not yet downloaded, or a --smoke stand-in)\n", r.model));
+            continue;
+        }
         out.push_str(&format!(
             "  {} / {}: batch {} × {} tokens, {}{}: {}\n",
             r.model,
