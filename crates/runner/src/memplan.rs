@@ -191,4 +191,30 @@ mod tests {
         let s = sweep("memory_limit_gb = 1000");
         check(&plan(&s, &opts).unwrap(), available(&s)).unwrap();
     }
+
+    /// Every `[[models]]` key changes what runs: `name` the cells, `scratch`/`path`/`hub`/
+    /// `revision` the weights (here: the planned shapes or the source), `dtype` the precision
+    /// (`exec::tests::model_dtype_changes_the_training_precision`).
+    #[test]
+    fn every_model_key_changes_what_runs() {
+        let parse = |model: &str| {
+            let text = format!(
+                "metrics = [\"tofu_model_utility\"]\nseeds = [0]\n[world]\nkind = \"facts\"\n[[models]]\n{model}\n[methods.ga]\nkind = \"gradient_ascent\"\n"
+            );
+            crate::config::parse_sweep(&text, std::path::Path::new("t.toml"), &crate::config::Registry::DEFAULT).unwrap()
+        };
+        let opts = ExecOptions::default();
+        let a = parse("name = \"m\"\nscratch = \"tiny\"");
+        let b = parse("name = \"m\"\nscratch = \"micro\"");
+        assert_ne!(plan(&a, &opts).unwrap()[0].plan.total(), plan(&b, &opts).unwrap()[0].plan.total(), "scratch");
+        let c = parse("name = \"other\"\nscratch = \"tiny\"");
+        assert_ne!(crate::cells::expand(&a)[0].id, crate::cells::expand(&c)[0].id, "name");
+        let h1 = parse("name = \"m\"\nhub = \"org/model\"");
+        let h2 = parse("name = \"m\"\nhub = \"org/model\"\nrevision = \"v2\"");
+        let h3 = parse("name = \"m\"\nhub = \"org/other\"");
+        assert_ne!(h1.models[0].source, h2.models[0].source, "revision");
+        assert_ne!(h1.models[0].source, h3.models[0].source, "hub");
+        let p = parse("name = \"m\"\npath = \"some/folder\"");
+        assert_eq!(p.models[0].source, crate::config::ModelSource::Path("some/folder".into()), "path");
+    }
 }
