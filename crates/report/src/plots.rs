@@ -573,8 +573,10 @@ struct RelearnCurves {
     y_desc: String,
     /// Distinct steps (ticks).
     xs: Vec<f64>,
-    /// (legend label, look, dashed, points sorted by x); references first.
+    /// (legend label, look, dashed, points sorted by x); references first (in the legend;
+    /// drawn last, on top of the methods' lines).
     series: Vec<(String, Look, bool, Vec<Point>)>,
+    references: usize,
 }
 
 /// The held-part records the relearning figure can show, the first one present.
@@ -630,6 +632,7 @@ fn plan_relearn(s: &Summary, looks: &Looks) -> Option<Plan> {
         y_desc,
         xs: steps.iter().map(|&k| k as f64).collect(),
         series,
+        references,
     };
     Some(Plan {
         stem: safe(&format!("relearn_{}", s.model)),
@@ -661,8 +664,8 @@ fn draw_relearn<DB: DrawingBackend>(c: &RelearnCurves, root: &Area<DB>) -> Drawn
     let ticks: Vec<(f64, String)> = c.xs.iter().map(|&x| (x, value_text(x))).collect();
     draw_x_ticks(root, &chart, frame, &ticks)?;
     draw_frame(root, frame)?;
-    let mut entries = Vec::new();
-    for (label, look, dashed, pts) in &c.series {
+    let order = (c.references..c.series.len()).chain(0..c.references.min(c.series.len()));
+    for (_, look, dashed, pts) in order.map(|i| &c.series[i]) {
         let centres: Vec<(i32, i32)> = pts.iter().map(|p| chart.backend_coord(&(p.x, p.y))).collect();
         for pair in centres.windows(2) {
             if *dashed {
@@ -682,8 +685,15 @@ fn draw_relearn<DB: DrawingBackend>(c: &RelearnCurves, root: &Area<DB>) -> Drawn
             draw_whiskers(root, &chart, p)?;
             draw_mark(root, at, *look, MARK_R)?;
         }
-        entries.push((Swatch::Mark(*look), label.clone()));
     }
+    let entries: Vec<(Swatch, String)> = c
+        .series
+        .iter()
+        .map(|(label, look, dashed, _)| {
+            let label = if *dashed { format!("{label}, dashed") } else { label.clone() };
+            (Swatch::Mark(*look), label)
+        })
+        .collect();
     draw_legend(root, w as i32 - LEGEND_W + 6, TITLE_H + 10, LEGEND_W - 10, &entries)
 }
 
