@@ -412,6 +412,12 @@ fn prepare_model(
     if let Some(c) = classifier {
         suite.set_toxicity_classifier(c.clone());
     }
+    if sweep.metrics.iter().any(|m| m == "mia_reference_auc") {
+        // the reference model of the reference MIA: θ_0 = the latest clean checkpoint
+        if let Some(c) = world.checkpoints.iter().rev().find(|c| c.clean) {
+            suite.set_mia_reference(&c.path, &format!("latest clean checkpoint, step {}", c.step))?;
+        }
+    }
     let cache = results_dir.join("cache").join(&model.name).join(short(&world.dir));
     std::fs::create_dir_all(&cache).with_context(|| format!("cannot create {}", cache.display()))?;
     let refs_path = cache.join("oracle_refs.json");

@@ -238,6 +238,10 @@ pub struct OracleRefs {
     pub restor_theta_d_acc: Option<f64>,
     /// ‖θ_D − θ_oracle‖₂ (the denominator of `param_distance_to_oracle`).
     pub theta_d_distance: Option<f64>,
+    /// The membership-inference reference model's mean token NLL of every member (forget)
+    /// then held-out document (for `mia_reference_auc`; see [`EvalSuite::set_mia_reference`]).
+    #[serde(default)]
+    pub mia_reference_nll: Option<Vec<f64>>,
 }
 
 impl OracleRefs {
@@ -251,6 +255,7 @@ impl OracleRefs {
             restor_oracle_acc: None,
             restor_theta_d_acc: None,
             theta_d_distance: None,
+            mia_reference_nll: None,
         }
     }
 }
@@ -307,6 +312,8 @@ pub struct EvalSuite {
     items: Items,
     fingerprint: String,
     classifier: Option<Arc<dyn Classifier>>,
+    /// The reference model of `mia_reference_auc` (θ_0), when set.
+    mia_reference: Option<PathBuf>,
 }
 
 /// One record to produce in a pass.
@@ -347,6 +354,7 @@ impl EvalSuite {
             items,
             fingerprint: String::new(),
             classifier: None,
+            mia_reference: None,
         };
         suite.fingerprint = suite.compute_fingerprint(&world.hash)?;
         Ok(suite)
@@ -355,6 +363,30 @@ impl EvalSuite {
     /// Uses `classifier` for `toxigen_generation` (without one the metric is skipped).
     pub fn set_toxicity_classifier(&mut self, classifier: Arc<dyn Classifier>) {
         self.classifier = Some(classifier);
+    }
+
+    /// Uses the checkpoint `dir` (θ_0: the latest clean checkpoint, which never saw the forget
+    /// data but shares θ_D's tokenizer and training up to the exposure) as the reference model
+    /// of `mia_reference_auc`, computed in the oracle pass. `label` names it in the suite's
+    /// fingerprint (so cached references of another reference are not reused). Errors when its
+    /// tokenizer differs from θ_D's (the NLLs per token would not compare).
+    pub fn set_mia_reference(&mut self, dir: &Path, label: &str) -> Result<()> {
+        let tok = |d: &Path| std::fs::read(d.join("tokenizer.json")).with_context(|| format!("{}: no tokenizer.json", d.display()));
+        if tok(dir)? != tok(&self.theta_d)? {
+            bail!(
+                "mia_reference_auc: the reference model {} has another tokenizer than θ_D ({}); \
+                 per-token NLLs of two tokenizers do not compare",
+                dir.display(),
+                self.theta_d.display()
+            );
+        }
+        self.mia_reference = Some(dir.to_path_buf());
+        let mut h = Sha256::new();
+        h.update(self.fingerprint.as_bytes());
+        h.update(b"mia_reference:");
+        h.update(label.as_bytes());
+        self.fingerprint = h.finalize().iter().take(12).map(|b| format!("{b:02x}")).collect();
+        Ok(())
     }
 
     /// Identifies the metric names and chosen items; [`OracleRefs`] computed for another suite
@@ -398,6 +430,16 @@ impl EvalSuite {
             let acc = CleanAnswerAccuracy { items: self.corrupted(), template: QaTemplate::default() };
             let out = evals::evaluate(&mut theta_d, &[&acc]).context("θ_D's clean-answer accuracy")?;
             refs.restor_theta_d_acc = out[0].value.value();
+        }
+        if let (true, Some(dir)) = (self.wants("mia_reference_auc"), &self.mia_reference) {
+            let (f, h) = (texts(&self.items.member_docs), texts(&self.items.holdout_docs));
+            if !f.is_empty() && !h.is_empty() {
+                let mut reference = self.load_scorer(dir, device)?;
+                let requests = evals::mia::MiaReference::reference_requests(&f, &h);
+                let (_, responses) = evals::evaluate_with_extra(&mut reference, &[], &requests)
+                    .with_context(|| format!("mia_reference_auc: the reference model {}'s pass", dir.display()))?;
+                refs.mia_reference_nll = Some(evals::mia::mean_nlls_of(&responses).context("mia_reference_auc: reference model")?);
+            }
         }
         if self.wants("param_distance_to_oracle") {
             refs.theta_d_distance = Some(model_state::distance(&self.theta_d, oracle_dir).with_context(|| {
@@ -813,11 +855,25 @@ impl EvalSuite {
                         run(m, ids)
                     }
                 }
-                "mia_reference_auc" => skip(
-                    "the reference attack needs a reference model's NLLs on the forget and held-out documents; \
-                     sweeps do not compute them yet (evals::mia::MiaReference takes them)"
-                        .into(),
-                ),
+                "mia_reference_auc" => match (&oracle.mia_reference_nll, &self.mia_reference) {
+                    _ if it.member_docs.is_empty() || it.holdout_docs.is_empty() => skip(format!(
+                        "membership inference needs forget and held-out documents; the world has {} and {}",
+                        it.member_docs.len(),
+                        it.holdout_docs.len()
+                    )),
+                    (Some(nll), Some(_)) if nll.len() == it.member_docs.len() + it.holdout_docs.len() => {
+                        let (f, h) = (texts(&it.member_docs), texts(&it.holdout_docs));
+                        let ids = it.member_docs.iter().chain(&it.holdout_docs).map(|t| t.id.clone()).collect();
+                        let (rf, rh) = nll.split_at(f.len());
+                        run(Box::new(evals::mia::MiaReference::new(f, h, rf.to_vec(), rh.to_vec())?), ids)
+                    }
+                    (_, None) => skip(
+                        "the reference attack needs a reference model (θ_0, the latest clean checkpoint); \
+                         this world has none"
+                            .into(),
+                    ),
+                    _ => bail!("mia_reference_auc: the oracle references lack the reference model's NLLs (recompute them)"),
+                },
                 other => bail!("metric `{other}` is known but the suite does not build it"),
             };
             plans.push(plan);
@@ -914,6 +970,7 @@ impl EvalSuite {
             items,
             fingerprint: String::new(),
             classifier: None,
+            mia_reference: None,
         };
         suite.fingerprint = suite.compute_fingerprint("standalone")?;
         Ok(suite)
@@ -969,6 +1026,7 @@ impl EvalSuite {
             items,
             fingerprint: String::new(),
             classifier: None,
+            mia_reference: None,
         };
         suite.fingerprint = suite.compute_fingerprint(&format!("forget-subset of {}", self.fingerprint))?;
         Ok(suite)

@@ -299,3 +299,61 @@ fn truthfulqa_from_the_data_dir_on_any_world() {
         assert_eq!(rec[n].per_example.len(), 3);
     }
 }
+
+/// The reference MIA (issue 17) wired: without a reference model it is skipped with a reason;
+/// with the oracle as its own reference every score is NLL − NLL = 0 (to float rounding: the
+/// passes batch differently); with θ_0 (the latest clean checkpoint) as reference for θ_D the per-example
+/// reference NLLs are the reference pass's, and the score is reference NLL − NLL; a reference
+/// with another tokenizer is refused, naming the metric.
+#[test]
+fn reference_mia_against_a_reference_model() {
+    let w = world();
+    let names = vec!["mia_reference_auc".to_string(), "mia_loss_auc".to_string()];
+    let plain = suite(&names, &limits());
+    let r = refs(&plain);
+    assert!(r.mia_reference_nll.is_none());
+    let out = plain.evaluate(&w.final_model, &r, &w.oracle, &Device::Cpu).unwrap();
+    assert!(out["mia_reference_auc"].skipped.as_deref().unwrap_or("").contains("reference model"), "{:?}", out["mia_reference_auc"]);
+
+    // the oracle as its own reference: AUC ½ exactly
+    let mut s = suite(&names, &limits());
+    s.set_mia_reference(&w.oracle, "oracle").unwrap();
+    assert_ne!(s.fingerprint(), plain.fingerprint(), "the reference is part of the suite's fingerprint");
+    let r = refs(&s);
+    let out = s.evaluate(&w.oracle, &r, &w.oracle, &Device::Cpu).unwrap();
+    // (the two passes batch the texts differently, so the NLLs agree to float rounding only)
+    let pe = &out["mia_reference_auc"].per_example;
+    assert!(!pe.is_empty() && pe.iter().all(|&x| x.abs() < 1e-5), "{pe:?}");
+
+    // θ_0 as reference, θ_D scored: score = reference NLL − NLL per text, AUC by hand
+    let clean = w.checkpoints.iter().rev().find(|c| c.clean).expect("a clean checkpoint");
+    let mut s = suite(&names, &limits());
+    s.set_mia_reference(&clean.path, "latest clean").unwrap();
+    let r = refs(&s);
+    let ref_nll = r.mia_reference_nll.clone().unwrap();
+    let out = s.evaluate(&w.final_model, &r, &w.oracle, &Device::Cpu).unwrap();
+    let rec = &out["mia_reference_auc"];
+    let loss = &out["mia_loss_auc"]; // its per-example score is −NLL of the same texts
+    assert_eq!(rec.per_example.len(), ref_nll.len());
+    let scores: Vec<f64> = ref_nll.iter().zip(&loss.per_example).map(|(rn, minus_nll)| rn + minus_nll).collect();
+    for (a, b) in scores.iter().zip(&rec.per_example) {
+        assert!((a - b).abs() < 1e-9, "{a} vs {b}");
+    }
+    let n_forget = rec.example_ids.iter().filter(|id| w.world.splits.forget_docs.iter().any(|d| **id == format!("doc-{d}"))).count();
+    let (f, h) = scores.split_at(n_forget);
+    let mut u = 0.0;
+    for a in f {
+        for b in h {
+            u += if a > b { 1.0 } else if a == b { 0.5 } else { 0.0 };
+        }
+    }
+    assert!((rec.value - u / (f.len() * h.len()) as f64).abs() < 1e-12, "{} vs {}", rec.value, u / (f.len() * h.len()) as f64);
+
+    // another tokenizer: refused
+    let tmp = tempfile::tempdir().unwrap();
+    let mut t = std::fs::read(w.oracle.join("tokenizer.json")).unwrap();
+    t.push(b' ');
+    std::fs::write(tmp.path().join("tokenizer.json"), t).unwrap();
+    let e = suite(&names, &limits()).set_mia_reference(tmp.path(), "x").unwrap_err().to_string();
+    assert!(e.contains("mia_reference_auc") && e.contains("another tokenizer"), "{e}");
+}
