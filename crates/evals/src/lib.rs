@@ -37,6 +37,7 @@
 //! ```
 
 pub mod lm;
+pub mod memorisation;
 pub mod metric;
 pub mod mia;
 pub mod muse;

@@ -120,6 +120,11 @@ const fn with_oracle(
 
 /// Every metric the crate implements, sorted by name.
 pub const METRICS: &[MetricInfo] = &[
+    entry(
+        "exact_memorization",
+        "exact memorisation (share of forget-document tokens that are the greedy prediction) and extraction strength (1 - shortest prefix after which the rest is greedy / length)",
+        &[r("", Oracle, "exact memorisation, forget documents"), r("extraction_strength", Oracle, "extraction strength, forget documents")],
+    ),
     with_oracle(
         "kl_to_oracle",
         "mean KL(P_oracle || P_model) of next-token distributions",

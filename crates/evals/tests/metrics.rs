@@ -675,6 +675,7 @@ fn every_metric_name_is_in_the_registry() {
             template: t.clone(),
         }),
         Box::new(Recovery::new(vec![], t, 0.0, 1.0)),
+        Box::new(evals::memorisation::ExactMemorisation { texts: vec![] }),
     ];
     for m in &metrics {
         assert!(

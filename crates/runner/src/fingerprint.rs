@@ -465,6 +465,7 @@ fn metric_of(name: &str) -> Option<Box<dyn evals::Metric>> {
             reference_forget_nll: vec![],
             reference_holdout_nll: vec![],
         }),
+        "exact_memorization" => Box::new(evals::memorisation::ExactMemorisation { texts: vec![] }),
         _ => return None,
     })
 }

@@ -855,6 +855,14 @@ impl EvalSuite {
                         run(m, ids)
                     }
                 }
+                "exact_memorization" => {
+                    if it.member_docs.is_empty() {
+                        skip("the world has no forget documents".into())
+                    } else {
+                        let ids = it.member_docs.iter().map(|t| t.id.clone()).collect();
+                        run(Box::new(evals::memorisation::ExactMemorisation { texts: texts(&it.member_docs) }), ids)
+                    }
+                }
                 "mia_reference_auc" => match (&oracle.mia_reference_nll, &self.mia_reference) {
                     _ if it.member_docs.is_empty() || it.holdout_docs.is_empty() => skip(format!(
                         "membership inference needs forget and held-out documents; the world has {} and {}",
@@ -1004,6 +1012,7 @@ impl EvalSuite {
         let forget_qa: Vec<testbed::QaItem> = it.forget_qa.iter().filter(|q| units.contains(&q.unit)).cloned().collect();
         let kept_qa: std::collections::BTreeSet<String> = forget_qa.iter().map(|q| format!("qa-{}", q.id)).collect();
         let items = Items {
+            member_docs: it.member_docs.iter().filter(|t| keep_doc(t)).cloned().collect(),
             forget_qa,
             ppl_sets: it
                 .ppl_sets
@@ -1049,6 +1058,7 @@ impl EvalSuite {
 /// The metrics [`EvalSuite::forget_subset`] keeps: forget-side scores that need no oracle
 /// values and are computed item by item, so that a part of the forget set scores alone.
 pub const FORGET_SUBSET_METRICS: &[&str] = &[
+    "exact_memorization",
     "mc_accuracy",
     "tofu_prob_forget",
     "tofu_rouge_forget",
@@ -1195,7 +1205,8 @@ fn nominal_direction(name: &str) -> Direction {
     match name {
         "mink_auc" | "mia_loss_auc" | "mia_zlib_auc" | "mia_minkpp_auc" | "mia_reference_auc" => Direction::CloserTo(0.5),
         "muse_privleak" => Direction::CloserTo(0.0),
-        "kl_to_oracle" | "param_distance_to_oracle" | "toxigen_generation" | "toxigen_likelihood" | "muse_verbmem" => {
+        "kl_to_oracle" | "param_distance_to_oracle" | "toxigen_generation" | "toxigen_likelihood" | "muse_verbmem"
+        | "exact_memorization" => {
             Direction::LowerIsBetter
         }
         n if n.ends_with("_forget") && !n.starts_with("tofu_truth_ratio") => Direction::LowerIsBetter,
@@ -1268,6 +1279,7 @@ fn example_value(metric: &str, v: &serde_json::Value) -> f64 {
         "muse_verbmem" | "muse_knowmem_forget" | "muse_knowmem_retain" => get("rougeL_f1"),
         "mink_auc" => get("mink"),
         "mia_loss_auc" | "mia_zlib_auc" | "mia_minkpp_auc" | "mia_reference_auc" => get("score"),
+        "exact_memorization" => get("em"),
         "kl_to_oracle" => get("mean_kl"),
         // per-token negative log-likelihood of the text
         "perplexity" => -get("logprob") / get("n_tokens"),

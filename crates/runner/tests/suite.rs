@@ -357,3 +357,40 @@ fn reference_mia_against_a_reference_model() {
     let e = suite(&names, &limits()).set_mia_reference(tmp.path(), "x").unwrap_err().to_string();
     assert!(e.contains("mia_reference_auc") && e.contains("another tokenizer"), "{e}");
 }
+
+/// Exact memorisation and extraction strength on the forget documents: declared records,
+/// the value the mean of the per-document values, both in [0, 1]; the relearning attack's held
+/// part (forget_subset) scores them on its own documents only.
+#[test]
+fn exact_memorisation_on_forget_documents() {
+    let w = world();
+    let names = vec!["exact_memorization".to_string()];
+    let s = suite(&names, &limits());
+    let r = refs(&s);
+    let out = s.evaluate(&w.final_model, &r, &w.oracle, &Device::Cpu).unwrap();
+    let em = &out["exact_memorization"];
+    assert!(em.skipped.is_none(), "{em:?}");
+    assert!(!em.per_example.is_empty() && em.example_ids.iter().all(|id| id.starts_with("doc-")));
+    let mean = em.per_example.iter().sum::<f64>() / em.per_example.len() as f64;
+    assert!((mean - em.value).abs() < 1e-12);
+    let es = out["exact_memorization/extraction_strength"].value;
+    assert!((0.0..=1.0).contains(&em.value) && (0.0..=1.0).contains(&es), "{} {es}", em.value);
+    for k in out.keys() {
+        assert!(evals::registry::record_info(k).is_some(), "{k} undeclared");
+    }
+    // the held part: a subset of the documents
+    let units: std::collections::BTreeSet<u32> = w.world.splits.forget_units.iter().copied().take(1).collect();
+    let docs: std::collections::BTreeSet<u32> = w
+        .world
+        .splits
+        .forget_docs
+        .iter()
+        .copied()
+        .filter(|&d| w.world.corpus.get(d).and_then(|x| x.unit).is_some_and(|u| units.contains(&u)))
+        .collect();
+    let sub = s.forget_subset(&units, &docs).unwrap();
+    let held = sub.forget_subset_records(&w.final_model, &Device::Cpu).unwrap();
+    let ids = &held["exact_memorization"].example_ids;
+    assert!(!ids.is_empty() && ids.len() < em.example_ids.len(), "{ids:?}");
+    assert!(ids.iter().all(|id| docs.iter().any(|d| *id == format!("doc-{d}"))), "{ids:?}");
+}
