@@ -36,7 +36,12 @@ pub fn save_as(model: &CausalLm, dir: &Path, tokenizer_from: Option<&Path>, dtyp
             .iter()
             .map(|(k, v)| Ok((k.clone(), v.detach().to_dtype(dtype)?)))
             .collect::<Result<_>>()?;
-        candle_core::safetensors::save(&tensors, tmp.join("model.safetensors"))?;
+        // `__metadata__ = {"format": "pt"}` as `transformers` writes it: its
+        // `from_pretrained` reads the format from there and fails on a file without it.
+        let metadata: HashMap<String, String> = [("format".to_string(), "pt".to_string())].into();
+        safetensors::serialize_to_file(tensors.iter(), Some(metadata), &tmp.join("model.safetensors"))
+            .map_err(|e| anyhow::anyhow!("{e:?}"))
+            .context("serializing model.safetensors")?;
         if let Some(src) = tokenizer_from {
             copy_tokenizer_files(src, tmp)?;
         }

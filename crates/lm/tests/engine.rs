@@ -364,6 +364,12 @@ fn a_run_restarted_from_a_checkpoint_and_optimizer_state_continues_bit_for_bit()
     }
     let ck = dir.path().join("ck");
     lm::checkpoint::save(&b0, &ck, None).unwrap();
+    // the header carries `__metadata__ = {"format": "pt"}`, which transformers'
+    // from_pretrained requires of a safetensors file
+    let bytes = std::fs::read(ck.join("model.safetensors")).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let format = meta.metadata().as_ref().and_then(|m| m.get("format").cloned());
+    assert_eq!(format.as_deref(), Some("pt"), "model.safetensors lacks __metadata__.format = pt");
     tb.save_state(&ck).unwrap();
     let b1 = CausalLm::load(&ck, &Device::Cpu, true).unwrap();
     let mut tc1 = Trainer::new(&b1, tc.clone(), 4).unwrap();
