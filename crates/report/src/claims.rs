@@ -30,7 +30,7 @@ use crate::compare::{paired_distances, wilcoxon_against_zero};
 use crate::fmt_num;
 use crate::plots::checkpoint_distance;
 use crate::render::{Cell, Emphasis, Table};
-use crate::results::{CellFile, Scale, REFERENCE_RETRAIN};
+use crate::results::{is_paper_msa, CellFile, Scale, REFERENCE_RETRAIN};
 use crate::tables::{params_text, scaled_distance, Summary, SummaryRow};
 
 /// Forget-side records the paired claims are tested on (each that is present).
@@ -138,7 +138,7 @@ pub fn claims(cells: &[CellFile], summaries: &[Summary]) -> Vec<Claim> {
         let find = |r: &SummaryRow| of_model.iter().copied().find(|g| g.method == r.method && *g.params == r.params);
         let oracle = of_model.iter().copied().find(|g| g.is_reference && g.method == REFERENCE_RETRAIN);
         let headline: Vec<&SummaryRow> = s.rows.iter().filter(|r| r.headline && !r.is_reference).collect();
-        let msa = headline.iter().copied().find(|r| r.kind == "msa");
+        let msa = headline.iter().copied().find(|r| is_paper_msa(&r.kind, &r.params));
         let model = s.model.as_str();
         let Some(oracle) = oracle else {
             out.push(Claim::untested(model, "(a–d)", "every claim", "paper", "–", "no oracle (retrain) row".into()));
@@ -211,7 +211,8 @@ pub fn claims(cells: &[CellFile], summaries: &[Summary]) -> Vec<Claim> {
         // (b) checkpoint distance: every MSA row with a parsable checkpoint
         let primary = metrics.first().copied().unwrap_or("mc_accuracy/forget");
         let scale = s.column(primary).map_or(Scale::Linear, |c| c.scale);
-        let msa_groups: Vec<&Group> = of_model.iter().copied().filter(|g| !g.is_reference && g.kind == "msa").collect();
+        let msa_groups: Vec<&Group> =
+            of_model.iter().copied().filter(|g| !g.is_reference && is_paper_msa(g.kind, g.params)).collect();
         out.push(dose(
             model,
             "(b)",

@@ -35,7 +35,7 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::fmt_num;
-use crate::results::{Target, REFERENCE_FINAL, REFERENCE_RETRAIN, REFERENCE_RETRAIN_ALT};
+use crate::results::{is_paper_msa, Target, REFERENCE_FINAL, REFERENCE_RETRAIN, REFERENCE_RETRAIN_ALT};
 use crate::tables::{params_text, Stat, Summary, SummaryRow};
 
 /// Width and height of every figure, in SVG user units and in PNG pixels.
@@ -375,12 +375,12 @@ type Params = BTreeMap<String, serde_json::Value>;
 /// A row with the values of some of its parameters.
 type Keyed<'a> = (&'a SummaryRow, Vec<f64>);
 
-/// MSA rows (kind `msa`, not references) with the values of parameters `keys`, by `x_of`; rows
+/// The paper's MSA rows ([`is_paper_msa`]: kind `msa` without a variant, not references) with the values of parameters `keys`, by `x_of`; rows
 /// without all of them are left out.
 fn msa_rows<'a>(s: &'a Summary, keys: &[&str], x_of: &dyn Fn(&serde_json::Value) -> Option<f64>) -> Vec<Keyed<'a>> {
     s.rows
         .iter()
-        .filter(|r| r.kind == "msa" && !r.is_reference)
+        .filter(|r| !r.is_reference && is_paper_msa(&r.kind, &r.params))
         .filter_map(|r| Some((r, keys.iter().map(|k| x_of(r.params.get(*k)?)).collect::<Option<Vec<f64>>>()?)))
         .collect()
 }

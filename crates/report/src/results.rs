@@ -106,6 +106,25 @@ impl CellInfo {
     }
 }
 
+/// Whether a row of kind `kind` with parameters `params` is MSA as the paper defines it (one α
+/// for every tensor, a fixed α, dense τ_f from one θ_0, no repair), so that the paper's claims
+/// and the MSA figures are read on it alone, not on the variants of `msa/src/variants.rs` and
+/// `msa/src/calibrate.rs` (`variant`, `alpha_scaling`, `sparsity`, `ensemble`, `repair_steps`,
+/// `alpha = "calibrated"`), which are methods of their own in the tables.
+pub fn is_paper_msa(kind: &str, params: &BTreeMap<String, serde_json::Value>) -> bool {
+    use serde_json::Value;
+    if kind != "msa" {
+        return false;
+    }
+    let set = |k: &str, default: &dyn Fn(&Value) -> bool| params.get(k).is_some_and(|v| !default(v));
+    !(set("variant", &|v| v.as_str() == Some("plain"))
+        || set("alpha_scaling", &|v| v.as_str() == Some("uniform"))
+        || set("sparsity", &|v| v.as_f64() == Some(1.0))
+        || set("ensemble", &|_| false)
+        || set("repair_steps", &|v| v.as_f64() == Some(0.0))
+        || params.get("alpha").is_some_and(|v| v.is_string()))
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
@@ -390,4 +409,32 @@ fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
     }
     out.sort();
     Ok(out)
+}
+
+#[cfg(test)]
+mod paper_msa_tests {
+    use super::is_paper_msa;
+    use serde_json::json;
+
+    fn p(v: serde_json::Value) -> std::collections::BTreeMap<String, serde_json::Value> {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn variants_are_not_the_papers_msa() {
+        assert!(is_paper_msa("msa", &p(json!({"alpha": 1.0, "beta": 0.5, "checkpoint": "distance:0"}))));
+        // defaults written out are still the paper's MSA
+        assert!(is_paper_msa("msa", &p(json!({"alpha": 1.0, "variant": "plain", "sparsity": 1.0, "repair_steps": 0}))));
+        assert!(!is_paper_msa("task_negation", &p(json!({"alpha": 1.0}))));
+        for variant in [
+            json!({"alpha": "calibrated"}),
+            json!({"alpha": 1.0, "variant": "orthogonal"}),
+            json!({"alpha": 1.0, "alpha_scaling": "norm_share"}),
+            json!({"alpha": 1.0, "sparsity": 0.2}),
+            json!({"alpha": 1.0, "ensemble": "distance:0+distance:1"}),
+            json!({"alpha": 1.0, "repair_steps": 10}),
+        ] {
+            assert!(!is_paper_msa("msa", &p(variant.clone())), "{variant}");
+        }
+    }
 }
