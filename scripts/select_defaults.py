@@ -6,10 +6,14 @@ long.csv) and prints Markdown: the rule, the trial budget per method, the chosen
 method, and every setting's numbers as evidence.
 
     cargo run --release -p bench -- sweep configs/study-validation.toml
-    python3 scripts/select_defaults.py reports/study-validation/long.csv > reports/validation/selection.md
+    python3 scripts/select_defaults.py [--budget METHOD=N ...] reports/study-validation/long.csv > reports/validation/selection.md
+
+`--budget METHOD=N` declares a method that ran fewer trials than the others (N, checked), e.g. a
+method whose own search replaces a grid axis; it is printed as an exception.
 
 The rule was fixed before the sweep ran (it is also stated in configs/study-validation.toml):
-- the same budget for every method (the script refuses unequal trial counts);
+- the same budget for every method (the script refuses unequal trial counts, except those
+  declared with --budget, which may only have fewer);
 - utility gate: TOFU model utility >= 90 % of theta_D's on the validation world;
 - among the settings that pass, the highest forget quality (the KS test of the forget truth
   ratios against the oracle's: a distance to the oracle); ties by the smaller
@@ -31,7 +35,7 @@ def fmt(v):
     return "nan" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3g}"
 
 
-def main(path):
+def main(path, exceptions):
     cells = defaultdict(dict)  # (method, params) -> metric -> value
     for row in csv.DictReader(open(path, newline="")):
         v = float(row["value"]) if row["value"] not in ("", "nan") else float("nan")
@@ -43,8 +47,15 @@ def main(path):
         if meth not in ("final", "retrain", "retrain_alt"):
             by_method[meth].append((params, m))
     budgets = {meth: len(rows) for meth, rows in by_method.items()}
-    if len(set(budgets.values())) != 1:
+    for meth, n in exceptions.items():
+        if budgets.get(meth) != n:
+            sys.exit(f"--budget {meth}={n}: the long table has {budgets.get(meth, 0)} trials of {meth}")
+    equal = {meth: n for meth, n in budgets.items() if meth not in exceptions}
+    if len(set(equal.values())) != 1:
         sys.exit(f"unequal trial budgets, the rule needs the same number for every method: {budgets}")
+    for meth, n in exceptions.items():
+        if n >= next(iter(equal.values())):
+            sys.exit(f"--budget {meth}={n}: an exception may only have fewer trials than the others")
 
     def mc_gap(m):
         return abs(m.get(MC, float("nan")) - oracle.get(MC, float("nan")))
@@ -52,7 +63,10 @@ def main(path):
     out = ["# Hyperparameters chosen on the validation world\n"]
     out.append(f"Source: `{path}` (configs/study-validation.toml: the study's `facts` recipe with world seed 100; "
                "the test worlds of configs/study.toml are seeds 0, 1 and 2, so no test number took part in the choice).\n")
-    out.append(f"Budget: {next(iter(budgets.values()))} trials for every method ({', '.join(sorted(budgets))}).\n")
+    out.append(f"Budget: {next(iter(equal.values()))} trials for every method ({', '.join(sorted(equal))}).\n")
+    for meth, n in sorted(exceptions.items()):
+        out.append(f"Declared exception: {meth} has {n} trials (`--budget {meth}={n}`), fewer than the others: "
+                   "a handicap for it, never an advantage; stated in configs/study-validation.toml.\n")
     out.append("Rule (fixed before the sweep): utility gate = model utility ≥ 90 % of θ_D's; among the settings that "
                "pass, the highest forget quality (KS test against the oracle's truth ratios); ties by the smaller "
                "|forget MC accuracy − the oracle's|, then the higher model utility. If none passes, the highest model "
@@ -87,4 +101,10 @@ def main(path):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "reports/study-validation/long.csv")
+    args = sys.argv[1:]
+    exceptions = {}
+    while args and args[0] == "--budget":
+        meth, _, n = args[1].partition("=")
+        exceptions[meth] = int(n)
+        args = args[2:]
+    main(args[0] if args else "reports/study-validation/long.csv", exceptions)
