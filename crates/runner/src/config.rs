@@ -22,24 +22,13 @@ use suggest::unknown_name_message;
 /// World kinds the testbed builds (issue 3).
 pub const KNOWN_WORLD_KINDS: &[&str] = &["facts", "truthfulqa-corruption", "toxigen", "finetune"];
 
-/// Unlearning method kinds (issue 4).
-pub const KNOWN_METHOD_KINDS: &[&str] =
-    &["msa", "task_negation", "gradient_ascent", "gradient_difference", "npo", "simnpo", "rmu"];
+/// Unlearning method kinds: the `methods` registry's list (plus `external`, which this crate
+/// runs itself: [`crate::external`]).
+pub const KNOWN_METHOD_KINDS: &[&str] = methods::KINDS;
 
 /// Hyperparameters each method kind accepts besides the [`TRAIN_KEYS`] (which every method may
-/// override). Must match the parameter structs of the method crates (a test checks it).
-pub const KNOWN_METHOD_PARAMS: &[(&str, &[&str])] = &[
-    // θ = θ_D − α·τ_f + β·τ_r with τ from checkpoint θ_0 ("latest-clean", "distance:k", "step:N" or "path:DIR")
-    // alpha = "calibrated": bisection on [alpha_min, alpha_max] matching forget to held-out loss; repair_*: retain fine-tune after
-    ("msa", &["alpha", "beta", "checkpoint", "variant", "alpha_scaling", "sparsity", "ensemble", "allow_unclean", "retain_size", "alpha_min", "alpha_max", "calibrate_iters", "calibrate_grid", "calibrate_tol", "repair_steps", "repair_lr"]),
-    ("task_negation", &["alpha"]),
-    ("gradient_ascent", &[]),
-    ("gradient_difference", &["lambda", "retain_loss"]),
-    ("npo", &["beta", "lambda"]),
-    ("simnpo", &["beta", "gamma", "lambda"]),
-    // steer block `layer`'s output on forget text to steering_coeff·u, keep retain activations (weight alpha)
-    ("rmu", &["layer", "depth", "update_layers", "params", "steering_coeff", "alpha"]),
-];
+/// override): the `methods` registry's table, checked there against the parameter structs.
+pub const KNOWN_METHOD_PARAMS: &[(&str, &[&str])] = methods::PARAMS;
 
 /// Metric names (lm-evaluation-harness names where they exist): the names of `evals`' registry,
 /// the one list of metrics (sorted there).
@@ -758,7 +747,10 @@ fn validate_method(
     let kind = match table.remove("kind") {
         Some(toml::Value::String(k)) => k,
         Some(other) => return Err((at("kind"), format!("expected a string, found {}", other.type_str()))),
-        None => return Err((at("kind"), format!("missing; known kinds: {}", registry.method_kinds.join(", ")))),
+        None => {
+            let known: Vec<&str> = registry.method_kinds.iter().copied().chain([crate::external::KIND]).collect();
+            return Err((at("kind"), format!("missing; known kinds: {}", known.join(", "))));
+        }
     };
     // `external` (a command the harness runs; crate::external) is always a known kind.
     if kind != crate::external::KIND && !registry.method_kinds.contains(&kind.as_str()) {

@@ -157,6 +157,9 @@ fn unknown_method_kind_suggests_and_lists() {
         &text,
         &["configs/bad.toml: methods.ga.kind", "did you mean `gradient_ascent`?", "msa, task_negation, gradient_ascent"],
     );
+    // a missing kind lists every kind, `external` included
+    let text = BASE.replace("kind = \"gradient_ascent\"\n", "");
+    check_err(&text, &["methods.ga.kind", "missing; known kinds: msa, task_negation", "rmu, external"]);
 }
 
 #[test]
