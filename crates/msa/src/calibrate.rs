@@ -219,7 +219,7 @@ pub fn repair(
     progress: Option<unlearn::ProgressFn>,
 ) -> Result<Repaired> {
     let t0 = std::time::Instant::now();
-    let model = CausalLm::load(src, device, true)?;
+    let model = lm::train::load_for_training(src, device, cfg)?;
     let mut cb = |step: usize, total: usize, loss: f64| {
         if let Some(p) = progress {
             p("msa:repair", step, total, loss);

@@ -31,7 +31,7 @@
 
 use anyhow::{bail, ensure, Context as _, Result};
 use lm::train::{Example, NextToken, Schedule, TrainConfig};
-use lm::{CausalLm, LmConfig};
+use lm::LmConfig;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Deserialize;
@@ -238,7 +238,7 @@ fn fine_tuned(ctx: &Context, role: &str, base: &Path, examples: &[Example], cfg:
         return Ok(Tuned { dir, hit: true, seconds: 0.0, tokens: finetune_tokens(examples, cfg) });
     }
     let t0 = Instant::now();
-    let model = CausalLm::load(base, ctx.device, true)?;
+    let model = lm::train::load_for_training(base, ctx.device, cfg)?;
     let stage = format!("msa:finetune-{role}");
     let mut cb = |step: usize, total: usize, loss: f64| {
         if let Some(p) = ctx.progress {

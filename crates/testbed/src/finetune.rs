@@ -34,7 +34,7 @@ use crate::train::{BuildInfo, BuiltWorld, Checkpoint, Progress, ScratchModel};
 use crate::{qa_continuation, qa_prompt, DocId, Role, World, WorldConfig, WorldKind};
 use anyhow::{bail, Context, Result};
 use lm::train::{Example, NextToken, TrainConfig, Trainer};
-use lm::{CausalLm, LmConfig, Tok};
+use lm::{LmConfig, Tok};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -348,7 +348,7 @@ fn finetune_along(
     stage: &str,
     progress: Option<Progress>,
 ) -> Result<(Vec<(usize, f64)>, usize)> {
-    let model = CausalLm::load(base, device, true).with_context(|| format!("{stage}: loading θ_0"))?;
+    let model = lm::train::load_for_training(base, device, tc).with_context(|| format!("{stage}: loading θ_0"))?;
     let mut trainer = Trainer::new(&model, tc.clone(), sched.len())?;
     let mut curve = vec![];
     let mut tokens = 0usize;

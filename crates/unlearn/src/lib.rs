@@ -182,7 +182,7 @@ pub fn train_gradient_method_on(
         let mut cfg = train_cfg.clone();
         cfg.seed = ctx.seed;
         let t0 = Instant::now();
-        let mut model = CausalLm::load(ctx.final_model, ctx.device, true)?;
+        let mut model = lm::train::load_for_training(ctx.final_model, ctx.device, &cfg)?;
         model.train_only(trainable)?;
         let load_s = t0.elapsed().as_secs_f64();
         let mut cb = |step: usize, total: usize, loss: f64| {
