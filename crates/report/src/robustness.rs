@@ -5,7 +5,8 @@
 //! value after the *same* attack, in the same world (mean over worlds; with two or more worlds
 //! a 95 % bootstrap interval over worlds). The oracle never saw the forget data, so whatever
 //! the attack brings back in a method beyond what it does to the oracle is leftover knowledge;
-//! the gap before the attack (value − oracle's, unattacked) is shown beside it.
+//! the gap before the attack (value − oracle's, unattacked) is shown beside it. Beside them,
+//! the membership-inference table ([`membership_table`]): each MIA AUC against the oracle's.
 
 use crate::aggregate::BOOTSTRAP;
 use crate::fmt_num;
@@ -162,7 +163,80 @@ pub fn tables(s: &Summary) -> Vec<(String, Table)> {
         );
         out.push((format!("Model `{}`, attack {attack}", s.model), t));
     }
+    out.extend(membership_table(s));
     out
+}
+
+/// Membership-inference AUCs (forget vs held-out documents) the membership table reads, those
+/// the results have.
+pub const MIA: &[&str] = &["mink_auc", "mia_loss_auc", "mia_zlib_auc", "mia_minkpp_auc", "mia_reference_auc"];
+
+/// The membership-inference table of one model: per headline row each attack's AUC with its gap
+/// to the oracle's AUC (the oracle never saw the forget documents, so its AUC is what "no
+/// membership" reads as on these documents, ≈ 0.5), and the strongest attack: the one whose
+/// gap is largest in absolute value, with its interval over worlds. `None` without an oracle
+/// row or an MIA metric.
+pub fn membership_table(s: &Summary) -> Option<(String, Table)> {
+    let oracle = s.row(REFERENCE_RETRAIN)?;
+    let metrics: Vec<&str> =
+        MIA.iter().copied().filter(|m| s.column(m).is_some() && oracle.stats.contains_key(*m)).collect();
+    if metrics.is_empty() {
+        return None;
+    }
+    let mut header = vec!["method".to_owned(), "utility gate".to_owned()];
+    for m in &metrics {
+        header.push(format!("{} (− oracle's)", s.column(m).map_or(m.to_string(), |c| c.label.clone())));
+    }
+    header.push("strongest attack: AUC − oracle's".to_owned());
+    let mut t = Table {
+        right: [false, false].into_iter().chain(metrics.iter().map(|_| true)).chain([true]).collect(),
+        header,
+        ..Default::default()
+    };
+    let rows: Vec<_> = s.rows.iter().filter(|r| r.headline).collect();
+    let references = rows.iter().filter(|r| r.is_reference).count();
+    for (i, r) in rows.iter().enumerate() {
+        let mut line = vec![
+            Cell::with(
+                if r.is_reference { r.label() } else { r.method.clone() },
+                if r.is_reference { Emphasis::Muted } else { Emphasis::None },
+            ),
+            crate::tables::gate_cell(&r.gate),
+        ];
+        let mut strongest: Option<(&str, f64, Option<(f64, f64)>)> = None;
+        for m in &metrics {
+            let text = match (r.stats.get(*m), oracle.stats.get(*m)) {
+                (Some(v), Some(o)) => match gap(v, o) {
+                    Some((g, ci)) => {
+                        if strongest.is_none_or(|(_, best, _)| g.abs() > best.abs()) {
+                            strongest = Some((m, g, ci));
+                        }
+                        format!("{} ({})", v.text(), signed(g))
+                    }
+                    None => v.text(),
+                },
+                _ => "–".into(),
+            };
+            line.push(Cell::plain(text));
+        }
+        line.push(Cell::plain(match strongest {
+            Some((m, g, ci)) => {
+                let label = s.column(m).map_or(m.to_string(), |c| c.label.clone());
+                let ci = ci.map_or(String::new(), |(lo, hi)| format!(" [{}, {}]", signed(lo), signed(hi)));
+                format!("{label}: {}{ci}", signed(g))
+            }
+            None => "–".into(),
+        }));
+        t.rows.push(line);
+        if i + 1 == references {
+            t.rules_after.push(i);
+        }
+    }
+    t.note = format!(
+        "Membership inference, forget documents (members) vs held-out documents of the same kind (non-members):          ROC AUC of each attack, and in parentheses its gap to the oracle's AUC in the same world (mean over          worlds). The oracle never saw the forget documents, so its AUC is the reference, not 0.5; a positive gap          is membership signal the method left. Strongest attack: the one with the largest |gap|{}.",
+        if rows.iter().any(|r| r.worlds >= 2) { ", with its 95 % bootstrap interval over worlds" } else { "" }
+    );
+    Some((format!("Model `{}`, membership inference", s.model), t))
 }
 
 /// Whether any summary has attack results.
