@@ -19,34 +19,16 @@ import shutil
 import sys
 
 import torch
-from safetensors.torch import load_file
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]
 
 
 def load_model(folder):
-    """θ_D as a transformers model. The weights are read with safetensors directly: some
-    transformers versions' from_pretrained require a `format` entry in the file's metadata,
-    which the harness's files do not carry."""
-    config = AutoConfig.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32)
-    index = os.path.join(folder, "model.safetensors.index.json")
-    if os.path.exists(index):
-        with open(index, encoding="utf-8") as f:
-            shards = sorted(set(json.load(f)["weight_map"].values()))
-    else:
-        shards = ["model.safetensors"]
-    state = {}
-    for shard in shards:
-        state.update(load_file(os.path.join(folder, shard)))
-    missing, unexpected = model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
-    tied = ["lm_head.weight"] if getattr(config, "tie_word_embeddings", False) else []
-    if unexpected or [m for m in missing if m not in tied]:
-        sys.exit(f"{folder}: weights do not fit the config (missing {missing}, unexpected {unexpected})")
-    if tied:
-        model.tie_weights()
-    return model
+    """θ_D as a transformers model: the harness writes Hugging Face folders (config.json,
+    model.safetensors with `__metadata__ = {"format": "pt"}`, tokenizer files), which
+    from_pretrained reads as they are."""
+    return AutoModelForCausalLM.from_pretrained(folder, torch_dtype=torch.float32)
 
 
 def main():
