@@ -12,7 +12,7 @@ use crate::aggregate::BOOTSTRAP;
 use crate::fmt_num;
 use crate::render::{Cell, Emphasis, Table};
 use crate::results::REFERENCE_RETRAIN;
-use crate::tables::{Stat, Summary};
+use crate::tables::{Stat, Summary, SummaryRow};
 
 /// Forget-side records shown (those the results have, after the attack too).
 pub const RECORDS: &[&str] = &["mc_accuracy/forget", "tofu_prob_forget", "tofu_truth_ratio_forget", "kl_to_oracle/forget", "mink_auc"];
@@ -85,6 +85,17 @@ fn signed(x: f64) -> String {
     }
 }
 
+/// The first two cells of a robustness row: the method (references muted) and its utility gate.
+fn row_head(r: &SummaryRow) -> Vec<Cell> {
+    vec![
+        Cell::with(
+            if r.is_reference { r.label() } else { r.method.clone() },
+            if r.is_reference { Emphasis::Muted } else { Emphasis::None },
+        ),
+        crate::tables::gate_cell(&r.gate),
+    ]
+}
+
 /// One table per attack of one model; empty when the results have no attack.
 pub fn tables(s: &Summary) -> Vec<(String, Table)> {
     let Some(oracle) = s.row(REFERENCE_RETRAIN) else { return vec![] };
@@ -111,13 +122,7 @@ pub fn tables(s: &Summary) -> Vec<(String, Table)> {
         let rows: Vec<_> = s.rows.iter().filter(|r| r.headline).collect();
         let references = rows.iter().filter(|r| r.is_reference).count();
         for (i, r) in rows.iter().enumerate() {
-            let mut line = vec![
-                Cell::with(
-                    if r.is_reference { r.label() } else { r.method.clone() },
-                    if r.is_reference { Emphasis::Muted } else { Emphasis::None },
-                ),
-                crate::tables::gate_cell(&r.gate),
-            ];
+            let mut line = row_head(r);
             for rec in &records {
                 let after_key = format!("attack/{attack}/{rec}");
                 let text = match (r.stats.get(after_key.as_str()), oracle.stats.get(after_key.as_str())) {
@@ -196,13 +201,7 @@ pub fn membership_table(s: &Summary) -> Option<(String, Table)> {
     let rows: Vec<_> = s.rows.iter().filter(|r| r.headline).collect();
     let references = rows.iter().filter(|r| r.is_reference).count();
     for (i, r) in rows.iter().enumerate() {
-        let mut line = vec![
-            Cell::with(
-                if r.is_reference { r.label() } else { r.method.clone() },
-                if r.is_reference { Emphasis::Muted } else { Emphasis::None },
-            ),
-            crate::tables::gate_cell(&r.gate),
-        ];
+        let mut line = row_head(r);
         let mut strongest: Option<(&str, f64, Option<(f64, f64)>)> = None;
         for m in &metrics {
             let text = match (r.stats.get(*m), oracle.stats.get(*m)) {
@@ -233,7 +232,10 @@ pub fn membership_table(s: &Summary) -> Option<(String, Table)> {
         }
     }
     t.note = format!(
-        "Membership inference, forget documents (members) vs held-out documents of the same kind (non-members):          ROC AUC of each attack, and in parentheses its gap to the oracle's AUC in the same world (mean over          worlds). The oracle never saw the forget documents, so its AUC is the reference, not 0.5; a positive gap          is membership signal the method left. Strongest attack: the one with the largest |gap|{}.",
+        "Membership inference, forget documents (members) vs held-out documents of the same kind (non-members): \
+         ROC AUC of each attack, and in parentheses its gap to the oracle's AUC in the same world (mean over \
+         worlds). The oracle never saw the forget documents, so its AUC is the reference, not 0.5; a positive gap \
+         is membership signal the method left. Strongest attack: the one with the largest |gap|{}.",
         if rows.iter().any(|r| r.worlds >= 2) { ", with its 95 % bootstrap interval over worlds" } else { "" }
     );
     Some((format!("Model `{}`, membership inference", s.model), t))
