@@ -2,33 +2,10 @@
 //! the oracle's AUC in the same world, and the strongest attack (largest |gap|) with its
 //! interval over worlds — checked by hand on constructed results.
 
-use std::path::Path;
+mod common;
 
+use common::{line_of, write_cell};
 use serde_json::json;
-
-fn write_cell(dir: &Path, method: &str, kind: &str, world: u64, recs: &[(&str, f64)]) {
-    let mut m = serde_json::Map::new();
-    for (name, value) in recs {
-        m.insert(
-            name.to_string(),
-            json!({ "direction": { "closer_to": 0.5 }, "value": value, "per_example": [], "example_ids": [] }),
-        );
-    }
-    let id = format!("m-{method}-w{world}");
-    let body = json!({
-        "schema_version": 1, "sweep": "t",
-        "cell": { "id": id, "key": id, "method": method, "kind": kind, "params": {}, "model": "m", "seed": 0, "world_seed": world },
-        "status": "ok", "metrics": m, "resolved_config": {},
-        "provenance": { "crate_version": "0.0.0", "git_commit": null },
-        "timings": { "started_unix": 0.0, "finished_unix": 1.0, "stages": { "unlearn": 2.0 } },
-    });
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(dir.join(format!("{id}.json")), body.to_string()).unwrap();
-}
-
-fn line_of<'a>(text: &'a str, start: &str) -> &'a str {
-    text.lines().find(|l| l.starts_with(start)).unwrap_or_else(|| panic!("no line {start:?} in\n{text}"))
-}
 
 #[test]
 fn mia_aucs_against_the_oracles_and_the_strongest_attack() {
@@ -45,7 +22,8 @@ fn mia_aucs_against_the_oracles_and_the_strongest_attack() {
     ];
     for (w, method, mink, loss) in rows {
         let kind = if method == "npo" { "npo" } else { "reference" };
-        write_cell(&cells, method, kind, w, &[("mink_auc", mink), ("mia_loss_auc", loss)]);
+        let recs = [("mink_auc".to_owned(), mink), ("mia_loss_auc".to_owned(), loss)];
+        write_cell(&cells, method, kind, w, &recs, json!({ "closer_to": 0.5 }));
     }
     let out = tmp.path().join("out");
     report::build(tmp.path(), &out).unwrap();

@@ -4,39 +4,10 @@
 //! before the attack (step 0), all by hand; the relearning curve is a figure with the oracle's
 //! and θ_D's lines; the intermediate steps get no table of their own.
 
-use std::path::Path;
+mod common;
 
+use common::{line_of, section, write_cell};
 use serde_json::json;
-
-fn write_cell(dir: &Path, method: &str, kind: &str, world: u64, recs: &[(String, f64)]) {
-    let mut m = serde_json::Map::new();
-    for (name, value) in recs {
-        m.insert(
-            name.clone(),
-            json!({ "direction": "lower_is_better", "value": value, "per_example": [], "example_ids": [] }),
-        );
-    }
-    let id = format!("m-{method}-w{world}");
-    let body = json!({
-        "schema_version": 1, "sweep": "t",
-        "cell": { "id": id, "key": id, "method": method, "kind": kind, "params": {}, "model": "m", "seed": 0, "world_seed": world },
-        "status": "ok", "metrics": m, "resolved_config": {},
-        "provenance": { "crate_version": "0.0.0", "git_commit": null },
-        "timings": { "started_unix": 0.0, "finished_unix": 1.0, "stages": { "unlearn": 2.0 } },
-    });
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(dir.join(format!("{id}.json")), body.to_string()).unwrap();
-}
-
-fn section<'a>(text: &'a str, from: &str, to: &str) -> &'a str {
-    let start = text.find(from).unwrap_or_else(|| panic!("no {from:?} in\n{text}"));
-    let rest = &text[start..];
-    &rest[..rest.find(to).unwrap_or(rest.len())]
-}
-
-fn line_of<'a>(text: &'a str, start: &str) -> &'a str {
-    text.lines().find(|l| l.starts_with(start)).unwrap_or_else(|| panic!("no line {start:?} in\n{text}"))
-}
 
 #[test]
 fn relearn_gap_and_curve() {
@@ -57,7 +28,7 @@ fn relearn_gap_and_curve() {
         for (k, v) in [0, 5, 10].into_iter().zip(curve) {
             recs.push((format!("attack/relearn@{k}/mc_accuracy/forget"), v));
         }
-        write_cell(&cells, method, kind, w, &recs);
+        write_cell(&cells, method, kind, w, &recs, json!("lower_is_better"));
     }
     let out = tmp.path().join("out");
     report::build(tmp.path(), &out).unwrap();
@@ -99,7 +70,7 @@ fn the_last_step_is_the_table_and_step_zero_the_before() {
             ("attack/relearn@0/mc_accuracy/forget".to_owned(), v),
             ("attack/relearn@7/mc_accuracy/forget".to_owned(), v + 0.1),
         ];
-        write_cell(&cells, method, kind, 0, &recs);
+        write_cell(&cells, method, kind, 0, &recs, json!("lower_is_better"));
     }
     let out = tmp.path().join("out");
     report::build(tmp.path(), &out).unwrap();
