@@ -744,17 +744,14 @@ fn validate_method(
             format!("`{name}` is reserved for the reference rows, which every sweep includes; pick another name"),
         ));
     }
+    // `external` (a command the harness runs; crate::external) is always a known kind.
+    let known: Vec<&str> = registry.method_kinds.iter().copied().chain([crate::external::KIND]).collect();
     let kind = match table.remove("kind") {
         Some(toml::Value::String(k)) => k,
         Some(other) => return Err((at("kind"), format!("expected a string, found {}", other.type_str()))),
-        None => {
-            let known: Vec<&str> = registry.method_kinds.iter().copied().chain([crate::external::KIND]).collect();
-            return Err((at("kind"), format!("missing; known kinds: {}", known.join(", "))));
-        }
+        None => return Err((at("kind"), format!("missing; known kinds: {}", known.join(", ")))),
     };
-    // `external` (a command the harness runs; crate::external) is always a known kind.
-    if kind != crate::external::KIND && !registry.method_kinds.contains(&kind.as_str()) {
-        let known: Vec<&str> = registry.method_kinds.iter().copied().chain([crate::external::KIND]).collect();
+    if !known.contains(&kind.as_str()) {
         return Err((at("kind"), unknown_name_message("method kind", &kind, &known)));
     }
     let external =

@@ -1421,6 +1421,8 @@ mod base64 {
                 assert_eq!(super::encode(plain.as_bytes()), coded);
                 assert_eq!(super::decode(coded).unwrap(), plain.as_bytes());
             }
+            assert!(super::decode("Zg=").is_err());
+            assert!(super::decode("Z!==").is_err());
             assert!(super::decode("Zm9").is_err());
             assert!(super::decode("Zm=v").is_err());
             assert!(super::decode("Zm9*").is_err());
