@@ -6,14 +6,20 @@
 //!   Llama-2 `tokenizer.json` layout (BPE + byte fallback, "▁" metaspace normalizer), following
 //!   `transformers`' `LlamaConverter` / `SentencePieceExtractor`.
 //! - [`SpecialIds`]: the BOS / EOS / PAD ids of either.
+//! - [`ChatTemplate`] (`chat.rs`): a model's Hugging Face chat template rendered as
+//!   `transformers`' `apply_chat_template(..., tokenize=False)` renders it (minijinja), with a
+//!   fixed `date_string` so the text is reproducible; [`ChatTemplate::qa_pair`] formats TOFU /
+//!   MSA question-answer pairs.
 //!
 //! Invariant: no tokenizer here adds BOS/EOS by itself (no post-processor template); callers add
 //! BOS explicitly, so the same code path serves every model.
 
 mod bpe;
+pub mod chat;
 mod llama2c;
 
 pub use bpe::{train_bpe, BOS, EOS, PAD};
+pub use chat::{ChatTemplate, Message, RaisedException, DEFAULT_DATE_STRING};
 pub use llama2c::{
     llama2c_merge_ambiguities, llama2c_tokenizer_json, llama2c_tokenizer_to_hf, read_tok512,
     Llama2cVocab,
