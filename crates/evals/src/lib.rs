@@ -1,6 +1,7 @@
 //! Evaluation metrics for unlearning: TOFU (Maini et al. 2024), MUSE (Shi et al. 2024),
-//! lm-evaluation-harness's TruthfulQA MC1/MC2 and ToxiGen, perplexity, KL to an oracle and
-//! membership-inference attacks (LOSS, ZLib, Min-K%, Min-K%++, reference model).
+//! lm-evaluation-harness's TruthfulQA MC1/MC2 and ToxiGen, perplexity, KL to an oracle,
+//! membership-inference attacks (LOSS, ZLib, Min-K%, Min-K%++, reference model) and the MSA
+//! paper's judged accuracies (Acc_forget, Acc_recover, Acc_retain; [`judge`]).
 //!
 //! Invariant: this crate never runs a model and depends on no model crate. Metrics emit
 //! [`Request`]s; the caller's [`Scorer`] answers all requests of all metrics of one model in a
@@ -36,6 +37,7 @@
 //! # anyhow::Ok(())
 //! ```
 
+pub mod judge;
 pub mod lm;
 pub mod memorisation;
 pub mod metric;

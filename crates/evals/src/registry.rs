@@ -120,6 +120,24 @@ const fn with_oracle(
 
 /// Every metric the crate implements, sorted by name.
 pub const METRICS: &[MetricInfo] = &[
+    with_oracle(
+        "acc_forget",
+        "MSA paper's Acc_forget: share of forget questions whose ground-truth answer is not the closest candidate (ROUGE-L F1 judge; candidates: ground truth, oracle's greedy answer, perturbed answers) to the greedy answer",
+        "its greedy answers to the forget QA prompts",
+        &[r("", Oracle, "Acc_forget (ground truth not closest)")],
+    ),
+    with_oracle(
+        "acc_recover",
+        "MSA paper's Acc_recover: share of forget questions whose closest candidate to the greedy answer is the oracle's greedy answer (ROUGE-L F1 judge)",
+        "its greedy answers to the forget QA prompts",
+        &[r("", Oracle, "Acc_recover (oracle's answer closest)")],
+    ),
+    with_oracle(
+        "acc_retain",
+        "MSA paper's Acc_retain: share of retain questions whose closest candidate to the greedy answer is the ground truth or the oracle's greedy answer (ROUGE-L F1 judge)",
+        "its greedy answers to the retain QA prompts",
+        &[r("", Higher, "Acc_retain (truth or oracle's answer closest)")],
+    ),
     entry(
         "exact_memorization",
         "exact memorisation (share of forget-document tokens that are the greedy prediction) and extraction strength (1 - shortest prefix after which the rest is greedy / length)",

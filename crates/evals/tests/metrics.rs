@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::Result;
+use evals::judge::{Acc, JudgedAccuracy};
 use evals::lm::{NextTokenKl, Perplexity};
 use evals::mia::{MiaLoss, MiaMinKpp, MiaReference, MiaZlib};
 use evals::muse::{KnowMem, MinKAuc, Passage, PrivLeak, VerbMem};
@@ -632,7 +633,7 @@ fn every_metric_name_is_in_the_registry() {
     let t = QaTemplate::default();
     let f = vec!["f".to_string()];
     let h = vec!["h".to_string()];
-    let metrics: Vec<Box<dyn Metric>> = vec![
+    let mut metrics: Vec<Box<dyn Metric>> = vec![
         Box::new(TruthfulQaMc1 { items: vec![] }),
         Box::new(TruthfulQaMc2 { items: vec![] }),
         Box::new(Toxigen {
@@ -677,6 +678,11 @@ fn every_metric_name_is_in_the_registry() {
         Box::new(Recovery::new(vec![], t, 0.0, 1.0)),
         Box::new(evals::memorisation::ExactMemorisation { texts: vec![] }),
     ];
+    for acc in [Acc::Forget, Acc::Recover, Acc::Retain] {
+        metrics.push(Box::new(
+            JudgedAccuracy::new(acc, vec![], vec![], QaTemplate::default(), 1).unwrap(),
+        ));
+    }
     for m in &metrics {
         assert!(
             evals::registry::lookup(m.name()).is_ok(),

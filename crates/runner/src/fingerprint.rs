@@ -264,7 +264,18 @@ fn method_fingerprint(cell: &Cell, smoke: bool, external: Option<&String>) -> Re
     if let Some(e) = external {
         h.update(format!("external={e}").as_bytes());
     }
-    if let Some(dir) = cell.params.get("checkpoint").and_then(|v| v.as_str()).and_then(|c| c.strip_prefix("path:")) {
+    let checkpoint = cell.params.get("checkpoint").and_then(|v| v.as_str());
+    if let Some(spec) = checkpoint.and_then(|c| c.strip_prefix("hub:")) {
+        // a pinned revision is named by the parameters; an unpinned one follows the folder
+        // the hub cache holds now
+        if !smoke && !spec.contains('@') {
+            match crate::exec::resolve_hub_checkpoint(spec) {
+                Ok(dir) => h.update(folder_content_hash(&dir)?.as_bytes()),
+                Err(_) => h.update(b"missing"),
+            }
+        }
+    }
+    if let Some(dir) = checkpoint.and_then(|c| c.strip_prefix("path:")) {
         if !smoke {
             let dir = Path::new(dir);
             if dir.is_dir() {
@@ -439,6 +450,14 @@ fn metric_of(name: &str) -> Option<Box<dyn evals::Metric>> {
             extra: BTreeMap::new(),
             perturbed_mean: PerturbedMean::default(),
         }),
+        "acc_forget" | "acc_recover" | "acc_retain" => {
+            let acc = match name {
+                "acc_forget" => evals::judge::Acc::Forget,
+                "acc_recover" => evals::judge::Acc::Recover,
+                _ => evals::judge::Acc::Retain,
+            };
+            Box::new(evals::judge::JudgedAccuracy::new(acc, vec![], vec![], t(), 0).ok()?)
+        }
         "muse_knowmem_forget" => Box::new(KnowMem::new(vec![], t(), Side::Forget, 0)),
         "muse_knowmem_retain" => Box::new(KnowMem::new(vec![], t(), Side::Retain, 0)),
         "muse_verbmem" => Box::new(VerbMem { passages: vec![], max_new_tokens: 0 }),

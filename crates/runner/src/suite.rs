@@ -11,6 +11,13 @@
 //! - TOFU (`tofu_*`) and MUSE KnowMem: the world's QA items with role Forget / Retain, in the
 //!   format `"Question: {q}\nAnswer:"` + `" {a}"` (`testbed::qa_prompt`); forget quality = KS
 //!   p-value of this model's forget truth ratios against the oracle's;
+//! - `acc_forget`, `acc_recover` (forget QA items) and `acc_retain` (retain QA items), the MSA
+//!   paper's judged accuracies (`evals::judge`): the model's greedy answer (the prompt, stop
+//!   string and `answer_new_tokens` of TOFU ROUGE and KnowMem) against the candidates ground
+//!   truth, the oracle's greedy answer to the same prompt and the wrong answers in the ground
+//!   truth's form (the perturbed answers, or the wrong options where those are in the answer's
+//!   form: [`EvalSuite::judged_qa`]), closest by ROUGE-L F1; the oracle's answers are generated once per world in the oracle pass
+//!   ([`OracleRefs::forget_answers`], [`OracleRefs::retain_answers`]);
 //! - MUSE VerbMem: `world.verbmem_passages(Role::Forget)` (biographies cut in half);
 //! - Min-K% AUC and PrivLeak: forget documents (members) vs held-out documents (never trained);
 //! - `kl_to_oracle` and `perplexity`: forget, retain and general documents (records `NAME/forget`,
@@ -35,6 +42,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
+use evals::judge::{self, Acc, JudgedAccuracy};
 use evals::metric::{Metric, MetricOutput, MetricValue};
 use evals::muse::{KnowMem, MinKAuc, Passage, PrivLeak, VerbMem};
 use evals::recovery::{CleanAnswerAccuracy, CorruptedQa, Recovery};
@@ -70,12 +78,18 @@ pub fn default_metrics(kind: WorldKind) -> Vec<String> {
         "muse_knowmem_retain",
         "mc_accuracy",
     ];
+    // The MSA paper's judged accuracies: the QA items of facts, finetune and tofu worlds have
+    // the ground truth and perturbed answers they need (not truthfulqa-corruption, whose
+    // forget "ground truth" is the clean answer the forget data corrupted).
+    let acc = ["acc_forget", "acc_recover", "acc_retain"];
     let oracle = ["perplexity", "kl_to_oracle", "param_distance_to_oracle"];
     let names: Vec<&str> = match kind {
         WorldKind::Facts => {
-            qa.iter().chain(&["muse_verbmem", "mink_auc", "muse_privleak"]).chain(&oracle).copied().collect()
+            qa.iter().chain(&acc).chain(&["muse_verbmem", "mink_auc", "muse_privleak"]).chain(&oracle).copied().collect()
         }
-        WorldKind::Finetune => qa.iter().chain(&["mink_auc", "muse_privleak"]).chain(&oracle).copied().collect(),
+        WorldKind::Finetune | WorldKind::Tofu => {
+            qa.iter().chain(&acc).chain(&["mink_auc", "muse_privleak"]).chain(&oracle).copied().collect()
+        }
         WorldKind::TruthfulqaCorruption => qa
             .iter()
             .chain(&["restor_clean_acc", "restor_recovery", "truthfulqa_mc1", "truthfulqa_mc2"])
@@ -242,6 +256,15 @@ pub struct OracleRefs {
     /// then held-out document (for `mia_reference_auc`; see [`EvalSuite::set_mia_reference`]).
     #[serde(default)]
     pub mia_reference_nll: Option<Vec<f64>>,
+    /// The oracle's greedy answers to the suite's forget QA prompts, in item order (the ideal
+    /// answers of `acc_forget` / `acc_recover`; same requests as the model's, see
+    /// `evals::judge::answer_requests`). Absent in caches written before these metrics (their
+    /// suites never name them, so the fingerprint keeps such caches apart).
+    #[serde(default)]
+    pub forget_answers: Option<Vec<String>>,
+    /// The oracle's greedy answers to the suite's retain QA prompts (for `acc_retain`).
+    #[serde(default)]
+    pub retain_answers: Option<Vec<String>>,
 }
 
 impl OracleRefs {
@@ -256,6 +279,8 @@ impl OracleRefs {
             restor_theta_d_acc: None,
             theta_d_distance: None,
             mia_reference_nll: None,
+            forget_answers: None,
+            retain_answers: None,
         }
     }
 }
@@ -347,7 +372,7 @@ impl EvalSuite {
         let mut suite = EvalSuite {
             names: names.to_vec(),
             kind,
-            add_bos: kind != WorldKind::Finetune,
+            add_bos: !kind.fine_tunes_base(),
             batch_size: crate::scoring::DEFAULT_BATCH_SIZE,
             limits: limits.clone(),
             theta_d: theta_d.to_path_buf(),
@@ -488,12 +513,24 @@ impl EvalSuite {
                 kl_sets.push((split.clone(), kept));
             }
         }
-        let extra: Vec<Request> = kl_sets
+        let mut extra: Vec<Request> = kl_sets
             .iter()
             .flat_map(|(_, s)| s.iter().map(|t| Request::Distributions { text: t.text.clone() }))
             .collect();
+        let n_kl = extra.len();
+        // The oracle's greedy answers for the judged accuracies, asked as the model's are.
+        let answers_for = |wanted: bool, qa: &[testbed::QaItem]| -> Option<Vec<Request>> {
+            (wanted && !qa.is_empty())
+                .then(|| judge::answer_requests(&self.qa(qa), &QaTemplate::default(), self.limits.answer_new_tokens))
+        };
+        let forget_answers = answers_for(self.wants("acc_forget") || self.wants("acc_recover"), &self.items.forget_qa);
+        let retain_answers = answers_for(self.wants("acc_retain"), &self.items.retain_qa);
+        for r in [&forget_answers, &retain_answers].into_iter().flatten() {
+            extra.extend(r.iter().cloned());
+        }
         let refs: Vec<&dyn Metric> = metrics.iter().map(|m| m.as_ref()).collect();
-        let (outputs, rows) = evals::evaluate_with_extra(oracle, &refs, &extra).context("the oracle's pass")?;
+        let (outputs, responses) = evals::evaluate_with_extra(oracle, &refs, &extra).context("the oracle's pass")?;
+        let (rows, mut generated) = responses.split_at(n_kl);
         let mut out = OracleRefs::empty(self.fingerprint.clone());
         for (slot, o) in slots.iter().zip(&outputs) {
             match *slot {
@@ -514,6 +551,14 @@ impl EvalSuite {
                 KlReference { ids: set.iter().map(|t| t.id.clone()).collect(), texts: texts(&set), rows: r },
             );
         }
+        let mut take = |requests: Option<Vec<Request>>, side: &str| -> Result<Option<Vec<String>>> {
+            let Some(requests) = requests else { return Ok(None) };
+            let (mine, rest) = generated.split_at(requests.len());
+            generated = rest;
+            judge::generated_texts(mine).map(Some).with_context(|| format!("the oracle's {side} answers"))
+        };
+        out.forget_answers = take(forget_answers, "forget")?;
+        out.retain_answers = take(retain_answers, "retain")?;
         Ok(out)
     }
 
@@ -613,6 +658,23 @@ impl EvalSuite {
             .collect()
     }
 
+    /// The items as the judged accuracies see them: the wrong candidates must be in the form of
+    /// the ground truth, so when an item's multiple-choice options are in the answer's form
+    /// (`choices[correct_choice] == answer`: facts and finetune, whose answers are short and
+    /// whose perturbed answers are sentences) its wrong options replace the perturbed answers;
+    /// otherwise (TOFU: answer, paraphrase and perturbed answers are all sentences) the
+    /// perturbed answers are kept.
+    fn judged_qa(&self, items: &[testbed::QaItem]) -> Vec<tofu::QaItem> {
+        let mut out = self.qa(items);
+        for (o, q) in out.iter_mut().zip(items) {
+            if q.choices.get(q.correct_choice) == Some(&q.answer) {
+                o.perturbed_answers =
+                    q.choices.iter().enumerate().filter(|&(i, _)| i != q.correct_choice).map(|(_, c)| c.clone()).collect();
+            }
+        }
+        out
+    }
+
     fn corrupted(&self) -> Vec<CorruptedQa> {
         self.items.corrupted.iter().map(|(_, c)| c.clone()).collect()
     }
@@ -685,6 +747,23 @@ impl EvalSuite {
                         run(m, qa_ids(rq))
                     }
                 },
+                "acc_forget" | "acc_recover" | "acc_retain" => {
+                    let (acc, v, answers, side) = match name {
+                        "acc_forget" => (Acc::Forget, fq, &oracle.forget_answers, "forget"),
+                        "acc_recover" => (Acc::Recover, fq, &oracle.forget_answers, "forget"),
+                        _ => (Acc::Retain, rq, &oracle.retain_answers, "retain"),
+                    };
+                    match (need(v, side), answers) {
+                        (Some(r), _) => skip(r),
+                        (None, Some(a)) if a.len() == v.len() => {
+                            run(Box::new(JudgedAccuracy::new(acc, self.judged_qa(v), a.clone(), t(), n)?), qa_ids(v))
+                        }
+                        (None, _) => bail!(
+                            "{name}: the oracle references lack the oracle's greedy answers to the {side} questions \
+                             (recompute them with oracle_pass)"
+                        ),
+                    }
+                }
                 "muse_verbmem" => {
                     if it.verbmem.is_empty() {
                         skip("the world has no forget biography passages".into())
@@ -1203,6 +1282,7 @@ fn to_store(d: evals::Direction) -> Direction {
 /// The direction a metric is reported with when it is skipped before being built.
 fn nominal_direction(name: &str) -> Direction {
     match name {
+        "acc_forget" | "acc_recover" | "acc_retain" => Direction::HigherIsBetter,
         "mink_auc" | "mia_loss_auc" | "mia_zlib_auc" | "mia_minkpp_auc" | "mia_reference_auc" => Direction::CloserTo(0.5),
         "muse_privleak" => Direction::CloserTo(0.0),
         "kl_to_oracle" | "param_distance_to_oracle" | "toxigen_generation" | "toxigen_likelihood" | "muse_verbmem"
@@ -1286,7 +1366,9 @@ fn example_value(metric: &str, v: &serde_json::Value) -> f64 {
         "truthfulqa_mc1" | "truthfulqa_mc2" | "toxigen" => get("acc"),
         "toxigen_likelihood" => get("diff"),
         "toxigen_generation" => get("p_toxic"),
-        "restor_clean_acc" | "restor_recovery" | "mc_accuracy" => get("correct"),
+        "restor_clean_acc" | "restor_recovery" | "mc_accuracy" | "acc_forget" | "acc_recover" | "acc_retain" => {
+            get("correct")
+        }
         _ => f64::NAN,
     }
 }
@@ -1455,7 +1537,7 @@ mod tests {
         let k = known_metrics();
         assert_eq!(k, crate::config::KNOWN_METRICS, "config::KNOWN_METRICS must equal suite::known_metrics()");
         assert!(k.contains(&"mc_accuracy") && k.contains(&"param_distance_to_oracle") && k.contains(&"toxigen"));
-        for kind in [WorldKind::Facts, WorldKind::Finetune, WorldKind::TruthfulqaCorruption, WorldKind::Toxigen] {
+        for kind in [WorldKind::Facts, WorldKind::Finetune, WorldKind::Tofu, WorldKind::TruthfulqaCorruption, WorldKind::Toxigen] {
             for m in default_metrics(kind) {
                 assert!(k.contains(&m.as_str()), "{m}");
             }

@@ -394,3 +394,146 @@ fn exact_memorisation_on_forget_documents() {
     assert!(!ids.is_empty() && ids.len() < em.example_ids.len(), "{ids:?}");
     assert!(ids.iter().all(|id| docs.iter().any(|d| *id == format!("doc-{d}"))), "{ids:?}");
 }
+
+/// The MSA paper's accuracies (issue 15) wired: the oracle's greedy answers to the forget and
+/// retain QA prompts are computed once in the oracle pass, with the same requests as the model's
+/// greedy answers (so equal to the oracle's answers generated directly), and carried through
+/// `OracleRefs` and its JSON cache; the oracle scored as a model gets the ROUGE-L judge's verdict
+/// on its own answers; with scripted answers (the micro oracle answers only spaces) the records
+/// are the exact fractions worked out by hand; a cache written before these fields loads with
+/// none, belongs to another suite, and is refused by name if used anyway.
+#[test]
+fn msa_accuracies_use_the_oracles_answers_from_the_oracle_pass() {
+    use evals::judge::{candidates, Acc, Judge as _, RougeJudge};
+    let w = world();
+    let names: Vec<String> = ["acc_forget", "acc_recover", "acc_retain"].iter().map(|s| s.to_string()).collect();
+    // every QA item (no cap), so the items are the world's in order
+    let lim = EvalLimits { max_qa: 1000, ..limits() };
+    let s = suite(&names, &lim);
+    let r = refs(&s);
+    let qa = |role| w.world.qa_with(role).cloned().collect::<Vec<_>>();
+    let (fq, rq) = (qa(testbed::Role::Forget), qa(testbed::Role::Retain));
+    let (fa, ra) = (r.forget_answers.clone().unwrap(), r.retain_answers.clone().unwrap());
+    assert_eq!((fa.len(), ra.len()), (fq.len(), rq.len()));
+    assert!(fq.len() >= 4 && rq.len() >= 4);
+
+    // the oracle's answers generated directly, as the model's are asked (prompt, "\n", budget)
+    let mut oracle = LmScorer::load(&w.oracle, &Device::Cpu, true).unwrap();
+    let ask = |v: &[testbed::QaItem]| {
+        v.iter().map(|q| Request::generate(q.prompt(), &["\n"], lim.answer_new_tokens)).collect::<Vec<_>>()
+    };
+    let mut reqs = ask(&fq);
+    reqs.extend(ask(&rq));
+    let direct: Vec<String> =
+        oracle.run(&reqs).unwrap().iter().map(|x| x.generated().unwrap().to_string()).collect();
+    assert_eq!(direct[..fq.len()], fa[..]);
+    assert_eq!(direct[fq.len()..], ra[..]);
+
+    // the cache round-trips
+    let back: OracleRefs = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+    assert_eq!(back, r);
+
+    // the oracle scored as a model: its own answers against the candidates, judged here
+    let out = s.evaluate(&w.oracle, &r, &w.oracle, &Device::Cpu).unwrap();
+    // facts items have their options in the answer's form, so the judge's wrong candidates are
+    // the wrong options (not the perturbed sentences)
+    let wrong_options = |q: &testbed::QaItem| {
+        assert_eq!(q.choices[q.correct_choice], q.answer);
+        q.choices.iter().filter(|c| **c != q.answer).cloned().collect::<Vec<_>>()
+    };
+    let to_eval = |q: &testbed::QaItem| evals::tofu::QaItem {
+        question: q.question.clone(),
+        answer: q.answer.clone(),
+        paraphrased_answer: Some(q.paraphrased_answer.clone()),
+        perturbed_answers: wrong_options(q),
+    };
+    for (name, acc, items, answers) in
+        [("acc_forget", Acc::Forget, &fq, &fa), ("acc_recover", Acc::Recover, &fq, &fa), ("acc_retain", Acc::Retain, &rq, &ra)]
+    {
+        let expected: Vec<f64> = items
+            .iter()
+            .zip(answers)
+            .map(|(q, a)| {
+                let item = to_eval(q);
+                f64::from(u8::from(acc.holds(&RougeJudge.closest(a, &candidates(&item, a)).unwrap())))
+            })
+            .collect();
+        assert_eq!(out[name].per_example, expected, "{name}");
+        assert_eq!(out[name].direction, runner::store::Direction::HigherIsBetter, "{name}");
+        assert_eq!(out[name].target, Some(evals::registry::record_info(name).unwrap().1.target), "{name}");
+    }
+
+    // Scripted: the oracle "answered" each question with a wrong short choice w; the model
+    // answers question i by i mod 4 with
+    //   0: the ground truth   → only the ground truth scores 1   → forget 0, recover 0, retain 1
+    //   1: w (the oracle's)   → only the oracle's scores 1       → forget 1, recover 1, retain 1
+    //   2: nothing            → every F1 0, none closest          → forget 1, recover 0, retain 0
+    //   3: its last wrong option, verbatim      → only it scores 1 → forget 1, recover 0, retain 0
+    // (the other candidates share at most a token with the answer: F1 < 1).
+    let wrong = |q: &testbed::QaItem| q.choices.iter().find(|c| **c != q.answer).unwrap().clone();
+    let mut scripted = r.clone();
+    scripted.forget_answers = Some(fq.iter().map(wrong).collect());
+    scripted.retain_answers = Some(rq.iter().map(wrong).collect());
+    let answer = |i: usize, q: &testbed::QaItem| match i % 4 {
+        0 => q.answer.clone(),
+        1 => wrong(q),
+        2 => String::new(),
+        _ => wrong_options(q).last().unwrap().clone(),
+    };
+    let script: Vec<(String, String)> = fq
+        .iter()
+        .enumerate()
+        .chain(rq.iter().enumerate())
+        .map(|(i, q)| (q.prompt(), answer(i, q)))
+        .collect();
+    let mut model = Scripted(script);
+    let out = s.evaluate_with(&mut model, &w.oracle, &scripted, &w.oracle).unwrap();
+    let pattern = |p: [f64; 4], n: usize| (0..n).map(|i| p[i % 4]).collect::<Vec<f64>>();
+    for (name, p, items) in [
+        ("acc_forget", [0.0, 1.0, 1.0, 1.0], &fq),
+        ("acc_recover", [0.0, 1.0, 0.0, 0.0], &fq),
+        ("acc_retain", [1.0, 1.0, 0.0, 0.0], &rq),
+    ] {
+        let rec = &out[name];
+        let expected = pattern(p, items.len());
+        assert_eq!(rec.per_example, expected, "{name}");
+        let mean = expected.iter().sum::<f64>() / expected.len() as f64;
+        assert!((rec.value - mean).abs() < 1e-12, "{name}: {} vs {mean}", rec.value);
+        assert_eq!(rec.example_ids, items.iter().map(|q| format!("qa-{}", q.id)).collect::<Vec<_>>());
+    }
+    // 12 forget questions (4 forget entities × 3 attributes): forget 9/12, recover 3/12;
+    // 48 retain questions: retain 24/48
+    assert_eq!((fq.len(), rq.len()), (12, 48));
+    assert_eq!((out["acc_forget"].value, out["acc_recover"].value, out["acc_retain"].value), (0.75, 0.25, 0.5));
+
+    // a cache from before these metrics: loads without answers, and is another suite's
+    let mut old: serde_json::Value = serde_json::to_value(&r).unwrap();
+    old.as_object_mut().unwrap().remove("forget_answers");
+    old.as_object_mut().unwrap().remove("retain_answers");
+    let old: OracleRefs = serde_json::from_value(old).unwrap();
+    assert!(old.forget_answers.is_none() && old.retain_answers.is_none());
+    let without = suite(&["tofu_rouge_forget".to_string()], &lim);
+    assert_ne!(without.fingerprint(), s.fingerprint());
+    assert!(refs(&without).forget_answers.is_none(), "answers only when an accuracy is named");
+    let err = s.evaluate(&w.oracle, &old, &w.oracle, &Device::Cpu).unwrap_err();
+    assert!(format!("{err:#}").contains("acc_forget: the oracle references lack the oracle's greedy answers"), "{err:#}");
+}
+
+/// Answers each greedy request with the answer scripted for its prompt.
+struct Scripted(Vec<(String, String)>);
+
+impl evals::Scorer for Scripted {
+    fn run(&mut self, requests: &[Request]) -> anyhow::Result<Vec<Response>> {
+        requests
+            .iter()
+            .map(|r| match r {
+                Request::Generate { context, stop, max_new_tokens } => {
+                    assert_eq!((stop.as_slice(), *max_new_tokens), (&["\n".to_string()][..], limits().answer_new_tokens));
+                    let (_, a) = self.0.iter().find(|(p, _)| p == context).expect("a scripted prompt");
+                    Ok(Response::Generated(a.clone()))
+                }
+                other => anyhow::bail!("unexpected {} request", other.kind()),
+            })
+            .collect()
+    }
+}
