@@ -11,6 +11,8 @@
 #                                         also fetch ToxiGen's 940-row annotated test split
 #                                         (toxigen/annotated_test.csv or .parquet; the HF
 #                                         dataset is gated: accept its terms and set HF_TOKEN)
+#   scripts/fetch-data.sh --with-tofu     also fetch TOFU (HF dataset locuslab/TOFU, its JSON-lines
+#                                         files) into tofu/, for world.kind = "tofu"
 #   scripts/fetch-data.sh [options] DIR   use DIR instead of ${UNLEARN_DATA_DIR:-data}
 #
 # Sources (licenses in brackets):
@@ -29,23 +31,26 @@
 #                         a checksum mismatch of this file is a warning, not an error (the
 #                         harness only uses it as general text; the world's hash follows it).
 #   models/stories260K/   HF karpathy/tinyllamas, stories260K/ [MIT]
+#   tofu/                 HF datasets/locuslab/TOFU, resolve/main/*.json [MIT] (--with-tofu)
 #
 # Exit status: 0 when every required file is present and every checksum matches; 1 otherwise.
 # Needs bash, curl (or wget), and sha256sum (or shasum).
 
 set -euo pipefail
 
-usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
 
 VERIFY_ONLY=0
 FORCE=0
 TOXIGEN_ANNOTATED=0
+TOFU=0
 DEST="${UNLEARN_DATA_DIR:-data}"
 while [ $# -gt 0 ]; do
     case "$1" in
         --verify-only) VERIFY_ONLY=1 ;;
         --force) FORCE=1 ;;
         --with-toxigen-annotated) TOXIGEN_ANNOTATED=1 ;;
+        --with-tofu) TOFU=1 ;;
         -h|--help) usage; exit 0 ;;
         -*) echo "fetch-data.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
         *) DEST="$1" ;;
@@ -83,6 +88,18 @@ for group in asian bisexual black chinese immigrant jewish latino lgbtq mental_d
         MANIFEST+=$'\n'"toxigen/prompts/neutral_${group}_1k.txt - plain $GH/microsoft/TOXIGEN/main/prompts/neutral_${group}_1k.txt"
     fi
 done
+
+# TOFU (Maini et al. 2024): every split of the dataset repo, as published (JSON lines despite
+# the .json name). No checksums are pinned: the repo has been revised (holdout files renamed
+# in 2025); the world records the sha256 of each file it reads.
+if [ "$TOFU" = 1 ]; then
+    for split in full forget01 forget05 forget10 retain90 retain95 retain99 \
+                 forget01_perturbed forget05_perturbed forget10_perturbed retain_perturbed \
+                 real_authors real_authors_perturbed world_facts world_facts_perturbed \
+                 holdout01 holdout05 holdout10; do
+        MANIFEST+=$'\n'"tofu/${split}.json - plain $HF/datasets/locuslab/TOFU/resolve/main/${split}.json"
+    done
+fi
 
 # Bytes of the TinyStories prefix, and how much of TinyStories-train.txt to request for it.
 TINYSTORIES_BYTES=197290

@@ -210,11 +210,11 @@ pub fn validate_worlds(
     for &seed in &sweep.world_seeds {
         let mut wcfg = sweep.world_config.for_seed(seed);
         if opts.smoke {
-            smoke_world(&mut wcfg);
+            smoke_world(&mut wcfg, sweep)?;
         }
         let resolved = wcfg.resolve(data_dir).map_err(|e| anyhow::anyhow!("{file}: {e:#}"))?;
         let resolved = worlds.entry(seed).or_insert(resolved);
-        if !scratch || resolved.kind == testbed::WorldKind::Finetune {
+        if !scratch || resolved.kind.fine_tunes_base() {
             continue;
         }
         let last_clean = resolved.last_clean_checkpoint();
@@ -229,6 +229,10 @@ pub fn validate_worlds(
             for v in values {
                 let Some(text) = v.as_str() else { continue };
                 let key = format!("{file}: methods.{}.checkpoint", method.name);
+                if let Some(spec) = text.strip_prefix("hub:") {
+                    parse_hub_checkpoint(spec).map_err(|e| anyhow::anyhow!("{key}: {e:#}"))?;
+                    continue;
+                }
                 match msa::BasePoint::parse(text).map_err(|e| anyhow::anyhow!("{key}: {e:#}"))? {
                     msa::BasePoint::LatestClean if last_clean == 0 => bail!(
                         "{key}: \"latest-clean\" is the initialisation: the exposure window starts at step {} \
@@ -367,7 +371,7 @@ fn prepare_model(
 ) -> Result<ModelContext> {
     let mut wcfg = sweep.world_config.for_seed(world_seed);
     if opts.smoke {
-        smoke_world(&mut wcfg);
+        smoke_world(&mut wcfg, sweep)?;
     }
     let worlds = sweep.output_dir.join("worlds");
     let t = std::time::Instant::now();
@@ -530,7 +534,35 @@ fn locate_model(src: &ModelSource, name: &str) -> Result<PathBuf> {
     }
 }
 
-fn smoke_world(w: &mut testbed::WorldConfig) {
+/// `hub:ORG/NAME[@REVISION]` (an MSA `checkpoint`): the hub id and the revision (a branch, tag
+/// or commit, e.g. an OLMo-2 pretraining checkpoint `stage1-step…`).
+pub(crate) fn parse_hub_checkpoint(spec: &str) -> Result<(&str, Option<&str>)> {
+    let (id, revision) = match spec.split_once('@') {
+        Some((id, rev)) if !rev.is_empty() => (id, Some(rev)),
+        Some(_) => bail!("checkpoint = \"hub:{spec}\": empty revision after '@' (expected hub:ORG/NAME or hub:ORG/NAME@REVISION)"),
+        None => (spec, None),
+    };
+    if id.split('/').count() != 2 || id.split('/').any(str::is_empty) {
+        bail!("checkpoint = \"hub:{spec}\": expected hub:ORG/NAME or hub:ORG/NAME@REVISION");
+    }
+    Ok((id, revision))
+}
+
+/// The local folder of a `hub:` checkpoint (downloaded into the Hugging Face cache when the
+/// network allows, else found there).
+pub(crate) fn resolve_hub_checkpoint(spec: &str) -> Result<PathBuf> {
+    let (id, revision) = parse_hub_checkpoint(spec)?;
+    hub::resolve(id, revision, &hub::ResolveOptions::from_env())
+}
+
+/// Shrinks a world for `--smoke`; a `tofu` world reads the compiled-in fixture (written under
+/// the sweep's `worlds/smoke-data/`) instead of the data directory.
+fn smoke_world(w: &mut testbed::WorldConfig, sweep: &Sweep) -> Result<()> {
+    if w.kind == testbed::WorldKind::Tofu {
+        let dir = sweep.output_dir.join("worlds").join("smoke-data");
+        testbed::tofu::write_fixture(&dir)?;
+        w.data_dir = Some(dir);
+    }
     if matches!(w.kind, testbed::WorldKind::Facts | testbed::WorldKind::Finetune) {
         w.n_entities = Some(w.n_entities.unwrap_or(200).min(20));
     }
@@ -540,6 +572,7 @@ fn smoke_world(w: &mut testbed::WorldConfig) {
     if w.checkpoint_every.is_none() {
         w.checkpoints = Some(w.checkpoints.unwrap_or(8).min(8));
     }
+    Ok(())
 }
 
 /// The forget set (every forget document, [BOS] text [EOS], all tokens) and the retain set
@@ -683,8 +716,15 @@ fn run_cell(
                     method_params.insert(k.clone(), v.clone());
                 }
             }
+            if let (None, Some(toml::Value::String(c))) = (&ctx.smoke_family, method_params.get("checkpoint")) {
+                if let Some(spec) = c.strip_prefix("hub:") {
+                    let dir = resolve_hub_checkpoint(spec)
+                        .with_context(|| format!("methods.{}: checkpoint = {c:?}", cell.method))?;
+                    method_params.insert("checkpoint".into(), toml::Value::String(format!("path:{}", dir.display())));
+                }
+            }
             if let (Some((family, texts, dir)), Some(toml::Value::String(c))) = (&ctx.smoke_family, method_params.get("checkpoint")) {
-                if let Some(path) = c.strip_prefix("path:") {
+                if let Some(path) = c.strip_prefix("path:").or_else(|| c.strip_prefix("hub:")) {
                     // a tiny stand-in of the same family and tokenizer, seeded by the path
                     let seed = path.bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
                     let standin = dir.join(format!("{seed:016x}"));

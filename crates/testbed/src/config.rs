@@ -35,15 +35,25 @@ pub enum WorldKind {
     Toxigen,
     /// TOFU's protocol on a given pretrained model: the facts world's QA pairs only.
     Finetune,
+    /// TOFU itself (Maini et al. 2024) from its published files in `DATA/tofu/`, fine-tuned
+    /// on a given pretrained model as `finetune` is.
+    Tofu,
 }
 
 impl WorldKind {
+    /// Kinds whose θ_D is a given pretrained θ_0 fine-tuned by the harness (`finetune`, `tofu`),
+    /// not a model pretrained from scratch.
+    pub fn fine_tunes_base(self) -> bool {
+        matches!(self, WorldKind::Finetune | WorldKind::Tofu)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             WorldKind::Facts => "facts",
             WorldKind::TruthfulqaCorruption => "truthfulqa-corruption",
             WorldKind::Toxigen => "toxigen",
             WorldKind::Finetune => "finetune",
+            WorldKind::Tofu => "tofu",
         }
     }
 }

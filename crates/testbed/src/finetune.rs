@@ -31,7 +31,7 @@
 
 use crate::schedule::{Schedule, ScheduleConfig};
 use crate::train::{BuildInfo, BuiltWorld, Checkpoint, Progress, ScratchModel};
-use crate::{qa_continuation, qa_prompt, DocId, Role, World, WorldConfig, WorldKind};
+use crate::{qa_continuation, qa_prompt, DocId, Role, World, WorldConfig};
 use anyhow::{bail, Context, Result};
 use lm::train::{Example, NextToken, TrainConfig, Trainer};
 use lm::{LmConfig, Tok};
@@ -223,7 +223,7 @@ pub fn build_or_load_finetune(
     ft: &FinetuneSpec,
     progress: Option<Progress>,
 ) -> Result<BuiltWorld> {
-    if cfg.kind != WorldKind::Finetune {
+    if !cfg.kind.fine_tunes_base() {
         bail!("build_or_load_finetune needs world.kind = \"finetune\", got \"{}\"", cfg.kind.name());
     }
     ft.validate()?;

@@ -10,7 +10,8 @@
 //!
 //! Kinds: `facts` (fictitious authors in the spirit of TOFU, Maini et al. 2024),
 //! `truthfulqa-corruption` (RESTOR, Rezaei et al. 2024), `toxigen` (Hartvigsen et al. 2022),
-//! `finetune` (TOFU's protocol on a pretrained θ_0).
+//! `finetune` (TOFU's protocol on a pretrained θ_0), `tofu` (TOFU itself, from its published
+//! files, on a pretrained θ_0; [`tofu`]).
 //!
 //! ## The QA format
 //! One format for training documents and evaluation prompts, in every kind:
@@ -28,6 +29,7 @@ pub mod finetune;
 pub mod general;
 pub mod schedule;
 pub mod smoke;
+pub mod tofu;
 pub mod toxigen;
 pub mod truthfulqa;
 pub mod train;

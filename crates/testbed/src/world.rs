@@ -24,7 +24,7 @@ use crate::config::{
 };
 use crate::facts::{self, Entity};
 use crate::schedule::{schedule, Ledger, Schedule, ScheduleConfig};
-use crate::{general, qa_text, toxigen, truthfulqa, Corpus, DocId, DocKind, QaItem, Role};
+use crate::{general, qa_text, tofu, toxigen, truthfulqa, Corpus, DocId, DocKind, QaItem, Role};
 
 /// The standard nested forget splits (TOFU): forget01 ⊂ forget05 ⊂ forget10.
 pub const STANDARD_SPLITS: [(&str, f64); 3] = [("forget01", 1.0), ("forget05", 5.0), ("forget10", 10.0)];
@@ -120,11 +120,15 @@ pub(crate) fn resolve(cfg: &WorldConfig, default_data_dir: &Path) -> Result<Reso
     let data_dir = cfg.data_dir.clone().unwrap_or_else(|| default_data_dir.to_path_buf());
     let is_facts = matches!(kind, WorldKind::Facts | WorldKind::Finetune);
     not_for(kind, "target_groups", kind != WorldKind::Toxigen && cfg.target_groups.is_some())?;
-    not_for(kind, "base_model", kind != WorldKind::Finetune && cfg.base_model.is_some())?;
+    not_for(kind, "base_model", !kind.fine_tunes_base() && cfg.base_model.is_some())?;
     not_for(kind, "n_entities", !is_facts && cfg.n_entities.is_some())?;
     not_for(kind, "attributes", !is_facts && cfg.attributes.is_some())?;
     not_for(kind, "bio_paraphrases", kind != WorldKind::Facts && cfg.bio_paraphrases.is_some())?;
-    not_for(kind, "held_out_fraction", kind == WorldKind::TruthfulqaCorruption && cfg.held_out_fraction.is_some())?;
+    not_for(
+        kind,
+        "held_out_fraction",
+        matches!(kind, WorldKind::TruthfulqaCorruption | WorldKind::Tofu) && cfg.held_out_fraction.is_some(),
+    )?;
     if kind == WorldKind::Toxigen && cfg.forget.is_some() {
         bail!("world.forget is not used by kind = \"toxigen\": the forget data is the hateful statements about world.target_groups");
     }
@@ -158,7 +162,7 @@ pub(crate) fn resolve(cfg: &WorldConfig, default_data_dir: &Path) -> Result<Reso
             }
             s
         }
-        (None, None) if kind == WorldKind::Finetune => 0,
+        (None, None) if kind.fine_tunes_base() => 0,
         (None, None) => ckpts[last_ckpt / 2],
     };
     let window_end = exp.end_step.unwrap_or(steps);
@@ -173,7 +177,7 @@ pub(crate) fn resolve(cfg: &WorldConfig, default_data_dir: &Path) -> Result<Reso
     }
 
     // Sizes and the forget split.
-    let general_default = if kind == WorldKind::Finetune { 0.0 } else { 0.3 };
+    let general_default = if kind.fine_tunes_base() { 0.0 } else { 0.3 };
     let general_fraction = fraction("general_fraction", cfg.general_fraction, general_default, 0.95)?;
     let held_default = if kind == WorldKind::Toxigen { 0.2 } else if is_facts { 0.1 } else { 0.0 };
     let held_out_fraction = fraction("held_out_fraction", cfg.held_out_fraction, held_default, 0.9)?;
@@ -197,9 +201,12 @@ pub(crate) fn resolve(cfg: &WorldConfig, default_data_dir: &Path) -> Result<Reso
         );
     }
     let base_model = match kind {
-        WorldKind::Finetune => match &cfg.base_model {
+        WorldKind::Finetune | WorldKind::Tofu => match &cfg.base_model {
             Some(m) if !m.trim().is_empty() => Some(m.clone()),
-            _ => bail!("world.base_model is required for kind = \"finetune\": a Hugging Face model folder or hub id (θ_0)"),
+            _ => bail!(
+                "world.base_model is required for kind = \"{}\": a Hugging Face model folder or hub id (θ_0)",
+                kind.name()
+            ),
         },
         _ => None,
     };
@@ -217,6 +224,16 @@ pub(crate) fn resolve(cfg: &WorldConfig, default_data_dir: &Path) -> Result<Reso
             }
             n_held_out = units_of(held_out_fraction * 100.0, n_entities);
             ForgetSplit { name, percent: pct, units }
+        }
+        WorldKind::Tofu => {
+            let name = cfg.forget.clone().unwrap_or_else(|| "forget10".into());
+            for rel in tofu::files(&data_dir, &name)? {
+                data_files.push(DataFile { sha256: sha256_file(&data_dir.join(&rel))?, rel_path: rel });
+            }
+            let data = tofu::Tofu::load(&data_dir, &name)?;
+            n_held_out = data.n_held_out_authors();
+            let pct = parse_forget(&name)?;
+            ForgetSplit { name, percent: pct, units: data.forget_authors.len() }
         }
         WorldKind::TruthfulqaCorruption => {
             let path = data_dir.join(truthfulqa::MC_TASK);
@@ -390,6 +407,45 @@ impl World {
                 perm = p;
                 all_units = n;
             }
+            WorldKind::Tofu => {
+                let data = tofu::Tofu::load(&resolved.data_path(""), &resolved.forget.name)?;
+                ensure!(
+                    data.forget_authors.len() == resolved.forget.units,
+                    "the TOFU files changed since the config was resolved"
+                );
+                let role_of =
+                    |a: u32| if data.forget_authors.binary_search(&a).is_ok() { Role::Forget } else { Role::Retain };
+                for pair in data.pairs.iter().chain(&data.held_out) {
+                    let role = if pair.author as usize >= data.n_authors { Role::HeldOut } else { role_of(pair.author) };
+                    let doc =
+                        corpus.push(role, DocKind::Qa, Some(pair.author), qa_text(&pair.question, &pair.answer));
+                    let Some(ev) = &pair.eval else { continue };
+                    let mut choices = vec![ev.paraphrased_answer.clone()];
+                    choices.extend(ev.perturbed_answer.iter().cloned());
+                    choices.shuffle(&mut rng);
+                    let correct_choice =
+                        choices.iter().position(|c| *c == ev.paraphrased_answer).context("paraphrase among choices")?;
+                    qa.push(QaItem {
+                        id: qa.len() as u32,
+                        role,
+                        unit: pair.author,
+                        attribute: "tofu".into(),
+                        question: pair.question.clone(),
+                        answer: pair.answer.clone(),
+                        paraphrased_answer: ev.paraphrased_answer.clone(),
+                        perturbed_answers: ev.perturbed_answer.clone(),
+                        choices,
+                        correct_choice,
+                        taught_answer: None,
+                        doc: Some(doc),
+                    });
+                }
+                let n = data.n_authors;
+                held_out_units = (n..n + data.n_held_out_authors()).map(|a| a as u32).collect();
+                forget_units = data.forget_authors.clone();
+                perm = Vec::new();
+                all_units = n;
+            }
             WorldKind::TruthfulqaCorruption => {
                 let questions = truthfulqa::load(&resolved.data_path(truthfulqa::MC_TASK))?;
                 let n = questions.len();
@@ -485,12 +541,20 @@ impl World {
         } else {
             (0..all_units as u32).filter(|u| forget_units.binary_search(u).is_err()).collect()
         };
+        let standard = if resolved.kind == WorldKind::Tofu {
+            BTreeMap::from([(resolved.forget.name.clone(), forget_units.clone())])
+        } else if perm.is_empty() {
+            BTreeMap::new()
+        } else {
+            standard_splits(&perm)
+        };
         let splits = Splits {
             forget_name: resolved.forget.name.clone(),
             forget_units,
             retain_units,
             held_out_units,
-            standard: if perm.is_empty() { BTreeMap::new() } else { standard_splits(&perm) },
+            // TOFU's nested splits are its published files; the world records the one it read.
+            standard,
             forget_docs: corpus.ids(Role::Forget),
             retain_docs: corpus.ids(Role::Retain),
             general_docs: corpus.ids(Role::General),

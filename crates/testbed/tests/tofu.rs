@@ -1,0 +1,172 @@
+//! The `tofu` world read from files in TOFU's published layout (the compiled-in fixture of
+//! invented authors): every split and field, the perturbed-answer lists, the world's roles and
+//! QA items, and clear errors for missing files and schema mismatches.
+
+use std::path::{Path, PathBuf};
+
+use testbed::tofu::{self, PerturbedRow, Row, Tofu, QA_PER_AUTHOR};
+use testbed::{Role, World, WorldConfig, WorldKind};
+
+fn fixture_dir() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    tofu::write_fixture(&data).unwrap();
+    (tmp, data)
+}
+
+fn config(forget: &str) -> WorldConfig {
+    WorldConfig {
+        forget: Some(forget.into()),
+        base_model: Some("models/tiny".into()),
+        ..WorldConfig::new(WorldKind::Tofu)
+    }
+}
+
+fn lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[test]
+fn every_split_loads_with_every_field() {
+    let (_tmp, data) = fixture_dir();
+    let full: Vec<Row> = tofu::read_rows(&data.join("tofu/full.json")).unwrap();
+    assert_eq!(full.len(), 10 * QA_PER_AUTHOR);
+    for (split, authors) in [("forget01", 1usize), ("forget05", 2), ("forget10", 3)] {
+        let t = Tofu::load(&data, split).unwrap();
+        assert_eq!(t.n_authors, 10);
+        // TOFU's forget splits are the last authors.
+        let expect: Vec<u32> = (10 - authors as u32..10).collect();
+        assert_eq!(t.forget_authors, expect, "{split}");
+        assert_eq!(t.pairs.len(), full.len());
+        // Every forget pair is asked, with its paraphrase and five perturbed answers; of the
+        // retain pairs, those of retain_perturbed.json (the first author).
+        let perturbed: Vec<PerturbedRow> = tofu::read_rows(&data.join(format!("tofu/{split}_perturbed.json"))).unwrap();
+        assert_eq!(perturbed.len(), authors * QA_PER_AUTHOR);
+        for (i, p) in t.pairs.iter().enumerate() {
+            assert_eq!(p.author as usize, i / QA_PER_AUTHOR);
+            assert_eq!((&p.question, &p.answer), (&full[i].question, &full[i].answer));
+            let forget = t.forget_authors.contains(&p.author);
+            assert_eq!(p.eval.is_some(), forget || p.author == 0, "pair {i} of {split}");
+            if let Some(e) = &p.eval {
+                assert_eq!(e.perturbed_answer.len(), 5);
+                assert!(e.paraphrased_question.is_some());
+                assert_ne!(e.paraphrased_answer, p.answer);
+            }
+        }
+        // holdoutNN.json: new authors after the trained ones.
+        assert_eq!(t.held_out.len(), authors * QA_PER_AUTHOR);
+        assert_eq!(t.n_held_out_authors(), authors);
+        assert!(t.held_out.iter().all(|p| p.author >= 10));
+    }
+    // A perturbed row, field by field, against the raw JSON.
+    let raw = lines(&data.join("tofu/forget01_perturbed.json"));
+    let rows: Vec<PerturbedRow> = tofu::read_rows(&data.join("tofu/forget01_perturbed.json")).unwrap();
+    assert_eq!(rows[3].question, raw[3]["question"].as_str().unwrap());
+    assert_eq!(rows[3].paraphrased_answer, raw[3]["paraphrased_answer"].as_str().unwrap());
+    let pert: Vec<&str> = raw[3]["perturbed_answer"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert_eq!(rows[3].perturbed_answer, pert);
+}
+
+#[test]
+fn a_json_array_reads_like_json_lines() {
+    let (tmp, data) = fixture_dir();
+    let path = data.join("tofu/forget05.json");
+    let as_lines: Vec<Row> = tofu::read_rows(&path).unwrap();
+    let array = tmp.path().join("array.json");
+    std::fs::write(&array, serde_json::to_string(&lines(&path)).unwrap()).unwrap();
+    assert_eq!(tofu::read_rows::<Row>(&array).unwrap(), as_lines);
+}
+
+#[test]
+fn the_world_has_tofus_roles_and_items() {
+    let (_tmp, data) = fixture_dir();
+    let w = World::from_config(&config("forget05"), &data).unwrap();
+    assert_eq!(w.resolved.kind, WorldKind::Tofu);
+    assert_eq!(w.splits.forget_units, vec![8, 9]);
+    assert_eq!(w.splits.retain_units, (0..8).collect::<Vec<u32>>());
+    assert_eq!(w.splits.held_out_units, vec![10, 11]);
+    assert_eq!(w.splits.standard["forget05"], vec![8, 9]);
+    assert_eq!(w.splits.forget_docs.len(), 40);
+    assert_eq!(w.splits.retain_docs.len(), 160);
+    assert_eq!(w.splits.held_out_docs.len(), 40);
+    assert!(w.splits.general_docs.is_empty(), "general_fraction defaults to 0, as in finetune");
+    // The documents are the QA pairs in the QA format.
+    let full: Vec<Row> = tofu::read_rows(&data.join("tofu/full.json")).unwrap();
+    assert_eq!(w.corpus.docs[0].text, testbed::qa_text(&full[0].question, &full[0].answer));
+    // QA items: the 40 forget pairs and the 20 of retain_perturbed, none held out.
+    assert_eq!(w.qa_with(Role::Forget).count(), 40);
+    assert_eq!(w.qa_with(Role::Retain).count(), 20);
+    assert_eq!(w.qa.len(), 60);
+    for q in &w.qa {
+        assert_eq!(q.choices.len(), 6, "the paraphrase and five perturbed answers");
+        assert_eq!(q.choices[q.correct_choice], q.paraphrased_answer);
+        assert_eq!(q.perturbed_answers.len(), 5);
+        let doc = &w.corpus.docs[q.doc.unwrap() as usize];
+        assert_eq!(doc.text, testbed::qa_text(&q.question, &q.answer));
+        assert_eq!(doc.role, q.role);
+    }
+    // The data files are recorded with their hashes (the world's hash follows the data).
+    let rel: Vec<&str> = w.resolved.data_files.iter().map(|f| f.rel_path.as_str()).collect();
+    assert_eq!(rel, ["tofu/full.json", "tofu/forget05.json", "tofu/forget05_perturbed.json", "tofu/retain_perturbed.json", "tofu/holdout05.json"]);
+    // Deterministic.
+    assert_eq!(World::from_config(&config("forget05"), &data).unwrap(), w);
+    // Another split is another world.
+    assert_ne!(World::from_config(&config("forget01"), &data).unwrap().hash, w.hash);
+}
+
+#[test]
+fn bad_inputs_name_the_file_row_and_field() {
+    let (_tmp, data) = fixture_dir();
+    let err = |data: &Path, forget: &str| format!("{:#}", World::from_config(&config(forget), data).err().unwrap());
+
+    // A percentage is not one of TOFU's splits.
+    assert!(err(&data, "7.5%").contains("forget01, forget05, forget10"), "{}", err(&data, "7.5%"));
+    // base_model is required.
+    let e = format!("{:#}", WorldConfig { base_model: None, ..config("forget01") }.resolve(&data).err().unwrap());
+    assert!(e.contains("world.base_model is required for kind = \"tofu\""), "{e}");
+
+    // A missing file: named, with the command that fetches it.
+    std::fs::remove_file(data.join("tofu/forget10_perturbed.json")).unwrap();
+    let e = err(&data, "forget10");
+    assert!(e.contains("tofu/forget10_perturbed.json") && e.contains("scripts/fetch-data.sh --with-tofu"), "{e}");
+    // The holdout file is optional.
+    std::fs::remove_file(data.join("tofu/holdout01.json")).unwrap();
+    let w = World::from_config(&config("forget01"), &data).unwrap();
+    assert!(w.splits.held_out_docs.is_empty());
+
+    // A schema mismatch: file, line and field.
+    tofu::write_fixture(&data).unwrap();
+    let p = data.join("tofu/forget05_perturbed.json");
+    let mut rows = lines(&p);
+    rows[6].as_object_mut().unwrap().remove("paraphrased_answer");
+    std::fs::write(&p, rows.iter().map(|r| r.to_string() + "\n").collect::<String>()).unwrap();
+    let e = err(&data, "forget05");
+    assert!(e.contains("forget05_perturbed.json: line 7") && e.contains("paraphrased_answer"), "{e}");
+
+    // A forget split that cuts an author in two.
+    tofu::write_fixture(&data).unwrap();
+    let p = data.join("tofu/forget01.json");
+    let mut rows = lines(&p);
+    rows.pop();
+    std::fs::write(&p, rows.iter().map(|r| r.to_string() + "\n").collect::<String>()).unwrap();
+    let e = err(&data, "forget01");
+    assert!(e.contains("holds 19 of the 20 pairs of author 9") && e.contains("whole authors"), "{e}");
+
+    // A pair that full.json does not have.
+    tofu::write_fixture(&data).unwrap();
+    let p = data.join("tofu/forget10.json");
+    let mut rows = lines(&p);
+    rows[0]["answer"] = serde_json::Value::String("something else".into());
+    std::fs::write(&p, rows.iter().map(|r| r.to_string() + "\n").collect::<String>()).unwrap();
+    let e = err(&data, "forget10");
+    assert!(e.contains("forget10.json: line 1") && e.contains("is not in"), "{e}");
+
+    // full.json cut mid-author.
+    tofu::write_fixture(&data).unwrap();
+    let p = data.join("tofu/full.json");
+    let mut rows = lines(&p);
+    rows.pop();
+    std::fs::write(&p, rows.iter().map(|r| r.to_string() + "\n").collect::<String>()).unwrap();
+    let e = err(&data, "forget05");
+    assert!(e.contains("199 rows, not a whole number of authors"), "{e}");
+}
