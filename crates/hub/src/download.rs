@@ -13,7 +13,13 @@ use hf_hub::{Cache, Repo, RepoType};
 use crate::cache::{self, INDEX, REQUIRED, SINGLE};
 
 /// Fetched when the repository has them; their absence (404) is not an error.
-const OPTIONAL: [&str; 3] = ["tokenizer_config.json", "generation_config.json", "special_tokens_map.json"];
+const OPTIONAL: [&str; 5] = [
+    "tokenizer_config.json",
+    "generation_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "chat_template.json",
+];
 
 /// Retries of an interrupted file body (resumed from the `.part` file with a `Range` request).
 const RETRIES: usize = 3;

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 /// Files copied along with the weights when present.
 pub const TOKENIZER_FILES: &[&str] =
-    &["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"];
+    &["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json", "chat_template.jinja", "chat_template.json"];
 
 /// Save `model` to `dir` (replacing it), copying tokenizer files from `tokenizer_from`. The
 /// weights are written in the dtype of the checkpoint the model was loaded from (f32 for a

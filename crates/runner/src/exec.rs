@@ -396,7 +396,10 @@ fn prepare_model(
             } else {
                 locate_model(&model.source, &model.name)?
             };
-            let spec = testbed::finetune::FinetuneSpec::default_for(&base, opts.smoke);
+            let mut spec = testbed::finetune::FinetuneSpec::default_for(&base, opts.smoke);
+            if let (false, Some(o)) = (opts.smoke, &wcfg.finetune) {
+                spec = spec.with_overrides(o);
+            }
             testbed::finetune::build_or_load_finetune(&wcfg, data_dir, &worlds, &base, &spec, progress)?
         }
     };
@@ -575,8 +578,9 @@ fn smoke_world(w: &mut testbed::WorldConfig, sweep: &Sweep) -> Result<()> {
     Ok(())
 }
 
-/// The forget set (every forget document, [BOS] text [EOS], all tokens) and the retain set
-/// (retain documents) as the methods train on them, tokenised with θ_D's tokenizer.
+/// The forget set (every forget document, [BOS] text [EOS], all tokens; in a chat world the
+/// pairs in the chat template with the loss on the answer, as θ_D trained on them) and the
+/// retain set (retain documents) as the methods train on them, tokenised with θ_D's tokenizer.
 /// What methods train on: the forget and retain sets, the held-out documents (same
 /// tokenisation), and the padding id.
 struct MethodData {
@@ -614,8 +618,20 @@ fn method_data(world: &testbed::train::BuiltWorld, max_seq_len: usize) -> Result
             })
             .collect()
     };
-    let forget = enc(&world.world.splits.forget_docs)?;
-    let retain = enc(&world.world.splits.retain_docs)?;
+    let (forget, retain) = match testbed::finetune::ChatQa::for_world(&world.world, &world.final_model)? {
+        // A chat world: the methods train on the pairs as θ_D did, in the chat template with
+        // the loss on the answer (MSA's official code fine-tunes θ_0 on the forget set so).
+        Some(chat) => {
+            let examples = testbed::finetune::finetune_examples(&world.world, &tok, cut, Some(&chat))?;
+            let pick = |ids: &[u32]| -> Result<Vec<lm::train::Example>> {
+                ids.iter()
+                    .map(|&id| examples[id as usize].clone().with_context(|| format!("document {id} is not trained on")))
+                    .collect()
+            };
+            (pick(&world.world.splits.forget_docs)?, pick(&world.world.splits.retain_docs)?)
+        }
+        None => (enc(&world.world.splits.forget_docs)?, enc(&world.world.splits.retain_docs)?),
+    };
     let held_out = enc(&world.world.splits.held_out_docs)?;
     if forget.is_empty() {
         bail!("the world's forget set is empty");

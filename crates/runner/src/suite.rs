@@ -188,6 +188,8 @@ pub struct McItem {
 pub struct McAccuracy {
     pub items: Vec<McItem>,
     pub direction: evals::Direction,
+    /// The prompt format (the suite's).
+    pub template: QaTemplate,
 }
 
 impl Metric for McAccuracy {
@@ -204,8 +206,8 @@ impl Metric for McAccuracy {
         self.items
             .iter()
             .flat_map(|it| {
-                let ctx = testbed::qa_prompt(&it.question);
-                it.choices.iter().map(move |c| Request::loglik(ctx.clone(), testbed::qa_continuation(c)))
+                let ctx = self.template.context(&it.question);
+                it.choices.iter().map(move |c| Request::loglik(ctx.clone(), self.template.continuation(c)))
             })
             .collect()
     }
@@ -339,6 +341,9 @@ pub struct EvalSuite {
     classifier: Option<Arc<dyn Classifier>>,
     /// The reference model of `mia_reference_auc` (θ_0), when set.
     mia_reference: Option<PathBuf>,
+    /// How QA items become prompts and continuations: `"Question: {q}\nAnswer:"` + `" {a}"`, or
+    /// θ_D's chat template around the question (`world.chat_template`; no delimiter).
+    qa_template: QaTemplate,
 }
 
 /// One record to produce in a pass.
@@ -367,6 +372,13 @@ impl EvalSuite {
             }
         }
         let kind = world.resolved.kind;
+        let qa_template = match testbed::finetune::ChatQa::for_world(world, theta_d)? {
+            Some(chat) => {
+                let (prefix, suffix) = chat.affixes(world.qa.iter().map(|q| q.question.as_str()))?;
+                QaTemplate { question_prefix: prefix, answer_prefix: suffix, delimiter: String::new() }
+            }
+            None => QaTemplate::default(),
+        };
         let mut items = select_world_items(world, limits)?;
         load_benchmarks(&mut items, names, limits, data_dir, kind, &world.splits.forget_units)?;
         let mut suite = EvalSuite {
@@ -380,6 +392,7 @@ impl EvalSuite {
             fingerprint: String::new(),
             classifier: None,
             mia_reference: None,
+            qa_template,
         };
         suite.fingerprint = suite.compute_fingerprint(&world.hash)?;
         Ok(suite)
@@ -432,6 +445,9 @@ impl EvalSuite {
         h.update(serde_json::to_string(&self.limits)?.as_bytes());
         h.update(serde_json::to_string(&self.items)?.as_bytes());
         h.update([u8::from(self.add_bos)]);
+        if self.qa_template != QaTemplate::default() {
+            h.update(serde_json::to_string(&self.qa_template)?.as_bytes());
+        }
         Ok(h.finalize().iter().take(12).map(|b| format!("{b:02x}")).collect())
     }
 
@@ -452,7 +468,7 @@ impl EvalSuite {
         if self.wants("restor_recovery") && !self.items.corrupted.is_empty() {
             drop(scorer);
             let mut theta_d = self.load_scorer(&self.theta_d, device)?;
-            let acc = CleanAnswerAccuracy { items: self.corrupted(), template: QaTemplate::default() };
+            let acc = CleanAnswerAccuracy { items: self.corrupted(), template: self.qa_template.clone() };
             let out = evals::evaluate(&mut theta_d, &[&acc]).context("θ_D's clean-answer accuracy")?;
             refs.restor_theta_d_acc = out[0].value.value();
         }
@@ -482,7 +498,7 @@ impl EvalSuite {
         if self.wants("tofu_forget_quality") && !self.items.forget_qa.is_empty() {
             metrics.push(Box::new(TruthRatio::new(
                 self.qa(&self.items.forget_qa),
-                QaTemplate::default(),
+                self.qa_template.clone(),
                 Side::Forget,
             )?));
             slots.push("truth_ratio");
@@ -492,7 +508,7 @@ impl EvalSuite {
             slots.push("mink");
         }
         if self.wants("restor_recovery") && !self.items.corrupted.is_empty() {
-            metrics.push(Box::new(CleanAnswerAccuracy { items: self.corrupted(), template: QaTemplate::default() }));
+            metrics.push(Box::new(CleanAnswerAccuracy { items: self.corrupted(), template: self.qa_template.clone() }));
             slots.push("restor");
         }
         // KL: keep texts while the stored rows fit the budget.
@@ -521,7 +537,7 @@ impl EvalSuite {
         // The oracle's greedy answers for the judged accuracies, asked as the model's are.
         let answers_for = |wanted: bool, qa: &[testbed::QaItem]| -> Option<Vec<Request>> {
             (wanted && !qa.is_empty())
-                .then(|| judge::answer_requests(&self.qa(qa), &QaTemplate::default(), self.limits.answer_new_tokens))
+                .then(|| judge::answer_requests(&self.qa(qa), &self.qa_template, self.limits.answer_new_tokens))
         };
         let forget_answers = answers_for(self.wants("acc_forget") || self.wants("acc_recover"), &self.items.forget_qa);
         let retain_answers = answers_for(self.wants("acc_retain"), &self.items.retain_qa);
@@ -682,7 +698,7 @@ impl EvalSuite {
     /// The metrics of one model's pass, in the order requested.
     fn plan(&self, oracle: &OracleRefs) -> Result<Vec<Plan>> {
         let it = &self.items;
-        let t = QaTemplate::default;
+        let t = || self.qa_template.clone();
         let qa_ids = |v: &[testbed::QaItem]| v.iter().map(|q| format!("qa-{}", q.id)).collect::<Vec<_>>();
         let mut plans = Vec::new();
         for name in &self.names {
@@ -857,7 +873,7 @@ impl EvalSuite {
                             .collect();
                         plans.push(Plan::Run {
                             record,
-                            metric: Box::new(McAccuracy { items, direction }),
+                            metric: Box::new(McAccuracy { items, direction, template: self.qa_template.clone() }),
                             ids: qa_ids(v),
                             direction: None,
                         });
@@ -1058,6 +1074,7 @@ impl EvalSuite {
             fingerprint: String::new(),
             classifier: None,
             mia_reference: None,
+            qa_template: QaTemplate::default(),
         };
         suite.fingerprint = suite.compute_fingerprint("standalone")?;
         Ok(suite)
@@ -1115,6 +1132,7 @@ impl EvalSuite {
             fingerprint: String::new(),
             classifier: None,
             mia_reference: None,
+            qa_template: self.qa_template.clone(),
         };
         suite.fingerprint = suite.compute_fingerprint(&format!("forget-subset of {}", self.fingerprint))?;
         Ok(suite)

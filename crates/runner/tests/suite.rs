@@ -263,7 +263,11 @@ fn mc_accuracy_by_hand() {
         choices: (0..n).map(|i| format!("c{i}")).collect(),
         correct,
     };
-    let m = McAccuracy { items: vec![item(3, 1), item(2, 0), item(2, 1)], direction: evals::Direction::HigherBetter };
+    let m = McAccuracy {
+        items: vec![item(3, 1), item(2, 0), item(2, 1)],
+        direction: evals::Direction::HigherBetter,
+        template: Default::default(),
+    };
     // q0: argmax of [-3, -1, -2] is 1 = correct; q1: tie [-1, -1] goes to index 0 = correct;
     // q2: argmax of [-0.5, -2] is 0 ≠ 1. Accuracy 2/3.
     let out = evals::evaluate(&mut Fixed(vec![-3.0, -1.0, -2.0, -1.0, -1.0, -0.5, -2.0]), &[&m]).unwrap();

@@ -118,6 +118,18 @@ pub struct WorldConfig {
     // --- finetune ---
     /// θ_0: a Hugging Face model directory or hub id.
     pub base_model: Option<String>,
+    /// Format the QA pairs with θ_0's chat template (`tokenizer_config.json` `chat_template`,
+    /// or `chat_template.jinja`) for training and evaluation, as TOFU / MSA's official code do
+    /// for instruct models (finetune, tofu). Default false: `"Question: {q}\nAnswer: {a}"`.
+    pub chat_template: Option<bool>,
+    /// The system message of the chat (only with `chat_template = true`), e.g. MSA's
+    /// `"You are a helpful assistant."`. Default: none.
+    pub system_prompt: Option<String>,
+    /// The fine-tune of θ_D and the oracle (finetune, tofu), overriding the recipe's defaults
+    /// (`testbed::finetune::FinetuneSpec::default_for`), e.g. MSA's TOFU recipe
+    /// `finetune = { lr = 1e-5, epochs = 10, batch_size = 32 }`. Ignored by `--smoke`, whose
+    /// tiny stand-ins have their own recipe.
+    pub finetune: Option<FinetuneOverrides>,
 
     // --- training (consumed by the trainer; only validated here) ---
     /// Optimizer steps. Default 750.
@@ -151,6 +163,9 @@ impl WorldConfig {
             general_fraction: None,
             target_groups: None,
             base_model: None,
+            chat_template: None,
+            system_prompt: None,
+            finetune: None,
             steps: None,
             batch_size: None,
             seq_len: None,
@@ -238,6 +253,25 @@ pub struct DataFile {
     pub sha256: String,
 }
 
+/// `[world] finetune = { ... }`: fields of the fine-tuning recipe to override.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FinetuneOverrides {
+    pub lr: Option<f64>,
+    pub epochs: Option<usize>,
+    pub batch_size: Option<usize>,
+    pub weight_decay: Option<f64>,
+    pub max_seq_len: Option<usize>,
+    pub seed: Option<u64>,
+}
+
+/// How QA pairs are put in θ_0's chat template: `[system?, user: question, assistant: answer]`,
+/// the loss on the tokens after the prompt (the template rendered with the generation prompt).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ChatSpec {
+    pub system_prompt: Option<String>,
+}
+
 /// Which general text was mixed in.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "snake_case")]
@@ -266,6 +300,10 @@ pub struct ResolvedWorld {
     pub general_source: GeneralSource,
     pub target_groups: Vec<String>,
     pub base_model: Option<String>,
+    /// QA pairs in θ_0's chat template (absent = the plain QA format; left out of the JSON then,
+    /// so worlds resolved before this field keep their hash).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub chat: Option<ChatSpec>,
     pub steps: usize,
     pub batch_size: usize,
     pub seq_len: usize,

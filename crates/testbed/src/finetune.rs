@@ -21,6 +21,10 @@
 //!   "latest-clean" is therefore θ_0, and any other clean θ_0 (e.g. an intermediate
 //!   pretraining checkpoint) is given as `checkpoint = "path:…"`.
 //!
+//! - With `world.chat_template = true` a QA document is instead the pair in θ_0's chat
+//!   template ([`ChatQa`]; the system prompt from `world.system_prompt`), the loss on the
+//!   answer's tokens after the rendered prompt (which ends with the assistant header).
+//!
 //! The world's own training fields (`steps`, `batch_size`, `seq_len`, `checkpoints`) are not
 //! used by this kind: the fine-tune is described by [`FinetuneSpec`].
 //!
@@ -86,6 +90,18 @@ impl FinetuneSpec {
         }
     }
 
+    /// This recipe with the fields `o` sets replaced.
+    pub fn with_overrides(&self, o: &crate::FinetuneOverrides) -> FinetuneSpec {
+        FinetuneSpec {
+            lr: o.lr.unwrap_or(self.lr),
+            epochs: o.epochs.unwrap_or(self.epochs),
+            batch_size: o.batch_size.unwrap_or(self.batch_size),
+            seed: o.seed.unwrap_or(self.seed),
+            weight_decay: o.weight_decay.unwrap_or(self.weight_decay),
+            max_seq_len: o.max_seq_len.unwrap_or(self.max_seq_len),
+        }
+    }
+
     pub fn validate(&self) -> Result<()> {
         if !(self.lr.is_finite() && self.lr > 0.0) {
             bail!("finetune.lr must be a positive number, got {}", self.lr);
@@ -119,6 +135,15 @@ pub fn finetune_dir(cache: &Path, world: &World, base_model_dir: &Path, ft: &Fin
     h.update(base.to_string_lossy().as_bytes());
     h.update(Sha256::digest(&cfg_bytes));
     h.update(serde_json::to_string(ft)?.as_bytes());
+    if world.resolved.chat.is_some() {
+        // the template is read from θ_0's folder: its text is part of the data
+        for f in ["tokenizer_config.json", "chat_template.jinja", "chat_template.json"] {
+            if let Ok(bytes) = std::fs::read(base_model_dir.join(f)) {
+                h.update(f.as_bytes());
+                h.update(Sha256::digest(&bytes));
+            }
+        }
+    }
     let hex: String = h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
     let name: String = base
         .file_name()
@@ -130,19 +155,111 @@ pub fn finetune_dir(cache: &Path, world: &World, base_model_dir: &Path, ft: &Fin
     Ok(cache.join(format!("finetune-{name}-{hex}")))
 }
 
+/// QA pairs in a model's chat template ([`crate::ChatSpec`]), as MSA's official code formats
+/// TOFU: prompt = the template rendered on `[system?, user: q]` with the generation prompt,
+/// full = rendered on `[system?, user: q, assistant: a]`; the trained answer is what follows
+/// the prompt.
+#[derive(Clone, Debug)]
+pub struct ChatQa {
+    pub template: tokenize::ChatTemplate,
+    pub system_prompt: Option<String>,
+}
+
+impl ChatQa {
+    /// The chat format of `world` for the model in `model_dir`: None when the world does not
+    /// ask for one; an error naming the folder when it does and the model has no template.
+    pub fn for_world(world: &World, model_dir: &Path) -> Result<Option<ChatQa>> {
+        let Some(spec) = &world.resolved.chat else { return Ok(None) };
+        let template = tokenize::ChatTemplate::from_model_dir(model_dir)
+            .with_context(|| format!("reading the chat template of {}", model_dir.display()))?
+            .with_context(|| {
+                format!(
+                    "world.chat_template = true, but {} has no chat template (no chat_template in tokenizer_config.json, \
+                     no chat_template.jinja); use an instruct model or set world.chat_template = false",
+                    model_dir.display()
+                )
+            })?;
+        Ok(Some(ChatQa { template, system_prompt: spec.system_prompt.clone() }))
+    }
+
+    /// `(prompt, full)` of one pair.
+    pub fn pair(&self, question: &str, answer: &str) -> Result<(String, String)> {
+        self.template.qa_pair(self.system_prompt.as_deref(), question, answer)
+    }
+
+    /// The prompt as `prefix + question + suffix`, for scoring with a fixed template: the
+    /// template rendered around a sentinel question, checked against a full rendering of every
+    /// question in `questions` (a template that rewrites the question, e.g. trims it, fails here
+    /// by name).
+    pub fn affixes<'a>(&self, questions: impl IntoIterator<Item = &'a str>) -> Result<(String, String)> {
+        const SENTINEL: &str = "\u{1}QUESTION\u{1}";
+        let (prompt, _) = self.pair(SENTINEL, "")?;
+        let (prefix, suffix) = prompt
+            .split_once(SENTINEL)
+            .with_context(|| format!("the chat template {} does not place the question verbatim", self.template.name()))?;
+        for q in questions {
+            let (p, _) = self.pair(q, "")?;
+            if p != format!("{prefix}{q}{suffix}") {
+                bail!(
+                    "the chat template {} rewrites the question {q:?} (its prompt is not prefix + question + suffix)",
+                    self.template.name()
+                );
+            }
+        }
+        Ok((prefix.to_string(), suffix.to_string()))
+    }
+}
+
 /// Tokenises the trained documents of `world` for fine-tuning with `tok`: one example per
 /// document id (None for documents that are not trained on), the loss on the answer of QA
-/// documents and on the whole text of general ones.
-pub fn finetune_examples(world: &World, tok: &Tok, max_seq_len: usize) -> Result<Vec<Option<Example>>> {
-    let by_doc: BTreeMap<DocId, (&str, &str)> = world
+/// documents and on the whole text of general ones. With `chat`, a QA document is the chat
+/// rendering of its pair (special tokens as the template writes them, no BOS added), the loss on
+/// the tokens after the prompt's, and EOS appended unless the rendering already ends in an EOS
+/// id — as MSA's official `preprocess_chat_instance` does.
+pub fn finetune_examples(
+    world: &World,
+    tok: &Tok,
+    max_seq_len: usize,
+    chat: Option<&ChatQa>,
+) -> Result<Vec<Option<Example>>> {
+    let mut by_doc: BTreeMap<DocId, (&str, &str)> = world
         .qa
         .iter()
         .filter_map(|q| q.doc.map(|d| (d, (q.question.as_str(), q.answer.as_str()))))
         .collect();
+    for d in &world.corpus.docs {
+        if let Some(p) = &d.pair {
+            by_doc.insert(d.id, (p.question.as_str(), p.answer.as_str()));
+        }
+    }
     let mut out = Vec::with_capacity(world.corpus.docs.len());
     for d in &world.corpus.docs {
         if !matches!(d.role, Role::Retain | Role::Forget | Role::General) {
             out.push(None);
+            continue;
+        }
+        if let (Some(chat), Some(&(q, a))) = (chat, by_doc.get(&d.id)) {
+            let (p, full) = chat.pair(q, a).with_context(|| format!("document {}", d.id))?;
+            let whole = tok.encode(&full)?;
+            let penc = tok.encode(&p)?;
+            if !whole.starts_with(&penc) || whole.len() == penc.len() {
+                bail!("document {}: the chat rendering's tokens do not extend the prompt's", d.id);
+            }
+            let mut answer = whole[penc.len()..].to_vec();
+            if !answer.last().is_some_and(|t| tok.eos.contains(t)) {
+                answer.extend(tok.eos.first().copied());
+            }
+            let mut ex = Example::prompt_answer(&penc, &answer);
+            ex.tokens.truncate(max_seq_len);
+            ex.loss_mask.truncate(max_seq_len);
+            if ex.n_target_tokens() == 0 {
+                bail!(
+                    "document {}: no answer token fits in finetune.max_seq_len = {max_seq_len} (chat prompt of {} tokens)",
+                    d.id,
+                    penc.len()
+                );
+            }
+            out.push(Some(ex));
             continue;
         }
         let mut prompt: Vec<u32> = tok.bos.into_iter().collect();
@@ -249,7 +366,8 @@ pub fn build_or_load_finetune(
     let lmcfg = LmConfig::from_file(&base_model_dir.join("config.json"))?;
     let tok = Tok::load(base_model_dir, &lmcfg).with_context(|| format!("θ_0 {}", base_model_dir.display()))?;
     let max_len = ft.max_seq_len.min(lmcfg.max_position_embeddings + 1);
-    let examples = finetune_examples(&world, &tok, max_len)?;
+    let chat = ChatQa::for_world(&world, base_model_dir)?;
+    let examples = finetune_examples(&world, &tok, max_len, chat.as_ref())?;
 
     let sched = finetune_schedule(&world, ft)?;
     world.ledger = Some(sched.ledger());

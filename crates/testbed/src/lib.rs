@@ -38,7 +38,7 @@ pub mod world;
 use serde::{Deserialize, Serialize};
 
 pub use config::{
-    default_data_dir, DataFile, ExposureConfig, ForgetSplit, GeneralSource, ResolvedWorld, WorldConfig, WorldKind,
+    default_data_dir, ChatSpec, DataFile, ExposureConfig, FinetuneOverrides, ForgetSplit, GeneralSource, ResolvedWorld, WorldConfig, WorldKind,
 };
 pub use schedule::{schedule, CheckpointStatus, ForgetExposure, Ledger, Schedule, ScheduleConfig};
 pub use world::{Splits, World, WorldMeta};
@@ -82,6 +82,18 @@ pub struct Document {
     /// The entity (facts, finetune), question index (truthfulqa) or statement id (toxigen).
     pub unit: Option<u32>,
     pub text: String,
+    /// For a QA document without an evaluation item (TOFU's retain pairs outside
+    /// `retain_perturbed.json`): its question and answer, so that it can be formatted like the
+    /// others (chat template). Absent otherwise; the QA item's fields are the pair then.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub pair: Option<QaPair>,
+}
+
+/// A question and its answer.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct QaPair {
+    pub question: String,
+    pub answer: String,
 }
 
 impl Document {
@@ -114,7 +126,14 @@ impl Corpus {
     /// Appends a document, assigning the next id.
     pub fn push(&mut self, role: Role, kind: DocKind, unit: Option<u32>, text: String) -> DocId {
         let id = self.docs.len() as DocId;
-        self.docs.push(Document { id, role, kind, unit, text });
+        self.docs.push(Document { id, role, kind, unit, text, pair: None });
+        id
+    }
+
+    /// Appends a QA document of `pair` (text `qa_text(question, answer)`) that keeps its pair.
+    pub fn push_pair(&mut self, role: Role, unit: Option<u32>, pair: QaPair) -> DocId {
+        let id = self.push(role, DocKind::Qa, unit, qa_text(&pair.question, &pair.answer));
+        self.docs[id as usize].pair = Some(pair);
         id
     }
 
@@ -204,7 +223,7 @@ mod tests {
 
     #[test]
     fn verbmem_split_cuts_at_a_word_boundary() {
-        let d = Document { id: 0, role: Role::Forget, kind: DocKind::Bio, unit: None, text: "a bb ccc dddd".into() };
+        let d = Document { id: 0, role: Role::Forget, kind: DocKind::Bio, unit: None, text: "a bb ccc dddd".into(), pair: None };
         // 4 words, half = 2 words in the prefix.
         assert_eq!(d.verbmem_split(0.5), ("a bb".to_string(), " ccc dddd".to_string()));
         // never an empty prefix

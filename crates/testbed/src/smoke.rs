@@ -16,7 +16,8 @@
 //!
 //! Every tiny model has hidden size 64, 2 layers, 4 heads, FFN 128, and a vocabulary padded
 //! to a multiple of 64 above the tokenizer's size (as real models pad theirs). BOS = `<s>`,
-//! EOS = `</s>`. Weights are the engine's seeded initialisation, so the same family, seed and
+//! EOS = `</s>`; `tokenizer_config.json` carries a small Llama-3-like chat template
+//! ([`SMOKE_CHAT_TEMPLATE`]). Weights are the engine's seeded initialisation, so the same family, seed and
 //! texts give the same files.
 
 use crate::config::default_data_dir;
@@ -121,14 +122,28 @@ pub fn tiny_like_in(
     let name = out.file_name().context("the smoke model's path has no folder name")?.to_string_lossy().to_string();
     let tok_dir = parent.join(format!(".{name}.tokenizer-{}", std::process::id()));
     std::fs::create_dir_all(&tok_dir).with_context(|| format!("cannot create {}", tok_dir.display()))?;
+    let tokenizer_config = serde_json::json!({
+        "bos_token": "<s>",
+        "eos_token": "</s>",
+        "chat_template": SMOKE_CHAT_TEMPLATE,
+    });
     let result = tokenizer
         .save(tok_dir.join("tokenizer.json"), false)
         .map_err(|e| anyhow::anyhow!("cannot save the smoke tokenizer: {e}"))
+        .and_then(|()| {
+            std::fs::write(tok_dir.join("tokenizer_config.json"), serde_json::to_string_pretty(&tokenizer_config)?)
+                .context("cannot write the smoke tokenizer_config.json")
+        })
         .and_then(|()| lm::checkpoint::save(&model, out, Some(&tok_dir)));
     let _ = std::fs::remove_dir_all(&tok_dir);
     result.with_context(|| format!("writing the tiny {family} model to {}", out.display()))?;
     Ok(out.to_path_buf())
 }
+
+/// The chat template of the tiny models (in `tokenizer_config.json`), shaped like Llama-3's:
+/// BOS, then per message a role header, the trimmed content and EOS; the generation prompt is
+/// the assistant's header.
+pub const SMOKE_CHAT_TEMPLATE: &str = "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] | trim }}{{ eos_token }}{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}";
 
 fn builtin_texts() -> Vec<String> {
     [

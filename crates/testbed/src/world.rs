@@ -19,12 +19,12 @@ use rand::seq::{IndexedRandom, SliceRandom};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{
-    checkpoint_steps, did_you_mean, parse_forget, sha256_file, DataFile, ForgetSplit, GeneralSource, ResolvedWorld,
+    checkpoint_steps, ChatSpec, did_you_mean, parse_forget, sha256_file, DataFile, ForgetSplit, GeneralSource, ResolvedWorld,
     WorldConfig, WorldKind, WORLD_FORMAT_VERSION,
 };
 use crate::facts::{self, Entity};
 use crate::schedule::{schedule, Ledger, Schedule, ScheduleConfig};
-use crate::{general, qa_text, tofu, toxigen, truthfulqa, Corpus, DocId, DocKind, QaItem, Role};
+use crate::{general, qa_text, tofu, toxigen, truthfulqa, Corpus, QaPair, DocId, DocKind, QaItem, Role};
 
 /// The standard nested forget splits (TOFU): forget01 ⊂ forget05 ⊂ forget10.
 pub const STANDARD_SPLITS: [(&str, f64); 3] = [("forget01", 1.0), ("forget05", 5.0), ("forget10", 10.0)];
@@ -211,6 +211,14 @@ pub(crate) fn resolve(cfg: &WorldConfig, default_data_dir: &Path) -> Result<Reso
         _ => None,
     };
 
+    not_for(kind, "chat_template", !kind.fine_tunes_base() && cfg.chat_template.is_some())?;
+    not_for(kind, "finetune", !kind.fine_tunes_base() && cfg.finetune.is_some())?;
+    let chat = match (cfg.chat_template.unwrap_or(false), &cfg.system_prompt) {
+        (true, sp) => Some(ChatSpec { system_prompt: sp.clone() }),
+        (false, Some(_)) => bail!("world.system_prompt is set but world.chat_template is not true: the system prompt is part of the chat template"),
+        (false, None) => None,
+    };
+
     let mut data_files = Vec::new();
     let mut target_groups = Vec::new();
     let mut n_held_out = 0;
@@ -316,6 +324,7 @@ pub(crate) fn resolve(cfg: &WorldConfig, default_data_dir: &Path) -> Result<Reso
         general_source,
         target_groups,
         base_model,
+        chat,
         steps,
         batch_size,
         seq_len,
@@ -417,9 +426,13 @@ impl World {
                     |a: u32| if data.forget_authors.binary_search(&a).is_ok() { Role::Forget } else { Role::Retain };
                 for pair in data.pairs.iter().chain(&data.held_out) {
                     let role = if pair.author as usize >= data.n_authors { Role::HeldOut } else { role_of(pair.author) };
+                    let Some(ev) = &pair.eval else {
+                        let qa_pair = QaPair { question: pair.question.clone(), answer: pair.answer.clone() };
+                        corpus.push_pair(role, Some(pair.author), qa_pair);
+                        continue;
+                    };
                     let doc =
                         corpus.push(role, DocKind::Qa, Some(pair.author), qa_text(&pair.question, &pair.answer));
-                    let Some(ev) = &pair.eval else { continue };
                     let mut choices = vec![ev.paraphrased_answer.clone()];
                     choices.extend(ev.perturbed_answer.iter().cloned());
                     choices.shuffle(&mut rng);

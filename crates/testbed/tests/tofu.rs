@@ -170,3 +170,80 @@ fn bad_inputs_name_the_file_row_and_field() {
     let e = err(&data, "forget05");
     assert!(e.contains("199 rows, not a whole number of authors"), "{e}");
 }
+
+/// A tiny Llama-family model whose tokenizer is trained on the fixture's texts, with the
+/// smoke chat template.
+fn tiny_chat_model(dir: &Path, world: &World) -> PathBuf {
+    let texts: Vec<String> = world.corpus.docs.iter().map(|d| d.text.clone()).collect();
+    testbed::smoke::tiny_like_in("llama", dir, 3, &texts, Path::new("/nonexistent")).unwrap()
+}
+
+#[test]
+fn chat_worlds_train_on_the_chat_rendering_with_the_loss_on_the_answer() {
+    use testbed::finetune::{finetune_examples, ChatQa};
+    let (tmp, data) = fixture_dir();
+    let cfg = WorldConfig {
+        chat_template: Some(true),
+        system_prompt: Some("You are a helpful assistant.".into()),
+        ..config("forget01")
+    };
+    let w = World::from_config(&cfg, &data).unwrap();
+    assert_eq!(w.resolved.chat.as_ref().unwrap().system_prompt.as_deref(), Some("You are a helpful assistant."));
+    // The plain world has another hash; the chat field is absent from its resolved JSON (so
+    // worlds resolved before it keep their hash).
+    let plain = World::from_config(&config("forget01"), &data).unwrap();
+    assert_ne!(plain.hash, w.hash);
+    assert!(!plain.resolved.canonical_json().contains("chat"));
+
+    let model = tiny_chat_model(&tmp.path().join("tiny"), &w);
+    let chat = ChatQa::for_world(&w, &model).unwrap().unwrap();
+    let q = &w.qa[0];
+    let (prompt, full) = chat.pair(&q.question, &q.answer).unwrap();
+    // The smoke template, rendered by hand.
+    let expect_prompt = format!("<s><|system|>\nYou are a helpful assistant.</s><|user|>\n{}</s><|assistant|>\n", q.question);
+    assert_eq!(prompt, expect_prompt);
+    assert_eq!(full, format!("{expect_prompt}{}</s>", q.answer));
+    let (prefix, suffix) = chat.affixes(w.qa.iter().map(|q| q.question.as_str())).unwrap();
+    assert_eq!(format!("{prefix}{}{suffix}", q.question), prompt);
+    // The smoke template trims the question: a question with a trailing space breaks the
+    // prefix + question + suffix form, and says so.
+    let e = format!("{:#}", chat.affixes(["Where? "]).unwrap_err());
+    assert!(e.contains("rewrites the question"), "{e}");
+
+    let lmcfg = lm::LmConfig::from_file(&model.join("config.json")).unwrap();
+    let tok = lm::Tok::load(&model, &lmcfg).unwrap();
+    let examples = finetune_examples(&w, &tok, 512, Some(&chat)).unwrap();
+    let eos = tok.eos[0];
+    // Every trained document, with or without an evaluation item (retain pairs outside
+    // retain_perturbed.json keep their pair), is its chat rendering.
+    let no_item = w.corpus.docs.iter().find(|d| d.pair.is_some() && d.role == Role::Retain).unwrap();
+    let with_item = &w.corpus.docs[q.doc.unwrap() as usize];
+    for (doc, (question, answer)) in [
+        (with_item, (q.question.clone(), q.answer.clone())),
+        (no_item, (no_item.pair.as_ref().unwrap().question.clone(), no_item.pair.as_ref().unwrap().answer.clone())),
+    ] {
+        let (p, f) = chat.pair(&question, &answer).unwrap();
+        let ex = examples[doc.id as usize].as_ref().unwrap();
+        let whole = tok.encode(&f).unwrap();
+        let penc = tok.encode(&p).unwrap();
+        assert_eq!(ex.tokens, whole, "doc {}: the rendering as it tokenises, no BOS added", doc.id);
+        assert_eq!(*whole.last().unwrap(), eos, "the template ends the answer with EOS, which is not doubled");
+        let masked: Vec<bool> = ex.loss_mask.iter().map(|m| *m != 0.0).collect();
+        assert!(masked[..penc.len()].iter().all(|m| !m), "no loss on the prompt");
+        assert!(masked[penc.len()..].iter().all(|m| *m), "loss on every answer token and EOS");
+    }
+    // Held-out documents are not trained on.
+    assert!(w.splits.held_out_docs.iter().all(|&d| examples[d as usize].is_none()));
+
+    // A model without a chat template: a clear error naming the folder.
+    let bare = tmp.path().join("bare");
+    std::fs::create_dir_all(&bare).unwrap();
+    std::fs::write(bare.join("tokenizer_config.json"), "{\"bos_token\": \"<s>\"}").unwrap();
+    let e = format!("{:#}", ChatQa::for_world(&w, &bare).unwrap_err());
+    assert!(e.contains("world.chat_template = true") && e.contains("bare"), "{e}");
+    // chat_template is for the fine-tuning kinds; a system prompt needs the template.
+    let e = format!("{:#}", WorldConfig { chat_template: Some(true), ..WorldConfig::new(WorldKind::Facts) }.resolve(&data).unwrap_err());
+    assert!(e.contains("chat_template"), "{e}");
+    let e = format!("{:#}", WorldConfig { chat_template: None, ..cfg.clone() }.resolve(&data).unwrap_err());
+    assert!(e.contains("world.system_prompt is set but world.chat_template is not true"), "{e}");
+}
