@@ -60,7 +60,7 @@ fn real_model_configs_run_end_to_end_in_smoke_mode() {
         assert!(std::env::var_os("UNLEARN_DATA_DIR").is_none(), "the reference data above is missing although UNLEARN_DATA_DIR is set");
         return;
     }
-    for name in ["llama2", "qwen", "olmo2", "tofu-llama3.2-1b"] {
+    for name in ["llama2", "qwen", "olmo2", "tofu-llama3.2-1b", "tofu-llama3.1-8b", "olmo2-checkpoints"] {
         let tmp = tempfile::tempdir().unwrap();
         let cfg = local_config(name, tmp.path());
         let out = bench(tmp.path()).args(["sweep", cfg.to_str().unwrap(), "--smoke"]).output().unwrap();
@@ -76,10 +76,14 @@ fn real_model_configs_run_end_to_end_in_smoke_mode() {
             assert!(m.as_object().is_some_and(|o| !o.is_empty()), "{}: no metrics", f.display());
         }
         assert!(tmp.path().join("reports").join(name).join("index.md").is_file(), "{name}: no report");
-        if name.starts_with("tofu") {
-            // the paper's protocol: a chat-template world from the TOFU fixture, MSA from θ_0 =
-            // the instruct model and from a hub: base model, the judged accuracies in [0, 1]
-            let msa_base = files.iter().find(|f| f.to_string_lossy().contains("msa_base")).expect("an msa_base cell");
+        if name.starts_with("tofu") || name == "olmo2-checkpoints" {
+            // the paper's protocol: a TOFU world from the fixture (chat template for the Llama
+            // configs), MSA from a hub: θ_0 (base model, pretraining revision), the judged
+            // accuracies in [0, 1]
+            let msa_base = files
+                .iter()
+                .find(|f| f.to_string_lossy().contains("checkpoint=hub_"))
+                .expect("an MSA cell whose θ_0 is a hub: checkpoint");
             let m = metrics_of(msa_base);
             for k in ["acc_forget", "acc_recover", "acc_retain", "tofu_model_utility", "tofu_forget_quality"] {
                 let v = m[k]["value"].as_f64().unwrap_or_else(|| panic!("{name}: {k} missing in {}", msa_base.display()));
