@@ -149,7 +149,10 @@ fn download_lands_in_python_layout_then_hits_cache_offline() {
     assert!(!blobs.iter().any(|b| b.ends_with(".part")), "no partial downloads left: {blobs:?}");
 
     let paths = server.paths();
-    assert!(paths.iter().all(|p| p.ends_with(".json") || p.ends_with(".safetensors")), "only JSON and safetensors requested: {paths:?}");
+    assert!(
+        paths.iter().all(|p| p.ends_with(".json") || p.ends_with(".safetensors") || p.ends_with("/chat_template.jinja")),
+        "only JSON, safetensors and the chat template requested: {paths:?}"
+    );
     assert!(!paths.iter().any(|p| p.contains("pytorch_model")), "pickles never requested: {paths:?}");
     assert!(paths.iter().any(|p| p.ends_with("/generation_config.json")), "optional file was tried: {paths:?}");
     assert!(!dir.join("generation_config.json").exists(), "its 404 is not an error");
@@ -190,10 +193,21 @@ fn partial_cache_downloads_only_what_is_missing() {
     let paths = server.paths();
     let fetched: Vec<&str> = paths.iter().map(|p| p.rsplit('/').next().unwrap()).collect();
     // Each download is a `bytes=0-0` metadata probe then the body; the optional files absent
-    // from the snapshot are probed too (generation_config 404s, special_tokens_map 404s).
+    // from the snapshot are probed too (generation_config, special_tokens_map and the chat
+    // template files 404).
     let mut distinct = fetched.clone();
     distinct.dedup();
-    assert_eq!(distinct, ["generation_config.json", "special_tokens_map.json", "model-00002-of-00002.safetensors"], "{paths:?}");
+    assert_eq!(
+        distinct,
+        [
+            "generation_config.json",
+            "special_tokens_map.json",
+            "chat_template.jinja",
+            "chat_template.json",
+            "model-00002-of-00002.safetensors"
+        ],
+        "{paths:?}"
+    );
 }
 
 #[test]

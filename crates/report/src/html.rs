@@ -1,8 +1,9 @@
 //! The report as one self-contained HTML page (`index.html`): inline CSS and inline SVG
 //! figures, no scripts, no fonts or images fetched at view time (readable offline), light and
 //! dark colour schemes (`prefers-color-scheme`; figures keep a white card so their colours
-//! read the same). Sections: world quality, headline, claims, figures, then the appendix
-//! (notes, every metric and grid point, comparisons, failed cells, files).
+//! read the same). Sections: world quality, headline, reproduction (paper benchmarks), claims,
+//! figures, then the appendix (notes, every metric and grid point, comparisons, failed cells,
+//! files).
 
 use std::fmt::Write as _;
 
@@ -46,6 +47,7 @@ nav a { margin-right: 1rem; }
 table { border-collapse: collapse; font-size: .86rem; margin: .4rem 0; }
 th, td { border-bottom: 1px solid var(--rule); padding: .3rem .55rem; vertical-align: top; }
 th { background: var(--head); text-align: left; font-weight: 600; max-width: 13em; }
+th.group { text-align: center; border-bottom: 2px solid var(--rule); }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 td.num { min-width: 6.5em; }
 td[title] { text-decoration: underline dotted; }

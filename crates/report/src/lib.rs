@@ -4,12 +4,15 @@
 //! - `index.html`: the report as one self-contained page ([`html`]): the world-quality table
 //!   ([`quality`], with a WARNING for any world whose gate failed or was off), the headline
 //!   ([`headline`]: one row per method at its validation-chosen point, ≤ 8 columns, distances
-//!   to the oracle against the noise floor, best only among rows passing the utility gate), the
+//!   to the oracle against the noise floor, best only among rows passing the utility gate), when
+//!   the world is a paper benchmark (TOFU) the reproduction table ([`paper`]: the MSA paper's
+//!   columns and rows, its published numbers beside ours in a column group of their own), the
 //!   claims ([`claims`]: verdicts on the paper's and the summary's claims), ≤ 8 figures
 //!   ([`plots`], inline SVG), then the appendix: the full table of every metric and grid point
 //!   ([`tables::full_table`]), the pairwise comparisons ([`compare`]) and failed cells;
-//! - `index.md` (the same, figures linked) and `tables.md` / `tables.tex` (headline, claims,
-//!   full tables, comparisons): every table is one [`render::Table`] rendered three ways;
+//! - `index.md` (the same, figures linked) and `tables.md` / `tables.tex` (headline,
+//!   reproduction, claims, full tables, comparisons): every table is one [`render::Table`]
+//!   rendered three ways;
 //! - `plots/*.svg`, and `plots/*.png` for the figures a paper would use (800 × 520);
 //! - `long.csv` and `long.parquet`: one row per cell × metric (sweep, cell, method, kind,
 //!   params, model, world_seed, seed, metric, value, direction, target); in Parquet the strings are
@@ -45,6 +48,7 @@ pub mod compare;
 pub mod headline;
 pub mod html;
 pub mod options;
+pub mod paper;
 pub mod plots;
 pub mod quality;
 pub mod render;
@@ -151,6 +155,7 @@ pub fn build_with(results_dir: &Path, out_dir: &Path, options: &Options) -> Resu
         summaries.iter().map(|s| (format!("Model `{}`", s.model), headline::table(s))).collect();
     let full_tables: Vec<(String, Table)> =
         summaries.iter().map(|s| (format!("Model `{}`", s.model), tables::full_table(s))).collect();
+    let paper_tables = paper::tables(&cells, &summaries);
     let claims_table = claims::table(&claims);
     let robustness_tables: Vec<(String, Table)> = summaries.iter().flat_map(robustness::tables).collect();
     let comparisons_md = compare::markdown(&comparisons);
@@ -160,6 +165,7 @@ pub fn build_with(results_dir: &Path, out_dir: &Path, options: &Options) -> Resu
     for (h, t) in &headline_tables {
         let _ = write!(md, "### {h}\n\n{}", t.markdown());
     }
+    paper_markdown(&mut md, &paper_tables);
     let _ = write!(md, "## Claims\n\n{}", claims_table.markdown());
     if !robustness_tables.is_empty() {
         md.push_str("## Robustness: attacks on the unlearned models\n\n");
@@ -178,6 +184,9 @@ pub fn build_with(results_dir: &Path, out_dir: &Path, options: &Options) -> Resu
     for ((h, t), s) in headline_tables.iter().zip(&summaries) {
         let _ = write!(tex, "{}", t.latex(&format!("Headline, model {}. ", s.model)));
         let _ = h;
+    }
+    for (h, t) in &paper_tables {
+        tex.push_str(&t.latex(&format!("{}, {}. ", paper::TITLE, h.replace('`', ""))));
     }
     tex.push_str(&claims_table.latex("Claims. "));
     for (_, t) in &full_tables {
@@ -215,6 +224,7 @@ pub fn build_with(results_dir: &Path, out_dir: &Path, options: &Options) -> Resu
     for (h, t) in &headline_tables {
         let _ = write!(index, "### {h}\n\n{}", t.markdown());
     }
+    paper_markdown(&mut index, &paper_tables);
     let _ = write!(index, "## Claims\n\n{}", claims_table.markdown());
     if !robustness_tables.is_empty() {
         index.push_str("## Robustness: attacks on the unlearned models\n\n");
@@ -254,6 +264,15 @@ pub fn build_with(results_dir: &Path, out_dir: &Path, options: &Options) -> Resu
         tables: headline_tables.iter().map(|(h, t)| (Some(h.replace('`', "")), t.clone())).collect(),
         raw: String::new(),
     });
+    if !paper_tables.is_empty() {
+        sections.push(html::Section {
+            id: "reproduction",
+            title: paper::TITLE.into(),
+            paragraphs: vec![],
+            tables: paper_tables.iter().map(|(h, t)| (Some(h.replace('`', "")), t.clone())).collect(),
+            raw: String::new(),
+        });
+    }
     sections.push(html::Section {
         id: "claims",
         title: "Claims".into(),
@@ -358,6 +377,17 @@ fn figures(summaries: &[tables::Summary], plots_dir: &Path) -> Result<Vec<Writte
         out.push(WrittenFigure { title: f.title, caption: f.caption, file, png, svg: f.svg });
     }
     Ok(out)
+}
+
+/// The reproduction section ([`paper`]), when a model's world is a paper benchmark.
+fn paper_markdown(out: &mut String, tables: &[(String, Table)]) {
+    if tables.is_empty() {
+        return;
+    }
+    let _ = write!(out, "## {}\n\n", paper::TITLE);
+    for (h, t) in tables {
+        let _ = write!(out, "### {h}\n\n{}", t.markdown());
+    }
 }
 
 fn write(path: &Path, text: &str, files: &mut Vec<PathBuf>) -> Result<()> {

@@ -47,10 +47,23 @@ impl From<&str> for Cell {
     }
 }
 
+/// Consecutive columns under one label, e.g. "paper (secondary source, unverified)".
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ColumnGroup {
+    pub label: String,
+    /// The first column (0-based) and how many columns the group spans.
+    pub first: usize,
+    pub len: usize,
+}
+
 /// A table: a header, rows, horizontal rules after some rows, and a note printed under it.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Table {
     pub header: Vec<String>,
+    /// Column groups, left to right, not overlapping: a spanning header row in HTML and LaTeX.
+    /// Markdown has one header row only, so the headers of grouped columns must name their
+    /// group themselves (e.g. "paper Acc_forget").
+    pub groups: Vec<ColumnGroup>,
     /// Per column: right-aligned (numbers) or left.
     pub right: Vec<bool>,
     pub rows: Vec<Vec<Cell>>,
@@ -109,6 +122,20 @@ impl Table {
         let spec: String =
             (0..self.header.len()).map(|i| if self.right.get(i).copied().unwrap_or(false) { 'r' } else { 'l' }).collect();
         let _ = writeln!(out, "\\begin{{tabular}}{{{spec}}}\n\\toprule");
+        if !self.groups.is_empty() {
+            let mut cells = Vec::new();
+            let mut rules = String::new();
+            for span in self.spans() {
+                match span {
+                    Span::Free => cells.push(String::new()),
+                    Span::Group(g) => {
+                        cells.push(format!("\\multicolumn{{{}}}{{c}}{{{}}}", g.len, latex_escape(&g.label)));
+                        let _ = write!(rules, "\\cmidrule(lr){{{}-{}}}", g.first + 1, g.first + g.len);
+                    }
+                }
+            }
+            let _ = writeln!(out, "{} \\\\\n{rules}", cells.join(" & "));
+        }
         let _ = writeln!(out, "{} \\\\\n\\midrule", self.header.iter().map(|h| latex_escape(h)).collect::<Vec<_>>().join(" & "));
         for (i, row) in self.rows.iter().enumerate() {
             let cells: Vec<String> = row
@@ -139,7 +166,20 @@ impl Table {
 
     /// HTML `<table>` (with `class`), then the note as `<p class="note">`.
     pub fn html(&self, class: &str) -> String {
-        let mut out = format!("<div class=\"scroll\"><table class=\"{}\">\n<thead><tr>", esc_html(class));
+        let mut out = format!("<div class=\"scroll\"><table class=\"{}\">\n<thead>", esc_html(class));
+        if !self.groups.is_empty() {
+            out.push_str("<tr>");
+            for span in self.spans() {
+                match span {
+                    Span::Free => out.push_str("<th></th>"),
+                    Span::Group(g) => {
+                        let _ = write!(out, "<th colspan=\"{}\" class=\"group\">{}</th>", g.len, esc_html(&g.label));
+                    }
+                }
+            }
+            out.push_str("</tr>\n");
+        }
+        out.push_str("<tr>");
         for (i, h) in self.header.iter().enumerate() {
             let _ = write!(out, "<th{}>{}</th>", align(&self.right, i), esc_html(h));
         }
@@ -163,6 +203,33 @@ impl Table {
         out.push_str("</tbody></table></div>\n");
         if !self.note.is_empty() {
             let _ = writeln!(out, "<p class=\"note\">{}</p>", esc_html(&self.note));
+        }
+        out
+    }
+}
+
+/// A column outside every group, or a whole group: the cells of a spanning header row.
+enum Span<'a> {
+    Free,
+    Group(&'a ColumnGroup),
+}
+
+impl Table {
+    /// The header columns, left to right, with each group as one span.
+    fn spans(&self) -> Vec<Span<'_>> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < self.header.len() {
+            match self.groups.iter().find(|g| g.first == i && g.len > 0) {
+                Some(g) => {
+                    out.push(Span::Group(g));
+                    i += g.len;
+                }
+                None => {
+                    out.push(Span::Free);
+                    i += 1;
+                }
+            }
         }
         out
     }
@@ -247,5 +314,18 @@ mod tests {
         let l = t.latex("Caption. ");
         assert!(l.contains("{lr}") && l.contains("x<y & \\textbf{0.5} \\\\\n\\midrule\n"), "{l}");
         assert!(l.contains("\\caption{Caption. n\\_1}"), "{l}");
+    }
+
+    #[test]
+    fn column_groups_span_in_html_and_latex() {
+        let mut t = Table::new(&["method", "a", "paper a", "paper b"], &[false, true, true, true]);
+        t.groups.push(ColumnGroup { label: "paper".into(), first: 2, len: 2 });
+        t.rows.push(vec![Cell::plain("x"), Cell::plain("1"), Cell::plain("2"), Cell::plain("3")]);
+        let h = t.html("t");
+        assert!(h.contains("<thead><tr><th></th><th></th><th colspan=\"2\" class=\"group\">paper</th></tr>\n<tr><th>"), "{h}");
+        let l = t.latex("");
+        assert!(l.contains("\\toprule\n &  & \\multicolumn{2}{c}{paper} \\\\\n\\cmidrule(lr){3-4}\nmethod & a &"), "{l}");
+        // Markdown has one header row: the headers name their group
+        assert!(t.markdown().starts_with("| method | a | paper a | paper b |\n"));
     }
 }

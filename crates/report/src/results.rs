@@ -43,9 +43,41 @@ pub struct CellFile {
     /// Seconds per stage (`unlearn`: the method's own work; `evaluate`; `world_build`).
     #[serde(default)]
     pub timings: Timings,
+    /// The configuration the cell ran with; the report reads its world (see [`ResolvedConfig`]).
+    #[serde(default, deserialize_with = "default_for_null")]
+    pub resolved_config: ResolvedConfig,
     /// The file it was read from (set by [`load_cells`]).
     #[serde(skip)]
     pub path: PathBuf,
+}
+
+/// The parts of a cell's `resolved_config` the report reads: its world, kept as JSON (each
+/// world kind has its own fields); see [`CellFile::world_kind`] and [`CellFile::world_split`].
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct ResolvedConfig {
+    #[serde(default)]
+    pub world: serde_json::Value,
+}
+
+impl CellFile {
+    /// `resolved_config.world.kind` (`facts`, `tofu`, …); `None` in files without it.
+    pub fn world_kind(&self) -> Option<&str> {
+        self.resolved_config.world.get("kind")?.as_str()
+    }
+
+    /// `resolved_config.world.forget`, the forget split as configured (`forget01`, `7.5%`);
+    /// `None` when absent or not a string.
+    pub fn world_split(&self) -> Option<&str> {
+        self.resolved_config.world.get("forget")?.as_str()
+    }
+}
+
+fn default_for_null<'de, D, T>(d: D) -> std::result::Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 /// A cell's wall times.

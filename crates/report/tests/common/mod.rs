@@ -1,6 +1,6 @@
 //! Helpers shared by the report tests that build results by hand (`relearn.rs`,
-//! `membership.rs`): one cell file per (method, world) with plain metric records, and finding
-//! sections and table lines in the written Markdown.
+//! `membership.rs`, `reproduction.rs`): one cell file per (method, world) with plain metric
+//! records, and finding sections and table lines in the written Markdown.
 
 use std::path::Path;
 
@@ -8,6 +8,7 @@ use serde_json::json;
 
 /// Writes `DIR/m-METHOD-wWORLD.json`: an ok cell of model `m`, seed 0, with the records
 /// `recs` (name, value), each with `direction` as the runner writes it.
+#[allow(dead_code)] // not every test file uses every helper
 pub fn write_cell(
     dir: &Path,
     method: &str,
@@ -16,18 +17,30 @@ pub fn write_cell(
     recs: &[(String, f64)],
     direction: serde_json::Value,
 ) {
+    write_cell_in_world(dir, method, kind, world, recs, direction, json!({}));
+}
+
+/// [`write_cell`] with `resolved_config.world` = `world_config` (e.g. `{"kind": "tofu",
+/// "forget": "forget01"}`).
+#[allow(dead_code)] // not every test file uses every helper
+pub fn write_cell_in_world(
+    dir: &Path,
+    method: &str,
+    kind: &str,
+    world: u64,
+    recs: &[(String, f64)],
+    direction: serde_json::Value,
+    world_config: serde_json::Value,
+) {
     let mut m = serde_json::Map::new();
     for (name, value) in recs {
-        m.insert(
-            name.clone(),
-            json!({ "direction": direction, "value": value, "per_example": [], "example_ids": [] }),
-        );
+        m.insert(name.clone(), json!({ "direction": direction, "value": value, "per_example": [], "example_ids": [] }));
     }
     let id = format!("m-{method}-w{world}");
     let body = json!({
         "schema_version": 1, "sweep": "t",
         "cell": { "id": id, "key": id, "method": method, "kind": kind, "params": {}, "model": "m", "seed": 0, "world_seed": world },
-        "status": "ok", "metrics": m, "resolved_config": {},
+        "status": "ok", "metrics": m, "resolved_config": { "world": world_config },
         "provenance": { "crate_version": "0.0.0", "git_commit": null },
         "timings": { "started_unix": 0.0, "finished_unix": 1.0, "stages": { "unlearn": 2.0 } },
     });
