@@ -46,6 +46,16 @@ fn gradient_methods_forget_and_gradient_difference_keeps_retain() {
         if *kind == "gradient_ascent" {
             ga_retain = r;
         }
+        // compute accounting: every method records the tokens it trained on; a gradient
+        // method without a retain term trains on the forget set once per epoch (30 epochs)
+        let tokens = rep.timings["count/finetune_tokens"];
+        let forget_tokens: usize = forget.iter().map(|e| e.tokens.len()).sum();
+        if !params.contains("lambda") && !matches!(*kind, "msa" | "task_negation") {
+            assert_eq!(tokens, (30 * forget_tokens) as f64, "{kind} ({params})");
+        } else {
+            assert!(tokens > (30 * forget_tokens) as f64 - 0.5 || matches!(*kind, "msa" | "task_negation"), "{kind} ({params}): {tokens}");
+            assert!(tokens > 0.0, "{kind} ({params})");
+        }
         if params.contains("lambda") {
             // stated bound: with a retain term the retain NLL stays within 0.5 nat/token of
             // θ_D's, and below half of what plain gradient ascent leaves

@@ -74,7 +74,7 @@ pub fn columns(s: &Summary) -> Vec<(String, Kind)> {
         tail.push(("general perplexity ÷ oracle's".to_owned(), Kind::RatioToOracle(GENERAL_PERPLEXITY.into())));
     }
     if s.rows.iter().any(|r| !r.is_reference && r.unlearn_seconds.is_some()) {
-        tail.push(("unlearning wall time (s)".to_owned(), Kind::Seconds));
+        tail.push(("unlearning cost: wall time (s) · tokens trained".to_owned(), Kind::Seconds));
     }
     let room = MAX_COLUMNS.saturating_sub(2 + tail.len());
     let mut out: Vec<(String, Kind)> = Vec::new();
@@ -171,8 +171,11 @@ pub fn table(s: &Summary) -> Table {
                     None => "–".into(),
                 },
                 Kind::Seconds => match r.unlearn_seconds.filter(|_| !r.is_reference) {
-                    Some(x) if r.cached_finetunes => format!("{x:.1} + cached fine-tunes"),
-                    Some(x) => format!("{x:.1}"),
+                    Some(x) => {
+                        let cached = if r.cached_finetunes { " + cached fine-tunes" } else { "" };
+                        let tokens = r.trained_tokens.map_or("–".to_owned(), fmt_count);
+                        format!("{x:.1}{cached} · {tokens}")
+                    }
                     None => "–".into(),
                 },
             };
@@ -191,6 +194,20 @@ pub fn table(s: &Summary) -> Table {
     t
 }
 
+/// A count to three significant digits: 950, 1.23k, 17.2k, 172k, 3.41M, 1.20G.
+pub fn fmt_count(x: f64) -> String {
+    let three = |v: f64, unit: &str| {
+        let digits = if v.abs() < 10.0 { 2 } else if v.abs() < 100.0 { 1 } else { 0 };
+        format!("{v:.digits$}{unit}")
+    };
+    match x.abs() {
+        a if a < 1e3 => format!("{x:.0}"),
+        a if a < 1e6 => three(x / 1e3, "k"),
+        a if a < 1e9 => three(x / 1e6, "M"),
+        _ => three(x / 1e9, "G"),
+    }
+}
+
 fn note(s: &Summary, cols: &[(String, Kind)]) -> String {
     let mut out = String::from(
         "One row per method at its headline point (chosen on the validation world; every grid point is in the \
@@ -205,6 +222,14 @@ fn note(s: &Summary, cols: &[(String, Kind)]) -> String {
     if s.rows.iter().all(|r| r.runs <= 1) {
         out.push_str(" One run per row: no intervals — a smoke test, not a result.");
     }
+    if cols.iter().any(|(_, k)| matches!(k, Kind::Seconds)) {
+        out.push_str(
+            " Cost: the method's own wall time (ranked) and the tokens it trained on, forward and backward (MSA and \
+             task negation: their fine-tunes' tokens, cached or not; the gradient methods: every forget and retain \
+             batch); forward-only passes (NPO's reference, RMU's frozen activations, MSA's calibration) are not \
+             counted; \"–\": not recorded by the run.",
+        );
+    }
     if s.rows.iter().any(|r| r.headline && r.cached_finetunes) {
         out.push_str(
             " \"+ cached fine-tunes\": the run reused fine-tuned models cached by another cell (MSA and task \
@@ -212,4 +237,19 @@ fn note(s: &Summary, cols: &[(String, Kind)]) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fmt_count;
+
+    #[test]
+    fn counts_print_three_significant_digits() {
+        assert_eq!(fmt_count(950.0), "950");
+        assert_eq!(fmt_count(1234.0), "1.23k");
+        assert_eq!(fmt_count(17180.0), "17.2k");
+        assert_eq!(fmt_count(171_800.0), "172k");
+        assert_eq!(fmt_count(3_410_000.0), "3.41M");
+        assert_eq!(fmt_count(1.2e9), "1.20G");
+    }
 }

@@ -294,6 +294,9 @@ pub struct SummaryRow {
     pub headline: bool,
     /// Mean seconds of the method's own work (the `unlearn` stage) over the runs.
     pub unlearn_seconds: Option<f64>,
+    /// Mean tokens the method trained on (forward and backward passes; the runs'
+    /// `method/count/finetune_tokens`), when every run recorded it.
+    pub trained_tokens: Option<f64>,
     /// Some run reused fine-tunes cached by another cell (MSA and task negation cache them per
     /// θ_0: the run's time is then the arithmetic alone, not comparable with the others).
     pub cached_finetunes: bool,
@@ -527,6 +530,8 @@ fn summary_row(g: &Group, columns: &[Column]) -> SummaryRow {
         })
         .collect();
     let secs: Vec<f64> = g.cells.iter().filter_map(|c| c.timings.stages.get("unlearn").copied()).collect();
+    let tokens: Vec<f64> =
+        g.cells.iter().filter_map(|c| c.timings.stages.get("method/count/finetune_tokens").copied()).collect();
     SummaryRow {
         method: g.method.to_owned(),
         kind: g.kind.to_owned(),
@@ -538,6 +543,8 @@ fn summary_row(g: &Group, columns: &[Column]) -> SummaryRow {
         gate: if g.is_reference { Gate::Reference } else { Gate::NotMeasured },
         headline: g.is_reference,
         unlearn_seconds: (!secs.is_empty()).then(|| secs.iter().sum::<f64>() / secs.len() as f64),
+        trained_tokens: (!tokens.is_empty() && tokens.len() == g.cells.len())
+            .then(|| tokens.iter().sum::<f64>() / tokens.len() as f64),
         cached_finetunes: g.cells.iter().any(|c| {
             c.timings.stages.contains_key("method/combine") && !c.timings.stages.contains_key("method/finetune_forget")
         }),

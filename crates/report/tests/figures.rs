@@ -42,6 +42,7 @@ fn row(method: &str, kind: &str, params: &[(&str, Value)], stats: &[(&str, f64, 
         gate: Gate::NotMeasured,
         headline: false,
         unlearn_seconds: None,
+        trained_tokens: None,
         cached_finetunes: false,
     }
 }

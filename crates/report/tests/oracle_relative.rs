@@ -41,7 +41,13 @@ fn write_cell(dir: &Path, model: &str, method: &str, kind: &str, params: Value, 
         "cell": { "id": id, "key": id, "method": method, "kind": kind, "params": params, "model": model, "seed": seed, "world_seed": world },
         "status": "ok", "metrics": m, "resolved_config": {},
         "provenance": { "crate_version": "0.0.0", "git_commit": null },
-        "timings": { "started_unix": 0.0, "finished_unix": 1.0, "stages": { "unlearn": 2.0 } },
+        // npo records its trained tokens (the runner's `method/count/finetune_tokens`); the
+        // other methods do not, as runs made before compute accounting
+        "timings": { "started_unix": 0.0, "finished_unix": 1.0, "stages": if method == "npo" {
+            json!({ "unlearn": 2.0, "method/count/finetune_tokens": 17180.0 })
+        } else {
+            json!({ "unlearn": 2.0 })
+        } },
     });
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join(format!("{id}.json")), body.to_string()).unwrap();
@@ -113,7 +119,10 @@ fn collapsed_row_never_wins_and_oracle_like_row_is_indistinguishable() {
     let npo = line_of(headline, "| npo |");
     // (the interval resamples the 10 questions of each world; every row took 2.0 s: a tie, all bold)
     assert!(npo.starts_with("| npo | pass | **0.200 [") && npo.contains("] · Δ 0 ≈ oracle** |"), "{npo}");
-    assert!(npo.ends_with("| **0.983 [0.983, 0.983]** | **1.010 [1.010, 1.010]** | **2.0** |"), "{npo}");
+    // cost: seconds (ranked) · tokens trained (17,180 → "17.2k"; "–" when a run did not record them)
+    assert!(npo.ends_with("| **0.983 [0.983, 0.983]** | **1.010 [1.010, 1.010]** | **2.0 · 17.2k** |"), "{npo}");
+    assert!(line_of(headline, "| msa |").ends_with("| **2.0 · –** |"), "{}", line_of(headline, "| msa |"));
+    assert!(headline.contains("unlearning cost: wall time (s) · tokens trained"), "{headline}");
     assert!(headline.contains("forget MC accuracy (→ oracle 0.200, floor 0.100)"), "{headline}");
     // msa: Δ 0.4 > floor: bold nowhere in the forget column
     let msa = line_of(headline, "| msa |");

@@ -200,6 +200,9 @@ pub fn train_gradient_method_on(
         report.timings.insert("load".into(), load_s);
         report.timings.insert("train".into(), log.seconds);
         report.timings.insert("save".into(), t1.elapsed().as_secs_f64());
+        // compute accounting (issue 19): tokens through a forward and backward pass, forget and
+        // retain batches together, as MSA counts its fine-tunes' tokens
+        report.timings.insert("count/finetune_tokens".into(), log.tokens as f64);
         report.notes.insert("steps".into(), log.steps.len().into());
         report.notes.insert("tokens".into(), log.tokens.into());
         Ok(report)
