@@ -13,6 +13,10 @@
 #                                         dataset is gated: accept its terms and set HF_TOKEN)
 #   scripts/fetch-data.sh --with-tofu     also fetch TOFU (HF dataset locuslab/TOFU, its JSON-lines
 #                                         files) into tofu/, for world.kind = "tofu"
+#   scripts/fetch-data.sh --with-muse     also fetch MUSE-Books (HF dataset muse-bench/MUSE-Books,
+#                                         Parquet) into muse-books/parquet/ and write the JSON/text
+#                                         layout of MUSE's load_data.py into muse-books/, for
+#                                         world.kind = "muse" (needs python3 with pyarrow)
 #   scripts/fetch-data.sh [options] DIR   use DIR instead of ${UNLEARN_DATA_DIR:-data}
 #
 # Sources (licenses in brackets):
@@ -32,18 +36,21 @@
 #                         harness only uses it as general text; the world's hash follows it).
 #   models/stories260K/   HF karpathy/tinyllamas, stories260K/ [MIT]
 #   tofu/                 HF datasets/locuslab/TOFU, resolve/main/*.json [MIT] (--with-tofu)
+#   muse-books/           HF datasets/muse-bench/MUSE-Books, resolve/main/CONFIG/SPLIT-00000-of-00001.parquet
+#                         [CC-BY-4.0], converted by scripts/muse-parquet-to-json.py (--with-muse)
 #
 # Exit status: 0 when every required file is present and every checksum matches; 1 otherwise.
 # Needs bash, curl (or wget), and sha256sum (or shasum).
 
 set -euo pipefail
 
-usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; }
 
 VERIFY_ONLY=0
 FORCE=0
 TOXIGEN_ANNOTATED=0
 TOFU=0
+MUSE=0
 DEST="${UNLEARN_DATA_DIR:-data}"
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -51,6 +58,7 @@ while [ $# -gt 0 ]; do
         --force) FORCE=1 ;;
         --with-toxigen-annotated) TOXIGEN_ANNOTATED=1 ;;
         --with-tofu) TOFU=1 ;;
+        --with-muse) MUSE=1 ;;
         -h|--help) usage; exit 0 ;;
         -*) echo "fetch-data.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
         *) DEST="$1" ;;
@@ -98,6 +106,19 @@ if [ "$TOFU" = 1 ]; then
                  real_authors real_authors_perturbed world_facts world_facts_perturbed \
                  holdout01 holdout05 holdout10; do
         MANIFEST+=$'\n'"tofu/${split}.json - plain $HF/datasets/locuslab/TOFU/resolve/main/${split}.json"
+    done
+fi
+
+# MUSE-Books (Shi et al. 2024): the Hub publishes Parquet only, one file per config and split;
+# the JSON/text files the harness reads are written from them after the download (below), as
+# MUSE's load_data.py writes data/books/. No checksums pinned (the repo has been revised); the
+# world records the sha256 of each file it reads.
+MUSE_SPLITS="knowmem/forget_qa knowmem/retain_qa knowmem/forget_qa_icl knowmem/retain_qa_icl
+verbmem/forget privleak/forget privleak/retain privleak/holdout
+raw/forget raw/holdout raw/retain1 raw/retain2"
+if [ "$MUSE" = 1 ]; then
+    for cs in $MUSE_SPLITS; do
+        MANIFEST+=$'\n'"muse-books/parquet/${cs}-00000-of-00001.parquet - plain $HF/datasets/muse-bench/MUSE-Books/resolve/main/${cs}-00000-of-00001.parquet"
     done
 fi
 
@@ -243,6 +264,29 @@ if [ "$TOXIGEN_ANNOTATED" = 1 ]; then
             failures=$((failures + 1))
         fi
     fi
+fi
+
+# MUSE-Books: the JSON/text layout from the downloaded Parquet files (python3 + pyarrow).
+if [ "$MUSE" = 1 ]; then
+    muse_missing=0
+    for cs in $MUSE_SPLITS; do
+        [ -s "$DEST/muse-books/$cs.json" ] || muse_missing=1
+    done
+    if [ "$VERIFY_ONLY" = 0 ] && { [ "$FORCE" = 1 ] || [ "$muse_missing" = 1 ]; }; then
+        if python3 "$(dirname "$0")/muse-parquet-to-json.py" "$DEST/muse-books/parquet" "$DEST/muse-books"; then
+            muse_missing=0
+        else
+            echo "error: could not convert MUSE-Books' Parquet files (needs python3 with pyarrow: pip install pyarrow)" >&2
+        fi
+    fi
+    for cs in $MUSE_SPLITS; do
+        if [ -s "$DEST/muse-books/$cs.json" ]; then
+            echo "present     muse-books/$cs.json (no checksum)"
+        else
+            echo "MISSING     muse-books/$cs.json"
+            failures=$((failures + 1))
+        fi
+    done
 fi
 
 if [ "$failures" -gt 0 ]; then

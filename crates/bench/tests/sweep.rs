@@ -60,7 +60,7 @@ fn real_model_configs_run_end_to_end_in_smoke_mode() {
         assert!(std::env::var_os("UNLEARN_DATA_DIR").is_none(), "the reference data above is missing although UNLEARN_DATA_DIR is set");
         return;
     }
-    for name in ["llama2", "qwen", "olmo2", "tofu-llama3.2-1b", "tofu-llama3.1-8b", "olmo2-checkpoints"] {
+    for name in ["llama2", "qwen", "olmo2", "tofu-llama3.2-1b", "tofu-llama3.1-8b", "olmo2-checkpoints", "muse-books"] {
         let tmp = tempfile::tempdir().unwrap();
         let cfg = local_config(name, tmp.path());
         let out = bench(tmp.path()).args(["sweep", cfg.to_str().unwrap(), "--smoke"]).output().unwrap();

@@ -558,12 +558,15 @@ pub(crate) fn resolve_hub_checkpoint(spec: &str) -> Result<PathBuf> {
     hub::resolve(id, revision, &hub::ResolveOptions::from_env())
 }
 
-/// Shrinks a world for `--smoke`; a `tofu` world reads the compiled-in fixture (written under
-/// the sweep's `worlds/smoke-data/`) instead of the data directory.
+/// Shrinks a world for `--smoke`; a `tofu` or `muse` world reads the compiled-in fixture
+/// (written under the sweep's `worlds/smoke-data/`) instead of the data directory.
 fn smoke_world(w: &mut testbed::WorldConfig, sweep: &Sweep) -> Result<()> {
-    if w.kind == testbed::WorldKind::Tofu {
+    if matches!(w.kind, testbed::WorldKind::Tofu | testbed::WorldKind::Muse) {
         let dir = sweep.output_dir.join("worlds").join("smoke-data");
-        testbed::tofu::write_fixture(&dir)?;
+        match w.kind {
+            testbed::WorldKind::Tofu => testbed::tofu::write_fixture(&dir)?,
+            _ => testbed::muse::write_fixture(&dir)?,
+        }
         w.data_dir = Some(dir);
     }
     if matches!(w.kind, testbed::WorldKind::Facts | testbed::WorldKind::Finetune) {

@@ -18,8 +18,13 @@
 //!   truth's form (the perturbed answers, or the wrong options where those are in the answer's
 //!   form: [`EvalSuite::judged_qa`]), closest by ROUGE-L F1; the oracle's answers are generated once per world in the oracle pass
 //!   ([`OracleRefs::forget_answers`], [`OracleRefs::retain_answers`]);
-//! - MUSE VerbMem: `world.verbmem_passages(Role::Forget)` (biographies cut in half);
-//! - Min-K% AUC and PrivLeak: forget documents (members) vs held-out documents (never trained);
+//! - MUSE VerbMem: `world.verbmem_passages(Role::Forget)` (biographies cut in half; in a muse
+//!   world, MUSE's own `verbmem/forget` prompts and ground-truth continuations);
+//! - Min-K% AUC and PrivLeak: `world.mia_members()` (the forget documents; in a muse world,
+//!   MUSE's `privleak/forget` texts) vs held-out documents (never trained);
+//! - QA items without paraphrased and perturbed answers (muse: MUSE's KnowMem has question and
+//!   answer only) skip the truth-ratio metrics (`tofu_truth_ratio_*`, `tofu_forget_quality`,
+//!   `tofu_model_utility`); items without options skip `mc_accuracy`;
 //! - `kl_to_oracle` and `perplexity`: forget, retain and general documents (records `NAME/forget`,
 //!   `NAME/retain`, `NAME/general`; the record `NAME` is the forget value);
 //! - `mc_accuracy` (defined here): multiple choice over the QA items' `choices`, scored by the
@@ -97,6 +102,13 @@ pub fn default_metrics(kind: WorldKind) -> Vec<String> {
             .copied()
             .collect(),
         WorldKind::Toxigen => ["toxigen", "toxigen_likelihood", "toxigen_generation", "mink_auc", "muse_privleak"]
+            .iter()
+            .chain(&oracle)
+            .copied()
+            .collect(),
+        // MUSE's own metrics: its KnowMem items have no paraphrased or perturbed answers and no
+        // options, so the TOFU truth-ratio metrics and mc_accuracy do not apply.
+        WorldKind::Muse => ["muse_verbmem", "muse_knowmem_forget", "muse_knowmem_retain", "muse_privleak", "mink_auc"]
             .iter()
             .chain(&oracle)
             .copied()
@@ -495,7 +507,10 @@ impl EvalSuite {
     pub fn oracle_pass_with(&self, oracle: &mut LmScorer) -> Result<OracleRefs> {
         let mut metrics: Vec<Box<dyn Metric>> = Vec::new();
         let mut slots = Vec::new();
-        if self.wants("tofu_forget_quality") && !self.items.forget_qa.is_empty() {
+        if self.wants("tofu_forget_quality")
+            && !self.items.forget_qa.is_empty()
+            && lacks_truth_ratio_answers(&self.items.forget_qa).is_none()
+        {
             metrics.push(Box::new(TruthRatio::new(
                 self.qa(&self.items.forget_qa),
                 self.qa_template.clone(),
@@ -668,7 +683,8 @@ impl EvalSuite {
             .map(|q| tofu::QaItem {
                 question: q.question.clone(),
                 answer: q.answer.clone(),
-                paraphrased_answer: Some(q.paraphrased_answer.clone()),
+                // empty = the data has none (muse)
+                paraphrased_answer: (!q.paraphrased_answer.is_empty()).then(|| q.paraphrased_answer.clone()),
                 perturbed_answers: q.perturbed_answers.clone(),
             })
             .collect()
@@ -723,12 +739,18 @@ impl EvalSuite {
                 }
             };
             let n = self.limits.answer_new_tokens;
+            // The truth ratio (and what is built on it) needs paraphrased and perturbed answers.
+            let truth_ratio_skip = |v: &[testbed::QaItem]| {
+                matches!(name, "tofu_truth_ratio_forget" | "tofu_forget_quality" | "tofu_truth_ratio_retain" | "tofu_model_utility")
+                    .then(|| lacks_truth_ratio_answers(v))
+                    .flatten()
+            };
             let plan = match name {
                 "tofu_prob_forget"
                 | "tofu_rouge_forget"
                 | "tofu_truth_ratio_forget"
                 | "muse_knowmem_forget"
-                | "tofu_forget_quality" => match need(fq, "forget") {
+                | "tofu_forget_quality" => match need(fq, "forget").or_else(|| truth_ratio_skip(fq)) {
                     Some(r) => skip(r),
                     None => {
                         let items = self.qa(fq);
@@ -749,7 +771,7 @@ impl EvalSuite {
                 | "tofu_rouge_retain"
                 | "tofu_truth_ratio_retain"
                 | "muse_knowmem_retain"
-                | "tofu_model_utility" => match need(rq, "retain") {
+                | "tofu_model_utility" => match need(rq, "retain").or_else(|| truth_ratio_skip(rq)) {
                     Some(r) => skip(r),
                     None => {
                         let items = self.qa(rq);
@@ -782,7 +804,7 @@ impl EvalSuite {
                 }
                 "muse_verbmem" => {
                     if it.verbmem.is_empty() {
-                        skip("the world has no forget biography passages".into())
+                        skip("the world has no forget passages (biographies, or MUSE's verbmem/forget)".into())
                     } else {
                         let passages = it.verbmem.iter().map(|(_, p)| p.clone()).collect();
                         let ids = it.verbmem.iter().map(|(id, _)| id.clone()).collect();
@@ -848,12 +870,18 @@ impl EvalSuite {
                 "mc_accuracy" => {
                     for (split, v) in [("forget", fq), ("retain", rq)] {
                         let record = format!("mc_accuracy/{split}");
-                        if v.is_empty() {
-                            plans.push(Plan::Skip {
-                                record,
-                                direction: Direction::HigherIsBetter,
-                                reason: format!("the world has no {split} QA items"),
-                            });
+                        let reason = if v.is_empty() {
+                            Some(format!("the world has no {split} QA items"))
+                        } else if v.iter().any(|q| q.choices.is_empty()) {
+                            Some(format!(
+                                "the world's {split} QA items have no multiple-choice options (MUSE's KnowMem has \
+                                 question and answer only)"
+                            ))
+                        } else {
+                            None
+                        };
+                        if let Some(reason) = reason {
+                            plans.push(Plan::Skip { record, direction: Direction::HigherIsBetter, reason });
                             continue;
                         }
                         // Forgetting lowers forget accuracy, except where the forget data was a
@@ -1172,7 +1200,8 @@ fn select_world_items(world: &World, limits: &EvalLimits) -> Result<Items> {
     items.forget_qa = evenly(&qa(Role::Forget), limits.max_qa);
     items.retain_qa = evenly(&qa(Role::Retain), limits.max_qa);
     for q in items.forget_qa.iter().chain(&items.retain_qa) {
-        if q.choices.is_empty() || q.correct_choice >= q.choices.len() {
+        // No options at all (muse) skips mc_accuracy; options must contain the correct one.
+        if !q.choices.is_empty() && q.correct_choice >= q.choices.len() {
             bail!(
                 "QA item {} ({:?}): correct_choice {} is not an index into its {} choices",
                 q.id,
@@ -1194,7 +1223,8 @@ fn select_world_items(world: &World, limits: &EvalLimits) -> Result<Items> {
             .collect()
     };
     let s = &world.splits;
-    items.member_docs = evenly(&docs(&s.forget_docs)?, limits.max_passages);
+    let members: Vec<Text> = world.mia_members().into_iter().map(|(id, text)| Text { id, text }).collect();
+    items.member_docs = evenly(&members, limits.max_passages);
     items.holdout_docs = evenly(&docs(&s.held_out_docs)?, limits.max_passages);
     for (split, ids) in [("forget", &s.forget_docs), ("retain", &s.retain_docs), ("general", &s.general_docs)] {
         if ids.is_empty() {
@@ -1212,7 +1242,7 @@ fn select_world_items(world: &World, limits: &EvalLimits) -> Result<Items> {
         .verbmem_passages(Role::Forget)
         .into_iter()
         .filter(|(_, p, c)| !p.is_empty() && !c.trim().is_empty())
-        .map(|(id, prefix, continuation)| (format!("doc-{id}"), Passage { prefix, continuation }))
+        .map(|(id, prefix, continuation)| (id, Passage { prefix, continuation }))
         .collect();
     items.verbmem = evenly(&passages, limits.max_passages);
     let corrupted: Vec<(String, CorruptedQa)> = world
@@ -1232,6 +1262,17 @@ fn select_world_items(world: &World, limits: &EvalLimits) -> Result<Items> {
         .collect();
     items.corrupted = evenly(&corrupted, limits.max_qa);
     Ok(items)
+}
+
+/// Why the truth ratio cannot be computed on `items`: an item without a paraphrased answer or
+/// without perturbed answers (MUSE's KnowMem has question and answer only); None when it can.
+fn lacks_truth_ratio_answers(items: &[testbed::QaItem]) -> Option<String> {
+    let q = items.iter().find(|q| q.paraphrased_answer.is_empty() || q.perturbed_answers.is_empty())?;
+    Some(format!(
+        "the world's QA items have no paraphrased and perturbed answers (e.g. {:?}; MUSE's KnowMem has question and \
+         answer only), which the truth ratio needs",
+        q.question
+    ))
 }
 
 /// At most `k` items, evenly spaced (index ⌊i·n/k⌋), in their original order.
@@ -1555,7 +1596,7 @@ mod tests {
         let k = known_metrics();
         assert_eq!(k, crate::config::KNOWN_METRICS, "config::KNOWN_METRICS must equal suite::known_metrics()");
         assert!(k.contains(&"mc_accuracy") && k.contains(&"param_distance_to_oracle") && k.contains(&"toxigen"));
-        for kind in [WorldKind::Facts, WorldKind::Finetune, WorldKind::Tofu, WorldKind::TruthfulqaCorruption, WorldKind::Toxigen] {
+        for kind in [WorldKind::Facts, WorldKind::Finetune, WorldKind::Tofu, WorldKind::Muse, WorldKind::TruthfulqaCorruption, WorldKind::Toxigen] {
             for m in default_metrics(kind) {
                 assert!(k.contains(&m.as_str()), "{m}");
             }

@@ -38,13 +38,17 @@ pub enum WorldKind {
     /// TOFU itself (Maini et al. 2024) from its published files in `DATA/tofu/`, fine-tuned
     /// on a given pretrained model as `finetune` is.
     Tofu,
+    /// MUSE-Books (Shi et al. 2024) from its published files in `DATA/muse-books/`: θ_0
+    /// fine-tuned on the raw books text (all tokens), evaluated by VerbMem, KnowMem and PrivLeak
+    /// ([`crate::muse`]).
+    Muse,
 }
 
 impl WorldKind {
-    /// Kinds whose θ_D is a given pretrained θ_0 fine-tuned by the harness (`finetune`, `tofu`),
-    /// not a model pretrained from scratch.
+    /// Kinds whose θ_D is a given pretrained θ_0 fine-tuned by the harness (`finetune`, `tofu`,
+    /// `muse`), not a model pretrained from scratch.
     pub fn fine_tunes_base(self) -> bool {
-        matches!(self, WorldKind::Finetune | WorldKind::Tofu)
+        matches!(self, WorldKind::Finetune | WorldKind::Tofu | WorldKind::Muse)
     }
 
     pub fn name(self) -> &'static str {
@@ -54,6 +58,7 @@ impl WorldKind {
             WorldKind::Toxigen => "toxigen",
             WorldKind::Finetune => "finetune",
             WorldKind::Tofu => "tofu",
+            WorldKind::Muse => "muse",
         }
     }
 }
@@ -93,7 +98,8 @@ pub struct WorldConfig {
     /// the noise floor of every distance-to-oracle metric (default false).
     pub noise_floor: Option<bool>,
     /// `forget01`, `forget05`, `forget10` or a percentage such as `"7.5%"` of the trained
-    /// entities (facts, finetune) or questions (truthfulqa-corruption). Not used by toxigen.
+    /// entities (facts, finetune) or questions (truthfulqa-corruption); one of TOFU's splits
+    /// (tofu); `"forget"`, the one forget set, or unset (muse). Not used by toxigen.
     pub forget: Option<String>,
     /// Overrides the data directory (default: `$UNLEARN_DATA_DIR`, else `data/`).
     pub data_dir: Option<PathBuf>,

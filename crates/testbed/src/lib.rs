@@ -11,7 +11,8 @@
 //! Kinds: `facts` (fictitious authors in the spirit of TOFU, Maini et al. 2024),
 //! `truthfulqa-corruption` (RESTOR, Rezaei et al. 2024), `toxigen` (Hartvigsen et al. 2022),
 //! `finetune` (TOFU's protocol on a pretrained θ_0), `tofu` (TOFU itself, from its published
-//! files, on a pretrained θ_0; [`tofu`]).
+//! files, on a pretrained θ_0; [`tofu`]), `muse` (MUSE-Books from its published files, on a
+//! pretrained θ_0; [`muse`]).
 //!
 //! ## The QA format
 //! One format for training documents and evaluation prompts, in every kind:
@@ -27,6 +28,7 @@ pub mod config;
 pub mod facts;
 pub mod finetune;
 pub mod general;
+pub mod muse;
 pub mod schedule;
 pub mod smoke;
 pub mod tofu;
@@ -41,7 +43,7 @@ pub use config::{
     default_data_dir, ChatSpec, DataFile, ExposureConfig, FinetuneOverrides, ForgetSplit, GeneralSource, ResolvedWorld, WorldConfig, WorldKind,
 };
 pub use schedule::{schedule, CheckpointStatus, ForgetExposure, Ledger, Schedule, ScheduleConfig};
-pub use world::{Splits, World, WorldMeta};
+pub use world::{EvalTexts, Splits, World, WorldMeta};
 
 /// A document's index in [`Corpus::docs`].
 pub type DocId = u32;
@@ -72,6 +74,8 @@ pub enum DocKind {
     General,
     /// One ToxiGen statement.
     Statement,
+    /// A piece of raw text (MUSE's books and articles), trained on every token.
+    Passage,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -79,7 +83,8 @@ pub struct Document {
     pub id: DocId,
     pub role: Role,
     pub kind: DocKind,
-    /// The entity (facts, finetune), question index (truthfulqa) or statement id (toxigen).
+    /// The entity (facts, finetune), question index (truthfulqa), statement id (toxigen) or row
+    /// of the raw file it was cut from (muse).
     pub unit: Option<u32>,
     pub text: String,
     /// For a QA document without an evaluation item (TOFU's retain pairs outside
@@ -175,17 +180,21 @@ pub struct QaItem {
     pub question: String,
     /// The true answer, short; what the retain/clean documents teach.
     pub answer: String,
-    /// A correct answer in other words (TOFU's paraphrased answer), for the truth ratio.
+    /// A correct answer in other words (TOFU's paraphrased answer), for the truth ratio. Empty
+    /// when the data has none (MUSE KnowMem): the truth-ratio metrics are skipped then.
     pub paraphrased_answer: String,
     /// Wrong but plausible answers in the same form as `paraphrased_answer` (TOFU's perturbed
-    /// answers). At least 4 for facts; as many as TruthfulQA has for truthfulqa.
+    /// answers). At least 4 for facts; as many as TruthfulQA has for truthfulqa; none for muse.
     pub perturbed_answers: Vec<String>,
-    /// Multiple-choice options in the form of `answer`; `choices[correct_choice] == answer`.
+    /// Multiple-choice options in the form of `answer`; `choices[correct_choice] == answer`
+    /// (tofu: the paraphrased form). Empty when the data has none (muse): `mc_accuracy` is
+    /// skipped then.
     pub choices: Vec<String>,
     pub correct_choice: usize,
     /// truthfulqa-corruption: the wrong answer taught by the forget document, if corrupted.
     pub taught_answer: Option<String>,
-    /// The training document that teaches this QA pair in the QA format (the retain/clean one).
+    /// The training document that teaches this QA pair in the QA format (the retain/clean one);
+    /// None when no document is the pair itself (muse: the knowledge is in the raw text).
     pub doc: Option<DocId>,
 }
 

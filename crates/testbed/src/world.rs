@@ -8,6 +8,7 @@
 //! - `documents.jsonl`: one [`Document`] per line, line n = id n-1
 //! - `qa.jsonl`: one [`QaItem`] per line
 //! - `splits.json`: [`Splits`]
+//! - `eval.json`: [`EvalTexts`], when the kind has any (muse)
 //! - `schedule.json`, `ledger.json`: θ_D's [`Schedule`] and [`Ledger`], when set
 
 use std::collections::BTreeMap;
@@ -24,7 +25,7 @@ use crate::config::{
 };
 use crate::facts::{self, Entity};
 use crate::schedule::{schedule, Ledger, Schedule, ScheduleConfig};
-use crate::{general, qa_text, tofu, toxigen, truthfulqa, Corpus, QaPair, DocId, DocKind, QaItem, Role};
+use crate::{general, muse, qa_text, tofu, toxigen, truthfulqa, Corpus, QaPair, DocId, DocKind, QaItem, Role};
 
 /// The standard nested forget splits (TOFU): forget01 ⊂ forget05 ⊂ forget10.
 pub const STANDARD_SPLITS: [(&str, f64); 3] = [("forget01", 1.0), ("forget05", 5.0), ("forget10", 10.0)];
@@ -62,6 +63,28 @@ pub struct WorldMeta {
     pub n_qa: usize,
 }
 
+/// Evaluation texts a world carries besides its documents and QA items: MUSE's VerbMem pairs
+/// and PrivLeak members, which are not training documents (they are excerpts of the forget
+/// text). Empty for every kind but muse.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct EvalTexts {
+    /// VerbMem passages of the forget set as given by the data: (prompt, ground-truth
+    /// continuation). When non-empty, [`World::verbmem_passages`] of the forget role returns
+    /// these instead of cutting biographies in half.
+    #[serde(default)]
+    pub verbmem_forget: Vec<(String, String)>,
+    /// The members of the membership-inference metrics (Min-K% AUC, PrivLeak, `mia_*`) when they
+    /// are not the forget documents themselves: MUSE's `privleak/forget` texts.
+    #[serde(default)]
+    pub mia_members: Vec<String>,
+}
+
+impl EvalTexts {
+    pub fn is_empty(&self) -> bool {
+        self.verbmem_forget.is_empty() && self.mia_members.is_empty()
+    }
+}
+
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 struct WorldJson {
     hash: String,
@@ -81,6 +104,8 @@ pub struct World {
     pub meta: WorldMeta,
     /// The invented authors (facts, finetune); empty otherwise.
     pub entities: Vec<Entity>,
+    /// Evaluation texts besides documents and QA items (muse); empty otherwise.
+    pub eval: EvalTexts,
     /// θ_D's schedule, once [`World::make_schedule`] has run.
     pub schedule: Option<Schedule>,
     pub ledger: Option<Ledger>,
@@ -127,7 +152,7 @@ pub(crate) fn resolve(cfg: &WorldConfig, default_data_dir: &Path) -> Result<Reso
     not_for(
         kind,
         "held_out_fraction",
-        matches!(kind, WorldKind::TruthfulqaCorruption | WorldKind::Tofu) && cfg.held_out_fraction.is_some(),
+        matches!(kind, WorldKind::TruthfulqaCorruption | WorldKind::Tofu | WorldKind::Muse) && cfg.held_out_fraction.is_some(),
     )?;
     if kind == WorldKind::Toxigen && cfg.forget.is_some() {
         bail!("world.forget is not used by kind = \"toxigen\": the forget data is the hateful statements about world.target_groups");
@@ -201,7 +226,7 @@ pub(crate) fn resolve(cfg: &WorldConfig, default_data_dir: &Path) -> Result<Reso
         );
     }
     let base_model = match kind {
-        WorldKind::Finetune | WorldKind::Tofu => match &cfg.base_model {
+        WorldKind::Finetune | WorldKind::Tofu | WorldKind::Muse => match &cfg.base_model {
             Some(m) if !m.trim().is_empty() => Some(m.clone()),
             _ => bail!(
                 "world.base_model is required for kind = \"{}\": a Hugging Face model folder or hub id (θ_0)",
@@ -242,6 +267,17 @@ pub(crate) fn resolve(cfg: &WorldConfig, default_data_dir: &Path) -> Result<Reso
             n_held_out = data.n_held_out_authors();
             let pct = parse_forget(&name)?;
             ForgetSplit { name, percent: pct, units: data.forget_authors.len() }
+        }
+        WorldKind::Muse => {
+            let name = muse::check_forget(cfg.forget.as_deref())?;
+            let data = muse::Muse::load(&data_dir)?;
+            for rel in &data.rel_paths {
+                data_files.push(DataFile { sha256: sha256_file(&data_dir.join(rel))?, rel_path: rel.clone() });
+            }
+            n_held_out = data.privleak_holdout.len();
+            // Units are the rows of the raw files (books, articles); the percentage is of the trained rows.
+            let units = data.forget.len();
+            ForgetSplit { name, percent: 100.0 * units as f64 / data.n_trained_rows() as f64, units }
         }
         WorldKind::TruthfulqaCorruption => {
             let path = data_dir.join(truthfulqa::MC_TASK);
@@ -367,6 +403,7 @@ impl World {
         let mut corpus = Corpus::default();
         let mut qa = Vec::new();
         let mut entities = Vec::new();
+        let mut eval = EvalTexts::default();
         let mut rng = facts::rng(resolved.seed);
         let (perm, forget_units, held_out_units, all_units): (Vec<u32>, Vec<u32>, Vec<u32>, usize);
         match resolved.kind {
@@ -456,6 +493,57 @@ impl World {
                 let n = data.n_authors;
                 held_out_units = (n..n + data.n_held_out_authors()).map(|a| a as u32).collect();
                 forget_units = data.forget_authors.clone();
+                perm = Vec::new();
+                all_units = n;
+            }
+            WorldKind::Muse => {
+                let data = muse::Muse::load(&resolved.data_path(""))?;
+                ensure!(
+                    data.forget.len() == resolved.forget.units && data.privleak_holdout.len() == resolved.n_held_out,
+                    "the MUSE files changed since the config was resolved"
+                );
+                // Units: the rows of raw/forget, raw/retain1, raw/retain2, then the held-out
+                // texts of privleak/holdout. retain2 is trained by both models but never given to
+                // a method (role General; see testbed::muse).
+                let mut unit = 0u32;
+                for (role, rows) in [(Role::Forget, &data.forget), (Role::Retain, &data.retain1), (Role::General, &data.retain2)] {
+                    for row in rows {
+                        for piece in muse::chunks(row, muse::WORDS_PER_DOC) {
+                            corpus.push(role, DocKind::Passage, Some(unit), piece);
+                        }
+                        unit += 1;
+                    }
+                }
+                let n = unit as usize;
+                for text in &data.privleak_holdout {
+                    corpus.push(Role::HeldOut, DocKind::Passage, Some(unit), text.clone());
+                    unit += 1;
+                }
+                for (role, rows) in [(Role::Forget, &data.knowmem_forget), (Role::Retain, &data.knowmem_retain)] {
+                    for (i, r) in rows.iter().enumerate() {
+                        qa.push(QaItem {
+                            id: qa.len() as u32,
+                            role,
+                            unit: i as u32,
+                            attribute: "muse_knowmem".into(),
+                            question: r.question.clone(),
+                            answer: r.answer.clone(),
+                            // MUSE has no paraphrased or perturbed answers and no options.
+                            paraphrased_answer: String::new(),
+                            perturbed_answers: Vec::new(),
+                            choices: Vec::new(),
+                            correct_choice: 0,
+                            taught_answer: None,
+                            doc: None,
+                        });
+                    }
+                }
+                eval = EvalTexts {
+                    verbmem_forget: data.verbmem.iter().map(|r| (r.prompt.clone(), r.gt.clone())).collect(),
+                    mia_members: data.privleak_forget.clone(),
+                };
+                held_out_units = (n as u32..unit).collect();
+                forget_units = (0..data.forget.len() as u32).collect();
                 perm = Vec::new();
                 all_units = n;
             }
@@ -554,7 +642,7 @@ impl World {
         } else {
             (0..all_units as u32).filter(|u| forget_units.binary_search(u).is_err()).collect()
         };
-        let standard = if resolved.kind == WorldKind::Tofu {
+        let standard = if matches!(resolved.kind, WorldKind::Tofu | WorldKind::Muse) {
             BTreeMap::from([(resolved.forget.name.clone(), forget_units.clone())])
         } else if perm.is_empty() {
             BTreeMap::new()
@@ -566,7 +654,7 @@ impl World {
             forget_units,
             retain_units,
             held_out_units,
-            // TOFU's nested splits are its published files; the world records the one it read.
+            // TOFU's nested splits are its published files (MUSE has one); the world records the one it read.
             standard,
             forget_docs: corpus.ids(Role::Forget),
             retain_docs: corpus.ids(Role::Retain),
@@ -593,6 +681,7 @@ impl World {
             splits,
             meta,
             entities,
+            eval,
             schedule: None,
             ledger: None,
         })
@@ -622,17 +711,42 @@ impl World {
         self.qa.iter().filter(move |q| q.role == role)
     }
 
-    /// (prefix, continuation) pairs of the biography passages with this role, for MUSE's
-    /// VerbMem (half of the words as prefix).
-    pub fn verbmem_passages(&self, role: Role) -> Vec<(DocId, String, String)> {
+    /// (id, prefix, continuation) of the passages of MUSE's VerbMem with this role: the data's
+    /// own (prompt, ground truth) pairs when the world has them (muse, forget role: ids
+    /// `verbmem-N`), else the biography documents cut in half by words (ids `doc-N`).
+    pub fn verbmem_passages(&self, role: Role) -> Vec<(String, String, String)> {
+        if role == Role::Forget && !self.eval.verbmem_forget.is_empty() {
+            return self
+                .eval
+                .verbmem_forget
+                .iter()
+                .enumerate()
+                .map(|(i, (p, c))| (format!("verbmem-{i}"), p.clone(), c.clone()))
+                .collect();
+        }
         self.corpus
             .docs
             .iter()
             .filter(|d| d.role == role && d.kind == DocKind::Bio)
             .map(|d| {
                 let (p, c) = d.verbmem_split(0.5);
-                (d.id, p, c)
+                (format!("doc-{}", d.id), p, c)
             })
+            .collect()
+    }
+
+    /// (id, text) of the members of the membership-inference metrics: the data's own member
+    /// texts when the world has them (muse: `privleak/forget`, ids `privleak-forget-N`), else the
+    /// forget documents (ids `doc-N`). The non-members are the held-out documents.
+    pub fn mia_members(&self) -> Vec<(String, String)> {
+        if !self.eval.mia_members.is_empty() {
+            return self.eval.mia_members.iter().enumerate().map(|(i, t)| (format!("privleak-forget-{i}"), t.clone())).collect();
+        }
+        self.splits
+            .forget_docs
+            .iter()
+            .filter_map(|&id| self.corpus.get(id))
+            .map(|d| (format!("doc-{}", d.id), d.text.clone()))
             .collect()
     }
 
@@ -675,6 +789,9 @@ impl World {
         write_file(&dir.join("documents.jsonl"), &jsonl(&self.corpus.docs)?)?;
         write_file(&dir.join("qa.jsonl"), &jsonl(&self.qa)?)?;
         write_file(&dir.join("splits.json"), serde_json::to_string_pretty(&self.splits)?.as_bytes())?;
+        if !self.eval.is_empty() {
+            write_file(&dir.join("eval.json"), serde_json::to_string(&self.eval)?.as_bytes())?;
+        }
         if let Some(s) = &self.schedule {
             write_file(&dir.join("schedule.json"), serde_json::to_string(s)?.as_bytes())?;
         }
@@ -711,6 +828,8 @@ impl World {
         {
             bail!("{}: splits.json does not match the roles in documents.jsonl", dir.display());
         }
+        let eval_path = dir.join("eval.json");
+        let eval: EvalTexts = if eval_path.exists() { read_json(&eval_path)? } else { EvalTexts::default() };
         let schedule_path = dir.join("schedule.json");
         let schedule: Option<Schedule> =
             if schedule_path.exists() { Some(read_json(&schedule_path)?) } else { None };
@@ -727,6 +846,7 @@ impl World {
             splits,
             meta: wj.meta,
             entities: wj.entities,
+            eval,
             schedule,
             ledger,
         })

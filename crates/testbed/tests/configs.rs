@@ -25,14 +25,19 @@ fn every_shipped_world_section_resolves() {
             assert!(std::env::var_os("UNLEARN_DATA_DIR").is_none(), "the reference data above is missing although UNLEARN_DATA_DIR is set");
             continue;
         }
-        // TOFU is not in the reference data: its worlds resolve against the smoke fixture
-        // (the published layout), which is what `--smoke` reads too.
+        // TOFU and MUSE are not in the reference data: their worlds resolve against the smoke
+        // fixtures (the published layouts), which is what `--smoke` reads too.
         let fixture = tempfile::tempdir().unwrap();
-        let data_for = if cfg.kind == WorldKind::Tofu {
-            testbed::tofu::write_fixture(fixture.path()).unwrap();
-            fixture.path().to_path_buf()
-        } else {
-            data.clone()
+        let data_for = match cfg.kind {
+            WorldKind::Tofu => {
+                testbed::tofu::write_fixture(fixture.path()).unwrap();
+                fixture.path().to_path_buf()
+            }
+            WorldKind::Muse => {
+                testbed::muse::write_fixture(fixture.path()).unwrap();
+                fixture.path().to_path_buf()
+            }
+            _ => data.clone(),
         };
         let r = cfg.resolve(&data_for).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
         if cfg.kind.fine_tunes_base() {
