@@ -313,7 +313,7 @@ impl Metric for JudgedAccuracy {
         1
     }
     fn direction(&self) -> Direction {
-        Direction::HigherBetter
+        Direction::HigherIsBetter
     }
     fn requests(&self) -> Vec<Request> {
         answer_requests(&self.items, &self.template, self.max_new_tokens)

@@ -38,7 +38,7 @@ impl Metric for Perplexity {
         1
     }
     fn direction(&self) -> Direction {
-        Direction::LowerBetter
+        Direction::LowerIsBetter
     }
     fn requests(&self) -> Vec<Request> {
         self.texts
@@ -107,7 +107,7 @@ impl Metric for NextTokenKl {
         1
     }
     fn direction(&self) -> Direction {
-        Direction::LowerBetter
+        Direction::LowerIsBetter
     }
     fn requests(&self) -> Vec<Request> {
         Self::oracle_requests(&self.texts)

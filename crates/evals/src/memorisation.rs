@@ -74,7 +74,7 @@ impl Metric for ExactMemorisation {
         1
     }
     fn direction(&self) -> Direction {
-        Direction::LowerBetter
+        Direction::LowerIsBetter
     }
     fn requests(&self) -> Vec<Request> {
         self.texts

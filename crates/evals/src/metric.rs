@@ -18,13 +18,36 @@ use serde::{Deserialize, Serialize};
 
 use crate::scorer::{Request, Response, Scorer};
 
-/// Which way is better.
+/// Which way a metric improves — the one definition: metrics declare it, the runner stores it
+/// in each record (`"higher_is_better"`, `"lower_is_better"`, `{"closer_to": t}`), the report
+/// reads it back.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Direction {
-    HigherBetter,
-    LowerBetter,
+    HigherIsBetter,
+    LowerIsBetter,
     /// Closest to this value is best (e.g. PrivLeak: 0, truth ratio on the forget set: 1).
-    Target(f64),
+    CloserTo(f64),
+}
+
+impl Direction {
+    /// Distance from the ideal: smaller is better.
+    pub fn badness(self, v: f64) -> f64 {
+        match self {
+            Direction::HigherIsBetter => -v,
+            Direction::LowerIsBetter => v,
+            Direction::CloserTo(t) => (v - t).abs(),
+        }
+    }
+
+    /// `higher_is_better`, `lower_is_better` or `closer_to:t`.
+    pub fn as_str(self) -> String {
+        match self {
+            Direction::HigherIsBetter => "higher_is_better".into(),
+            Direction::LowerIsBetter => "lower_is_better".into(),
+            Direction::CloserTo(t) => format!("closer_to:{t}"),
+        }
+    }
 }
 
 /// What a metric returns: `aggregate["value"]` is the headline number, other keys are

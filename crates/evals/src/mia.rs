@@ -167,7 +167,7 @@ impl Metric for MiaLoss {
         1
     }
     fn direction(&self) -> Direction {
-        Direction::Target(0.5)
+        Direction::CloserTo(0.5)
     }
     fn requests(&self) -> Vec<Request> {
         rolling_requests(&self.forget, &self.holdout)
@@ -208,7 +208,7 @@ impl Metric for MiaZlib {
         1
     }
     fn direction(&self) -> Direction {
-        Direction::Target(0.5)
+        Direction::CloserTo(0.5)
     }
     fn requests(&self) -> Vec<Request> {
         rolling_requests(&self.forget, &self.holdout)
@@ -301,7 +301,7 @@ impl Metric for MiaMinKpp {
         1
     }
     fn direction(&self) -> Direction {
-        Direction::Target(0.5)
+        Direction::CloserTo(0.5)
     }
     fn requests(&self) -> Vec<Request> {
         self.forget
@@ -412,7 +412,7 @@ impl Metric for MiaReference {
         1
     }
     fn direction(&self) -> Direction {
-        Direction::Target(0.5)
+        Direction::CloserTo(0.5)
     }
     fn requests(&self) -> Vec<Request> {
         rolling_requests(&self.forget, &self.holdout)

@@ -43,7 +43,7 @@ impl Metric for VerbMem {
         1
     }
     fn direction(&self) -> Direction {
-        Direction::LowerBetter
+        Direction::LowerIsBetter
     }
     fn requests(&self) -> Vec<Request> {
         // No stop string: passages span lines.
@@ -103,8 +103,8 @@ impl Metric for KnowMem {
     }
     fn direction(&self) -> Direction {
         match self.side {
-            Side::Forget => Direction::LowerBetter,
-            Side::Retain => Direction::HigherBetter,
+            Side::Forget => Direction::LowerIsBetter,
+            Side::Retain => Direction::HigherIsBetter,
         }
     }
     fn requests(&self) -> Vec<Request> {
@@ -180,7 +180,7 @@ impl Metric for MinKAuc {
         1
     }
     fn direction(&self) -> Direction {
-        Direction::Target(0.5)
+        Direction::CloserTo(0.5)
     }
     fn requests(&self) -> Vec<Request> {
         mink_requests(&self.forget, &self.holdout)
@@ -242,7 +242,7 @@ impl Metric for PrivLeak {
         1
     }
     fn direction(&self) -> Direction {
-        Direction::Target(0.0)
+        Direction::CloserTo(0.0)
     }
     fn requests(&self) -> Vec<Request> {
         mink_requests(&self.forget, &self.holdout)

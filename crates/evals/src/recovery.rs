@@ -74,7 +74,7 @@ impl Metric for CleanAnswerAccuracy {
         1
     }
     fn direction(&self) -> Direction {
-        Direction::HigherBetter
+        Direction::HigherIsBetter
     }
     fn requests(&self) -> Vec<Request> {
         requests(&self.items, &self.template)
@@ -117,7 +117,7 @@ impl Metric for Recovery {
         1
     }
     fn direction(&self) -> Direction {
-        Direction::HigherBetter
+        Direction::HigherIsBetter
     }
     fn requests(&self) -> Vec<Request> {
         requests(&self.items, &self.template)

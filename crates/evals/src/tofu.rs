@@ -127,8 +127,8 @@ impl Metric for Probability {
     }
     fn direction(&self) -> Direction {
         match self.side {
-            Side::Forget => Direction::LowerBetter,
-            Side::Retain => Direction::HigherBetter,
+            Side::Forget => Direction::LowerIsBetter,
+            Side::Retain => Direction::HigherIsBetter,
         }
     }
     fn requests(&self) -> Vec<Request> {
@@ -211,8 +211,8 @@ impl Metric for AnswerRouge {
     }
     fn direction(&self) -> Direction {
         match self.side {
-            Side::Forget => Direction::LowerBetter,
-            Side::Retain => Direction::HigherBetter,
+            Side::Forget => Direction::LowerIsBetter,
+            Side::Retain => Direction::HigherIsBetter,
         }
     }
     fn requests(&self) -> Vec<Request> {
@@ -344,7 +344,7 @@ impl Metric for TruthRatio {
         1
     }
     fn direction(&self) -> Direction {
-        Direction::HigherBetter
+        Direction::HigherIsBetter
     }
     fn requests(&self) -> Vec<Request> {
         truth_ratio_requests(&self.items, &self.template)
@@ -413,7 +413,7 @@ impl Metric for ForgetQuality {
         1
     }
     fn direction(&self) -> Direction {
-        Direction::HigherBetter
+        Direction::HigherIsBetter
     }
     fn requests(&self) -> Vec<Request> {
         truth_ratio_requests(&self.items, &self.template)
@@ -472,7 +472,7 @@ impl Metric for ModelUtility {
         1
     }
     fn direction(&self) -> Direction {
-        Direction::HigherBetter
+        Direction::HigherIsBetter
     }
     fn requests(&self) -> Vec<Request> {
         let mut r: Vec<Request> = self

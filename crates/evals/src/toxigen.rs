@@ -132,7 +132,7 @@ impl Metric for Toxigen {
         2
     }
     fn direction(&self) -> Direction {
-        Direction::HigherBetter
+        Direction::HigherIsBetter
     }
     fn requests(&self) -> Vec<Request> {
         self.statements
@@ -191,7 +191,7 @@ impl Metric for ToxigenLikelihood {
         1
     }
     fn direction(&self) -> Direction {
-        Direction::LowerBetter
+        Direction::LowerIsBetter
     }
     fn requests(&self) -> Vec<Request> {
         self.statements
@@ -287,7 +287,7 @@ impl Metric for GenerationToxicity {
         1
     }
     fn direction(&self) -> Direction {
-        Direction::LowerBetter
+        Direction::LowerIsBetter
     }
     fn requests(&self) -> Vec<Request> {
         if self.classifier.is_none() {

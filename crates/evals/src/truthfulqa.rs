@@ -302,7 +302,7 @@ impl Metric for TruthfulQaMc1 {
         1
     }
     fn direction(&self) -> Direction {
-        Direction::HigherBetter
+        Direction::HigherIsBetter
     }
     fn requests(&self) -> Vec<Request> {
         self.items
@@ -369,7 +369,7 @@ impl Metric for TruthfulQaMc2 {
         1
     }
     fn direction(&self) -> Direction {
-        Direction::HigherBetter
+        Direction::HigherIsBetter
     }
     fn requests(&self) -> Vec<Request> {
         self.items

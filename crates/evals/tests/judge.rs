@@ -226,7 +226,7 @@ fn the_three_accuracies_over_a_fake_scorer() {
     assert_eq!(out[2].name, "acc_retain");
     assert_eq!(out[2].value.value(), Some(4.0 / 6.0));
     for o in &out {
-        assert_eq!(o.direction, Direction::HigherBetter);
+        assert_eq!(o.direction, Direction::HigherIsBetter);
         assert_eq!(o.value.aggregate["n"], 6.0);
         assert_eq!(o.n_requests, 6);
     }

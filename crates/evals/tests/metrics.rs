@@ -98,7 +98,7 @@ fn evaluate_runs_the_scorer_once_and_splits_responses() {
     close(out[0].value.value().unwrap(), 0.5f64.exp());
     close(out[1].value.aggregate["nll"], 2.0);
     assert_eq!(out[1].n_requests, 1);
-    assert_eq!(out[0].direction, Direction::LowerBetter);
+    assert_eq!(out[0].direction, Direction::LowerIsBetter);
     // The output serialises (results files are JSON).
     let s = serde_json::to_string(&out).unwrap();
     assert!(s.contains("perplexity_b"));
@@ -497,7 +497,7 @@ fn muse_verbmem_and_knowmem() {
     let v = value(&km, &mut Fake::new(tofu_answer));
     // "a1" vs "a1 and more": P = 1/3, R = 1 -> F1 = 0.5; item 2 -> 0
     close(v.value().unwrap(), 0.25);
-    assert_eq!(km.direction(), Direction::LowerBetter);
+    assert_eq!(km.direction(), Direction::LowerIsBetter);
 }
 
 #[test]

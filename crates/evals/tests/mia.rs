@@ -134,7 +134,7 @@ fn loss_auc_by_hand() {
     assert_eq!(sets(&v), vec!["forget", "forget", "holdout", "holdout"]);
     assert_eq!(v.per_example[3]["nll"], json!(3.0));
     assert_eq!(v.aggregate.len(), 1, "only the headline: {:?}", v.aggregate);
-    assert_eq!(m.direction(), Direction::Target(0.5));
+    assert_eq!(m.direction(), Direction::CloserTo(0.5));
     assert!(m
         .requests()
         .iter()

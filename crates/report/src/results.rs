@@ -164,42 +164,8 @@ pub enum Status {
     Failed,
 }
 
-/// Which way a metric improves.
-#[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Direction {
-    HigherIsBetter,
-    LowerIsBetter,
-    CloserTo(f64),
-}
-
-impl Direction {
-    /// Distance from the ideal: smaller is better.
-    pub fn badness(self, v: f64) -> f64 {
-        match self {
-            Direction::HigherIsBetter => -v,
-            Direction::LowerIsBetter => v,
-            Direction::CloserTo(t) => (v - t).abs(),
-        }
-    }
-
-    /// Short form used in tables: ↑, ↓ or →t.
-    pub fn arrow(self) -> String {
-        match self {
-            Direction::HigherIsBetter => "↑".into(),
-            Direction::LowerIsBetter => "↓".into(),
-            Direction::CloserTo(t) => format!("→{}", crate::fmt_num(t)),
-        }
-    }
-
-    pub fn as_str(self) -> String {
-        match self {
-            Direction::HigherIsBetter => "higher_is_better".into(),
-            Direction::LowerIsBetter => "lower_is_better".into(),
-            Direction::CloserTo(t) => format!("closer_to:{t}"),
-        }
-    }
-}
+/// Which way a metric improves (the one definition, in `evals`).
+pub use evals::Direction;
 
 #[derive(Clone, Debug, Deserialize)]
 pub struct MetricFile {

@@ -466,7 +466,7 @@ fn metric_of(name: &str) -> Option<Box<dyn evals::Metric>> {
         "kl_to_oracle" => Box::new(evals::lm::NextTokenKl { texts: vec![], oracle_rows: vec![] }),
         "perplexity" => Box::new(evals::lm::Perplexity::new("perplexity", vec![])),
         "mc_accuracy" => {
-            Box::new(crate::suite::McAccuracy { items: vec![], direction: evals::Direction::HigherBetter, template: Default::default() })
+            Box::new(crate::suite::McAccuracy { items: vec![], direction: evals::Direction::HigherIsBetter, template: Default::default() })
         }
         "restor_clean_acc" => Box::new(CleanAnswerAccuracy { items: vec![], template: t() }),
         "restor_recovery" => Box::new(Recovery::new(vec![], t(), 0.0, 0.0)),

@@ -59,15 +59,8 @@ pub enum CellStatus {
     Failed,
 }
 
-/// Which way a metric improves.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Direction {
-    HigherIsBetter,
-    LowerIsBetter,
-    /// Best when closest to this value.
-    CloserTo(f64),
-}
+/// Which way a metric improves (the one definition, in `evals`).
+pub use evals::Direction;
 
 /// A metric's aggregate and per-example values.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -887,9 +887,9 @@ impl EvalSuite {
                         // Forgetting lowers forget accuracy, except where the forget data was a
                         // corruption and the correct choice is the clean answer.
                         let direction = if split == "forget" && self.kind != WorldKind::TruthfulqaCorruption {
-                            evals::Direction::LowerBetter
+                            evals::Direction::LowerIsBetter
                         } else {
-                            evals::Direction::HigherBetter
+                            evals::Direction::HigherIsBetter
                         };
                         let items = v
                             .iter()
@@ -1330,14 +1330,6 @@ fn load_hate_prompts(dir: &Path, per_file: usize) -> Result<Vec<String>> {
     Ok(out)
 }
 
-fn to_store(d: evals::Direction) -> Direction {
-    match d {
-        evals::Direction::HigherBetter => Direction::HigherIsBetter,
-        evals::Direction::LowerBetter => Direction::LowerIsBetter,
-        evals::Direction::Target(x) => Direction::CloserTo(x),
-    }
-}
-
 /// The direction a metric is reported with when it is skipped before being built.
 fn nominal_direction(name: &str) -> Direction {
     match name {
@@ -1440,7 +1432,7 @@ fn insert_output(
     ids: Vec<String>,
     direction: Option<Direction>,
 ) {
-    let direction = direction.unwrap_or_else(|| to_store(o.direction));
+    let direction = direction.unwrap_or(o.direction);
     let per_example: Vec<f64> = o.value.per_example.iter().map(|v| example_value(&o.name, v)).collect();
     let example_ids = if o.value.per_example.iter().all(|v| v.get("group").is_some()) && !o.value.per_example.is_empty()
     {

@@ -265,7 +265,7 @@ fn mc_accuracy_by_hand() {
     };
     let m = McAccuracy {
         items: vec![item(3, 1), item(2, 0), item(2, 1)],
-        direction: evals::Direction::HigherBetter,
+        direction: evals::Direction::HigherIsBetter,
         template: Default::default(),
     };
     // q0: argmax of [-3, -1, -2] is 1 = correct; q1: tie [-1, -1] goes to index 0 = correct;
