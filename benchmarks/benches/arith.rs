@@ -26,7 +26,8 @@ fn arith(c: &mut Criterion) {
     lm::keep_freed_memory();
     let dir = fixture_dir().join("arith");
     let inputs = ensure_arith_fixture(&dir).expect("fixture");
-    let bytes: u64 = inputs.iter().map(|d| std::fs::metadata(d.join("model.safetensors")).map(|m| m.len()).unwrap_or(0)).sum();
+    let bytes: u64 =
+        inputs.iter().map(|d| std::fs::metadata(d.join("model.safetensors")).map(|m| m.len()).unwrap_or(0)).sum();
     let terms = msa_terms(&dir, 1.0, 0.5);
     let out = fixture_dir().join("arith-out");
     let opts = CombineOptions { overwrite: true, ..Default::default() };

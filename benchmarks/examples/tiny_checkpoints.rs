@@ -74,7 +74,11 @@ fn write(dir: &Path, cfg: LmConfig, seed: u64, tokdir: &Path) -> Result<()> {
         let data: Vec<f32> = (0..n).map(|_| mean + std * normal(&mut rng)).collect();
         tensors.insert(name, Tensor::from_vec(data, shape, &Device::Cpu)?);
     }
-    let model = CausalLm::from_params(cfg, Params { tensors, vars: vec![], source_dtype: candle_core::DType::F32 }, &Device::Cpu)?;
+    let model = CausalLm::from_params(
+        cfg,
+        Params { tensors, vars: vec![], source_dtype: candle_core::DType::F32 },
+        &Device::Cpu,
+    )?;
     lm::checkpoint::save(&model, dir, Some(tokdir))
 }
 

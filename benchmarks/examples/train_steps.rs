@@ -26,7 +26,16 @@ fn main() -> anyhow::Result<()> {
     if arch != lm::Arch::Llama {
         let c = &shape.cfg;
         let heads = c.num_attention_heads;
-        let mut cfg = lm::LmConfig::small(arch, c.vocab_size, c.hidden_size, c.intermediate_size, c.num_hidden_layers, heads, heads, c.max_position_embeddings);
+        let mut cfg = lm::LmConfig::small(
+            arch,
+            c.vocab_size,
+            c.hidden_size,
+            c.intermediate_size,
+            c.num_hidden_layers,
+            heads,
+            heads,
+            c.max_position_embeddings,
+        );
         cfg.tie_word_embeddings = true;
         cfg.eos_token_id = None;
         shape.cfg = cfg;

@@ -56,9 +56,8 @@ pub fn large_shape() -> Shape {
 pub fn random_batch(shape: &Shape, seed: u64) -> Result<Batch> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let v = shape.cfg.vocab_size as u32;
-    let ex: Vec<Example> = (0..shape.batch)
-        .map(|_| Example::full((0..=shape.seq).map(|_| rng.random_range(3..v)).collect()))
-        .collect();
+    let ex: Vec<Example> =
+        (0..shape.batch).map(|_| Example::full((0..=shape.seq).map(|_| rng.random_range(3..v)).collect())).collect();
     let refs: Vec<&Example> = ex.iter().collect();
     collate(&refs, (0..ex.len()).collect(), 0, &candle_core::Device::Cpu)
 }
@@ -204,7 +203,10 @@ mod tests {
         assert_eq!(default_shape().cfg.num_parameters().unwrap(), 262_144 + 4 * (65_536 + 196_608) + 9 * 128);
         // large: 4096·256 + 4·(4·256² + 3·256·1024) + 9·256
         assert_eq!(large_shape().cfg.num_parameters().unwrap(), 1_048_576 + 4 * (262_144 + 786_432) + 9 * 256);
-        assert_eq!(arith_config().num_parameters().unwrap(), 16384 * 1024 + 3 * (4 * 1024 * 1024 + 3 * 1024 * 4096) + 7 * 1024);
+        assert_eq!(
+            arith_config().num_parameters().unwrap(),
+            16384 * 1024 + 3 * (4 * 1024 * 1024 + 3 * 1024 * 4096) + 7 * 1024
+        );
     }
 
     #[test]
@@ -218,4 +220,3 @@ mod tests {
         assert_eq!(tok.encode(c).unwrap().len() + tok.encode(x).unwrap().len(), 128);
     }
 }
-

@@ -11,7 +11,11 @@ mod progress;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "bench", version, about = "unlearn-bench: measure machine unlearning for language models against an exact retrain oracle")]
+#[command(
+    name = "bench",
+    version,
+    about = "unlearn-bench: measure machine unlearning for language models against an exact retrain oracle"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -227,7 +231,11 @@ fn score(model_dir: &Path, text_file: &Path) -> Result<()> {
     let sum: f64 = lp.iter().map(|&x| x as f64).sum();
     let mean_nll = -sum / lp.len() as f64;
     if !mean_nll.is_finite() {
-        bail!("{}: the mean NLL of {} is not finite ({mean_nll}); the model's weights or activations have NaN/inf", text_file.display(), model_dir.display());
+        bail!(
+            "{}: the mean NLL of {} is not finite ({mean_nll}); the model's weights or activations have NaN/inf",
+            text_file.display(),
+            model_dir.display()
+        );
     }
     let out = serde_json::json!({
         "model": model_dir, "file": text_file, "tokens": lp.len(),
@@ -261,7 +269,8 @@ fn logits(model_dir: &Path, text: &str, out: &Path) -> Result<()> {
 fn arith(out: &Path, terms: &[String], overwrite: bool) -> Result<()> {
     let mut parsed = vec![];
     for t in terms {
-        let (c, d) = t.split_once('=').with_context(|| format!("--term {t:?}: expected COEF=DIR, e.g. -1.5=checkpoints/ft"))?;
+        let (c, d) =
+            t.split_once('=').with_context(|| format!("--term {t:?}: expected COEF=DIR, e.g. -1.5=checkpoints/ft"))?;
         let coef: f64 = c.trim().parse().with_context(|| format!("--term {t:?}: coefficient {c:?} is not a number"))?;
         parsed.push((coef, PathBuf::from(d)));
     }
@@ -283,10 +292,8 @@ fn quantize(model: &Path, scheme: &str, out: &Path, lm_head: bool, overwrite: bo
     let scheme: model_state::Scheme = scheme.parse().context("--scheme")?;
     let opts = model_state::QuantizeOptions { overwrite, lm_head, ..Default::default() };
     let r = model_state::quantize_checkpoint_with(model, out, scheme, &opts)?;
-    let quantized: Vec<serde_json::Value> = r
-        .quantized()
-        .map(|t| serde_json::json!({ "tensor": t.name, "relative_error": t.relative_error() }))
-        .collect();
+    let quantized: Vec<serde_json::Value> =
+        r.quantized().map(|t| serde_json::json!({ "tensor": t.name, "relative_error": t.relative_error() })).collect();
     println!(
         "{}",
         serde_json::to_string_pretty(&serde_json::json!({
@@ -305,13 +312,24 @@ fn world(config: &Path, data_dir: Option<PathBuf>) -> Result<()> {
     let mut failed = Vec::new();
     for m in &sweep.models {
         let runner::ModelSource::Scratch(preset) = &m.source else {
-            bail!("{}: models.{}: `bench world` builds worlds for scratch models; this one is {:?}", config.display(), m.name, m.source);
+            bail!(
+                "{}: models.{}: `bench world` builds worlds for scratch models; this one is {:?}",
+                config.display(),
+                m.name,
+                m.source
+            );
         };
         let spec = testbed::train::ScratchModel::preset(preset)?;
         for &seed in &sweep.world_seeds {
             let progress = progress::Progress::new();
             let update = |s: &str, i, n, l| progress.update(s, i, n, l);
-            let built = testbed::train::build_or_load(&sweep.world_config.for_seed(seed), &data_dir, &sweep.output_dir.join("worlds"), &spec, Some(&update))?;
+            let built = testbed::train::build_or_load(
+                &sweep.world_config.for_seed(seed),
+                &data_dir,
+                &sweep.output_dir.join("worlds"),
+                &spec,
+                Some(&update),
+            )?;
             let oracle_alt = if sweep.noise_floor {
                 Some(testbed::train::build_or_load_noise_oracle(&built, Some(&update))?)
             } else {
@@ -325,15 +343,18 @@ fn world(config: &Path, data_dir: Option<PathBuf>) -> Result<()> {
                     failed.push(format!("model {}, world seed {seed}:\n  - {}", m.name, q.failures.join("\n  - ")));
                 }
             }
-            println!("{}", serde_json::to_string_pretty(&serde_json::json!({
-                "world_seed": seed,
-                "dir": built.dir, "final_model": built.final_model, "oracle": built.oracle, "oracle_alt": oracle_alt,
-                "seconds_theta_d": built.info.seconds_theta_d, "seconds_oracle": built.info.seconds_oracle,
-                "tokens_per_second": built.info.tokens_per_second, "final_loss": built.info.final_loss,
-                "oracle_final_loss": built.info.oracle_final_loss,
-                "checkpoints": built.checkpoints,
-                "quality": quality,
-            }))?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "world_seed": seed,
+                    "dir": built.dir, "final_model": built.final_model, "oracle": built.oracle, "oracle_alt": oracle_alt,
+                    "seconds_theta_d": built.info.seconds_theta_d, "seconds_oracle": built.info.seconds_oracle,
+                    "tokens_per_second": built.info.tokens_per_second, "final_loss": built.info.final_loss,
+                    "oracle_final_loss": built.info.oracle_final_loss,
+                    "checkpoints": built.checkpoints,
+                    "quality": quality,
+                }))?
+            );
         }
     }
     if !failed.is_empty() {
@@ -363,7 +384,12 @@ fn sweep(config: &Path, opts: &runner::exec::ExecOptions, write_report: bool) ->
     let stale = if summary.stale > 0 { format!(" ({} of them stale, rerun)", summary.stale) } else { String::new() };
     eprintln!(
         "sweep {}: {} cell(s) run{stale}, {} already done, {} failed, in {:.0}s; results in {}",
-        sweep.name, summary.ran, summary.skipped, summary.failed, summary.seconds, summary.results_dir.display()
+        sweep.name,
+        summary.ran,
+        summary.skipped,
+        summary.failed,
+        summary.seconds,
+        summary.results_dir.display()
     );
     if write_report {
         report(&summary.results_dir, None, None)?;
@@ -416,7 +442,8 @@ fn eval(
     let device = lm::default_device()?;
     let records = suite.evaluate_standalone(model, &device)?;
     let json = serde_json::json!({ "model": model, "data_dir": data_dir, "metrics": records });
-    std::fs::write(out, serde_json::to_string_pretty(&json)?).with_context(|| format!("{}: cannot write", out.display()))?;
+    std::fs::write(out, serde_json::to_string_pretty(&json)?)
+        .with_context(|| format!("{}: cannot write", out.display()))?;
     for (name, r) in &records {
         match &r.skipped {
             Some(why) => println!("{name}: skipped ({why})"),

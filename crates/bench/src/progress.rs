@@ -19,7 +19,12 @@ struct State {
 impl Progress {
     pub fn new() -> Progress {
         Progress {
-            state: RefCell::new(State { stage: String::new(), bar: None, last_logged: 0, started: std::time::Instant::now() }),
+            state: RefCell::new(State {
+                stage: String::new(),
+                bar: None,
+                last_logged: 0,
+                started: std::time::Instant::now(),
+            }),
             tty: std::io::stderr().is_terminal(),
         }
     }

@@ -174,7 +174,9 @@ fn external_commands_are_run_validated_scored_or_failed_with_their_cause() {
     // the unlearned folders are deleted after scoring; the oracle is never staged
     let staged = std::fs::read_dir(dir.join("results/ext/cache/tiny")).unwrap().next().unwrap().unwrap().path();
     let inputs = staged.join("external/inputs");
-    for f in ["forget.jsonl", "retain.jsonl", "forget_qa.jsonl", "retain_qa.jsonl", "checkpoints.json", "model/config.json"] {
+    for f in
+        ["forget.jsonl", "retain.jsonl", "forget_qa.jsonl", "retain_qa.jsonl", "checkpoints.json", "model/config.json"]
+    {
         assert!(inputs.join(f).is_file(), "{f} not staged");
     }
     let forget = std::fs::read_to_string(inputs.join("forget.jsonl")).unwrap();
@@ -218,7 +220,11 @@ fn external_commands_are_run_validated_scored_or_failed_with_their_cause() {
     assert_eq!(listing.lines().filter(|l| l.starts_with("done ") && l.contains("mix__")).count(), 2, "{listing}");
     std::fs::write(dir.join("mix.sh"), format!("{MIX_SH}# edited\n")).unwrap();
     let listing = dry(dir);
-    assert_eq!(listing.lines().filter(|l| l.starts_with("stale ") && l.contains("mix__") && l.contains("method")).count(), 2, "{listing}");
+    assert_eq!(
+        listing.lines().filter(|l| l.starts_with("stale ") && l.contains("mix__") && l.contains("method")).count(),
+        2,
+        "{listing}"
+    );
     assert_eq!(listing.lines().filter(|l| l.starts_with("done ") && l.contains("final__")).count(), 1, "{listing}");
 }
 
@@ -240,7 +246,8 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 /// transformers are installed.
 #[test]
 fn the_pytorch_example_runs_when_torch_is_installed() {
-    let ok = Command::new("python3").args(["-c", "import torch, transformers"]).output().is_ok_and(|o| o.status.success());
+    let ok =
+        Command::new("python3").args(["-c", "import torch, transformers"]).output().is_ok_and(|o| o.status.success());
     if !ok {
         println!("SKIPPED: python3 cannot import torch and transformers; the PyTorch example (scripts/external/grad_ascent.py) was not run");
         return;
@@ -248,7 +255,10 @@ fn the_pytorch_example_runs_when_torch_is_installed() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let tmp = tempfile::tempdir().unwrap();
     let text = std::fs::read_to_string(root.join("configs/external-example.toml")).unwrap();
-    let text = text.replace("output_dir = \"results\"", &format!("output_dir = {:?}", tmp.path().join("results").display().to_string()));
+    let text = text.replace(
+        "output_dir = \"results\"",
+        &format!("output_dir = {:?}", tmp.path().join("results").display().to_string()),
+    );
     let cfg = tmp.path().join("external-example.toml");
     std::fs::write(&cfg, text).unwrap();
     // run from the workspace root: the command names scripts/external/grad_ascent.py

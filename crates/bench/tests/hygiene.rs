@@ -26,19 +26,21 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 
 fn names(text: &str, ident: &str) -> bool {
     let bounded = |pat: &str| {
-        text.match_indices(pat).any(|(i, _)| {
-            i == 0 || !text[..i].chars().next_back().is_some_and(|c| c.is_alphanumeric() || c == '_')
-        })
+        text.match_indices(pat)
+            .any(|(i, _)| i == 0 || !text[..i].chars().next_back().is_some_and(|c| c.is_alphanumeric() || c == '_'))
     };
     bounded(&format!("{ident}::"))
         || bounded(&format!("{ident}!"))
-        || [";", " as "].iter().any(|end| text.contains(&format!("use {ident}{end}")) || text.contains(&format!("extern crate {ident}{end}")))
+        || [";", " as "].iter().any(|end| {
+            text.contains(&format!("use {ident}{end}")) || text.contains(&format!("extern crate {ident}{end}"))
+        })
 }
 
 #[test]
 fn every_declared_dependency_is_used() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let mut packages: Vec<PathBuf> = std::fs::read_dir(root.join("crates")).unwrap().flatten().map(|e| e.path()).collect();
+    let mut packages: Vec<PathBuf> =
+        std::fs::read_dir(root.join("crates")).unwrap().flatten().map(|e| e.path()).collect();
     packages.push(root.join("benchmarks"));
     packages.sort();
     let mut unused = Vec::new();
@@ -73,7 +75,11 @@ fn every_declared_dependency_is_used() {
         }
     }
     assert!(checked > 50, "only {checked} dependencies found: is the workspace layout as expected?");
-    assert!(unused.is_empty(), "dependencies no code names (remove them, or list them in ALLOWED with the reason):\n{}", unused.join("\n"));
+    assert!(
+        unused.is_empty(),
+        "dependencies no code names (remove them, or list them in ALLOWED with the reason):\n{}",
+        unused.join("\n")
+    );
 }
 
 /// The check itself: a name inside a longer identifier does not count.

@@ -39,7 +39,9 @@ fn bench(dir: &Path) -> Command {
 
 fn cell_files(results: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(results)
-        .map(|r| r.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "json")).collect())
+        .map(|r| {
+            r.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "json")).collect()
+        })
         .unwrap_or_default();
     v.sort();
     v
@@ -54,10 +56,16 @@ fn metrics_of(file: &Path) -> serde_json::Value {
 #[test]
 fn real_model_configs_run_end_to_end_in_smoke_mode() {
     if !data_dir().join("truthfulqa/mc_task.json").is_file() {
-        println!("SKIPPED: the real-model configs score TruthfulQA/ToxiGen, whose data is missing under {}", data_dir().display());
+        println!(
+            "SKIPPED: the real-model configs score TruthfulQA/ToxiGen, whose data is missing under {}",
+            data_dir().display()
+        );
         // Outside CI a missing data file skips; with the data directory set (CI) it fails, so a
         // broken data path never passes green.
-        assert!(std::env::var_os("UNLEARN_DATA_DIR").is_none(), "the reference data above is missing although UNLEARN_DATA_DIR is set");
+        assert!(
+            std::env::var_os("UNLEARN_DATA_DIR").is_none(),
+            "the reference data above is missing although UNLEARN_DATA_DIR is set"
+        );
         return;
     }
     for name in ["llama2", "qwen", "olmo2", "tofu-llama3.2-1b", "tofu-llama3.1-8b", "olmo2-checkpoints", "muse-books"] {
@@ -65,10 +73,17 @@ fn real_model_configs_run_end_to_end_in_smoke_mode() {
         let cfg = local_config(name, tmp.path());
         let out = bench(tmp.path()).args(["sweep", cfg.to_str().unwrap(), "--smoke"]).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{name}: bench sweep --smoke failed:\n{}", &stderr[stderr.len().saturating_sub(3000)..]);
+        assert!(
+            out.status.success(),
+            "{name}: bench sweep --smoke failed:\n{}",
+            &stderr[stderr.len().saturating_sub(3000)..]
+        );
         let dry = bench(tmp.path()).args(["sweep", cfg.to_str().unwrap(), "--smoke", "--dry-run"]).output().unwrap();
         let listing = String::from_utf8_lossy(&dry.stderr);
-        let n_cells = listing.lines().filter(|l| l.starts_with("done ") || l.starts_with("pending ") || l.starts_with("failed ")).count();
+        let n_cells = listing
+            .lines()
+            .filter(|l| l.starts_with("done ") || l.starts_with("pending ") || l.starts_with("failed "))
+            .count();
         let files = cell_files(&tmp.path().join("results").join(name).join("cells"));
         assert_eq!(files.len(), n_cells, "{name}: one result per cell");
         for f in &files {
@@ -86,7 +101,8 @@ fn real_model_configs_run_end_to_end_in_smoke_mode() {
                 .expect("an MSA cell whose θ_0 is a hub: checkpoint");
             let m = metrics_of(msa_base);
             for k in ["acc_forget", "acc_recover", "acc_retain", "tofu_model_utility", "tofu_forget_quality"] {
-                let v = m[k]["value"].as_f64().unwrap_or_else(|| panic!("{name}: {k} missing in {}", msa_base.display()));
+                let v =
+                    m[k]["value"].as_f64().unwrap_or_else(|| panic!("{name}: {k} missing in {}", msa_base.display()));
                 assert!((0.0..=1.0).contains(&v), "{name}: {k} = {v}");
             }
         }
@@ -173,9 +189,21 @@ fn all_values(results: &Path) -> std::collections::BTreeMap<(String, String), f6
 /// accuracies, ROUGE): a last-bit difference can move one example across another, so they are
 /// compared by the size of one step, not by a tolerance on the value.
 fn is_rank_statistic(record: &str) -> bool {
-    ["auc", "privleak", "forget_quality", "ks_statistic", "accuracy", "rouge", "acc_", "knowmem", "verbmem", "extraction", "exact_memorization"]
-        .iter()
-        .any(|s| record.contains(s))
+    [
+        "auc",
+        "privleak",
+        "forget_quality",
+        "ks_statistic",
+        "accuracy",
+        "rouge",
+        "acc_",
+        "knowmem",
+        "verbmem",
+        "extraction",
+        "exact_memorization",
+    ]
+    .iter()
+    .any(|s| record.contains(s))
 }
 
 /// The path CUDA takes (candle's composed ops, no fused CPU kernel) through the whole

@@ -73,10 +73,7 @@ pub trait Judge: Send + Sync {
         questions
             .iter()
             .enumerate()
-            .map(|(i, (out, c))| {
-                self.closest(out, c)
-                    .with_context(|| format!("question {i}"))
-            })
+            .map(|(i, (out, c))| self.closest(out, c).with_context(|| format!("question {i}")))
             .collect()
     }
     /// The per-candidate scores behind the verdict, when the judge has them (kept in the
@@ -201,9 +198,7 @@ pub fn judge_all(
         .zip(oracle_answers)
         .map(|((item, out), oracle)| (*out, candidates(item, oracle)))
         .collect();
-    let flags = judge
-        .closest_all(&questions)
-        .with_context(|| format!("{}: judge {}", acc.name(), judge.name()))?;
+    let flags = judge.closest_all(&questions).with_context(|| format!("{}: judge {}", acc.name(), judge.name()))?;
     if flags.len() != questions.len() {
         bail!(
             "{}: judge {} returned {} verdicts for {} questions",
@@ -227,10 +222,7 @@ pub fn judge_all(
                     c.len()
                 );
             }
-            Ok(Verdict {
-                correct: acc.holds(&closest),
-                closest,
-            })
+            Ok(Verdict { correct: acc.holds(&closest), closest })
         })
         .collect()
 }
@@ -238,11 +230,7 @@ pub fn judge_all(
 /// Greedy-answer requests for `items`: the prompt, stop string (newline) and token budget of
 /// TOFU ROUGE and MUSE KnowMem, so the oracle's answers (computed with these in its pass) and
 /// the model's compare.
-pub fn answer_requests(
-    items: &[QaItem],
-    template: &QaTemplate,
-    max_new_tokens: usize,
-) -> Vec<Request> {
+pub fn answer_requests(items: &[QaItem], template: &QaTemplate, max_new_tokens: usize) -> Vec<Request> {
     crate::tofu::answer_requests(items, template, max_new_tokens)
 }
 
@@ -251,11 +239,7 @@ pub fn generated_texts(responses: &[Response]) -> Result<Vec<String>> {
     responses
         .iter()
         .enumerate()
-        .map(|(i, r)| {
-            r.generated()
-                .map(str::to_string)
-                .with_context(|| format!("answer {i}"))
-        })
+        .map(|(i, r)| r.generated().map(str::to_string).with_context(|| format!("answer {i}")))
         .collect()
 }
 
@@ -281,21 +265,9 @@ impl JudgedAccuracy {
         max_new_tokens: usize,
     ) -> Result<Self> {
         if oracle_answers.len() != items.len() {
-            bail!(
-                "{}: {} oracle answers for {} questions",
-                acc.name(),
-                oracle_answers.len(),
-                items.len()
-            );
+            bail!("{}: {} oracle answers for {} questions", acc.name(), oracle_answers.len(), items.len());
         }
-        Ok(JudgedAccuracy {
-            acc,
-            items,
-            oracle_answers,
-            template,
-            max_new_tokens,
-            judge: Arc::new(RougeJudge),
-        })
+        Ok(JudgedAccuracy { acc, items, oracle_answers, template, max_new_tokens, judge: Arc::new(RougeJudge) })
     }
 
     /// Uses `judge` instead of the ROUGE-L judge.
@@ -323,24 +295,10 @@ impl Metric for JudgedAccuracy {
         if self.items.is_empty() {
             bail!("{}: no questions", self.name());
         }
-        let outputs = responses
-            .iter()
-            .map(Response::generated)
-            .collect::<Result<Vec<&str>>>()?;
-        let verdicts = judge_all(
-            self.acc,
-            self.judge.as_ref(),
-            &self.items,
-            &outputs,
-            &self.oracle_answers,
-        )?;
+        let outputs = responses.iter().map(Response::generated).collect::<Result<Vec<&str>>>()?;
+        let verdicts = judge_all(self.acc, self.judge.as_ref(), &self.items, &outputs, &self.oracle_answers)?;
         let mut per_example = Vec::with_capacity(verdicts.len());
-        for (((v, item), out), oracle) in verdicts
-            .iter()
-            .zip(&self.items)
-            .zip(&outputs)
-            .zip(&self.oracle_answers)
-        {
+        for (((v, item), out), oracle) in verdicts.iter().zip(&self.items).zip(&outputs).zip(&self.oracle_answers) {
             let mut e = json!({
                 "generation": out,
                 "target": item.answer,
@@ -377,20 +335,12 @@ mod tests {
     #[test]
     fn candidates_are_ground_truth_oracle_then_perturbed() {
         let it = item("Paris", &["Rome", "Oslo"]);
-        assert_eq!(
-            candidates(&it, "Lyon"),
-            vec!["Paris", "Lyon", "Rome", "Oslo"]
-        );
+        assert_eq!(candidates(&it, "Lyon"), vec!["Paris", "Lyon", "Rome", "Oslo"]);
     }
 
     #[test]
     fn scores_equal_rouge_l_f1_of_the_rouge_module() {
-        let c = [
-            "She was born in Paris in 1960",
-            "He lived in Rome",
-            "",
-            "born Paris",
-        ];
+        let c = ["She was born in Paris in 1960", "He lived in Rome", "", "born Paris"];
         let out = "she was born in paris";
         let s = RougeJudge.scores(out, &c).unwrap();
         for (x, cand) in s.iter().zip(c) {
@@ -403,9 +353,7 @@ mod tests {
     fn acc_rules_on_flags() {
         // [ground truth, oracle, perturbed]
         let none = [false, false, false];
-        assert!(
-            Acc::Forget.holds(&none) && !Acc::Recover.holds(&none) && !Acc::Retain.holds(&none)
-        );
+        assert!(Acc::Forget.holds(&none) && !Acc::Recover.holds(&none) && !Acc::Retain.holds(&none));
         let gt_and_oracle = [true, true, false];
         assert!(
             !Acc::Forget.holds(&gt_and_oracle)
@@ -413,10 +361,6 @@ mod tests {
                 && Acc::Retain.holds(&gt_and_oracle)
         );
         let perturbed = [false, false, true];
-        assert!(
-            Acc::Forget.holds(&perturbed)
-                && !Acc::Recover.holds(&perturbed)
-                && !Acc::Retain.holds(&perturbed)
-        );
+        assert!(Acc::Forget.holds(&perturbed) && !Acc::Recover.holds(&perturbed) && !Acc::Retain.holds(&perturbed));
     }
 }

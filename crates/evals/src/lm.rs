@@ -23,10 +23,7 @@ pub struct Perplexity {
 impl Perplexity {
     /// `name` distinguishes sets, e.g. `perplexity` or `perplexity_wikitext2`.
     pub fn new(name: impl Into<String>, texts: Vec<String>) -> Self {
-        Perplexity {
-            texts,
-            name: name.into(),
-        }
+        Perplexity { texts, name: name.into() }
     }
 }
 
@@ -41,10 +38,7 @@ impl Metric for Perplexity {
         Direction::LowerIsBetter
     }
     fn requests(&self) -> Vec<Request> {
-        self.texts
-            .iter()
-            .map(|t| Request::Rolling { text: t.clone() })
-            .collect()
+        self.texts.iter().map(|t| Request::Rolling { text: t.clone() }).collect()
     }
     fn compute(&self, responses: &[Response]) -> Result<MetricValue> {
         expect_len(responses, self.texts.len(), &self.name)?;
@@ -60,10 +54,7 @@ impl Metric for Perplexity {
             bail!("{}: the texts have no tokens", self.name);
         }
         let nll = -lp / n as f64;
-        Ok(MetricValue::scalar(nll.exp())
-            .with("nll", nll)
-            .with("n_tokens", n as f64)
-            .with_examples(per_example))
+        Ok(MetricValue::scalar(nll.exp()).with("nll", nll).with("n_tokens", n as f64).with_examples(per_example))
     }
 }
 
@@ -77,24 +68,14 @@ pub struct NextTokenKl {
 impl NextTokenKl {
     /// The requests to add to the oracle's pass.
     pub fn oracle_requests(texts: &[String]) -> Vec<Request> {
-        texts
-            .iter()
-            .map(|t| Request::Distributions { text: t.clone() })
-            .collect()
+        texts.iter().map(|t| Request::Distributions { text: t.clone() }).collect()
     }
 
     pub fn from_oracle_responses(texts: Vec<String>, oracle: &[Response]) -> Result<Self> {
         if oracle.len() != texts.len() {
-            bail!(
-                "KL: {} oracle responses for {} texts",
-                oracle.len(),
-                texts.len()
-            );
+            bail!("KL: {} oracle responses for {} texts", oracle.len(), texts.len());
         }
-        let oracle_rows = oracle
-            .iter()
-            .map(|r| r.distributions().map(<[Vec<f32>]>::to_vec))
-            .collect::<Result<_>>()?;
+        let oracle_rows = oracle.iter().map(|r| r.distributions().map(<[Vec<f32>]>::to_vec)).collect::<Result<_>>()?;
         Ok(NextTokenKl { texts, oracle_rows })
     }
 }
@@ -119,16 +100,11 @@ impl Metric for NextTokenKl {
         for (i, (r, oracle)) in responses.iter().zip(&self.oracle_rows).enumerate() {
             let rows = r.distributions()?;
             if rows.len() != oracle.len() {
-                bail!(
-                    "text {i}: model gave {} positions, oracle {}",
-                    rows.len(),
-                    oracle.len()
-                );
+                bail!("text {i}: model gave {} positions, oracle {}", rows.len(), oracle.len());
             }
             let mut text_kl = 0.0;
             for (pos, (q, p)) in rows.iter().zip(oracle).enumerate() {
-                text_kl +=
-                    kl_logsoftmax(p, q).with_context(|| format!("text {i}, position {pos}"))?;
+                text_kl += kl_logsoftmax(p, q).with_context(|| format!("text {i}, position {pos}"))?;
             }
             total += text_kl;
             count += rows.len();
@@ -137,8 +113,6 @@ impl Metric for NextTokenKl {
         if count == 0 {
             bail!("KL: no token positions");
         }
-        Ok(MetricValue::scalar(total / count as f64)
-            .with("positions", count as f64)
-            .with_examples(per_example))
+        Ok(MetricValue::scalar(total / count as f64).with("positions", count as f64).with_examples(per_example))
     }
 }

@@ -90,7 +90,8 @@ impl Metric for ExactMemorisation {
         let (mut em_sum, mut es_sum) = (0.0, 0.0);
         let mut extra = Vec::with_capacity(self.texts.len());
         for (i, pair) in responses.chunks(2).enumerate() {
-            let hits = token_hits(pair[0].token_logprobs()?, pair[1].distributions()?).with_context(|| format!("text {i}"))?;
+            let hits =
+                token_hits(pair[0].token_logprobs()?, pair[1].distributions()?).with_context(|| format!("text {i}"))?;
             let (em, es) = (exact_memorisation(&hits), extraction_strength(&hits));
             em_sum += em;
             es_sum += es;

@@ -67,18 +67,11 @@ impl MetricValue {
     pub fn scalar(value: f64) -> Self {
         let mut aggregate = BTreeMap::new();
         aggregate.insert("value".to_string(), value);
-        MetricValue {
-            aggregate,
-            per_example: Vec::new(),
-            skipped: None,
-        }
+        MetricValue { aggregate, per_example: Vec::new(), skipped: None }
     }
 
     pub fn skipped(reason: impl Into<String>) -> Self {
-        MetricValue {
-            skipped: Some(reason.into()),
-            ..Default::default()
-        }
+        MetricValue { skipped: Some(reason.into()), ..Default::default() }
     }
 
     /// Adds a sub-value (builder style).
@@ -136,25 +129,13 @@ pub fn evaluate_with_extra(
     let per_metric: Vec<Vec<Request>> = metrics.iter().map(|m| m.requests()).collect();
     let mut all: Vec<Request> = per_metric.iter().flatten().cloned().collect();
     all.extend_from_slice(extra);
-    let responses = if all.is_empty() {
-        Vec::new()
-    } else {
-        scorer.run(&all).context("scorer failed")?
-    };
+    let responses = if all.is_empty() { Vec::new() } else { scorer.run(&all).context("scorer failed")? };
     if responses.len() != all.len() {
-        bail!(
-            "scorer returned {} responses for {} requests",
-            responses.len(),
-            all.len()
-        );
+        bail!("scorer returned {} responses for {} requests", responses.len(), all.len());
     }
     for (i, (req, resp)) in all.iter().zip(&responses).enumerate() {
         if !req.matches(resp) {
-            bail!(
-                "scorer answered request {i} ({}) with a {} response",
-                req.kind(),
-                resp.kind()
-            );
+            bail!("scorer answered request {i} ({}) with a {} response", req.kind(), resp.kind());
         }
     }
     let mut outputs = Vec::with_capacity(metrics.len());
@@ -162,9 +143,9 @@ pub fn evaluate_with_extra(
     for (metric, reqs) in metrics.iter().zip(&per_metric) {
         let slice = &responses[start..start + reqs.len()];
         start += reqs.len();
-        let value = metric.compute(slice).with_context(|| {
-            format!("computing metric {} (v{})", metric.name(), metric.version())
-        })?;
+        let value = metric
+            .compute(slice)
+            .with_context(|| format!("computing metric {} (v{})", metric.name(), metric.version()))?;
         outputs.push(MetricOutput {
             name: metric.name().to_string(),
             version: metric.version(),
@@ -180,10 +161,7 @@ pub fn evaluate_with_extra(
 /// Checks that a metric received as many responses as it asked for.
 pub(crate) fn expect_len(responses: &[Response], expected: usize, metric: &str) -> Result<()> {
     if responses.len() != expected {
-        bail!(
-            "{metric}: expected {expected} responses, got {}",
-            responses.len()
-        );
+        bail!("{metric}: expected {expected} responses, got {}", responses.len());
     }
     Ok(())
 }

@@ -87,21 +87,13 @@ pub const MINKPP_MIN_VARIANCE: f64 = 1e-6;
 
 fn check_sets(what: &str, forget: &[String], holdout: &[String]) -> Result<()> {
     if forget.is_empty() || holdout.is_empty() {
-        bail!(
-            "{what} needs forget and holdout texts, got {} and {}",
-            forget.len(),
-            holdout.len()
-        );
+        bail!("{what} needs forget and holdout texts, got {} and {}", forget.len(), holdout.len());
     }
     Ok(())
 }
 
 fn rolling_requests(forget: &[String], holdout: &[String]) -> Vec<Request> {
-    forget
-        .iter()
-        .chain(holdout)
-        .map(|t| Request::Rolling { text: t.clone() })
-        .collect()
+    forget.iter().chain(holdout).map(|t| Request::Rolling { text: t.clone() }).collect()
 }
 
 /// Mean token NLL of a `Rolling` response.
@@ -120,11 +112,7 @@ fn mean_nll(r: &Response) -> Result<f64> {
 /// Mean token NLL of every text from the `Rolling` responses to
 /// [`MiaReference::reference_requests`] (or any `Rolling` requests).
 pub fn mean_nlls_of(responses: &[Response]) -> Result<Vec<f64>> {
-    responses
-        .iter()
-        .enumerate()
-        .map(|(i, r)| mean_nll(r).with_context(|| format!("text {i}")))
-        .collect()
+    responses.iter().enumerate().map(|(i, r)| mean_nll(r).with_context(|| format!("text {i}"))).collect()
 }
 
 /// AUC of `scores` (forget first, then holdout) and the per-example records: one JSON object
@@ -133,13 +121,8 @@ fn auc_value(n_forget: usize, scores: &[f64], mut extra: Vec<Value>) -> Result<M
     let (f, h) = scores.split_at(n_forget);
     let auc = roc_auc(f, h)?;
     for (i, (e, s)) in extra.iter_mut().zip(scores).enumerate() {
-        let obj = e
-            .as_object_mut()
-            .expect("per-example values are JSON objects");
-        obj.insert(
-            "set".into(),
-            json!(if i < n_forget { "forget" } else { "holdout" }),
-        );
+        let obj = e.as_object_mut().expect("per-example values are JSON objects");
+        obj.insert("set".into(), json!(if i < n_forget { "forget" } else { "holdout" }));
         obj.insert("score".into(), json!(s));
     }
     Ok(MetricValue::scalar(auc).with_examples(extra))
@@ -173,11 +156,7 @@ impl Metric for MiaLoss {
         rolling_requests(&self.forget, &self.holdout)
     }
     fn compute(&self, responses: &[Response]) -> Result<MetricValue> {
-        expect_len(
-            responses,
-            self.forget.len() + self.holdout.len(),
-            self.name(),
-        )?;
+        expect_len(responses, self.forget.len() + self.holdout.len(), self.name())?;
         let nll = mean_nlls_of(responses)?;
         let scores: Vec<f64> = nll.iter().map(|x| -x).collect();
         let extra = nll.iter().map(|x| json!({ "nll": x })).collect();
@@ -214,11 +193,7 @@ impl Metric for MiaZlib {
         rolling_requests(&self.forget, &self.holdout)
     }
     fn compute(&self, responses: &[Response]) -> Result<MetricValue> {
-        expect_len(
-            responses,
-            self.forget.len() + self.holdout.len(),
-            self.name(),
-        )?;
+        expect_len(responses, self.forget.len() + self.holdout.len(), self.name())?;
         let nll = mean_nlls_of(responses)?;
         let mut scores = Vec::with_capacity(nll.len());
         let mut extra = Vec::with_capacity(nll.len());
@@ -285,11 +260,7 @@ pub struct MiaMinKpp {
 impl MiaMinKpp {
     pub fn new(forget: Vec<String>, holdout: Vec<String>) -> Result<Self> {
         check_sets("mia_minkpp_auc", &forget, &holdout)?;
-        Ok(MiaMinKpp {
-            forget,
-            holdout,
-            k: DEFAULT_MIN_K,
-        })
+        Ok(MiaMinKpp { forget, holdout, k: DEFAULT_MIN_K })
     }
 }
 
@@ -307,12 +278,7 @@ impl Metric for MiaMinKpp {
         self.forget
             .iter()
             .chain(&self.holdout)
-            .flat_map(|t| {
-                [
-                    Request::TokenLogprobs { text: t.clone() },
-                    Request::Distributions { text: t.clone() },
-                ]
-            })
+            .flat_map(|t| [Request::TokenLogprobs { text: t.clone() }, Request::Distributions { text: t.clone() }])
             .collect()
     }
     fn compute(&self, responses: &[Response]) -> Result<MetricValue> {
@@ -352,30 +318,17 @@ impl MiaReference {
         reference_holdout_nll: Vec<f64>,
     ) -> Result<Self> {
         check_sets("mia_reference_auc", &forget, &holdout)?;
-        for (set, texts, nll) in [
-            ("forget", &forget, &reference_forget_nll),
-            ("holdout", &holdout, &reference_holdout_nll),
-        ] {
+        for (set, texts, nll) in
+            [("forget", &forget, &reference_forget_nll), ("holdout", &holdout, &reference_holdout_nll)]
+        {
             if texts.len() != nll.len() {
-                bail!(
-                    "mia_reference_auc: {} {set} texts but {} reference NLLs for them",
-                    texts.len(),
-                    nll.len()
-                );
+                bail!("mia_reference_auc: {} {set} texts but {} reference NLLs for them", texts.len(), nll.len());
             }
             if let Some(i) = nll.iter().position(|x| !x.is_finite()) {
-                bail!(
-                    "mia_reference_auc: reference NLL of {set} text {i} is {}",
-                    nll[i]
-                );
+                bail!("mia_reference_auc: reference NLL of {set} text {i} is {}", nll[i]);
             }
         }
-        Ok(MiaReference {
-            forget,
-            holdout,
-            reference_forget_nll,
-            reference_holdout_nll,
-        })
+        Ok(MiaReference { forget, holdout, reference_forget_nll, reference_holdout_nll })
     }
 
     /// The requests to put into the reference model's pass (`evaluate_with_extra`): one
@@ -386,11 +339,7 @@ impl MiaReference {
     }
 
     /// Builds the metric from the reference model's responses to [`Self::reference_requests`].
-    pub fn from_reference_responses(
-        forget: Vec<String>,
-        holdout: Vec<String>,
-        reference: &[Response],
-    ) -> Result<Self> {
+    pub fn from_reference_responses(forget: Vec<String>, holdout: Vec<String>, reference: &[Response]) -> Result<Self> {
         if reference.len() != forget.len() + holdout.len() {
             bail!(
                 "mia_reference_auc: {} reference responses for {} texts",
@@ -418,16 +367,9 @@ impl Metric for MiaReference {
         rolling_requests(&self.forget, &self.holdout)
     }
     fn compute(&self, responses: &[Response]) -> Result<MetricValue> {
-        expect_len(
-            responses,
-            self.forget.len() + self.holdout.len(),
-            self.name(),
-        )?;
+        expect_len(responses, self.forget.len() + self.holdout.len(), self.name())?;
         let nll = mean_nlls_of(responses)?;
-        let reference = self
-            .reference_forget_nll
-            .iter()
-            .chain(&self.reference_holdout_nll);
+        let reference = self.reference_forget_nll.iter().chain(&self.reference_holdout_nll);
         let mut scores = Vec::with_capacity(nll.len());
         let mut extra = Vec::with_capacity(nll.len());
         for (x, r) in nll.iter().zip(reference) {

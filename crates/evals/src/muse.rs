@@ -47,20 +47,12 @@ impl Metric for VerbMem {
     }
     fn requests(&self) -> Vec<Request> {
         // No stop string: passages span lines.
-        self.passages
-            .iter()
-            .map(|p| Request::generate(p.prefix.clone(), &[], self.max_new_tokens))
-            .collect()
+        self.passages.iter().map(|p| Request::generate(p.prefix.clone(), &[], self.max_new_tokens)).collect()
     }
     fn compute(&self, responses: &[Response]) -> Result<MetricValue> {
         expect_len(responses, self.passages.len(), self.name())?;
-        let (recall, f1, per_example) = rouge_scores(
-            self.passages.iter().map(|p| p.continuation.clone()),
-            responses,
-        )?;
-        Ok(MetricValue::scalar(mean(&f1))
-            .with("recall", mean(&recall))
-            .with_examples(per_example))
+        let (recall, f1, per_example) = rouge_scores(self.passages.iter().map(|p| p.continuation.clone()), responses)?;
+        Ok(MetricValue::scalar(mean(&f1)).with("recall", mean(&recall)).with_examples(per_example))
     }
 }
 
@@ -74,23 +66,12 @@ pub struct KnowMem {
 }
 
 impl KnowMem {
-    pub fn new(
-        items: Vec<QaItem>,
-        template: QaTemplate,
-        side: Side,
-        max_new_tokens: usize,
-    ) -> Self {
+    pub fn new(items: Vec<QaItem>, template: QaTemplate, side: Side, max_new_tokens: usize) -> Self {
         let name = match side {
             Side::Forget => "muse_knowmem_forget",
             Side::Retain => "muse_knowmem_retain",
         };
-        KnowMem {
-            items,
-            template,
-            side,
-            max_new_tokens,
-            name: name.into(),
-        }
+        KnowMem { items, template, side, max_new_tokens, name: name.into() }
     }
 }
 
@@ -112,11 +93,8 @@ impl Metric for KnowMem {
     }
     fn compute(&self, responses: &[Response]) -> Result<MetricValue> {
         expect_len(responses, self.items.len(), &self.name)?;
-        let (recall, f1, per_example) =
-            rouge_scores(self.items.iter().map(|it| it.answer.clone()), responses)?;
-        Ok(MetricValue::scalar(mean(&f1))
-            .with("recall", mean(&recall))
-            .with_examples(per_example))
+        let (recall, f1, per_example) = rouge_scores(self.items.iter().map(|it| it.answer.clone()), responses)?;
+        Ok(MetricValue::scalar(mean(&f1)).with("recall", mean(&recall)).with_examples(per_example))
     }
 }
 
@@ -124,11 +102,7 @@ impl Metric for KnowMem {
 pub const DEFAULT_MIN_K: f64 = 0.4;
 
 fn mink_requests(forget: &[String], holdout: &[String]) -> Vec<Request> {
-    forget
-        .iter()
-        .chain(holdout)
-        .map(|t| Request::TokenLogprobs { text: t.clone() })
-        .collect()
+    forget.iter().chain(holdout).map(|t| Request::TokenLogprobs { text: t.clone() }).collect()
 }
 
 /// (auc, forget scores, holdout scores)
@@ -144,11 +118,7 @@ fn mink_auc(n_forget: usize, responses: &[Response], k: f64) -> Result<(f64, Vec
 
 fn check_sets(forget: &[String], holdout: &[String]) -> Result<()> {
     if forget.is_empty() || holdout.is_empty() {
-        bail!(
-            "Min-K% AUC needs forget and holdout texts, got {} and {}",
-            forget.len(),
-            holdout.len()
-        );
+        bail!("Min-K% AUC needs forget and holdout texts, got {} and {}", forget.len(), holdout.len());
     }
     Ok(())
 }
@@ -164,11 +134,7 @@ pub struct MinKAuc {
 impl MinKAuc {
     pub fn new(forget: Vec<String>, holdout: Vec<String>) -> Result<Self> {
         check_sets(&forget, &holdout)?;
-        Ok(MinKAuc {
-            forget,
-            holdout,
-            k: DEFAULT_MIN_K,
-        })
+        Ok(MinKAuc { forget, holdout, k: DEFAULT_MIN_K })
     }
 }
 
@@ -186,20 +152,14 @@ impl Metric for MinKAuc {
         mink_requests(&self.forget, &self.holdout)
     }
     fn compute(&self, responses: &[Response]) -> Result<MetricValue> {
-        expect_len(
-            responses,
-            self.forget.len() + self.holdout.len(),
-            self.name(),
-        )?;
+        expect_len(responses, self.forget.len() + self.holdout.len(), self.name())?;
         let (auc, f, h) = mink_auc(self.forget.len(), responses, self.k)?;
         let per_example = f
             .iter()
             .map(|s| json!({"set": "forget", "mink": s}))
             .chain(h.iter().map(|s| json!({"set": "holdout", "mink": s})))
             .collect();
-        Ok(MetricValue::scalar(auc)
-            .with("k", self.k)
-            .with_examples(per_example))
+        Ok(MetricValue::scalar(auc).with("k", self.k).with_examples(per_example))
     }
 }
 
@@ -217,20 +177,12 @@ impl PrivLeak {
         if !(oracle_auc > 0.0 && oracle_auc <= 1.0) {
             bail!("PrivLeak: oracle AUC {oracle_auc} must be in (0, 1]");
         }
-        Ok(PrivLeak {
-            forget,
-            holdout,
-            k: DEFAULT_MIN_K,
-            oracle_auc,
-        })
+        Ok(PrivLeak { forget, holdout, k: DEFAULT_MIN_K, oracle_auc })
     }
 
     /// Reads the oracle AUC from the oracle's [`MinKAuc`] output.
     pub fn oracle_auc_of(output: &MetricOutput) -> Result<f64> {
-        output
-            .value
-            .value()
-            .with_context(|| format!("{} output has no value", output.name))
+        output.value.value().with_context(|| format!("{} output has no value", output.name))
     }
 }
 
@@ -248,16 +200,9 @@ impl Metric for PrivLeak {
         mink_requests(&self.forget, &self.holdout)
     }
     fn compute(&self, responses: &[Response]) -> Result<MetricValue> {
-        expect_len(
-            responses,
-            self.forget.len() + self.holdout.len(),
-            self.name(),
-        )?;
+        expect_len(responses, self.forget.len() + self.holdout.len(), self.name())?;
         let (auc, _, _) = mink_auc(self.forget.len(), responses, self.k)?;
         let leak = (auc - self.oracle_auc) / self.oracle_auc * 100.0;
-        Ok(MetricValue::scalar(leak)
-            .with("auc", auc)
-            .with("oracle_auc", self.oracle_auc)
-            .with("k", self.k))
+        Ok(MetricValue::scalar(leak).with("auc", auc).with("oracle_auc", self.oracle_auc).with("k", self.k))
     }
 }

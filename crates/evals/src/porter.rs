@@ -94,19 +94,11 @@ fn apply_rules(word: &[u8], rules: &[(&str, &str, Option<Cond>)]) -> Vec<u8> {
     for (suffix, replacement, cond) in rules {
         if *suffix == "*d" && ends_double_consonant(word) {
             let stem = &word[..word.len() - 2];
-            return if cond.is_none_or(|c| c(stem)) {
-                [stem, replacement.as_bytes()].concat()
-            } else {
-                word.to_vec()
-            };
+            return if cond.is_none_or(|c| c(stem)) { [stem, replacement.as_bytes()].concat() } else { word.to_vec() };
         }
         if word.ends_with(suffix.as_bytes()) {
             let stem = &word[..word.len() - suffix.len()];
-            return if cond.is_none_or(|c| c(stem)) {
-                [stem, replacement.as_bytes()].concat()
-            } else {
-                word.to_vec()
-            };
+            return if cond.is_none_or(|c| c(stem)) { [stem, replacement.as_bytes()].concat() } else { word.to_vec() };
         }
     }
     word.to_vec()
@@ -120,32 +112,16 @@ fn step1a(w: &[u8]) -> Vec<u8> {
     if w.ends_with(b"ies") && w.len() == 4 {
         return replace_suffix(w, "ies", "ie");
     }
-    apply_rules(
-        w,
-        &[
-            ("sses", "ss", None),
-            ("ies", "i", None),
-            ("ss", "ss", None),
-            ("s", "", None),
-        ],
-    )
+    apply_rules(w, &[("sses", "ss", None), ("ies", "i", None), ("ss", "ss", None), ("s", "", None)])
 }
 
 fn step1b(w: &[u8]) -> Vec<u8> {
     if w.ends_with(b"ied") {
-        return if w.len() == 4 {
-            replace_suffix(w, "ied", "ie")
-        } else {
-            replace_suffix(w, "ied", "i")
-        };
+        return if w.len() == 4 { replace_suffix(w, "ied", "ie") } else { replace_suffix(w, "ied", "i") };
     }
     if w.ends_with(b"eed") {
         let stem = &w[..w.len() - 3];
-        return if measure(stem) > 0 {
-            [stem, b"ee"].concat()
-        } else {
-            w.to_vec()
-        };
+        return if measure(stem) > 0 { [stem, b"ee"].concat() } else { w.to_vec() };
     }
     let mut inter: Option<&[u8]> = None;
     for suffix in ["ed", "ing"] {
@@ -316,12 +292,7 @@ mod tests {
                 bad.push(format!("{w}: got {} expected {expected}", stem(w)));
             }
         }
-        assert!(
-            bad.is_empty(),
-            "{} mismatches:\n{}",
-            bad.len(),
-            bad.join("\n")
-        );
+        assert!(bad.is_empty(), "{} mismatches:\n{}", bad.len(), bad.join("\n"));
     }
 
     const NLTK_CASES: &[(&str, &str)] = &[

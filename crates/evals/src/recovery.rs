@@ -29,19 +29,12 @@ fn requests(items: &[CorruptedQa], template: &QaTemplate) -> Vec<Request> {
     items
         .iter()
         .flat_map(|it| {
-            [
-                template.loglik(&it.question, &it.clean_answer),
-                template.loglik(&it.question, &it.corrupted_answer),
-            ]
+            [template.loglik(&it.question, &it.clean_answer), template.loglik(&it.question, &it.corrupted_answer)]
         })
         .collect()
 }
 
-fn accuracy(
-    items: &[CorruptedQa],
-    responses: &[Response],
-    metric: &str,
-) -> Result<(f64, Vec<serde_json::Value>)> {
+fn accuracy(items: &[CorruptedQa], responses: &[Response], metric: &str) -> Result<(f64, Vec<serde_json::Value>)> {
     expect_len(responses, 2 * items.len(), metric)?;
     if items.is_empty() {
         bail!("{metric}: no questions");
@@ -49,10 +42,8 @@ fn accuracy(
     let mut hits = Vec::with_capacity(items.len());
     let mut per_example = Vec::with_capacity(items.len());
     for (i, pair) in responses.chunks(2).enumerate() {
-        let clean =
-            normalised_prob(&pair[0]).with_context(|| format!("question {i}: clean answer"))?;
-        let corrupted =
-            normalised_prob(&pair[1]).with_context(|| format!("question {i}: corrupted answer"))?;
+        let clean = normalised_prob(&pair[0]).with_context(|| format!("question {i}: clean answer"))?;
+        let corrupted = normalised_prob(&pair[1]).with_context(|| format!("question {i}: corrupted answer"))?;
         let hit = f64::from(u8::from(clean > corrupted));
         hits.push(hit);
         per_example.push(json!({ "p_clean": clean, "p_corrupted": corrupted, "correct": hit }));
@@ -94,18 +85,8 @@ pub struct Recovery {
 }
 
 impl Recovery {
-    pub fn new(
-        items: Vec<CorruptedQa>,
-        template: QaTemplate,
-        corrupted_acc: f64,
-        oracle_acc: f64,
-    ) -> Self {
-        Recovery {
-            items,
-            template,
-            corrupted_acc,
-            oracle_acc,
-        }
+    pub fn new(items: Vec<CorruptedQa>, template: QaTemplate, corrupted_acc: f64, oracle_acc: f64) -> Self {
+        Recovery { items, template, corrupted_acc, oracle_acc }
     }
 }
 

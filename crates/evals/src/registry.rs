@@ -96,12 +96,7 @@ const fn dup(sub: &'static str, same_as: &'static str, label: &'static str) -> R
 use Target::{HigherIsBetter as Higher, Informational as Info, LowerIsBetter as Lower, TowardOracle as Oracle};
 
 const fn entry(name: &'static str, description: &'static str, records: &'static [RecordInfo]) -> MetricInfo {
-    MetricInfo {
-        name,
-        description,
-        needs_oracle: None,
-        records,
-    }
+    MetricInfo { name, description, needs_oracle: None, records }
 }
 
 const fn with_oracle(
@@ -110,12 +105,7 @@ const fn with_oracle(
     needs: &'static str,
     records: &'static [RecordInfo],
 ) -> MetricInfo {
-    MetricInfo {
-        name,
-        description,
-        needs_oracle: Some(needs),
-        records,
-    }
+    MetricInfo { name, description, needs_oracle: Some(needs), records }
 }
 
 /// Every metric the crate implements, sorted by name.
@@ -308,11 +298,8 @@ pub use suggest::edit_distance;
 /// Known names closest to `name` (distance ≤ max(2, len/3)), nearest first.
 pub fn suggestions(name: &str) -> Vec<&'static str> {
     let limit = (name.chars().count() / 3).max(2);
-    let mut scored: Vec<(usize, &'static str)> = METRICS
-        .iter()
-        .map(|m| (edit_distance(name, m.name), m.name))
-        .filter(|(d, _)| *d <= limit)
-        .collect();
+    let mut scored: Vec<(usize, &'static str)> =
+        METRICS.iter().map(|m| (edit_distance(name, m.name), m.name)).filter(|(d, _)| *d <= limit).collect();
     scored.sort();
     scored.into_iter().map(|(_, n)| n).collect()
 }
@@ -344,10 +331,7 @@ pub fn lookup(name: &str) -> Result<&'static MetricInfo> {
         Some(s) => format!(" (did you mean {s:?}?)"),
         None => String::new(),
     };
-    bail!(
-        "unknown metric {name:?}{hint}; known metrics: {}",
-        known.join(", ")
-    )
+    bail!("unknown metric {name:?}{hint}; known metrics: {}", known.join(", "))
 }
 
 #[cfg(test)]
@@ -358,18 +342,14 @@ mod tests {
     fn unknown_names_get_a_suggestion_and_the_list() {
         let err = lookup("truthfulqa_mc3").unwrap_err().to_string();
         assert!(
-            err.contains("did you mean \"truthfulqa_mc1\"?")
-                || err.contains("did you mean \"truthfulqa_mc2\"?"),
+            err.contains("did you mean \"truthfulqa_mc1\"?") || err.contains("did you mean \"truthfulqa_mc2\"?"),
             "{err}"
         );
         assert!(err.contains("toxigen, toxigen_generation"), "{err}");
         let err = lookup("zzzzzzzz").unwrap_err().to_string();
         assert!(!err.contains("did you mean"), "{err}");
         assert_eq!(lookup("toxigen").unwrap().name, "toxigen");
-        assert!(lookup("tofu_forget_quality")
-            .unwrap()
-            .needs_oracle
-            .is_some());
+        assert!(lookup("tofu_forget_quality").unwrap().needs_oracle.is_some());
     }
 
     #[test]
@@ -396,7 +376,8 @@ mod tests {
             for r in m.records {
                 assert_eq!(r.target == Target::Duplicate, r.same_as.is_some(), "{}/{}", m.name, r.sub);
                 if let Some(other) = r.same_as {
-                    let (_, o) = record_info(other).unwrap_or_else(|| panic!("{}/{}: {other} undeclared", m.name, r.sub));
+                    let (_, o) =
+                        record_info(other).unwrap_or_else(|| panic!("{}/{}: {other} undeclared", m.name, r.sub));
                     assert_ne!(o.target, Target::Duplicate, "{other}");
                 }
             }

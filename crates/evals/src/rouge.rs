@@ -29,13 +29,7 @@ pub fn tokenize_with(text: &str, use_stemmer: bool) -> Vec<String> {
     lower
         .split(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit()))
         .filter(|t| !t.is_empty())
-        .map(|t| {
-            if use_stemmer && t.len() > 3 {
-                crate::porter::stem(t)
-            } else {
-                t.to_string()
-            }
-        })
+        .map(|t| if use_stemmer && t.len() > 3 { crate::porter::stem(t) } else { t.to_string() })
         .filter(|t| !t.is_empty())
         .collect()
 }
@@ -49,11 +43,7 @@ pub fn lcs_len(a: &[String], b: &[String]) -> usize {
     let mut cur = vec![0usize; b.len() + 1];
     for x in a {
         for (j, y) in b.iter().enumerate() {
-            cur[j + 1] = if x == y {
-                prev[j] + 1
-            } else {
-                prev[j + 1].max(cur[j])
-            };
+            cur[j + 1] = if x == y { prev[j] + 1 } else { prev[j + 1].max(cur[j]) };
         }
         std::mem::swap(&mut prev, &mut cur);
     }
@@ -72,25 +62,13 @@ pub fn rouge_l_with(target: &str, prediction: &str, use_stemmer: bool) -> RougeL
     let t = tokenize_with(target, use_stemmer);
     let p = tokenize_with(prediction, use_stemmer);
     if t.is_empty() || p.is_empty() {
-        return RougeL {
-            precision: 0.0,
-            recall: 0.0,
-            f1: 0.0,
-        };
+        return RougeL { precision: 0.0, recall: 0.0, f1: 0.0 };
     }
     let lcs = lcs_len(&t, &p) as f64;
     let precision = lcs / p.len() as f64;
     let recall = lcs / t.len() as f64;
-    let f1 = if precision + recall > 0.0 {
-        2.0 * precision * recall / (precision + recall)
-    } else {
-        0.0
-    };
-    RougeL {
-        precision,
-        recall,
-        f1,
-    }
+    let f1 = if precision + recall > 0.0 { 2.0 * precision * recall / (precision + recall) } else { 0.0 };
+    RougeL { precision, recall, f1 }
 }
 
 #[cfg(test)]
@@ -123,11 +101,7 @@ mod tests {
                 "He was born in Chile, in the year 1958",
                 (0.6666666666666666, 0.6666666666666666, 0.6666666666666666),
             ),
-            (
-                "The cats are running happily",
-                "the cat runs happy",
-                (0.75, 0.6, 0.6666666666666665),
-            ),
+            ("The cats are running happily", "the cat runs happy", (0.75, 0.6, 0.6666666666666665)),
             (
                 "His books explore themes of identity and belonging.",
                 "His book explored the theme of identities",
@@ -137,18 +111,13 @@ mod tests {
         for (t, p, e) in cases {
             let r = rouge_l_with(t, p, true);
             assert!(
-                (r.precision - e.0).abs() < 1e-12
-                    && (r.recall - e.1).abs() < 1e-12
-                    && (r.f1 - e.2).abs() < 1e-12,
+                (r.precision - e.0).abs() < 1e-12 && (r.recall - e.1).abs() < 1e-12 && (r.f1 - e.2).abs() < 1e-12,
                 "{t:?} / {p:?}: {r:?} vs {e:?}"
             );
         }
         // rouge_score.tokenize.tokenize(..., porter.PorterStemmer())
         assert_eq!(
-            tokenize_with(
-                "The authors were writing studies about generalizations.",
-                true
-            ),
+            tokenize_with("The authors were writing studies about generalizations.", true),
             vec!["the", "author", "were", "write", "studi", "about", "gener"]
         );
     }
@@ -180,27 +149,11 @@ mod tests {
             "He was born in Chile, in the year 1958",
             (0.6666666666666666, 0.6666666666666666, 0.6666666666666666),
         );
-        check(
-            "a b c d e f",
-            "f e d c b a",
-            (
-                0.16666666666666666,
-                0.16666666666666666,
-                0.16666666666666666,
-            ),
-        );
-        check(
-            "police killed the gunman",
-            "the gunman police killed",
-            (0.5, 0.5, 0.5),
-        );
+        check("a b c d e f", "f e d c b a", (0.16666666666666666, 0.16666666666666666, 0.16666666666666666));
+        check("police killed the gunman", "the gunman police killed", (0.5, 0.5, 0.5));
         check("anything", "", (0.0, 0.0, 0.0));
         check("", "anything", (0.0, 0.0, 0.0));
         check("Hello!!", "hello", (1.0, 1.0, 1.0));
-        check(
-            "one two three four five",
-            "one three five seven",
-            (0.75, 0.6, 0.6666666666666665),
-        );
+        check("one two three four five", "one three five seven", (0.75, 0.6, 0.6666666666666665));
     }
 }

@@ -29,24 +29,11 @@ use serde::{Deserialize, Serialize};
 /// One model call. See the module docs for the exact semantics of each variant.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Request {
-    LogLik {
-        context: String,
-        continuation: String,
-    },
-    Rolling {
-        text: String,
-    },
-    TokenLogprobs {
-        text: String,
-    },
-    Distributions {
-        text: String,
-    },
-    Generate {
-        context: String,
-        stop: Vec<String>,
-        max_new_tokens: usize,
-    },
+    LogLik { context: String, continuation: String },
+    Rolling { text: String },
+    TokenLogprobs { text: String },
+    Distributions { text: String },
+    Generate { context: String, stop: Vec<String>, max_new_tokens: usize },
 }
 
 /// The answer to one [`Request`], of the matching variant.
@@ -107,10 +94,7 @@ impl Request {
     }
 
     pub fn loglik(context: impl Into<String>, continuation: impl Into<String>) -> Request {
-        Request::LogLik {
-            context: context.into(),
-            continuation: continuation.into(),
-        }
+        Request::LogLik { context: context.into(), continuation: continuation.into() }
     }
 }
 
@@ -128,11 +112,7 @@ impl Response {
     /// `(logprob, is_greedy, n_tokens)` of a `LogLik` response.
     pub fn loglik(&self) -> Result<(f64, bool, usize)> {
         match self {
-            Response::LogLik {
-                logprob,
-                is_greedy,
-                n_tokens,
-            } => Ok((*logprob, *is_greedy, *n_tokens)),
+            Response::LogLik { logprob, is_greedy, n_tokens } => Ok((*logprob, *is_greedy, *n_tokens)),
             other => bail!("expected a LogLik response, got {}", other.kind()),
         }
     }

@@ -76,21 +76,13 @@ pub fn ks_2samp(a: &[f64], b: &[f64]) -> Result<KsResult> {
     let g = gcd(n1 as u64, n2 as u64);
     if n1.max(n2) <= MAX_EXACT_N {
         if let Some((d_exact, p)) = exact_two_sided(n1 as u64, n2 as u64, g, d) {
-            return Ok(KsResult {
-                statistic: d_exact,
-                pvalue: p.clamp(0.0, 1.0),
-                method: KsMethod::Exact,
-            });
+            return Ok(KsResult { statistic: d_exact, pvalue: p.clamp(0.0, 1.0), method: KsMethod::Exact });
         }
     }
     let (m, n) = (n1.max(n2) as f64, n1.min(n2) as f64);
     let en = (m * n / (m + n)).round_ties_even();
     let p = kolmogorov_sf(en.sqrt() * d);
-    Ok(KsResult {
-        statistic: d,
-        pvalue: p.clamp(0.0, 1.0),
-        method: KsMethod::Asymptotic,
-    })
+    Ok(KsResult { statistic: d, pvalue: p.clamp(0.0, 1.0), method: KsMethod::Asymptotic })
 }
 
 /// scipy's `_attempt_exact_2kssamp` for the two-sided alternative: `None` when the computation
@@ -102,11 +94,7 @@ fn exact_two_sided(n1: u64, n2: u64, g: u64, d: f64) -> Option<(f64, f64)> {
     if h == 0 {
         return Some((d, 1.0));
     }
-    let p = if n1 == n2 {
-        prob_outside_square(n1, h)
-    } else {
-        outer_prob_inside(n1, n2, g, h)
-    };
+    let p = if n1 == n2 { prob_outside_square(n1, h) } else { outer_prob_inside(n1, n2, g, h) };
     if !p.is_finite() || !(0.0..=1.0).contains(&p) {
         return None;
     }
@@ -276,11 +264,7 @@ pub const Z95: f64 = 1.959_963_984_540_054;
 /// standard error sqrt(var_a/n_a + var_b/n_b) (unpooled, sample variances).
 pub fn mean_diff_ci95(a: &[f64], b: &[f64]) -> Result<(f64, f64, f64)> {
     if a.len() < 2 || b.len() < 2 {
-        bail!(
-            "mean_diff_ci95 needs at least two values per group, got {} and {}",
-            a.len(),
-            b.len()
-        );
+        bail!("mean_diff_ci95 needs at least two values per group, got {} and {}", a.len(), b.len());
     }
     let diff = mean(a) - mean(b);
     let se = (sample_variance(a) / a.len() as f64 + sample_variance(b) / b.len() as f64).sqrt();
@@ -290,11 +274,7 @@ pub fn mean_diff_ci95(a: &[f64], b: &[f64]) -> Result<(f64, f64, f64)> {
 /// KL(p || q) = Σ_v p(v)·(log p(v) − log q(v)) for two log-softmax rows of the same vocabulary.
 pub fn kl_logsoftmax(log_p: &[f32], log_q: &[f32]) -> Result<f64> {
     if log_p.len() != log_q.len() {
-        bail!(
-            "kl: distributions over {} and {} classes",
-            log_p.len(),
-            log_q.len()
-        );
+        bail!("kl: distributions over {} and {} classes", log_p.len(), log_q.len());
     }
     let mut kl = 0.0f64;
     for (&lp, &lq) in log_p.iter().zip(log_q) {
@@ -314,17 +294,9 @@ mod tests {
     #[track_caller]
     fn check_ks(a: &[f64], b: &[f64], stat: f64, p: f64) {
         let r = ks_2samp(a, b).unwrap();
-        assert!(
-            (r.statistic - stat).abs() < 1e-12,
-            "statistic {} vs scipy {stat}",
-            r.statistic
-        );
+        assert!((r.statistic - stat).abs() < 1e-12, "statistic {} vs scipy {stat}", r.statistic);
         let rel = ((r.pvalue - p) / p.max(1e-300)).abs();
-        assert!(
-            rel < 1e-9,
-            "p-value {:e} vs scipy {p:e} (rel err {rel:e})",
-            r.pvalue
-        );
+        assert!(rel < 1e-9, "p-value {:e} vs scipy {p:e} (rel err {rel:e})", r.pvalue);
     }
 
     /// Deterministic pseudo-random sample (LCG), mirrored in the python snippet below.
@@ -332,10 +304,7 @@ mod tests {
         let mut s = seed;
         (0..n)
             .map(|_| {
-                s = (s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407))
-                    % (1 << 63);
+                s = (s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407)) % (1 << 63);
                 ((s >> 11) as f64 / (1u64 << 52) as f64) * scale + shift
             })
             .collect()
@@ -344,24 +313,9 @@ mod tests {
     #[test]
     fn ks_matches_scipy() {
         // Reference values from scipy 1.17 (see KS_REFERENCE_PY at the bottom of this file).
-        check_ks(
-            &[1.0, 2.0, 3.0, 4.0, 5.0],
-            &[6.0, 7.0, 8.0, 9.0, 10.0],
-            1.0,
-            0.007936507936507936,
-        );
-        check_ks(
-            &[1.0, 2.0, 2.0, 3.0, 3.0, 3.0],
-            &[2.0, 3.0, 4.0, 4.0],
-            0.5,
-            0.5523809523809524,
-        );
-        check_ks(
-            &[0.1, 0.5, 0.9],
-            &[0.2, 0.3, 0.4, 0.6, 0.7, 0.8, 1.0],
-            0.3333333333333333,
-            0.9333333333333332,
-        );
+        check_ks(&[1.0, 2.0, 3.0, 4.0, 5.0], &[6.0, 7.0, 8.0, 9.0, 10.0], 1.0, 0.007936507936507936);
+        check_ks(&[1.0, 2.0, 2.0, 3.0, 3.0, 3.0], &[2.0, 3.0, 4.0, 4.0], 0.5, 0.5523809523809524);
+        check_ks(&[0.1, 0.5, 0.9], &[0.2, 0.3, 0.4, 0.6, 0.7, 0.8, 1.0], 0.3333333333333333, 0.9333333333333332);
         check_ks(&[1.0, 1.0, 1.0], &[1.0, 1.0], 0.0, 1.0);
         let a = lcg(1, 40, 1.0, 0.0);
         let b = lcg(2, 40, 1.0, 0.3);
@@ -382,35 +336,11 @@ mod tests {
     fn ks_matches_scipy_on_larger_and_tied_samples() {
         // scipy 1.17: ks_2samp(lcg(21,1000,1,0), lcg(22,999,1,.02)) etc. (same lcg as below);
         // the tied case rounds lcg values to quarters: [float(round(x*4)) for x in lcg(...)]
-        check_ks(
-            &lcg(21, 1000, 1.0, 0.0),
-            &lcg(22, 999, 1.0, 0.02),
-            0.05590790790790791,
-            0.08205009104624261,
-        );
-        check_ks(
-            &lcg(23, 3000, 1.0, 0.0),
-            &lcg(24, 3000, 1.0, 0.03),
-            0.036,
-            0.04096434513384709,
-        );
-        check_ks(
-            &lcg(25, 5, 1.0, 0.0),
-            &lcg(26, 10000, 1.0, 0.0),
-            0.3657,
-            0.41412837725870505,
-        );
-        let q = |v: Vec<f64>| {
-            v.into_iter()
-                .map(|x| (x * 4.0).round_ties_even())
-                .collect::<Vec<_>>()
-        };
-        check_ks(
-            &q(lcg(27, 7, 1.0, 0.0)),
-            &q(lcg(28, 13, 1.0, 0.2)),
-            0.46153846153846156,
-            0.23111455108359139,
-        );
+        check_ks(&lcg(21, 1000, 1.0, 0.0), &lcg(22, 999, 1.0, 0.02), 0.05590790790790791, 0.08205009104624261);
+        check_ks(&lcg(23, 3000, 1.0, 0.0), &lcg(24, 3000, 1.0, 0.03), 0.036, 0.04096434513384709);
+        check_ks(&lcg(25, 5, 1.0, 0.0), &lcg(26, 10000, 1.0, 0.0), 0.3657, 0.41412837725870505);
+        let q = |v: Vec<f64>| v.into_iter().map(|x| (x * 4.0).round_ties_even()).collect::<Vec<_>>();
+        check_ks(&q(lcg(27, 7, 1.0, 0.0)), &q(lcg(28, 13, 1.0, 0.2)), 0.46153846153846156, 0.23111455108359139);
     }
 
     #[test]
@@ -423,11 +353,7 @@ mod tests {
         let r = ks_2samp(&a, &b).unwrap();
         assert_eq!(r.method, KsMethod::Asymptotic);
         assert!((r.statistic - 0.01459615086281818).abs() < 1e-12);
-        assert!(
-            (r.pvalue - 0.23706279931014754).abs() < 1e-9,
-            "{}",
-            r.pvalue
-        );
+        assert!((r.pvalue - 0.23706279931014754).abs() < 1e-9, "{}", r.pvalue);
         assert!((r.pvalue - 0.23477737045186908).abs() < 3e-3);
     }
 
@@ -440,11 +366,7 @@ mod tests {
             (1.0, 0.26999967167735456),
             (1.5, 0.022217962616525127),
         ] {
-            assert!(
-                (kolmogorov_sf(x) - p).abs() < 1e-12,
-                "kstwobign.sf({x}) = {} vs {p}",
-                kolmogorov_sf(x)
-            );
+            assert!((kolmogorov_sf(x) - p).abs() < 1e-12, "kstwobign.sf({x}) = {} vs {p}", kolmogorov_sf(x));
         }
     }
 
@@ -487,9 +409,7 @@ mod tests {
     #[test]
     fn min_k_takes_lowest_fraction() {
         // 10 tokens, k = 0.4 -> the 4 lowest: -5, -4, -3, -2 -> mean -3.5
-        let lp = [
-            -1.0f32, -5.0, -0.5, -2.0, -3.0, -0.1, -4.0, -0.2, -1.5, -0.3,
-        ];
+        let lp = [-1.0f32, -5.0, -0.5, -2.0, -3.0, -0.1, -4.0, -0.2, -1.5, -0.3];
         assert!((min_k_prob(&lp, 0.4).unwrap() + 3.5).abs() < 1e-12);
         // 2 tokens, k = 0.4 -> floor(0.8) = 0 -> keep 1 -> the lowest
         assert_eq!(min_k_prob(&[-1.0, -2.0], 0.4).unwrap(), -2.0);

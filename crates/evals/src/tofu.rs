@@ -55,11 +55,7 @@ pub struct QaTemplate {
 
 impl Default for QaTemplate {
     fn default() -> Self {
-        QaTemplate {
-            question_prefix: "Question: ".into(),
-            answer_prefix: "\nAnswer:".into(),
-            delimiter: " ".into(),
-        }
+        QaTemplate { question_prefix: "Question: ".into(), answer_prefix: "\nAnswer:".into(), delimiter: " ".into() }
     }
 }
 
@@ -101,21 +97,12 @@ pub struct Probability {
 
 impl Probability {
     pub fn new(items: Vec<QaItem>, template: QaTemplate, side: Side) -> Self {
-        Probability {
-            name: format!("tofu_prob_{}", side.suffix()),
-            items,
-            template,
-            side,
-        }
+        Probability { name: format!("tofu_prob_{}", side.suffix()), items, template, side }
     }
 }
 
 fn probabilities(responses: &[Response]) -> Result<Vec<f64>> {
-    responses
-        .iter()
-        .enumerate()
-        .map(|(i, r)| normalised_prob(r).with_context(|| format!("item {i}")))
-        .collect()
+    responses.iter().enumerate().map(|(i, r)| normalised_prob(r).with_context(|| format!("item {i}"))).collect()
 }
 
 impl Metric for Probability {
@@ -132,10 +119,7 @@ impl Metric for Probability {
         }
     }
     fn requests(&self) -> Vec<Request> {
-        self.items
-            .iter()
-            .map(|it| self.template.loglik(&it.question, &it.answer))
-            .collect()
+        self.items.iter().map(|it| self.template.loglik(&it.question, &it.answer)).collect()
     }
     fn compute(&self, responses: &[Response]) -> Result<MetricValue> {
         expect_len(responses, self.items.len(), &self.name)?;
@@ -155,32 +139,14 @@ pub struct AnswerRouge {
 }
 
 impl AnswerRouge {
-    pub fn new(
-        items: Vec<QaItem>,
-        template: QaTemplate,
-        side: Side,
-        max_new_tokens: usize,
-    ) -> Self {
-        AnswerRouge {
-            name: format!("tofu_rouge_{}", side.suffix()),
-            items,
-            template,
-            side,
-            max_new_tokens,
-        }
+    pub fn new(items: Vec<QaItem>, template: QaTemplate, side: Side, max_new_tokens: usize) -> Self {
+        AnswerRouge { name: format!("tofu_rouge_{}", side.suffix()), items, template, side, max_new_tokens }
     }
 }
 
 /// Greedy-answer requests shared by TOFU ROUGE, MUSE KnowMem and model utility: stop at a newline.
-pub(crate) fn answer_requests(
-    items: &[QaItem],
-    template: &QaTemplate,
-    max_new_tokens: usize,
-) -> Vec<Request> {
-    items
-        .iter()
-        .map(|it| Request::generate(template.context(&it.question), &["\n"], max_new_tokens))
-        .collect()
+pub(crate) fn answer_requests(items: &[QaItem], template: &QaTemplate, max_new_tokens: usize) -> Vec<Request> {
+    items.iter().map(|it| Request::generate(template.context(&it.question), &["\n"], max_new_tokens)).collect()
 }
 
 /// TOFU, MUSE (via open-unlearning) and this crate score ROUGE with the Porter stemmer.
@@ -197,7 +163,8 @@ pub(crate) fn rouge_scores(
         let s = rouge_l_with(&target, generated, USE_STEMMER);
         recall.push(s.recall);
         f1.push(s.f1);
-        per_example.push(json!({ "generation": generated, "target": target, "rougeL_recall": s.recall, "rougeL_f1": s.f1 }));
+        per_example
+            .push(json!({ "generation": generated, "target": target, "rougeL_recall": s.recall, "rougeL_f1": s.f1 }));
     }
     Ok((recall, f1, per_example))
 }
@@ -220,11 +187,8 @@ impl Metric for AnswerRouge {
     }
     fn compute(&self, responses: &[Response]) -> Result<MetricValue> {
         expect_len(responses, self.items.len(), &self.name)?;
-        let (recall, f1, per_example) =
-            rouge_scores(self.items.iter().map(|it| it.answer.clone()), responses)?;
-        Ok(MetricValue::scalar(mean(&recall))
-            .with("f1", mean(&f1))
-            .with_examples(per_example))
+        let (recall, f1, per_example) = rouge_scores(self.items.iter().map(|it| it.answer.clone()), responses)?;
+        Ok(MetricValue::scalar(mean(&recall)).with("f1", mean(&f1)).with_examples(per_example))
     }
 }
 
@@ -241,16 +205,10 @@ pub enum PerturbedMean {
 fn check_truth_ratio_items(items: &[QaItem]) -> Result<()> {
     for (i, it) in items.iter().enumerate() {
         if it.paraphrased_answer.is_none() {
-            bail!(
-                "truth ratio: item {i} ({:?}) has no paraphrased_answer",
-                it.question
-            );
+            bail!("truth ratio: item {i} ({:?}) has no paraphrased_answer", it.question);
         }
         if it.perturbed_answers.is_empty() {
-            bail!(
-                "truth ratio: item {i} ({:?}) has no perturbed_answers",
-                it.question
-            );
+            bail!("truth ratio: item {i} ({:?}) has no perturbed_answers", it.question);
         }
     }
     Ok(())
@@ -273,23 +231,16 @@ fn truth_ratio_len(items: &[QaItem]) -> usize {
 }
 
 /// Per-item truth ratios R from the responses to `truth_ratio_requests`.
-fn truth_ratios(
-    items: &[QaItem],
-    responses: &[Response],
-    mean_kind: PerturbedMean,
-) -> Result<Vec<f64>> {
+fn truth_ratios(items: &[QaItem], responses: &[Response], mean_kind: PerturbedMean) -> Result<Vec<f64>> {
     let mut out = Vec::with_capacity(items.len());
     let mut at = 0;
     for (i, it) in items.iter().enumerate() {
-        let para = normalised_prob(&responses[at])
-            .with_context(|| format!("item {i}: paraphrased answer"))?;
+        let para = normalised_prob(&responses[at]).with_context(|| format!("item {i}: paraphrased answer"))?;
         let perturbed = probabilities(&responses[at + 1..at + 1 + it.perturbed_answers.len()])
             .with_context(|| format!("item {i}: perturbed answers"))?;
         at += 1 + it.perturbed_answers.len();
         let wrong = match mean_kind {
-            PerturbedMean::Geometric => {
-                mean(&perturbed.iter().map(|p| p.ln()).collect::<Vec<_>>()).exp()
-            }
+            PerturbedMean::Geometric => mean(&perturbed.iter().map(|p| p.ln()).collect::<Vec<_>>()).exp(),
             PerturbedMean::Arithmetic => mean(&perturbed),
         };
         if para <= 0.0 {
@@ -304,12 +255,7 @@ fn truth_ratios(
 pub fn aggregate_truth_ratios(ratios: &[f64], side: Side) -> f64 {
     match side {
         Side::Forget => mean(&ratios.iter().map(|r| r.min(1.0 / r)).collect::<Vec<_>>()),
-        Side::Retain => mean(
-            &ratios
-                .iter()
-                .map(|r| (1.0 - r).max(0.0))
-                .collect::<Vec<_>>(),
-        ),
+        Side::Retain => mean(&ratios.iter().map(|r| (1.0 - r).max(0.0)).collect::<Vec<_>>()),
     }
 }
 
@@ -353,11 +299,9 @@ impl Metric for TruthRatio {
         expect_len(responses, truth_ratio_len(&self.items), &self.name)?;
         let ratios = truth_ratios(&self.items, responses, self.perturbed_mean)?;
         let per_example = ratios.iter().map(|r| json!({ "truth_ratio": r })).collect();
-        Ok(
-            MetricValue::scalar(aggregate_truth_ratios(&ratios, self.side))
-                .with("mean_ratio", mean(&ratios))
-                .with_examples(per_example),
-        )
+        Ok(MetricValue::scalar(aggregate_truth_ratios(&ratios, self.side))
+            .with("mean_ratio", mean(&ratios))
+            .with_examples(per_example))
     }
 }
 
@@ -387,21 +331,12 @@ pub struct ForgetQuality {
 }
 
 impl ForgetQuality {
-    pub fn new(
-        items: Vec<QaItem>,
-        template: QaTemplate,
-        oracle_truth_ratios: Vec<f64>,
-    ) -> Result<Self> {
+    pub fn new(items: Vec<QaItem>, template: QaTemplate, oracle_truth_ratios: Vec<f64>) -> Result<Self> {
         check_truth_ratio_items(&items)?;
         if oracle_truth_ratios.is_empty() {
             bail!("forget quality: no oracle truth ratios");
         }
-        Ok(ForgetQuality {
-            items,
-            template,
-            oracle_truth_ratios,
-            perturbed_mean: PerturbedMean::default(),
-        })
+        Ok(ForgetQuality { items, template, oracle_truth_ratios, perturbed_mean: PerturbedMean::default() })
     }
 }
 
@@ -425,10 +360,7 @@ impl Metric for ForgetQuality {
         let per_example = ratios.iter().map(|r| json!({ "truth_ratio": r })).collect();
         Ok(MetricValue::scalar(ks.pvalue)
             .with("ks_statistic", ks.statistic)
-            .with(
-                "exact",
-                f64::from(u8::from(ks.method == crate::stats::KsMethod::Exact)),
-            )
+            .with("exact", f64::from(u8::from(ks.method == crate::stats::KsMethod::Exact)))
             .with_examples(per_example))
     }
 }
@@ -454,13 +386,7 @@ impl ModelUtility {
         if let Some((k, v)) = extra.iter().find(|(_, v)| !(0.0..=1.0).contains(*v)) {
             bail!("model utility: extra component {k} = {v} is not in [0, 1]");
         }
-        Ok(ModelUtility {
-            items,
-            template,
-            max_new_tokens,
-            extra,
-            perturbed_mean: PerturbedMean::default(),
-        })
+        Ok(ModelUtility { items, template, max_new_tokens, extra, perturbed_mean: PerturbedMean::default() })
     }
 }
 
@@ -475,16 +401,8 @@ impl Metric for ModelUtility {
         Direction::HigherIsBetter
     }
     fn requests(&self) -> Vec<Request> {
-        let mut r: Vec<Request> = self
-            .items
-            .iter()
-            .map(|it| self.template.loglik(&it.question, &it.answer))
-            .collect();
-        r.extend(answer_requests(
-            &self.items,
-            &self.template,
-            self.max_new_tokens,
-        ));
+        let mut r: Vec<Request> = self.items.iter().map(|it| self.template.loglik(&it.question, &it.answer)).collect();
+        r.extend(answer_requests(&self.items, &self.template, self.max_new_tokens));
         r.extend(truth_ratio_requests(&self.items, &self.template));
         r
     }
@@ -492,10 +410,7 @@ impl Metric for ModelUtility {
         let n = self.items.len();
         expect_len(responses, 2 * n + truth_ratio_len(&self.items), self.name())?;
         let prob = mean(&probabilities(&responses[..n])?);
-        let (recall, _, _) = rouge_scores(
-            self.items.iter().map(|it| it.answer.clone()),
-            &responses[n..2 * n],
-        )?;
+        let (recall, _, _) = rouge_scores(self.items.iter().map(|it| it.answer.clone()), &responses[n..2 * n])?;
         let rouge = mean(&recall);
         let ratios = truth_ratios(&self.items, &responses[2 * n..], self.perturbed_mean)?;
         let tr = aggregate_truth_ratios(&ratios, Side::Retain);

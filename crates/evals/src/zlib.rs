@@ -54,17 +54,12 @@ const REP_3_6: usize = 16;
 const REPZ_3_10: usize = 17;
 const REPZ_11_138: usize = 18;
 
-const EXTRA_LBITS: [u8; LENGTH_CODES] = [
-    0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 0,
-];
-const EXTRA_DBITS: [u8; D_CODES] = [
-    0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13,
-    13,
-];
+const EXTRA_LBITS: [u8; LENGTH_CODES] =
+    [0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 0];
+const EXTRA_DBITS: [u8; D_CODES] =
+    [0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13];
 const EXTRA_BLBITS: [u8; BL_CODES] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 3, 7];
-const BL_ORDER: [usize; BL_CODES] = [
-    16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15,
-];
+const BL_ORDER: [usize; BL_CODES] = [16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15];
 
 /// Length code (0..28) of a match length − 3 (0..255), as zlib's `_length_code` (255, i.e.
 /// length 258, uses code 28 rather than 27 + 5 extra bits).
@@ -264,11 +259,7 @@ impl Heap {
                 continue; // not a leaf
             }
             self.bl_count[bits] += 1;
-            let xbits = if n >= t.extra_base {
-                t.extra[n - t.extra_base] as usize
-            } else {
-                0
-            };
+            let xbits = if n >= t.extra_base { t.extra[n - t.extra_base] as usize } else { 0 };
             let f = t.freq[n] as i64;
             self.opt_len += f * (bits + xbits) as i64;
             if let Some(sl) = t.static_len {
@@ -394,13 +385,7 @@ impl<'a> Deflate<'a> {
             prev_match: 0,
             match_available: false,
             symbols: 0,
-            ltree: Tree::new(
-                L_CODES,
-                MAX_BITS,
-                Some(static_llen),
-                &EXTRA_LBITS,
-                LITERALS + 1,
-            ),
+            ltree: Tree::new(L_CODES, MAX_BITS, Some(static_llen), &EXTRA_LBITS, LITERALS + 1),
             dtree: Tree::new(D_CODES, MAX_BITS, Some(|_| 5), &EXTRA_DBITS, 0),
             bltree: Tree::new(BL_CODES, MAX_BL_BITS, None, &EXTRA_BLBITS, 0),
             heap: Heap {
@@ -433,11 +418,7 @@ impl<'a> Deflate<'a> {
 
     fn slide_hash(&mut self) {
         for p in self.head.iter_mut().chain(self.prev.iter_mut()) {
-            *p = if *p as usize >= W_SIZE {
-                (*p as usize - W_SIZE) as u16
-            } else {
-                0
-            };
+            *p = if *p as usize >= W_SIZE { (*p as usize - W_SIZE) as u16 } else { 0 };
         }
     }
 
@@ -618,14 +599,9 @@ impl<'a> Deflate<'a> {
             self.prev_length = self.match_length;
             self.prev_match = self.match_start;
             self.match_length = MIN_MATCH - 1;
-            if hash_head != 0
-                && self.prev_length < MAX_LAZY
-                && self.strstart - hash_head <= MAX_DIST
-            {
+            if hash_head != 0 && self.prev_length < MAX_LAZY && self.strstart - hash_head <= MAX_DIST {
                 self.match_length = self.longest_match(hash_head);
-                if self.match_length == MIN_MATCH
-                    && self.strstart.wrapping_sub(self.match_start) > TOO_FAR
-                {
+                if self.match_length == MIN_MATCH && self.strstart.wrapping_sub(self.match_start) > TOO_FAR {
                     self.match_length = MIN_MATCH - 1;
                 }
             }

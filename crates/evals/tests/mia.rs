@@ -9,9 +9,7 @@ use anyhow::Result;
 use evals::mia::{mean_nlls_of, minkpp_token_scores, MiaLoss, MiaMinKpp, MiaReference, MiaZlib};
 use evals::muse::MinKAuc;
 use evals::zlib::compressed_len;
-use evals::{
-    evaluate, evaluate_with_extra, Direction, Metric, MetricValue, Request, Response, Scorer,
-};
+use evals::{evaluate, evaluate_with_extra, Direction, Metric, MetricValue, Request, Response, Scorer};
 use serde_json::json;
 
 /// A scorer answering each request with a function of the request; counts `run` calls.
@@ -33,10 +31,7 @@ fn fake<F: Fn(&Request) -> Response>(answer: F) -> Fake<F> {
 
 #[track_caller]
 fn close(got: f64, expected: f64, tol: f64) {
-    assert!(
-        (got - expected).abs() <= tol,
-        "got {got}, expected {expected}"
-    );
+    assert!((got - expected).abs() <= tol, "got {got}, expected {expected}");
 }
 
 fn value(m: &dyn Metric, scorer: &mut dyn Scorer) -> MetricValue {
@@ -49,33 +44,22 @@ fn strings(xs: &[&str]) -> Vec<String> {
 
 fn text_of(r: &Request) -> &str {
     match r {
-        Request::Rolling { text }
-        | Request::TokenLogprobs { text }
-        | Request::Distributions { text } => text,
+        Request::Rolling { text } | Request::TokenLogprobs { text } | Request::Distributions { text } => text,
         other => panic!("unexpected request {other:?}"),
     }
 }
 
 /// `Rolling` with mean NLL `nll` over `n` tokens.
 fn rolling(nll: f64, n: usize) -> Response {
-    Response::Rolling {
-        logprob: -nll * n as f64,
-        n_tokens: n,
-    }
+    Response::Rolling { logprob: -nll * n as f64, n_tokens: n }
 }
 
 fn scores(v: &MetricValue) -> Vec<f64> {
-    v.per_example
-        .iter()
-        .map(|e| e["score"].as_f64().unwrap())
-        .collect()
+    v.per_example.iter().map(|e| e["score"].as_f64().unwrap()).collect()
 }
 
 fn sets(v: &MetricValue) -> Vec<String> {
-    v.per_example
-        .iter()
-        .map(|e| e["set"].as_str().unwrap().to_string())
-        .collect()
+    v.per_example.iter().map(|e| e["set"].as_str().unwrap().to_string()).collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -89,10 +73,7 @@ fn zlib_lengths_equal_pythons() {
         ("a", 9),
         ("hello world", 19),
         ("Harry Potter and the Philosopher's Stone", 48),
-        (
-            "the cat sat on the mat; the cat sat on the mat; the cat sat on the mat.",
-            33,
-        ),
+        ("the cat sat on the mat; the cat sat on the mat; the cat sat on the mat.", 33),
         ("Zoë’s naïve café — 日本語のテキスト", 61), // a stored block: 50 bytes + 5 + 6
     ] {
         assert_eq!(compressed_len(s.as_bytes()), python, "{s:?}");
@@ -110,22 +91,10 @@ fn loss_auc_by_hand() {
     // mean NLLs f1 0.5, f2 2, h1 2, h2 3 -> scores -0.5, -2, -2, -3.
     // pairs: f1 beats h1 and h2 (2); f2 ties h1 (0.5), beats h2 (1) -> 3.5 / 4
     let mut s = fake(|r: &Request| match text_of(r) {
-        "f1" => Response::Rolling {
-            logprob: -2.0,
-            n_tokens: 4,
-        },
-        "f2" => Response::Rolling {
-            logprob: -6.0,
-            n_tokens: 3,
-        },
-        "h1" => Response::Rolling {
-            logprob: -4.0,
-            n_tokens: 2,
-        },
-        "h2" => Response::Rolling {
-            logprob: -9.0,
-            n_tokens: 3,
-        },
+        "f1" => Response::Rolling { logprob: -2.0, n_tokens: 4 },
+        "f2" => Response::Rolling { logprob: -6.0, n_tokens: 3 },
+        "h1" => Response::Rolling { logprob: -4.0, n_tokens: 2 },
+        "h2" => Response::Rolling { logprob: -9.0, n_tokens: 3 },
         _ => unreachable!(),
     });
     let v = value(&m, &mut s);
@@ -135,15 +104,9 @@ fn loss_auc_by_hand() {
     assert_eq!(v.per_example[3]["nll"], json!(3.0));
     assert_eq!(v.aggregate.len(), 1, "only the headline: {:?}", v.aggregate);
     assert_eq!(m.direction(), Direction::CloserTo(0.5));
-    assert!(m
-        .requests()
-        .iter()
-        .all(|r| matches!(r, Request::Rolling { .. })));
+    assert!(m.requests().iter().all(|r| matches!(r, Request::Rolling { .. })));
     // A text without tokens is an error, not a NaN score.
-    let mut empty = fake(|_: &Request| Response::Rolling {
-        logprob: 0.0,
-        n_tokens: 0,
-    });
+    let mut empty = fake(|_: &Request| Response::Rolling { logprob: 0.0, n_tokens: 0 });
     assert!(evaluate(&mut empty, &[&m]).is_err());
     assert!(MiaLoss::new(vec![], strings(&["h"])).is_err());
 }
@@ -173,19 +136,12 @@ fn zlib_auc_by_hand() {
         };
         rolling(nll, 10)
     };
-    let v = value(
-        &MiaZlib::new(forget.clone(), holdout.clone()).unwrap(),
-        &mut fake(answer),
-    );
+    let v = value(&MiaZlib::new(forget.clone(), holdout.clone()).unwrap(), &mut fake(answer));
     close(v.value().unwrap(), 0.5, 1e-15);
     for (got, expected) in scores(&v).into_iter().zip([-0.2, -0.3, -0.1, -0.4]) {
         close(got, expected, 1e-12);
     }
-    let bytes: Vec<u64> = v
-        .per_example
-        .iter()
-        .map(|e| e["zlib_bytes"].as_u64().unwrap())
-        .collect();
+    let bytes: Vec<u64> = v.per_example.iter().map(|e| e["zlib_bytes"].as_u64().unwrap()).collect();
     assert_eq!(bytes, vec![19, 9, 48, 33]);
     let loss = value(&MiaLoss::new(forget, holdout).unwrap(), &mut fake(answer));
     close(loss.value().unwrap(), 1.0, 1e-15);
@@ -278,10 +234,7 @@ fn minkpp_auc_by_hand() {
     assert_eq!(reqs[7], Request::Distributions { text: "h2".into() });
     let v = value(&m, &mut fake(minkpp_answer));
     close(v.value().unwrap(), 0.25, 1e-15);
-    for (got, expected) in scores(&v)
-        .into_iter()
-        .zip([1.0 / 6.0, -2.0, -1.0, 1.0 / 3.0])
-    {
+    for (got, expected) in scores(&v).into_iter().zip([1.0 / 6.0, -2.0, -1.0, 1.0 / 3.0]) {
         close(got, expected, 1e-3);
     }
     assert_eq!(v.per_example[0]["n_tokens"], json!(5));
@@ -294,18 +247,11 @@ fn minkpp_auc_by_hand() {
     let mink = MinKAuc::new(strings(&["f1", "f2"]), strings(&["h1", "h2"])).unwrap();
     let v = value(&mink, &mut fake(minkpp_answer));
     close(v.value().unwrap(), 0.25, 1e-15);
-    let mink_scores: Vec<f64> = v
-        .per_example
-        .iter()
-        .map(|e| e["mink"].as_f64().unwrap())
-        .collect();
+    let mink_scores: Vec<f64> = v.per_example.iter().map(|e| e["mink"].as_f64().unwrap()).collect();
     let l = |p: f64| p.ln();
-    for (got, expected) in mink_scores.into_iter().zip([
-        (l(1.0 / 3.0) + l(0.5)) / 2.0,
-        (l(0.1) + l(0.25)) / 2.0,
-        l(0.25),
-        l(0.5),
-    ]) {
+    for (got, expected) in
+        mink_scores.into_iter().zip([(l(1.0 / 3.0) + l(0.5)) / 2.0, (l(0.1) + l(0.25)) / 2.0, l(0.25), l(0.5)])
+    {
         close(got, expected, 1e-6);
     }
 }
@@ -329,13 +275,7 @@ fn reference_auc_by_hand() {
         };
         rolling(nll, 4)
     };
-    let m = MiaReference::new(
-        forget.clone(),
-        holdout.clone(),
-        vec![1.5, 2.2],
-        vec![1.4, 3.5],
-    )
-    .unwrap();
+    let m = MiaReference::new(forget.clone(), holdout.clone(), vec![1.5, 2.2], vec![1.4, 3.5]).unwrap();
     let v = value(&m, &mut fake(target));
     close(v.value().unwrap(), 0.625, 1e-15);
     for (got, expected) in scores(&v).into_iter().zip([0.5, 0.2, -0.1, 0.5]) {
@@ -355,47 +295,21 @@ fn reference_auc_by_hand() {
         };
         rolling(nll, 5)
     };
-    let (_, extra) = evaluate_with_extra(
-        &mut fake(reference),
-        &[],
-        &MiaReference::reference_requests(&forget, &holdout),
-    )
-    .unwrap();
+    let (_, extra) =
+        evaluate_with_extra(&mut fake(reference), &[], &MiaReference::reference_requests(&forget, &holdout)).unwrap();
     let nll = mean_nlls_of(&extra).unwrap();
     for (got, expected) in nll.iter().zip([1.5, 2.2, 1.4, 3.5]) {
         close(*got, expected, 1e-12);
     }
-    let m2 =
-        MiaReference::from_reference_responses(forget.clone(), holdout.clone(), &extra).unwrap();
+    let m2 = MiaReference::from_reference_responses(forget.clone(), holdout.clone(), &extra).unwrap();
     close(value(&m2, &mut fake(target)).value().unwrap(), 0.625, 1e-15);
 
     // Length mismatches and non-finite values are clear errors.
-    let err =
-        MiaReference::new(forget.clone(), holdout.clone(), vec![1.0], vec![1.0, 2.0]).unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("2 forget texts but 1 reference NLLs"),
-        "{err}"
-    );
-    let err = MiaReference::new(
-        forget.clone(),
-        holdout.clone(),
-        vec![1.0, 2.0],
-        vec![1.0; 3],
-    )
-    .unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("2 holdout texts but 3 reference NLLs"),
-        "{err}"
-    );
-    assert!(MiaReference::new(
-        forget.clone(),
-        holdout.clone(),
-        vec![1.0, f64::NAN],
-        vec![1.0, 2.0]
-    )
-    .is_err());
+    let err = MiaReference::new(forget.clone(), holdout.clone(), vec![1.0], vec![1.0, 2.0]).unwrap_err();
+    assert!(err.to_string().contains("2 forget texts but 1 reference NLLs"), "{err}");
+    let err = MiaReference::new(forget.clone(), holdout.clone(), vec![1.0, 2.0], vec![1.0; 3]).unwrap_err();
+    assert!(err.to_string().contains("2 holdout texts but 3 reference NLLs"), "{err}");
+    assert!(MiaReference::new(forget.clone(), holdout.clone(), vec![1.0, f64::NAN], vec![1.0, 2.0]).is_err());
     assert!(MiaReference::from_reference_responses(forget, holdout, &extra[..3]).is_err());
 }
 
@@ -404,9 +318,7 @@ fn reference_auc_by_hand() {
 
 /// Deterministic pseudo-random numbers in [0, 1).
 fn lcg(seed: &mut u64) -> f64 {
-    *seed = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
+    *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
     (*seed >> 11) as f64 / (1u64 << 53) as f64
 }
 
@@ -447,12 +359,7 @@ fn world() -> World {
         lp.push(l);
         reference_nll.push(0.5 + 1.5 * lcg(&mut seed));
     }
-    World {
-        texts,
-        rows,
-        lp,
-        reference_nll,
-    }
+    World { texts, rows, lp, reference_nll }
 }
 
 #[test]
@@ -463,10 +370,9 @@ fn the_suite_in_one_pass_matches_the_numpy_recomputation() {
     let answer = |r: &Request| {
         let i = idx(text_of(r));
         match r {
-            Request::Rolling { .. } => Response::Rolling {
-                logprob: w.lp[i].iter().map(|&x| x as f64).sum(),
-                n_tokens: w.lp[i].len(),
-            },
+            Request::Rolling { .. } => {
+                Response::Rolling { logprob: w.lp[i].iter().map(|&x| x as f64).sum(), n_tokens: w.lp[i].len() }
+            }
             Request::TokenLogprobs { .. } => Response::TokenLogprobs(w.lp[i].clone()),
             Request::Distributions { .. } => Response::Distributions(w.rows[i].clone()),
             _ => unreachable!(),
@@ -476,13 +382,8 @@ fn the_suite_in_one_pass_matches_the_numpy_recomputation() {
     let zlib = MiaZlib::new(forget.clone(), holdout.clone()).unwrap();
     let mink = MinKAuc::new(forget.clone(), holdout.clone()).unwrap();
     let minkpp = MiaMinKpp::new(forget.clone(), holdout.clone()).unwrap();
-    let reference = MiaReference::new(
-        forget,
-        holdout,
-        w.reference_nll[..7].to_vec(),
-        w.reference_nll[7..].to_vec(),
-    )
-    .unwrap();
+    let reference =
+        MiaReference::new(forget, holdout, w.reference_nll[..7].to_vec(), w.reference_nll[7..].to_vec()).unwrap();
     let metrics: [&dyn Metric; 5] = [&loss, &zlib, &mink, &minkpp, &reference];
     let mut s = fake(answer);
     let out = evaluate(&mut s, &metrics).unwrap();
@@ -502,49 +403,25 @@ fn the_suite_in_one_pass_matches_the_numpy_recomputation() {
         "rows": w.rows,
         "reference_nll": w.reference_nll,
     });
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../scripts/mia_reference.py"
-    );
-    let numpy = Command::new("python3")
-        .args(["-c", "import numpy"])
-        .output();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/mia_reference.py");
+    let numpy = Command::new("python3").args(["-c", "import numpy"]).output();
     if !matches!(numpy, Ok(ref o) if o.status.success()) {
         println!("SKIPPED: the numpy recomputation needs python3 with numpy");
         return;
     }
-    let mut child = Command::new("python3")
-        .arg(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(dump.to_string().as_bytes())
-        .unwrap();
+    let mut child = Command::new("python3").arg(script).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(dump.to_string().as_bytes()).unwrap();
     let res = child.wait_with_output().unwrap();
     assert!(res.status.success(), "scripts/mia_reference.py failed");
     let reference: serde_json::Value = serde_json::from_slice(&res.stdout).unwrap();
     for o in &out {
         let r = &reference[&o.name];
         close(o.value.value().unwrap(), r["auc"].as_f64().unwrap(), 1e-12);
-        let ours = o.value.per_example.iter().map(|e| {
-            e.get("score")
-                .or_else(|| e.get("mink"))
-                .unwrap()
-                .as_f64()
-                .unwrap()
-        });
+        let ours =
+            o.value.per_example.iter().map(|e| e.get("score").or_else(|| e.get("mink")).unwrap().as_f64().unwrap());
         for (i, (a, b)) in ours.zip(r["scores"].as_array().unwrap()).enumerate() {
             let b = b.as_f64().unwrap();
-            assert!(
-                (a - b).abs() <= 1e-9 * (1.0 + b.abs()),
-                "{} text {i}: {a} vs numpy {b}",
-                o.name
-            );
+            assert!((a - b).abs() <= 1e-9 * (1.0 + b.abs()), "{} text {i}: {a} vs numpy {b}", o.name);
         }
     }
 }

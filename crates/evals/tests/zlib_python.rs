@@ -9,9 +9,7 @@ use std::process::{Command, Stdio};
 use evals::zlib::compressed_len;
 
 fn lcg(seed: &mut u64) -> u64 {
-    *seed = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
+    *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
     *seed >> 33
 }
 
@@ -22,12 +20,7 @@ fn inputs() -> Vec<Vec<u8>> {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"))
         .join("corpora");
-    for name in [
-        "tinyshakespeare.txt",
-        "tinystories-prefix.txt",
-        "wikitext2-test.txt",
-        "wikitext2-valid.txt",
-    ] {
+    for name in ["tinyshakespeare.txt", "tinystories-prefix.txt", "wikitext2-test.txt", "wikitext2-valid.txt"] {
         let Ok(text) = std::fs::read(dir.join(name)) else {
             continue;
         };
@@ -39,14 +32,7 @@ fn inputs() -> Vec<Vec<u8>> {
             }
         }
     }
-    for &(n, alphabet) in &[
-        (100usize, 256u64),
-        (5000, 256),
-        (70_000, 256),
-        (2000, 4),
-        (100_000, 3),
-        (300_000, 20),
-    ] {
+    for &(n, alphabet) in &[(100usize, 256u64), (5000, 256), (70_000, 256), (2000, 4), (100_000, 3), (300_000, 20)] {
         out.push((0..n).map(|_| (lcg(&mut seed) % alphabet) as u8).collect());
     }
     out.push(vec![b'x'; 100_000]);
@@ -66,12 +52,12 @@ fn inputs() -> Vec<Vec<u8>> {
 #[test]
 fn zlib_len_matches_python_zlib() {
     let inputs = inputs();
-    let hex: Vec<String> = inputs
-        .iter()
-        .map(|b| b.iter().map(|x| format!("{x:02x}")).collect())
-        .collect();
+    let hex: Vec<String> = inputs.iter().map(|b| b.iter().map(|x| format!("{x:02x}")).collect()).collect();
     let child = Command::new("python3")
-        .args(["-c", "import sys, zlib; print(' '.join(str(len(zlib.compress(bytes.fromhex(l.strip())))) for l in sys.stdin))"])
+        .args([
+            "-c",
+            "import sys, zlib; print(' '.join(str(len(zlib.compress(bytes.fromhex(l.strip())))) for l in sys.stdin))",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn();
@@ -85,32 +71,16 @@ fn zlib_len_matches_python_zlib() {
     let out = child.wait_with_output().unwrap();
     writer.join().unwrap();
     assert!(out.status.success(), "python3 failed");
-    let expected: Vec<usize> = String::from_utf8(out.stdout)
-        .unwrap()
-        .split_whitespace()
-        .map(|x| x.parse().unwrap())
-        .collect();
+    let expected: Vec<usize> =
+        String::from_utf8(out.stdout).unwrap().split_whitespace().map(|x| x.parse().unwrap()).collect();
     assert_eq!(expected.len(), inputs.len());
     let mut bad = vec![];
     for (i, (data, &e)) in inputs.iter().zip(&expected).enumerate() {
         let got = compressed_len(data);
         if got != e {
-            bad.push(format!(
-                "input {i} ({} bytes): {got} vs python {e}",
-                data.len()
-            ));
+            bad.push(format!("input {i} ({} bytes): {got} vs python {e}", data.len()));
         }
     }
-    eprintln!(
-        "{} inputs, {} bytes in all",
-        inputs.len(),
-        inputs.iter().map(Vec::len).sum::<usize>()
-    );
-    assert!(
-        bad.is_empty(),
-        "{} of {} differ:\n{}",
-        bad.len(),
-        inputs.len(),
-        bad.join("\n")
-    );
+    eprintln!("{} inputs, {} bytes in all", inputs.len(), inputs.iter().map(Vec::len).sum::<usize>());
+    assert!(bad.is_empty(), "{} of {} differ:\n{}", bad.len(), inputs.len(), bad.join("\n"));
 }

@@ -129,7 +129,13 @@ mod tests {
         write(r#"{"a":"m-2.safetensors","b":"m-1.safetensors","c":"m-2.safetensors"}"#);
         assert_eq!(shard_names(&index).unwrap(), ["m-1.safetensors", "m-2.safetensors"]);
 
-        for bad in [r#"{"a":"pytorch_model-1.bin"}"#, r#"{"a":"../x.safetensors"}"#, r#"{"a":"/x.safetensors"}"#, r#"{}"#, r#"{"a":3}"#] {
+        for bad in [
+            r#"{"a":"pytorch_model-1.bin"}"#,
+            r#"{"a":"../x.safetensors"}"#,
+            r#"{"a":"/x.safetensors"}"#,
+            r#"{}"#,
+            r#"{"a":3}"#,
+        ] {
             write(bad);
             let err = format!("{:#}", shard_names(&index).unwrap_err());
             assert!(err.contains(INDEX), "error names the index: {err}");

@@ -50,7 +50,8 @@ impl Downloader<'_> {
 
         // hf-hub records every revision in refs/, commits included; python does not write a ref
         // for a commit, so one we caused is removed again.
-        let commit_ref = cache::is_commit_hash(self.rev).then(|| cache::repo_folder(&root, self.id).join("refs").join(self.rev));
+        let commit_ref =
+            cache::is_commit_hash(self.rev).then(|| cache::repo_folder(&root, self.id).join("refs").join(self.rev));
         let ref_existed = commit_ref.as_ref().is_some_and(|p| p.exists());
         let result = self.fetch_with(&root, &repo);
         if let (Some(p), false) = (&commit_ref, ref_existed) {
@@ -124,7 +125,10 @@ impl Downloader<'_> {
 
     fn explain(&self, file: &str, url: &str, e: &ApiError) -> anyhow::Error {
         let hint = match status(e) {
-            Some(401 | 403) => "the repository may be gated, private or misspelt: accept its terms on the hub and set HF_TOKEN".to_string(),
+            Some(401 | 403) => {
+                "the repository may be gated, private or misspelt: accept its terms on the hub and set HF_TOKEN"
+                    .to_string()
+            }
             Some(404) => "the hub has no such file at this revision: check the model id and revision".to_string(),
             _ => format!(
                 "if this machine has no network, set HF_HUB_OFFLINE=1 and fill the cache elsewhere with `{}` \

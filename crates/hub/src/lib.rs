@@ -260,7 +260,9 @@ mod tests {
 
     #[test]
     fn offline_flag_values() {
-        for (v, expected) in [("1", true), ("TRUE", true), ("yes", true), ("on", true), ("0", false), ("false", false), ("no", false)] {
+        for (v, expected) in
+            [("1", true), ("TRUE", true), ("yes", true), ("on", true), ("0", false), ("false", false), ("no", false)]
+        {
             assert_eq!(offline_with(&lookup(&[("HF_HUB_OFFLINE", v)])), expected, "HF_HUB_OFFLINE={v}");
         }
         assert!(!offline_with(&lookup(&[])));
@@ -271,7 +273,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("token"), "hf_file_token\n").unwrap();
         let home = dir.path().to_str().unwrap();
-        let o = ResolveOptions::from_lookup(&lookup(&[("HF_HOME", home), ("HF_HUB_OFFLINE", "1"), ("HF_ENDPOINT", "http://h:1/")]));
+        let o = ResolveOptions::from_lookup(&lookup(&[
+            ("HF_HOME", home),
+            ("HF_HUB_OFFLINE", "1"),
+            ("HF_ENDPOINT", "http://h:1/"),
+        ]));
         assert_eq!(o.cache_dir, Some(dir.path().join("hub")));
         assert_eq!(o.offline, Some(true));
         assert_eq!(o.token.as_deref(), Some("hf_file_token"), "token file under HF_HOME");

@@ -58,8 +58,15 @@ fn python_cache_hit_for_branch_default_and_commit() {
     }
     let model = HubModel { id: ID.into(), revision: None };
     let dir = model.resolve(&o).unwrap();
-    assert!(std::fs::symlink_metadata(dir.join("config.json")).unwrap().file_type().is_symlink(), "fixture is python's layout");
-    assert_eq!(std::fs::read(dir.join("config.json")).unwrap(), sharded_repo()["config.json"], "read through the symlink");
+    assert!(
+        std::fs::symlink_metadata(dir.join("config.json")).unwrap().file_type().is_symlink(),
+        "fixture is python's layout"
+    );
+    assert_eq!(
+        std::fs::read(dir.join("config.json")).unwrap(),
+        sharded_repo()["config.json"],
+        "read through the symlink"
+    );
     // A branch the cache never saw is a miss, not a silent fallback to main.
     let e = err_text(resolve(ID, Some("dev"), &opts(tmp.path(), true, None)));
     assert!(e.contains("revision dev") && e.contains("refs/dev"), "{e}");
@@ -118,7 +125,9 @@ fn unreachable_hub_fails_fast_naming_the_url() {
     let e = err_text(resolve(ID, None, &opts(tmp.path(), false, Some(&endpoint))));
     assert!(t.elapsed() < Duration::from_secs(5), "took {:?}", t.elapsed());
     let url = format!("{endpoint}/acme/tiny-llama/resolve/main/config.json");
-    for part in ["downloading config.json of hub model acme/tiny-llama (revision main)", &url, "HF_HUB_OFFLINE=1", "`path`"] {
+    for part in
+        ["downloading config.json of hub model acme/tiny-llama (revision main)", &url, "HF_HUB_OFFLINE=1", "`path`"]
+    {
         assert!(e.contains(part), "error should contain {part:?}: {e}");
     }
     // Nothing that looks like a snapshot was left behind.
@@ -139,18 +148,30 @@ fn download_lands_in_python_layout_then_hits_cache_offline() {
     let repo = tmp.path().join("models--acme--tiny-llama");
     assert_eq!(dir, repo.join("snapshots").join(COMMIT));
     assert_eq!(std::fs::read_to_string(repo.join("refs/main")).unwrap().trim(), COMMIT);
-    for name in ["config.json", "tokenizer.json", "tokenizer_config.json", "model.safetensors.index.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"] {
+    for name in [
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "model.safetensors.index.json",
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+    ] {
         let link = dir.join(name);
         let target = std::fs::read_link(&link).unwrap_or_else(|e| panic!("{name} should be a symlink: {e}"));
         assert_eq!(target, Path::new("../../blobs").join(sha256_hex(&files[name])), "{name} links to its blob by etag");
         assert_eq!(std::fs::read(&link).unwrap(), files[name], "{name} content");
     }
-    let blobs: Vec<String> = std::fs::read_dir(repo.join("blobs")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let blobs: Vec<String> = std::fs::read_dir(repo.join("blobs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     assert!(!blobs.iter().any(|b| b.ends_with(".part")), "no partial downloads left: {blobs:?}");
 
     let paths = server.paths();
     assert!(
-        paths.iter().all(|p| p.ends_with(".json") || p.ends_with(".safetensors") || p.ends_with("/chat_template.jinja")),
+        paths
+            .iter()
+            .all(|p| p.ends_with(".json") || p.ends_with(".safetensors") || p.ends_with("/chat_template.jinja")),
         "only JSON, safetensors and the chat template requested: {paths:?}"
     );
     assert!(!paths.iter().any(|p| p.contains("pytorch_model")), "pickles never requested: {paths:?}");
@@ -174,7 +195,8 @@ fn commit_revision_download_writes_no_refs() {
     let repo = tmp.path().join("models--acme--tiny-llama");
     assert_eq!(dir, repo.join("snapshots").join(COMMIT));
     assert!(server.paths().iter().all(|p| p.contains(&format!("/resolve/{COMMIT}/"))), "{:?}", server.paths());
-    let refs: Vec<_> = std::fs::read_dir(repo.join("refs")).map(|d| d.map(|e| e.unwrap().file_name()).collect()).unwrap_or_default();
+    let refs: Vec<_> =
+        std::fs::read_dir(repo.join("refs")).map(|d| d.map(|e| e.unwrap().file_name()).collect()).unwrap_or_default();
     assert!(refs.is_empty(), "python writes no ref for a commit revision, found {refs:?}");
 }
 
@@ -228,17 +250,24 @@ fn killed_download_is_never_complete_and_resumes() {
     let part = repo.join("blobs").join(format!("{}.part", sha256_hex(&files["model-00001-of-00002.safetensors"])));
     let part_len = std::fs::metadata(&part).unwrap_or_else(|e| panic!("{} should exist: {e}", part.display())).len();
     assert!(part_len > 0 && part_len < 5000, "partial length {part_len}");
-    assert!(!repo.join("snapshots").join(COMMIT).join("model-00001-of-00002.safetensors").exists(), "no snapshot entry for a cut download");
+    assert!(
+        !repo.join("snapshots").join(COMMIT).join("model-00001-of-00002.safetensors").exists(),
+        "no snapshot entry for a cut download"
+    );
     let e = err_text(resolve(ID, None, &opts(tmp.path(), true, None)));
     assert!(e.contains("missing model-00001-of-00002.safetensors"), "offline sees it as missing: {e}");
 
     server.truncate.store(false, Ordering::SeqCst);
     let n_before = server.log.lock().unwrap().len();
     let dir = resolve(ID, None, &o).unwrap();
-    assert_eq!(std::fs::read(dir.join("model-00001-of-00002.safetensors")).unwrap(), files["model-00001-of-00002.safetensors"]);
-    let resumed = server.log.lock().unwrap()[n_before..]
-        .iter()
-        .any(|s| s.path.ends_with("model-00001-of-00002.safetensors") && s.range.as_deref() == Some(&*format!("bytes={part_len}-")));
+    assert_eq!(
+        std::fs::read(dir.join("model-00001-of-00002.safetensors")).unwrap(),
+        files["model-00001-of-00002.safetensors"]
+    );
+    let resumed = server.log.lock().unwrap()[n_before..].iter().any(|s| {
+        s.path.ends_with("model-00001-of-00002.safetensors")
+            && s.range.as_deref() == Some(&*format!("bytes={part_len}-"))
+    });
     assert!(resumed, "the retry continues from the .part file: {:?}", &server.log.lock().unwrap()[n_before..]);
 }
 
@@ -249,10 +278,14 @@ fn pickle_only_repo_is_refused() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let files: BTreeMap<String, Vec<u8>> = sharded_repo().into_iter().filter(|(k, _)| !k.contains("safetensors")).collect();
+    let files: BTreeMap<String, Vec<u8>> =
+        sharded_repo().into_iter().filter(|(k, _)| !k.contains("safetensors")).collect();
     let server = FakeHub::start(ID, files, None);
     let e = err_text(resolve(ID, None, &opts(tmp.path(), false, Some(&server.endpoint))));
-    assert!(e.contains("neither model.safetensors.index.json nor model.safetensors") && e.contains("never downloaded"), "{e}");
+    assert!(
+        e.contains("neither model.safetensors.index.json nor model.safetensors") && e.contains("never downloaded"),
+        "{e}"
+    );
     assert!(!server.paths().iter().any(|p| p.contains("pytorch_model")), "{:?}", server.paths());
 }
 

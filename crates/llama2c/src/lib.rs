@@ -53,24 +53,10 @@ impl Llama2cConfig {
     /// Parses and validates the 28-byte header.
     pub fn from_header(bytes: &[u8]) -> Result<Self> {
         let Some(head) = bytes.get(..HEADER_BYTES) else {
-            bail!(
-                "{} bytes, shorter than the {HEADER_BYTES}-byte header",
-                bytes.len()
-            );
+            bail!("{} bytes, shorter than the {HEADER_BYTES}-byte header", bytes.len());
         };
-        let f: Vec<i32> = head
-            .chunks_exact(4)
-            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        let names = [
-            "dim",
-            "hidden_dim",
-            "n_layers",
-            "n_heads",
-            "n_kv_heads",
-            "vocab_size",
-            "seq_len",
-        ];
+        let f: Vec<i32> = head.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let names = ["dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "seq_len"];
         for (i, (&v, name)) in f.iter().zip(names).enumerate() {
             if v == 0 || (v < 0 && i != 5) || v == i32::MIN {
                 bail!("header field {name} = {v}, expected a positive integer");
@@ -88,18 +74,10 @@ impl Llama2cConfig {
             shared_classifier: f[5] > 0,
         };
         if c.dim % c.n_heads != 0 || c.head_size() % 2 != 0 {
-            bail!(
-                "dim {} must split into {} heads of even size",
-                c.dim,
-                c.n_heads
-            );
+            bail!("dim {} must split into {} heads of even size", c.dim, c.n_heads);
         }
         if c.n_kv_heads > c.n_heads || c.n_heads % c.n_kv_heads != 0 {
-            bail!(
-                "n_heads {} must be a multiple of n_kv_heads {}",
-                c.n_heads,
-                c.n_kv_heads
-            );
+            bail!("n_heads {} must be a multiple of n_kv_heads {}", c.n_heads, c.n_kv_heads);
         }
         Ok(c)
     }
@@ -112,13 +90,7 @@ impl Llama2cConfig {
 
     /// The f32 arrays of the file, in order, with their llama2.c names and shapes.
     fn arrays(&self) -> Vec<Array> {
-        let (d, h, l, v, kv) = (
-            self.dim,
-            self.hidden_dim,
-            self.n_layers,
-            self.vocab_size,
-            self.kv_dim(),
-        );
+        let (d, h, l, v, kv) = (self.dim, self.hidden_dim, self.n_layers, self.vocab_size, self.kv_dim());
         let half = self.head_size() / 2;
         let mut a = vec![
             Array::new("token_embedding", &[v, d]),
@@ -175,10 +147,7 @@ struct Array {
 
 impl Array {
     fn new(name: &'static str, shape: &[usize]) -> Self {
-        Self {
-            name,
-            shape: shape.to_vec(),
-        }
+        Self { name, shape: shape.to_vec() }
     }
     fn numel(&self) -> usize {
         self.shape.iter().product()
@@ -198,10 +167,7 @@ pub struct HfTensor {
 /// `j * hs/2 + i` is input row `2 * i + j` (`j` in 0..2, `i` in 0..hs/2).
 pub fn permute_rotary(w: &[f32], n_heads: usize, dim1: usize, dim2: usize) -> Result<Vec<f32>> {
     if w.len() != dim1 * dim2 || n_heads == 0 || dim1 % (2 * n_heads) != 0 {
-        bail!(
-            "cannot permute {} values as [{dim1}, {dim2}] in {n_heads} heads of even size",
-            w.len()
-        );
+        bail!("cannot permute {} values as [{dim1}, {dim2}] in {n_heads} heads of even size", w.len());
     }
     let hs = dim1 / n_heads;
     let half = hs / 2;
@@ -220,8 +186,8 @@ pub fn permute_rotary(w: &[f32], n_heads: usize, dim1: usize, dim2: usize) -> Re
 /// Reads a llama2.c legacy checkpoint into Hugging Face tensors (q/k permuted; `lm_head.weight`
 /// only when the classifier is not shared), in file order.
 pub fn read_checkpoint(model_bin: &Path) -> Result<(Llama2cConfig, Vec<HfTensor>)> {
-    let bytes = std::fs::read(model_bin)
-        .with_context(|| format!("reading llama2.c checkpoint {}", model_bin.display()))?;
+    let bytes =
+        std::fs::read(model_bin).with_context(|| format!("reading llama2.c checkpoint {}", model_bin.display()))?;
     let cfg = Llama2cConfig::from_header(&bytes)
         .with_context(|| format!("llama2.c checkpoint {}: bad header", model_bin.display()))?;
     let want = cfg.file_bytes();
@@ -229,11 +195,7 @@ pub fn read_checkpoint(model_bin: &Path) -> Result<(Llama2cConfig, Vec<HfTensor>
         bail!(
             "llama2.c checkpoint {}: {} is {want} bytes for {cfg:?}, but the file has {} bytes",
             model_bin.display(),
-            if (bytes.len() as u64) < want {
-                "truncated: expected size"
-            } else {
-                "trailing bytes: expected size"
-            },
+            if (bytes.len() as u64) < want { "truncated: expected size" } else { "trailing bytes: expected size" },
             bytes.len()
         );
     }
@@ -241,105 +203,44 @@ pub fn read_checkpoint(model_bin: &Path) -> Result<(Llama2cConfig, Vec<HfTensor>
     let mut arrays: HashMap<&'static str, (Vec<usize>, Vec<f32>)> = HashMap::new();
     for a in cfg.arrays() {
         let n = a.numel();
-        let data: Vec<f32> = bytes[at..at + 4 * n]
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
+        let data: Vec<f32> =
+            bytes[at..at + 4 * n].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
         at += 4 * n;
         arrays.insert(a.name, (a.shape, data));
     }
-    let tensors =
-        to_hf(&cfg, arrays).with_context(|| format!("converting {}", model_bin.display()))?;
+    let tensors = to_hf(&cfg, arrays).with_context(|| format!("converting {}", model_bin.display()))?;
     Ok((cfg, tensors))
 }
 
-fn to_hf(
-    cfg: &Llama2cConfig,
-    mut a: HashMap<&'static str, (Vec<usize>, Vec<f32>)>,
-) -> Result<Vec<HfTensor>> {
-    let mut take = |name: &str| {
-        a.remove(name)
-            .with_context(|| format!("array {name} missing"))
-    };
+fn to_hf(cfg: &Llama2cConfig, mut a: HashMap<&'static str, (Vec<usize>, Vec<f32>)>) -> Result<Vec<HfTensor>> {
+    let mut take = |name: &str| a.remove(name).with_context(|| format!("array {name} missing"));
     let (d, h, kv) = (cfg.dim, cfg.hidden_dim, cfg.kv_dim());
     let mut out = Vec::new();
     let mut push = |name: String, shape: &[usize], data: Vec<f32>| {
-        out.push(HfTensor {
-            name,
-            shape: shape.to_vec(),
-            data,
-        });
+        out.push(HfTensor { name, shape: shape.to_vec(), data });
     };
-    push(
-        "model.embed_tokens.weight".into(),
-        &[cfg.vocab_size, d],
-        take("token_embedding")?.1,
-    );
+    push("model.embed_tokens.weight".into(), &[cfg.vocab_size, d], take("token_embedding")?.1);
     let layer = |w: &[f32], i: usize, n: usize| w[i * n..(i + 1) * n].to_vec();
-    let (rms_att, wq, wk, wv, wo) = (
-        take("rms_att")?.1,
-        take("wq")?.1,
-        take("wk")?.1,
-        take("wv")?.1,
-        take("wo")?.1,
-    );
-    let (rms_ffn, w1, w2, w3) = (
-        take("rms_ffn")?.1,
-        take("w1")?.1,
-        take("w2")?.1,
-        take("w3")?.1,
-    );
+    let (rms_att, wq, wk, wv, wo) = (take("rms_att")?.1, take("wq")?.1, take("wk")?.1, take("wv")?.1, take("wo")?.1);
+    let (rms_ffn, w1, w2, w3) = (take("rms_ffn")?.1, take("w1")?.1, take("w2")?.1, take("w3")?.1);
     for i in 0..cfg.n_layers {
         let p = format!("model.layers.{i}");
-        push(
-            format!("{p}.input_layernorm.weight"),
-            &[d],
-            layer(&rms_att, i, d),
-        );
-        let q = permute_rotary(&layer(&wq, i, d * d), cfg.n_heads, d, d)
-            .with_context(|| format!("layer {i} wq"))?;
+        push(format!("{p}.input_layernorm.weight"), &[d], layer(&rms_att, i, d));
+        let q = permute_rotary(&layer(&wq, i, d * d), cfg.n_heads, d, d).with_context(|| format!("layer {i} wq"))?;
         push(format!("{p}.self_attn.q_proj.weight"), &[d, d], q);
-        let k = permute_rotary(&layer(&wk, i, kv * d), cfg.n_kv_heads, kv, d)
-            .with_context(|| format!("layer {i} wk"))?;
+        let k =
+            permute_rotary(&layer(&wk, i, kv * d), cfg.n_kv_heads, kv, d).with_context(|| format!("layer {i} wk"))?;
         push(format!("{p}.self_attn.k_proj.weight"), &[kv, d], k);
-        push(
-            format!("{p}.self_attn.v_proj.weight"),
-            &[kv, d],
-            layer(&wv, i, kv * d),
-        );
-        push(
-            format!("{p}.self_attn.o_proj.weight"),
-            &[d, d],
-            layer(&wo, i, d * d),
-        );
-        push(
-            format!("{p}.post_attention_layernorm.weight"),
-            &[d],
-            layer(&rms_ffn, i, d),
-        );
-        push(
-            format!("{p}.mlp.gate_proj.weight"),
-            &[h, d],
-            layer(&w1, i, h * d),
-        );
-        push(
-            format!("{p}.mlp.down_proj.weight"),
-            &[d, h],
-            layer(&w2, i, d * h),
-        );
-        push(
-            format!("{p}.mlp.up_proj.weight"),
-            &[h, d],
-            layer(&w3, i, h * d),
-        );
+        push(format!("{p}.self_attn.v_proj.weight"), &[kv, d], layer(&wv, i, kv * d));
+        push(format!("{p}.self_attn.o_proj.weight"), &[d, d], layer(&wo, i, d * d));
+        push(format!("{p}.post_attention_layernorm.weight"), &[d], layer(&rms_ffn, i, d));
+        push(format!("{p}.mlp.gate_proj.weight"), &[h, d], layer(&w1, i, h * d));
+        push(format!("{p}.mlp.down_proj.weight"), &[d, h], layer(&w2, i, d * h));
+        push(format!("{p}.mlp.up_proj.weight"), &[h, d], layer(&w3, i, h * d));
     }
     push("model.norm.weight".into(), &[d], take("rms_final")?.1);
     if !cfg.shared_classifier {
-        push(
-            "lm_head.weight".into(),
-            &[cfg.vocab_size, d],
-            take("wcls")?.1,
-        );
+        push("lm_head.weight".into(), &[cfg.vocab_size, d], take("wcls")?.1);
     }
     Ok(out)
 }
@@ -372,22 +273,15 @@ pub fn import(model_bin: &Path, tok_bin: &Path, out: &Path) -> Result<ImportRepo
         );
     }
 
-    let name = out
-        .file_name()
-        .with_context(|| format!("output folder {} has no name", out.display()))?;
+    let name = out.file_name().with_context(|| format!("output folder {} has no name", out.display()))?;
     let parent = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
     std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
-    let tmp = parent.join(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
+    let tmp = parent.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
     if tmp.exists() {
-        std::fs::remove_dir_all(&tmp)
-            .with_context(|| format!("removing stale {}", tmp.display()))?;
+        std::fs::remove_dir_all(&tmp).with_context(|| format!("removing stale {}", tmp.display()))?;
     }
     std::fs::create_dir(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     let written = write_folder(&tmp, &cfg, &tensors, &tok);
@@ -395,11 +289,7 @@ pub fn import(model_bin: &Path, tok_bin: &Path, out: &Path) -> Result<ImportRepo
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(e);
     }
-    let old = parent.join(format!(
-        ".{}.old-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
+    let old = parent.join(format!(".{}.old-{}", name.to_string_lossy(), std::process::id()));
     replace_dir(&tmp, &old, out)?;
 
     let n_params = tensors.iter().map(|t| t.data.len()).sum();
@@ -411,21 +301,12 @@ pub fn import(model_bin: &Path, tok_bin: &Path, out: &Path) -> Result<ImportRepo
     })
 }
 
-fn write_folder(
-    dir: &Path,
-    cfg: &Llama2cConfig,
-    tensors: &[HfTensor],
-    tok: &tokenize::Tokenizer,
-) -> Result<()> {
-    let config =
-        serde_json::to_string_pretty(&cfg.hf_config()).context("serializing config.json")?;
+fn write_folder(dir: &Path, cfg: &Llama2cConfig, tensors: &[HfTensor], tok: &tokenize::Tokenizer) -> Result<()> {
+    let config = serde_json::to_string_pretty(&cfg.hf_config()).context("serializing config.json")?;
     let path = dir.join("config.json");
     std::fs::write(&path, config + "\n").with_context(|| format!("writing {}", path.display()))?;
 
-    let bytes: Vec<Vec<u8>> = tensors
-        .iter()
-        .map(|t| t.data.iter().flat_map(|x| x.to_le_bytes()).collect())
-        .collect();
+    let bytes: Vec<Vec<u8>> = tensors.iter().map(|t| t.data.iter().flat_map(|x| x.to_le_bytes()).collect()).collect();
     let mut views = Vec::with_capacity(tensors.len());
     for (t, b) in tensors.iter().zip(&bytes) {
         let v = TensorView::new(Dtype::F32, t.shape.clone(), b)
@@ -441,9 +322,7 @@ fn write_folder(
     std::fs::write(&path, st).with_context(|| format!("writing {}", path.display()))?;
 
     let path = dir.join("tokenizer.json");
-    tok.save(&path, true)
-        .map_err(|e| anyhow::anyhow!("{e}"))
-        .with_context(|| format!("writing {}", path.display()))?;
+    tok.save(&path, true).map_err(|e| anyhow::anyhow!("{e}")).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 
@@ -452,11 +331,9 @@ fn replace_dir(tmp: &Path, old: &Path, out: &Path) -> Result<()> {
     let had_old = out.exists();
     if had_old {
         if old.exists() {
-            std::fs::remove_dir_all(old)
-                .with_context(|| format!("removing stale {}", old.display()))?;
+            std::fs::remove_dir_all(old).with_context(|| format!("removing stale {}", old.display()))?;
         }
-        std::fs::rename(out, old)
-            .with_context(|| format!("moving the existing {} aside", out.display()))?;
+        std::fs::rename(out, old).with_context(|| format!("moving the existing {} aside", out.display()))?;
     }
     if let Err(e) = std::fs::rename(tmp, out) {
         if had_old {
@@ -465,8 +342,7 @@ fn replace_dir(tmp: &Path, old: &Path, out: &Path) -> Result<()> {
         return Err(e).with_context(|| format!("renaming {} to {}", tmp.display(), out.display()));
     }
     if had_old {
-        std::fs::remove_dir_all(old)
-            .with_context(|| format!("removing the replaced {}", old.display()))?;
+        std::fs::remove_dir_all(old).with_context(|| format!("removing the replaced {}", old.display()))?;
     }
     Ok(())
 }

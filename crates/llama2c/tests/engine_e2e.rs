@@ -20,7 +20,10 @@ fn imported_stories260k_generates_and_scores() {
         println!("SKIPPED: stories260K or tinystories-prefix.txt missing under {}", data.display());
         // Outside CI a missing data file skips; with the data directory set (CI) it fails, so a
         // broken data path never passes green.
-        assert!(std::env::var_os("UNLEARN_DATA_DIR").is_none(), "the reference data above is missing although UNLEARN_DATA_DIR is set");
+        assert!(
+            std::env::var_os("UNLEARN_DATA_DIR").is_none(),
+            "the reference data above is missing although UNLEARN_DATA_DIR is set"
+        );
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

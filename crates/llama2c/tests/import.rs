@@ -56,17 +56,10 @@ fn write_model(path: &Path, vocab_sign: i32) -> Vec<u8> {
 
 /// A 262-token llama2.c tokenizer: specials, the 256 byte pieces, " ", "a", " a".
 fn write_tok(path: &Path) {
-    let mut pieces: Vec<(f32, Vec<u8>)> = vec![
-        (0.0, b"<unk>".to_vec()),
-        (0.0, b"\n<s>\n".to_vec()),
-        (0.0, b"\n</s>\n".to_vec()),
-    ];
+    let mut pieces: Vec<(f32, Vec<u8>)> =
+        vec![(0.0, b"<unk>".to_vec()), (0.0, b"\n<s>\n".to_vec()), (0.0, b"\n</s>\n".to_vec())];
     pieces.extend((0..=255u8).map(|x| (0.0, format!("<0x{x:02X}>").into_bytes())));
-    pieces.extend([
-        (-1.0, b" a".to_vec()),
-        (-2.0, b" ".to_vec()),
-        (-3.0, b"a".to_vec()),
-    ]);
+    pieces.extend([(-1.0, b" a".to_vec()), (-2.0, b" ".to_vec()), (-3.0, b"a".to_vec())]);
     let mut b = 6i32.to_le_bytes().to_vec();
     for (s, p) in pieces {
         b.extend(s.to_le_bytes());
@@ -82,17 +75,11 @@ fn permutation_matches_hand_written_index_map() {
     let w: Vec<f32> = (0..8 * 3).map(|x| x as f32).collect();
     let p = permute_rotary(&w, 2, 8, 3).unwrap();
     let rows = [0, 2, 1, 3, 4, 6, 5, 7];
-    let want: Vec<f32> = rows
-        .iter()
-        .flat_map(|&r| (0..3).map(move |c| (r * 3 + c) as f32))
-        .collect();
+    let want: Vec<f32> = rows.iter().flat_map(|&r| (0..3).map(move |c| (r * 3 + c) as f32)).collect();
     assert_eq!(p, want);
     // One head of 8 rows: (0, 2, 4, 6, 1, 3, 5, 7).
     let w: Vec<f32> = (0..8).map(|x| x as f32).collect();
-    assert_eq!(
-        permute_rotary(&w, 1, 8, 1).unwrap(),
-        vec![0., 2., 4., 6., 1., 3., 5., 7.]
-    );
+    assert_eq!(permute_rotary(&w, 1, 8, 1).unwrap(), vec![0., 2., 4., 6., 1., 3., 5., 7.]);
     assert!(permute_rotary(&w, 3, 8, 1).is_err());
 }
 
@@ -125,22 +112,13 @@ fn rope_hf(x: &mut [f64], hs: usize, pos: f64) {
 fn permuted_weights_give_the_same_attention_scores_under_hf_rope() {
     let (n_heads, hs, dim) = (2, 8, 5);
     let d1 = n_heads * hs;
-    let wq: Vec<f32> = (0..d1 * dim)
-        .map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0)
-        .collect();
-    let wk: Vec<f32> = (0..d1 * dim)
-        .map(|i| ((i * 53 % 29) as f32 - 14.0) / 5.0)
-        .collect();
-    let (pq, pk) = (
-        permute_rotary(&wq, n_heads, d1, dim).unwrap(),
-        permute_rotary(&wk, n_heads, d1, dim).unwrap(),
-    );
+    let wq: Vec<f32> = (0..d1 * dim).map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0).collect();
+    let wk: Vec<f32> = (0..d1 * dim).map(|i| ((i * 53 % 29) as f32 - 14.0) / 5.0).collect();
+    let (pq, pk) = (permute_rotary(&wq, n_heads, d1, dim).unwrap(), permute_rotary(&wk, n_heads, d1, dim).unwrap());
     let x: Vec<f64> = (0..dim).map(|i| (i as f64 * 0.7).sin()).collect();
     let y: Vec<f64> = (0..dim).map(|i| (i as f64 * 1.3).cos()).collect();
     let mv = |w: &[f32], v: &[f64]| -> Vec<f64> {
-        w.chunks(dim)
-            .map(|r| r.iter().zip(v).map(|(a, b)| *a as f64 * b).sum())
-            .collect()
+        w.chunks(dim).map(|r| r.iter().zip(v).map(|(a, b)| *a as f64 * b).sum()).collect()
     };
     let (mut q1, mut k1, mut q2, mut k2) = (mv(&wq, &x), mv(&wk, &y), mv(&pq, &x), mv(&pk, &y));
     rope_llama2c(&mut q1, hs, 5.0);
@@ -149,16 +127,9 @@ fn permuted_weights_give_the_same_attention_scores_under_hf_rope() {
     rope_hf(&mut k2, hs, 2.0);
     for h in 0..n_heads {
         let r = h * hs..(h + 1) * hs;
-        let s1: f64 = q1[r.clone()]
-            .iter()
-            .zip(&k1[r.clone()])
-            .map(|(a, b)| a * b)
-            .sum();
+        let s1: f64 = q1[r.clone()].iter().zip(&k1[r.clone()]).map(|(a, b)| a * b).sum();
         let s2: f64 = q2[r.clone()].iter().zip(&k2[r]).map(|(a, b)| a * b).sum();
-        assert!(
-            (s1 - s2).abs() < 1e-9 * s1.abs().max(1.0),
-            "head {h}: {s1} vs {s2}"
-        );
+        assert!((s1 - s2).abs() < 1e-9 * s1.abs().max(1.0), "head {h}: {s1} vs {s2}");
     }
     // Without the permutation the scores differ (the check is sensitive).
     let (mut q3, mut k3) = (mv(&wq, &x), mv(&wk, &y));
@@ -170,9 +141,7 @@ fn permuted_weights_give_the_same_attention_scores_under_hf_rope() {
 }
 
 fn tensor<'a>(ts: &'a [HfTensor], name: &str) -> &'a HfTensor {
-    ts.iter()
-        .find(|t| t.name == name)
-        .unwrap_or_else(|| panic!("no tensor {name}"))
+    ts.iter().find(|t| t.name == name).unwrap_or_else(|| panic!("no tensor {name}"))
 }
 
 #[test]
@@ -194,8 +163,7 @@ fn synthetic_checkpoint_lands_with_hf_names_shapes_and_values() {
             shared_classifier: true
         }
     );
-    let mut want: Vec<(String, Vec<usize>)> =
-        vec![("model.embed_tokens.weight".into(), vec![262, 8])];
+    let mut want: Vec<(String, Vec<usize>)> = vec![("model.embed_tokens.weight".into(), vec![262, 8])];
     for i in 0..2 {
         for (n, s) in [
             ("input_layernorm", vec![8]),
@@ -212,70 +180,29 @@ fn synthetic_checkpoint_lands_with_hf_names_shapes_and_values() {
         }
     }
     want.push(("model.norm.weight".into(), vec![8]));
-    let got: Vec<(String, Vec<usize>)> = ts
-        .iter()
-        .map(|t| (t.name.clone(), t.shape.clone()))
-        .collect();
+    let got: Vec<(String, Vec<usize>)> = ts.iter().map(|t| (t.name.clone(), t.shape.clone())).collect();
     assert_eq!(got, want);
 
     // Unpermuted tensors: layer 1 slices of the right llama2.c arrays.
     let slice = |name: &str, layer: usize, n: usize| -> Vec<f32> {
-        (layer * n..(layer + 1) * n)
-            .map(|i| val(index_of(name), i))
-            .collect()
+        (layer * n..(layer + 1) * n).map(|i| val(index_of(name), i)).collect()
     };
-    assert_eq!(
-        tensor(&ts, "model.embed_tokens.weight").data,
-        slice("token_embedding", 0, 262 * 8)
-    );
-    assert_eq!(
-        tensor(&ts, "model.layers.1.input_layernorm.weight").data,
-        slice("rms_att", 1, 8)
-    );
-    assert_eq!(
-        tensor(&ts, "model.layers.1.post_attention_layernorm.weight").data,
-        slice("rms_ffn", 1, 8)
-    );
-    assert_eq!(
-        tensor(&ts, "model.layers.1.self_attn.v_proj.weight").data,
-        slice("wv", 1, 32)
-    );
-    assert_eq!(
-        tensor(&ts, "model.layers.1.self_attn.o_proj.weight").data,
-        slice("wo", 1, 64)
-    );
-    assert_eq!(
-        tensor(&ts, "model.layers.1.mlp.gate_proj.weight").data,
-        slice("w1", 1, 96)
-    );
-    assert_eq!(
-        tensor(&ts, "model.layers.1.mlp.down_proj.weight").data,
-        slice("w2", 1, 96)
-    );
-    assert_eq!(
-        tensor(&ts, "model.layers.1.mlp.up_proj.weight").data,
-        slice("w3", 1, 96)
-    );
-    assert_eq!(
-        tensor(&ts, "model.norm.weight").data,
-        slice("rms_final", 0, 8)
-    );
+    assert_eq!(tensor(&ts, "model.embed_tokens.weight").data, slice("token_embedding", 0, 262 * 8));
+    assert_eq!(tensor(&ts, "model.layers.1.input_layernorm.weight").data, slice("rms_att", 1, 8));
+    assert_eq!(tensor(&ts, "model.layers.1.post_attention_layernorm.weight").data, slice("rms_ffn", 1, 8));
+    assert_eq!(tensor(&ts, "model.layers.1.self_attn.v_proj.weight").data, slice("wv", 1, 32));
+    assert_eq!(tensor(&ts, "model.layers.1.self_attn.o_proj.weight").data, slice("wo", 1, 64));
+    assert_eq!(tensor(&ts, "model.layers.1.mlp.gate_proj.weight").data, slice("w1", 1, 96));
+    assert_eq!(tensor(&ts, "model.layers.1.mlp.down_proj.weight").data, slice("w2", 1, 96));
+    assert_eq!(tensor(&ts, "model.layers.1.mlp.up_proj.weight").data, slice("w3", 1, 96));
+    assert_eq!(tensor(&ts, "model.norm.weight").data, slice("rms_final", 0, 8));
 
     // q: 2 heads of 4 rows, rows (0,2,1,3 | 4,6,5,7); k: 1 head of 4 rows, rows (0,2,1,3).
     let rows = |name: &str, order: &[usize], n_rows: usize| -> Vec<f32> {
-        order
-            .iter()
-            .flat_map(|&r| (0..8).map(move |c| val(index_of(name), n_rows * 8 + r * 8 + c)))
-            .collect()
+        order.iter().flat_map(|&r| (0..8).map(move |c| val(index_of(name), n_rows * 8 + r * 8 + c))).collect()
     };
-    assert_eq!(
-        tensor(&ts, "model.layers.1.self_attn.q_proj.weight").data,
-        rows("wq", &[0, 2, 1, 3, 4, 6, 5, 7], 8)
-    );
-    assert_eq!(
-        tensor(&ts, "model.layers.1.self_attn.k_proj.weight").data,
-        rows("wk", &[0, 2, 1, 3], 4)
-    );
+    assert_eq!(tensor(&ts, "model.layers.1.self_attn.q_proj.weight").data, rows("wq", &[0, 2, 1, 3, 4, 6, 5, 7], 8));
+    assert_eq!(tensor(&ts, "model.layers.1.self_attn.k_proj.weight").data, rows("wk", &[0, 2, 1, 3], 4));
 }
 
 #[test]
@@ -327,11 +254,7 @@ fn read_safetensors(path: &Path) -> Vec<(String, Vec<usize>, Vec<f32>)> {
         .into_iter()
         .map(|(n, v)| {
             assert_eq!(v.dtype(), safetensors::Dtype::F32);
-            let data = v
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                .collect();
+            let data = v.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
             (n, v.shape().to_vec(), data)
         })
         .collect();
@@ -349,24 +272,12 @@ fn import_writes_a_complete_hf_folder_atomically() {
     std::fs::create_dir(&out).unwrap();
     std::fs::write(out.join("stale.txt"), "old").unwrap();
     let rep = import(&model, &tok, &out).unwrap();
-    let mut files: Vec<String> = std::fs::read_dir(&out)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
+    let mut files: Vec<String> =
+        std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     files.sort();
-    assert_eq!(
-        files,
-        ["config.json", "model.safetensors", "tokenizer.json"]
-    );
-    let siblings: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert_eq!(
-        siblings.len(),
-        3,
-        "temporary folders left behind: {siblings:?}"
-    );
+    assert_eq!(files, ["config.json", "model.safetensors", "tokenizer.json"]);
+    let siblings: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(siblings.len(), 3, "temporary folders left behind: {siblings:?}");
 
     let cfg: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
@@ -393,10 +304,7 @@ fn import_writes_a_complete_hf_folder_atomically() {
 
     let st = read_safetensors(&out.join("model.safetensors"));
     assert_eq!(st.len(), 1 + 2 * 9 + 1);
-    assert!(
-        st.iter().all(|(n, _, _)| n != "lm_head.weight"),
-        "tied: no lm_head.weight"
-    );
+    assert!(st.iter().all(|(n, _, _)| n != "lm_head.weight"), "tied: no lm_head.weight");
     let (cfg2, mut ts) = read_checkpoint(&model).unwrap();
     assert_eq!(cfg2, rep.config);
     ts.sort_by(|a, b| a.name.cmp(&b.name));
@@ -404,10 +312,7 @@ fn import_writes_a_complete_hf_folder_atomically() {
         assert_eq!((n, s, d), (&t.name, &t.shape, &t.data));
     }
     assert_eq!(rep.tensors.len(), st.len());
-    assert_eq!(
-        rep.n_params,
-        262 * 8 + 2 * (8 + 64 + 32 + 32 + 64 + 8 + 3 * 96) + 8
-    );
+    assert_eq!(rep.n_params, 262 * 8 + 2 * (8 + 64 + 32 + 32 + 64 + 8 + 3 * 96) + 8);
 
     let t = tokenize::Tokenizer::from_file(out.join("tokenizer.json")).unwrap();
     // " a a" -> dummy prefix + " a" + " a": llama2.c gives [" a", " a"] -> [259, 259] after "▁" + "a" merges.
@@ -421,10 +326,7 @@ fn import_writes_a_complete_hf_folder_atomically() {
     b.extend(b"aa");
     std::fs::write(&other, &b).unwrap();
     let err = format!("{:#}", import(&model, &other, &out).unwrap_err());
-    assert!(
-        err.contains("263 tokens") && err.contains("vocab_size 262"),
-        "{err}"
-    );
+    assert!(err.contains("263 tokens") && err.contains("vocab_size 262"), "{err}");
     assert!(out.join("model.safetensors").exists());
 }
 
@@ -445,7 +347,10 @@ fn stories260k_imports() {
         println!("SKIPPED: {} is missing", dir.display());
         // Outside CI a missing data file skips; with the data directory set (CI) it fails, so a
         // broken data path never passes green.
-        assert!(std::env::var_os("UNLEARN_DATA_DIR").is_none(), "the reference data above is missing although UNLEARN_DATA_DIR is set");
+        assert!(
+            std::env::var_os("UNLEARN_DATA_DIR").is_none(),
+            "the reference data above is missing although UNLEARN_DATA_DIR is set"
+        );
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -470,21 +375,12 @@ fn stories260k_imports() {
     let shape = |n: &str| st.iter().find(|t| t.0 == n).map(|t| t.1.clone());
     assert_eq!(st.len(), 1 + 5 * 9 + 1);
     assert_eq!(shape("model.embed_tokens.weight"), Some(vec![512, 64]));
-    assert_eq!(
-        shape("model.layers.4.self_attn.k_proj.weight"),
-        Some(vec![32, 64])
-    );
-    assert_eq!(
-        shape("model.layers.4.mlp.down_proj.weight"),
-        Some(vec![64, 172])
-    );
+    assert_eq!(shape("model.layers.4.self_attn.k_proj.weight"), Some(vec![32, 64]));
+    assert_eq!(shape("model.layers.4.mlp.down_proj.weight"), Some(vec![64, 172]));
     assert_eq!(shape("lm_head.weight"), None);
     assert!(st.iter().all(|(_, _, d)| d.iter().all(|x| x.is_finite())));
     let t = tokenize::Tokenizer::from_file(out.join("tokenizer.json")).unwrap();
     // python3 /tmp/ref/llama2c_encode.py "Once upon a time"  (a transcription of run.c encode)
     // 'Once upon a time' [403, 407, 261, 378]
-    assert_eq!(
-        t.encode("Once upon a time", false).unwrap().get_ids(),
-        &[403, 407, 261, 378]
-    );
+    assert_eq!(t.encode("Once upon a time", false).unwrap().get_ids(), &[403, 407, 261, 378]);
 }

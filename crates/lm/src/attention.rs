@@ -48,7 +48,14 @@ impl Heads {
 /// each. `cos`/`sin`: (t, dim) rotary tables for positions 0..t. `bias`: (b or 1, 1, t, t),
 /// additive (0, −inf for the future, a large negative number for padded keys); it receives no
 /// gradient. Returns (b, t, q·dim). Fused on the CPU in f32, composed elsewhere.
-pub fn causal_attention(qkv: &Tensor, heads: Heads, cos: &Tensor, sin: &Tensor, bias: &Tensor, scale: f64) -> Result<Tensor> {
+pub fn causal_attention(
+    qkv: &Tensor,
+    heads: Heads,
+    cos: &Tensor,
+    sin: &Tensor,
+    bias: &Tensor,
+    scale: f64,
+) -> Result<Tensor> {
     let (b, t, w) = qkv.dims3()?;
     if w != heads.width() {
         bail!("causal_attention: {w} packed features do not fit {heads:?}");
@@ -63,7 +70,15 @@ pub fn causal_attention(qkv: &Tensor, heads: Heads, cos: &Tensor, sin: &Tensor, 
 /// Checks, for `who`'s error messages, that the heads are usable (key/value heads divide the
 /// query heads, even head size), the rotary tables are (t, dim) and the bias is
 /// (1 or b, 1, t, t).
-pub(crate) fn check_layout(who: &str, b: usize, t: usize, heads: Heads, cos: &Tensor, sin: &Tensor, bias: &Tensor) -> Result<()> {
+pub(crate) fn check_layout(
+    who: &str,
+    b: usize,
+    t: usize,
+    heads: Heads,
+    cos: &Tensor,
+    sin: &Tensor,
+    bias: &Tensor,
+) -> Result<()> {
     if heads.q == 0 || heads.kv == 0 || heads.q % heads.kv != 0 || heads.dim % 2 != 0 {
         bail!("{who}: {heads:?} is not a usable head layout (key/value heads must divide the query heads, head size even)");
     }
@@ -78,7 +93,14 @@ pub(crate) fn check_layout(who: &str, b: usize, t: usize, heads: Heads, cos: &Te
 }
 
 /// The composed reference for [`causal_attention`] (and its path off the CPU).
-pub fn causal_attention_composed(qkv: &Tensor, heads: Heads, cos: &Tensor, sin: &Tensor, bias: &Tensor, scale: f64) -> Result<Tensor> {
+pub fn causal_attention_composed(
+    qkv: &Tensor,
+    heads: Heads,
+    cos: &Tensor,
+    sin: &Tensor,
+    bias: &Tensor,
+    scale: f64,
+) -> Result<Tensor> {
     let (b, t, _) = qkv.dims3()?;
     let (hq, hkv, d) = (heads.q, heads.kv, heads.dim);
     let q = qkv.narrow(D::Minus1, 0, hq * d)?;
@@ -125,7 +147,16 @@ pub(crate) struct Attention {
 /// Runs `f(item, a, b, c)` for `items` work items over candle's threads, where item `i` owns
 /// `a[i·na..(i+1)·na]` (`na` > 0), `b[i·nb..]` and `c[i·nc..]` (`nb`, `nc` may be 0).
 #[allow(clippy::too_many_arguments)]
-fn par_items(items: usize, a: &mut [f32], na: usize, b: &mut [f32], nb: usize, c: &mut [f32], nc: usize, f: impl Fn(usize, &mut [f32], &mut [f32], &mut [f32]) + Sync) {
+fn par_items(
+    items: usize,
+    a: &mut [f32],
+    na: usize,
+    b: &mut [f32],
+    nb: usize,
+    c: &mut [f32],
+    nc: usize,
+    f: impl Fn(usize, &mut [f32], &mut [f32], &mut [f32]) + Sync,
+) {
     assert!(na > 0, "par_items: every item owns part of the first output");
     fused::par_chunks3(items, a, na, b, nb, c, nc, |first, a, b, c| {
         for i in 0..a.len() / na {
@@ -137,8 +168,16 @@ fn par_items(items: usize, a: &mut [f32], na: usize, b: &mut [f32], nb: usize, c
 impl Attention {
     /// `cos`/`sin` (t, dim) and `bias` (b or 1, 1, t, t) are copied out of the tensors.
     pub(crate) fn new(heads: Heads, cos: &Tensor, sin: &Tensor, bias: &Tensor, scale: f64) -> Result<Attention> {
-        let flat = |x: &Tensor| -> Result<Arc<Vec<f32>>> { Ok(Arc::new(x.contiguous()?.flatten_all()?.to_vec1::<f32>()?)) };
-        Ok(Attention { heads, scale: scale as f32, cos: flat(cos)?, sin: flat(sin)?, bias: flat(bias)?, saved: Mutex::new(None) })
+        let flat =
+            |x: &Tensor| -> Result<Arc<Vec<f32>>> { Ok(Arc::new(x.contiguous()?.flatten_all()?.to_vec1::<f32>()?)) };
+        Ok(Attention {
+            heads,
+            scale: scale as f32,
+            cos: flat(cos)?,
+            sin: flat(sin)?,
+            bias: flat(bias)?,
+            saved: Mutex::new(None),
+        })
     }
 
     /// The packed q|k|v rows `x` (b·t rows of `heads.width()`) → merged heads' outputs (b·t
@@ -161,7 +200,19 @@ impl Attention {
             let (bi, hi) = (item / nh, item % nh);
             let g = bi * nkv + hi / rep;
             // S = scale · Q Kᵀ
-            matmul(t, t, d, p, Mat::rows(0, t), false, &q, Mat::rows(item * t * d, d), &k, Mat::rows(g * t * d, d).t(), self.scale);
+            matmul(
+                t,
+                t,
+                d,
+                p,
+                Mat::rows(0, t),
+                false,
+                &q,
+                Mat::rows(item * t * d, d),
+                &k,
+                Mat::rows(g * t * d, d).t(),
+                self.scale,
+            );
             let bias = if self.bias.len() == t * t { &self.bias[..] } else { &self.bias[bi * t * t..(bi + 1) * t * t] };
             for (row, brow) in p.chunks_mut(t).zip(bias.chunks(t)) {
                 for (v, &bv) in row.iter_mut().zip(brow) {
@@ -215,8 +266,32 @@ impl Attention {
                     }
                 }
                 // dQ = dS K ; dK += dSᵀ Q
-                matmul(t, d, t, dq, Mat::rows(r * t * d, d), false, &ds, Mat::rows(0, t), &saved.k, Mat::rows(item * t * d, d), 1.0);
-                matmul(t, d, t, dk, Mat::rows(0, d), r > 0, &ds, Mat::rows(0, t).t(), &saved.q, Mat::rows((bi * nh + hi) * t * d, d), 1.0);
+                matmul(
+                    t,
+                    d,
+                    t,
+                    dq,
+                    Mat::rows(r * t * d, d),
+                    false,
+                    &ds,
+                    Mat::rows(0, t),
+                    &saved.k,
+                    Mat::rows(item * t * d, d),
+                    1.0,
+                );
+                matmul(
+                    t,
+                    d,
+                    t,
+                    dk,
+                    Mat::rows(0, d),
+                    r > 0,
+                    &ds,
+                    Mat::rows(0, t).t(),
+                    &saved.q,
+                    Mat::rows((bi * nh + hi) * t * d, d),
+                    1.0,
+                );
             }
         });
         // back to the packed layout, undoing the rotation of dQ and dK
@@ -272,7 +347,8 @@ impl CustomOp1 for Attention {
         let (b, t, _) = l.shape().dims3()?;
         let nhd = self.heads.q * self.heads.dim;
         let (out, saved) = self.forward(x, b, t)?;
-        *self.saved.lock().map_err(|_| candle_core::Error::Msg("attention: poisoned lock".into()))? = Some(Arc::new(saved));
+        *self.saved.lock().map_err(|_| candle_core::Error::Msg("attention: poisoned lock".into()))? =
+            Some(Arc::new(saved));
         Ok((CpuStorage::F32(out), Shape::from((b, t, nhd))))
     }
 
@@ -282,7 +358,9 @@ impl CustomOp1 for Attention {
         let Some(saved) = saved else {
             candle_core::bail!("attention: backward before forward");
         };
-        let dqkv = with_data(qkv, "packed q|k|v", |x| with_data(g, "attention gradient", |g| self.backward(x, &saved, g, b, t)))??;
+        let dqkv = with_data(qkv, "packed q|k|v", |x| {
+            with_data(g, "attention gradient", |g| self.backward(x, &saved, g, b, t))
+        })??;
         Ok(Some(Tensor::from_vec(dqkv, qkv.shape(), qkv.device())?))
     }
 }

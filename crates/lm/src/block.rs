@@ -34,7 +34,10 @@
 //! Results do not depend on the number of threads.
 
 use crate::attention::{check_layout, Attention, Heads, Saved as AttnSaved};
-use crate::fused::{self, linear_bwd_into, linear_fwd, linear_into, output_buffer, rms_norm_rows, rms_norm_rows_bwd, silu_mul_packed_rows, silu_mul_packed_rows_bwd, slice, with_data};
+use crate::fused::{
+    self, linear_bwd_into, linear_fwd, linear_into, output_buffer, rms_norm_rows, rms_norm_rows_bwd,
+    silu_mul_packed_rows, silu_mul_packed_rows_bwd, slice, with_data,
+};
 use anyhow::{bail, Result};
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use std::sync::{Arc, Mutex};
@@ -87,7 +90,15 @@ pub fn applies(x: &Tensor, w: &BlockWeights) -> bool {
 /// additive attention bias (causal, padded keys), as for [`crate::attention::causal_attention`].
 /// Returns (b, t, h).
 #[allow(clippy::too_many_arguments)]
-pub fn llama_block(x: &Tensor, w: &BlockWeights, heads: Heads, cos: &Tensor, sin: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
+pub fn llama_block(
+    x: &Tensor,
+    w: &BlockWeights,
+    heads: Heads,
+    cos: &Tensor,
+    sin: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+) -> Result<Tensor> {
     llama_block_with(x, w, heads, cos, sin, bias, eps, false)
 }
 
@@ -95,7 +106,16 @@ pub fn llama_block(x: &Tensor, w: &BlockWeights, heads: Heads, cos: &Tensor, sin
 /// activations (only its inputs, as graph arguments), and the backward first runs the
 /// forward again to get them. Gradients are bit-identical to [`llama_block`]'s.
 #[allow(clippy::too_many_arguments)]
-pub fn llama_block_with(x: &Tensor, w: &BlockWeights, heads: Heads, cos: &Tensor, sin: &Tensor, bias: &Tensor, eps: f64, recompute: bool) -> Result<Tensor> {
+pub fn llama_block_with(
+    x: &Tensor,
+    w: &BlockWeights,
+    heads: Heads,
+    cos: &Tensor,
+    sin: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+    recompute: bool,
+) -> Result<Tensor> {
     let (b, t, h) = x.dims3()?;
     check_layout("llama_block", b, t, heads, cos, sin, bias)?;
     let f = w.gate.dim(0)?;
@@ -114,7 +134,10 @@ pub fn llama_block_with(x: &Tensor, w: &BlockWeights, heads: Heads, cos: &Tensor
     ];
     for (name, tensor, dims) in &expect {
         if tensor.dims() != dims.as_slice() {
-            bail!("llama_block: {name} weight is {:?}, expected {dims:?} for hidden size {h} and {heads:?}", tensor.dims());
+            bail!(
+                "llama_block: {name} weight is {:?}, expected {dims:?} for hidden size {h} and {heads:?}",
+                tensor.dims()
+            );
         }
     }
     if let Some(bs) = &w.qkv_bias {
@@ -146,7 +169,18 @@ pub fn llama_block_with(x: &Tensor, w: &BlockWeights, heads: Heads, cos: &Tensor
     let keep = x.track_op() || wa.track_op() || wm.track_op();
     let scale = 1.0 / (heads.dim as f64).sqrt();
     let attn = Attention::new(heads, cos, sin, bias, scale)?;
-    let op = Block { h, f, heads, eps: eps as f32, attn, qkv_bias: w.qkv_bias.is_some(), olmo2, keep: keep && !recompute, recompute, saved: Mutex::new(None) };
+    let op = Block {
+        h,
+        f,
+        heads,
+        eps: eps as f32,
+        attn,
+        qkv_bias: w.qkv_bias.is_some(),
+        olmo2,
+        keep: keep && !recompute,
+        recompute,
+        saved: Mutex::new(None),
+    };
     Ok(x.contiguous()?.apply_op3(&wa, &wm, op)?)
 }
 
@@ -225,7 +259,11 @@ impl Block {
     }
 
     fn attn_pack_len(&self) -> usize {
-        self.h + self.heads.width() * self.h + self.h * self.heads.q * self.heads.dim + self.bias_len() + self.qk_norm_len()
+        self.h
+            + self.heads.width() * self.h
+            + self.h * self.heads.q * self.heads.dim
+            + self.bias_len()
+            + self.qk_norm_len()
     }
 
     fn mlp_pack_len(&self) -> usize {
@@ -262,7 +300,10 @@ impl Block {
         &self,
         dwa: &'a mut [f32],
         dwm: &'a mut [f32],
-    ) -> ((&'a mut [f32], &'a mut [f32], &'a mut [f32], &'a mut [f32], &'a mut [f32], &'a mut [f32]), (&'a mut [f32], &'a mut [f32], &'a mut [f32])) {
+    ) -> (
+        (&'a mut [f32], &'a mut [f32], &'a mut [f32], &'a mut [f32], &'a mut [f32], &'a mut [f32]),
+        (&'a mut [f32], &'a mut [f32], &'a mut [f32]),
+    ) {
         let h = self.h;
         let (dn1, rest) = dwa.split_at_mut(h);
         let (dwqkv, rest) = rest.split_at_mut(self.heads.width() * h);
@@ -297,7 +338,8 @@ impl Block {
 
     /// OLMo-2: qkv = qk_norm(Wqkv·x), mid = x + rms(Wo·attn(qkv)), out = mid + rms(mlp(mid)).
     fn forward_olmo2(&self, x: &[f32], p: &Parts, b: usize, t: usize) -> candle_core::Result<(Saved, Vec<f32>)> {
-        let (m, h, f, qd, kvd, w) = (b * t, self.h, self.f, self.heads.q * self.heads.dim, self.heads.kv * self.heads.dim, self.heads.width());
+        let (m, h, f, qd, kvd, w) =
+            (b * t, self.h, self.f, self.heads.q * self.heads.dim, self.heads.kv * self.heads.dim, self.heads.width());
         let mut qkv = linear_fwd(x, p.wqkv, m, h, w);
         if self.qkv_bias {
             add_rows(&mut qkv, p.bqkv);
@@ -319,7 +361,17 @@ impl Block {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn backward_pre_norm(&self, x: &[f32], p: &Parts, s: &Saved, g: &[f32], b: usize, t: usize, dwa: &mut [f32], dwm: &mut [f32]) -> Vec<f32> {
+    fn backward_pre_norm(
+        &self,
+        x: &[f32],
+        p: &Parts,
+        s: &Saved,
+        g: &[f32],
+        b: usize,
+        t: usize,
+        dwa: &mut [f32],
+        dwm: &mut [f32],
+    ) -> Vec<f32> {
         let (m, h, f, qd, wdt) = (b * t, self.h, self.f, self.heads.q * self.heads.dim, self.heads.width());
         let ((dn1, dwqkv, dwo, dbqkv, _, _), (dn2, dwgu, dwd)) = self.grad_parts(dwa, dwm);
         // MLP: out = mid + act·Wdᵀ
@@ -350,8 +402,19 @@ impl Block {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn backward_olmo2(&self, x: &[f32], p: &Parts, s: &Saved, g: &[f32], b: usize, t: usize, dwa: &mut [f32], dwm: &mut [f32]) -> Vec<f32> {
-        let (m, h, f, qd, kvd, w) = (b * t, self.h, self.f, self.heads.q * self.heads.dim, self.heads.kv * self.heads.dim, self.heads.width());
+    fn backward_olmo2(
+        &self,
+        x: &[f32],
+        p: &Parts,
+        s: &Saved,
+        g: &[f32],
+        b: usize,
+        t: usize,
+        dwa: &mut [f32],
+        dwm: &mut [f32],
+    ) -> Vec<f32> {
+        let (m, h, f, qd, kvd, w) =
+            (b * t, self.h, self.f, self.heads.q * self.heads.dim, self.heads.kv * self.heads.dim, self.heads.width());
         let ((dn1, dwqkv, dwo, dbqkv, dqn, dkn), (dn2, dwgu, dwd)) = self.grad_parts(dwa, dwm);
         // MLP: out = mid + rms(mo), mo = act·Wdᵀ, gu = mid·Wguᵀ
         let mut d_mo = output_buffer(m * h);
@@ -376,7 +439,14 @@ impl Block {
         // through the q and k norms (v passes as it is)
         for (col0, n, weight, dweight) in [(0, qd, p.qn, dqn), (qd, kvd, p.kn, dkn)] {
             let mut d_raw = output_buffer(m * n);
-            let dw = rms_norm_rows_bwd(&columns(&s.qkv_raw, w, col0, n), weight, &columns(&d_qkv, w, col0, n), self.eps, &mut d_raw, false);
+            let dw = rms_norm_rows_bwd(
+                &columns(&s.qkv_raw, w, col0, n),
+                weight,
+                &columns(&d_qkv, w, col0, n),
+                self.eps,
+                &mut d_raw,
+                false,
+            );
             dweight.copy_from_slice(&dw);
             put_columns(&mut d_qkv, w, col0, &d_raw);
         }
@@ -399,7 +469,15 @@ impl CustomOp3 for Block {
         "llama-block"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
         let x = slice::<f32>(s1, l1, "residual stream")?;
         let p = self.parts(slice::<f32>(s2, l2, "attention weights")?, slice::<f32>(s3, l3, "MLP weights")?)?;
         let (b, t, _) = l1.shape().dims3()?;
@@ -411,7 +489,14 @@ impl CustomOp3 for Block {
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
-    fn bwd(&self, x: &Tensor, wa: &Tensor, wm: &Tensor, _res: &Tensor, g: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        x: &Tensor,
+        wa: &Tensor,
+        wm: &Tensor,
+        _res: &Tensor,
+        g: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (b, t, _) = x.dims3()?;
         let kept = lock(&self.saved)?.clone();
         let s = match kept {
@@ -422,7 +507,11 @@ impl CustomOp3 for Block {
                 with_data(wa, "attention weights", |wa| {
                     with_data(wm, "MLP weights", |wm| -> candle_core::Result<Arc<Saved>> {
                         let p = self.parts(wa, wm)?;
-                        let saved = if self.olmo2 { self.forward_olmo2(xd, &p, b, t)? } else { self.forward_pre_norm(xd, &p, b, t)? };
+                        let saved = if self.olmo2 {
+                            self.forward_olmo2(xd, &p, b, t)?
+                        } else {
+                            self.forward_pre_norm(xd, &p, b, t)?
+                        };
                         Ok(Arc::new(saved.0))
                     })
                 })

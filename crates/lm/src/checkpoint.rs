@@ -11,8 +11,14 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 /// Files copied along with the weights when present.
-pub const TOKENIZER_FILES: &[&str] =
-    &["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json", "chat_template.jinja", "chat_template.json"];
+pub const TOKENIZER_FILES: &[&str] = &[
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "generation_config.json",
+    "chat_template.jinja",
+    "chat_template.json",
+];
 
 /// Save `model` to `dir` (replacing it), copying tokenizer files from `tokenizer_from`. The
 /// weights are written in the dtype of the checkpoint the model was loaded from (f32 for a
@@ -31,11 +37,8 @@ pub fn save_as(model: &CausalLm, dir: &Path, tokenizer_from: Option<&Path>, dtyp
         cfg.torch_dtype = Some(crate::weights::torch_dtype_name(dtype).into());
         cfg.model_type = Some(model.arch.model_type().into());
         std::fs::write(tmp.join("config.json"), serde_json::to_string_pretty(&cfg)?)?;
-        let tensors: HashMap<String, Tensor> = model
-            .state()
-            .iter()
-            .map(|(k, v)| Ok((k.clone(), v.detach().to_dtype(dtype)?)))
-            .collect::<Result<_>>()?;
+        let tensors: HashMap<String, Tensor> =
+            model.state().iter().map(|(k, v)| Ok((k.clone(), v.detach().to_dtype(dtype)?))).collect::<Result<_>>()?;
         // `__metadata__ = {"format": "pt"}` as `transformers` writes it: its
         // `from_pretrained` reads the format from there and fails on a file without it.
         let metadata: HashMap<String, String> = [("format".to_string(), "pt".to_string())].into();
@@ -114,7 +117,11 @@ fn write_atomically_with(
     }
     sync_dir(parent)?;
     std::fs::remove_dir_all(&old).with_context(|| {
-        format!("the new checkpoint is in place at {}, but the old one could not be removed from {}", dir.display(), old.display())
+        format!(
+            "the new checkpoint is in place at {}, but the old one could not be removed from {}",
+            dir.display(),
+            old.display()
+        )
     })
 }
 
@@ -187,7 +194,8 @@ mod tests {
     }
 
     fn listing(dir: &Path) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        let mut v: Vec<String> =
+            std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         v.sort();
         v
     }
@@ -197,11 +205,21 @@ mod tests {
     fn setup() -> (tempfile::TempDir, PathBuf, BTreeMap<String, Vec<u8>>, BTreeMap<String, Vec<u8>>) {
         let root = tempfile::tempdir().unwrap();
         let new = root.path().join("new");
-        save(&CausalLm::init(tiny_config(crate::Arch::Llama), 2, &candle_core::Device::Cpu, false).unwrap(), &new, None).unwrap();
+        save(
+            &CausalLm::init(tiny_config(crate::Arch::Llama), 2, &candle_core::Device::Cpu, false).unwrap(),
+            &new,
+            None,
+        )
+        .unwrap();
         let new_files = snapshot(&new);
         std::fs::remove_dir_all(&new).unwrap();
         let dir = root.path().join("ck");
-        save(&CausalLm::init(tiny_config(crate::Arch::Llama), 1, &candle_core::Device::Cpu, false).unwrap(), &dir, None).unwrap();
+        save(
+            &CausalLm::init(tiny_config(crate::Arch::Llama), 1, &candle_core::Device::Cpu, false).unwrap(),
+            &dir,
+            None,
+        )
+        .unwrap();
         let old_files = snapshot(&dir);
         assert_ne!(old_files, new_files);
         (root, dir, old_files, new_files)
@@ -242,12 +260,19 @@ mod tests {
         let steps = Mutex::new(vec![]);
         let check = |when: &str| {
             let at_dir = dir.exists().then(|| snapshot(&dir));
-            let old_sibling: Vec<String> = listing(root.path()).into_iter().filter(|n| n.starts_with(".ck.old-")).collect();
+            let old_sibling: Vec<String> =
+                listing(root.path()).into_iter().filter(|n| n.starts_with(".ck.old-")).collect();
             match at_dir {
-                Some(files) => assert!(files == old_files || files == new_files, "{when}: ck holds a mix of the checkpoints"),
+                Some(files) => {
+                    assert!(files == old_files || files == new_files, "{when}: ck holds a mix of the checkpoints")
+                }
                 None => {
                     assert_eq!(old_sibling.len(), 1, "{when}: nothing at ck and no old sibling");
-                    assert_eq!(snapshot(&root.path().join(&old_sibling[0])), old_files, "{when}: the old sibling is incomplete");
+                    assert_eq!(
+                        snapshot(&root.path().join(&old_sibling[0])),
+                        old_files,
+                        "{when}: the old sibling is incomplete"
+                    );
                 }
             }
         };

@@ -20,8 +20,7 @@ pub enum Arch {
 }
 
 impl Arch {
-    pub const KNOWN: &'static [&'static str] =
-        &["LlamaForCausalLM", "Qwen2ForCausalLM", "Olmo2ForCausalLM"];
+    pub const KNOWN: &'static [&'static str] = &["LlamaForCausalLM", "Qwen2ForCausalLM", "Olmo2ForCausalLM"];
 
     pub fn from_hf(name: &str) -> Option<Arch> {
         match name {
@@ -186,14 +185,12 @@ impl LmConfig {
     pub fn from_file(path: &Path) -> Result<LmConfig> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("{}: cannot read the model config", path.display()))?;
-        let mut v: serde_json::Value = serde_json::from_str(&text)
-            .with_context(|| format!("{}: not valid JSON", path.display()))?;
+        let mut v: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", path.display()))?;
         lift_rope_parameters(&mut v);
-        let cfg: LmConfig = serde_json::from_value(v).with_context(|| {
-            format!("{}: not a valid Hugging Face causal-LM config.json", path.display())
-        })?;
-        cfg.validate()
-            .with_context(|| format!("{}: invalid model config", path.display()))?;
+        let cfg: LmConfig = serde_json::from_value(v)
+            .with_context(|| format!("{}: not a valid Hugging Face causal-LM config.json", path.display()))?;
+        cfg.validate().with_context(|| format!("{}: invalid model config", path.display()))?;
         Ok(cfg)
     }
 
@@ -234,13 +231,11 @@ impl LmConfig {
     }
 
     pub fn arch(&self) -> Result<Arch> {
-        let name = self
-            .architectures
-            .first()
-            .context("`architectures` is empty (expected one of LlamaForCausalLM, Qwen2ForCausalLM, Olmo2ForCausalLM)")?;
-        Arch::from_hf(name).with_context(|| {
-            format!("unsupported architecture {name:?} (supported: {})", Arch::KNOWN.join(", "))
-        })
+        let name = self.architectures.first().context(
+            "`architectures` is empty (expected one of LlamaForCausalLM, Qwen2ForCausalLM, Olmo2ForCausalLM)",
+        )?;
+        Arch::from_hf(name)
+            .with_context(|| format!("unsupported architecture {name:?} (supported: {})", Arch::KNOWN.join(", ")))
     }
 
     pub fn num_kv_heads(&self) -> usize {
@@ -255,9 +250,7 @@ impl LmConfig {
     pub fn eos_ids(&self) -> Vec<u32> {
         match &self.eos_token_id {
             Some(serde_json::Value::Number(n)) => n.as_u64().map(|v| vec![v as u32]).unwrap_or_default(),
-            Some(serde_json::Value::Array(a)) => {
-                a.iter().filter_map(|v| v.as_u64().map(|v| v as u32)).collect()
-            }
+            Some(serde_json::Value::Array(a)) => a.iter().filter_map(|v| v.as_u64().map(|v| v as u32)).collect(),
             _ => vec![],
         }
     }

@@ -38,7 +38,11 @@ pub(crate) fn is_fast(ts: &[&Tensor]) -> bool {
 }
 
 /// A contiguous slice of a CPU storage (for custom ops' `cpu_fwd`).
-pub(crate) fn slice<'a, T: candle_core::WithDType>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [T]> {
+pub(crate) fn slice<'a, T: candle_core::WithDType>(
+    s: &'a CpuStorage,
+    l: &Layout,
+    what: &str,
+) -> candle_core::Result<&'a [T]> {
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&s.as_slice::<T>()?[a..b]),
         None => candle_core::bail!("{what} must be contiguous"),
@@ -132,7 +136,12 @@ pub(crate) fn par_rows<T: Send>(out: &mut [T], n: usize, f: impl Fn(usize, &mut 
 
 /// Runs `f(first, a, b, c)` over fixed 16 Ki-element chunks of three outputs of one length
 /// (the last chunk shorter), on the worker pool: for element-wise passes such as AdamW.
-pub(crate) fn par_elems3(a: &mut [f32], b: &mut [f32], c: &mut [f32], f: impl Fn(usize, &mut [f32], &mut [f32], &mut [f32]) + Sync) {
+pub(crate) fn par_elems3(
+    a: &mut [f32],
+    b: &mut [f32],
+    c: &mut [f32],
+    f: impl Fn(usize, &mut [f32], &mut [f32], &mut [f32]) + Sync,
+) {
     const CHUNK: usize = 1 << 14;
     let n = a.len().min(b.len()).min(c.len());
     par_chunks3(n.div_ceil(CHUNK), &mut a[..n], CHUNK, &mut b[..n], CHUNK, &mut c[..n], CHUNK, |i0, a, b, c| {
@@ -184,13 +193,28 @@ impl Mat {
 
     /// Panics (an internal invariant, not user input) when an (m, n) view leaves `len`.
     fn check(&self, m: usize, n: usize, len: usize) {
-        assert!(m == 0 || n == 0 || self.off + (m - 1) * self.rs + (n - 1) * self.cs < len, "matmul: matrix view out of bounds");
+        assert!(
+            m == 0 || n == 0 || self.off + (m - 1) * self.rs + (n - 1) * self.cs < len,
+            "matmul: matrix view out of bounds"
+        );
     }
 }
 
 /// dst (m×n) = [dst +] a (m×k) · b (k×n) · beta, single-threaded.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], dm: Mat, accumulate: bool, a: &[f32], am: Mat, b: &[f32], bm: Mat, beta: f32) {
+pub(crate) fn matmul(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    dm: Mat,
+    accumulate: bool,
+    a: &[f32],
+    am: Mat,
+    b: &[f32],
+    bm: Mat,
+    beta: f32,
+) {
     dm.check(m, n, dst.len());
     am.check(m, k, a.len());
     bm.check(k, n, b.len());
@@ -257,13 +281,25 @@ impl CustomOp2 for RmsNorm {
         "rms-norm"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
         let x = slice::<f32>(s1, l1, "rms_norm input")?;
         let w = slice::<f32>(s2, l2, "rms_norm weight")?;
         Ok((CpuStorage::F32(rms_norm_rows(x, w, self.eps)), l1.shape().clone()))
     }
 
-    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, g: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        g: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let (dx, dw) = with_data(x, "rms_norm input", |x| {
             with_data(w, "rms_norm weight", |w| {
                 with_data(g, "rms_norm gradient", |g| {
@@ -297,7 +333,14 @@ pub(crate) fn rms_norm_rows(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
 
 /// The backward of [`rms_norm_rows`] for the output gradient `g`: writes dx into `dx` (adds
 /// it to what is there when `accumulate`) and returns dw.
-pub(crate) fn rms_norm_rows_bwd(x: &[f32], w: &[f32], g: &[f32], eps: f32, dx: &mut [f32], accumulate: bool) -> Vec<f32> {
+pub(crate) fn rms_norm_rows_bwd(
+    x: &[f32],
+    w: &[f32],
+    g: &[f32],
+    eps: f32,
+    dx: &mut [f32],
+    accumulate: bool,
+) -> Vec<f32> {
     let d = w.len();
     par_rows(dx, d, |r0, o| {
         for (k, orow) in o.chunks_mut(d).enumerate() {
@@ -332,7 +375,13 @@ pub(crate) fn rms_norm_rows_bwd(x: &[f32], w: &[f32], g: &[f32], eps: f32, dx: &
 pub fn masked_softmax(scores: &Tensor, bias: &Tensor, scale: f64) -> Result<Tensor> {
     let sd = scores.dims();
     let bd = bias.dims();
-    if is_fast(&[scores, bias]) && sd.len() == 4 && bd.len() == 4 && bd[1] == 1 && bd[2..] == sd[2..] && (bd[0] == 1 || bd[0] == sd[0]) {
+    if is_fast(&[scores, bias])
+        && sd.len() == 4
+        && bd.len() == 4
+        && bd[1] == 1
+        && bd[2..] == sd[2..]
+        && (bd[0] == 1 || bd[0] == sd[0])
+    {
         return Ok(scores.contiguous()?.apply_op2(&bias.contiguous()?, MaskedSoftmax { scale: scale as f32 })?);
     }
     masked_softmax_composed(scores, bias, scale)
@@ -359,7 +408,13 @@ impl CustomOp2 for MaskedSoftmax {
         "masked-softmax"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
         let x = slice::<f32>(s1, l1, "attention scores")?;
         let bias = slice::<f32>(s2, l2, "attention bias")?;
         let dims = l1.dims();
@@ -381,7 +436,13 @@ impl CustomOp2 for MaskedSoftmax {
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
-    fn bwd(&self, scores: &Tensor, _bias: &Tensor, p: &Tensor, g: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        scores: &Tensor,
+        _bias: &Tensor,
+        p: &Tensor,
+        g: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let s = scores.dim(D::Minus1)?;
         let ds = with_data(p, "softmax output", |p| {
             with_data(g, "softmax gradient", |g| {
@@ -422,7 +483,10 @@ pub fn rope_heads(x: &Tensor, heads: usize, rot: Option<(&Tensor, &Tensor)>) -> 
     }
     if fast {
         let rot = match rot {
-            Some((c, s)) => Some((c.contiguous()?.flatten_all()?.to_vec1::<f32>()?, s.contiguous()?.flatten_all()?.to_vec1::<f32>()?)),
+            Some((c, s)) => Some((
+                c.contiguous()?.flatten_all()?.to_vec1::<f32>()?,
+                s.contiguous()?.flatten_all()?.to_vec1::<f32>()?,
+            )),
             None => None,
         };
         return Ok(x.contiguous()?.apply_op1(RopeHeads { heads, rot: std::sync::Arc::new(rot) })?);
@@ -438,7 +502,8 @@ pub fn rope_heads_composed(x: &Tensor, heads: usize, rot: Option<(&Tensor, &Tens
     match rot {
         None => Ok(x),
         Some((cos, sin)) => {
-            let (cos, sin) = if cos.rank() == 3 { (cos.unsqueeze(1)?, sin.unsqueeze(1)?) } else { (cos.clone(), sin.clone()) };
+            let (cos, sin) =
+                if cos.rank() == 3 { (cos.unsqueeze(1)?, sin.unsqueeze(1)?) } else { (cos.clone(), sin.clone()) };
             let (cos, sin) = (&cos, &sin);
             let x1 = x.narrow(D::Minus1, 0, d / 2)?;
             let x2 = x.narrow(D::Minus1, d / 2, d / 2)?;
@@ -487,11 +552,8 @@ impl RopeHeads {
         par_rows(&mut out, d, |r0, o| {
             for (k, orow) in o.chunks_mut(d).enumerate() {
                 let r = r0 + k;
-                let (bi, hi, ti) = if forward {
-                    (r / (h * t), (r / t) % h, r % t)
-                } else {
-                    (r / (t * h), r % h, (r / h) % t)
-                };
+                let (bi, hi, ti) =
+                    if forward { (r / (h * t), (r / t) % h, r % t) } else { (r / (t * h), r % h, (r / h) % t) };
                 // the other side's row index
                 let other = if forward { (bi * t + ti) * h + hi } else { (bi * h + hi) * t + ti };
                 let xr = &src[other * d..(other + 1) * d];
@@ -560,7 +622,13 @@ impl CustomOp2 for SiluMul {
         "silu-mul"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = slice::<f32>(s1, l1, "gate")?;
         let u = slice::<f32>(s2, l2, "up")?;
         let n = *l1.dims().last().unwrap_or(&1);
@@ -576,7 +644,13 @@ impl CustomOp2 for SiluMul {
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
-    fn bwd(&self, g: &Tensor, u: &Tensor, _res: &Tensor, gy: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        g: &Tensor,
+        u: &Tensor,
+        _res: &Tensor,
+        gy: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let n = g.dim(D::Minus1)?;
         let (dg, du) = with_data(g, "gate", |g| {
             with_data(u, "up", |u| {
@@ -638,7 +712,8 @@ impl CustomOp1 for SiluMulPacked {
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, gy: &Tensor) -> candle_core::Result<Option<Tensor>> {
         let n = x.dim(D::Minus1)? / 2;
-        let dx = with_data(x, "gate|up", |x| with_data(gy, "silu_mul gradient", |gy| silu_mul_packed_rows_bwd(x, gy, n)))??;
+        let dx =
+            with_data(x, "gate|up", |x| with_data(gy, "silu_mul gradient", |gy| silu_mul_packed_rows_bwd(x, gy, n)))??;
         Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
     }
 }
@@ -728,7 +803,12 @@ const MIN_BLOCK_ROWS: usize = 128;
 /// [`MIN_BLOCK_ROWS`]) and runs `f(rows, out_rows)` on candle's worker pool, `out` holding `n`
 /// values per row. Several blocks per thread let a thread that is ahead take over a slower
 /// one's work.
-pub(crate) fn par_row_blocks(m: usize, out: &mut [f32], n: usize, f: impl Fn(std::ops::Range<usize>, &mut [f32]) + Sync) {
+pub(crate) fn par_row_blocks(
+    m: usize,
+    out: &mut [f32],
+    n: usize,
+    f: impl Fn(std::ops::Range<usize>, &mut [f32]) + Sync,
+) {
     let threads = candle_core::utils::get_num_threads().max(1);
     let per = m.div_ceil(4 * threads).max(MIN_BLOCK_ROWS).min(m.max(1));
     par_chunks3(m.div_ceil(per), &mut out[..m * n], per * n, &mut [], 0, &mut [], 0, |b0, o, _, _| {
@@ -757,7 +837,16 @@ pub(crate) fn linear_into(x: &[f32], w: &[f32], m: usize, d: usize, o: usize, y:
 /// The backward of [`linear_fwd`] for the output gradient `g` (m×o): dx (m×d) = g·w and
 /// dw (o×d) = gᵀ·x, both overwritten, each split by rows over the threads.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn linear_bwd_into(x: &[f32], w: &[f32], g: &[f32], m: usize, d: usize, o: usize, dx: &mut [f32], dw: &mut [f32]) {
+pub(crate) fn linear_bwd_into(
+    x: &[f32],
+    w: &[f32],
+    g: &[f32],
+    m: usize,
+    d: usize,
+    o: usize,
+    dx: &mut [f32],
+    dw: &mut [f32],
+) {
     par_row_blocks(m, dx, d, |rows, db| {
         let gb = &g[rows.start * o..rows.end * o];
         matmul(rows.len(), d, o, db, Mat::rows(0, d), false, gb, Mat::rows(0, o), w, Mat::rows(0, d), 1.0);
@@ -773,7 +862,13 @@ impl CustomOp2 for Linear {
         "linear"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
         let x = slice::<f32>(s1, l1, "linear input")?;
         let w = slice::<f32>(s2, l2, "linear weight")?;
         let d = *l1.dims().last().unwrap_or(&1);
@@ -787,7 +882,13 @@ impl CustomOp2 for Linear {
         Ok((CpuStorage::F32(y), Shape::from(dims)))
     }
 
-    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, g: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        g: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let (o, d) = w.dims2()?;
         let m = x.elem_count() / d.max(1);
         let (dx, dw) = with_data(x, "linear input", |x| {
@@ -880,7 +981,11 @@ fn expf(x: f32) -> f32 {
     let pow2 = |e: i32| f32::from_bits((e.wrapping_add(127) << 23) as u32);
     let y = y * pow2(k1) * pow2(k2);
     let y = if x < LO { 0.0 } else { y };
-    if x > HI { f32::INFINITY } else { y }
+    if x > HI {
+        f32::INFINITY
+    } else {
+        y
+    }
 }
 
 /// log Σ eˣ over `row` (max-shifted, vectorised exp), with `scratch` as working space.

@@ -20,9 +20,9 @@ pub mod memory;
 pub mod model;
 pub mod recompute;
 pub mod score;
+pub mod testing;
 pub mod tok;
 pub mod train;
-pub mod testing;
 pub mod weights;
 
 pub use config::{Arch, LmConfig};

@@ -95,7 +95,8 @@ pub fn estimate(cfg: &LmConfig, shape: &StepShape) -> Result<MemoryPlan> {
     };
     let p = count(&|_| true);
     let p_blocks = count(&|n| n.starts_with("model.layers."));
-    let (h, f, v, l) = (cfg.hidden_size as u64, cfg.intermediate_size as u64, cfg.vocab_size as u64, cfg.num_hidden_layers as u64);
+    let (h, f, v, l) =
+        (cfg.hidden_size as u64, cfg.intermediate_size as u64, cfg.vocab_size as u64, cfg.num_hidden_layers as u64);
     let (nh, hd, nkv) = (cfg.num_attention_heads as u64, cfg.head_dim() as u64, cfg.num_kv_heads() as u64);
     let (qd, kvd) = (nh * hd, nkv * hd);
     let rows = (shape.batch_size * shape.seq_len) as u64;

@@ -10,11 +10,11 @@
 //! Elsewhere (CUDA, other dtypes, `UNLEARN_NO_FUSED=1`, OLMo-2's q/k norms, the key/value
 //! cache) the same computation is composed from candle's differentiable primitives.
 
-use crate::config::{Arch, LmConfig};
 use crate::attention::Heads;
 use crate::block::{self, BlockWeights};
-use crate::{attention, fused};
+use crate::config::{Arch, LmConfig};
 use crate::weights::{self, Params};
+use crate::{attention, fused};
 use anyhow::{bail, Context, Result};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Device, Layout, Shape, Tensor, Var, D};
 use std::path::Path;
@@ -166,7 +166,12 @@ impl CausalLm {
     /// hidden): the activations representation-level methods such as RMU read (Hugging
     /// Face's `output_hidden_states[layers]`). `layers` = 0 gives the embeddings.
     /// In f32 (converted from the weights' dtype).
-    pub fn residual_stream(&self, input_ids: &Tensor, attention_mask: Option<&Tensor>, layers: usize) -> Result<Tensor> {
+    pub fn residual_stream(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        layers: usize,
+    ) -> Result<Tensor> {
         Ok(self.stream(input_ids, attention_mask, layers)?.to_dtype(DType::F32)?)
     }
 
@@ -177,10 +182,7 @@ impl CausalLm {
         }
         let (b, t) = input_ids.dims2().context("input_ids must be (batch, time)")?;
         if t > self.cfg.max_position_embeddings {
-            bail!(
-                "sequence of {t} tokens exceeds max_position_embeddings ({})",
-                self.cfg.max_position_embeddings
-            );
+            bail!("sequence of {t} tokens exceeds max_position_embeddings ({})", self.cfg.max_position_embeddings);
         }
         let h = self.cfg.hidden_size;
         let emb = self.w("model.embed_tokens.weight")?;
@@ -224,14 +226,24 @@ impl CausalLm {
     /// `positions[r]` is the rotary position of row `r`'s first new column (rows may be left
     /// padded, so positions differ per row); `key_valid[r]` says for each of the
     /// `cache.len() + t` columns whether it is a real token (padding is never attended to).
-    pub fn forward_cached(&self, input_ids: &Tensor, positions: &[usize], key_valid: &[Vec<bool>], cache: &mut KvCache) -> Result<Tensor> {
+    pub fn forward_cached(
+        &self,
+        input_ids: &Tensor,
+        positions: &[usize],
+        key_valid: &[Vec<bool>],
+        cache: &mut KvCache,
+    ) -> Result<Tensor> {
         let (b, t) = input_ids.dims2().context("input_ids must be (batch, time)")?;
         let total = cache.len + t;
         if positions.len() != b || key_valid.len() != b || key_valid.iter().any(|k| k.len() != total) {
             bail!("forward_cached: need {b} positions and {b} key masks of {total} columns");
         }
         if cache.layers.len() != self.cfg.num_hidden_layers {
-            bail!("forward_cached: the cache has {} layers, the model {}", cache.layers.len(), self.cfg.num_hidden_layers);
+            bail!(
+                "forward_cached: the cache has {} layers, the model {}",
+                cache.layers.len(),
+                self.cfg.num_hidden_layers
+            );
         }
         let max_pos = positions.iter().max().copied().unwrap_or(0) + t;
         if max_pos > self.cfg.max_position_embeddings {
@@ -268,7 +280,15 @@ impl CausalLm {
         Ok(rms_norm(&x, self.w("model.norm.weight")?, self.cfg.rms_norm_eps)?.to_dtype(DType::F32)?)
     }
 
-    fn block(&self, l: usize, x: &Tensor, mask: &Tensor, cos: &Tensor, sin: &Tensor, cache: Option<&mut Option<(Tensor, Tensor)>>) -> Result<Tensor> {
+    fn block(
+        &self,
+        l: usize,
+        x: &Tensor,
+        mask: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        cache: Option<&mut Option<(Tensor, Tensor)>>,
+    ) -> Result<Tensor> {
         let p = format!("model.layers.{l}");
         let eps = self.cfg.rms_norm_eps;
         let w = |n: &str| self.w(&format!("{p}.{n}"));
@@ -281,14 +301,19 @@ impl CausalLm {
             } else {
                 None
             };
-            let olmo2_qk_norm = if olmo2 { Some([w("self_attn.q_norm.weight")?, w("self_attn.k_norm.weight")?]) } else { None };
+            let olmo2_qk_norm =
+                if olmo2 { Some([w("self_attn.q_norm.weight")?, w("self_attn.k_norm.weight")?]) } else { None };
             let bw = BlockWeights {
                 attn_norm: w(if olmo2 { "post_attention_layernorm.weight" } else { "input_layernorm.weight" })?,
                 q: w("self_attn.q_proj.weight")?,
                 k: w("self_attn.k_proj.weight")?,
                 v: w("self_attn.v_proj.weight")?,
                 o: w("self_attn.o_proj.weight")?,
-                mlp_norm: w(if olmo2 { "post_feedforward_layernorm.weight" } else { "post_attention_layernorm.weight" })?,
+                mlp_norm: w(if olmo2 {
+                    "post_feedforward_layernorm.weight"
+                } else {
+                    "post_attention_layernorm.weight"
+                })?,
                 gate: w("mlp.gate_proj.weight")?,
                 up: w("mlp.up_proj.weight")?,
                 down: w("mlp.down_proj.weight")?,
@@ -296,7 +321,8 @@ impl CausalLm {
                 olmo2_qk_norm,
             };
             if block::applies(x, &bw) {
-                let heads = Heads { q: self.cfg.num_attention_heads, kv: self.cfg.num_kv_heads(), dim: self.cfg.head_dim() };
+                let heads =
+                    Heads { q: self.cfg.num_attention_heads, kv: self.cfg.num_kv_heads(), dim: self.cfg.head_dim() };
                 return block::llama_block_with(x, &bw, heads, cos, sin, mask, eps, recompute);
             }
         }
@@ -309,7 +335,9 @@ impl CausalLm {
             let f: crate::recompute::Recomputable = std::sync::Arc::new(move |x: &Tensor, ws: &[Tensor]| {
                 let map: std::collections::HashMap<&str, &Tensor> = names.iter().map(String::as_str).zip(ws).collect();
                 let get = |n: &str| -> Result<Tensor> {
-                    map.get(n).map(|t| (*t).clone()).with_context(|| format!("tensor {n:?} missing from the block's weights"))
+                    map.get(n)
+                        .map(|t| (*t).clone())
+                        .with_context(|| format!("tensor {n:?} missing from the block's weights"))
                 };
                 composed_block(&cfg, arch, &get, &p, x, &mask, &cos, &sin, None)
             });
@@ -345,7 +373,12 @@ impl CausalLm {
         let head = self.head()?;
         let (b, t, h) = hidden.dims3().context("hidden states must be (batch, time, hidden)")?;
         if h != self.cfg.hidden_size || targets.dims() != [b, t] {
-            bail!("hidden states {:?} and targets {:?} do not fit a model of hidden size {}", hidden.dims(), targets.dims(), self.cfg.hidden_size);
+            bail!(
+                "hidden states {:?} and targets {:?} do not fit a model of hidden size {}",
+                hidden.dims(),
+                targets.dims(),
+                self.cfg.hidden_size
+            );
         }
         if !(fused::is_fast(&[hidden, head]) && targets.dtype() == DType::U32) {
             return CausalLm::target_logprobs(&self.logits(hidden)?, targets);
@@ -373,7 +406,17 @@ type Get<'a> = &'a dyn Fn(&str) -> Result<Tensor>;
 /// One block from separate (composed or per-op fused) operations: the path off the fused
 /// block (other dtypes and devices, the key/value cache, an output-projection bias).
 #[allow(clippy::too_many_arguments)]
-fn composed_block(cfg: &LmConfig, arch: Arch, get: Get, p: &str, x: &Tensor, mask: &Tensor, cos: &Tensor, sin: &Tensor, cache: Option<&mut Option<(Tensor, Tensor)>>) -> Result<Tensor> {
+fn composed_block(
+    cfg: &LmConfig,
+    arch: Arch,
+    get: Get,
+    p: &str,
+    x: &Tensor,
+    mask: &Tensor,
+    cos: &Tensor,
+    sin: &Tensor,
+    cache: Option<&mut Option<(Tensor, Tensor)>>,
+) -> Result<Tensor> {
     let eps = cfg.rms_norm_eps;
     let w = |n: &str| get(&format!("{p}.{n}"));
     match arch {
@@ -464,7 +507,8 @@ fn attention(
 fn mlp(get: Get, p: &str, x: &Tensor) -> Result<Tensor> {
     if fused::is_fast(&[x]) {
         // One matmul against the stacked gate/up weights, then the packed SwiGLU.
-        let wgu = Tensor::cat(&[get(&format!("{p}.mlp.gate_proj.weight"))?, get(&format!("{p}.mlp.up_proj.weight"))?], 0)?;
+        let wgu =
+            Tensor::cat(&[get(&format!("{p}.mlp.gate_proj.weight"))?, get(&format!("{p}.mlp.up_proj.weight"))?], 0)?;
         let act = fused::silu_mul_packed(&fused::linear(x, &wgu)?)?;
         return linear(get, &act, &format!("{p}.mlp.down_proj"), false);
     }
@@ -472,7 +516,6 @@ fn mlp(get: Get, p: &str, x: &Tensor) -> Result<Tensor> {
     let u = linear(get, x, &format!("{p}.mlp.up_proj"), false)?;
     linear(get, &fused::silu_mul(&g, &u)?, &format!("{p}.mlp.down_proj"), false)
 }
-
 
 /// Keys and values of the columns seen so far, per layer ((batch, kv heads, columns, head
 /// dim), after the rotary embedding), for incremental decoding with
@@ -563,7 +606,9 @@ pub fn supports_bf16(device: &Device) -> bool {
         Device::Cpu => true,
         // candle's kernels compile for bf16 only where the hardware has it; a zero-size
         // probe tells.
-        _ => Tensor::zeros(2, DType::BF16, device).and_then(|t| t.sum_all()).and_then(|t| t.to_dtype(DType::F32)).is_ok(),
+        _ => {
+            Tensor::zeros(2, DType::BF16, device).and_then(|t| t.sum_all()).and_then(|t| t.to_dtype(DType::F32)).is_ok()
+        }
     }
 }
 
@@ -625,7 +670,13 @@ impl CustomOp2 for TargetLogProbs {
         "target-logprobs"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
         let x = fused::slice::<f32>(s1, l1, "logits")?;
         let tg = fused::slice::<u32>(s2, l2, "targets")?;
         let v = *l1.dims().last().unwrap_or(&1);
@@ -635,7 +686,13 @@ impl CustomOp2 for TargetLogProbs {
         Ok((CpuStorage::F32(target_logprob_rows(x, v, tg)), l2.shape().clone()))
     }
 
-    fn bwd(&self, logits: &Tensor, targets: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        logits: &Tensor,
+        targets: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let g = logits.apply_op3_no_bwd(targets, &grad.contiguous()?, &TargetLogProbsGrad)?;
         Ok((Some(g), None))
     }
@@ -687,7 +744,13 @@ impl candle_core::CustomOp2 for HeadLogProbs {
         "head-logprobs"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
         let x = fused::slice::<f32>(s1, l1, "hidden states")?;
         let w = fused::slice::<f32>(s2, l2, "output projection")?;
         let (v, h) = l2.shape().dims2()?;
@@ -701,10 +764,17 @@ impl candle_core::CustomOp2 for HeadLogProbs {
         Ok((CpuStorage::F32(out), Shape::from(n)))
     }
 
-    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, g: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        g: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let (v, h) = w.dims2()?;
         let n = self.targets.len();
-        let saved = self.saved.lock().map_err(|_| candle_core::Error::Msg("head-logprobs: poisoned lock".into()))?.take();
+        let saved =
+            self.saved.lock().map_err(|_| candle_core::Error::Msg("head-logprobs: poisoned lock".into()))?.take();
         let (dx, dw) = fused::with_data(x, "hidden states", |x| {
             fused::with_data(w, "output projection", |w| {
                 fused::with_data(g, "log-probability gradient", |g| {

@@ -75,7 +75,13 @@ impl CustomOp2 for Carry {
         "checkpoint-carry"
     }
 
-    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        s: &CpuStorage,
+        l: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
         Ok((copy_cpu(s, l)?, l.shape().clone()))
     }
 
@@ -91,7 +97,13 @@ impl CustomOp2 for Carry {
         Ok((s.try_clone(l)?, l.shape().clone()))
     }
 
-    fn bwd(&self, w: &Tensor, _s: &Tensor, _res: &Tensor, g: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        w: &Tensor,
+        _s: &Tensor,
+        _res: &Tensor,
+        g: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let dw = lock(&self.store)?[self.index].take();
         let dw = match dw {
             Some(d) => d,
@@ -112,7 +124,15 @@ impl CustomOp3 for Recompute {
         "checkpoint-recompute"
     }
 
-    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, y0: &CpuStorage, l: &Layout, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        y0: &CpuStorage,
+        l: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
         Ok((copy_cpu(y0, l)?, l.shape().clone()))
     }
 
@@ -130,8 +150,16 @@ impl CustomOp3 for Recompute {
         Ok((y0.try_clone(l)?, l.shape().clone()))
     }
 
-    fn bwd(&self, x: &Tensor, _y0: &Tensor, s: &Tensor, _res: &Tensor, g: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let err = |e: anyhow::Error| candle_core::Error::Msg(format!("activation checkpointing: recomputing a block: {e:#}"));
+    fn bwd(
+        &self,
+        x: &Tensor,
+        _y0: &Tensor,
+        s: &Tensor,
+        _res: &Tensor,
+        g: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let err =
+            |e: anyhow::Error| candle_core::Error::Msg(format!("activation checkpointing: recomputing a block: {e:#}"));
         // the input as a fresh leaf; the weights are the model's own (tracked) tensors, so
         // this inner backward reaches exactly them and copies none
         let xl = Var::from_tensor(&x.detach())?;

@@ -133,11 +133,7 @@ impl<'a> Scorer<'a> {
 
     /// lm-eval's `loglikelihood_rolling`: (sum of log-probs, token count) per text.
     pub fn loglikelihood_rolling(&self, texts: &[String]) -> Result<Vec<(f64, usize)>> {
-        Ok(self
-            .token_logprobs(texts)?
-            .into_iter()
-            .map(|lp| (lp.iter().map(|&x| x as f64).sum(), lp.len()))
-            .collect())
+        Ok(self.token_logprobs(texts)?.into_iter().map(|lp| (lp.iter().map(|&x| x as f64).sum(), lp.len())).collect())
     }
 
     /// Full next-token log-distributions at every position of `[prefix] + text` predicting each
@@ -230,7 +226,9 @@ impl<'a> Scorer<'a> {
                     break;
                 }
                 // finished rows keep a (masked, ignored) pad column so the batch stays rectangular
-                let col: Vec<u32> = (0..rows.len()).map(|r| if done[r] { self.tok.pad } else { *rows[r].last().unwrap_or(&self.tok.pad) }).collect();
+                let col: Vec<u32> = (0..rows.len())
+                    .map(|r| if done[r] { self.tok.pad } else { *rows[r].last().unwrap_or(&self.tok.pad) })
+                    .collect();
                 let positions: Vec<usize> = (0..rows.len()).map(|r| cache.len() - pads[r]).collect();
                 for (r, v) in valid.iter_mut().enumerate() {
                     v.push(!done[r]);
@@ -301,7 +299,9 @@ impl<'a> Scorer<'a> {
                 at.extend((0..cont.len()).map(|j| (k * t + first + j) as u32));
             }
             let h = hidden.dim(2)?;
-            let rows = hidden.reshape((chunk.len() * t, h))?.index_select(&Tensor::from_vec(at.clone(), at.len(), &self.model.device)?, 0)?;
+            let rows = hidden
+                .reshape((chunk.len() * t, h))?
+                .index_select(&Tensor::from_vec(at.clone(), at.len(), &self.model.device)?, 0)?;
             let logits = self.model.logits(&rows)?.flatten_all()?.to_vec1::<f32>()?;
             let v = logits.len() / at.len().max(1);
             let mut row = 0;
@@ -314,7 +314,10 @@ impl<'a> Scorer<'a> {
                     let z = &logits[row * v..(row + 1) * v];
                     row += 1;
                     // first index of the maximum, as argmax
-                    let (arg, _) = z.iter().enumerate().fold((0, f32::NEG_INFINITY), |(a, m), (j, &x)| if x > m { (j, x) } else { (a, m) });
+                    let (arg, _) =
+                        z.iter()
+                            .enumerate()
+                            .fold((0, f32::NEG_INFINITY), |(a, m), (j, &x)| if x > m { (j, x) } else { (a, m) });
                     let lse = crate::fused::log_sum_exp(z, &mut scratch);
                     picked.push(z[target as usize] - lse);
                     is_greedy &= arg == target as usize;

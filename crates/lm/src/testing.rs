@@ -66,7 +66,11 @@ pub fn write_tiny_checkpoint(dir: &Path, cfg: LmConfig, seed: u64) -> Result<Cau
 
 fn tempfile_dir(near: &Path) -> Result<std::path::PathBuf> {
     let parent = near.parent().unwrap_or(Path::new("."));
-    let d = parent.join(format!(".tok-{}-{}", std::process::id(), near.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_default()));
+    let d = parent.join(format!(
+        ".tok-{}-{}",
+        std::process::id(),
+        near.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_default()
+    ));
     std::fs::create_dir_all(&d)?;
     Ok(d)
 }

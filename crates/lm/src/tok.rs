@@ -72,10 +72,8 @@ impl Tok {
     /// special tokens (its post-processor), unless the text already starts with the text of the
     /// prefix token (lm-eval's `has_bos_prefix`).
     pub fn encode_for_eval(&self, text: &str) -> Result<Vec<u32>> {
-        let starts_with_prefix = self
-            .inner
-            .id_to_token(self.prefix_token())
-            .is_some_and(|p| !p.is_empty() && text.starts_with(p.as_str()));
+        let starts_with_prefix =
+            self.inner.id_to_token(self.prefix_token()).is_some_and(|p| !p.is_empty() && text.starts_with(p.as_str()));
         self.encode_impl(text, !starts_with_prefix)
     }
 

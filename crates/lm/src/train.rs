@@ -333,7 +333,9 @@ impl<'m> Trainer<'m> {
             Precision::Bf16 => match dtype {
                 DType::BF16 => None,
                 DType::F32 => Some(model.cast(DType::BF16)?),
-                other => bail!("train.precision = \"bf16\" needs bf16 or f32 weights, the model is loaded in {other:?}"),
+                other => {
+                    bail!("train.precision = \"bf16\" needs bf16 or f32 weights, the model is loaded in {other:?}")
+                }
             },
         };
         model.set_activation_checkpointing(cfg.activation_checkpointing);
@@ -401,7 +403,12 @@ impl<'m> Trainer<'m> {
         for (i, (name, var)) in self.model.vars().iter().enumerate() {
             let (m, v) = (get(&format!("m.{name}"))?, get(&format!("v.{name}"))?);
             if m.dims() != var.dims() || v.dims() != var.dims() {
-                bail!("{}: moments of {name} have shape {:?}, the parameter {:?}", path.display(), m.dims(), var.dims());
+                bail!(
+                    "{}: moments of {name} have shape {:?}, the parameter {:?}",
+                    path.display(),
+                    m.dims(),
+                    var.dims()
+                );
             }
             crate::weights::ensure_finite(m, &path, &format!("m.{name}"))?;
             crate::weights::ensure_finite(v, &path, &format!("v.{name}"))?;
@@ -430,14 +437,26 @@ impl<'m> Trainer<'m> {
             let g = &grads[i];
             let theta = var.as_tensor();
             if crate::fused::is_fast(&[theta, g]) {
-                let (b1, b2, sm, sv, dec, lr, gs, eps) =
-                    (b1 as f32, b2 as f32, scale_m as f32, scale_v as f32, decay as f32, lr as f32, gscale as f32, eps as f32);
+                let (b1, b2, sm, sv, dec, lr, gs, eps) = (
+                    b1 as f32,
+                    b2 as f32,
+                    scale_m as f32,
+                    scale_v as f32,
+                    decay as f32,
+                    lr as f32,
+                    gscale as f32,
+                    eps as f32,
+                );
                 let (m, v, th) = crate::fused::with_data(&self.m[i], "AdamW first moment", |m| {
                     crate::fused::with_data(&self.v[i], "AdamW second moment", |v| {
                         crate::fused::with_data(theta, "parameter", |th| {
                             crate::fused::with_data(g, "gradient", |g| {
                                 let n = th.len();
-                                let (mut mo, mut vo, mut to) = (crate::fused::output_buffer(n), crate::fused::output_buffer(n), crate::fused::output_buffer(n));
+                                let (mut mo, mut vo, mut to) = (
+                                    crate::fused::output_buffer(n),
+                                    crate::fused::output_buffer(n),
+                                    crate::fused::output_buffer(n),
+                                );
                                 // element-wise, so split over the worker pool in fixed chunks
                                 crate::fused::par_elems3(&mut mo, &mut vo, &mut to, |j0, mo, vo, to| {
                                     for k in 0..mo.len() {
@@ -489,7 +508,8 @@ impl<'m> Trainer<'m> {
         let mut loss_sum = 0.0;
         for s in micro {
             let loss = objective.loss(model, s)?;
-            let lv = loss.to_dtype(DType::F64)?.to_scalar::<f64>().context("the objective must return a scalar loss")?;
+            let lv =
+                loss.to_dtype(DType::F64)?.to_scalar::<f64>().context("the objective must return a scalar loss")?;
             if !lv.is_finite() {
                 bail!("non-finite loss ({lv}) at optimizer step {}", self.step);
             }
@@ -532,7 +552,12 @@ impl<'m> Trainer<'m> {
                 .iter()
                 .zip(&grads)
                 .find(|(_, g)| {
-                    g.to_dtype(DType::F32).and_then(|g| g.sqr()).and_then(|s| s.sum_all()).and_then(|s| s.to_scalar::<f32>()).map(|v| !v.is_finite()).unwrap_or(true)
+                    g.to_dtype(DType::F32)
+                        .and_then(|g| g.sqr())
+                        .and_then(|s| s.sum_all())
+                        .and_then(|s| s.to_scalar::<f32>())
+                        .map(|v| !v.is_finite())
+                        .unwrap_or(true)
                 })
                 .map(|((n, _), _)| n.as_str())
                 .unwrap_or("?");
@@ -550,7 +575,6 @@ impl<'m> Trainer<'m> {
         Ok(stats)
     }
 }
-
 
 /// The log of a training run.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

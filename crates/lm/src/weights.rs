@@ -24,9 +24,7 @@ pub struct Params {
 
 impl Params {
     pub fn get(&self, name: &str) -> Result<&Tensor> {
-        self.tensors
-            .get(name)
-            .with_context(|| format!("tensor {name:?} missing from the model weights"))
+        self.tensors.get(name).with_context(|| format!("tensor {name:?} missing from the model weights"))
     }
 
     pub fn is_trainable(&self) -> bool {
@@ -74,16 +72,14 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
     }
     let index = dir.join("model.safetensors.index.json");
     if index.is_file() {
-        let text = std::fs::read_to_string(&index)
-            .with_context(|| format!("{}: cannot read", index.display()))?;
-        let v: serde_json::Value = serde_json::from_str(&text)
-            .with_context(|| format!("{}: not valid JSON", index.display()))?;
+        let text = std::fs::read_to_string(&index).with_context(|| format!("{}: cannot read", index.display()))?;
+        let v: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", index.display()))?;
         let map = v
             .get("weight_map")
             .and_then(|m| m.as_object())
             .with_context(|| format!("{}: no \"weight_map\" object", index.display()))?;
-        let mut files: Vec<String> =
-            map.values().filter_map(|f| f.as_str().map(String::from)).collect();
+        let mut files: Vec<String> = map.values().filter_map(|f| f.as_str().map(String::from)).collect();
         files.sort();
         files.dedup();
         let mut out = vec![];
@@ -119,9 +115,8 @@ pub fn load(cfg: &LmConfig, dir: &Path, device: &Device, dtype: DType, trainable
     for f in &files {
         // SAFETY: the file is mapped read-only; we never write through the map. A file modified
         // under us would give garbage, as it would for any mmap reader (candle, transformers).
-        let m = unsafe { candle_core::safetensors::MmapedSafetensors::new(f) }.with_context(|| {
-            format!("{}: not a valid safetensors file (truncated or corrupt?)", f.display())
-        })?;
+        let m = unsafe { candle_core::safetensors::MmapedSafetensors::new(f) }
+            .with_context(|| format!("{}: not a valid safetensors file (truncated or corrupt?)", f.display()))?;
         for (name, _) in m.tensors() {
             located.insert(name, f.clone());
         }
@@ -137,15 +132,9 @@ pub fn load(cfg: &LmConfig, dir: &Path, device: &Device, dtype: DType, trainable
             format!("{}: tensor {name:?} (shape {shape:?}) is missing from the weights", dir.display())
         })?;
         let m = &st.iter().find(|(p, _)| p == file).expect("file was indexed").1;
-        let t = m
-            .load(&name, device)
-            .with_context(|| format!("{}: cannot read tensor {name:?}", file.display()))?;
+        let t = m.load(&name, device).with_context(|| format!("{}: cannot read tensor {name:?}", file.display()))?;
         if t.dims() != shape.as_slice() {
-            bail!(
-                "{}: tensor {name:?} has shape {:?}, but config.json implies {shape:?}",
-                file.display(),
-                t.dims()
-            );
+            bail!("{}: tensor {name:?} has shape {:?}, but config.json implies {shape:?}", file.display(), t.dims());
         }
         if source_dtype.is_none() && t.dtype().is_float() {
             source_dtype = Some(t.dtype());

@@ -51,7 +51,9 @@ fn gradients_match_finite_differences() {
             let mut entries = vec![largest];
             entries.extend(smallest);
             // fixed pseudo-random positions (a multiplicative hash of tensor and draw)
-            entries.extend((1..=3u64).map(|k| ((t as u64 * 7919 + k * 104_729).wrapping_mul(2_654_435_761) % n as u64) as usize));
+            entries.extend(
+                (1..=3u64).map(|k| ((t as u64 * 7919 + k * 104_729).wrapping_mul(2_654_435_761) % n as u64) as usize),
+            );
             entries.sort_unstable();
             entries.dedup();
             let orig = var.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
@@ -107,7 +109,7 @@ fn loglikelihood_matches_a_direct_computation_and_batching() {
         let reqs: Vec<(String, String)> = vec![
             ("Q: who? A:".into(), " the cat".into()),
             ("Q: who? A: ".into(), "the cat".into()), // trailing space moves to the continuation
-            ("".into(), "abc".into()),                 // empty context: prefix token
+            ("".into(), "abc".into()),                // empty context: prefix token
             ("a much longer context with words".into(), " x".into()),
             ("hi".into(), " there, friend.".into()),
         ];
@@ -123,7 +125,8 @@ fn loglikelihood_matches_a_direct_computation_and_batching() {
         assert!((batched[0].logprob - batched[1].logprob).abs() < 1e-6, "trailing space must move to the continuation");
         // Direct: tokens of context, then of continuation (char tokenizer: encode is per char).
         for (k, (c, x)) in reqs.iter().enumerate() {
-            let (c, x) = if c.ends_with(' ') { (c.trim_end().to_string(), format!(" {x}")) } else { (c.clone(), x.clone()) };
+            let (c, x) =
+                if c.ends_with(' ') { (c.trim_end().to_string(), format!(" {x}")) } else { (c.clone(), x.clone()) };
             let mut ids = if c.is_empty() { vec![0u32] } else { tok.encode(&c).unwrap() };
             let cont = tok.encode(&x).unwrap();
             ids.extend(&cont);
@@ -139,7 +142,11 @@ fn loglikelihood_matches_a_direct_computation_and_batching() {
                 let am = row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0 as u32;
                 greedy &= am == cont[j];
             }
-            assert!((batched[k].logprob - want).abs() < 1e-4, "{arch:?} request {k}: {} vs direct {want}", batched[k].logprob);
+            assert!(
+                (batched[k].logprob - want).abs() < 1e-4,
+                "{arch:?} request {k}: {} vs direct {want}",
+                batched[k].logprob
+            );
             assert_eq!(batched[k].is_greedy, greedy);
             assert_eq!(batched[k].n_tokens, cont.len());
         }
@@ -208,7 +215,8 @@ fn checkpoints_round_trip_and_training_is_deterministic() {
         let run = || {
             let m = CausalLm::load(&path, &Device::Cpu, true).unwrap();
             let log = fit(&m, &data, None, &tc, &NextToken, tok.pad, None).unwrap();
-            let w: Vec<f32> = m.state().values().flat_map(|t| t.flatten_all().unwrap().to_vec1::<f32>().unwrap()).collect();
+            let w: Vec<f32> =
+                m.state().values().flat_map(|t| t.flatten_all().unwrap().to_vec1::<f32>().unwrap()).collect();
             (log, w)
         };
         let (l1, w1) = run();
@@ -217,7 +225,10 @@ fn checkpoints_round_trip_and_training_is_deterministic() {
         let first = l1.steps.first().unwrap().loss;
         let last = l1.steps.last().unwrap().loss;
         assert!(last < first * 0.5, "{arch:?}: loss {first} -> {last} did not drop");
-        assert_eq!(l1.steps.iter().map(|s| s.loss).collect::<Vec<_>>(), l2.steps.iter().map(|s| s.loss).collect::<Vec<_>>());
+        assert_eq!(
+            l1.steps.iter().map(|s| s.loss).collect::<Vec<_>>(),
+            l2.steps.iter().map(|s| s.loss).collect::<Vec<_>>()
+        );
     }
 }
 
@@ -232,7 +243,9 @@ fn gradient_accumulation_equals_the_large_batch() {
     let b1 = batch_for(&m, &tok, &texts[..2]);
     let b2 = batch_for(&m, &tok, &texts[2..]);
     let b = batch_for(&m, &tok, &texts);
-    let (ga, la) = t.gradients(&NextToken, &[Step { primary: &b1, secondary: None }, Step { primary: &b2, secondary: None }]).unwrap();
+    let (ga, la) = t
+        .gradients(&NextToken, &[Step { primary: &b1, secondary: None }, Step { primary: &b2, secondary: None }])
+        .unwrap();
     let (gb, lb) = t.gradients(&NextToken, &[Step { primary: &b, secondary: None }]).unwrap();
     assert!((la - lb).abs() < 1e-5, "loss {la} vs {lb}");
     for ((name, _), (a, b)) in m.vars().iter().zip(ga.iter().zip(&gb)) {
@@ -336,7 +349,12 @@ fn padded_rows_score_like_unpadded_ones() {
     let b1 = batch_for(&model, &tok, &["short"]);
     let lp1 = CausalLm::target_logprobs(&model.forward(&b1.inputs, None).unwrap(), &b1.targets).unwrap();
     let n = b1.inputs.dim(1).unwrap();
-    let d = (lp.get(0).unwrap().narrow(0, 0, n).unwrap() - lp1.get(0).unwrap()).unwrap().abs().unwrap().max(D::Minus1).unwrap();
+    let d = (lp.get(0).unwrap().narrow(0, 0, n).unwrap() - lp1.get(0).unwrap())
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max(D::Minus1)
+        .unwrap();
     assert!(d.to_scalar::<f32>().unwrap() < 1e-5);
 }
 
@@ -345,9 +363,12 @@ fn a_run_restarted_from_a_checkpoint_and_optimizer_state_continues_bit_for_bit()
     let cfg = tiny_config(Arch::Llama);
     let tok = tok_for(&cfg);
     let dir = tempfile::tempdir().unwrap();
-    let texts = [["one fish", "two fish"], ["red fish", "blue fish"], ["old fish", "new fish"], ["big fish", "sad fish"]];
+    let texts =
+        [["one fish", "two fish"], ["red fish", "blue fish"], ["old fish", "new fish"], ["big fish", "sad fish"]];
     let tc = TrainConfig { lr: 1e-2, warmup_steps: Some(1), ..Default::default() };
-    let weights = |m: &CausalLm| m.state().values().flat_map(|t| t.flatten_all().unwrap().to_vec1::<f32>().unwrap()).collect::<Vec<f32>>();
+    let weights = |m: &CausalLm| {
+        m.state().values().flat_map(|t| t.flatten_all().unwrap().to_vec1::<f32>().unwrap()).collect::<Vec<f32>>()
+    };
     // uninterrupted: 4 steps
     let a = CausalLm::init(cfg.clone(), 5, &Device::Cpu, true).unwrap();
     let mut ta = Trainer::new(&a, tc.clone(), 4).unwrap();
@@ -399,10 +420,18 @@ fn adamw_steps_match_a_hand_computation() {
     let cfg = tiny_config(Arch::Llama);
     let tok = tok_for(&cfg);
     let m = CausalLm::init(cfg.clone(), 21, &Device::Cpu, true).unwrap();
-    let tc = TrainConfig { lr: 3e-3, weight_decay: 0.1, warmup_steps: Some(1), max_grad_norm: Some(0.5), ..TrainConfig::default() };
+    let tc = TrainConfig {
+        lr: 3e-3,
+        weight_decay: 0.1,
+        warmup_steps: Some(1),
+        max_grad_norm: Some(0.5),
+        ..TrainConfig::default()
+    };
     let mut t = Trainer::new(&m, tc.clone(), 4).unwrap();
     let b = batch_for(&m, &tok, &["the cat sat.", "a dog ran far away"]);
-    let flat = |x: &Tensor| x.flatten_all().unwrap().to_vec1::<f32>().unwrap().into_iter().map(f64::from).collect::<Vec<f64>>();
+    let flat = |x: &Tensor| {
+        x.flatten_all().unwrap().to_vec1::<f32>().unwrap().into_iter().map(f64::from).collect::<Vec<f64>>()
+    };
     let mut theta: Vec<Vec<f64>> = m.vars().iter().map(|(_, v)| flat(v.as_tensor())).collect();
     let mut mom: Vec<Vec<f64>> = theta.iter().map(|p| vec![0.0; p.len()]).collect();
     let mut vel = mom.clone();
@@ -458,7 +487,12 @@ fn cached_decoding_equals_the_full_forward() {
             let pos = [j, j.saturating_sub(pad)];
             let h = m.forward_cached(&input, &pos, &valid, &mut cache).unwrap();
             let lg = m.logits(&h).unwrap();
-            let d = (lg.get(0).unwrap().get(0).unwrap() - full.get(0).unwrap().get(j).unwrap()).unwrap().abs().unwrap().max_all().unwrap();
+            let d = (lg.get(0).unwrap().get(0).unwrap() - full.get(0).unwrap().get(j).unwrap())
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap();
             assert!(d.to_scalar::<f32>().unwrap() < 1e-4, "{arch:?} row 0 column {j}");
             if j >= pad {
                 let want = full_b.get(0).unwrap().get(j - pad).unwrap();
@@ -473,14 +507,19 @@ fn cached_decoding_equals_the_full_forward() {
         s.add_bos = true;
         s.batch_size = 3;
         let got = s.generate_until(&reqs).unwrap();
-        assert!(got.iter().all(|g| g.chars().count() >= 3), "{arch:?}: generations too short to test anything: {got:?}");
+        assert!(
+            got.iter().all(|g| g.chars().count() >= 3),
+            "{arch:?}: generations too short to test anything: {got:?}"
+        );
         for (p, g) in prompts.iter().zip(&got) {
             let mut ids = vec![tok.prefix_token()];
             ids.extend(tok.encode(p).unwrap());
             let start = ids.len();
             for _ in 0..7 {
-                let lg = m.forward(&Tensor::new(ids.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap(), None).unwrap();
-                let next = lg.get(0).unwrap().get(ids.len() - 1).unwrap().argmax(0).unwrap().to_scalar::<u32>().unwrap();
+                let lg =
+                    m.forward(&Tensor::new(ids.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap(), None).unwrap();
+                let next =
+                    lg.get(0).unwrap().get(ids.len() - 1).unwrap().argmax(0).unwrap().to_scalar::<u32>().unwrap();
                 if tok.eos.contains(&next) {
                     break;
                 }
@@ -505,11 +544,16 @@ fn train_only_updates_the_selected_parameters_and_nothing_else() {
     assert_eq!(model.vars().len(), 1);
     let tok = tok_for(&cfg);
     let batch = batch_for(&model, &tok, &["the cat sat.", "a dog ran far away"]);
-    let mut tr = Trainer::new(&model, TrainConfig { lr: 1e-2, warmup_steps: Some(0), ..Default::default() }, 10).unwrap();
+    let mut tr =
+        Trainer::new(&model, TrainConfig { lr: 1e-2, warmup_steps: Some(0), ..Default::default() }, 10).unwrap();
     let (grads, _) = tr.gradients(&NextToken, &[Step { primary: &batch, secondary: None }]).unwrap();
     let norm = grads[0].sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap().sqrt() as f64;
     let stats = tr.step(&NextToken, &[Step { primary: &batch, secondary: None }]).unwrap();
-    assert!((stats.grad_norm - norm).abs() <= 1e-5 * norm, "gradient norm {} is not the kept tensor's {norm}", stats.grad_norm);
+    assert!(
+        (stats.grad_norm - norm).abs() <= 1e-5 * norm,
+        "gradient norm {} is not the kept tensor's {norm}",
+        stats.grad_norm
+    );
     for (name, old) in &before {
         let now = flat(&model.state()[name]);
         let same = old.iter().zip(&now).all(|(a, b)| a.to_bits() == b.to_bits());
@@ -544,7 +588,10 @@ fn residual_stream_runs_from_the_embeddings_to_the_final_norm() {
         let d = (normed - hidden).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
         assert_eq!(d, 0.0, "{arch:?}");
         let mid = model.residual_stream(&batch.inputs, att, 1).unwrap();
-        assert!((&mid - &last).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap() > 1e-3, "{arch:?}: blocks change the stream");
+        assert!(
+            (&mid - &last).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap() > 1e-3,
+            "{arch:?}: blocks change the stream"
+        );
         assert!(model.residual_stream(&batch.inputs, att, l + 1).is_err());
     }
 }

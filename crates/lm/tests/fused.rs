@@ -37,7 +37,13 @@ fn grads(inputs: &[Tensor], upstream_seed: u64, f: impl Fn(&[Tensor]) -> Tensor)
     (y, gs)
 }
 
-fn check(name: &str, inputs: &[Tensor], fast: impl Fn(&[Tensor]) -> Tensor, reference: impl Fn(&[Tensor]) -> Tensor, tol: f32) {
+fn check(
+    name: &str,
+    inputs: &[Tensor],
+    fast: impl Fn(&[Tensor]) -> Tensor,
+    reference: impl Fn(&[Tensor]) -> Tensor,
+    tol: f32,
+) {
     let (yf, gf) = grads(inputs, 99, fast);
     let (yr, gr) = grads(inputs, 99, reference);
     let d = max_diff(&yf, &yr);
@@ -115,7 +121,9 @@ fn rope_heads_matches_composition() {
     );
     // per-row tables (b, t, d): row 1 shifted by 3 positions
     let ang_b: Vec<f32> = (0..b)
-        .flat_map(|r| (0..t).flat_map(move |p| (0..d).map(move |j| (p + 3 * r) as f32 * 0.3 / (1 + j % (d / 2)) as f32)))
+        .flat_map(|r| {
+            (0..t).flat_map(move |p| (0..d).map(move |j| (p + 3 * r) as f32 * 0.3 / (1 + j % (d / 2)) as f32))
+        })
         .collect();
     let ang_b = Tensor::from_vec(ang_b, (b, t, d), &Device::Cpu).unwrap();
     let (cb, sb) = (ang_b.cos().unwrap(), ang_b.sin().unwrap());
@@ -267,8 +275,18 @@ fn llama_block_matches_composition() {
     let (mha, gqa) = (Heads { q: 4, kv: 4, dim: d }, Heads { q: 4, kv: 2, dim: d });
     for (heads, biased, olmo2) in [(mha, false, false), (gqa, false, false), (gqa, true, false), (gqa, false, true)] {
         let (qd, kvd) = (heads.q * d, heads.kv * d);
-        let mut shapes: Vec<Vec<usize>> =
-            vec![vec![b, t, h], vec![h], vec![qd, h], vec![kvd, h], vec![kvd, h], vec![h, qd], vec![h], vec![f, h], vec![f, h], vec![h, f]];
+        let mut shapes: Vec<Vec<usize>> = vec![
+            vec![b, t, h],
+            vec![h],
+            vec![qd, h],
+            vec![kvd, h],
+            vec![kvd, h],
+            vec![h, qd],
+            vec![h],
+            vec![f, h],
+            vec![f, h],
+            vec![h, f],
+        ];
         if biased {
             shapes.extend([vec![qd], vec![kvd], vec![kvd]]);
         }
@@ -293,7 +311,9 @@ fn llama_block_matches_composition() {
             .collect();
         for bias in [padded.clone(), shared.clone()] {
             let (c, s, m) = (cos.clone(), sin.clone(), bias.clone());
-            let fast = move |x: &[Tensor]| llama_block(&x[0], &weights(&x[1..], biased, olmo2), heads, &c, &s, &m, eps).unwrap();
+            let fast = move |x: &[Tensor]| {
+                llama_block(&x[0], &weights(&x[1..], biased, olmo2), heads, &c, &s, &m, eps).unwrap()
+            };
             let (c, s, m) = (cos.clone(), sin.clone(), bias.clone());
             let reference = move |x: &[Tensor]| {
                 let (w, rms) = (&x[1..], fused::rms_norm_composed);
@@ -319,13 +339,20 @@ fn llama_block_matches_composition() {
                 let mo = fused::linear_composed(&act, &w[8]).unwrap();
                 (&a + if olmo2 { rms(&mo, &w[5], eps).unwrap() } else { mo }).unwrap()
             };
-            check(&format!("llama_block {heads:?} biases {biased} olmo2 {olmo2} mask {:?}", bias.dims()), &inputs, &fast, &reference, 2e-4);
+            check(
+                &format!("llama_block {heads:?} biases {biased} olmo2 {olmo2} mask {:?}", bias.dims()),
+                &inputs,
+                &fast,
+                &reference,
+                2e-4,
+            );
             // plain tensors (nothing to differentiate): the same values
             let (yf, _) = grads(&inputs, 99, &fast);
             let plain = fast(&inputs);
             assert_eq!(max_diff(&plain, &yf), 0.0, "llama_block without variables computes different values");
             // one graph differentiated twice gives the same gradients
-            let vars: Vec<candle_core::Var> = inputs.iter().map(|t| candle_core::Var::from_tensor(t).unwrap()).collect();
+            let vars: Vec<candle_core::Var> =
+                inputs.iter().map(|t| candle_core::Var::from_tensor(t).unwrap()).collect();
             let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
             let loss = fast(&ts).sqr().unwrap().sum_all().unwrap();
             let (g1, g2) = (loss.backward().unwrap(), loss.backward().unwrap());
@@ -335,21 +362,29 @@ fn llama_block_matches_composition() {
         }
         let mut bad = inputs.clone();
         bad[8] = rand(&[f + 1, h], 3);
-        let err = llama_block(&bad[0], &weights(&bad[1..], biased, olmo2), heads, &cos, &sin, &padded, eps).unwrap_err().to_string();
+        let err = llama_block(&bad[0], &weights(&bad[1..], biased, olmo2), heads, &cos, &sin, &padded, eps)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("up_proj"), "{err}");
         let odd = Heads { q: 4, kv: 3, dim: d };
-        let err = llama_block(&inputs[0], &weights(&inputs[1..], biased, olmo2), odd, &cos, &sin, &padded, eps).unwrap_err().to_string();
+        let err = llama_block(&inputs[0], &weights(&inputs[1..], biased, olmo2), odd, &cos, &sin, &padded, eps)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("head layout"), "{err}");
         if biased {
             let mut bad = inputs.clone();
             bad[11] = rand(&[kvd + 1], 3);
-            let err = llama_block(&bad[0], &weights(&bad[1..], true, olmo2), heads, &cos, &sin, &padded, eps).unwrap_err().to_string();
+            let err = llama_block(&bad[0], &weights(&bad[1..], true, olmo2), heads, &cos, &sin, &padded, eps)
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("k_proj bias"), "{err}");
         }
         if olmo2 {
             let mut bad = inputs.clone();
             bad[first_qk_norm + 1] = rand(&[kvd + 2], 3);
-            let err = llama_block(&bad[0], &weights(&bad[1..], biased, true), heads, &cos, &sin, &padded, eps).unwrap_err().to_string();
+            let err = llama_block(&bad[0], &weights(&bad[1..], biased, true), heads, &cos, &sin, &padded, eps)
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("k_norm"), "{err}");
         }
     }
@@ -435,7 +470,8 @@ fn head_logprobs_match_logits_then_target_logprobs() {
                 CausalLm::target_logprobs(&model.logits(&hidden).unwrap(), &tg).unwrap()
             };
             let grads = (&lp * &up).unwrap().sum_all().unwrap().backward().unwrap();
-            let gs: Vec<Tensor> = model.vars().iter().map(|(_, var)| grads.get(var.as_tensor()).unwrap().clone()).collect();
+            let gs: Vec<Tensor> =
+                model.vars().iter().map(|(_, var)| grads.get(var.as_tensor()).unwrap().clone()).collect();
             (lp, gs)
         };
         let (a, ga) = run(true);
@@ -536,7 +572,10 @@ fn whole_model_matches_the_composed_path() {
             let scale = r.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
             let d = max_diff(a, r);
             // relative to the tensor's largest value (gradients of a tiny model are ~1e-3)
-            assert!(d <= 1e-4 * scale.max(1e-6), "{arch:?} {k}: fused and composed differ by {d} (largest |value| {scale})");
+            assert!(
+                d <= 1e-4 * scale.max(1e-6),
+                "{arch:?} {k}: fused and composed differ by {d} (largest |value| {scale})"
+            );
         }
     }
 }

@@ -19,7 +19,14 @@ struct Case {
 
 fn cases() -> Vec<Case> {
     vec![
-        Case { name: "f32", cfg: LmConfig::small(Arch::Llama, 8192, 64, 256, 4, 4, 2, 512), batch: 8, seq: 256, precision: Precision::F32, checkpointing: false },
+        Case {
+            name: "f32",
+            cfg: LmConfig::small(Arch::Llama, 8192, 64, 256, 4, 4, 2, 512),
+            batch: 8,
+            seq: 256,
+            precision: Precision::F32,
+            checkpointing: false,
+        },
         Case {
             name: "f32-checkpointed",
             cfg: LmConfig::small(Arch::Qwen2, 4096, 128, 512, 6, 8, 4, 512),
@@ -49,13 +56,20 @@ fn memory_child() {
     let Ok(name) = std::env::var("LM_MEMORY_CHILD") else { return };
     let case = cases().into_iter().find(|c| c.name == name).unwrap();
     let ex: Vec<Example> = (0..case.batch)
-        .map(|r| Example::full((0..=case.seq as u32).map(|i| (i * 7 + r as u32 * 13) % case.cfg.vocab_size as u32).collect()))
+        .map(|r| {
+            Example::full((0..=case.seq as u32).map(|i| (i * 7 + r as u32 * 13) % case.cfg.vocab_size as u32).collect())
+        })
         .collect();
     let refs: Vec<&Example> = ex.iter().collect();
     let batch = collate(&refs, (0..ex.len()).collect(), 0, &Device::Cpu).unwrap();
     let base = rss_bytes().unwrap();
     let model = CausalLm::init(case.cfg.clone(), 1, &Device::Cpu, true).unwrap();
-    let tc = TrainConfig { precision: case.precision, activation_checkpointing: case.checkpointing, warmup_steps: Some(0), ..Default::default() };
+    let tc = TrainConfig {
+        precision: case.precision,
+        activation_checkpointing: case.checkpointing,
+        warmup_steps: Some(0),
+        ..Default::default()
+    };
     let mut t = Trainer::new(&model, tc, 3).unwrap();
     for _ in 0..3 {
         t.step(&NextToken, &[Step { primary: &batch, secondary: None }]).unwrap();
@@ -77,14 +91,27 @@ fn the_estimate_is_within_25_percent_of_the_measured_peak() {
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
-        let line = text.lines().find(|l| l.contains("MEMORY base=")).unwrap_or_else(|| panic!("{}: child printed no measurement:\n{text}\n{}", case.name, String::from_utf8_lossy(&out.stderr)));
-        let num = |k: &str| -> u64 { line.split(k).nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap() };
+        let line = text.lines().find(|l| l.contains("MEMORY base=")).unwrap_or_else(|| {
+            panic!("{}: child printed no measurement:\n{text}\n{}", case.name, String::from_utf8_lossy(&out.stderr))
+        });
+        let num =
+            |k: &str| -> u64 { line.split(k).nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap() };
         let (base, peak) = (num("base="), num("peak="));
         let mut plan = estimate(&case.cfg, &shape(&case)).unwrap();
         plan.runtime = base; // the process before the model: measured, not the planning allowance
         let est = plan.total() as f64;
         let ratio = est / peak as f64;
-        println!("{}: estimate {} vs measured peak {} (ratio {ratio:.3}; {})", case.name, lm::memory::gb(est as u64), lm::memory::gb(peak), plan.describe());
-        assert!((0.75..=1.25).contains(&ratio), "{}: estimate {est} vs measured peak {peak} (ratio {ratio:.3})", case.name);
+        println!(
+            "{}: estimate {} vs measured peak {} (ratio {ratio:.3}; {})",
+            case.name,
+            lm::memory::gb(est as u64),
+            lm::memory::gb(peak),
+            plan.describe()
+        );
+        assert!(
+            (0.75..=1.25).contains(&ratio),
+            "{}: estimate {est} vs measured peak {peak} (ratio {ratio:.3})",
+            case.name
+        );
     }
 }

@@ -100,8 +100,10 @@ fn scorer_errors_name_the_request_with_a_non_finite_log_probability() {
     s.batch_size = 2;
     // loglikelihood: request 2 has the broken token in its context, 3 in its continuation
     // (as an input: a broken token that is only predicted, never read, scores normally)
-    let reqs: Vec<(String, String)> =
-        [("ab", " cd"), ("ef", " gh"), ("jz", " kl"), ("mn", " zo"), ("pq", " rs")].iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+    let reqs: Vec<(String, String)> = [("ab", " cd"), ("ef", " gh"), ("jz", " kl"), ("mn", " zo"), ("pq", " rs")]
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
     let ok = s.loglikelihood(&[reqs[0].clone(), reqs[1].clone(), reqs[4].clone()]).unwrap();
     assert!(ok.iter().all(|r| r.logprob.is_finite()));
     let e = format!("{:#}", s.loglikelihood(&reqs).unwrap_err());

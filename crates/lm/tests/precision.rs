@@ -74,7 +74,8 @@ fn bf16_mixed_follows_the_f32_loss_curve_and_pure_bf16_trains() {
         write_tiny_checkpoint(&path, tiny_config(arch), 5).unwrap();
         let tok = tok_for(&tiny_config(arch));
         let ex = data(&tok);
-        let base = TrainConfig { lr: 1e-2, epochs: 12, batch_size: 2, seed: 1, warmup_ratio: 0.0, ..Default::default() };
+        let base =
+            TrainConfig { lr: 1e-2, epochs: 12, batch_size: 2, seed: 1, warmup_ratio: 0.0, ..Default::default() };
         let run_with = |precision: Precision, load: DType, base: &TrainConfig| {
             let m = CausalLm::load_dtype(&path, &Device::Cpu, load, true).unwrap();
             let tc = TrainConfig { precision, ..base.clone() };
@@ -124,19 +125,26 @@ fn checkpoints_are_written_in_the_dtype_they_were_read_in() {
     let bf = dir.path().join("bf16");
     lm::checkpoint::save_as(&model, &bf, Some(&src), DType::BF16).unwrap();
     assert_eq!(stored_dtype(&bf), safetensors::Dtype::BF16);
-    let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(bf.join("config.json")).unwrap()).unwrap();
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(bf.join("config.json")).unwrap()).unwrap();
     assert_eq!(cfg["torch_dtype"], "bfloat16");
     let loaded = CausalLm::load(&bf, &Device::Cpu, true).unwrap();
     assert_eq!(loaded.dtype(), DType::F32);
     let again = dir.path().join("again");
     lm::checkpoint::save(&loaded, &again, Some(&bf)).unwrap();
     assert_eq!(stored_dtype(&again), safetensors::Dtype::BF16);
-    assert_eq!(std::fs::read(bf.join("model.safetensors")).unwrap(), std::fs::read(again.join("model.safetensors")).unwrap());
+    assert_eq!(
+        std::fs::read(bf.join("model.safetensors")).unwrap(),
+        std::fs::read(again.join("model.safetensors")).unwrap()
+    );
     // and an f32 checkpoint stays f32, byte for byte
     let f2 = dir.path().join("f32-again");
     let l32 = CausalLm::load(&src, &Device::Cpu, false).unwrap();
     lm::checkpoint::save(&l32, &f2, Some(&src)).unwrap();
-    assert_eq!(std::fs::read(src.join("model.safetensors")).unwrap(), std::fs::read(f2.join("model.safetensors")).unwrap());
+    assert_eq!(
+        std::fs::read(src.join("model.safetensors")).unwrap(),
+        std::fs::read(f2.join("model.safetensors")).unwrap()
+    );
 }
 
 /// Gradients of one step's loss with activation checkpointing off and on.
@@ -172,7 +180,10 @@ fn activation_checkpointing_gives_identical_gradients() {
         let m = CausalLm::load(&path, &Device::Cpu, true).unwrap();
         for (name, a, b) in grads_with_and_without(&m, Precision::F32, &tok) {
             assert_eq!(max_abs_diff(&a, &b), 0.0, "{arch:?} f32: gradient of {name} changed with checkpointing");
-            assert!(a.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap() > 0.0, "{arch:?}: {name} has no gradient");
+            assert!(
+                a.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap() > 0.0,
+                "{arch:?}: {name} has no gradient"
+            );
         }
         // bf16 weights: candle's composed operations, recomputed through the checkpoint op
         let m = CausalLm::load_dtype(&path, &Device::Cpu, DType::BF16, true).unwrap();
@@ -228,7 +239,10 @@ fn the_default_train_config_serialises_as_before() {
     assert!(!json.contains("precision") && !json.contains("activation_checkpointing"), "{json}");
     let tc = TrainConfig { precision: Precision::Bf16Mixed, activation_checkpointing: true, ..Default::default() };
     let json = serde_json::to_string(&tc).unwrap();
-    assert!(json.contains("\"precision\":\"bf16-mixed\"") && json.contains("\"activation_checkpointing\":true"), "{json}");
+    assert!(
+        json.contains("\"precision\":\"bf16-mixed\"") && json.contains("\"activation_checkpointing\":true"),
+        "{json}"
+    );
     let back: TrainConfig = serde_json::from_str(&json).unwrap();
     assert_eq!(back, tc);
 }
@@ -238,7 +252,8 @@ fn load_for_training_loads_bf16_only_for_pure_bf16() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m");
     write_tiny_checkpoint(&path, tiny_config(Arch::Qwen2), 1).unwrap();
-    for (p, want) in [(Precision::F32, DType::F32), (Precision::Bf16Mixed, DType::F32), (Precision::Bf16, DType::BF16)] {
+    for (p, want) in [(Precision::F32, DType::F32), (Precision::Bf16Mixed, DType::F32), (Precision::Bf16, DType::BF16)]
+    {
         let tc = TrainConfig { precision: p, ..Default::default() };
         let m = lm::train::load_for_training(&path, &Device::Cpu, &tc).unwrap();
         assert_eq!(m.dtype(), want, "{p:?}");

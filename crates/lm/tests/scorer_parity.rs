@@ -133,7 +133,8 @@ fn weight_values(name: &str, n: usize) -> Vec<f32> {
 /// Writes the checkpoint folder; returns the number of tensors.
 fn write_checkpoint(dir: &Path, arch: &str, theta: f64, tied: bool, bos: bool) -> usize {
     std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(&config_json(arch, theta, tied)).unwrap()).unwrap();
+    std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(&config_json(arch, theta, tied)).unwrap())
+        .unwrap();
     std::fs::write(dir.join("tokenizer.json"), tokenizer_json(bos)).unwrap();
     std::fs::write(dir.join("tokenizer_config.json"), tokenizer_config(bos).to_string()).unwrap();
     // names and shapes: the engine's own parameter set for this config

@@ -166,7 +166,13 @@ fn a_base_with_another_vocabulary_is_refused_naming_both_folders() {
     write_tiny_checkpoint(&other, cfg, 4).unwrap();
     let p = format!("checkpoint = \"path:{}\"", other.display());
     let e = format!("{:#}", run(&s, "msa", &p, "out", "cache").unwrap_err());
-    assert!(e.contains("msa") && e.contains("vocab") && e.contains(&*other.to_string_lossy()) && e.contains(&*s.theta_d.to_string_lossy()), "{e}");
+    assert!(
+        e.contains("msa")
+            && e.contains("vocab")
+            && e.contains(&*other.to_string_lossy())
+            && e.contains(&*s.theta_d.to_string_lossy()),
+        "{e}"
+    );
     assert!(!s.dir.path().join("out").exists());
     // another architecture
     let olmo = s.dir.path().join("olmo");

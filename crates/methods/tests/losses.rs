@@ -27,7 +27,8 @@ fn batch(examples: &[Example], ids: Vec<usize>) -> Batch {
 /// logits: log p(target) = logit[target] − log Σ exp(logit), in f64, weighted by the mask —
 /// independently of the engine's fused `sequence_logprobs` (which the test below checks too).
 fn seq(m: &CausalLm, b: &Batch) -> (Vec<f64>, Vec<f64>) {
-    let logits = m.forward(&b.inputs, Some(&b.attention)).unwrap().to_dtype(DType::F64).unwrap().to_vec3::<f64>().unwrap();
+    let logits =
+        m.forward(&b.inputs, Some(&b.attention)).unwrap().to_dtype(DType::F64).unwrap().to_vec3::<f64>().unwrap();
     let targets = b.targets.to_vec2::<u32>().unwrap();
     let mask = b.mask.to_dtype(DType::F64).unwrap().to_vec2::<f64>().unwrap();
     let (mut sums, mut counts) = (vec![], vec![]);
@@ -111,7 +112,9 @@ fn kl_retain_term_matches_a_hand_computation() {
             if mask[b][t] == 0.0 {
                 continue;
             }
-            let kl: f64 = (0..lp[b][t].len()).map(|v| (lq[b][t][v] as f64).exp() * (lq[b][t][v] as f64 - lp[b][t][v] as f64)).sum();
+            let kl: f64 = (0..lp[b][t].len())
+                .map(|v| (lq[b][t][v] as f64).exp() * (lq[b][t][v] as f64 - lp[b][t][v] as f64))
+                .sum();
             num += mask[b][t] as f64 * kl;
             den += mask[b][t] as f64;
         }
@@ -155,7 +158,11 @@ fn npo_loss_matches_a_hand_computation_and_indexes_references_by_id() {
     }
     // at θ = π_ref the loss is (2/β)·ln 2 whatever the data
     let at_ref = NpoLoss { beta: 0.1, lambda: 0.0, reference: reference.clone() };
-    close(scalar(at_ref.loss(&r, &Step { primary: &fb, secondary: None }).unwrap()), 20.0 * std::f64::consts::LN_2, "NPO at the reference");
+    close(
+        scalar(at_ref.loss(&r, &Step { primary: &fb, secondary: None }).unwrap()),
+        20.0 * std::f64::consts::LN_2,
+        "NPO at the reference",
+    );
 }
 
 #[test]
@@ -245,7 +252,9 @@ fn rmu_loss_matches_a_hand_computation() {
     assert!((norm - 1.0).abs() < 1e-6 && u.iter().all(|&x| x >= 0.0), "u is a unit vector in the positive orthant");
     assert_ne!(u, random_direction(h, 6), "u depends on the seed");
     let (c, alpha, layer) = (3.0f64, 400.0, 0usize);
-    let acts = |model: &CausalLm, b: &Batch| model.residual_stream(&b.inputs, Some(&b.attention), layer + 1).unwrap().to_vec3::<f32>().unwrap();
+    let acts = |model: &CausalLm, b: &Batch| {
+        model.residual_stream(&b.inputs, Some(&b.attention), layer + 1).unwrap().to_vec3::<f32>().unwrap()
+    };
     let mse = |a: &Vec<Vec<Vec<f32>>>, target: &dyn Fn(usize, usize, usize) -> f64, att: &Tensor| {
         let att = att.to_vec2::<f32>().unwrap();
         let (mut num, mut n) = (0f64, 0f64);
@@ -272,7 +281,10 @@ fn rmu_loss_matches_a_hand_computation() {
     // α = 0: the forget term alone, no retain batch needed
     let alone = RmuLoss { layer, control, alpha: 0.0, reference: model(2) };
     close(scalar(alone.loss(&m, &Step { primary: &fb, secondary: None }).unwrap()), forget_term, "RMU forget term");
-    assert!(loss.loss(&m, &Step { primary: &fb, secondary: None }).is_err(), "α > 0 without a retain batch is an error");
+    assert!(
+        loss.loss(&m, &Step { primary: &fb, secondary: None }).is_err(),
+        "α > 0 without a retain batch is an error"
+    );
 }
 
 /// Which block RMU steers and which tensors it trains: `depth` scales with the model
@@ -282,7 +294,9 @@ fn rmu_loss_matches_a_hand_computation() {
 fn rmu_plan_resolves_the_layer_and_the_trained_tensors() {
     let names: Vec<String> = (0..32).map(|l| format!("model.layers.{l}.mlp.down_proj.weight")).collect();
     let names: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
-    let plan = |params: &str, layers: usize| rmu::Rmu::from_params(&params.parse().unwrap()).unwrap().plan(layers, &names).unwrap();
+    let plan = |params: &str, layers: usize| {
+        rmu::Rmu::from_params(&params.parse().unwrap()).unwrap().plan(layers, &names).unwrap()
+    };
     let down = |ls: &[usize]| ls.iter().map(|l| format!("model.layers.{l}.mlp.down_proj.weight")).collect::<Vec<_>>();
     assert_eq!(plan("depth = 0.22", 32), (7, down(&[5, 6, 7])));
     assert_eq!(plan("depth = 0.22", 2), (0, down(&[0])));

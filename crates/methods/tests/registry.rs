@@ -33,6 +33,9 @@ fn params_are_exactly_the_fields_each_method_accepts() {
         let accepted = expected_fields(&err);
         let declared: BTreeSet<String> =
             params.iter().map(|p| p.to_string()).chain(["lr".to_string(), "epochs".to_string()]).collect();
-        assert_eq!(accepted, declared, "{kind}: the parameter struct accepts {accepted:?}, PARAMS declares {declared:?}");
+        assert_eq!(
+            accepted, declared,
+            "{kind}: the parameter struct accepts {accepted:?}, PARAMS declares {declared:?}"
+        );
     }
 }

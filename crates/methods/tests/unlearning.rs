@@ -41,7 +41,11 @@ fn gradient_methods_forget_and_gradient_difference_keeps_retain() {
         let t = std::time::Instant::now();
         let rep = m.run(&c).unwrap();
         let (f, r) = (mean_nll(&out, &forget), mean_nll(&out, &retain));
-        eprintln!("{kind} {params:?}: forget NLL {f0:.3} -> {f:.3}, retain {r0:.3} -> {r:.3} ({} steps, {:.2}s)", rep.loss_curve.len(), t.elapsed().as_secs_f64());
+        eprintln!(
+            "{kind} {params:?}: forget NLL {f0:.3} -> {f:.3}, retain {r0:.3} -> {r:.3} ({} steps, {:.2}s)",
+            rep.loss_curve.len(),
+            t.elapsed().as_secs_f64()
+        );
         assert!(f > f0 + 1.0, "{kind} ({params}): forget NLL only went {f0} -> {f}");
         if *kind == "gradient_ascent" {
             ga_retain = r;
@@ -53,7 +57,10 @@ fn gradient_methods_forget_and_gradient_difference_keeps_retain() {
         if !params.contains("lambda") && !matches!(*kind, "msa" | "task_negation") {
             assert_eq!(tokens, (30 * forget_tokens) as f64, "{kind} ({params})");
         } else {
-            assert!(tokens > (30 * forget_tokens) as f64 - 0.5 || matches!(*kind, "msa" | "task_negation"), "{kind} ({params}): {tokens}");
+            assert!(
+                tokens > (30 * forget_tokens) as f64 - 0.5 || matches!(*kind, "msa" | "task_negation"),
+                "{kind} ({params}): {tokens}"
+            );
             assert!(tokens > 0.0, "{kind} ({params})");
         }
         if params.contains("lambda") {
@@ -72,7 +79,11 @@ fn rmu_misdirects_forget_activations_and_trains_only_its_layers() {
     let dir = tempfile::tempdir().unwrap();
     let theta_d = trained_world(dir.path());
     let (forget, retain) = (facts(0..2), facts(2..8));
-    let m = methods::build("rmu", &table("lr = 1e-2\nepochs = 60\nlayer = 1\nupdate_layers = 2\nsteering_coeff = 5.0\nalpha = 10.0")).unwrap();
+    let m = methods::build(
+        "rmu",
+        &table("lr = 1e-2\nepochs = 60\nlayer = 1\nupdate_layers = 2\nsteering_coeff = 5.0\nalpha = 10.0"),
+    )
+    .unwrap();
     let out = dir.path().join("out_rmu");
     let cache = dir.path().join("cache");
     let rep = m.run(&ctx(&theta_d, &[], &forget, &retain, &cache, &out)).unwrap();
@@ -96,7 +107,8 @@ fn rmu_misdirects_forget_activations_and_trains_only_its_layers() {
         (m.residual_stream(&b.inputs, Some(&b.attention), 2).unwrap(), b.attention)
     };
     let u = rmu::random_direction(m0.cfg.hidden_size, 7); // ctx's seed
-    let control = (candle_core::Tensor::from_vec(u, m0.cfg.hidden_size, &candle_core::Device::Cpu).unwrap() * 5.0).unwrap();
+    let control =
+        (candle_core::Tensor::from_vec(u, m0.cfg.hidden_size, &candle_core::Device::Cpu).unwrap() * 5.0).unwrap();
     let dist = |a: &candle_core::Tensor, target: &candle_core::Tensor, att: &candle_core::Tensor| {
         rmu::masked_mse(a, target, att).unwrap().to_scalar::<f32>().unwrap() as f64
     };
@@ -113,10 +125,12 @@ fn rmu_misdirects_forget_activations_and_trains_only_its_layers() {
     assert!(n1 > n0 + 1.0, "forget NLL only went {n0} -> {n1}");
     // what does not fit the model is an error naming it
     let bad = methods::build("rmu", &table("layer = 9")).unwrap();
-    let e = format!("{:#}", bad.run(&ctx(&theta_d, &[], &forget, &retain, &cache, &dir.path().join("bad"))).unwrap_err());
+    let e =
+        format!("{:#}", bad.run(&ctx(&theta_d, &[], &forget, &retain, &cache, &dir.path().join("bad"))).unwrap_err());
     assert!(e.contains("layer = 9") && e.contains("blocks"), "{e}");
     let bad = methods::build("rmu", &table("params = [\"mlp.nope.weight\"]")).unwrap();
-    let e = format!("{:#}", bad.run(&ctx(&theta_d, &[], &forget, &retain, &cache, &dir.path().join("bad"))).unwrap_err());
+    let e =
+        format!("{:#}", bad.run(&ctx(&theta_d, &[], &forget, &retain, &cache, &dir.path().join("bad"))).unwrap_err());
     assert!(e.contains("mlp.nope.weight"), "{e}");
 }
 
@@ -139,7 +153,8 @@ fn a_diverging_run_names_the_method_and_step_and_leaves_nothing() {
         assert!(e.contains(&format!("method {kind}")) && e.contains("non-finite") && e.contains("step"), "{kind}: {e}");
         assert!(!out.exists(), "{kind} left {}", out.display());
         // nor a half-trained vector in MSA's cache
-        let leftovers: Vec<_> = std::fs::read_dir(&cache).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+        let leftovers: Vec<_> =
+            std::fs::read_dir(&cache).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
         assert!(leftovers.is_empty(), "{kind} left {leftovers:?} in the cache");
     }
 }

@@ -19,10 +19,11 @@ fn main() -> anyhow::Result<()> {
     let out = PathBuf::from(args.get(1).map_or("target/bench-fixtures/arith-out", String::as_str));
     let runs: usize = args.get(2).and_then(|r| r.parse().ok()).unwrap_or(5);
     let (alpha, beta) = (1.0, 0.5);
-    let terms: Vec<(f64, PathBuf)> = [("theta_D", 1.0), ("theta_0", alpha - beta), ("theta_f", -alpha), ("theta_r", beta)]
-        .iter()
-        .map(|(n, c)| (*c, dir.join(n)))
-        .collect();
+    let terms: Vec<(f64, PathBuf)> =
+        [("theta_D", 1.0), ("theta_0", alpha - beta), ("theta_f", -alpha), ("theta_r", beta)]
+            .iter()
+            .map(|(n, c)| (*c, dir.join(n)))
+            .collect();
     let mut opts = CombineOptions { overwrite: true, ..Default::default() };
     opts.sync = std::env::var_os("NO_SYNC").is_none();
     if let Some(c) = std::env::var("UNLEARN_ARITH_CHUNK").ok().and_then(|v| v.parse().ok()) {
@@ -49,7 +50,11 @@ fn main() -> anyhow::Result<()> {
         let cat_gbs = cat_bytes as f64 / 1e9 / cat_s;
         println!(
             "combine {:.3} s {:.2} GB/s | cat {:.3} s {:.2} GB/s | ratio {:.2}",
-            r.seconds, gbs, cat_s, cat_gbs, gbs / cat_gbs
+            r.seconds,
+            gbs,
+            cat_s,
+            cat_gbs,
+            gbs / cat_gbs
         );
     }
     Ok(())

@@ -52,13 +52,7 @@ pub struct CombineOptions {
 
 impl Default for CombineOptions {
     fn default() -> Self {
-        Self {
-            overwrite: false,
-            chunk_elems: COMBINE_CHUNK_ELEMS,
-            threads: 0,
-            sync: true,
-            metadata: BTreeMap::new(),
-        }
+        Self { overwrite: false, chunk_elems: COMBINE_CHUNK_ELEMS, threads: 0, sync: true, metadata: BTreeMap::new() }
     }
 }
 
@@ -81,21 +75,12 @@ pub struct CombineReport {
 ///
 /// Errors name the offending term, file and tensor. On error nothing is left at `out`
 /// (an existing `out` is untouched unless the call succeeds with `opts.overwrite`).
-pub fn combine(
-    terms: &[(f64, PathBuf)],
-    out: &Path,
-    opts: &CombineOptions,
-) -> Result<CombineReport> {
+pub fn combine(terms: &[(f64, PathBuf)], out: &Path, opts: &CombineOptions) -> Result<CombineReport> {
     let started = Instant::now();
     ensure!(!terms.is_empty(), "nothing to combine: no terms given");
     ensure!(opts.chunk_elems > 0, "chunk_elems must be positive");
     for (i, (coef, dir)) in terms.iter().enumerate() {
-        ensure!(
-            coef.is_finite(),
-            "term {} ({}): coefficient {coef} is not a finite number",
-            i + 1,
-            dir.display()
-        );
+        ensure!(coef.is_finite(), "term {} ({}): coefficient {coef} is not a finite number", i + 1, dir.display());
     }
     let states = terms
         .iter()
@@ -119,11 +104,7 @@ pub(crate) fn check_same_layout(states: &[StateFiles]) -> Result<()> {
     for other in &states[1..] {
         for (name, a) in first.tensors() {
             let Some(b) = other.tensor(name) else {
-                bail!(
-                    "tensor {name} is in {} but missing from {}",
-                    first.path_of(a).display(),
-                    other.dir().display()
-                );
+                bail!("tensor {name} is in {} but missing from {}", first.path_of(a).display(), other.dir().display());
             };
             if a.shape != b.shape || a.dtype != b.dtype {
                 bail!(
@@ -137,34 +118,18 @@ pub(crate) fn check_same_layout(states: &[StateFiles]) -> Result<()> {
                 );
             }
         }
-        if let Some((name, b)) = other
-            .tensors()
-            .iter()
-            .find(|(n, _)| first.tensor(n).is_none())
-        {
-            bail!(
-                "tensor {name} is in {} but missing from {}",
-                other.path_of(b).display(),
-                first.dir().display()
-            );
+        if let Some((name, b)) = other.tensors().iter().find(|(n, _)| first.tensor(n).is_none()) {
+            bail!("tensor {name} is in {} but missing from {}", other.path_of(b).display(), first.dir().display());
         }
     }
     Ok(())
 }
 
 /// Streams the combination into `dir/model.safetensors` and copies the side files.
-fn write_combination(
-    states: &[StateFiles],
-    coefs: &[f64],
-    dir: &Path,
-    opts: &CombineOptions,
-) -> Result<CombineReport> {
+fn write_combination(states: &[StateFiles], coefs: &[f64], dir: &Path, opts: &CombineOptions) -> Result<CombineReport> {
     let first = &states[0];
-    let specs: Vec<(String, Dtype, Vec<usize>)> = first
-        .tensors()
-        .iter()
-        .map(|(n, e)| (n.clone(), e.dtype, e.shape.clone()))
-        .collect();
+    let specs: Vec<(String, Dtype, Vec<usize>)> =
+        first.tensors().iter().map(|(n, e)| (n.clone(), e.dtype, e.shape.clone())).collect();
     let writer = SafetensorsWriter::create(&dir.join(SINGLE_FILE), &specs, &opts.metadata)?;
     #[cfg(not(unix))]
     let mut writer = writer;
@@ -301,7 +266,10 @@ fn write_parallel(
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("an arithmetic thread panicked")))).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("an arithmetic thread panicked"))))
+            .collect()
     });
     for r in results {
         r?;

@@ -75,16 +75,8 @@ impl std::fmt::Debug for StateFiles {
 impl StateFiles {
     /// Opens the model state in `dir`.
     pub fn open(dir: &Path) -> Result<Self> {
-        ensure!(
-            dir.exists(),
-            "model state folder {} does not exist",
-            dir.display()
-        );
-        ensure!(
-            dir.is_dir(),
-            "model state {} is not a folder",
-            dir.display()
-        );
+        ensure!(dir.exists(), "model state folder {} does not exist", dir.display());
+        ensure!(dir.is_dir(), "model state {} is not a folder", dir.display());
         let config = dir.join("config.json");
         ensure!(
             config.is_file(),
@@ -100,12 +92,7 @@ impl StateFiles {
             for (name, entry) in read_entries(&shard, 0)? {
                 tensors.insert(name, entry);
             }
-            return Ok(Self {
-                dir: dir.to_path_buf(),
-                sharded: false,
-                shards: vec![shard],
-                tensors,
-            });
+            return Ok(Self { dir: dir.to_path_buf(), sharded: false, shards: vec![shard], tensors });
         }
         if index.is_file() {
             return Self::open_sharded(dir, &index);
@@ -114,29 +101,21 @@ impl StateFiles {
     }
 
     fn open_sharded(dir: &Path, index: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(index)
-            .with_context(|| format!("cannot read shard index {}", index.display()))?;
+        let text =
+            std::fs::read_to_string(index).with_context(|| format!("cannot read shard index {}", index.display()))?;
         let json: serde_json::Value = serde_json::from_str(&text)
             .with_context(|| format!("shard index {} is not valid JSON", index.display()))?;
         let weight_map = json
             .get("weight_map")
             .and_then(|v| v.as_object())
-            .with_context(|| {
-                format!(
-                    "shard index {} has no \"weight_map\" object",
-                    index.display()
-                )
-            })?;
+            .with_context(|| format!("shard index {} has no \"weight_map\" object", index.display()))?;
 
         // tensor name -> shard file name, in name order.
         let mut wanted: BTreeMap<String, String> = BTreeMap::new();
         for (name, file) in weight_map {
-            let file = file.as_str().with_context(|| {
-                format!(
-                    "shard index {}: weight_map[{name:?}] is not a file name",
-                    index.display()
-                )
-            })?;
+            let file = file
+                .as_str()
+                .with_context(|| format!("shard index {}: weight_map[{name:?}] is not a file name", index.display()))?;
             ensure!(
                 !file.contains('/') && !file.contains('\\') && file != ".." && file != ".",
                 "shard index {}: weight_map[{name:?}] = {file:?} is not a plain file name in the folder",
@@ -183,12 +162,7 @@ impl StateFiles {
                 index.display()
             );
         }
-        Ok(Self {
-            dir: dir.to_path_buf(),
-            sharded: true,
-            shards,
-            tensors,
-        })
+        Ok(Self { dir: dir.to_path_buf(), sharded: true, shards, tensors })
     }
 
     /// The folder this state was opened from.
@@ -273,11 +247,7 @@ impl StateFiles {
             // MADV_DONTNEED only drops its pages; a later access faults them back in from the
             // file with identical contents, so no live slice observes a change.
             let _ = unsafe {
-                self.shards[entry.shard].mmap.unchecked_advise_range(
-                    memmap2::UncheckedAdvice::DontNeed,
-                    start,
-                    len,
-                )
+                self.shards[entry.shard].mmap.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, len)
             };
         }
         #[cfg(not(unix))]
@@ -288,11 +258,7 @@ impl StateFiles {
 /// Names, dtypes and shapes of every tensor in the model state in `dir`.
 pub fn tensor_names_and_shapes(dir: &Path) -> Result<BTreeMap<String, (Dtype, Vec<usize>)>> {
     let state = StateFiles::open(dir)?;
-    Ok(state
-        .tensors
-        .iter()
-        .map(|(n, e)| (n.clone(), (e.dtype, e.shape.clone())))
-        .collect())
+    Ok(state.tensors.iter().map(|(n, e)| (n.clone(), (e.dtype, e.shape.clone()))).collect())
 }
 
 fn open_shard(path: &Path) -> Result<Shard> {
@@ -300,13 +266,8 @@ fn open_shard(path: &Path) -> Result<Shard> {
     // SAFETY: the usual caveat of memory-mapped files applies: another process truncating or
     // rewriting the file while it is mapped is undefined behaviour. Checkpoint folders are
     // treated as immutable inputs; outputs are always written to a fresh temporary folder.
-    let mmap =
-        unsafe { Mmap::map(&file) }.with_context(|| format!("cannot mmap {}", path.display()))?;
-    Ok(Shard {
-        path: path.to_path_buf(),
-        file,
-        mmap,
-    })
+    let mmap = unsafe { Mmap::map(&file) }.with_context(|| format!("cannot mmap {}", path.display()))?;
+    Ok(Shard { path: path.to_path_buf(), file, mmap })
 }
 
 /// Parses and validates a shard's header; returns its tensors with absolute byte ranges.
@@ -368,9 +329,6 @@ fn missing_weights_message(dir: &Path) -> String {
             pickles.join(", ")
         )
     } else {
-        format!(
-            "no weights in model state folder {}: expected {SINGLE_FILE} or {INDEX_FILE}",
-            dir.display()
-        )
+        format!("no weights in model state folder {}: expected {SINGLE_FILE} or {INDEX_FILE}", dir.display())
     }
 }

@@ -55,12 +55,12 @@ mod tensorwise;
 mod writer;
 
 pub use combine::{combine, CombineOptions, CombineReport, COMBINE_CHUNK_ELEMS};
+pub use files::{tensor_names_and_shapes, StateFiles, TensorEntry};
 pub use output::COPIED_FILES;
 pub use quantize::{
-    quantize_checkpoint, quantize_checkpoint_with, quantize_selection, Outcome, QuantizeOptions,
-    QuantizeReport, Scheme, SkipReason, TensorQuantization, INT4_DEFAULT_GROUP,
+    quantize_checkpoint, quantize_checkpoint_with, quantize_selection, Outcome, QuantizeOptions, QuantizeReport,
+    Scheme, SkipReason, TensorQuantization, INT4_DEFAULT_GROUP,
 };
-pub use files::{tensor_names_and_shapes, StateFiles, TensorEntry};
 pub use reduce::{distance, dot_and_norms, DotAndNorms};
 pub use safetensors::Dtype;
 pub use tensorwise::{for_each_chunk, map_chunks, round_f64_to, Chunk, StreamOptions, StreamReport};

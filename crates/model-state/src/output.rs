@@ -31,22 +31,14 @@ pub(crate) fn write_folder_atomically<R>(
     what: &str,
     build: impl FnOnce(&Path) -> Result<R>,
 ) -> Result<R> {
-    let name = out
-        .file_name()
-        .with_context(|| format!("output path {} has no folder name", out.display()))?;
+    let name = out.file_name().with_context(|| format!("output path {} has no folder name", out.display()))?;
     let parent = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
     if out.exists() {
-        ensure!(
-            overwrite,
-            "output folder {} already exists (refusing to replace it without overwrite)",
-            out.display()
-        );
-        let out_canon = out
-            .canonicalize()
-            .with_context(|| format!("cannot resolve {}", out.display()))?;
+        ensure!(overwrite, "output folder {} already exists (refusing to replace it without overwrite)", out.display());
+        let out_canon = out.canonicalize().with_context(|| format!("cannot resolve {}", out.display()))?;
         for dir in inputs {
             ensure!(
                 dir.canonicalize().ok().as_ref() != Some(&out_canon),
@@ -57,17 +49,12 @@ pub(crate) fn write_folder_atomically<R>(
     }
     std::fs::create_dir_all(&parent)
         .with_context(|| format!("cannot create output parent folder {}", parent.display()))?;
-    let tmp = parent.join(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
+    let tmp = parent.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp)
             .with_context(|| format!("cannot remove stale temporary folder {}", tmp.display()))?;
     }
-    std::fs::create_dir(&tmp)
-        .with_context(|| format!("cannot create temporary folder {}", tmp.display()))?;
+    std::fs::create_dir(&tmp).with_context(|| format!("cannot create temporary folder {}", tmp.display()))?;
 
     let result = build(&tmp).and_then(|r| replace_dir(&tmp, out, &parent, overwrite).map(|()| r));
     if result.is_err() {
@@ -82,8 +69,7 @@ pub(crate) fn copy_side_files(from: &Path, to: &Path) -> Result<()> {
         let src = from.join(file);
         if src.is_file() {
             let dst = to.join(file);
-            std::fs::copy(&src, &dst)
-                .with_context(|| format!("cannot copy {} to {}", src.display(), dst.display()))?;
+            std::fs::copy(&src, &dst).with_context(|| format!("cannot copy {} to {}", src.display(), dst.display()))?;
         }
     }
     Ok(())
@@ -94,31 +80,17 @@ fn replace_dir(tmp: &Path, out: &Path, parent: &Path, overwrite: bool) -> Result
         return std::fs::rename(tmp, out)
             .with_context(|| format!("cannot rename {} to {}", tmp.display(), out.display()));
     }
-    ensure!(
-        overwrite,
-        "output folder {} appeared while it was being written; not replacing it",
-        out.display()
-    );
-    let name = out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    ensure!(overwrite, "output folder {} appeared while it was being written; not replacing it", out.display());
+    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let old = parent.join(format!(".{name}.old-{}", std::process::id()));
-    std::fs::rename(out, &old).with_context(|| {
-        format!(
-            "cannot move existing {} aside to {}",
-            out.display(),
-            old.display()
-        )
-    })?;
+    std::fs::rename(out, &old)
+        .with_context(|| format!("cannot move existing {} aside to {}", out.display(), old.display()))?;
     if let Err(e) = std::fs::rename(tmp, out) {
         let _ = std::fs::rename(&old, out);
-        return Err(e)
-            .with_context(|| format!("cannot rename {} to {}", tmp.display(), out.display()));
+        return Err(e).with_context(|| format!("cannot rename {} to {}", tmp.display(), out.display()));
     }
     if old.is_dir() {
-        std::fs::remove_dir_all(&old)
-            .with_context(|| format!("cannot remove old {}", old.display()))
+        std::fs::remove_dir_all(&old).with_context(|| format!("cannot remove old {}", old.display()))
     } else {
         std::fs::remove_file(&old).with_context(|| format!("cannot remove old {}", old.display()))
     }

@@ -150,9 +150,7 @@ fn int8_symmetric(row: &[f32], out: &mut [f32]) {
 /// `scale = (max − min) / 15`, `zero = round(−min / scale)`,
 /// `w' = (clamp(round(w / scale) + zero, 0, 15) − zero) · scale`.
 fn uint4_min_max(group: &[f32], out: &mut [f32]) {
-    let (min, max) = group
-        .iter()
-        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    let (min, max) = group.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
     let scale = (max - min) / 15.0;
     if scale == 0.0 || !scale.is_finite() {
         out.copy_from_slice(group);
@@ -192,10 +190,7 @@ impl FromStr for Scheme {
                 }
             }
         }
-        bail!(
-            "unknown quantization scheme {s:?}: expected {}",
-            Scheme::ACCEPTED
-        )
+        bail!("unknown quantization scheme {s:?}: expected {}", Scheme::ACCEPTED)
     }
 }
 
@@ -400,17 +395,9 @@ pub fn quantize_checkpoint_with(
 }
 
 /// Streams the quantized state into `dir/model.safetensors` and copies the side files.
-fn write_quantized(
-    state: &StateFiles,
-    scheme: Scheme,
-    dir: &Path,
-    opts: &QuantizeOptions,
-) -> Result<QuantizeReport> {
-    let specs: Vec<(String, Dtype, Vec<usize>)> = state
-        .tensors()
-        .iter()
-        .map(|(n, e)| (n.clone(), e.dtype, e.shape.clone()))
-        .collect();
+fn write_quantized(state: &StateFiles, scheme: Scheme, dir: &Path, opts: &QuantizeOptions) -> Result<QuantizeReport> {
+    let specs: Vec<(String, Dtype, Vec<usize>)> =
+        state.tensors().iter().map(|(n, e)| (n.clone(), e.dtype, e.shape.clone())).collect();
     let metadata = BTreeMap::from([("quantization".to_string(), format!("rtn {scheme} (dequantized)"))]);
     let mut writer = SafetensorsWriter::create(&dir.join(SINGLE_FILE), &specs, &metadata)?;
     let mut tensors = Vec::with_capacity(specs.len());

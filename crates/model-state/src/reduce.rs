@@ -52,11 +52,7 @@ pub fn dot_and_norms(a: &Path, b: &Path) -> Result<DotAndNorms> {
             bb += q * q;
         }
     })?;
-    Ok(DotAndNorms {
-        dot,
-        norm_a: aa.sqrt(),
-        norm_b: bb.sqrt(),
-    })
+    Ok(DotAndNorms { dot, norm_a: aa.sqrt(), norm_b: bb.sqrt() })
 }
 
 /// Calls `f` on matching chunks (as f64) of every float tensor of `a` and `b`, in name order.
@@ -64,8 +60,7 @@ fn for_each_float_chunk(a: &Path, b: &Path, mut f: impl FnMut(&[f64], &[f64])) -
     let sa = StateFiles::open(a)?;
     let sb = StateFiles::open(b)?;
     let states = [sa, sb];
-    check_same_layout(&states)
-        .with_context(|| format!("cannot compare {} with {}", a.display(), b.display()))?;
+    check_same_layout(&states).with_context(|| format!("cannot compare {} with {}", a.display(), b.display()))?;
     let [sa, sb] = &states;
     let (mut xa, mut xb) = (Vec::new(), Vec::new());
     for (name, ea) in sa.tensors() {

@@ -51,12 +51,7 @@ pub struct StreamOptions {
 
 impl Default for StreamOptions {
     fn default() -> Self {
-        Self {
-            overwrite: false,
-            chunk_elems: COMBINE_CHUNK_ELEMS,
-            sync: true,
-            metadata: BTreeMap::new(),
-        }
+        Self { overwrite: false, chunk_elems: COMBINE_CHUNK_ELEMS, sync: true, metadata: BTreeMap::new() }
     }
 }
 
@@ -124,7 +119,9 @@ pub fn for_each_chunk(
         }
         let tensor = report.float_tensors;
         report.float_tensors += 1;
-        visit_tensor(&states, &entries, &name, tensor, chunk_elems, &mut bufs, &mut report.bytes_read, |chunk| f(chunk))?;
+        visit_tensor(&states, &entries, &name, tensor, chunk_elems, &mut bufs, &mut report.bytes_read, |chunk| {
+            f(chunk)
+        })?;
     }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
@@ -162,13 +159,22 @@ pub fn map_chunks(
             if is_arith_float(dtype) {
                 let tensor = report.float_tensors;
                 report.float_tensors += 1;
-                visit_tensor(&states, &entries, name, tensor, opts.chunk_elems, &mut bufs, &mut report.bytes_read, |chunk| {
-                    values.clear();
-                    values.extend_from_slice(&chunk.inputs[0]);
-                    f(chunk, &mut values).with_context(|| format!("tensor {name}"))?;
-                    encode_f64(dtype, &values, &mut encoded);
-                    writer.write(&encoded)
-                })?;
+                visit_tensor(
+                    &states,
+                    &entries,
+                    name,
+                    tensor,
+                    opts.chunk_elems,
+                    &mut bufs,
+                    &mut report.bytes_read,
+                    |chunk| {
+                        values.clear();
+                        values.extend_from_slice(&chunk.inputs[0]);
+                        f(chunk, &mut values).with_context(|| format!("tensor {name}"))?;
+                        encode_f64(dtype, &values, &mut encoded);
+                        writer.write(&encoded)
+                    },
+                )?;
             } else {
                 copy_identical(&states, &entries, name, opts.chunk_elems, &mut writer, &mut report.bytes_read)?;
             }
@@ -345,7 +351,8 @@ mod tests {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            let v = f64::from_bits((x & 0x000F_FFFF_FFFF_FFFF) | 0x3FF0_0000_0000_0000) * if x >> 63 == 1 { -1.0 } else { 1.0 };
+            let v = f64::from_bits((x & 0x000F_FFFF_FFFF_FFFF) | 0x3FF0_0000_0000_0000)
+                * if x >> 63 == 1 { -1.0 } else { 1.0 };
             let lo = bf16::from_bits(bf16::from_f32(v as f32).to_bits().wrapping_sub(1));
             let mid = bf16::from_f32(v as f32);
             let hi = bf16::from_bits(mid.to_bits().wrapping_add(1));

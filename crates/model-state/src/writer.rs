@@ -41,36 +41,22 @@ impl SafetensorsWriter {
         let mut sorted: Vec<&(String, Dtype, Vec<usize>)> = tensors.iter().collect();
         sorted.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         for pair in sorted.windows(2) {
-            ensure!(
-                pair[0].0 != pair[1].0,
-                "tensor {} listed twice for {}",
-                pair[0].0,
-                path.display()
-            );
+            ensure!(pair[0].0 != pair[1].0, "tensor {} listed twice for {}", pair[0].0, path.display());
         }
 
         let mut meta = metadata.clone();
-        meta.entry("format".to_string())
-            .or_insert_with(|| "pt".to_string());
+        meta.entry("format".to_string()).or_insert_with(|| "pt".to_string());
         let mut header = String::from("{\"__metadata__\":");
         header.push_str(&serde_json::to_string(&meta)?);
         let mut offset: u64 = 0;
         let mut order = Vec::with_capacity(sorted.len());
         let mut ends = Vec::with_capacity(sorted.len());
         for (name, dtype, shape) in sorted {
-            ensure!(
-                name != "__metadata__",
-                "a tensor cannot be named __metadata__"
-            );
-            let numel = shape
-                .iter()
-                .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64));
+            ensure!(name != "__metadata__", "a tensor cannot be named __metadata__");
+            let numel = shape.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d as u64));
             let bits = numel.and_then(|n| n.checked_mul(dtype.bitsize() as u64));
             let bits = bits.with_context(|| format!("tensor {name}: shape {shape:?} overflows"))?;
-            ensure!(
-                bits % 8 == 0,
-                "tensor {name}: {shape:?} of {dtype} is not a whole number of bytes"
-            );
+            ensure!(bits % 8 == 0, "tensor {name}: {shape:?} of {dtype} is not a whole number of bytes");
             let end = offset + bits / 8;
             header.push(',');
             header.push_str(&serde_json::to_string(name)?);
@@ -87,16 +73,10 @@ impl SafetensorsWriter {
             header.push(' ');
         }
         // Self-check against the reference parser (validates offsets and sizes).
-        let _: safetensors::tensor::Metadata =
-            serde_json::from_str(&header).with_context(|| {
-                format!(
-                    "internal error: invalid safetensors header for {}",
-                    path.display()
-                )
-            })?;
+        let _: safetensors::tensor::Metadata = serde_json::from_str(&header)
+            .with_context(|| format!("internal error: invalid safetensors header for {}", path.display()))?;
 
-        let file =
-            File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+        let file = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
         let header_bytes = 8 + header.len() as u64;
         out.write_all(&(header.len() as u64).to_le_bytes())
@@ -128,9 +108,7 @@ impl SafetensorsWriter {
             self.path.display(),
             self.written + bytes.len() as u64 - total
         );
-        self.out
-            .write_all(bytes)
-            .with_context(|| format!("cannot write {}", self.path.display()))?;
+        self.out.write_all(bytes).with_context(|| format!("cannot write {}", self.path.display()))?;
         self.written += bytes.len() as u64;
         Ok(())
     }
@@ -186,8 +164,7 @@ impl SafetensorsWriter {
             .into_inner()
             .map_err(|e| anyhow::anyhow!("cannot write {}: {}", self.path.display(), e.error()))?;
         if sync {
-            file.sync_all()
-                .with_context(|| format!("cannot sync {}", self.path.display()))?;
+            file.sync_all().with_context(|| format!("cannot sync {}", self.path.display()))?;
         }
         Ok(self.header_bytes + total)
     }

@@ -13,7 +13,10 @@ use std::collections::BTreeMap;
 fn bf16_model(seed: u64) -> BTreeMap<String, T> {
     let mut m = BTreeMap::new();
     m.insert("model.embed_tokens.weight".to_string(), T::float(Dtype::BF16, &[16, 8], values(seed, 128)));
-    m.insert("model.layers.0.mlp.down_proj.weight".to_string(), T::float(Dtype::BF16, &[8, 24], values(seed + 100, 192)));
+    m.insert(
+        "model.layers.0.mlp.down_proj.weight".to_string(),
+        T::float(Dtype::BF16, &[8, 24], values(seed + 100, 192)),
+    );
     m.insert("model.norm.weight".to_string(), T::float(Dtype::BF16, &[8], values(seed + 200, 8)));
     m
 }
@@ -37,7 +40,8 @@ fn bf16_combination_matches_a_float64_reference() {
     for (name, t) in &models[0] {
         let (dtype, shape, bytes) = &got[name];
         assert_eq!((*dtype, shape), (Dtype::BF16, &t.shape), "{name}: the output keeps the inputs' dtype");
-        let out_vals: Vec<f32> = bytes.chunks(2).map(|b| bf16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32()).collect();
+        let out_vals: Vec<f32> =
+            bytes.chunks(2).map(|b| bf16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32()).collect();
         for (k, got) in out_vals.iter().enumerate() {
             let reference: f64 = models.iter().zip(coefs).map(|(m, c)| c * m[name].values[k] as f64).sum();
             let rounded = bf16::from_f64(reference).to_f32();

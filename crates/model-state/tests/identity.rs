@@ -19,7 +19,8 @@ fn one_term_with_coefficient_one_is_the_identity_bit_for_bit() {
     model_state::combine(&[(1.0, src.clone())], &out, &Default::default()).unwrap();
     let data = std::fs::read(out.join("model.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&data).unwrap();
-    let got: Vec<u32> = st.tensor("w").unwrap().data().chunks(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
+    let got: Vec<u32> =
+        st.tensor("w").unwrap().data().chunks(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
     let want: Vec<u32> = vals.iter().map(|v| v.to_bits()).collect();
     assert_eq!(got, want, "identity combine changed some bits (negative zero?)");
 }

@@ -50,8 +50,7 @@ fn write_big_state(dir: &Path, model: u64) {
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join("config.json"), "{}").unwrap();
     let specs = layout();
-    let mut w = SafetensorsWriter::create(&dir.join("model.safetensors"), &specs, &BTreeMap::new())
-        .unwrap();
+    let mut w = SafetensorsWriter::create(&dir.join("model.safetensors"), &specs, &BTreeMap::new()).unwrap();
     for name in w.order().to_vec() {
         let (_, dtype, shape) = specs.iter().find(|s| s.0 == name).unwrap();
         let numel: usize = shape.iter().product();
@@ -59,26 +58,14 @@ fn write_big_state(dir: &Path, model: u64) {
             let chunk = values_from(seed(model, &name), start, MIB.min(numel - start));
             let bytes: Vec<u8> = match dtype {
                 Dtype::F32 => chunk.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                _ => chunk
-                    .iter()
-                    .flat_map(|v| bf16::from_f32(*v).to_bits().to_le_bytes())
-                    .collect(),
+                _ => chunk.iter().flat_map(|v| bf16::from_f32(*v).to_bits().to_le_bytes()).collect(),
             };
             w.write(&bytes).unwrap();
         }
     }
     let len = w.finish().unwrap();
-    assert_eq!(
-        len,
-        std::fs::metadata(dir.join("model.safetensors"))
-            .unwrap()
-            .len()
-    );
-    assert_eq!(
-        (len - 64 * MIB as u64) % 8,
-        0,
-        "8-byte length + header padded to 8"
-    );
+    assert_eq!(len, std::fs::metadata(dir.join("model.safetensors")).unwrap().len());
+    assert_eq!((len - 64 * MIB as u64) % 8, 0, "8-byte length + header padded to 8");
 }
 
 /// A field of /proc/self/status in bytes ("VmHWM:   123 kB").
@@ -124,10 +111,7 @@ fn combine_peak_rss_grows_by_a_few_tensors_at_most() {
     );
     assert_eq!(report.bytes_read, 3 * 64 * MIB as u64);
     assert_eq!(report.peak_accumulator_bytes, model_state::COMBINE_CHUNK_ELEMS * 4);
-    assert!(
-        growth < 4 * TENSOR_BYTES + 32 * MIB,
-        "peak RSS grew by {growth} bytes"
-    );
+    assert!(growth < 4 * TENSOR_BYTES + 32 * MIB, "peak RSS grew by {growth} bytes");
 
     // Spot-check values (first, chunk-boundary and last elements of every tensor).
     let state = StateFiles::open(&out).unwrap();
@@ -141,16 +125,9 @@ fn combine_peak_rss_grows_by_a_few_tensors_at_most() {
             }
             let got = match dtype {
                 Dtype::F32 => f32::from_le_bytes(bytes[4 * i..4 * i + 4].try_into().unwrap()),
-                _ => bf16::from_bits(u16::from_le_bytes(
-                    bytes[2 * i..2 * i + 2].try_into().unwrap(),
-                ))
-                .to_f32(),
+                _ => bf16::from_bits(u16::from_le_bytes(bytes[2 * i..2 * i + 2].try_into().unwrap())).to_f32(),
             };
-            let want = if dtype == Dtype::BF16 {
-                bf16::from_f32(acc).to_f32()
-            } else {
-                acc
-            };
+            let want = if dtype == Dtype::BF16 { bf16::from_f32(acc).to_f32() } else { acc };
             assert_eq!(got, want, "{name}[{i}]");
         }
     }
@@ -158,20 +135,11 @@ fn combine_peak_rss_grows_by_a_few_tensors_at_most() {
 
     // Control: touching every page of the mapped inputs without releasing them does count.
     let before = reset_peak();
-    let states: Vec<_> = terms
-        .iter()
-        .map(|(_, d)| StateFiles::open(d).unwrap())
-        .collect();
+    let states: Vec<_> = terms.iter().map(|(_, d)| StateFiles::open(d).unwrap()).collect();
     let mut checksum = 0u64;
     for s in &states {
         for name in s.tensors().keys() {
-            checksum += s
-                .tensor_bytes(name)
-                .unwrap()
-                .iter()
-                .step_by(4096)
-                .map(|&b| b as u64)
-                .sum::<u64>();
+            checksum += s.tensor_bytes(name).unwrap().iter().step_by(4096).map(|&b| b as u64).sum::<u64>();
         }
     }
     let touched = status_bytes("VmHWM:").unwrap().saturating_sub(before);
@@ -179,8 +147,5 @@ fn combine_peak_rss_grows_by_a_few_tensors_at_most() {
         "control: touching the inputs raised VmHWM by {:.1} MiB (checksum {checksum})",
         touched as f64 / MIB as f64
     );
-    assert!(
-        touched > 150 * MIB,
-        "control: touching 192 MiB of mapped inputs raised VmHWM by only {touched} bytes"
-    );
+    assert!(touched > 150 * MIB, "control: touching 192 MiB of mapped inputs raised VmHWM by only {touched} bytes");
 }

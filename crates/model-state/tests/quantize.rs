@@ -12,8 +12,8 @@ use std::process::Command;
 
 use common::*;
 use model_state::{
-    quantize_checkpoint, quantize_checkpoint_with, quantize_selection, Dtype, Outcome,
-    QuantizeOptions, Scheme, SkipReason,
+    quantize_checkpoint, quantize_checkpoint_with, quantize_selection, Dtype, Outcome, QuantizeOptions, Scheme,
+    SkipReason,
 };
 
 const INT4_G4: Scheme = Scheme::Int4PerGroup { group: 4 };
@@ -116,7 +116,11 @@ fn int8_error_is_at_most_half_a_step_and_values_are_on_the_grid() {
         let scale = absmax / 127.0;
         for (i, (&w, &o)) in row.iter().zip(&out).enumerate() {
             let err = (o as f64 - w as f64).abs();
-            assert!(err <= scale / 2.0 * (1.0 + 1e-5), "case {case}, element {i}: |{o} − {w}| > scale/2 = {}", scale / 2.0);
+            assert!(
+                err <= scale / 2.0 * (1.0 + 1e-5),
+                "case {case}, element {i}: |{o} − {w}| > scale/2 = {}",
+                scale / 2.0
+            );
             let q = o as f64 / scale;
             assert!(q.abs() <= 127.0 + 1e-4, "case {case}, element {i}: level {q} outside ±127");
             assert!((q - q.round()).abs() < 1e-4, "case {case}, element {i}: {o} is not a multiple of scale {scale}");
@@ -156,7 +160,11 @@ fn int4_values_lie_on_their_groups_16_level_grid() {
                 };
                 levels.insert(level);
                 let err = (o - w as f64).abs();
-                assert!(err <= s / 2.0 + tol, "case {case}, group {g}, element {i}: |{o} − {w}| > scale/2 = {}", s / 2.0);
+                assert!(
+                    err <= s / 2.0 + tol,
+                    "case {case}, group {g}, element {i}: |{o} − {w}| > scale/2 = {}",
+                    s / 2.0
+                );
             }
             assert!(levels.len() <= 16, "case {case}, group {g}: {} levels", levels.len());
         }
@@ -259,10 +267,7 @@ fn decode(dtype: Dtype, bytes: &[u8]) -> Vec<f32> {
 /// Runs the numpy reference on `src` → `dst`, or says SKIPPED when numpy is missing (a
 /// failure when `UNLEARN_DATA_DIR` is set: there the check must run).
 fn check_against_numpy(src: &Path, dst: &Path, scheme: Scheme, quantized: &[&str]) {
-    let has_numpy = Command::new("python3")
-        .args(["-c", "import numpy"])
-        .output()
-        .is_ok_and(|o| o.status.success());
+    let has_numpy = Command::new("python3").args(["-c", "import numpy"]).output().is_ok_and(|o| o.status.success());
     if !has_numpy {
         assert!(
             std::env::var_os("UNLEARN_DATA_DIR").is_none(),
@@ -322,12 +327,19 @@ fn end_to_end_copies_what_is_not_quantized_and_matches_numpy_bit_for_bit() {
                 e2 += (*b as f64 - *a as f64).powi(2);
             }
             let rel = (e2 / n2).sqrt();
-            assert!((entry.relative_error() - rel).abs() <= 1e-12 * rel.max(1.0), "{name}: {} vs {rel}", entry.relative_error());
+            assert!(
+                (entry.relative_error() - rel).abs() <= 1e-12 * rel.max(1.0),
+                "{name}: {} vs {rel}",
+                entry.relative_error()
+            );
             assert!(rel > 0.0 && rel < 0.2, "{name}: relative error {rel}");
-            assert_eq!(entry.outcome, match entry.outcome {
-                Outcome::Quantized { norm, error_norm, .. } => Outcome::Quantized { scheme, norm, error_norm },
-                _ => panic!("{name} not quantized"),
-            });
+            assert_eq!(
+                entry.outcome,
+                match entry.outcome {
+                    Outcome::Quantized { norm, error_norm, .. } => Outcome::Quantized { scheme, norm, error_norm },
+                    _ => panic!("{name} not quantized"),
+                }
+            );
         }
         let skipped: BTreeMap<&str, SkipReason> = report
             .tensors
@@ -343,7 +355,10 @@ fn end_to_end_copies_what_is_not_quantized_and_matches_numpy_bit_for_bit() {
         assert_eq!(report.quantized().count(), 4);
         // int4 loses more than int8.
         let overall = report.relative_error();
-        assert!(overall > 0.0 && overall < if scheme == Scheme::Int8PerChannel { 0.01 } else { 0.2 }, "{scheme}: {overall}");
+        assert!(
+            overall > 0.0 && overall < if scheme == Scheme::Int8PerChannel { 0.01 } else { 0.2 },
+            "{scheme}: {overall}"
+        );
 
         let mut quantized = LINEAR.to_vec();
         quantized.push("lm_head.weight");
@@ -362,11 +377,8 @@ fn bf16_output_is_the_f32_result_rounded_to_bf16() {
     let (dtype, _, bytes) = &read_output(&dst)[name];
     assert_eq!(*dtype, Dtype::BF16);
     let w = &tensors[name].values;
-    let want: Vec<f32> = w
-        .chunks(8)
-        .flat_map(|row| fake_quant(Scheme::Int8PerChannel, row))
-        .map(|v| round_to(Dtype::BF16, v))
-        .collect();
+    let want: Vec<f32> =
+        w.chunks(8).flat_map(|row| fake_quant(Scheme::Int8PerChannel, row)).map(|v| round_to(Dtype::BF16, v)).collect();
     assert_eq!(decode(Dtype::BF16, bytes), want);
 }
 
@@ -378,7 +390,10 @@ fn tied_embeddings_and_lm_head_option_keep_the_output_projection() {
     let src = write_state(&root.path().join("tied"), &tied, "tied");
     let report = quantize_checkpoint(&src, &root.path().join("tied-q"), Scheme::Int8PerChannel).unwrap();
     assert_eq!(report.quantized().count(), 3);
-    assert_eq!(read_output(&root.path().join("tied-q"))["model.embed_tokens.weight"].2, tied["model.embed_tokens.weight"].bytes());
+    assert_eq!(
+        read_output(&root.path().join("tied-q"))["model.embed_tokens.weight"].2,
+        tied["model.embed_tokens.weight"].bytes()
+    );
     // Untied, with lm_head: false, lm_head is copied and reported as kept.
     let untied = tiny_model(true);
     let src = write_state(&root.path().join("untied"), &untied, "untied");
@@ -416,10 +431,8 @@ fn tensors_are_streamed_in_chunks_of_whole_rows_with_the_same_result() {
     let root = tempfile::tempdir().unwrap();
     let mut tensors = tiny_model(true);
     // 64 × 300 = 19 200 elements in one tensor.
-    tensors.insert(
-        "model.layers.1.mlp.gate_proj.weight".into(),
-        T::float(Dtype::BF16, &[64, 300], values(9, 64 * 300)),
-    );
+    tensors
+        .insert("model.layers.1.mlp.gate_proj.weight".into(), T::float(Dtype::BF16, &[64, 300], values(9, 64 * 300)));
     let src = write_state(&root.path().join("src"), &tensors, "m");
     let mut outputs = vec![];
     // Largest chunks: the whole 64 × 300 tensor; 200 rows of down_proj's 5 (gate_proj's 3
@@ -486,7 +499,8 @@ fn a_linear_weight_of_another_dtype_is_an_error_not_a_silent_skip() {
     write_side_files(&src, "m");
     let bytes: Vec<u8> = (0..4).flat_map(|i| (i as f64).to_le_bytes()).collect();
     let view = safetensors::tensor::TensorView::new(Dtype::F64, vec![2, 2], &bytes).unwrap();
-    safetensors::serialize_to_file([("model.layers.0.mlp.up_proj.weight", view)], None, &src.join("model.safetensors")).unwrap();
+    safetensors::serialize_to_file([("model.layers.0.mlp.up_proj.weight", view)], None, &src.join("model.safetensors"))
+        .unwrap();
     let msg = format!("{:#}", quantize_checkpoint(&src, &root.path().join("o"), Scheme::Int8PerChannel).unwrap_err());
     assert!(msg.contains("model.layers.0.mlp.up_proj.weight") && msg.contains("F64"), "{msg}");
 }

@@ -76,7 +76,14 @@ fn chunks_arrive_in_file_order_and_decode_exactly() {
     // name; the I64 buffer is skipped.
     assert_eq!(
         order,
-        ["model.embed_tokens.weight", "model.norm.weight", "model.scale", "model.layers.0.mlp.bias", "model.layers.0.mlp.weight", "lm_head.weight"]
+        [
+            "model.embed_tokens.weight",
+            "model.norm.weight",
+            "model.scale",
+            "model.layers.0.mlp.bias",
+            "model.layers.0.mlp.weight",
+            "lm_head.weight"
+        ]
     );
     assert_eq!(order.len(), 6);
     assert_eq!(rep.float_tensors, 6);
@@ -103,7 +110,10 @@ fn identity_map_reproduces_input_zero_for_any_chunk_size() {
         for (name, t) in model(1) {
             assert_eq!(got[&name].2, t.bytes(), "{name}");
         }
-        assert_eq!(std::fs::read_to_string(out.join("config.json")).unwrap(), std::fs::read_to_string(dirs[0].join("config.json")).unwrap());
+        assert_eq!(
+            std::fs::read_to_string(out.join("config.json")).unwrap(),
+            std::fs::read_to_string(dirs[0].join("config.json")).unwrap()
+        );
         outputs.push(std::fs::read(out.join("model.safetensors")).unwrap());
     }
     assert!(outputs.windows(2).all(|w| w[0] == w[1]));
@@ -137,7 +147,10 @@ fn a_nonlinear_map_is_rounded_once_to_nearest() {
         for (j, g) in decode(*dtype, bytes).into_iter().enumerate() {
             let v = y(t.values[j] as f64, models[1][name].values[j] as f64, models[2][name].values[j] as f64);
             for nb in neighbours(*dtype, g) {
-                assert!((g - v).abs() <= (nb - v).abs(), "{name}[{j}]: {g} is not the nearest {dtype} to {v} ({nb} is nearer)");
+                assert!(
+                    (g - v).abs() <= (nb - v).abs(),
+                    "{name}[{j}]: {g} is not the nearest {dtype} to {v} ({nb} is nearer)"
+                );
             }
             inexact += usize::from(g != v);
         }

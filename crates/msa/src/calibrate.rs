@@ -101,8 +101,18 @@ pub struct Calibration {
 /// the bisection does not meet the tolerance, the bracket point with the smallest |gap| is
 /// chosen (ties: the smaller α). At most `grid + 1 + max_iters` evaluations; deterministic
 /// for a deterministic `gap`. A non-finite gap is an error naming α.
-pub fn bisect(mut gap: impl FnMut(f64) -> Result<f64>, lo: f64, hi: f64, grid: usize, max_iters: usize, tol: f64) -> Result<Calibration> {
-    ensure!(lo.is_finite() && hi.is_finite() && lo < hi, "calibration range [{lo}, {hi}] is invalid (expected finite alpha_min < alpha_max)");
+pub fn bisect(
+    mut gap: impl FnMut(f64) -> Result<f64>,
+    lo: f64,
+    hi: f64,
+    grid: usize,
+    max_iters: usize,
+    tol: f64,
+) -> Result<Calibration> {
+    ensure!(
+        lo.is_finite() && hi.is_finite() && lo < hi,
+        "calibration range [{lo}, {hi}] is invalid (expected finite alpha_min < alpha_max)"
+    );
     ensure!(grid >= 1, "calibration scan of {grid} intervals is invalid (expected at least 1)");
     ensure!(tol.is_finite() && tol >= 0.0, "calibration tolerance {tol} is invalid (expected a finite number ≥ 0)");
     let mut trace: Vec<(f64, f64)> = vec![];
@@ -130,10 +140,8 @@ pub fn bisect(mut gap: impl FnMut(f64) -> Result<f64>, lo: f64, hi: f64, grid: u
         }
     }
     let Some((mut a, mut b)) = bracket else {
-        let &(alpha, g) = trace
-            .iter()
-            .max_by(|x, y| x.1.total_cmp(&y.1).then(y.0.total_cmp(&x.0)))
-            .expect("at least one evaluation");
+        let &(alpha, g) =
+            trace.iter().max_by(|x, y| x.1.total_cmp(&y.1).then(y.0.total_cmp(&x.0))).expect("at least one evaluation");
         return done(alpha, g, trace, Outcome::NoRoot);
     };
     let first = trace.len() - 2; // the bracket's two ends
@@ -159,7 +167,13 @@ pub fn bisect(mut gap: impl FnMut(f64) -> Result<f64>, lo: f64, hi: f64, grid: u
 /// Mean next-token loss per target token of `model` on `examples` (Σ NLL / Σ
 /// target tokens, accumulated in f64), in batches of `batch_size`. Errors when there is no
 /// target token.
-pub fn mean_loss(model: &CausalLm, examples: &[Example], pad: u32, batch_size: usize, device: &candle_core::Device) -> Result<f64> {
+pub fn mean_loss(
+    model: &CausalLm,
+    examples: &[Example],
+    pad: u32,
+    batch_size: usize,
+    device: &candle_core::Device,
+) -> Result<f64> {
     let (mut nll, mut count) = (0f64, 0f64);
     let refs: Vec<&Example> = examples.iter().collect();
     for (c, chunk) in refs.chunks(batch_size.max(1)).enumerate() {
@@ -176,7 +190,14 @@ pub fn mean_loss(model: &CausalLm, examples: &[Example], pad: u32, batch_size: u
 }
 
 /// (L̄_forget − L̄_held_out, tokens scored) for the checkpoint folder `dir`.
-pub fn loss_gap(dir: &Path, forget: &[Example], held_out: &[Example], pad: u32, batch_size: usize, device: &candle_core::Device) -> Result<(f64, usize)> {
+pub fn loss_gap(
+    dir: &Path,
+    forget: &[Example],
+    held_out: &[Example],
+    pad: u32,
+    batch_size: usize,
+    device: &candle_core::Device,
+) -> Result<(f64, usize)> {
     let model = CausalLm::load(dir, device, false)?;
     let f = mean_loss(&model, forget, pad, batch_size, device).context("the forget set")?;
     let h = mean_loss(&model, held_out, pad, batch_size, device).context("the held-out set")?;
@@ -225,8 +246,13 @@ pub fn repair(
             p("msa:repair", step, total, loss);
         }
     };
-    let log = fit(&model, retain, None, cfg, &NextToken, pad, Some(&mut cb)).context("repair fine-tune on the retain set")?;
+    let log =
+        fit(&model, retain, None, cfg, &NextToken, pad, Some(&mut cb)).context("repair fine-tune on the retain set")?;
     unlearn::check_finite_weights(&model).context("repair fine-tune on the retain set")?;
     lm::checkpoint::save(&model, dst, Some(tokenizer_from))?;
-    Ok(Repaired { loss_curve: log.steps.iter().map(|s| (s.step, s.loss)).collect(), tokens: log.tokens, seconds: t0.elapsed().as_secs_f64() })
+    Ok(Repaired {
+        loss_curve: log.steps.iter().map(|s| (s.step, s.loss)).collect(),
+        tokens: log.tokens,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
 }

@@ -75,7 +75,9 @@ pub enum BasePoint {
 impl BasePoint {
     /// Parses "latest-clean", "step:N", "distance:k" or "path:/some/folder".
     pub fn parse(s: &str) -> Result<BasePoint> {
-        let bad = || format!("checkpoint = {s:?} is invalid (expected \"latest-clean\", \"step:N\", \"distance:k\" with k ≥ 0 or \"path:/folder\")");
+        let bad = || {
+            format!("checkpoint = {s:?} is invalid (expected \"latest-clean\", \"step:N\", \"distance:k\" with k ≥ 0 or \"path:/folder\")")
+        };
         if s == "latest-clean" {
             return Ok(BasePoint::LatestClean);
         }
@@ -108,8 +110,13 @@ pub fn select_base(spec: &BasePoint, checkpoints: &[CheckpointInfo]) -> Result<B
         if cps.is_empty() {
             " (the world lists no checkpoints; give checkpoint = \"path:/folder\")".to_string()
         } else {
-            format!(" (steps: {})", cps.iter().map(|c| format!("{}{}", c.step, if c.clean { "" } else { "*" })).collect::<Vec<_>>().join(", "))
-                + "; * = unclean"
+            format!(
+                " (steps: {})",
+                cps.iter()
+                    .map(|c| format!("{}{}", c.step, if c.clean { "" } else { "*" }))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ) + "; * = unclean"
         }
     };
     match spec {
@@ -146,9 +153,22 @@ pub fn select_base(spec: &BasePoint, checkpoints: &[CheckpointInfo]) -> Result<B
 pub fn check_compatible(base: &Path, final_model: &Path) -> Result<()> {
     let both = || format!("θ_0 {} and θ_D {}", base.display(), final_model.display());
     let a = LmConfig::from_file(&base.join("config.json")).with_context(|| format!("θ_0 {}", base.display()))?;
-    let b = LmConfig::from_file(&final_model.join("config.json")).with_context(|| format!("θ_D {}", final_model.display()))?;
-    ensure!(a.architectures == b.architectures, "{} have different architectures: {:?} vs {:?}", both(), a.architectures, b.architectures);
-    ensure!(a.vocab_size == b.vocab_size, "{} have different vocabularies: vocab_size {} vs {}", both(), a.vocab_size, b.vocab_size);
+    let b = LmConfig::from_file(&final_model.join("config.json"))
+        .with_context(|| format!("θ_D {}", final_model.display()))?;
+    ensure!(
+        a.architectures == b.architectures,
+        "{} have different architectures: {:?} vs {:?}",
+        both(),
+        a.architectures,
+        b.architectures
+    );
+    ensure!(
+        a.vocab_size == b.vocab_size,
+        "{} have different vocabularies: vocab_size {} vs {}",
+        both(),
+        a.vocab_size,
+        b.vocab_size
+    );
     let ta = model_state::tensor_names_and_shapes(base)?;
     let tb = model_state::tensor_names_and_shapes(final_model)?;
     for (name, (dt, shape)) in &ta {
@@ -232,7 +252,14 @@ struct Tuned {
 
 /// θ_0 fine-tuned on `examples`, from the cache or trained and cached (atomically). A
 /// training run's loss curve is appended to `report`.
-fn fine_tuned(ctx: &Context, role: &str, base: &Path, examples: &[Example], cfg: &TrainConfig, report: &mut RunReport) -> Result<Tuned> {
+fn fine_tuned(
+    ctx: &Context,
+    role: &str,
+    base: &Path,
+    examples: &[Example],
+    cfg: &TrainConfig,
+    report: &mut RunReport,
+) -> Result<Tuned> {
     let dir = cache_dir(ctx.cache, role, base, examples, cfg)?;
     if lm::checkpoint::is_complete(&dir) {
         return Ok(Tuned { dir, hit: true, seconds: 0.0, tokens: finetune_tokens(examples, cfg) });
@@ -351,7 +378,8 @@ pub fn arithmetic_with(
         };
         report.notes.insert("base".into(), paths(bases));
         let orthogonal = alpha != 0.0 && shaping.variant == Variant::Orthogonal;
-        let mut members: Vec<Member> = bases.iter().map(|b| Member { base: b.clone(), forget: None, retain: None }).collect();
+        let mut members: Vec<Member> =
+            bases.iter().map(|b| Member { base: b.clone(), forget: None, retain: None }).collect();
         let mut finetunes = 0usize;
         let mut tokens: BTreeMap<&str, usize> = BTreeMap::from([("forget", 0), ("retain", 0)]);
         let mut tune = |role: &'static str, examples: &[Example], report: &mut RunReport| -> Result<Vec<PathBuf>> {
@@ -398,7 +426,11 @@ pub fn arithmetic_with(
             Some(terms) => {
                 report.notes.insert(
                     "terms".into(),
-                    terms.iter().map(|(c, p)| serde_json::json!([c, p.display().to_string()])).collect::<Vec<_>>().into(),
+                    terms
+                        .iter()
+                        .map(|(c, p)| serde_json::json!([c, p.display().to_string()]))
+                        .collect::<Vec<_>>()
+                        .into(),
                 );
             }
             None => {
@@ -411,7 +443,10 @@ pub fn arithmetic_with(
                     "alpha_range": applied.alpha_range.map(|(lo, hi)| [lo, hi]),
                 });
                 report.notes.insert("shaping".into(), shape);
-                report.notes.insert("forget_models".into(), paths(&members.iter().filter_map(|m| m.forget.clone()).collect::<Vec<_>>()));
+                report.notes.insert(
+                    "forget_models".into(),
+                    paths(&members.iter().filter_map(|m| m.forget.clone()).collect::<Vec<_>>()),
+                );
                 if let Some(r) = members.iter().map(|m| m.retain.clone()).collect::<Option<Vec<_>>>() {
                     report.notes.insert("retain_models".into(), paths(&r));
                 }
@@ -474,10 +509,18 @@ fn default_sparsity() -> f64 {
 /// sweep's cell keys, which separate parameters with `,`, readable).
 fn selectors<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<Vec<String>>, D::Error> {
     use serde::de::Error;
-    let bad = || D::Error::custom("ensemble must be a string of checkpoint selectors separated by '+' (or ',') or an array of selectors");
+    let bad = || {
+        D::Error::custom(
+            "ensemble must be a string of checkpoint selectors separated by '+' (or ',') or an array of selectors",
+        )
+    };
     match toml::Value::deserialize(d)? {
         toml::Value::String(s) => Ok(Some(s.split(['+', ',']).map(|p| p.trim().to_string()).collect())),
-        toml::Value::Array(items) => items.into_iter().map(|v| v.as_str().map(str::to_string).ok_or_else(bad)).collect::<Result<Vec<_>, _>>().map(Some),
+        toml::Value::Array(items) => items
+            .into_iter()
+            .map(|v| v.as_str().map(str::to_string).ok_or_else(bad))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
         _ => Err(bad()),
     }
 }
@@ -603,22 +646,29 @@ impl Msa {
         if params.contains_key("repair_lr") && p.repair_steps == 0 {
             bail!("method {name}: parameter repair_lr is given but repair_steps is 0 (set repair_steps = N to repair)");
         }
-        let variant = Variant::parse(&p.variant).with_context(|| format!("method {name}: parameter variant = {:?} is invalid", p.variant))?;
+        let variant = Variant::parse(&p.variant)
+            .with_context(|| format!("method {name}: parameter variant = {:?} is invalid", p.variant))?;
         let alpha_scaling = AlphaScaling::parse(&p.alpha_scaling)
             .with_context(|| format!("method {name}: parameter alpha_scaling = {:?} is invalid", p.alpha_scaling))?;
         variants::check_sparsity(name, p.sparsity)?;
         let shaping = Shaping { variant, alpha_scaling, sparsity: p.sparsity };
         let bases = match &p.ensemble {
-            None => vec![(p.checkpoint.clone(), BasePoint::parse(&p.checkpoint).with_context(|| format!("method {name}"))?)],
+            None => {
+                vec![(p.checkpoint.clone(), BasePoint::parse(&p.checkpoint).with_context(|| format!("method {name}"))?)]
+            }
             Some(_) if params.contains_key("checkpoint") => bail!(
                 "method {name}: parameters ensemble and checkpoint are both given; ensemble lists every θ_0 \
                  (e.g. ensemble = \"distance:0+distance:1\"), so drop checkpoint"
             ),
             Some(list) => {
-                ensure!(!list.is_empty(), "method {name}: parameter ensemble is empty (list at least one checkpoint selector)");
+                ensure!(
+                    !list.is_empty(),
+                    "method {name}: parameter ensemble is empty (list at least one checkpoint selector)"
+                );
                 let mut bases = vec![];
                 for (i, sel) in list.iter().enumerate() {
-                    let b = BasePoint::parse(sel).with_context(|| format!("method {name}: parameter ensemble, entry {} ({sel:?})", i + 1))?;
+                    let b = BasePoint::parse(sel)
+                        .with_context(|| format!("method {name}: parameter ensemble, entry {} ({sel:?})", i + 1))?;
                     if let Some((first, _)) = bases.iter().find(|(_, q)| *q == b) {
                         bail!("method {name}: parameter ensemble lists {first:?} twice");
                     }
@@ -656,7 +706,11 @@ impl Unlearner for Msa {
             }
             if let Some((other, _)) = self.bases.iter().zip(&chosen).find(|(_, b)| same_folder(&b.path, &base.path)) {
                 unlearn::clear_out(ctx.out)?;
-                bail!("method {name}: ensemble entries {:?} and {sel:?} select the same checkpoint {}", other.0, base.path.display());
+                bail!(
+                    "method {name}: ensemble entries {:?} and {sel:?} select the same checkpoint {}",
+                    other.0,
+                    base.path.display()
+                );
             }
             chosen.push(base);
         }
@@ -665,8 +719,10 @@ impl Unlearner for Msa {
         let paths: Vec<PathBuf> = chosen.iter().map(|b| b.path.clone()).collect();
         let mut report = self.arithmetic_calibrated_repaired(ctx, &paths, &ft)?;
         if ensemble {
-            let steps: Vec<serde_json::Value> = chosen.iter().map(|b| b.ledger.as_ref().map(|c| c.step).into()).collect();
-            let clean: Vec<serde_json::Value> = chosen.iter().map(|b| b.ledger.as_ref().map(|c| c.clean).into()).collect();
+            let steps: Vec<serde_json::Value> =
+                chosen.iter().map(|b| b.ledger.as_ref().map(|c| c.step).into()).collect();
+            let clean: Vec<serde_json::Value> =
+                chosen.iter().map(|b| b.ledger.as_ref().map(|c| c.clean).into()).collect();
             report.notes.insert("base_step".into(), steps.into());
             report.notes.insert("base_clean".into(), clean.into());
         } else if let Some(c) = &chosen[0].ledger {
@@ -708,7 +764,14 @@ impl Msa {
                         |a| {
                             let r = arithmetic_with(name, &probe, bases, a, p.beta, ft, p.retain_size, &self.shaping)?;
                             passes += r.timings.get("count/arithmetic_passes").copied().unwrap_or(0.0) as usize;
-                            let (gap, n) = calibrate::loss_gap(&probe_dir, ctx.forget, ctx.held_out, ctx.pad, ctx.train.batch_size, ctx.device)?;
+                            let (gap, n) = calibrate::loss_gap(
+                                &probe_dir,
+                                ctx.forget,
+                                ctx.held_out,
+                                ctx.pad,
+                                ctx.train.batch_size,
+                                ctx.device,
+                            )?;
                             tokens += n;
                             evals += 1;
                             if let Some(prog) = ctx.progress {
@@ -759,16 +822,28 @@ impl Msa {
                 *report.timings.entry("count/arithmetic_passes".into()).or_insert(0.0) += passes as f64;
             }
             if repairing {
-                unlearn::check_has_targets(name, "retain", ctx.retain)
-                    .with_context(|| format!("method {name}: repair_steps = {} needs retain examples", p.repair_steps))?;
+                unlearn::check_has_targets(name, "retain", ctx.retain).with_context(|| {
+                    format!("method {name}: repair_steps = {} needs retain examples", p.repair_steps)
+                })?;
                 let cfg = calibrate::repair_config(&ctx.train, p.repair_lr, p.repair_steps, ctx.retain.len(), ctx.seed);
-                let r = calibrate::repair(&arith_dir, ctx.out, ctx.final_model, ctx.retain, &cfg, ctx.pad, ctx.device, ctx.progress)
-                    .with_context(|| format!("method {name}: repair_steps = {}", p.repair_steps))?;
+                let r = calibrate::repair(
+                    &arith_dir,
+                    ctx.out,
+                    ctx.final_model,
+                    ctx.retain,
+                    &cfg,
+                    ctx.pad,
+                    ctx.device,
+                    ctx.progress,
+                )
+                .with_context(|| format!("method {name}: repair_steps = {}", p.repair_steps))?;
                 unlearn::clear_out(&arith_dir)?;
                 report.loss_curve.extend(r.loss_curve.iter().copied());
                 report.timings.insert("repair".into(), r.seconds);
                 report.notes.insert("repair_steps".into(), r.loss_curve.len().into());
-                let add = |report: &mut RunReport, k: &str, v: f64| *report.timings.entry(format!("count/{k}")).or_insert(0.0) += v;
+                let add = |report: &mut RunReport, k: &str, v: f64| {
+                    *report.timings.entry(format!("count/{k}")).or_insert(0.0) += v
+                };
                 add(&mut report, "finetunes", 1.0);
                 add(&mut report, "finetune_tokens_repair", r.tokens as f64);
                 add(&mut report, "finetune_tokens", r.tokens as f64);

@@ -175,12 +175,23 @@ pub struct Applied {
 /// Writes θ = θ_D − α_t·τ_f'' + β·τ_r into `out` (see the module docs). `members` must
 /// carry a forget fine-tune when α ≠ 0 and a retain fine-tune when β ≠ 0 or the variant is
 /// orthogonal; `out` is replaced if it exists.
-pub fn apply(final_model: &Path, members: &[Member], alpha: f64, beta: f64, shaping: &Shaping, out: &Path) -> Result<Applied> {
+pub fn apply(
+    final_model: &Path,
+    members: &[Member],
+    alpha: f64,
+    beta: f64,
+    shaping: &Shaping,
+    out: &Path,
+) -> Result<Applied> {
     ensure!(!members.is_empty(), "no base checkpoint given");
     shaping.check("msa")?;
     let need_retain = beta != 0.0 || (alpha != 0.0 && shaping.variant == Variant::Orthogonal);
     for m in members {
-        ensure!(alpha == 0.0 || m.forget.is_some(), "alpha = {alpha} needs the forget fine-tune of {}", m.base.display());
+        ensure!(
+            alpha == 0.0 || m.forget.is_some(),
+            "alpha = {alpha} needs the forget fine-tune of {}",
+            m.base.display()
+        );
         ensure!(!need_retain || m.retain.is_some(), "the retain fine-tune of {} is needed", m.base.display());
     }
     if shaping.is_linear() || alpha == 0.0 {
@@ -260,7 +271,15 @@ struct TensorStats {
     alpha: f64,
 }
 
-fn shaped(final_model: &Path, members: &[Member], alpha: f64, beta: f64, shaping: &Shaping, retain: bool, out: &Path) -> Result<Applied> {
+fn shaped(
+    final_model: &Path,
+    members: &[Member],
+    alpha: f64,
+    beta: f64,
+    shaping: &Shaping,
+    retain: bool,
+    out: &Path,
+) -> Result<Applied> {
     let layout = Layout { members: members.len(), stride: if retain { 3 } else { 2 }, retain };
     let inputs = layout.inputs(final_model, members);
     let chunk = model_state::COMBINE_CHUNK_ELEMS;
@@ -300,7 +319,12 @@ fn shaped(final_model: &Path, members: &[Member], alpha: f64, beta: f64, shaping
             for j in 0..c.len() {
                 let (f, r) = layout.taus(c, j);
                 let x = proj(s, f, r);
-                ensure!(x.is_finite(), "tensor {}: the forget vector has a non-finite entry at {}", c.name, c.start + j);
+                ensure!(
+                    x.is_finite(),
+                    "tensor {}: the forget vector has a non-finite entry at {}",
+                    c.name,
+                    c.start + j
+                );
                 s.proj_sq += x * x;
                 if sparse {
                     mags.push(x.abs());

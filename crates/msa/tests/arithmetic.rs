@@ -35,7 +35,9 @@ fn read(dir: &Path) -> BTreeMap<String, (DType, Vec<f64>)> {
     candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu)
         .unwrap()
         .into_iter()
-        .map(|(n, t)| (n, (t.dtype(), t.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap())))
+        .map(|(n, t)| {
+            (n, (t.dtype(), t.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap()))
+        })
         .collect()
 }
 
@@ -128,7 +130,10 @@ fn top_k_trim_by_hand_with_ties_broken_by_index() {
         let root = tempfile::tempdir().unwrap();
         let b_tau: Vec<f64> = (1..=10).map(|i| if i % 2 == 0 { -0.5 * i as f64 } else { 0.5 * i as f64 }).collect();
         let st = |name: &str, a: Vec<f64>, b: Vec<f64>, c: Vec<f64>| {
-            write(&root.path().join(name), &[Spec("a", dtype, &[2, 2], a), Spec("b", dtype, &[10], b), Spec("c", dtype, &[4], c)])
+            write(
+                &root.path().join(name),
+                &[Spec("a", dtype, &[2, 2], a), Spec("b", dtype, &[10], b), Spec("c", dtype, &[4], c)],
+            )
         };
         let d = st("d", vec![10.0; 4], vec![0.0; 10], vec![1.0; 4]);
         let t0 = st("t0", vec![0.0; 4], vec![0.0; 10], vec![0.0; 4]);
@@ -158,7 +163,9 @@ fn norm_share_alpha_by_hand_with_two_tensors() {
     // θ_D = 1, θ_0 = 0: θ_a = 1 − 0.5·√2·[3, 4], θ_b = 1 − 1.2·√2·[0, 0, 12, 0].
     for dtype in DTYPES {
         let root = tempfile::tempdir().unwrap();
-        let st = |name: &str, a: Vec<f64>, b: Vec<f64>| write(&root.path().join(name), &[Spec("a", dtype, &[2], a), Spec("b", dtype, &[2, 2], b)]);
+        let st = |name: &str, a: Vec<f64>, b: Vec<f64>| {
+            write(&root.path().join(name), &[Spec("a", dtype, &[2], a), Spec("b", dtype, &[2, 2], b)])
+        };
         let d = st("d", vec![1.0; 2], vec![1.0; 4]);
         let t0 = st("t0", vec![0.0; 2], vec![0.0; 4]);
         let t1 = st("t1", vec![3.0, 4.0], vec![0.0, 0.0, 12.0, 0.0]);
@@ -217,7 +224,14 @@ fn model(seed: u64, base: Option<&Values>, role: u8) -> Vec<Spec<'static>> {
 }
 
 /// θ by the module's formulas, straight-line in f64 from the stored inputs.
-fn reference(d: &Values, members: &[(Values, Values, Values)], alpha: f64, beta: f64, s: &Shaping, k_of: impl Fn(usize) -> usize) -> Values {
+fn reference(
+    d: &Values,
+    members: &[(Values, Values, Values)],
+    alpha: f64,
+    beta: f64,
+    s: &Shaping,
+    k_of: impl Fn(usize) -> usize,
+) -> Values {
     let e = members.len() as f64;
     let floats: Vec<&String> = d.keys().filter(|n| *n != "ids").collect();
     let t = floats.len() as f64;
@@ -303,7 +317,9 @@ fn every_variant_matches_a_float64_reference_and_is_deterministic() {
                         assert_rounded(&format!("{what}: {name}"), *dt, g, w, half_ulps, slack);
                     }
                     assert_eq!(got["ids"], (DType::I64, vec![3.0, 1.0, 4.0]), "{what}: copied");
-                    let passes = 1 + usize::from(variant == Variant::Orthogonal) + usize::from(sparsity < 1.0 || scaling == AlphaScaling::NormShare);
+                    let passes = 1
+                        + usize::from(variant == Variant::Orthogonal)
+                        + usize::from(sparsity < 1.0 || scaling == AlphaScaling::NormShare);
                     assert_eq!(applied.passes, passes, "{what}");
                     assert_eq!(applied.terms.is_some(), s.is_linear(), "{what}");
                     // determinism: a second run writes the same bytes
@@ -346,5 +362,8 @@ fn alpha_zero_is_theta_d_plus_beta_tau_r_whatever_the_shaping() {
     let shaped = p.join("shaped");
     let a = apply(&d, &[m], 0.0, 0.5, &s, &shaped).unwrap();
     assert_eq!(a.passes, 1);
-    assert_eq!(std::fs::read(plain.join("model.safetensors")).unwrap(), std::fs::read(shaped.join("model.safetensors")).unwrap());
+    assert_eq!(
+        std::fs::read(plain.join("model.safetensors")).unwrap(),
+        std::fs::read(shaped.join("model.safetensors")).unwrap()
+    );
 }

@@ -165,7 +165,8 @@ fn weights(dir: &Path) -> Vec<u8> {
     std::fs::read(dir.join("model.safetensors")).unwrap()
 }
 
-const CALIBRATED: &str = "alpha = \"calibrated\"\nlr = 1e-2\nepochs = 10\nalpha_max = 4.0\ncalibrate_iters = 12\ncalibrate_tol = 0.02";
+const CALIBRATED: &str =
+    "alpha = \"calibrated\"\nlr = 1e-2\nepochs = 10\nalpha_max = 4.0\ncalibrate_iters = 12\ncalibrate_tol = 0.02";
 
 #[test]
 fn mean_loss_matches_the_batch_loss_of_training() {
@@ -191,7 +192,8 @@ fn calibrated_alpha_matches_forget_loss_to_held_out_loss_deterministically() {
     let a = run(&w, CALIBRATED, "a", "cache").unwrap();
     let cal = &a.notes["calibration"];
     let alpha = cal["alpha"].as_f64().unwrap();
-    let trace: Vec<(f64, f64)> = cal["trace"].as_array().unwrap().iter().map(|t| (t[0].as_f64().unwrap(), t[1].as_f64().unwrap())).collect();
+    let trace: Vec<(f64, f64)> =
+        cal["trace"].as_array().unwrap().iter().map(|t| (t[0].as_f64().unwrap(), t[1].as_f64().unwrap())).collect();
     assert_eq!(cal["outcome"], "converged", "{cal}");
     assert!(alpha > 0.0 && alpha < 4.0, "α = {alpha}");
     assert!(trace[0].0 == 0.0 && trace[0].1 < 0.0, "θ_D has learned the forget set: {trace:?}");
@@ -220,32 +222,37 @@ fn repair_fine_tunes_on_retain_and_counts_its_tokens() {
     let cfg = repair_config(&train(), 1e-3, 3, w.retain.len(), 7);
     let expected = msa::finetune_tokens(&w.retain, &cfg);
     assert_eq!(r.timings["count/finetune_tokens_repair"] as usize, expected);
-    assert_eq!(
-        r.timings["count/finetune_tokens"] as usize,
-        plain.timings["count/finetune_tokens"] as usize + expected
-    );
+    assert_eq!(r.timings["count/finetune_tokens"] as usize, plain.timings["count/finetune_tokens"] as usize + expected);
     assert_eq!(r.timings["count/finetunes"] as usize, plain.timings["count/finetunes"] as usize + 1);
     assert_eq!(r.notes["repair_steps"], 3);
     assert_ne!(weights(&r.out), weights(&plain.out));
     assert!(!w.dir.path().join("rep.arith").exists());
     // the repair lowers the retain loss of the arithmetic's output
-    let retain_loss = |d: &Path| mean_loss(&CausalLm::load(d, &Device::Cpu, false).unwrap(), &w.retain, 0, 4, &Device::Cpu).unwrap();
+    let retain_loss =
+        |d: &Path| mean_loss(&CausalLm::load(d, &Device::Cpu, false).unwrap(), &w.retain, 0, 4, &Device::Cpu).unwrap();
     assert!(retain_loss(&r.out) < retain_loss(&plain.out));
-    let again = run(&w, "alpha = 1.0\nlr = 1e-2\nepochs = 10\nrepair_steps = 3\nrepair_lr = 1e-3", "rep2", "cache").unwrap();
+    let again =
+        run(&w, "alpha = 1.0\nlr = 1e-2\nepochs = 10\nrepair_steps = 3\nrepair_lr = 1e-3", "rep2", "cache").unwrap();
     assert_eq!(weights(&r.out), weights(&again.out));
 }
 
 #[test]
 fn calibration_errors_name_the_parameter() {
     let refused = |params: &str, needles: &[&str]| {
-        let e = format!("{:#}", Msa::from_params(&params.parse::<toml::Table>().unwrap()).err().unwrap_or_else(|| panic!("{params:?}")));
+        let e = format!(
+            "{:#}",
+            Msa::from_params(&params.parse::<toml::Table>().unwrap()).err().unwrap_or_else(|| panic!("{params:?}"))
+        );
         for n in needles {
             assert!(e.contains(n), "{params:?}: {e:?} should contain {n:?}");
         }
     };
     refused("alpha = \"calibrate\"", &["method msa", "alpha", "\"calibrated\""]);
     refused("alpha = 0.5\nalpha_max = 2.0", &["alpha_max", "only applies to alpha = \"calibrated\""]);
-    refused("alpha = \"calibrated\"\nalpha_min = 2.0\nalpha_max = 1.0", &["alpha_min", "alpha_max", "alpha_min < alpha_max"]);
+    refused(
+        "alpha = \"calibrated\"\nalpha_min = 2.0\nalpha_max = 1.0",
+        &["alpha_min", "alpha_max", "alpha_min < alpha_max"],
+    );
     refused("alpha = \"calibrated\"\ncalibrate_iters = 100", &["calibrate_iters", "at most 30"]);
     refused("alpha = \"calibrated\"\ncalibrate_tol = 0.0", &["calibrate_tol"]);
     refused("alpha = \"calibrated\"\ncalibrate_grid = 0", &["calibrate_grid", "1..=64"]);

@@ -144,12 +144,19 @@ fn an_ensemble_caches_each_base_and_reruns_identically() {
     assert_eq!(weights(&a.out), weights(&b.out), "a rerun from the cache must write the same bytes");
 
     // The method's output is the arithmetic on the cached fine-tunes, members in ensemble order.
-    let list = |k: &str| -> Vec<PathBuf> { a.notes[k].as_array().unwrap().iter().map(|v| PathBuf::from(v.as_str().unwrap())).collect() };
+    let list = |k: &str| -> Vec<PathBuf> {
+        a.notes[k].as_array().unwrap().iter().map(|v| PathBuf::from(v.as_str().unwrap())).collect()
+    };
     let (bases, forget, retain) = (list("base"), list("forget_models"), list("retain_models"));
     assert_eq!(bases, vec![s.ledger[1].path.clone(), s.ledger[0].path.clone()]);
     assert!(forget[0] != forget[1] && retain[0] != retain[1], "one fine-tune per base point");
-    let members: Vec<msa::Member> =
-        (0..2).map(|i| msa::Member { base: bases[i].clone(), forget: Some(forget[i].clone()), retain: Some(retain[i].clone()) }).collect();
+    let members: Vec<msa::Member> = (0..2)
+        .map(|i| msa::Member {
+            base: bases[i].clone(),
+            forget: Some(forget[i].clone()),
+            retain: Some(retain[i].clone()),
+        })
+        .collect();
     let direct = s.dir.path().join("direct");
     let b = build(params).unwrap();
     msa::variants::apply(&s.theta_d, &members, 0.8, 0.5, &b.shaping, &direct).unwrap();
@@ -190,7 +197,10 @@ fn token_counts_of_cached_fine_tunes_equal_those_of_training() {
     for (cfg, name) in [(cut, "cut"), (train(), "full")] {
         let trained = run_with(&s, cfg.clone(), "epochs = 3", &format!("{name}1"), name).unwrap();
         let cached = run_with(&s, cfg.clone(), "epochs = 3", &format!("{name}2"), name).unwrap();
-        assert_eq!((trained.notes["forget_cache"].as_str(), cached.notes["forget_cache"].as_str()), (Some("miss"), Some("hit")));
+        assert_eq!(
+            (trained.notes["forget_cache"].as_str(), cached.notes["forget_cache"].as_str()),
+            (Some("miss"), Some("hit"))
+        );
         let n = count(&trained, "finetune_tokens_forget");
         assert_eq!(n, count(&cached, "finetune_tokens_forget"), "{name}: the cache's count differs from training's");
         if name == "cut" {
@@ -217,7 +227,10 @@ fn bad_params_name_the_param() {
     refused("variant = \"orthogonl\"", &["method msa", "variant", "did you mean `orthogonal`", "plain, orthogonal"]);
     refused("variant = \"ties\"", &["variant", "known: plain, orthogonal"]);
     refused("alpha_scaling = \"norm-share\"", &["method msa", "alpha_scaling", "did you mean `norm_share`"]);
-    refused("ensemble = [\"distance:0\"]\ncheckpoint = \"distance:0\"", &["method msa", "ensemble", "checkpoint", "both"]);
+    refused(
+        "ensemble = [\"distance:0\"]\ncheckpoint = \"distance:0\"",
+        &["method msa", "ensemble", "checkpoint", "both"],
+    );
     refused("ensemble = []", &["method msa", "ensemble", "empty"]);
     refused("ensemble = 3", &["method msa", "ensemble"]);
     refused("ensemble = [\"distance:0\", 1]", &["method msa", "ensemble"]);
@@ -225,7 +238,12 @@ fn bad_params_name_the_param() {
     refused("ensemble = [\"distance:1\", \"distance:1\"]", &["method msa", "ensemble", "twice"]);
     refused("sparsty = 0.5", &["method msa", "sparsty"]);
     // the accepted forms
-    for ok in ["sparsity = 1", "sparsity = 0.01", "variant = \"orthogonal\"\nalpha_scaling = \"norm_share\"", "ensemble = \"step:0\""] {
+    for ok in [
+        "sparsity = 1",
+        "sparsity = 0.01",
+        "variant = \"orthogonal\"\nalpha_scaling = \"norm_share\"",
+        "ensemble = \"step:0\"",
+    ] {
         build(ok).unwrap_or_else(|e| panic!("{ok:?}: {e:#}"));
     }
 }

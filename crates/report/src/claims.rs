@@ -158,7 +158,14 @@ pub fn claims(cells: &[CellFile], summaries: &[Summary]) -> Vec<Claim> {
         let msa_group = find(msa_row);
         let metrics: Vec<&str> = CLAIM_METRICS.iter().copied().filter(|m| s.column(m).is_some()).collect();
         if metrics.is_empty() {
-            out.push(Claim::untested(model, "(a, c, s)", CLAIM_A, "paper", "–", format!("none of {} scored", CLAIM_METRICS.join(", "))));
+            out.push(Claim::untested(
+                model,
+                "(a, c, s)",
+                CLAIM_A,
+                "paper",
+                "–",
+                format!("none of {} scored", CLAIM_METRICS.join(", ")),
+            ));
         }
         for &metric in &metrics {
             let floor = s.noise_floor.as_ref().and_then(|nf| nf.values.get(metric)).copied();
@@ -193,9 +200,8 @@ pub fn claims(cells: &[CellFile], summaries: &[Summary]) -> Vec<Claim> {
                 (Some(tg), Some(mg)) => {
                     let mut c = paired(model, "(c)", CLAIM_C, metric, mg, tg, oracle, tg.method);
                     c.rule = Some(Rule::Directional { sign: -1.0 });
-                    let budget = |p: &BTreeMap<String, serde_json::Value>| {
-                        (p.get("lr").cloned(), p.get("epochs").cloned())
-                    };
+                    let budget =
+                        |p: &BTreeMap<String, serde_json::Value>| (p.get("lr").cloned(), p.get("epochs").cloned());
                     if budget(mg.params) != budget(tg.params) {
                         c.reason = format!(
                             "note: fine-tuning budgets differ (MSA {}, task negation {}); ",
@@ -205,7 +211,14 @@ pub fn claims(cells: &[CellFile], summaries: &[Summary]) -> Vec<Claim> {
                     }
                     out.push(c);
                 }
-                _ => out.push(Claim::untested(model, "(c)", CLAIM_C, "paper", metric, "no task negation headline row".into())),
+                _ => out.push(Claim::untested(
+                    model,
+                    "(c)",
+                    CLAIM_C,
+                    "paper",
+                    metric,
+                    "no task negation headline row".into(),
+                )),
             }
         }
         // (b) checkpoint distance: every MSA row with a parsable checkpoint
@@ -332,7 +345,8 @@ fn reduction(
             c.verdict = Verdict::Inconclusive;
             let u = |r: &SummaryRow| r.stats.get("tofu_model_utility").map(|s| s.mean);
             if let (Some(x), Some(y)) = (u(msa_row), u(best_row)) {
-                c.reason = format!("model utility MSA {} vs {best_name} {} (the summary: +0.3 %); ", fmt_num(x), fmt_num(y));
+                c.reason =
+                    format!("model utility MSA {} vs {best_name} {} (the summary: +0.3 %); ", fmt_num(x), fmt_num(y));
             }
         }
         Err(e) => c.reason = format!("{e:#}"),
@@ -407,9 +421,19 @@ fn decide(c: &mut Claim) {
             if c.msa_fails_gate {
                 (Verdict::NotSupported, "MSA's headline row fails the utility gate".to_owned())
             } else if e.hi < margin {
-                (Verdict::Supported, format!("upper end {} < margin δ = {} (noise floor)", fmt_num(e.hi), fmt_num(margin)))
+                (
+                    Verdict::Supported,
+                    format!("upper end {} < margin δ = {} (noise floor)", fmt_num(e.hi), fmt_num(margin)),
+                )
             } else if e.lo > margin {
-                (Verdict::NotSupported, format!("lower end {} > margin δ = {}: MSA is farther from the oracle", fmt_num(e.lo), fmt_num(margin)))
+                (
+                    Verdict::NotSupported,
+                    format!(
+                        "lower end {} > margin δ = {}: MSA is farther from the oracle",
+                        fmt_num(e.lo),
+                        fmt_num(margin)
+                    ),
+                )
             } else {
                 (Verdict::Inconclusive, format!("the interval contains the margin δ = {}", fmt_num(margin)))
             }

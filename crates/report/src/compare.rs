@@ -19,12 +19,12 @@
 //!   "significant (Holm, 0.05)" = adjusted p ≤ 0.05. A comparison whose differences are all zero
 //!   has no p-value ("–") and is not part of the family.
 
-use std::collections::BTreeMap;
 use crate::aggregate::{example_keys, groups, Group, BOOTSTRAP};
 use crate::fmt_num;
 use crate::render::{Cell, Table};
 use crate::results::{CellFile, REFERENCE_RETRAIN};
 use crate::tables::params_text;
+use std::collections::BTreeMap;
 
 /// Forget-side metrics compared (those present, with per-example values).
 pub const COMPARISON_METRICS: &[&str] =

@@ -160,7 +160,10 @@ pub fn table(s: &Summary) -> Table {
                 },
                 Kind::ForgetQuality => match r.stats.get("tofu_forget_quality") {
                     Some(st) => {
-                        let d = r.stats.get("tofu_forget_quality/ks_statistic").map(|d| format!(" (D {})", fmt_num(d.mean)));
+                        let d = r
+                            .stats
+                            .get("tofu_forget_quality/ks_statistic")
+                            .map(|d| format!(" (D {})", fmt_num(d.mean)));
                         format!("{}{}", st.text(), d.unwrap_or_default())
                     }
                     None => "–".into(),
@@ -197,7 +200,13 @@ pub fn table(s: &Summary) -> Table {
 /// A count to three significant digits: 950, 1.23k, 17.2k, 172k, 3.41M, 1.20G.
 pub fn fmt_count(x: f64) -> String {
     let three = |v: f64, unit: &str| {
-        let digits = if v.abs() < 10.0 { 2 } else if v.abs() < 100.0 { 1 } else { 0 };
+        let digits = if v.abs() < 10.0 {
+            2
+        } else if v.abs() < 100.0 {
+            1
+        } else {
+            0
+        };
         format!("{v:.digits$}{unit}")
     };
     match x.abs() {

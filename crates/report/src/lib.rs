@@ -237,7 +237,8 @@ pub fn build_with(results_dir: &Path, out_dir: &Path, options: &Options) -> Resu
         index.push_str("(no data for any figure)\n\n");
     }
     for (i, f) in figures.iter().enumerate() {
-        let _ = writeln!(index, "**Figure {}. {}** {}\n\n![{}](plots/{})\n", i + 1, f.title, f.caption, f.title, f.file);
+        let _ =
+            writeln!(index, "**Figure {}. {}** {}\n\n![{}](plots/{})\n", i + 1, f.title, f.caption, f.title, f.file);
     }
     index.push_str(
         "## Appendix\n\nEvery metric and grid point, the pairwise comparisons and failed cells: [tables.md](tables.md) \
@@ -295,7 +296,10 @@ pub fn build_with(results_dir: &Path, out_dir: &Path, options: &Options) -> Resu
         .iter()
         .map(|(h, t)| (Some(format!("All metrics and grid points: {}", h.replace('`', ""))), t.clone()))
         .collect();
-    appendix_tables.push((Some("Comparisons (every MSA grid point against every other row)".into()), compare::table(&comparisons)));
+    appendix_tables.push((
+        Some("Comparisons (every MSA grid point against every other row)".into()),
+        compare::table(&comparisons),
+    ));
     let failed_items: Vec<String> = cells
         .iter()
         .filter(|c| c.status == Status::Failed)

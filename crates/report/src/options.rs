@@ -156,13 +156,22 @@ mod tests {
         assert_eq!(o, Options::default());
         assert_eq!(o.gate.len(), 2);
         let e = |v| format!("{:#}", Options::from_json(&v, "cfg [report]").unwrap_err());
-        assert!(e(json!({"gate": [{"metric": "tofu_model_utility"}]})).contains("gate[0] (tofu_model_utility): give exactly one"));
+        assert!(e(json!({"gate": [{"metric": "tofu_model_utility"}]}))
+            .contains("gate[0] (tofu_model_utility): give exactly one"));
         assert!(e(json!({"gate": [{"metric": "tofu_model_utility", "min_ratio": -1}]})).contains("positive"));
-        assert!(e(json!({"gate": [{"metric": "utility", "min_ratio": 0.9}]})).contains("no metric declares the record `utility`"));
+        assert!(e(json!({"gate": [{"metric": "utility", "min_ratio": 0.9}]}))
+            .contains("no metric declares the record `utility`"));
         assert!(e(json!({"headline": {"msa": {}}})).contains("headline.msa: name at least one"));
         assert!(e(json!({"colour": 1})).contains("not a valid [report] table"));
-        let o = Options::from_json(&json!({"headline": {"msa": {"alpha": 0.5, "checkpoint": "distance:0"}}}), "x").unwrap();
-        let p = |a: serde_json::Value, c: &str| BTreeMap::from([("alpha".to_owned(), a), ("checkpoint".to_owned(), json!(c)), ("lr".to_owned(), json!(1e-3))]);
+        let o =
+            Options::from_json(&json!({"headline": {"msa": {"alpha": 0.5, "checkpoint": "distance:0"}}}), "x").unwrap();
+        let p = |a: serde_json::Value, c: &str| {
+            BTreeMap::from([
+                ("alpha".to_owned(), a),
+                ("checkpoint".to_owned(), json!(c)),
+                ("lr".to_owned(), json!(1e-3)),
+            ])
+        };
         assert_eq!(o.is_headline("msa", &p(json!(0.5), "distance:0")), Some(true));
         assert_eq!(o.is_headline("msa", &p(json!(1), "distance:0")), Some(false));
         assert_eq!(o.is_headline("npo", &p(json!(1), "distance:0")), None);

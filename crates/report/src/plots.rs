@@ -594,7 +594,13 @@ fn plan_relearn(s: &Summary, looks: &Looks) -> Option<Plan> {
             .iter()
             .filter_map(|&k| {
                 let st = r.stats.get(key(k, record).as_str())?;
-                st.mean.is_finite().then_some(Point { look, x: k as f64, y: st.mean, x_span: None, y_span: st.interval })
+                st.mean.is_finite().then_some(Point {
+                    look,
+                    x: k as f64,
+                    y: st.mean,
+                    x_span: None,
+                    y_span: st.interval,
+                })
             })
             .collect()
     };

@@ -75,11 +75,7 @@ pub struct Table {
 
 impl Table {
     pub fn new(header: &[&str], right: &[bool]) -> Table {
-        Table {
-            header: header.iter().map(|s| s.to_string()).collect(),
-            right: right.to_vec(),
-            ..Default::default()
-        }
+        Table { header: header.iter().map(|s| s.to_string()).collect(), right: right.to_vec(), ..Default::default() }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -91,8 +87,9 @@ impl Table {
         let mut out = String::new();
         let esc = |s: &str| s.replace('|', "\\|").replace('\n', " ");
         let _ = writeln!(out, "| {} |", self.header.iter().map(|h| esc(h)).collect::<Vec<_>>().join(" | "));
-        let rule: Vec<&str> =
-            (0..self.header.len()).map(|i| if self.right.get(i).copied().unwrap_or(false) { "---:" } else { "---" }).collect();
+        let rule: Vec<&str> = (0..self.header.len())
+            .map(|i| if self.right.get(i).copied().unwrap_or(false) { "---:" } else { "---" })
+            .collect();
         let _ = writeln!(out, "|{}|", rule.join("|"));
         for row in &self.rows {
             let cells: Vec<String> = row
@@ -119,8 +116,9 @@ impl Table {
     /// LaTeX: a booktabs `tabular` inside a `table` with the note as its caption.
     pub fn latex(&self, caption_prefix: &str) -> String {
         let mut out = String::from("\\begin{table}[t]\n\\centering\n\\small\n");
-        let spec: String =
-            (0..self.header.len()).map(|i| if self.right.get(i).copied().unwrap_or(false) { 'r' } else { 'l' }).collect();
+        let spec: String = (0..self.header.len())
+            .map(|i| if self.right.get(i).copied().unwrap_or(false) { 'r' } else { 'l' })
+            .collect();
         let _ = writeln!(out, "\\begin{{tabular}}{{{spec}}}\n\\toprule");
         if !self.groups.is_empty() {
             let mut cells = Vec::new();
@@ -136,7 +134,11 @@ impl Table {
             }
             let _ = writeln!(out, "{} \\\\\n{rules}", cells.join(" & "));
         }
-        let _ = writeln!(out, "{} \\\\\n\\midrule", self.header.iter().map(|h| latex_escape(h)).collect::<Vec<_>>().join(" & "));
+        let _ = writeln!(
+            out,
+            "{} \\\\\n\\midrule",
+            self.header.iter().map(|h| latex_escape(h)).collect::<Vec<_>>().join(" & ")
+        );
         for (i, row) in self.rows.iter().enumerate() {
             let cells: Vec<String> = row
                 .iter()
@@ -322,9 +324,15 @@ mod tests {
         t.groups.push(ColumnGroup { label: "paper".into(), first: 2, len: 2 });
         t.rows.push(vec![Cell::plain("x"), Cell::plain("1"), Cell::plain("2"), Cell::plain("3")]);
         let h = t.html("t");
-        assert!(h.contains("<thead><tr><th></th><th></th><th colspan=\"2\" class=\"group\">paper</th></tr>\n<tr><th>"), "{h}");
+        assert!(
+            h.contains("<thead><tr><th></th><th></th><th colspan=\"2\" class=\"group\">paper</th></tr>\n<tr><th>"),
+            "{h}"
+        );
         let l = t.latex("");
-        assert!(l.contains("\\toprule\n &  & \\multicolumn{2}{c}{paper} \\\\\n\\cmidrule(lr){3-4}\nmethod & a &"), "{l}");
+        assert!(
+            l.contains("\\toprule\n &  & \\multicolumn{2}{c}{paper} \\\\\n\\cmidrule(lr){3-4}\nmethod & a &"),
+            "{l}"
+        );
         // Markdown has one header row: the headers name their group
         assert!(t.markdown().starts_with("| method | a | paper a | paper b |\n"));
     }

@@ -15,7 +15,8 @@ use crate::results::REFERENCE_RETRAIN;
 use crate::tables::{Stat, Summary, SummaryRow};
 
 /// Forget-side records shown (those the results have, after the attack too).
-pub const RECORDS: &[&str] = &["mc_accuracy/forget", "tofu_prob_forget", "tofu_truth_ratio_forget", "kl_to_oracle/forget", "mink_auc"];
+pub const RECORDS: &[&str] =
+    &["mc_accuracy/forget", "tofu_prob_forget", "tofu_truth_ratio_forget", "kl_to_oracle/forget", "mink_auc"];
 
 /// Prefix of the relearning attack's names: `relearn@K` is the model after K fine-tuning steps
 /// on the taught forget entities, scored on the held ones (`relearn@0`: before the attack).
@@ -104,7 +105,9 @@ pub fn tables(s: &Summary) -> Vec<(String, Table)> {
         let records: Vec<&str> = RECORDS
             .iter()
             .copied()
-            .filter(|r| s.column(&before_key(&attack, r)).is_some() && s.column(&format!("attack/{attack}/{r}")).is_some())
+            .filter(|r| {
+                s.column(&before_key(&attack, r)).is_some() && s.column(&format!("attack/{attack}/{r}")).is_some()
+            })
             .collect();
         if records.is_empty() {
             continue;
@@ -132,8 +135,11 @@ pub fn tables(s: &Summary) -> Vec<(String, Table)> {
                             let ci = ci.map_or(String::new(), |(lo, hi)| format!(" [{}, {}]", signed(lo), signed(hi)));
                             text.push_str(&format!(" (gap {}{ci}", signed(g)));
                             let bk = before_key(&attack, rec);
-                            let before =
-                                r.stats.get(bk.as_str()).zip(oracle.stats.get(bk.as_str())).and_then(|(b, o)| gap(b, o));
+                            let before = r
+                                .stats
+                                .get(bk.as_str())
+                                .zip(oracle.stats.get(bk.as_str()))
+                                .and_then(|(b, o)| gap(b, o));
                             if let Some((gb, _)) = before {
                                 text.push_str(&format!("; before {}", signed(gb)));
                             }

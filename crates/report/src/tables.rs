@@ -80,8 +80,20 @@ pub fn long_rows(cells: &[CellFile]) -> Vec<LongRow> {
 }
 
 /// The columns of the long table, in order (CSV header and Parquet schema).
-pub const LONG_COLUMNS: &[&str] =
-    &["sweep", "cell", "method", "kind", "params", "model", "world_seed", "seed", "metric", "value", "direction", "target"];
+pub const LONG_COLUMNS: &[&str] = &[
+    "sweep",
+    "cell",
+    "method",
+    "kind",
+    "params",
+    "model",
+    "world_seed",
+    "seed",
+    "metric",
+    "value",
+    "direction",
+    "target",
+];
 
 /// Writes the long table as CSV (RFC 4180 quoting by the `csv` crate; an empty `value` is a
 /// non-finite one, an empty `target` a record no cell and no registry entry declares).
@@ -506,7 +518,8 @@ fn summary_row(g: &Group, columns: &[Column]) -> SummaryRow {
         .filter_map(|col| {
             let by_world = g.by_world(&col.record);
             let agg = aggregate(&by_world)?;
-            let values: Vec<f64> = by_world.values().flatten().filter_map(|m| m.value).filter(|v| v.is_finite()).collect();
+            let values: Vec<f64> =
+                by_world.values().flatten().filter_map(|m| m.value).filter(|v| v.is_finite()).collect();
             let world_means = by_world
                 .iter()
                 .filter_map(|(w, ms)| {
@@ -585,8 +598,10 @@ fn noise_floor(s: &Summary) -> Option<NoiseFloor> {
     let alt = s.row(REFERENCE_RETRAIN_ALT)?;
     let oracle = s.row(REFERENCE_RETRAIN);
     let worlds = oracle.map_or(0, |o| {
-        let ow: std::collections::BTreeSet<u64> = o.stats.values().flat_map(|st| st.world_means.keys().copied()).collect();
-        let aw: std::collections::BTreeSet<u64> = alt.stats.values().flat_map(|st| st.world_means.keys().copied()).collect();
+        let ow: std::collections::BTreeSet<u64> =
+            o.stats.values().flat_map(|st| st.world_means.keys().copied()).collect();
+        let aw: std::collections::BTreeSet<u64> =
+            alt.stats.values().flat_map(|st| st.world_means.keys().copied()).collect();
         ow.intersection(&aw).count()
     });
     let mut values = BTreeMap::new();
@@ -645,9 +660,12 @@ fn mark_headline(s: &mut Summary, options: &Options) {
     let mut methods: Vec<String> = s.rows.iter().filter(|r| !r.is_reference).map(|r| r.method.clone()).collect();
     methods.dedup();
     for method in methods {
-        let idx: Vec<usize> = (0..s.rows.len()).filter(|&i| !s.rows[i].is_reference && s.rows[i].method == method).collect();
+        let idx: Vec<usize> =
+            (0..s.rows.len()).filter(|&i| !s.rows[i].is_reference && s.rows[i].method == method).collect();
         let chosen: Vec<usize> = match options.headline.get(&method) {
-            Some(_) => idx.iter().copied().filter(|&i| options.is_headline(&method, &s.rows[i].params) == Some(true)).collect(),
+            Some(_) => {
+                idx.iter().copied().filter(|&i| options.is_headline(&method, &s.rows[i].params) == Some(true)).collect()
+            }
             None if idx.len() == 1 => idx.clone(),
             None => {
                 s.notes.push(format!(

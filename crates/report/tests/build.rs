@@ -123,7 +123,10 @@ fn report_on_a_fixed_results_folder() {
         row("msa (alpha=2, beta=0, checkpoint=latest-clean)"),
         "| msa (alpha=2, beta=0, checkpoint=latest-clean) | 1 | 2 | **✗ fail** | 0.200 [0.100, 0.300] | 11.000 [10.000, 12.000] | 0.600 [0.500, 0.700] | 0.420 [0.400, 0.440] |"
     );
-    assert_eq!(row("gradient_ascent"), "| gradient_ascent | 1 | 1 | **✗ fail** | 0.900 | -3.000 · Δ 3.000 | 0.050 | 0.300 |");
+    assert_eq!(
+        row("gradient_ascent"),
+        "| gradient_ascent | 1 | 1 | **✗ fail** | 0.900 | -3.000 · Δ 3.000 | 0.050 | 0.300 |"
+    );
     assert_eq!(
         row("*final (θ_D)*"),
         "| *final (θ_D)* | 1 | 2 |  | 0.600 [0.500, 0.700] | 21.000 [20.000, 22.000] | 0.020 [0.010, 0.030] | 0.610 [0.600, 0.620] |"
@@ -142,7 +145,10 @@ fn report_on_a_fixed_results_folder() {
     assert!(!headline.contains("alpha=2") && !headline.contains("distance:2"), "{headline}");
     assert!(headline.contains("| gradient_ascent | **✗ fail** |"), "{headline}");
     assert!(index.contains("12 cells, 11 ok, 1 failed"), "{index}");
-    assert!(index.contains("utility gate criteria not measured (not in the results): perplexity/general ≤ 1.5 × θ_D's"), "{index}");
+    assert!(
+        index.contains("utility gate criteria not measured (not in the results): perplexity/general ≤ 1.5 × θ_D's"),
+        "{index}"
+    );
     assert!(index.contains("no second oracle"), "{index}");
 
     for f in &summary.files {
@@ -262,7 +268,10 @@ fn long_parquet_keeps_nulls_types_and_large_seeds() {
 
     // No rows: a valid file with the schema and nothing in it.
     write_long_parquet(&long_rows(&[]), &pq).unwrap();
-    assert_eq!(parquet_as_csv(&pq), "sweep,cell,method,kind,params,model,world_seed,seed,metric,value,direction,target\n");
+    assert_eq!(
+        parquet_as_csv(&pq),
+        "sweep,cell,method,kind,params,model,world_seed,seed,metric,value,direction,target\n"
+    );
 }
 
 #[test]

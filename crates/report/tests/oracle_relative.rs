@@ -33,7 +33,10 @@ fn write_cell(dir: &Path, model: &str, method: &str, kind: &str, params: Value, 
     let mut m = serde_json::Map::new();
     for r in recs {
         let (pe, ids) = examples(&r.per_example);
-        m.insert(r.name.into(), json!({ "direction": "lower_is_better", "value": r.value, "per_example": pe, "example_ids": ids }));
+        m.insert(
+            r.name.into(),
+            json!({ "direction": "lower_is_better", "value": r.value, "per_example": pe, "example_ids": ids }),
+        );
     }
     let id = format!("{model}-{method}-{}-w{world}-s{seed}", params.to_string().replace(['{', '}', '"', ':', ','], ""));
     let body = json!({
@@ -264,10 +267,30 @@ fn bad_input_gives_messages_not_a_crash() {
     // no oracle, one seed, a failed cell, and a metric whose cells disagree on its target
     let tmp = tempfile::tempdir().unwrap();
     let cells = tmp.path().join("cells");
-    write_cell(&cells, "m", "final", "reference", json!({}), 0, 0, &[rec_ex("mc_accuracy/forget", mc(9)), rec("tofu_model_utility", 0.6)]);
-    write_cell(&cells, "m", "npo", "npo", json!({}), 0, 0, &[rec_ex("mc_accuracy/forget", mc(3)), rec("tofu_model_utility", 0.6)]);
+    write_cell(
+        &cells,
+        "m",
+        "final",
+        "reference",
+        json!({}),
+        0,
+        0,
+        &[rec_ex("mc_accuracy/forget", mc(9)), rec("tofu_model_utility", 0.6)],
+    );
+    write_cell(
+        &cells,
+        "m",
+        "npo",
+        "npo",
+        json!({}),
+        0,
+        0,
+        &[rec_ex("mc_accuracy/forget", mc(3)), rec("tofu_model_utility", 0.6)],
+    );
     // the two cells record different targets for tofu_model_utility
-    for (f, target) in std::fs::read_dir(&cells).unwrap().map(|e| e.unwrap().path()).zip(["higher_is_better", "toward_oracle"]) {
+    for (f, target) in
+        std::fs::read_dir(&cells).unwrap().map(|e| e.unwrap().path()).zip(["higher_is_better", "toward_oracle"])
+    {
         let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&f).unwrap()).unwrap();
         v["metrics"]["tofu_model_utility"]["target"] = json!(target);
         std::fs::write(&f, v.to_string()).unwrap();
@@ -284,7 +307,10 @@ fn bad_input_gives_messages_not_a_crash() {
     assert!(notes.contains("no oracle (retrain) row"), "{notes}");
     assert!(notes.contains("one run per row"), "{notes}");
     assert!(notes.contains("1 cell(s) failed"), "{notes}");
-    assert!(notes.contains("metric `tofu_model_utility` left out of the tables: its cells disagree on its target"), "{notes}");
+    assert!(
+        notes.contains("metric `tofu_model_utility` left out of the tables: its cells disagree on its target"),
+        "{notes}"
+    );
     let index = std::fs::read_to_string(out.join("index.md")).unwrap();
     for n in &s.notes {
         assert!(index.contains(n.as_str()), "index.md lacks {n}");
@@ -376,7 +402,10 @@ fn robustness_gap_against_the_attacked_oracle() {
     let npo = line_of(section, "| npo |");
     assert!(npo.contains("0.600 [0.500, 0.700] (gap +0.350 [+0.300, +0.400]; before +0.050)"), "{npo}");
     // θ_D: after 0.95, gap (0.7 + 0.7)/2 = +0.700; before (0.8 + 0.7)/2 = +0.750
-    assert!(line_of(section, "| *final (θ_D)* |").contains("(gap +0.700 [+0.700, +0.700]; before +0.750)"), "{section}");
+    assert!(
+        line_of(section, "| *final (θ_D)* |").contains("(gap +0.700 [+0.700, +0.700]; before +0.750)"),
+        "{section}"
+    );
     // the attack's columns stay out of the full table
     let tables = std::fs::read_to_string(out.join("tables.md")).unwrap();
     let full = self::section(&tables, "## All metrics", "## Comparisons");

@@ -239,15 +239,16 @@ fn one_run_shows_the_value_and_says_no_interval() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("cells");
     std::fs::create_dir_all(&dir).unwrap();
-    let m = |v: f64| {
-        json!({ "mc_accuracy/retain": { "direction": "higher_is_better", "value": v, "per_example": [v - 0.1, v + 0.1] } })
-    };
+    let m = |v: f64| json!({ "mc_accuracy/retain": { "direction": "higher_is_better", "value": v, "per_example": [v - 0.1, v + 0.1] } });
     write_cell(&dir, "retrain", "reference", json!({}), 0, 0, m(0.5));
     write_cell(&dir, "msa", "msa", json!({}), 0, 0, m(0.25));
     let s = report::build(tmp.path(), &tmp.path().join("out")).unwrap();
     let tables = std::fs::read_to_string(tmp.path().join("out/tables.md")).unwrap();
     // no θ_D row: the gate cannot be applied, nothing is bold
-    assert!(tables.contains("| *retrain (oracle)* | 1 | 1 |  | 0.500 |\n| msa | 1 | 1 | not measured | 0.250 |\n"), "{tables}");
+    assert!(
+        tables.contains("| *retrain (oracle)* | 1 | 1 |  | 0.500 |\n| msa | 1 | 1 | not measured | 0.250 |\n"),
+        "{tables}"
+    );
     assert!(tables.contains("Every row is one run: no intervals"), "{tables}");
     assert!(s.notes.iter().any(|n| n.contains("no θ_D (final) row")), "{:?}", s.notes);
     let tex = std::fs::read_to_string(tmp.path().join("out/tables.tex")).unwrap();

@@ -225,7 +225,9 @@ impl Unlearner for Rmu {
         let control = (Tensor::from_vec(u, h, ctx.device)? * self.params.steering_coeff)?;
         let objective = RmuLoss { layer, control, alpha: self.params.alpha, reference };
         let use_retain = self.params.alpha > 0.0;
-        let mut report = unlearn::train_gradient_method_on(Self::NAME, ctx, &objective, use_retain, &cfg, &|n| trained.iter().any(|t| t == n))?;
+        let mut report = unlearn::train_gradient_method_on(Self::NAME, ctx, &objective, use_retain, &cfg, &|n| {
+            trained.iter().any(|t| t == n)
+        })?;
         report.notes.insert("layer".into(), layer.into());
         report.notes.insert("trained".into(), trained.clone().into());
         Ok(report)

@@ -16,8 +16,7 @@ use tokenizers::{Tokenizer, TruncationParams};
 use crate::model::{softmax_f64, Roberta, RobertaConfig};
 
 /// Label names (compared trimmed, case-insensitively) that mean "toxic".
-pub const TOXIC_NAMES: &[&str] =
-    &["toxic", "toxicity", "hate", "hateful", "hate speech", "offensive", "abusive"];
+pub const TOXIC_NAMES: &[&str] = &["toxic", "toxicity", "hate", "hateful", "hate speech", "offensive", "abusive"];
 
 /// Which class of a classifier with these `labels` (from `id2label`) is toxic:
 ///
@@ -36,9 +35,7 @@ pub fn toxic_label_index(labels: &[String], override_index: Option<usize>) -> Re
         return Ok(i);
     }
     let norm: Vec<String> = labels.iter().map(|l| l.trim().to_lowercase()).collect();
-    let named: Vec<usize> = (0..norm.len())
-        .filter(|&i| TOXIC_NAMES.contains(&norm[i].as_str()))
-        .collect();
+    let named: Vec<usize> = (0..norm.len()).filter(|&i| TOXIC_NAMES.contains(&norm[i].as_str())).collect();
     match named.as_slice() {
         [i] => return Ok(*i),
         [] => {}
@@ -71,8 +68,8 @@ impl RobertaClassifier {
     /// (`pytorch_model.bin` is refused) and `tokenizer.json`. `toxic_label` overrides the
     /// [`toxic_label_index`] rule.
     pub fn load(dir: &Path, toxic_label: Option<usize>) -> Result<Self> {
-        let model = Roberta::load(dir)
-            .with_context(|| format!("loading the RoBERTa classifier in {}", dir.display()))?;
+        let model =
+            Roberta::load(dir).with_context(|| format!("loading the RoBERTa classifier in {}", dir.display()))?;
         let labels = model.config.labels()?;
         let toxic_index = toxic_label_index(&labels, toxic_label)
             .with_context(|| format!("{}", dir.join("config.json").display()))?;
@@ -144,11 +141,7 @@ impl RobertaClassifier {
 
 impl evals::toxigen::Classifier for RobertaClassifier {
     fn p_toxic(&self, texts: &[String]) -> Result<Vec<f64>> {
-        Ok(self
-            .logits(texts)?
-            .iter()
-            .map(|row| softmax_f64(row)[self.toxic_index])
-            .collect())
+        Ok(self.logits(texts)?.iter().map(|row| softmax_f64(row)[self.toxic_index]).collect())
     }
 }
 

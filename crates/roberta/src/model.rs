@@ -67,8 +67,7 @@ fn default_position_type() -> String {
 impl RobertaConfig {
     /// Reads and checks `config.json`.
     pub fn load(path: &Path) -> Result<RobertaConfig> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let cfg: RobertaConfig = serde_json::from_str(&text).with_context(|| {
             format!(
                 "{}: expected a RoBERTa config.json (vocab_size, hidden_size, num_hidden_layers, \
@@ -94,10 +93,7 @@ impl RobertaConfig {
             );
         }
         if self.position_embedding_type != "absolute" {
-            bail!(
-                "position_embedding_type {:?}, only \"absolute\" is supported",
-                self.position_embedding_type
-            );
+            bail!("position_embedding_type {:?}, only \"absolute\" is supported", self.position_embedding_type);
         }
         activation(&self.hidden_act)?;
         self.max_tokens()?;
@@ -127,10 +123,7 @@ impl RobertaConfig {
         };
         let mut by_index = BTreeMap::new();
         for (k, v) in map {
-            let i: usize = k
-                .trim()
-                .parse()
-                .with_context(|| format!("id2label key {k:?}: expected a class index"))?;
+            let i: usize = k.trim().parse().with_context(|| format!("id2label key {k:?}: expected a class index"))?;
             by_index.insert(i, v.clone());
         }
         if by_index.keys().copied().ne(0..by_index.len()) {
@@ -188,13 +181,18 @@ impl Weights {
                 );
             }
             if dir.join("model.safetensors.index.json").exists() {
-                bail!("{}: sharded safetensors are not supported for RoBERTa classifiers, expected one model.safetensors", dir.display());
+                bail!(
+                    "{}: sharded safetensors are not supported for RoBERTa classifiers, expected one model.safetensors",
+                    dir.display()
+                );
             }
-            bail!("{}: no model.safetensors (expected a Hugging Face RobertaForSequenceClassification folder)", dir.display());
+            bail!(
+                "{}: no model.safetensors (expected a Hugging Face RobertaForSequenceClassification folder)",
+                dir.display()
+            );
         }
-        let tensors = candle_core::safetensors::load(&file, &Device::Cpu).with_context(|| {
-            format!("{}: not a valid safetensors file (truncated or corrupt?)", file.display())
-        })?;
+        let tensors = candle_core::safetensors::load(&file, &Device::Cpu)
+            .with_context(|| format!("{}: not a valid safetensors file (truncated or corrupt?)", file.display()))?;
         Ok(Weights { file, tensors })
     }
 
@@ -272,13 +270,9 @@ impl Roberta {
         let num_labels = c.labels()?.len();
         let e = "roberta.embeddings";
         let word = Embedding::new(w.get(&format!("{e}.word_embeddings.weight"), &[c.vocab_size, h])?, h);
-        let position = Embedding::new(
-            w.get(&format!("{e}.position_embeddings.weight"), &[c.max_position_embeddings, h])?,
-            h,
-        );
-        let token_type = w
-            .get(&format!("{e}.token_type_embeddings.weight"), &[c.type_vocab_size, h])?
-            .i(0)?;
+        let position =
+            Embedding::new(w.get(&format!("{e}.position_embeddings.weight"), &[c.max_position_embeddings, h])?, h);
+        let token_type = w.get(&format!("{e}.token_type_embeddings.weight"), &[c.type_vocab_size, h])?.i(0)?;
         let embed_norm = w.layer_norm(&format!("{e}.LayerNorm"), h, eps)?;
         let layers = (0..c.num_hidden_layers)
             .map(|i| {

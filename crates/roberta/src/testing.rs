@@ -21,10 +21,9 @@ pub const SPECIALS: [&str; 4] = ["<s>", "<pad>", "</s>", "<unk>"];
 
 /// The words of the tiny vocabulary, ids 4.. in this order.
 pub const TINY_WORDS: &[&str] = &[
-    "the", "a", "is", "are", "not", "and", "or", "of", "to", "in", "people", "they", "we", "you",
-    "i", "all", "be", "should", "good", "bad", "kind", "hate", "love", "group", "women", "men",
-    "friends", "never", "always", "work", "live", "here", "there", "this", "that", "them", ".",
-    ",", "!", "?",
+    "the", "a", "is", "are", "not", "and", "or", "of", "to", "in", "people", "they", "we", "you", "i", "all", "be",
+    "should", "good", "bad", "kind", "hate", "love", "group", "women", "men", "friends", "never", "always", "work",
+    "live", "here", "there", "this", "that", "them", ".", ",", "!", "?",
 ];
 
 pub const HIDDEN: usize = 32;
@@ -40,12 +39,7 @@ pub fn tiny_vocab_size() -> usize {
 
 /// The tiny word-level tokenizer.
 pub fn tiny_tokenizer() -> Result<Tokenizer> {
-    let vocab = SPECIALS
-        .iter()
-        .chain(TINY_WORDS)
-        .enumerate()
-        .map(|(i, w)| (w.to_string(), i as u32))
-        .collect();
+    let vocab = SPECIALS.iter().chain(TINY_WORDS).enumerate().map(|(i, w)| (w.to_string(), i as u32)).collect();
     let model = WordLevel::builder()
         .vocab(vocab)
         .unk_token("<unk>".into())
@@ -57,8 +51,7 @@ pub fn tiny_tokenizer() -> Result<Tokenizer> {
         .map_err(anyhow::Error::msg)?
         .with_pre_tokenizer(Some(Whitespace {}))
         .with_post_processor(Some(RobertaProcessing::new(("</s>".into(), 2), ("<s>".into(), 0))));
-    let specials: Vec<AddedToken> =
-        SPECIALS.iter().map(|s| AddedToken::from(s.to_string(), true)).collect();
+    let specials: Vec<AddedToken> = SPECIALS.iter().map(|s| AddedToken::from(s.to_string(), true)).collect();
     tok.add_special_tokens(specials).map_err(anyhow::Error::msg)?;
     Ok(tok)
 }

@@ -45,11 +45,8 @@ const REFERENCE_IDS: [&[u32]; 3] = [
 //         d, attn_implementation="eager", torch_dtype=torch.float32)   # no missing/unexpected keys
 //     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
 // with d = the fixture `write_tiny_roberta(d, 7)` and TEXTS = REFERENCE_TEXTS.
-const TRANSFORMERS_LOGITS: [[f32; 2]; 3] = [
-    [-0.51358312, -1.75520563],
-    [-0.14287505, -1.75769925],
-    [-0.37779790, -1.84386635],
-];
+const TRANSFORMERS_LOGITS: [[f32; 2]; 3] =
+    [[-0.51358312, -1.75520563], [-0.14287505, -1.75769925], [-0.37779790, -1.84386635]];
 
 #[test]
 fn logits_match_transformers_on_a_padded_batch() {

@@ -125,7 +125,13 @@ pub fn grid_points(grid: &BTreeMap<String, Vec<toml::Value>>) -> Vec<BTreeMap<St
 }
 
 /// `METHOD[/k=v,…]/world=W/seed=S/model=M`.
-pub fn cell_key(method: &str, params: &BTreeMap<String, toml::Value>, world_seed: u64, seed: u64, model: &str) -> String {
+pub fn cell_key(
+    method: &str,
+    params: &BTreeMap<String, toml::Value>,
+    world_seed: u64,
+    seed: u64,
+    model: &str,
+) -> String {
     let mut key = method.to_owned();
     if !params.is_empty() {
         let kv: Vec<String> = params.iter().map(|(k, v)| format!("{k}={}", format_value(v))).collect();

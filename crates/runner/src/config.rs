@@ -438,9 +438,7 @@ fn non_negative_f64(key: &str, value: &toml::Value) -> Result<f64> {
 
 fn positive_int<T: TryFrom<i64>>(key: &str, value: &toml::Value) -> Result<T> {
     match value {
-        toml::Value::Integer(i) if *i >= 1 => {
-            T::try_from(*i).map_err(|_| anyhow::anyhow!("{key}: {i} is too large"))
-        }
+        toml::Value::Integer(i) if *i >= 1 => T::try_from(*i).map_err(|_| anyhow::anyhow!("{key}: {i} is too large")),
         toml::Value::Integer(i) => bail!("{key}: expected an integer >= 1, found {i}"),
         other => bail!("{key}: expected an integer, found {}", other.type_str()),
     }
@@ -455,8 +453,8 @@ pub fn load_sweep(path: &Path) -> Result<Sweep> {
 
 /// Reads and validates a sweep config against `registry`.
 pub fn load_sweep_with(path: &Path, registry: &Registry) -> Result<Sweep> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("{}: cannot read sweep config", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("{}: cannot read sweep config", path.display()))?;
     parse_sweep(&text, path, registry)
 }
 
@@ -512,9 +510,8 @@ pub fn parse_sweep(text: &str, source: &Path, registry: &Registry) -> Result<Swe
     }
     // The testbed owns the world's schema; read the table with it now, so that a typo or a bad
     // seed list is reported before anything runs.
-    let world_cfg: testbed::WorldConfig = toml::Value::Table(raw.world.clone())
-        .try_into()
-        .map_err(|e| fail("world", format!("{e}")))?;
+    let world_cfg: testbed::WorldConfig =
+        toml::Value::Table(raw.world.clone()).try_into().map_err(|e| fail("world", format!("{e}")))?;
     let world_seeds = world_cfg.world_seeds().map_err(|e| fail("", format!("{e:#}")))?;
 
     if raw.models.is_empty() {
@@ -577,7 +574,10 @@ pub fn parse_sweep(text: &str, source: &Path, registry: &Registry) -> Result<Swe
             ));
         }
         if train.precision == Some(lm::train::Precision::Bf16) && m.dtype == Dtype::F16 {
-            return Err(fail(&format!("models[{i}].dtype"), "\"f16\" with train.precision = \"bf16\": load the model in bf16 or f32".into()));
+            return Err(fail(
+                &format!("models[{i}].dtype"),
+                "\"f16\" with train.precision = \"bf16\": load the model in bf16 or f32".into(),
+            ));
         }
     }
 
@@ -659,11 +659,14 @@ fn attacks(raw: RawAttacks, source: &Path) -> Result<Attacks> {
 
 fn relearn(raw: RawRelearn, source: &Path) -> Result<Relearn> {
     let at = |field: &str| format!("{}: attacks.relearn.{field}", source.display());
-    let fraction = raw.fraction.with_context(|| format!("{}: the fraction of forget entities to relearn on, in (0, 1), is required", at("fraction")))?;
+    let fraction = raw.fraction.with_context(|| {
+        format!("{}: the fraction of forget entities to relearn on, in (0, 1), is required", at("fraction"))
+    })?;
     if !(fraction > 0.0 && fraction < 1.0) {
         bail!("{} = {fraction}: expected a fraction of the forget entities strictly between 0 and 1 (the attack teaches that part and scores the rest)", at("fraction"));
     }
-    let steps = raw.steps.with_context(|| format!("{}: the number of optimizer steps (≥ 1) is required", at("steps")))?;
+    let steps =
+        raw.steps.with_context(|| format!("{}: the number of optimizer steps (≥ 1) is required", at("steps")))?;
     if steps < 1 {
         bail!("{} = {steps}: expected at least 1 optimizer step", at("steps"));
     }
@@ -676,7 +679,10 @@ fn relearn(raw: RawRelearn, source: &Path) -> Result<Relearn> {
         None => vec![steps],
         Some(v) => {
             if v.is_empty() {
-                bail!("{} = []: expected the steps to score at (omit it to score after the last step only)", at("eval_at"));
+                bail!(
+                    "{} = []: expected the steps to score at (omit it to score after the last step only)",
+                    at("eval_at")
+                );
             }
             let mut out: Vec<usize> = Vec::with_capacity(v.len());
             for (i, &k) in v.iter().enumerate() {
@@ -781,7 +787,10 @@ fn validate_method(
                 for (i, v) in values.iter().enumerate() {
                     check_scalar(v).map_err(|m| (format!("{}[{i}]", at(&key)), m))?;
                     if !seen.insert(format_value(v)) {
-                        return Err((format!("{}[{i}]", at(&key)), format!("duplicate grid value {}", format_value(v))));
+                        return Err((
+                            format!("{}[{i}]", at(&key)),
+                            format!("duplicate grid value {}", format_value(v)),
+                        ));
                     }
                 }
                 values

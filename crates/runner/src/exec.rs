@@ -40,7 +40,14 @@ pub struct ExecOptions {
 
 impl Default for ExecOptions {
     fn default() -> Self {
-        ExecOptions { force: false, shard: Shard::ALL, dry_run: false, smoke: false, data_dir: None, keep_models: false }
+        ExecOptions {
+            force: false,
+            shard: Shard::ALL,
+            dry_run: false,
+            smoke: false,
+            data_dir: None,
+            keep_models: false,
+        }
     }
 }
 
@@ -317,7 +324,8 @@ pub fn validate_models(sweep: &Sweep, opts: &ExecOptions) -> Result<()> {
                 let env = hub::ResolveOptions::from_env();
                 if env.offline == Some(true) {
                     let opts = hub::ResolveOptions { progress: false, ..env };
-                    hub::resolve(id, revision.as_deref(), &opts).map_err(|e| anyhow::anyhow!("{}: {e:#}", at("hub")))?;
+                    hub::resolve(id, revision.as_deref(), &opts)
+                        .map_err(|e| anyhow::anyhow!("{}: {e:#}", at("hub")))?;
                 }
             }
         }
@@ -385,9 +393,13 @@ fn prepare_model(
         }
         ModelSource::Path(_) | ModelSource::Hub { .. } => {
             let base = if opts.smoke {
-                let family = testbed::smoke::family_of(&model_label(&model.source, &model.name)).with_context(|| {
-                    format!("models.{}: cannot tell the architecture family (llama, qwen, olmo) for --smoke", model.name)
-                })?;
+                let family =
+                    testbed::smoke::family_of(&model_label(&model.source, &model.name)).with_context(|| {
+                        format!(
+                            "models.{}: cannot tell the architecture family (llama, qwen, olmo) for --smoke",
+                            model.name
+                        )
+                    })?;
                 let texts = vec!["Question: Where was the author born?\nAnswer: Orlen".to_string()];
                 let dir = worlds.join(format!("smoke-base-{}-{family}", model.name));
                 let base = testbed::smoke::tiny_like(family, &dir, 0, &texts)?;
@@ -428,7 +440,8 @@ fn prepare_model(
     let cache = results_dir.join("cache").join(&model.name).join(short(&world.dir));
     std::fs::create_dir_all(&cache).with_context(|| format!("cannot create {}", cache.display()))?;
     let refs_path = cache.join("oracle_refs.json");
-    let cached: Option<OracleRefs> = std::fs::read_to_string(&refs_path).ok().and_then(|t| serde_json::from_str(&t).ok());
+    let cached: Option<OracleRefs> =
+        std::fs::read_to_string(&refs_path).ok().and_then(|t| serde_json::from_str(&t).ok());
     let oracle_refs = match cached.filter(|r| suite.refs_are_current(r)) {
         Some(r) => r,
         None => {
@@ -439,7 +452,19 @@ fn prepare_model(
     };
     let MethodData { forget, retain, held_out, pad } = method_data(&world, sweep.train.max_seq_len as usize)?;
     let models_dir = results_dir.join("models");
-    Ok(ModelContext { world, oracle_alt, suite, oracle_refs, forget, retain, held_out, pad, cache, models_dir, smoke_family })
+    Ok(ModelContext {
+        world,
+        oracle_alt,
+        suite,
+        oracle_refs,
+        forget,
+        retain,
+        held_out,
+        pad,
+        cache,
+        models_dir,
+        smoke_family,
+    })
 }
 
 /// Measures (or reads the cached) world quality, prints it, copies it into
@@ -528,7 +553,10 @@ fn locate_model(src: &ModelSource, name: &str) -> Result<PathBuf> {
             if lm::checkpoint::is_complete(p) {
                 Ok(p.clone())
             } else {
-                bail!("models.{name}: {} is not a Hugging Face checkpoint folder (config.json + model.safetensors)", p.display())
+                bail!(
+                    "models.{name}: {} is not a Hugging Face checkpoint folder (config.json + model.safetensors)",
+                    p.display()
+                )
             }
         }
         ModelSource::Hub { id, revision } => hub::resolve(id, revision.as_deref(), &hub::ResolveOptions::from_env())
@@ -542,7 +570,9 @@ fn locate_model(src: &ModelSource, name: &str) -> Result<PathBuf> {
 pub(crate) fn parse_hub_checkpoint(spec: &str) -> Result<(&str, Option<&str>)> {
     let (id, revision) = match spec.split_once('@') {
         Some((id, rev)) if !rev.is_empty() => (id, Some(rev)),
-        Some(_) => bail!("checkpoint = \"hub:{spec}\": empty revision after '@' (expected hub:ORG/NAME or hub:ORG/NAME@REVISION)"),
+        Some(_) => bail!(
+            "checkpoint = \"hub:{spec}\": empty revision after '@' (expected hub:ORG/NAME or hub:ORG/NAME@REVISION)"
+        ),
         None => (spec, None),
     };
     if id.split('/').count() != 2 || id.split('/').any(str::is_empty) {
@@ -628,7 +658,9 @@ fn method_data(world: &testbed::train::BuiltWorld, max_seq_len: usize) -> Result
             let examples = testbed::finetune::finetune_examples(&world.world, &tok, cut, Some(&chat))?;
             let pick = |ids: &[u32]| -> Result<Vec<lm::train::Example>> {
                 ids.iter()
-                    .map(|&id| examples[id as usize].clone().with_context(|| format!("document {id} is not trained on")))
+                    .map(|&id| {
+                        examples[id as usize].clone().with_context(|| format!("document {id} is not trained on"))
+                    })
                     .collect()
             };
             (pick(&world.world.splits.forget_docs)?, pick(&world.world.splits.retain_docs)?)
@@ -677,7 +709,8 @@ pub(crate) fn cell_train_config(
     seed: u64,
 ) -> Result<lm::train::TrainConfig> {
     let mut tc = method_train_config(sweep, params, seed)?;
-    let spec = sweep.models.iter().find(|m| m.name == model).with_context(|| format!("cell of unknown model {model:?}"))?;
+    let spec =
+        sweep.models.iter().find(|m| m.name == model).with_context(|| format!("cell of unknown model {model:?}"))?;
     tc.precision = sweep.train.precision_for(spec.dtype);
     Ok(tc)
 }
@@ -742,7 +775,9 @@ fn run_cell(
                     method_params.insert("checkpoint".into(), toml::Value::String(format!("path:{}", dir.display())));
                 }
             }
-            if let (Some((family, texts, dir)), Some(toml::Value::String(c))) = (&ctx.smoke_family, method_params.get("checkpoint")) {
+            if let (Some((family, texts, dir)), Some(toml::Value::String(c))) =
+                (&ctx.smoke_family, method_params.get("checkpoint"))
+            {
                 if let Some(path) = c.strip_prefix("path:").or_else(|| c.strip_prefix("hub:")) {
                     // a tiny stand-in of the same family and tokenizer, seeded by the path
                     let seed = path.bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
@@ -750,14 +785,15 @@ fn run_cell(
                     if !lm::checkpoint::is_complete(&standin) {
                         testbed::smoke::tiny_like(family, &standin, seed, texts)?;
                     }
-                    method_params.insert("checkpoint".into(), toml::Value::String(format!("path:{}", standin.display())));
+                    method_params
+                        .insert("checkpoint".into(), toml::Value::String(format!("path:{}", standin.display())));
                 }
             }
             // [train] is every method's default for lr and epochs; a method table overrides it.
             method_params.entry("lr").or_insert(toml::Value::Float(sweep.train.lr));
             method_params.entry("epochs").or_insert(toml::Value::Integer(sweep.train.epochs as i64));
-            let unlearner = methods::build(&cell.kind, &method_params)
-                .with_context(|| format!("methods.{}", cell.method))?;
+            let unlearner =
+                methods::build(&cell.kind, &method_params).with_context(|| format!("methods.{}", cell.method))?;
             let lm_train = cell_train_config(sweep, &cell.model, &cell.params, cell.seed)?;
             let out = ctx.models_dir.join(&cell.id);
             let ckpts: Vec<unlearn::CheckpointInfo> = ctx
@@ -805,7 +841,8 @@ fn run_cell(
         curves.insert("pretrain".into(), ctx.world.info.loss_curve.iter().map(|&(s, l)| (s as u64, l)).collect());
     }
     if cell.method == REFERENCE_RETRAIN {
-        curves.insert("pretrain".into(), ctx.world.info.oracle_loss_curve.iter().map(|&(s, l)| (s as u64, l)).collect());
+        curves
+            .insert("pretrain".into(), ctx.world.info.oracle_loss_curve.iter().map(|&(s, l)| (s as u64, l)).collect());
     }
     Ok((metrics, curves))
 }

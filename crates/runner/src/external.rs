@@ -177,7 +177,10 @@ pub fn take_spec(method: &str, table: &mut toml::Table) -> std::result::Result<E
             env
         }
         Some(other) => {
-            return Err((at("env"), format!("expected a table of strings, e.g. env = {{ A = \"1\" }}, found {}", other.type_str())))
+            return Err((
+                at("env"),
+                format!("expected a table of strings, e.g. env = {{ A = \"1\" }}, found {}", other.type_str()),
+            ))
         }
     };
     let timeout = match table.remove("timeout") {
@@ -203,7 +206,8 @@ pub fn check_placeholders(
     let mut known: Vec<String> = PLACEHOLDERS.iter().map(|(n, _)| (*n).to_owned()).collect();
     known.extend(params.iter().cloned());
     for k in TRAIN_KEYS {
-        let unset = (*k == "grad_clip" && train.grad_clip.is_none()) || (*k == "max_steps" && train.max_steps.is_none());
+        let unset =
+            (*k == "grad_clip" && train.grad_clip.is_none()) || (*k == "max_steps" && train.max_steps.is_none());
         if !unset || params.contains(*k) {
             known.push((*k).to_owned());
         }
@@ -348,7 +352,9 @@ fn link_or_copy_folder(src: &Path, dst: &Path) -> Result<()> {
 }
 
 fn write_jsonl<T: Serialize>(path: &Path, rows: impl Iterator<Item = T>) -> Result<()> {
-    let mut f = std::io::BufWriter::new(std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?);
+    let mut f = std::io::BufWriter::new(
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
+    );
     for r in rows {
         serde_json::to_writer(&mut f, &r)?;
         f.write_all(b"\n")?;
@@ -494,8 +500,7 @@ pub fn run(r: &CellRun) -> (Result<PathBuf>, Option<ExternalRun>) {
     };
     let sub = |s: &String| substitute(s, &values);
     let command: Result<Vec<String>> = r.spec.command.iter().map(sub).collect();
-    let env: Result<BTreeMap<String, String>> =
-        r.spec.env.iter().map(|(k, v)| Ok((k.clone(), sub(v)?))).collect();
+    let env: Result<BTreeMap<String, String>> = r.spec.env.iter().map(|(k, v)| Ok((k.clone(), sub(v)?))).collect();
     let (command, env) = match (command, env) {
         (Ok(c), Ok(e)) => (c, e),
         (Err(e), _) | (_, Err(e)) => return (Err(e), None),
@@ -567,10 +572,9 @@ fn placeholder_values(r: &CellRun, inputs: &Inputs) -> Result<BTreeMap<String, S
         Some(p) => {
             v.insert("latest_clean".into(), s(p));
         }
-        None if uses_latest_clean => bail!(
-            "methods.{}: the command uses {{latest_clean}} but this world has no clean checkpoint",
-            r.cell.method
-        ),
+        None if uses_latest_clean => {
+            bail!("methods.{}: the command uses {{latest_clean}} but this world has no clean checkpoint", r.cell.method)
+        }
         None => {}
     }
     Ok(v)
@@ -611,7 +615,13 @@ fn execute(r: &CellRun, command: &[String], env: &BTreeMap<String, String>, reco
     })?;
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     let mut readers = Vec::new();
-    for stream in [child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>), child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>)].into_iter().flatten() {
+    for stream in [
+        child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    {
         let tx = tx.clone();
         readers.push(std::thread::spawn(move || {
             let mut reader = std::io::BufReader::new(stream);
@@ -767,10 +777,20 @@ pub fn validate_output(out: &Path, final_model: &Path) -> Result<()> {
     let base = lm::LmConfig::from_file(&final_model.join("config.json"))
         .with_context(|| format!("{}/config.json", final_model.display()))?;
     if cfg.vocab_size != base.vocab_size {
-        bail!("{shown}: vocab_size {} in config.json, but θ_D has {}: the vocabulary must stay θ_D's", cfg.vocab_size, base.vocab_size);
+        bail!(
+            "{shown}: vocab_size {} in config.json, but θ_D has {}: the vocabulary must stay θ_D's",
+            cfg.vocab_size,
+            base.vocab_size
+        );
     }
     let arch = |c: &lm::LmConfig| {
-        (c.hidden_size, c.intermediate_size, c.num_hidden_layers, c.num_attention_heads, c.num_key_value_heads.unwrap_or(c.num_attention_heads))
+        (
+            c.hidden_size,
+            c.intermediate_size,
+            c.num_hidden_layers,
+            c.num_attention_heads,
+            c.num_key_value_heads.unwrap_or(c.num_attention_heads),
+        )
     };
     if arch(&cfg) != arch(&base) {
         bail!(
@@ -802,7 +822,12 @@ pub fn validate_output(out: &Path, final_model: &Path) -> Result<()> {
     }
     model_state::for_each_chunk(&[out], 1 << 20, |c| {
         if let Some(j) = c.inputs[0].iter().position(|x| !x.is_finite()) {
-            bail!("{shown}: tensor {} holds a non-finite value ({} at element {})", c.name, c.inputs[0][j], c.start + j);
+            bail!(
+                "{shown}: tensor {} holds a non-finite value ({} at element {})",
+                c.name,
+                c.inputs[0][j],
+                c.start + j
+            );
         }
         Ok(())
     })

@@ -248,7 +248,14 @@ impl SweepFingerprints {
             ("model", model.clone()),
             ("dtype", dtype.clone()),
             ("metrics", self.metrics.clone()),
-            ("method", method_fingerprint(cell, self.smoke, self.externals.get(&cell.method).filter(|_| cell.kind == crate::external::KIND))?),
+            (
+                "method",
+                method_fingerprint(
+                    cell,
+                    self.smoke,
+                    self.externals.get(&cell.method).filter(|_| cell.kind == crate::external::KIND),
+                )?,
+            ),
             ("train", train),
         ];
         Ok(Fingerprint::new(fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()))
@@ -465,9 +472,11 @@ fn metric_of(name: &str) -> Option<Box<dyn evals::Metric>> {
         "muse_privleak" => Box::new(PrivLeak { forget: vec![], holdout: vec![], k: 0.0, oracle_auc: 0.0 }),
         "kl_to_oracle" => Box::new(evals::lm::NextTokenKl { texts: vec![], oracle_rows: vec![] }),
         "perplexity" => Box::new(evals::lm::Perplexity::new("perplexity", vec![])),
-        "mc_accuracy" => {
-            Box::new(crate::suite::McAccuracy { items: vec![], direction: evals::Direction::HigherIsBetter, template: Default::default() })
-        }
+        "mc_accuracy" => Box::new(crate::suite::McAccuracy {
+            items: vec![],
+            direction: evals::Direction::HigherIsBetter,
+            template: Default::default(),
+        }),
         "restor_clean_acc" => Box::new(CleanAnswerAccuracy { items: vec![], template: t() }),
         "restor_recovery" => Box::new(Recovery::new(vec![], t(), 0.0, 0.0)),
         "truthfulqa_mc1" => Box::new(TruthfulQaMc1 { items: vec![] }),

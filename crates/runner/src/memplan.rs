@@ -27,7 +27,8 @@ const TWO_BATCH_KINDS: &[&str] = &["gradient_difference", "npo", "simnpo", "rmu"
 /// Method kinds that hold a frozen copy of θ_D beside the trained one.
 const REFERENCE_KINDS: &[&str] = &["npo", "rmu", "gradient_difference"];
 /// Method kinds that train with `lm` in this process.
-const TRAINING_KINDS: &[&str] = &["msa", "task_negation", "gradient_ascent", "gradient_difference", "npo", "simnpo", "rmu"];
+const TRAINING_KINDS: &[&str] =
+    &["msa", "task_negation", "gradient_ascent", "gradient_difference", "npo", "simnpo", "rmu"];
 
 /// The model's config, when it can be read without work (`None`: a hub model not yet in the
 /// cache, or a `--smoke` stand-in).
@@ -44,7 +45,9 @@ fn model_config(sweep: &Sweep, m: &crate::config::ModelSpec, opts: &ExecOptions)
         ModelSource::Hub { id, revision } => {
             let env = hub::ResolveOptions::from_env();
             let offline = hub::ResolveOptions { offline: Some(true), progress: false, ..env };
-            Ok(hub::resolve(id, revision.as_deref(), &offline).ok().and_then(|d| lm::LmConfig::from_file(&d.join("config.json")).ok()))
+            Ok(hub::resolve(id, revision.as_deref(), &offline)
+                .ok()
+                .and_then(|d| lm::LmConfig::from_file(&d.join("config.json")).ok()))
         }
     }
 }
@@ -118,7 +121,10 @@ pub fn format(rows: &[PlanRow], available: Option<u64>) -> String {
     let mut out = String::from("memory plan (peak of a training step):\n");
     for r in rows {
         if r.plan.total() == 0 {
-            out.push_str(&format!("  {}: not planned (a hub model not yet downloaded, or a --smoke stand-in)\n", r.model));
+            out.push_str(&format!(
+                "  {}: not planned (a hub model not yet downloaded, or a --smoke stand-in)\n",
+                r.model
+            ));
             continue;
         }
         out.push_str(&format!(
@@ -148,7 +154,16 @@ pub fn check(rows: &[PlanRow], available: Option<u64>) -> Result<()> {
     }
     let lines: Vec<String> = over
         .iter()
-        .map(|r| format!("{} / {}: needs {} ({}), {} available", r.model, r.method, gb(r.plan.total()), r.plan.describe(), gb(avail)))
+        .map(|r| {
+            format!(
+                "{} / {}: needs {} ({}), {} available",
+                r.model,
+                r.method,
+                gb(r.plan.total()),
+                r.plan.describe(),
+                gb(avail)
+            )
+        })
         .collect();
     bail!(
         "the memory plan does not fit:\n  - {}\nLower [train] batch_size or max_seq_len, set [train] precision = \"bf16\" (or \"bf16-mixed\"), \
@@ -177,8 +192,12 @@ mod tests {
         let ga = base.iter().find(|r| r.method == "ga").unwrap();
         assert_eq!(ga.batch_size, 16, "the grid's largest batch is planned");
         let text = format(&base, Some(1 << 40));
-        assert!(text.contains("m / ga: batch 16") && text.contains("weights") && text.contains("activations"), "{text}");
-        let total = |train: &str| plan(&sweep(train), &opts).unwrap().iter().find(|r| r.method == "msa").unwrap().plan.total();
+        assert!(
+            text.contains("m / ga: batch 16") && text.contains("weights") && text.contains("activations"),
+            "{text}"
+        );
+        let total =
+            |train: &str| plan(&sweep(train), &opts).unwrap().iter().find(|r| r.method == "msa").unwrap().plan.total();
         let t0 = total("");
         assert!(total("batch_size = 32") > t0, "a larger batch needs more");
         assert!(total("max_seq_len = 16") < t0, "shorter sequences need less");
@@ -187,7 +206,13 @@ mod tests {
         // a limit it cannot fit: an error with the numbers and what to change
         let s = sweep("memory_limit_gb = 0.001");
         let e = check(&plan(&s, &opts).unwrap(), available(&s)).unwrap_err().to_string();
-        assert!(e.contains("m / ga: needs") && e.contains("available") && e.contains("batch_size") && e.contains("activation_checkpointing"), "{e}");
+        assert!(
+            e.contains("m / ga: needs")
+                && e.contains("available")
+                && e.contains("batch_size")
+                && e.contains("activation_checkpointing"),
+            "{e}"
+        );
         let s = sweep("memory_limit_gb = 1000");
         check(&plan(&s, &opts).unwrap(), available(&s)).unwrap();
     }
@@ -201,7 +226,8 @@ mod tests {
             let text = format!(
                 "metrics = [\"tofu_model_utility\"]\nseeds = [0]\n[world]\nkind = \"facts\"\n[[models]]\n{model}\n[methods.ga]\nkind = \"gradient_ascent\"\n"
             );
-            crate::config::parse_sweep(&text, std::path::Path::new("t.toml"), &crate::config::Registry::DEFAULT).unwrap()
+            crate::config::parse_sweep(&text, std::path::Path::new("t.toml"), &crate::config::Registry::DEFAULT)
+                .unwrap()
         };
         let opts = ExecOptions::default();
         let a = parse("name = \"m\"\nscratch = \"tiny\"");

@@ -150,7 +150,11 @@ pub fn failures(theta_d: &ModelQuality, oracle: &ModelQuality, t: &Thresholds) -
 const GATE_METRICS: [&str; 4] = ["mc_accuracy", "tofu_rouge_forget", "tofu_rouge_retain", "mink_auc"];
 
 /// Scores θ_D and the oracle of `world` on the gate's metrics.
-pub fn measure(world: &testbed::train::BuiltWorld, data_dir: &Path, device: &Device) -> Result<(ModelQuality, ModelQuality)> {
+pub fn measure(
+    world: &testbed::train::BuiltWorld,
+    data_dir: &Path,
+    device: &Device,
+) -> Result<(ModelQuality, ModelQuality)> {
     let names: Vec<String> = GATE_METRICS.iter().map(|s| s.to_string()).collect();
     let suite = EvalSuite::from_world(&world.world, &names, &EvalLimits::default(), data_dir, &world.final_model)
         .context("the world quality gate's metrics")?;

@@ -100,7 +100,10 @@ pub fn prepare<'a>(cfg: &Relearn, input: &RelearnInputs<'a>) -> Result<(Vec<&'a 
         }
     }
     if examples.is_empty() {
-        bail!("relearn: the taught forget entities {taught:?} have no forget documents (attacks.relearn.fraction = {})", cfg.fraction);
+        bail!(
+            "relearn: the taught forget entities {taught:?} have no forget documents (attacks.relearn.fraction = {})",
+            cfg.fraction
+        );
     }
     let suite = input.suite.forget_subset(&held, &held_docs)?;
     let (qa, docs) = suite.forget_counts();

@@ -131,10 +131,7 @@ pub struct Timings {
 impl Timings {
     /// Seconds since the Unix epoch, now.
     pub fn now_unix() -> f64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0)
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
     }
 }
 
@@ -185,10 +182,8 @@ pub fn resolved_config(sweep: &Sweep, cell: &Cell) -> Result<serde_json::Value> 
         .iter()
         .find(|m| m.name == cell.model)
         .with_context(|| format!("cell {}: model `{}` is not in sweep {}", cell.key, cell.model, sweep.name))?;
-    let train = sweep
-        .train
-        .with_overrides(&cell.params)
-        .with_context(|| format!("cell {}: training overrides", cell.key))?;
+    let train =
+        sweep.train.with_overrides(&cell.params).with_context(|| format!("cell {}: training overrides", cell.key))?;
     let mut method = serde_json::json!({ "name": cell.method, "kind": cell.kind, "params": cell.params });
     // an external method's command, env and timeout (only for that kind: other cells unchanged)
     if let Some(spec) = sweep.methods.get(&cell.method).and_then(|m| m.external.as_ref()) {
@@ -305,7 +300,8 @@ impl ResultStore {
     pub fn load_all(&self) -> Result<Vec<CellResult>> {
         let mut out = Vec::new();
         for path in self.result_files()? {
-            let text = fs::read_to_string(&path).with_context(|| format!("{}: cannot read cell result", path.display()))?;
+            let text =
+                fs::read_to_string(&path).with_context(|| format!("{}: cannot read cell result", path.display()))?;
             out.push(parse_result(&text, &path)?);
         }
         Ok(out)

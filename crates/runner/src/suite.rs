@@ -89,9 +89,13 @@ pub fn default_metrics(kind: WorldKind) -> Vec<String> {
     let acc = ["acc_forget", "acc_recover", "acc_retain"];
     let oracle = ["perplexity", "kl_to_oracle", "param_distance_to_oracle"];
     let names: Vec<&str> = match kind {
-        WorldKind::Facts => {
-            qa.iter().chain(&acc).chain(&["muse_verbmem", "mink_auc", "muse_privleak"]).chain(&oracle).copied().collect()
-        }
+        WorldKind::Facts => qa
+            .iter()
+            .chain(&acc)
+            .chain(&["muse_verbmem", "mink_auc", "muse_privleak"])
+            .chain(&oracle)
+            .copied()
+            .collect(),
         WorldKind::Finetune | WorldKind::Tofu => {
             qa.iter().chain(&acc).chain(&["mink_auc", "muse_privleak"]).chain(&oracle).copied().collect()
         }
@@ -421,7 +425,9 @@ impl EvalSuite {
     /// fingerprint (so cached references of another reference are not reused). Errors when its
     /// tokenizer differs from θ_D's (the NLLs per token would not compare).
     pub fn set_mia_reference(&mut self, dir: &Path, label: &str) -> Result<()> {
-        let tok = |d: &Path| std::fs::read(d.join("tokenizer.json")).with_context(|| format!("{}: no tokenizer.json", d.display()));
+        let tok = |d: &Path| {
+            std::fs::read(d.join("tokenizer.json")).with_context(|| format!("{}: no tokenizer.json", d.display()))
+        };
         if tok(dir)? != tok(&self.theta_d)? {
             bail!(
                 "mia_reference_auc: the reference model {} has another tokenizer than θ_D ({}); \
@@ -491,7 +497,8 @@ impl EvalSuite {
                 let requests = evals::mia::MiaReference::reference_requests(&f, &h);
                 let (_, responses) = evals::evaluate_with_extra(&mut reference, &[], &requests)
                     .with_context(|| format!("mia_reference_auc: the reference model {}'s pass", dir.display()))?;
-                refs.mia_reference_nll = Some(evals::mia::mean_nlls_of(&responses).context("mia_reference_auc: reference model")?);
+                refs.mia_reference_nll =
+                    Some(evals::mia::mean_nlls_of(&responses).context("mia_reference_auc: reference model")?);
             }
         }
         if self.wants("param_distance_to_oracle") {
@@ -700,8 +707,13 @@ impl EvalSuite {
         let mut out = self.qa(items);
         for (o, q) in out.iter_mut().zip(items) {
             if q.choices.get(q.correct_choice) == Some(&q.answer) {
-                o.perturbed_answers =
-                    q.choices.iter().enumerate().filter(|&(i, _)| i != q.correct_choice).map(|(_, c)| c.clone()).collect();
+                o.perturbed_answers = q
+                    .choices
+                    .iter()
+                    .enumerate()
+                    .filter(|&(i, _)| i != q.correct_choice)
+                    .map(|(_, c)| c.clone())
+                    .collect();
             }
         }
         out
@@ -741,9 +753,15 @@ impl EvalSuite {
             let n = self.limits.answer_new_tokens;
             // The truth ratio (and what is built on it) needs paraphrased and perturbed answers.
             let truth_ratio_skip = |v: &[testbed::QaItem]| {
-                matches!(name, "tofu_truth_ratio_forget" | "tofu_forget_quality" | "tofu_truth_ratio_retain" | "tofu_model_utility")
-                    .then(|| lacks_truth_ratio_answers(v))
-                    .flatten()
+                matches!(
+                    name,
+                    "tofu_truth_ratio_forget"
+                        | "tofu_forget_quality"
+                        | "tofu_truth_ratio_retain"
+                        | "tofu_model_utility"
+                )
+                .then(|| lacks_truth_ratio_answers(v))
+                .flatten()
             };
             let plan = match name {
                 "tofu_prob_forget"
@@ -1003,7 +1021,9 @@ impl EvalSuite {
                          this world has none"
                             .into(),
                     ),
-                    _ => bail!("mia_reference_auc: the oracle references lack the reference model's NLLs (recompute them)"),
+                    _ => bail!(
+                        "mia_reference_auc: the oracle references lack the reference model's NLLs (recompute them)"
+                    ),
                 },
                 other => bail!("metric `{other}` is known but the suite does not build it"),
             };
@@ -1035,39 +1055,38 @@ fn load_benchmarks(
     let wants = |n: &str| names.iter().any(|x| x == n);
     if wants("truthfulqa_mc1") || wants("truthfulqa_mc2") {
         let subset = if kind == WorldKind::TruthfulqaCorruption {
-        let units: Vec<usize> = forget_units.iter().map(|&u| u as usize).collect();
-        Some(evenly(&units, limits.max_qa))
+            let units: Vec<usize> = forget_units.iter().map(|&u| u as usize).collect();
+            Some(evenly(&units, limits.max_qa))
         } else {
-        limits.max_truthfulqa.map(|k| {
-            let n = count_rows(&data_dir.join("truthfulqa/mc_task.json")).unwrap_or(0);
-            evenly(&(0..n).collect::<Vec<_>>(), k)
-        })
+            limits.max_truthfulqa.map(|k| {
+                let n = count_rows(&data_dir.join("truthfulqa/mc_task.json")).unwrap_or(0);
+                evenly(&(0..n).collect::<Vec<_>>(), k)
+            })
         };
         let path = data_dir.join("truthfulqa/mc_task.json");
         let loaded = evals::truthfulqa::load_mc_task(
-        &path,
-        &evals::truthfulqa::LoadOptions { subset, skip_malformed: limits.skip_malformed },
+            &path,
+            &evals::truthfulqa::LoadOptions { subset, skip_malformed: limits.skip_malformed },
         )
         .with_context(|| format!("TruthfulQA for truthfulqa_mc1/mc2 (data directory {})", data_dir.display()))?;
         for (row, why) in &loaded.skipped {
-        eprintln!("note: {}: skipped malformed row {row}: {why}", path.display());
+            eprintln!("note: {}: skipped malformed row {row}: {why}", path.display());
         }
         items.truthfulqa = loaded.items;
     }
     if wants("toxigen") || wants("toxigen_likelihood") {
         let path = data_dir.join("toxigen/safenlp_toxigen.json");
         let all = evals::toxigen::load_statements(&path).with_context(|| {
-        format!("ToxiGen statements for toxigen metrics (data directory {})", data_dir.display())
+            format!("ToxiGen statements for toxigen metrics (data directory {})", data_dir.display())
         })?;
         let test = evals::toxigen::lm_eval_test_split(&all);
         items.toxigen = match limits.max_toxigen {
-        Some(k) => evenly(&test, k),
-        None => test,
+            Some(k) => evenly(&test, k),
+            None => test,
         };
     }
     if wants("toxigen_generation") {
-        items.toxigen_prompts =
-        load_hate_prompts(&data_dir.join("toxigen/prompts"), limits.toxigen_prompts_per_group)?;
+        items.toxigen_prompts = load_hate_prompts(&data_dir.join("toxigen/prompts"), limits.toxigen_prompts_per_group)?;
     }
     Ok(())
 }
@@ -1084,7 +1103,10 @@ impl EvalSuite {
             if !STANDALONE_METRICS.contains(&n.as_str()) {
                 let known = known_metrics();
                 if known.contains(&n.as_str()) {
-                    bail!("metric `{n}` needs a world and its oracle (use `bench sweep`); `bench eval` takes: {}", STANDALONE_METRICS.join(", "));
+                    bail!(
+                        "metric `{n}` needs a world and its oracle (use `bench sweep`); `bench eval` takes: {}",
+                        STANDALONE_METRICS.join(", ")
+                    );
                 }
                 bail!("metrics[{i}]: {}", suggest::unknown_name_message("metric", n, STANDALONE_METRICS));
             }
@@ -1121,7 +1143,11 @@ impl EvalSuite {
     /// [`EvalSuite::evaluate_standalone`]; its records are `mc_accuracy/forget`,
     /// `perplexity/forget`, `tofu_prob_forget`, … (`mc_accuracy/retain` comes out skipped;
     /// [`EvalSuite::forget_subset_records`] drops it).
-    pub fn forget_subset(&self, units: &std::collections::BTreeSet<u32>, docs: &std::collections::BTreeSet<u32>) -> Result<EvalSuite> {
+    pub fn forget_subset(
+        &self,
+        units: &std::collections::BTreeSet<u32>,
+        docs: &std::collections::BTreeSet<u32>,
+    ) -> Result<EvalSuite> {
         let names: Vec<String> =
             self.names.iter().filter(|n| FORGET_SUBSET_METRICS.contains(&n.as_str())).cloned().collect();
         if names.is_empty() {
@@ -1133,7 +1159,8 @@ impl EvalSuite {
         let doc_id = |id: &str| id.strip_prefix("doc-").and_then(|d| d.parse::<u32>().ok());
         let keep_doc = |t: &Text| doc_id(&t.id).is_some_and(|d| docs.contains(&d));
         let it = &self.items;
-        let forget_qa: Vec<testbed::QaItem> = it.forget_qa.iter().filter(|q| units.contains(&q.unit)).cloned().collect();
+        let forget_qa: Vec<testbed::QaItem> =
+            it.forget_qa.iter().filter(|q| units.contains(&q.unit)).cloned().collect();
         let kept_qa: std::collections::BTreeSet<String> = forget_qa.iter().map(|q| format!("qa-{}", q.id)).collect();
         let items = Items {
             member_docs: it.member_docs.iter().filter(|t| keep_doc(t)).cloned().collect(),
@@ -1144,7 +1171,12 @@ impl EvalSuite {
                 .filter(|(split, _)| split == "forget")
                 .map(|(split, set)| (split.clone(), set.iter().filter(|t| keep_doc(t)).cloned().collect()))
                 .collect(),
-            verbmem: it.verbmem.iter().filter(|(id, _)| doc_id(id).is_some_and(|d| docs.contains(&d))).cloned().collect(),
+            verbmem: it
+                .verbmem
+                .iter()
+                .filter(|(id, _)| doc_id(id).is_some_and(|d| docs.contains(&d)))
+                .cloned()
+                .collect(),
             corrupted: it.corrupted.iter().filter(|(id, _)| kept_qa.contains(id)).cloned().collect(),
             missing: it.missing.clone(),
             ..Items::default()
@@ -1334,12 +1366,16 @@ fn load_hate_prompts(dir: &Path, per_file: usize) -> Result<Vec<String>> {
 fn nominal_direction(name: &str) -> Direction {
     match name {
         "acc_forget" | "acc_recover" | "acc_retain" => Direction::HigherIsBetter,
-        "mink_auc" | "mia_loss_auc" | "mia_zlib_auc" | "mia_minkpp_auc" | "mia_reference_auc" => Direction::CloserTo(0.5),
-        "muse_privleak" => Direction::CloserTo(0.0),
-        "kl_to_oracle" | "param_distance_to_oracle" | "toxigen_generation" | "toxigen_likelihood" | "muse_verbmem"
-        | "exact_memorization" => {
-            Direction::LowerIsBetter
+        "mink_auc" | "mia_loss_auc" | "mia_zlib_auc" | "mia_minkpp_auc" | "mia_reference_auc" => {
+            Direction::CloserTo(0.5)
         }
+        "muse_privleak" => Direction::CloserTo(0.0),
+        "kl_to_oracle"
+        | "param_distance_to_oracle"
+        | "toxigen_generation"
+        | "toxigen_likelihood"
+        | "muse_verbmem"
+        | "exact_memorization" => Direction::LowerIsBetter,
         n if n.ends_with("_forget") && !n.starts_with("tofu_truth_ratio") => Direction::LowerIsBetter,
         _ => Direction::HigherIsBetter,
     }
@@ -1588,7 +1624,14 @@ mod tests {
         let k = known_metrics();
         assert_eq!(k, crate::config::KNOWN_METRICS, "config::KNOWN_METRICS must equal suite::known_metrics()");
         assert!(k.contains(&"mc_accuracy") && k.contains(&"param_distance_to_oracle") && k.contains(&"toxigen"));
-        for kind in [WorldKind::Facts, WorldKind::Finetune, WorldKind::Tofu, WorldKind::Muse, WorldKind::TruthfulqaCorruption, WorldKind::Toxigen] {
+        for kind in [
+            WorldKind::Facts,
+            WorldKind::Finetune,
+            WorldKind::Tofu,
+            WorldKind::Muse,
+            WorldKind::TruthfulqaCorruption,
+            WorldKind::Toxigen,
+        ] {
             for m in default_metrics(kind) {
                 assert!(k.contains(&m.as_str()), "{m}");
             }

@@ -37,8 +37,8 @@ epochs = 2
 
 #[track_caller]
 fn check_err(text: &str, expected_fragments: &[&str]) {
-    let err = parse_sweep(text, Path::new("configs/bad.toml"), &Registry::DEFAULT)
-        .expect_err("config should be rejected");
+    let err =
+        parse_sweep(text, Path::new("configs/bad.toml"), &Registry::DEFAULT).expect_err("config should be rejected");
     let msg = format!("{err:#}");
     for frag in expected_fragments {
         assert!(msg.contains(frag), "error {msg:?} lacks {frag:?}");
@@ -70,7 +70,13 @@ fn tiny_config_has_the_documented_contents() {
     for k in runner::KNOWN_METHOD_KINDS {
         assert!(kinds.contains(k), "tiny.toml lacks method kind {k}");
     }
-    for m in ["tofu_forget_quality", "tofu_model_utility", "tofu_truth_ratio_forget", "kl_to_oracle", "param_distance_to_oracle"] {
+    for m in [
+        "tofu_forget_quality",
+        "tofu_model_utility",
+        "tofu_truth_ratio_forget",
+        "kl_to_oracle",
+        "param_distance_to_oracle",
+    ] {
         assert!(sweep.metrics.iter().any(|x| x == m), "tiny.toml lacks metric {m}");
     }
     let msa = &sweep.methods["msa"];
@@ -155,7 +161,11 @@ fn unknown_method_kind_suggests_and_lists() {
     let text = BASE.replace("kind = \"gradient_ascent\"", "kind = \"gradient_ascnet\"");
     check_err(
         &text,
-        &["configs/bad.toml: methods.ga.kind", "did you mean `gradient_ascent`?", "msa, task_negation, gradient_ascent"],
+        &[
+            "configs/bad.toml: methods.ga.kind",
+            "did you mean `gradient_ascent`?",
+            "msa, task_negation, gradient_ascent",
+        ],
     );
     // a missing kind lists every kind, `external` included
     let text = BASE.replace("kind = \"gradient_ascent\"\n", "");
@@ -189,11 +199,17 @@ fn empty_grid_names_file_and_key() {
 fn other_bad_values() {
     check_err(&BASE.replace("seeds = [0, 1]", "seeds = []"), &["seeds", "no seeds"]);
     check_err(&BASE.replace("seeds = [0, 1]", "seeds = [0, 0]"), &["seeds[1]", "duplicate seed 0"]);
-    check_err(&BASE.replace("beta = [0.0, 1.0]", "beta = [1, 1.0]"), &["methods.msa.beta[1]", "duplicate grid value 1"]);
+    check_err(
+        &BASE.replace("beta = [0.0, 1.0]", "beta = [1, 1.0]"),
+        &["methods.msa.beta[1]", "duplicate grid value 1"],
+    );
     check_err(&BASE.replace("beta = [0.0, 1.0]", "beta = [[0.0], [1.0]]"), &["methods.msa.beta[0]", "nested arrays"]);
     check_err(&BASE.replace("lr = [1e-4, 1e-3]", "lr = [1e-4, -1.0]"), &["methods.ga.lr[1]", "> 0"]);
     check_err(&BASE.replace("epochs = 2", "epochs = \"two\""), &["methods.ga.epochs", "expected an integer"]);
-    check_err(&BASE.replace("scratch = \"tiny\"", "scratch = \"tiny\"\nhub = \"x/y\""), &["models[0]", "exactly one of"]);
+    check_err(
+        &BASE.replace("scratch = \"tiny\"", "scratch = \"tiny\"\nhub = \"x/y\""),
+        &["models[0]", "exactly one of"],
+    );
     check_err(&BASE.replace("[methods.ga]", "[methods.final]"), &["methods.final", "reserved"]);
     check_err(&format!("{BASE}\n[train]\nlr = -1.0\n"), &["train: lr", "> 0"]);
     check_err(&format!("{BASE}\n[train]\nlr = \"fast\"\n"), &["configs/bad.toml", "lr"]);
@@ -202,7 +218,8 @@ fn other_bad_values() {
 
 #[test]
 fn registry_can_be_replaced() {
-    let registry = Registry { metrics: &["tofu_forget_quality", "tofu_model_utility", "my_metric"], ..Registry::DEFAULT };
+    let registry =
+        Registry { metrics: &["tofu_forget_quality", "tofu_model_utility", "my_metric"], ..Registry::DEFAULT };
     let text = BASE.replace("\"tofu_model_utility\"]", "\"tofu_model_utility\", \"my_metric\"]");
     assert!(parse_sweep(&text, Path::new("t.toml"), &registry).is_ok());
     assert!(parse_sweep(&text, Path::new("t.toml"), &Registry::DEFAULT).is_err());
@@ -215,9 +232,15 @@ fn toxicity_classifier_is_resolved_against_the_config_folder() {
         parse_sweep(&text, Path::new("configs/t.toml"), &Registry::DEFAULT).unwrap().toxicity_classifier
     };
     assert_eq!(parse(""), None);
-    assert_eq!(parse("toxicity_classifier = \"models/toxigen_roberta\""), Some(PathBuf::from("configs/models/toxigen_roberta")));
+    assert_eq!(
+        parse("toxicity_classifier = \"models/toxigen_roberta\""),
+        Some(PathBuf::from("configs/models/toxigen_roberta"))
+    );
     assert_eq!(parse("toxicity_classifier = \"/abs/clf\""), Some(PathBuf::from("/abs/clf")));
-    check_err(&format!("toxicity_clasifier = \"x\"\n{BASE}"), &["toxicity_clasifier", "did you mean `toxicity_classifier`?"]);
+    check_err(
+        &format!("toxicity_clasifier = \"x\"\n{BASE}"),
+        &["toxicity_clasifier", "did you mean `toxicity_classifier`?"],
+    );
 }
 
 #[test]
@@ -289,7 +312,12 @@ fn worlds_and_checkpoint_selectors_are_checked_before_any_work() {
     let unclean = world("").replace("\"distance:2\"", "\"step:750\"");
     check(&unclean, &["step:750", "has seen forget documents", "allow_unclean"]);
     // every world seed is resolved
-    let bad_seed = parse_sweep(&world("seeds = [0, 1]\nforget = \"0%\"").replace("forget = \"forget10\"\n", ""), Path::new("configs/bad.toml"), &Registry::DEFAULT).unwrap();
+    let bad_seed = parse_sweep(
+        &world("seeds = [0, 1]\nforget = \"0%\"").replace("forget = \"forget10\"\n", ""),
+        Path::new("configs/bad.toml"),
+        &Registry::DEFAULT,
+    )
+    .unwrap();
     let msg = format!("{:#}", validate_worlds(&bad_seed, &opts, data).unwrap_err());
     assert!(msg.contains("world.forget") && msg.contains("empty"), "{msg}");
 }
@@ -306,7 +334,11 @@ fn tiny_config_checkpoint_distances_mean_what_its_comments_say() {
     let infos: Vec<unlearn::CheckpointInfo> = world
         .checkpoint_steps
         .iter()
-        .map(|&step| unlearn::CheckpointInfo { step, path: PathBuf::from(format!("/c/{step}")), clean: step <= world.window_start })
+        .map(|&step| unlearn::CheckpointInfo {
+            step,
+            path: PathBuf::from(format!("/c/{step}")),
+            clean: step <= world.window_start,
+        })
         .collect();
     let pick = |s: &str| msa::select_base(&msa::BasePoint::parse(s).unwrap(), &infos).unwrap().ledger.unwrap().step;
     let steps = &world.checkpoint_steps;
@@ -315,7 +347,10 @@ fn tiny_config_checkpoint_distances_mean_what_its_comments_say() {
     assert_eq!(pick("distance:0"), steps[4]);
     assert_eq!(pick("distance:2"), steps[2]);
     assert_eq!(pick("distance:4"), steps[0]);
-    assert!(sweep.methods["msa"].grid.get("checkpoint").is_some_and(|v| v.iter().any(|c| c.as_str() == Some("distance:2"))));
+    assert!(sweep.methods["msa"]
+        .grid
+        .get("checkpoint")
+        .is_some_and(|v| v.iter().any(|c| c.as_str() == Some("distance:2"))));
 }
 
 #[test]
@@ -329,7 +364,13 @@ fn attacks_table_is_checked() {
     assert_eq!(s.attacks.names(), vec!["quantize:int8", "quantize:int4:g64"]);
     assert!(!s.attacks.quantize_lm_head);
     assert!(parse_sweep(BASE, Path::new("configs/a.toml"), &Registry::DEFAULT).unwrap().attacks.is_empty());
-    check_err(&format!("{BASE}\n[attacks]\nquantize = [\"int3\"]\n"), &["configs/bad.toml: attacks.quantize[0]", "int3"]);
-    check_err(&format!("{BASE}\n[attacks]\nquantize = [\"int8\", \"int8\"]\n"), &["attacks.quantize[1]", "listed twice"]);
+    check_err(
+        &format!("{BASE}\n[attacks]\nquantize = [\"int3\"]\n"),
+        &["configs/bad.toml: attacks.quantize[0]", "int3"],
+    );
+    check_err(
+        &format!("{BASE}\n[attacks]\nquantize = [\"int8\", \"int8\"]\n"),
+        &["attacks.quantize[1]", "listed twice"],
+    );
     check_err(&format!("{BASE}\n[attacks]\nrelearn = 1\n"), &["relearn"]);
 }

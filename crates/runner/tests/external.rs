@@ -75,21 +75,30 @@ fn an_external_method_table_is_a_command_and_hyperparameters() {
 fn bad_external_tables_name_the_key() {
     let m = "\n[methods.mine]\nkind = \"external\"\n";
     check_err(m, &["configs/ext.toml", "methods.mine.command", "missing"]);
-    check_err(&format!("{m}command = \"python3 x.py\"\n"), &["methods.mine.command", "array of strings", "without a shell"]);
+    check_err(
+        &format!("{m}command = \"python3 x.py\"\n"),
+        &["methods.mine.command", "array of strings", "without a shell"],
+    );
     check_err(&format!("{m}command = []\n"), &["methods.mine.command", "empty"]);
     check_err(&format!("{m}command = [\"x\", 3]\n"), &["methods.mine.command[1]", "expected a string"]);
     check_err(
         &format!("{m}command = [\"x\", \"--model\", \"{{model}}\", \"--lr\", \"{{lrr}}\"]\n"),
         &["methods.mine.command[4]", "{lrr}", "unknown placeholder", "did you mean `lr`"],
     );
-    check_err(&format!("{m}command = [\"x\", \"{{alpha}}\"]\n"), &["methods.mine.command[1]", "{alpha}", "unknown placeholder"]);
+    check_err(
+        &format!("{m}command = [\"x\", \"{{alpha}}\"]\n"),
+        &["methods.mine.command[1]", "{alpha}", "unknown placeholder"],
+    );
     check_err(&format!("{m}command = [\"x\", \"{{out\"]\n"), &["methods.mine.command[1]", "without a closing"]);
     check_err(&format!("{m}command = [\"x\", \"{{max_steps}}\"]\n"), &["methods.mine.command[1]", "{max_steps}"]);
     check_err(&format!("{m}command = [\"x\"]\nenv = {{ A = \"{{nope}}\" }}\n"), &["methods.mine.env.A", "{nope}"]);
     check_err(&format!("{m}command = [\"x\"]\nenv = \"A=1\"\n"), &["methods.mine.env", "table"]);
     check_err(&format!("{m}command = [\"x\"]\ntimeout = 0\n"), &["methods.mine.timeout", "seconds > 0"]);
     check_err(&format!("{m}command = [\"x\"]\ntimeout = \"1h\"\n"), &["methods.mine.timeout"]);
-    check_err("\n[methods.mine]\nkind = \"extrenal\"\ncommand = [\"x\"]\n", &["methods.mine.kind", "did you mean `external`"]);
+    check_err(
+        "\n[methods.mine]\nkind = \"extrenal\"\ncommand = [\"x\"]\n",
+        &["methods.mine.kind", "did you mean `external`"],
+    );
     // `command` is not a hyperparameter of the built-in kinds
     check_err("\n[methods.g2]\nkind = \"npo\"\ncommand = [\"x\"]\n", &["methods.g2.command"]);
     // a set max_steps, and a hyperparameter of the table, are placeholders
@@ -122,7 +131,8 @@ fn editing_the_script_makes_the_cells_stale_and_leaves_other_methods_alone() {
     std::fs::write(&script, "echo one\n").unwrap();
     let s = script.display().to_string();
     let with = |cmd: &str| {
-        parse(&format!("{BASE}\n[methods.mine]\nkind = \"external\"\ncommand = [\"sh\", {cmd:?}, \"{{out}}\"]\n")).unwrap()
+        parse(&format!("{BASE}\n[methods.mine]\nkind = \"external\"\ncommand = [\"sh\", {cmd:?}, \"{{out}}\"]\n"))
+            .unwrap()
     };
     let before = fingerprints(&with(&s));
     let base_only = fingerprints(&parse(BASE).unwrap());
@@ -141,10 +151,12 @@ fn editing_the_script_makes_the_cells_stale_and_leaves_other_methods_alone() {
         assert_eq!(after.get(id), Some(fp), "{id}");
     }
     // the command itself too
-    let other = fingerprints(&parse(&format!(
-        "{BASE}\n[methods.mine]\nkind = \"external\"\ncommand = [\"sh\", {s:?}, \"{{out}}\", \"-v\"]\n"
-    ))
-    .unwrap());
+    let other = fingerprints(
+        &parse(&format!(
+            "{BASE}\n[methods.mine]\nkind = \"external\"\ncommand = [\"sh\", {s:?}, \"{{out}}\", \"-v\"]\n"
+        ))
+        .unwrap(),
+    );
     assert_ne!(mine(&other), mine(&after));
     // and the record of a script's hash is in provenance-ready form
     let hashes = runner::external::script_hashes(&["sh".into(), s.clone(), "{out}".into()]);
@@ -200,7 +212,8 @@ fn only_a_finite_model_of_theta_ds_architecture_and_vocabulary_passes() {
 
     // another vocabulary: a tokenizer trained on other texts
     let vocab =
-        testbed::smoke::tiny_like("qwen", &tmp.path().join("vocab"), 0, &["zzz qqq xxx other words entirely".into()]).unwrap();
+        testbed::smoke::tiny_like("qwen", &tmp.path().join("vocab"), 0, &["zzz qqq xxx other words entirely".into()])
+            .unwrap();
     invalid(&vocab, &base, &["vocab"]);
 
     // missing files

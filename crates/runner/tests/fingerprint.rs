@@ -258,7 +258,10 @@ fn model_sources_that_cannot_run_are_one_error_naming_the_field() {
         &["models[0].path", "config.json"],
     );
     check(&BASE.replace("scratch = \"tiny\"", "scratch = \"tinyy\""), &["models[0].scratch", "model `tiny`", "tinyy"]);
-    check(&BASE.replace("scratch = \"tiny\"", "hub = \"meta-llama/../x\""), &["models[0].hub", "is not of the form `org/name`"]);
+    check(
+        &BASE.replace("scratch = \"tiny\"", "hub = \"meta-llama/../x\""),
+        &["models[0].hub", "is not of the form `org/name`"],
+    );
     check(&BASE.replace("scratch = \"tiny\"", "hub = \"a/b/c\""), &["models[0].hub", "org/name"]);
     check(&BASE.replace("scratch = \"tiny\"", "hub = \"org/llama\"\nrevision = \"../main\""), &["models[0].revision"]);
     // a well-formed hub id is not looked up (no cache, no network) before the run

@@ -46,7 +46,10 @@ fn the_gate_measures_a_micro_world_and_names_every_missed_threshold() {
     eprintln!("{}", q.summary());
     assert_eq!(q.gate, "failed", "a 16-step micro world cannot have learned its facts");
     assert!(!q.failures.is_empty());
-    assert!(q.failures.iter().any(|f| f.contains("θ_D's retain MC accuracy") && f.contains("below the threshold 0.95")));
+    assert!(q
+        .failures
+        .iter()
+        .any(|f| f.contains("θ_D's retain MC accuracy") && f.contains("below the threshold 0.95")));
     for v in [q.theta_d.mc_forget, q.theta_d.mc_retain, q.oracle.mc_forget, q.oracle.mink_auc] {
         assert!((0.0..=1.0).contains(&v), "{v}");
     }
@@ -72,7 +75,10 @@ fn the_gate_measures_a_micro_world_and_names_every_missed_threshold() {
 #[test]
 #[ignore = "builds the default facts world: about 10 minutes on 2 cores"]
 fn default_world_meets_the_quality_thresholds() {
-    let cfg = WorldConfig { exposure: Some(ExposureConfig { start_checkpoint: Some(4), ..Default::default() }), ..WorldConfig::new(WorldKind::Facts) };
+    let cfg = WorldConfig {
+        exposure: Some(ExposureConfig { start_checkpoint: Some(4), ..Default::default() }),
+        ..WorldConfig::new(WorldKind::Facts)
+    };
     let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("runner-quality-default-world");
     let model = ScratchModel::preset("tiny").unwrap();
     let world = build_or_load(&cfg, &no_data(), &cache, &model, None).unwrap();

@@ -129,9 +129,7 @@ fn a_failed_cell_is_recorded_with_its_chain_and_retried() {
     let sweep = parse_sweep(CONFIG, Path::new("store-test.toml"), &Registry::DEFAULT).unwrap();
     let cells = expand(&sweep);
     let store = ResultStore::new(tmp.path(), &sweep.name);
-    let err = Err::<(), _>(anyhow::anyhow!("loss is NaN at step 12"))
-        .context("unlearning with msa")
-        .unwrap_err();
+    let err = Err::<(), _>(anyhow::anyhow!("loss is NaN at step 12")).context("unlearning with msa").unwrap_err();
     let cell = &cells[5];
     store
         .record_failure(

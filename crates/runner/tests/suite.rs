@@ -162,7 +162,10 @@ fn oracle_against_itself_and_theta_d() {
     for split in ["forget", "retain", "general"] {
         assert_eq!(oracle[&format!("kl_to_oracle/{split}")].value, 0.0, "KL of the oracle to itself, {split}");
     }
-    assert!(!oracle.contains_key("kl_to_oracle") && !oracle.contains_key("mc_accuracy"), "no duplicate of the forget split");
+    assert!(
+        !oracle.contains_key("kl_to_oracle") && !oracle.contains_key("mc_accuracy"),
+        "no duplicate of the forget split"
+    );
     assert_eq!(oracle["param_distance_to_oracle"].value, 0.0);
     assert_eq!(oracle["tofu_forget_quality"].value, 1.0, "identical truth ratios: KS p-value 1");
     assert_eq!(oracle["tofu_forget_quality/ks_statistic"].value, 0.0);
@@ -287,7 +290,10 @@ fn truthfulqa_from_the_data_dir_on_any_world() {
         println!("SKIPPED: {} is missing", path.display());
         // Outside CI a missing data file skips; with the data directory set (CI) it fails, so a
         // broken data path never passes green.
-        assert!(std::env::var_os("UNLEARN_DATA_DIR").is_none(), "the reference data above is missing although UNLEARN_DATA_DIR is set");
+        assert!(
+            std::env::var_os("UNLEARN_DATA_DIR").is_none(),
+            "the reference data above is missing although UNLEARN_DATA_DIR is set"
+        );
         return;
     }
     let w = world();
@@ -317,7 +323,11 @@ fn reference_mia_against_a_reference_model() {
     let r = refs(&plain);
     assert!(r.mia_reference_nll.is_none());
     let out = plain.evaluate(&w.final_model, &r, &w.oracle, &Device::Cpu).unwrap();
-    assert!(out["mia_reference_auc"].skipped.as_deref().unwrap_or("").contains("reference model"), "{:?}", out["mia_reference_auc"]);
+    assert!(
+        out["mia_reference_auc"].skipped.as_deref().unwrap_or("").contains("reference model"),
+        "{:?}",
+        out["mia_reference_auc"]
+    );
 
     // the oracle as its own reference: AUC ½ exactly
     let mut s = suite(&names, &limits());
@@ -343,15 +353,30 @@ fn reference_mia_against_a_reference_model() {
     for (a, b) in scores.iter().zip(&rec.per_example) {
         assert!((a - b).abs() < 1e-9, "{a} vs {b}");
     }
-    let n_forget = rec.example_ids.iter().filter(|id| w.world.splits.forget_docs.iter().any(|d| **id == format!("doc-{d}"))).count();
+    let n_forget = rec
+        .example_ids
+        .iter()
+        .filter(|id| w.world.splits.forget_docs.iter().any(|d| **id == format!("doc-{d}")))
+        .count();
     let (f, h) = scores.split_at(n_forget);
     let mut u = 0.0;
     for a in f {
         for b in h {
-            u += if a > b { 1.0 } else if a == b { 0.5 } else { 0.0 };
+            u += if a > b {
+                1.0
+            } else if a == b {
+                0.5
+            } else {
+                0.0
+            };
         }
     }
-    assert!((rec.value - u / (f.len() * h.len()) as f64).abs() < 1e-12, "{} vs {}", rec.value, u / (f.len() * h.len()) as f64);
+    assert!(
+        (rec.value - u / (f.len() * h.len()) as f64).abs() < 1e-12,
+        "{} vs {}",
+        rec.value,
+        u / (f.len() * h.len()) as f64
+    );
 
     // another tokenizer: refused
     let tmp = tempfile::tempdir().unwrap();
@@ -428,8 +453,7 @@ fn msa_accuracies_use_the_oracles_answers_from_the_oracle_pass() {
     };
     let mut reqs = ask(&fq);
     reqs.extend(ask(&rq));
-    let direct: Vec<String> =
-        oracle.run(&reqs).unwrap().iter().map(|x| x.generated().unwrap().to_string()).collect();
+    let direct: Vec<String> = oracle.run(&reqs).unwrap().iter().map(|x| x.generated().unwrap().to_string()).collect();
     assert_eq!(direct[..fq.len()], fa[..]);
     assert_eq!(direct[fq.len()..], ra[..]);
 
@@ -451,9 +475,11 @@ fn msa_accuracies_use_the_oracles_answers_from_the_oracle_pass() {
         paraphrased_answer: Some(q.paraphrased_answer.clone()),
         perturbed_answers: wrong_options(q),
     };
-    for (name, acc, items, answers) in
-        [("acc_forget", Acc::Forget, &fq, &fa), ("acc_recover", Acc::Recover, &fq, &fa), ("acc_retain", Acc::Retain, &rq, &ra)]
-    {
+    for (name, acc, items, answers) in [
+        ("acc_forget", Acc::Forget, &fq, &fa),
+        ("acc_recover", Acc::Recover, &fq, &fa),
+        ("acc_retain", Acc::Retain, &rq, &ra),
+    ] {
         let expected: Vec<f64> = items
             .iter()
             .zip(answers)
@@ -484,12 +510,8 @@ fn msa_accuracies_use_the_oracles_answers_from_the_oracle_pass() {
         2 => String::new(),
         _ => wrong_options(q).last().unwrap().clone(),
     };
-    let script: Vec<(String, String)> = fq
-        .iter()
-        .enumerate()
-        .chain(rq.iter().enumerate())
-        .map(|(i, q)| (q.prompt(), answer(i, q)))
-        .collect();
+    let script: Vec<(String, String)> =
+        fq.iter().enumerate().chain(rq.iter().enumerate()).map(|(i, q)| (q.prompt(), answer(i, q))).collect();
     let mut model = Scripted(script);
     let out = s.evaluate_with(&mut model, &w.oracle, &scripted, &w.oracle).unwrap();
     let pattern = |p: [f64; 4], n: usize| (0..n).map(|i| p[i % 4]).collect::<Vec<f64>>();
@@ -520,7 +542,10 @@ fn msa_accuracies_use_the_oracles_answers_from_the_oracle_pass() {
     assert_ne!(without.fingerprint(), s.fingerprint());
     assert!(refs(&without).forget_answers.is_none(), "answers only when an accuracy is named");
     let err = s.evaluate(&w.oracle, &old, &w.oracle, &Device::Cpu).unwrap_err();
-    assert!(format!("{err:#}").contains("acc_forget: the oracle references lack the oracle's greedy answers"), "{err:#}");
+    assert!(
+        format!("{err:#}").contains("acc_forget: the oracle references lack the oracle's greedy answers"),
+        "{err:#}"
+    );
 }
 
 /// Answers each greedy request with the answer scripted for its prompt.
@@ -532,7 +557,10 @@ impl evals::Scorer for Scripted {
             .iter()
             .map(|r| match r {
                 Request::Generate { context, stop, max_new_tokens } => {
-                    assert_eq!((stop.as_slice(), *max_new_tokens), (&["\n".to_string()][..], limits().answer_new_tokens));
+                    assert_eq!(
+                        (stop.as_slice(), *max_new_tokens),
+                        (&["\n".to_string()][..], limits().answer_new_tokens)
+                    );
                     let (_, a) = self.0.iter().find(|(p, _)| p == context).expect("a scripted prompt");
                     Ok(Response::Generated(a.clone()))
                 }

@@ -192,7 +192,8 @@ pub fn paired_cluster_bootstrap_reduction_ci(
         }
         (sb != 0.0).then(|| 1.0 - sa / sb)
     };
-    let point = reduction(&mut |_| 0, false).context("bootstrap: the second sample's mean is 0: no relative reduction")?;
+    let point =
+        reduction(&mut |_| 0, false).context("bootstrap: the second sample's mean is 0: no relative reduction")?;
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
     let mut stats: Vec<f64> =
         (0..config.replicates).filter_map(|_| reduction(&mut |n| rng.random_range(0..n), true)).collect();
@@ -260,12 +261,15 @@ mod tests {
     fn reduction_point_and_interval() {
         let id = |v: &[f64]| v.iter().enumerate().map(|(i, x)| (format!("e{i}"), *x)).collect::<Vec<_>>();
         // hand computation: mean a = (0.1 + 0.3)/2 = 0.2, mean b = (0.4 + 0.4)/2 = 0.4 → 1 − 0.5 = 0.5
-        let i = paired_cluster_bootstrap_reduction_ci(&[id(&[0.1, 0.3])], &[id(&[0.4, 0.4])], &BootstrapConfig::default())
-            .unwrap();
+        let i =
+            paired_cluster_bootstrap_reduction_ci(&[id(&[0.1, 0.3])], &[id(&[0.4, 0.4])], &BootstrapConfig::default())
+                .unwrap();
         assert!((i.mean - 0.5).abs() < 1e-15);
         // resamples: a ∈ {0.1, 0.2, 0.3} over b = 0.4 → reductions in [0.25, 0.75]
         assert!(i.lo >= 0.25 - 1e-12 && i.hi <= 0.75 + 1e-12 && i.lo < 0.5 && i.hi > 0.5, "{i:?}");
-        assert!(paired_cluster_bootstrap_reduction_ci(&[id(&[1.0])], &[id(&[0.0])], &BootstrapConfig::default()).is_err());
+        assert!(
+            paired_cluster_bootstrap_reduction_ci(&[id(&[1.0])], &[id(&[0.0])], &BootstrapConfig::default()).is_err()
+        );
     }
 
     #[test]

@@ -23,7 +23,8 @@ pub mod rank;
 pub mod special;
 
 pub use bootstrap::{
-    cluster_bootstrap_mean_ci, paired_cluster_bootstrap_mean_ci, paired_cluster_bootstrap_reduction_ci, paired_differences, BootstrapConfig, Interval,
+    cluster_bootstrap_mean_ci, paired_cluster_bootstrap_mean_ci, paired_cluster_bootstrap_reduction_ci,
+    paired_differences, BootstrapConfig, Interval,
 };
 pub use multitest::holm;
 pub use paired::{

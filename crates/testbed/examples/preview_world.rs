@@ -19,8 +19,14 @@ fn main() -> anyhow::Result<()> {
     let t = std::time::Instant::now();
     w.make_schedule(&lens)?;
     let s = w.schedule.as_ref().unwrap();
-    println!("schedule in {:?}: repeats {}, ledger last clean checkpoint {}", t.elapsed(), s.forget_repeats, w.ledger.as_ref().unwrap().last_clean_checkpoint);
-    let fill: f64 = (0..s.len()).map(|i| s.tokens_in_step(i, &lens) as f64).sum::<f64>() / (s.len() * w.resolved.tokens_per_step()) as f64;
+    println!(
+        "schedule in {:?}: repeats {}, ledger last clean checkpoint {}",
+        t.elapsed(),
+        s.forget_repeats,
+        w.ledger.as_ref().unwrap().last_clean_checkpoint
+    );
+    let fill: f64 = (0..s.len()).map(|i| s.tokens_in_step(i, &lens) as f64).sum::<f64>()
+        / (s.len() * w.resolved.tokens_per_step()) as f64;
     println!("mean fill {fill:.4}; hash {}", w.hash);
     Ok(())
 }

@@ -196,8 +196,7 @@ impl WorldConfig {
     }
 
     pub fn from_sweep_file(path: &Path) -> Result<WorldConfig> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading config {}", path.display()))?;
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
         Self::from_sweep_toml(&text).with_context(|| format!("in {}", path.display()))
     }
 
@@ -383,9 +382,9 @@ pub fn parse_forget(name: &str) -> Result<f64> {
                     "world.forget: unknown split {other:?}; use forget01, forget05, forget10 or a percentage like \"7.5%\""
                 );
             };
-            num.trim().parse::<f64>().map_err(|_| {
-                anyhow::anyhow!("world.forget: {other:?} is not a percentage like \"7.5%\"")
-            })?
+            num.trim()
+                .parse::<f64>()
+                .map_err(|_| anyhow::anyhow!("world.forget: {other:?} is not a percentage like \"7.5%\""))?
         }
     };
     if pct.is_nan() || pct <= 0.0 {
@@ -451,10 +450,7 @@ mod tests {
     #[test]
     fn checkpoint_steps_are_even_and_include_ends() {
         // 750 steps, 8 checkpoints: k*750/8 rounded down.
-        assert_eq!(
-            checkpoint_steps(750, Some(8), None).unwrap(),
-            vec![0, 93, 187, 281, 375, 468, 562, 656, 750]
-        );
+        assert_eq!(checkpoint_steps(750, Some(8), None).unwrap(), vec![0, 93, 187, 281, 375, 468, 562, 656, 750]);
         assert_eq!(checkpoint_steps(10, None, Some(4)).unwrap(), vec![0, 4, 8, 10]);
         assert!(checkpoint_steps(10, Some(2), Some(4)).is_err());
     }
@@ -474,7 +470,8 @@ mod tests {
         assert_eq!(cfg.kind, WorldKind::Facts);
         assert_eq!(cfg.seed, 3);
         assert_eq!(cfg.exposure.unwrap().start_checkpoint, Some(4));
-        let err = format!("{:#}", WorldConfig::from_sweep_toml("[world]\nkind = \"facts\"\nn_entites = 5\n").unwrap_err());
+        let err =
+            format!("{:#}", WorldConfig::from_sweep_toml("[world]\nkind = \"facts\"\nn_entites = 5\n").unwrap_err());
         assert!(err.contains("n_entites"), "{err}");
         let err = format!("{:#}", WorldConfig::from_sweep_toml("[world]\nkind = \"fact\"\n").unwrap_err());
         assert!(err.contains("fact") && err.contains("truthfulqa-corruption"), "{err}");

@@ -107,7 +107,11 @@ impl FinetuneSpec {
             bail!("finetune.lr must be a positive number, got {}", self.lr);
         }
         if self.epochs == 0 || self.batch_size == 0 {
-            bail!("finetune.epochs and finetune.batch_size must be at least 1 (got {} and {})", self.epochs, self.batch_size);
+            bail!(
+                "finetune.epochs and finetune.batch_size must be at least 1 (got {} and {})",
+                self.epochs,
+                self.batch_size
+            );
         }
         if self.max_seq_len < 8 {
             bail!("finetune.max_seq_len must be at least 8, got {}", self.max_seq_len);
@@ -128,8 +132,8 @@ impl FinetuneSpec {
 pub fn finetune_dir(cache: &Path, world: &World, base_model_dir: &Path, ft: &FinetuneSpec) -> Result<PathBuf> {
     let base = base_model_dir.canonicalize().unwrap_or_else(|_| base_model_dir.to_path_buf());
     let cfg_path = base_model_dir.join("config.json");
-    let cfg_bytes =
-        std::fs::read(&cfg_path).with_context(|| format!("θ_0 {}: cannot read config.json", base_model_dir.display()))?;
+    let cfg_bytes = std::fs::read(&cfg_path)
+        .with_context(|| format!("θ_0 {}: cannot read config.json", base_model_dir.display()))?;
     let mut h = Sha256::new();
     h.update(world.hash.as_bytes());
     h.update(base.to_string_lossy().as_bytes());
@@ -194,9 +198,9 @@ impl ChatQa {
     pub fn affixes<'a>(&self, questions: impl IntoIterator<Item = &'a str>) -> Result<(String, String)> {
         const SENTINEL: &str = "\u{1}QUESTION\u{1}";
         let (prompt, _) = self.pair(SENTINEL, "")?;
-        let (prefix, suffix) = prompt
-            .split_once(SENTINEL)
-            .with_context(|| format!("the chat template {} does not place the question verbatim", self.template.name()))?;
+        let (prefix, suffix) = prompt.split_once(SENTINEL).with_context(|| {
+            format!("the chat template {} does not place the question verbatim", self.template.name())
+        })?;
         for q in questions {
             let (p, _) = self.pair(q, "")?;
             if p != format!("{prefix}{q}{suffix}") {
@@ -222,11 +226,8 @@ pub fn finetune_examples(
     max_seq_len: usize,
     chat: Option<&ChatQa>,
 ) -> Result<Vec<Option<Example>>> {
-    let mut by_doc: BTreeMap<DocId, (&str, &str)> = world
-        .qa
-        .iter()
-        .filter_map(|q| q.doc.map(|d| (d, (q.question.as_str(), q.answer.as_str()))))
-        .collect();
+    let mut by_doc: BTreeMap<DocId, (&str, &str)> =
+        world.qa.iter().filter_map(|q| q.doc.map(|d| (d, (q.question.as_str(), q.answer.as_str())))).collect();
     for d in &world.corpus.docs {
         if let Some(p) = &d.pair {
             by_doc.insert(d.id, (p.question.as_str(), p.answer.as_str()));

@@ -39,7 +39,8 @@ pub fn take_bytes(blocks: Vec<String>, target_bytes: usize) -> Vec<String> {
 }
 
 const KIDS: &[&str] = &["Tom", "Lily", "Ben", "Anna", "Sam", "Mia", "Max", "Lucy", "Tim", "Sue", "Jack", "Emma"];
-const THINGS: &[&str] = &["ball", "kite", "box", "hat", "cup", "book", "boat", "drum", "toy car", "red shoe", "doll", "stick"];
+const THINGS: &[&str] =
+    &["ball", "kite", "box", "hat", "cup", "book", "boat", "drum", "toy car", "red shoe", "doll", "stick"];
 const PLACES: &[&str] = &["park", "garden", "beach", "forest", "kitchen", "yard", "hill", "pond", "shop", "school"];
 const ANIMALS: &[&str] = &["dog", "cat", "bird", "frog", "duck", "bunny", "fox", "cow", "bee", "fish"];
 const FEELINGS: &[&str] = &["happy", "sad", "tired", "proud", "scared", "excited", "calm", "surprised"];

@@ -33,14 +33,15 @@ pub mod schedule;
 pub mod smoke;
 pub mod tofu;
 pub mod toxigen;
-pub mod truthfulqa;
 pub mod train;
+pub mod truthfulqa;
 pub mod world;
 
 use serde::{Deserialize, Serialize};
 
 pub use config::{
-    default_data_dir, ChatSpec, DataFile, ExposureConfig, FinetuneOverrides, ForgetSplit, GeneralSource, ResolvedWorld, WorldConfig, WorldKind,
+    default_data_dir, ChatSpec, DataFile, ExposureConfig, FinetuneOverrides, ForgetSplit, GeneralSource, ResolvedWorld,
+    WorldConfig, WorldKind,
 };
 pub use schedule::{schedule, CheckpointStatus, ForgetExposure, Ledger, Schedule, ScheduleConfig};
 pub use world::{EvalTexts, Splits, World, WorldMeta};
@@ -106,12 +107,8 @@ impl Document {
     /// verbatim-memorisation metric: the model is given the prefix and its continuation is
     /// compared with the rest. The continuation keeps its leading space.
     pub fn verbmem_split(&self, fraction: f64) -> (String, String) {
-        let starts: Vec<usize> = self
-            .text
-            .char_indices()
-            .filter(|&(i, c)| i > 0 && c.is_whitespace())
-            .map(|(i, _)| i)
-            .collect();
+        let starts: Vec<usize> =
+            self.text.char_indices().filter(|&(i, c)| i > 0 && c.is_whitespace()).map(|(i, _)| i).collect();
         if starts.is_empty() {
             return (self.text.clone(), String::new());
         }
@@ -232,7 +229,14 @@ mod tests {
 
     #[test]
     fn verbmem_split_cuts_at_a_word_boundary() {
-        let d = Document { id: 0, role: Role::Forget, kind: DocKind::Bio, unit: None, text: "a bb ccc dddd".into(), pair: None };
+        let d = Document {
+            id: 0,
+            role: Role::Forget,
+            kind: DocKind::Bio,
+            unit: None,
+            text: "a bb ccc dddd".into(),
+            pair: None,
+        };
         // 4 words, half = 2 words in the prefix.
         assert_eq!(d.verbmem_split(0.5), ("a bb".to_string(), " ccc dddd".to_string()));
         // never an empty prefix

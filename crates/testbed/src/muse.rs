@@ -232,10 +232,9 @@ fn read_values(path: &Path) -> Result<Vec<serde_json::Value>> {
             if line.is_empty() {
                 continue;
             }
-            v.push(
-                serde_json::from_str(line)
-                    .with_context(|| format!("{}: line {} is not JSON (expected a JSON array or JSON lines)", path.display(), i + 1))?,
-            );
+            v.push(serde_json::from_str(line).with_context(|| {
+                format!("{}: line {} is not JSON (expected a JSON array or JSON lines)", path.display(), i + 1)
+            })?);
         }
         v
     };
@@ -273,7 +272,9 @@ pub fn read_rows<T: Row>(path: &Path) -> Result<Vec<T>> {
             for field in T::FIELDS {
                 match m.get(*field) {
                     None => bail!("{}: missing field `{field}`", at()),
-                    Some(serde_json::Value::String(s)) if s.trim().is_empty() => bail!("{}: field `{field}` is empty", at()),
+                    Some(serde_json::Value::String(s)) if s.trim().is_empty() => {
+                        bail!("{}: field `{field}` is empty", at())
+                    }
                     Some(serde_json::Value::String(_)) => {}
                     Some(other) => bail!("{}: field `{field}` is {}, expected a string", at(), json_kind(other)),
                 }
@@ -302,7 +303,11 @@ pub fn read_texts(path: &Path) -> Result<Vec<String>> {
                 serde_json::Value::Object(m) => match m.get("text") {
                     Some(serde_json::Value::String(s)) => s.clone(),
                     Some(_) => bail!("{}: row {}: field `text` is not a string", path.display(), i + 1),
-                    None => bail!("{}: row {}: missing field `text` (a row is a string or an object with a string `text`)", path.display(), i + 1),
+                    None => bail!(
+                        "{}: row {}: missing field `text` (a row is a string or an object with a string `text`)",
+                        path.display(),
+                        i + 1
+                    ),
                 },
                 other => bail!(
                     "{}: row {} is {}, expected a string (or an object with a string field `text`)",
@@ -408,8 +413,12 @@ impl Muse {
             }
         }
         let from_forget = |name: &str, texts: Vec<&str>| -> Result<()> {
-            let missing: Vec<usize> =
-                texts.iter().enumerate().filter(|(_, t)| !forget_text.contains(&head_words(t, MATCH_WORDS))).map(|(i, _)| i + 1).collect();
+            let missing: Vec<usize> = texts
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| !forget_text.contains(&head_words(t, MATCH_WORDS)))
+                .map(|(i, _)| i + 1)
+                .collect();
             if missing.len() == texts.len() {
                 bail!(
                     "{name}: none of its {} rows begins with words of {} — the files are from different corpora or versions?",

@@ -263,8 +263,7 @@ impl Schedule {
     /// The oracle's schedule: every batch with `forget` deleted, nothing refilled.
     pub fn without(&self, forget: &[DocId]) -> Schedule {
         let drop: BTreeSet<DocId> = forget.iter().copied().collect();
-        let batches =
-            self.batches.iter().map(|b| b.iter().copied().filter(|d| !drop.contains(d)).collect()).collect();
+        let batches = self.batches.iter().map(|b| b.iter().copied().filter(|d| !drop.contains(d)).collect()).collect();
         let mut removed: BTreeSet<DocId> = self.removed.iter().copied().collect();
         removed.extend(drop);
         Schedule { batches, removed: removed.into_iter().collect(), ..self.clone() }

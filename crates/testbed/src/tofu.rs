@@ -73,8 +73,8 @@ pub fn read_rows<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>> 
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let trimmed = text.trim_start_matches('\u{feff}').trim_start();
     if trimmed.starts_with('[') {
-        let values: Vec<serde_json::Value> =
-            serde_json::from_str(trimmed).with_context(|| format!("{}: not a JSON array of objects", path.display()))?;
+        let values: Vec<serde_json::Value> = serde_json::from_str(trimmed)
+            .with_context(|| format!("{}: not a JSON array of objects", path.display()))?;
         return values
             .into_iter()
             .enumerate()
@@ -90,8 +90,9 @@ pub fn read_rows<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>> 
             continue;
         }
         rows.push(
-            serde_json::from_str(line)
-                .with_context(|| format!("{}: line {} is not a TOFU row of the expected schema", path.display(), i + 1))?,
+            serde_json::from_str(line).with_context(|| {
+                format!("{}: line {} is not a TOFU row of the expected schema", path.display(), i + 1)
+            })?,
         );
     }
     if rows.is_empty() {
@@ -272,7 +273,12 @@ impl Tofu {
             let rows: Vec<Row> = read_rows(&holdout_path)?;
             for (i, r) in rows.into_iter().enumerate() {
                 if index.contains_key(&(r.question.as_str(), r.answer.as_str())) {
-                    bail!("{}: line {}: the pair is also in {} (trained)", holdout_path.display(), i + 1, full_path.display());
+                    bail!(
+                        "{}: line {}: the pair is also in {} (trained)",
+                        holdout_path.display(),
+                        i + 1,
+                        full_path.display()
+                    );
                 }
                 held_out.push(Pair {
                     author: (n_authors + i / QA_PER_AUTHOR) as u32,

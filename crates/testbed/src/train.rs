@@ -164,9 +164,7 @@ pub fn build_or_load(
     let ids = tokenize::SpecialIds::from_tokenizer(&tokenizer)?;
     let tok_dir = dir.join("tokenizer");
     std::fs::create_dir_all(&tok_dir)?;
-    tokenizer
-        .save(tok_dir.join("tokenizer.json"), false)
-        .map_err(|e| anyhow::anyhow!("cannot save tokenizer: {e}"))?;
+    tokenizer.save(tok_dir.join("tokenizer.json"), false).map_err(|e| anyhow::anyhow!("cannot save tokenizer: {e}"))?;
 
     // 2. Token sequences of every document: [BOS] text [EOS].
     let docs_tokens = tokenize_docs(&world, &tokenizer, ids)?;
@@ -259,7 +257,9 @@ pub fn world_tokenizer(world: &World, vocab_size: usize) -> Result<tokenize::Tok
 fn tokenize_docs(world: &World, tokenizer: &tokenize::Tokenizer, ids: tokenize::SpecialIds) -> Result<Vec<Vec<u32>>> {
     let mut docs_tokens = Vec::with_capacity(world.corpus.docs.len());
     for d in &world.corpus.docs {
-        let enc = tokenizer.encode(d.text.as_str(), false).map_err(|e| anyhow::anyhow!("tokenizing document {}: {e}", d.id))?;
+        let enc = tokenizer
+            .encode(d.text.as_str(), false)
+            .map_err(|e| anyhow::anyhow!("tokenizing document {}: {e}", d.id))?;
         let mut t = vec![ids.bos];
         t.extend_from_slice(enc.get_ids());
         t.push(ids.eos);
@@ -381,10 +381,9 @@ pub fn load(dir: &Path) -> Result<BuiltWorld> {
     let info: BuildInfo = serde_json::from_str(&text).with_context(|| format!("{}: malformed", complete.display()))?;
     let world = World::load(&dir.join("world"))?;
     let cj = dir.join("checkpoints.json");
-    let checkpoints: Vec<Checkpoint> = serde_json::from_str(
-        &std::fs::read_to_string(&cj).with_context(|| format!("{}: cannot read", cj.display()))?,
-    )
-    .with_context(|| format!("{}: malformed", cj.display()))?;
+    let checkpoints: Vec<Checkpoint> =
+        serde_json::from_str(&std::fs::read_to_string(&cj).with_context(|| format!("{}: cannot read", cj.display()))?)
+            .with_context(|| format!("{}: malformed", cj.display()))?;
     let final_model = checkpoints.last().context("world has no checkpoints")?.path.clone();
     Ok(BuiltWorld { dir: dir.to_path_buf(), world, checkpoints, final_model, oracle: dir.join("oracle"), info })
 }

@@ -65,8 +65,8 @@ impl<'de> Deserialize<'de> for OrderedTargets {
 /// one false one.
 pub fn load(path: &Path) -> Result<Vec<TqaQuestion>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let qs: Vec<TqaQuestion> =
-        serde_json::from_str(&text).with_context(|| format!("parsing {} as TruthfulQA mc_task.json", path.display()))?;
+    let qs: Vec<TqaQuestion> = serde_json::from_str(&text)
+        .with_context(|| format!("parsing {} as TruthfulQA mc_task.json", path.display()))?;
     if qs.is_empty() {
         bail!("{} holds no questions", path.display());
     }
@@ -96,6 +96,8 @@ mod tests {
         .unwrap();
         assert_eq!(q.mc1_targets.0[0], ("z true".to_string(), true));
         assert_eq!(q.mc2_targets.truths().collect::<Vec<_>>(), vec!["z true", "m true"]);
-        assert!(serde_json::from_str::<TqaQuestion>(r#"{"question":"q","mc1_targets":{"a":2},"mc2_targets":{}}"#).is_err());
+        assert!(
+            serde_json::from_str::<TqaQuestion>(r#"{"question":"q","mc1_targets":{"a":2},"mc2_targets":{}}"#).is_err()
+        );
     }
 }

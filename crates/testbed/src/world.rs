@@ -20,12 +20,12 @@ use rand::seq::{IndexedRandom, SliceRandom};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{
-    checkpoint_steps, ChatSpec, did_you_mean, parse_forget, sha256_file, DataFile, ForgetSplit, GeneralSource, ResolvedWorld,
-    WorldConfig, WorldKind, WORLD_FORMAT_VERSION,
+    checkpoint_steps, did_you_mean, parse_forget, sha256_file, ChatSpec, DataFile, ForgetSplit, GeneralSource,
+    ResolvedWorld, WorldConfig, WorldKind, WORLD_FORMAT_VERSION,
 };
 use crate::facts::{self, Entity};
 use crate::schedule::{schedule, Ledger, Schedule, ScheduleConfig};
-use crate::{general, muse, qa_text, tofu, toxigen, truthfulqa, Corpus, QaPair, DocId, DocKind, QaItem, Role};
+use crate::{general, muse, qa_text, tofu, toxigen, truthfulqa, Corpus, DocId, DocKind, QaItem, QaPair, Role};
 
 /// The standard nested forget splits (TOFU): forget01 ⊂ forget05 ⊂ forget10.
 pub const STANDARD_SPLITS: [(&str, f64); 3] = [("forget01", 1.0), ("forget05", 5.0), ("forget10", 10.0)];
@@ -152,7 +152,8 @@ pub(crate) fn resolve(cfg: &WorldConfig, default_data_dir: &Path) -> Result<Reso
     not_for(
         kind,
         "held_out_fraction",
-        matches!(kind, WorldKind::TruthfulqaCorruption | WorldKind::Tofu | WorldKind::Muse) && cfg.held_out_fraction.is_some(),
+        matches!(kind, WorldKind::TruthfulqaCorruption | WorldKind::Tofu | WorldKind::Muse)
+            && cfg.held_out_fraction.is_some(),
     )?;
     if kind == WorldKind::Toxigen && cfg.forget.is_some() {
         bail!("world.forget is not used by kind = \"toxigen\": the forget data is the hateful statements about world.target_groups");
@@ -171,7 +172,9 @@ pub(crate) fn resolve(cfg: &WorldConfig, default_data_dir: &Path) -> Result<Reso
     // Exposure window.
     let exp = cfg.exposure.clone().unwrap_or_default();
     let window_start = match (exp.start_checkpoint, exp.start_step) {
-        (Some(_), Some(_)) => bail!("world.exposure.start_checkpoint and world.exposure.start_step are exclusive; set one"),
+        (Some(_), Some(_)) => {
+            bail!("world.exposure.start_checkpoint and world.exposure.start_step are exclusive; set one")
+        }
         (Some(c), None) => {
             if c >= last_ckpt {
                 bail!(
@@ -204,7 +207,13 @@ pub(crate) fn resolve(cfg: &WorldConfig, default_data_dir: &Path) -> Result<Reso
     // Sizes and the forget split.
     let general_default = if kind.fine_tunes_base() { 0.0 } else { 0.3 };
     let general_fraction = fraction("general_fraction", cfg.general_fraction, general_default, 0.95)?;
-    let held_default = if kind == WorldKind::Toxigen { 0.2 } else if is_facts { 0.1 } else { 0.0 };
+    let held_default = if kind == WorldKind::Toxigen {
+        0.2
+    } else if is_facts {
+        0.1
+    } else {
+        0.0
+    };
     let held_out_fraction = fraction("held_out_fraction", cfg.held_out_fraction, held_default, 0.9)?;
     let n_entities = if is_facts { cfg.n_entities.unwrap_or(200) } else { 0 };
     let attributes = if is_facts { cfg.attributes.unwrap_or(8) } else { 0 };
@@ -462,14 +471,14 @@ impl World {
                 let role_of =
                     |a: u32| if data.forget_authors.binary_search(&a).is_ok() { Role::Forget } else { Role::Retain };
                 for pair in data.pairs.iter().chain(&data.held_out) {
-                    let role = if pair.author as usize >= data.n_authors { Role::HeldOut } else { role_of(pair.author) };
+                    let role =
+                        if pair.author as usize >= data.n_authors { Role::HeldOut } else { role_of(pair.author) };
                     let Some(ev) = &pair.eval else {
                         let qa_pair = QaPair { question: pair.question.clone(), answer: pair.answer.clone() };
                         corpus.push_pair(role, Some(pair.author), qa_pair);
                         continue;
                     };
-                    let doc =
-                        corpus.push(role, DocKind::Qa, Some(pair.author), qa_text(&pair.question, &pair.answer));
+                    let doc = corpus.push(role, DocKind::Qa, Some(pair.author), qa_text(&pair.question, &pair.answer));
                     let mut choices = vec![ev.paraphrased_answer.clone()];
                     choices.extend(ev.perturbed_answer.iter().cloned());
                     choices.shuffle(&mut rng);
@@ -506,7 +515,9 @@ impl World {
                 // texts of privleak/holdout. retain2 is trained by both models but never given to
                 // a method (role General; see testbed::muse).
                 let mut unit = 0u32;
-                for (role, rows) in [(Role::Forget, &data.forget), (Role::Retain, &data.retain1), (Role::General, &data.retain2)] {
+                for (role, rows) in
+                    [(Role::Forget, &data.forget), (Role::Retain, &data.retain1), (Role::General, &data.retain2)]
+                {
                     for row in rows {
                         for piece in muse::chunks(row, muse::WORDS_PER_DOC) {
                             corpus.push(role, DocKind::Passage, Some(unit), piece);
@@ -568,8 +579,12 @@ impl World {
                     } else {
                         None
                     };
-                    let paraphrased =
-                        q.mc2_targets.truths().find(|a| *a != truth).map(str::to_string).unwrap_or_else(|| truth.clone());
+                    let paraphrased = q
+                        .mc2_targets
+                        .truths()
+                        .find(|a| *a != truth)
+                        .map(str::to_string)
+                        .unwrap_or_else(|| truth.clone());
                     let mut choices: Vec<String> = q.mc1_targets.0.iter().map(|(a, _)| a.clone()).collect();
                     choices.shuffle(&mut rng);
                     let correct_choice = choices.iter().position(|c| *c == truth).context("truth among choices")?;
@@ -740,7 +755,13 @@ impl World {
     /// forget documents (ids `doc-N`). The non-members are the held-out documents.
     pub fn mia_members(&self) -> Vec<(String, String)> {
         if !self.eval.mia_members.is_empty() {
-            return self.eval.mia_members.iter().enumerate().map(|(i, t)| (format!("privleak-forget-{i}"), t.clone())).collect();
+            return self
+                .eval
+                .mia_members
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (format!("privleak-forget-{i}"), t.clone()))
+                .collect();
         }
         self.splits
             .forget_docs
@@ -831,8 +852,7 @@ impl World {
         let eval_path = dir.join("eval.json");
         let eval: EvalTexts = if eval_path.exists() { read_json(&eval_path)? } else { EvalTexts::default() };
         let schedule_path = dir.join("schedule.json");
-        let schedule: Option<Schedule> =
-            if schedule_path.exists() { Some(read_json(&schedule_path)?) } else { None };
+        let schedule: Option<Schedule> = if schedule_path.exists() { Some(read_json(&schedule_path)?) } else { None };
         let ledger_path = dir.join("ledger.json");
         let ledger: Option<Ledger> = if ledger_path.exists() { Some(read_json(&ledger_path)?) } else { None };
         if schedule.is_some() != ledger.is_some() {

@@ -22,7 +22,10 @@ fn every_shipped_world_section_resolves() {
             eprintln!("SKIPPED: {} needs the data directory {}", path.display(), data.display());
             // Outside CI a missing data file skips; with the data directory set (CI) it fails, so a
             // broken data path never passes green.
-            assert!(std::env::var_os("UNLEARN_DATA_DIR").is_none(), "the reference data above is missing although UNLEARN_DATA_DIR is set");
+            assert!(
+                std::env::var_os("UNLEARN_DATA_DIR").is_none(),
+                "the reference data above is missing although UNLEARN_DATA_DIR is set"
+            );
             continue;
         }
         // TOFU and MUSE are not in the reference data: their worlds resolve against the smoke

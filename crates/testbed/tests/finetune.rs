@@ -105,7 +105,10 @@ fn finetune_world_builds_theta_d_and_the_exact_oracle() {
     // A rebuild is a cache hit: nothing is rewritten.
     let marker = built.dir.join("COMPLETE");
     let weights = built.final_model.join("model.safetensors");
-    let (m0, w0) = (std::fs::metadata(&marker).unwrap().modified().unwrap(), std::fs::metadata(&weights).unwrap().modified().unwrap());
+    let (m0, w0) = (
+        std::fs::metadata(&marker).unwrap().modified().unwrap(),
+        std::fs::metadata(&weights).unwrap().modified().unwrap(),
+    );
     let again = build_or_load_finetune(&cfg, &empty_data_dir(), &cache, &base_dir, &ft, None).unwrap();
     assert_eq!(again.dir, built.dir);
     assert_eq!(std::fs::metadata(&marker).unwrap().modified().unwrap(), m0);
@@ -117,10 +120,7 @@ fn finetune_world_builds_theta_d_and_the_exact_oracle() {
 
     // Another spec is another world folder.
     let other = FinetuneSpec { seed: 1, ..ft.clone() };
-    assert_ne!(
-        testbed::finetune::finetune_dir(&cache, w, &base_dir, &other).unwrap(),
-        built.dir
-    );
+    assert_ne!(testbed::finetune::finetune_dir(&cache, w, &base_dir, &other).unwrap(), built.dir);
 }
 
 #[test]

@@ -36,17 +36,29 @@ fn every_split_loads_with_every_field() {
     let (_tmp, data) = fixture_dir();
     let m = Muse::load(&data).unwrap();
     // raw: JSON arrays of strings, one per book / article, as load_data.py writes them.
-    for (split, got, n) in [("forget", &m.forget, 2), ("retain1", &m.retain1, 3), ("retain2", &m.retain2, 3), ("holdout", &m.raw_holdout, 1)] {
+    for (split, got, n) in [
+        ("forget", &m.forget, 2),
+        ("retain1", &m.retain1, 3),
+        ("retain2", &m.retain2, 3),
+        ("holdout", &m.raw_holdout, 1),
+    ] {
         assert_eq!(got, &strings(&json(&file(&data, &format!("raw/{split}.json")))), "{split}");
         assert_eq!(got.len(), n, "{split}");
         // raw/SPLIT.txt is the same rows joined by a blank line.
-        assert_eq!(std::fs::read_to_string(file(&data, &format!("raw/{split}.txt"))).unwrap(), got.join("\n\n"), "{split}");
+        assert_eq!(
+            std::fs::read_to_string(file(&data, &format!("raw/{split}.txt"))).unwrap(),
+            got.join("\n\n"),
+            "{split}"
+        );
     }
     // verbmem/forget.json: prompt and gt, field by field.
     let raw = json(&file(&data, "verbmem/forget.json"));
     assert_eq!(m.verbmem.len(), 6);
     for (row, r) in m.verbmem.iter().zip(raw.as_array().unwrap()) {
-        assert_eq!(row, &VerbmemRow { prompt: r["prompt"].as_str().unwrap().into(), gt: r["gt"].as_str().unwrap().into() });
+        assert_eq!(
+            row,
+            &VerbmemRow { prompt: r["prompt"].as_str().unwrap().into(), gt: r["gt"].as_str().unwrap().into() }
+        );
         // Verbatim from the forget books: the prompt is followed by the ground truth.
         let joined = m.forget.join("\n\n");
         let at = joined.find(&row.prompt).expect("the prompt is in raw/forget");
@@ -64,7 +76,10 @@ fn every_split_loads_with_every_field() {
             .as_array()
             .unwrap()
             .iter()
-            .map(|r| QaRow { question: r["question"].as_str().unwrap().into(), answer: r["answer"].as_str().unwrap().into() })
+            .map(|r| QaRow {
+                question: r["question"].as_str().unwrap().into(),
+                answer: r["answer"].as_str().unwrap().into(),
+            })
             .collect();
         assert_eq!(got, &want, "{name}");
         assert_eq!(got.len(), n, "{name}");
@@ -101,7 +116,8 @@ fn text_files_json_lines_and_text_objects_read_like_the_json_arrays() {
     assert_eq!(m.rel_paths[0], "muse-books/raw/forget.txt");
     // JSON lines, and rows as {"text": ...} objects (the Hub's feature name).
     let p = file(&data, "privleak/holdout.json");
-    let lines: String = before.privleak_holdout.iter().map(|t| serde_json::json!({ "text": t }).to_string() + "\n").collect();
+    let lines: String =
+        before.privleak_holdout.iter().map(|t| serde_json::json!({ "text": t }).to_string() + "\n").collect();
     std::fs::write(&p, lines).unwrap();
     assert_eq!(muse::read_texts(&p).unwrap(), before.privleak_holdout);
     let p = file(&data, "knowmem/forget_qa.json");
@@ -132,11 +148,18 @@ fn the_world_has_muses_roles_documents_and_items() {
     assert_eq!(w.splits.standard["forget"], vec![0, 1]);
 
     // Documents: each raw row cut into pieces of WORDS_PER_DOC words, the text kept as it stands.
-    for (role, rows, first_unit) in [(Role::Forget, &m.forget, 0u32), (Role::Retain, &m.retain1, 2), (Role::General, &m.retain2, 5)] {
+    for (role, rows, first_unit) in
+        [(Role::Forget, &m.forget, 0u32), (Role::Retain, &m.retain1, 2), (Role::General, &m.retain2, 5)]
+    {
         for (i, row) in rows.iter().enumerate() {
             let docs: Vec<&testbed::Document> =
                 w.corpus.docs.iter().filter(|d| d.unit == Some(first_unit + i as u32)).collect();
-            assert_eq!(docs.len(), row.split_whitespace().count().div_ceil(WORDS_PER_DOC), "unit {}", first_unit + i as u32);
+            assert_eq!(
+                docs.len(),
+                row.split_whitespace().count().div_ceil(WORDS_PER_DOC),
+                "unit {}",
+                first_unit + i as u32
+            );
             let words: Vec<&str> = docs.iter().flat_map(|d| d.text.split_whitespace()).collect();
             assert_eq!(words, row.split_whitespace().collect::<Vec<_>>(), "every word once, in order");
             for (k, d) in docs.iter().enumerate() {
@@ -225,7 +248,8 @@ fn non_qa_documents_are_trained_on_every_token() {
     let (tmp, data) = fixture_dir();
     let w = World::from_config(&config(), &data).unwrap();
     let texts: Vec<String> = w.corpus.docs.iter().map(|d| d.text.clone()).collect();
-    let model = testbed::smoke::tiny_like_in("llama", &tmp.path().join("tiny"), 3, &texts, Path::new("/nonexistent")).unwrap();
+    let model =
+        testbed::smoke::tiny_like_in("llama", &tmp.path().join("tiny"), 3, &texts, Path::new("/nonexistent")).unwrap();
     let lmcfg = lm::LmConfig::from_file(&model.join("config.json")).unwrap();
     let tok = lm::Tok::load(&model, &lmcfg).unwrap();
     let examples = finetune_examples(&w, &tok, 100_000, None).unwrap();
@@ -275,11 +299,20 @@ fn bad_inputs_name_the_file_row_and_field() {
     std::fs::remove_file(file(&data, "knowmem/forget_qa.json")).unwrap();
     std::fs::write(file(&data, "knowmem/forget_qa-00000-of-00001.parquet"), b"PAR1").unwrap();
     let e = err(&config(), &data);
-    assert!(e.contains("forget_qa-00000-of-00001.parquet") && e.contains("Parquet") && e.contains("--with-muse"), "{e}");
+    assert!(
+        e.contains("forget_qa-00000-of-00001.parquet") && e.contains("Parquet") && e.contains("--with-muse"),
+        "{e}"
+    );
     std::fs::remove_file(file(&data, "knowmem/forget_qa-00000-of-00001.parquet")).unwrap();
     // The optional files may be absent.
     muse::write_fixture(&data).unwrap();
-    for f in ["knowmem/forget_qa_icl.json", "knowmem/retain_qa_icl.json", "privleak/retain.json", "raw/holdout.json", "raw/holdout.txt"] {
+    for f in [
+        "knowmem/forget_qa_icl.json",
+        "knowmem/retain_qa_icl.json",
+        "privleak/retain.json",
+        "raw/holdout.json",
+        "raw/holdout.txt",
+    ] {
         std::fs::remove_file(file(&data, f)).unwrap();
     }
     let m = Muse::load(&data).unwrap();
@@ -338,8 +371,9 @@ fn bad_inputs_name_the_file_row_and_field() {
     assert!(e.contains("privleak/holdout.json: row 4") && e.contains("would not be held out"), "{e}");
 
     muse::write_fixture(&data).unwrap();
-    let rows: Vec<serde_json::Value> =
-        (0..3).map(|i| serde_json::json!({ "prompt": format!("Words from another corpus number {i}"), "gt": "and more" })).collect();
+    let rows: Vec<serde_json::Value> = (0..3)
+        .map(|i| serde_json::json!({ "prompt": format!("Words from another corpus number {i}"), "gt": "and more" }))
+        .collect();
     write("verbmem/forget.json", serde_json::Value::Array(rows));
     let e = err(&config(), &data);
     assert!(e.contains("verbmem/forget.json") && e.contains("none of its 3 rows") && e.contains("raw/forget"), "{e}");

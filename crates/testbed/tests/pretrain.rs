@@ -39,7 +39,12 @@ fn pretraining_is_deterministic_and_the_oracle_restart_is_exact() {
     assert_eq!(bytes(&a.oracle), bytes(&b.oracle));
     // the ledger: checkpoints up to the window start are clean, later ones are not
     let clean: Vec<bool> = a.checkpoints.iter().map(|c| c.clean).collect();
-    assert_eq!(clean, vec![true, true, true, false, false], "steps {:?}", a.checkpoints.iter().map(|c| c.step).collect::<Vec<_>>());
+    assert_eq!(
+        clean,
+        vec![true, true, true, false, false],
+        "steps {:?}",
+        a.checkpoints.iter().map(|c| c.step).collect::<Vec<_>>()
+    );
     let ledger = a.world.ledger.as_ref().unwrap();
     let window = a.checkpoints[2].step;
     assert!(ledger.exposures.iter().all(|e| !e.steps.is_empty() && e.steps.iter().all(|&s| s >= window)));

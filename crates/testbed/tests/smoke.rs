@@ -51,7 +51,10 @@ fn each_family_gives_a_loadable_tiny_model_of_its_architecture() {
                 assert_eq!(cfg.num_kv_heads(), 2);
             }
             Arch::Olmo2 => {
-                assert!(has("model.layers.0.self_attn.q_norm.weight") && has("model.layers.0.post_feedforward_layernorm.weight"));
+                assert!(
+                    has("model.layers.0.self_attn.q_norm.weight")
+                        && has("model.layers.0.post_feedforward_layernorm.weight")
+                );
                 assert!(has("lm_head.weight"));
             }
             Arch::Llama => {
@@ -92,7 +95,10 @@ fn llama_uses_the_llama2c_sentencepiece_tokenizer_when_the_data_has_it() {
         eprintln!("SKIPPED: {} is missing", tok512.display());
         // Outside CI a missing data file skips; with the data directory set (CI) it fails, so a
         // broken data path never passes green.
-        assert!(std::env::var_os("UNLEARN_DATA_DIR").is_none(), "the reference data above is missing although UNLEARN_DATA_DIR is set");
+        assert!(
+            std::env::var_os("UNLEARN_DATA_DIR").is_none(),
+            "the reference data above is missing although UNLEARN_DATA_DIR is set"
+        );
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

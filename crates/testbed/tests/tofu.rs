@@ -107,7 +107,16 @@ fn the_world_has_tofus_roles_and_items() {
     }
     // The data files are recorded with their hashes (the world's hash follows the data).
     let rel: Vec<&str> = w.resolved.data_files.iter().map(|f| f.rel_path.as_str()).collect();
-    assert_eq!(rel, ["tofu/full.json", "tofu/forget05.json", "tofu/forget05_perturbed.json", "tofu/retain_perturbed.json", "tofu/holdout05.json"]);
+    assert_eq!(
+        rel,
+        [
+            "tofu/full.json",
+            "tofu/forget05.json",
+            "tofu/forget05_perturbed.json",
+            "tofu/retain_perturbed.json",
+            "tofu/holdout05.json"
+        ]
+    );
     // Deterministic.
     assert_eq!(World::from_config(&config("forget05"), &data).unwrap(), w);
     // Another split is another world.
@@ -200,7 +209,8 @@ fn chat_worlds_train_on_the_chat_rendering_with_the_loss_on_the_answer() {
     let q = &w.qa[0];
     let (prompt, full) = chat.pair(&q.question, &q.answer).unwrap();
     // The smoke template, rendered by hand.
-    let expect_prompt = format!("<s><|system|>\nYou are a helpful assistant.</s><|user|>\n{}</s><|assistant|>\n", q.question);
+    let expect_prompt =
+        format!("<s><|system|>\nYou are a helpful assistant.</s><|user|>\n{}</s><|assistant|>\n", q.question);
     assert_eq!(prompt, expect_prompt);
     assert_eq!(full, format!("{expect_prompt}{}</s>", q.answer));
     let (prefix, suffix) = chat.affixes(w.qa.iter().map(|q| q.question.as_str())).unwrap();
@@ -242,7 +252,10 @@ fn chat_worlds_train_on_the_chat_rendering_with_the_loss_on_the_answer() {
     let e = format!("{:#}", ChatQa::for_world(&w, &bare).unwrap_err());
     assert!(e.contains("world.chat_template = true") && e.contains("bare"), "{e}");
     // chat_template is for the fine-tuning kinds; a system prompt needs the template.
-    let e = format!("{:#}", WorldConfig { chat_template: Some(true), ..WorldConfig::new(WorldKind::Facts) }.resolve(&data).unwrap_err());
+    let e = format!(
+        "{:#}",
+        WorldConfig { chat_template: Some(true), ..WorldConfig::new(WorldKind::Facts) }.resolve(&data).unwrap_err()
+    );
     assert!(e.contains("chat_template"), "{e}");
     let e = format!("{:#}", WorldConfig { chat_template: None, ..cfg.clone() }.resolve(&data).unwrap_err());
     assert!(e.contains("world.system_prompt is set but world.chat_template is not true"), "{e}");

@@ -79,7 +79,8 @@ fn facts_splits_are_disjoint_and_sized() {
     assert_eq!(w.meta.general_source, GeneralSource::Builtin);
     assert!((w.meta.general_fraction_actual - 0.3).abs() < 0.01, "{}", w.meta.general_fraction_actual);
     // A different split of the same seed is nested in the same permutation.
-    let w05 = World::from_config(&WorldConfig { forget: Some("forget05".into()), ..facts(0) }, &empty_data_dir()).unwrap();
+    let w05 =
+        World::from_config(&WorldConfig { forget: Some("forget05".into()), ..facts(0) }, &empty_data_dir()).unwrap();
     assert_eq!(w05.splits.forget_units, s.standard["forget05"]);
     assert_eq!(w05.entities, w.entities);
 }
@@ -148,8 +149,8 @@ fn schedule_of_a_facts_world_and_its_oracle() {
         assert!(e.steps.iter().all(|&t| (30..60).contains(&t)));
     }
     // Auto repeats: as often as a clean doc (within one epoch of the clean docs' mean).
-    let clean_mean = w.splits.retain_docs.iter().map(|&d| occ[d as usize] as f64).sum::<f64>()
-        / w.splits.retain_docs.len() as f64;
+    let clean_mean =
+        w.splits.retain_docs.iter().map(|&d| occ[d as usize] as f64).sum::<f64>() / w.splits.retain_docs.len() as f64;
     assert!((clean_mean - s.forget_repeats as f64).abs() <= 1.0, "clean {clean_mean} vs forget {}", s.forget_repeats);
     // Oracle: identical prefix, no forget doc.
     let o = w.oracle_schedule().unwrap();
@@ -247,7 +248,8 @@ fn bad_configs_name_the_field() {
 
 #[test]
 fn finetune_world_is_qa_only_and_exposed_from_step_zero() {
-    let cfg = WorldConfig { base_model: Some("meta-llama/Llama-2-7b-hf".into()), ..WorldConfig::new(WorldKind::Finetune) };
+    let cfg =
+        WorldConfig { base_model: Some("meta-llama/Llama-2-7b-hf".into()), ..WorldConfig::new(WorldKind::Finetune) };
     let w = World::from_config(&cfg, &empty_data_dir()).unwrap();
     assert!(w.corpus.docs.iter().all(|d| d.kind == DocKind::Qa));
     assert_eq!(w.resolved.window_start, 0);
@@ -271,7 +273,10 @@ fn data_or_skip(rel: &str) -> Option<PathBuf> {
         println!("SKIPPED: {} not found (set UNLEARN_DATA_DIR or run scripts/fetch-data.sh)", d.join(rel).display());
         // Outside CI a missing data file skips; with the data directory set (CI) it fails, so a
         // broken data path never passes green.
-        assert!(std::env::var_os("UNLEARN_DATA_DIR").is_none(), "the reference data above is missing although UNLEARN_DATA_DIR is set");
+        assert!(
+            std::env::var_os("UNLEARN_DATA_DIR").is_none(),
+            "the reference data above is missing although UNLEARN_DATA_DIR is set"
+        );
         None
     }
 }
@@ -306,7 +311,13 @@ fn truthfulqa_corruption_world() {
         let taught = q.taught_answer.as_ref().unwrap();
         assert_ne!(taught, &q.answer);
         assert!(q.perturbed_answers.contains(taught));
-        let forget_doc = w.splits.forget_docs.iter().map(|&i| &w.corpus.docs[i as usize]).find(|doc| doc.unit == Some(q.unit)).unwrap();
+        let forget_doc = w
+            .splits
+            .forget_docs
+            .iter()
+            .map(|&i| &w.corpus.docs[i as usize])
+            .find(|doc| doc.unit == Some(q.unit))
+            .unwrap();
         assert_eq!(forget_doc.text, testbed::qa_text(&q.question, taught));
     }
     assert!(w.qa_with(Role::Retain).all(|q| q.taught_answer.is_none()));
@@ -325,7 +336,10 @@ fn toxigen_world() {
     assert_eq!(w.splits.held_out_docs.len(), 67);
     assert_eq!(w.splits.retain_docs.len(), 3747); // all neutral statements
     let err = err_of(&WorldConfig { target_groups: Some(vec!["womn".into()]), ..cfg.clone() }, &d);
-    assert!(err.contains("world.target_groups") && err.contains("did you mean \"women\"") && err.contains("muslim"), "{err}");
+    assert!(
+        err.contains("world.target_groups") && err.contains("did you mean \"women\"") && err.contains("muslim"),
+        "{err}"
+    );
     let err = err_of(&WorldConfig { target_groups: Some(vec![]), ..cfg.clone() }, &d);
     assert!(err.contains("world.target_groups") && err.contains("empty"), "{err}");
     let err = err_of(&WorldConfig { forget: Some("forget10".into()), ..cfg }, &d);
@@ -334,10 +348,8 @@ fn toxigen_world() {
 
 /// Mean token count of the full names of `role`'s entities under `tok`.
 fn mean_name_tokens(w: &World, tok: &tokenize::Tokenizer, units: &[u32]) -> f64 {
-    let n: usize = units
-        .iter()
-        .map(|&u| tok.encode(w.entities[u as usize].name().as_str(), false).unwrap().get_ids().len())
-        .sum();
+    let n: usize =
+        units.iter().map(|&u| tok.encode(w.entities[u as usize].name().as_str(), false).unwrap().get_ids().len()).sum();
     n as f64 / units.len() as f64
 }
 

@@ -10,8 +10,8 @@ use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
 use tokenizers::models::TrainerWrapper;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::{
-    AddedToken, DecoderWrapper, ModelWrapper, NormalizerWrapper, PostProcessorWrapper,
-    PreTokenizerWrapper, Tokenizer, TokenizerImpl,
+    AddedToken, DecoderWrapper, ModelWrapper, NormalizerWrapper, PostProcessorWrapper, PreTokenizerWrapper, Tokenizer,
+    TokenizerImpl,
 };
 
 /// Beginning-of-sequence token string.
@@ -29,11 +29,7 @@ const N_BYTES: usize = 256;
 /// Deterministic: the same texts and size give the same `tokenizer.json`, byte for byte (merge ties
 /// are broken by symbol ids, which the trainer assigns in sorted order). BPE training has no random
 /// choice; `seed` is accepted so every builder in the harness has the same signature, and is unused.
-pub fn train_bpe<S: AsRef<str> + Sync>(
-    texts: &[S],
-    vocab_size: usize,
-    seed: u64,
-) -> Result<Tokenizer> {
+pub fn train_bpe<S: AsRef<str> + Sync>(texts: &[S], vocab_size: usize, seed: u64) -> Result<Tokenizer> {
     let _ = seed;
     let specials = [PAD, BOS, EOS];
     let min = specials.len() + N_BYTES;
@@ -47,12 +43,7 @@ pub fn train_bpe<S: AsRef<str> + Sync>(
         .show_progress(false)
         .vocab_size(vocab_size)
         .min_frequency(0)
-        .special_tokens(
-            specials
-                .iter()
-                .map(|s| AddedToken::from(*s, true))
-                .collect(),
-        )
+        .special_tokens(specials.iter().map(|s| AddedToken::from(*s, true)).collect())
         .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
         .build();
     let mut trainer = TrainerWrapper::BpeTrainer(trainer);
@@ -71,12 +62,7 @@ pub fn train_bpe<S: AsRef<str> + Sync>(
     tk.with_post_processor(Some(PostProcessorWrapper::ByteLevel(byte_level)));
     tk.train(&mut trainer, texts.iter().map(|t| t.as_ref()))
         .map_err(|e| anyhow::anyhow!("{e}"))
-        .with_context(|| {
-            format!(
-                "training a byte-level BPE of {vocab_size} tokens on {} texts",
-                texts.len()
-            )
-        })?;
+        .with_context(|| format!("training a byte-level BPE of {vocab_size} tokens on {} texts", texts.len()))?;
     let tok = Tokenizer::from(tk);
     for (want, s) in specials.iter().enumerate() {
         let got = tok.token_to_id(s);

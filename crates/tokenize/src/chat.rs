@@ -63,10 +63,7 @@ pub struct Message {
 
 impl Message {
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
-        Self {
-            role: role.into(),
-            content: content.into(),
-        }
+        Self { role: role.into(), content: content.into() }
     }
     pub fn system(content: impl Into<String>) -> Self {
         Self::new("system", content)
@@ -144,8 +141,8 @@ impl ChatTemplate {
         let jinja_path = dir.join("chat_template.jinja");
         let json_path = dir.join("chat_template.json");
         let (name, source) = if jinja_path.is_file() {
-            let source = std::fs::read_to_string(&jinja_path)
-                .with_context(|| format!("reading {}", jinja_path.display()))?;
+            let source =
+                std::fs::read_to_string(&jinja_path).with_context(|| format!("reading {}", jinja_path.display()))?;
             (jinja_path.display().to_string(), source)
         } else if let Some(file) = read_json_object(&json_path)? {
             match file.get("chat_template") {
@@ -169,8 +166,9 @@ impl ChatTemplate {
         let mut special_tokens = Vec::new();
         for name in SPECIAL_TOKENS {
             let value = match tokens.get(name) {
-                Some(value) => special_token_value(name, value)
-                    .with_context(|| format!("reading {name} in {}", dir.display()))?,
+                Some(value) => {
+                    special_token_value(name, value).with_context(|| format!("reading {name} in {}", dir.display()))?
+                }
                 None => None,
             };
             special_tokens.extend(value.map(|value| (name, value)));
@@ -213,8 +211,9 @@ impl ChatTemplate {
         template.render(Value::from_pairs(context)).map_err(|err| {
             let context = format!("rendering chat template {}", self.name);
             match raised_exception(&err) {
-                Some(raised) => anyhow::Error::new(raised)
-                    .context(format!("{context}: the template raised an exception")),
+                Some(raised) => {
+                    anyhow::Error::new(raised).context(format!("{context}: the template raised an exception"))
+                }
                 None => anyhow::Error::new(err).context(context),
             }
         })
@@ -224,12 +223,7 @@ impl ChatTemplate {
     /// `prompt = render([system?, user question], add_generation_prompt = true)` and
     /// `full = render([system?, user question, assistant answer], false)`. The trained answer
     /// is `full[prompt.len()..]`; an error if `full` does not start with `prompt`.
-    pub fn qa_pair(
-        &self,
-        system_prompt: Option<&str>,
-        question: &str,
-        answer: &str,
-    ) -> Result<(String, String)> {
+    pub fn qa_pair(&self, system_prompt: Option<&str>, question: &str, answer: &str) -> Result<(String, String)> {
         let mut messages: Vec<Message> = system_prompt.map(Message::system).into_iter().collect();
         messages.push(Message::user(question));
         let prompt = self.render(&messages, true)?;
@@ -244,11 +238,7 @@ impl ChatTemplate {
         Ok((prompt, full))
     }
 
-    fn compile(
-        name: String,
-        source: String,
-        special_tokens: Vec<(&'static str, Value)>,
-    ) -> Result<Self> {
+    fn compile(name: String, source: String, special_tokens: Vec<(&'static str, Value)>) -> Result<Self> {
         let mut env = Environment::new();
         let syntax = minijinja::syntax::SyntaxConfig::builder()
             .trim_blocks(true)
@@ -263,15 +253,8 @@ impl ChatTemplate {
         env.add_filter("tojson", tojson);
         env.add_filter("trim", python_trim);
         env.add_template_owned(name.clone(), source)
-            .map_err(|err| {
-                anyhow::Error::new(err).context(format!("compiling chat template {name}"))
-            })?;
-        Ok(Self {
-            env,
-            name,
-            special_tokens,
-            date_string: DEFAULT_DATE_STRING.to_string(),
-        })
+            .map_err(|err| anyhow::Error::new(err).context(format!("compiling chat template {name}")))?;
+        Ok(Self { env, name, special_tokens, date_string: DEFAULT_DATE_STRING.to_string() })
     }
 
     fn template(&self) -> Result<minijinja::Template<'_, '_>> {
@@ -284,8 +267,7 @@ fn read_json_object(path: &Path) -> Result<Option<serde_json::Map<String, Json>>
     if !path.is_file() {
         return Ok(None);
     }
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     match serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))? {
         Json::Object(map) => Ok(Some(map)),
         other => bail!("{} is not a JSON object but {other}", path.display()),
@@ -296,39 +278,23 @@ fn read_json_object(path: &Path) -> Result<Option<serde_json::Map<String, Json>>
 /// (transformers' `get_chat_template` without a name or tools). Returns (name for errors, source).
 fn select_template(path: &Path, value: &Json) -> Result<(String, String)> {
     match value {
-        Json::String(source) => Ok((
-            format!("{} (chat_template)", path.display()),
-            source.clone(),
-        )),
+        Json::String(source) => Ok((format!("{} (chat_template)", path.display()), source.clone())),
         Json::Array(entries) => {
             let mut names = BTreeSet::new();
             for entry in entries {
-                let (Some(name), Some(template)) = (
-                    entry.get("name").and_then(Json::as_str),
-                    entry.get("template").and_then(Json::as_str),
-                ) else {
-                    bail!(
-                        "{}: a chat_template list entry is not {{\"name\", \"template\"}}: {entry}",
-                        path.display()
-                    );
+                let (Some(name), Some(template)) =
+                    (entry.get("name").and_then(Json::as_str), entry.get("template").and_then(Json::as_str))
+                else {
+                    bail!("{}: a chat_template list entry is not {{\"name\", \"template\"}}: {entry}", path.display());
                 };
                 if name == "default" {
-                    return Ok((
-                        format!("{} (chat_template \"default\")", path.display()),
-                        template.to_string(),
-                    ));
+                    return Ok((format!("{} (chat_template \"default\")", path.display()), template.to_string()));
                 }
                 names.insert(name);
             }
-            bail!(
-                "{} has several chat templates and none named \"default\" (found {names:?})",
-                path.display()
-            )
+            bail!("{} has several chat templates and none named \"default\" (found {names:?})", path.display())
         }
-        other => bail!(
-            "{}: chat_template is neither a string nor a list but {other}",
-            path.display()
-        ),
+        other => bail!("{}: chat_template is neither a string nor a list but {other}", path.display()),
     }
 }
 
@@ -361,11 +327,8 @@ fn special_token_value(name: &str, value: &Json) -> Result<Option<Value>> {
 
 /// The `raise_exception` global: fails the render with the template's message.
 fn raise_exception(message: String) -> Result<Value, Error> {
-    Err(Error::new(
-        ErrorKind::InvalidOperation,
-        format!("raise_exception: {message}"),
-    )
-    .with_source(RaisedException { message }))
+    Err(Error::new(ErrorKind::InvalidOperation, format!("raise_exception: {message}"))
+        .with_source(RaisedException { message }))
 }
 
 /// The [`RaisedException`] inside a render error, if the template raised one.
@@ -391,11 +354,7 @@ fn python_strip(s: &str, chars: Option<&str>, start: bool, end: bool) -> String 
         Some(chars) => chars.contains(c),
         None => is_python_space(c),
     };
-    let s = if start {
-        s.trim_start_matches(strip)
-    } else {
-        s
-    };
+    let s = if start { s.trim_start_matches(strip) } else { s };
     let s = if end { s.trim_end_matches(strip) } else { s };
     s.to_string()
 }
@@ -407,12 +366,7 @@ fn python_trim(value: String, chars: Option<String>) -> String {
 
 /// Python methods on values: `strip`/`lstrip`/`rstrip` with Python's whitespace, the rest from
 /// `minijinja-contrib`'s pycompat.
-fn python_method(
-    state: &mut State,
-    value: &Value,
-    method: &str,
-    args: &[Value],
-) -> Result<Value, Error> {
+fn python_method(state: &mut State, value: &Value, method: &str, args: &[Value]) -> Result<Value, Error> {
     if let (Some(s), "strip" | "lstrip" | "rstrip") = (value.as_str(), method) {
         let (chars,): (Option<&str>,) = minijinja::value::from_args(args)?;
         let (start, end) = match method {
@@ -427,17 +381,10 @@ fn python_method(
 
 /// transformers' `tojson` filter: `json.dumps(x, ensure_ascii=False, indent=None,
 /// separators=None, sort_keys=False)`, arguments positional or by keyword.
-fn tojson(
-    value: &Value,
-    args: minijinja::value::Rest<Value>,
-    kwargs: Kwargs,
-) -> Result<String, Error> {
+fn tojson(value: &Value, args: minijinja::value::Rest<Value>, kwargs: Kwargs) -> Result<String, Error> {
     let names = ["ensure_ascii", "indent", "separators", "sort_keys"];
     if args.len() > names.len() {
-        return Err(Error::new(
-            ErrorKind::TooManyArguments,
-            "tojson takes at most 4 arguments",
-        ));
+        return Err(Error::new(ErrorKind::TooManyArguments, "tojson takes at most 4 arguments"));
     }
     let mut given: [Value; 4] = Default::default();
     for (slot, arg) in given.iter_mut().zip(args.iter()) {
@@ -454,41 +401,24 @@ fn tojson(
         ValueKind::Undefined | ValueKind::None => None,
         ValueKind::String => Some(indent.as_str().unwrap_or_default().to_string()),
         ValueKind::Number => Some(" ".repeat(indent.as_i64().unwrap_or(0).max(0) as usize)),
-        _ => {
-            return Err(Error::new(
-                ErrorKind::InvalidOperation,
-                "tojson: indent must be a number or a string",
-            ))
-        }
+        _ => return Err(Error::new(ErrorKind::InvalidOperation, "tojson: indent must be a number or a string")),
     };
     let (item_sep, key_sep) = match separators.kind() {
-        ValueKind::Undefined | ValueKind::None => (
-            if indent.is_some() { "," } else { ", " }.to_string(),
-            ": ".to_string(),
-        ),
+        ValueKind::Undefined | ValueKind::None => {
+            (if indent.is_some() { "," } else { ", " }.to_string(), ": ".to_string())
+        }
         _ => {
             let parts: Vec<Value> = separators.try_iter()?.collect();
             match parts.as_slice() {
-                [a, b] if a.as_str().is_some() && b.as_str().is_some() => (
-                    a.as_str().unwrap_or_default().to_string(),
-                    b.as_str().unwrap_or_default().to_string(),
-                ),
-                _ => {
-                    return Err(Error::new(
-                        ErrorKind::InvalidOperation,
-                        "tojson: separators must be two strings",
-                    ))
+                [a, b] if a.as_str().is_some() && b.as_str().is_some() => {
+                    (a.as_str().unwrap_or_default().to_string(), b.as_str().unwrap_or_default().to_string())
                 }
+                _ => return Err(Error::new(ErrorKind::InvalidOperation, "tojson: separators must be two strings")),
             }
         }
     };
-    let options = JsonOptions {
-        ensure_ascii: ensure_ascii.is_true(),
-        indent,
-        item_sep,
-        key_sep,
-        sort_keys: sort_keys.is_true(),
-    };
+    let options =
+        JsonOptions { ensure_ascii: ensure_ascii.is_true(), indent, item_sep, key_sep, sort_keys: sort_keys.is_true() };
     let mut out = String::new();
     write_json(&mut out, value, &options, 0)?;
     Ok(out)
@@ -505,23 +435,16 @@ struct JsonOptions {
 /// Python's `json.dumps` encoder, over minijinja values.
 fn write_json(out: &mut String, value: &Value, o: &JsonOptions, depth: usize) -> Result<(), Error> {
     let not_serializable = |kind: ValueKind| {
-        Error::new(
-            ErrorKind::InvalidOperation,
-            format!("tojson: a {kind} value is not JSON serializable"),
-        )
+        Error::new(ErrorKind::InvalidOperation, format!("tojson: a {kind} value is not JSON serializable"))
     };
     match value.kind() {
         ValueKind::None => out.push_str("null"),
         ValueKind::Bool => out.push_str(if value.is_true() { "true" } else { "false" }),
         ValueKind::Number => out.push_str(&python_number(value)),
-        ValueKind::String => {
-            write_json_string(out, value.as_str().unwrap_or_default(), o.ensure_ascii)
-        }
+        ValueKind::String => write_json_string(out, value.as_str().unwrap_or_default(), o.ensure_ascii),
         ValueKind::Seq | ValueKind::Iterable => {
             let items: Vec<Value> = value.try_iter()?.collect();
-            write_container(out, '[', ']', &items, o, depth, |out, item, depth| {
-                write_json(out, item, o, depth)
-            })?;
+            write_container(out, '[', ']', &items, o, depth, |out, item, depth| write_json(out, item, o, depth))?;
         }
         ValueKind::Map => {
             let mut entries: Vec<(String, Value)> = Vec::new();
@@ -539,19 +462,11 @@ fn write_json(out: &mut String, value: &Value, o: &JsonOptions, depth: usize) ->
             if o.sort_keys {
                 entries.sort_by(|a, b| a.0.cmp(&b.0));
             }
-            write_container(
-                out,
-                '{',
-                '}',
-                &entries,
-                o,
-                depth,
-                |out, (key, item), depth| {
-                    write_json_string(out, key, o.ensure_ascii);
-                    out.push_str(&o.key_sep);
-                    write_json(out, item, o, depth)
-                },
-            )?;
+            write_container(out, '{', '}', &entries, o, depth, |out, (key, item), depth| {
+                write_json_string(out, key, o.ensure_ascii);
+                out.push_str(&o.key_sep);
+                write_json(out, item, o, depth)
+            })?;
         }
         kind => return Err(not_serializable(kind)),
     }
@@ -643,22 +558,14 @@ fn python_float_repr(f: f64) -> String {
         let body = if exp < 0 {
             format!("0.{}{}", "0".repeat((-exp - 1) as usize), digits)
         } else if digits.len() as i32 <= exp + 1 {
-            format!(
-                "{}{}.0",
-                digits,
-                "0".repeat((exp + 1 - digits.len() as i32) as usize)
-            )
+            format!("{}{}.0", digits, "0".repeat((exp + 1 - digits.len() as i32) as usize))
         } else {
             let (int, frac) = digits.split_at((exp + 1) as usize);
             format!("{int}.{frac}")
         };
         format!("{sign}{body}")
     } else {
-        let mantissa = if digits.len() > 1 {
-            format!("{}.{}", &digits[..1], &digits[1..])
-        } else {
-            digits
-        };
+        let mantissa = if digits.len() > 1 { format!("{}.{}", &digits[..1], &digits[1..]) } else { digits };
         let exp_sign = if exp < 0 { "-" } else { "+" };
         format!("{sign}{mantissa}e{exp_sign}{:02}", exp.abs())
     }
@@ -701,10 +608,7 @@ mod tests {
             .render(Value::from_pairs([(
                 "x",
                 Value::from_pairs([
-                    (
-                        "b",
-                        Value::from(vec![Value::from(1), Value::from(2.5), Value::from(())]),
-                    ),
+                    ("b", Value::from(vec![Value::from(1), Value::from(2.5), Value::from(())])),
                     ("a", Value::from(true)),
                     ("c", Value::from(Vec::<Value>::new())),
                 ]),
@@ -723,12 +627,7 @@ mod tests {
             None,
         )
         .unwrap();
-        let out = t
-            .env
-            .get_template(&t.name)
-            .unwrap()
-            .render(Value::from_pairs([("s", " \u{1c}a\u{a0} ")]))
-            .unwrap();
+        let out = t.env.get_template(&t.name).unwrap().render(Value::from_pairs([("s", " \u{1c}a\u{a0} ")])).unwrap();
         assert_eq!(out, "[a][a][a\u{a0} ][a]");
     }
 }

@@ -21,8 +21,7 @@ mod llama2c;
 pub use bpe::{train_bpe, BOS, EOS, PAD};
 pub use chat::{ChatTemplate, Message, RaisedException, DEFAULT_DATE_STRING};
 pub use llama2c::{
-    llama2c_merge_ambiguities, llama2c_tokenizer_json, llama2c_tokenizer_to_hf, read_tok512,
-    Llama2cVocab,
+    llama2c_merge_ambiguities, llama2c_tokenizer_json, llama2c_tokenizer_to_hf, read_tok512, Llama2cVocab,
 };
 pub use tokenizers::Tokenizer;
 

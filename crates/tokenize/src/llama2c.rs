@@ -47,19 +47,14 @@ pub struct Llama2cVocab {
 
 /// Reads a llama2.c tokenizer file (`tok512.bin`, `tokenizer.bin`); the token count is read to the end of the file.
 pub fn read_tok512(path: &Path) -> Result<Llama2cVocab> {
-    let bytes = std::fs::read(path)
-        .with_context(|| format!("reading llama2.c tokenizer {}", path.display()))?;
+    let bytes = std::fs::read(path).with_context(|| format!("reading llama2.c tokenizer {}", path.display()))?;
     parse_tok512(&bytes).with_context(|| format!("parsing llama2.c tokenizer {}", path.display()))
 }
 
 fn parse_tok512(bytes: &[u8]) -> Result<Llama2cVocab> {
-    let word =
-        |at: usize| -> Option<[u8; 4]> { bytes.get(at..at + 4).and_then(|s| s.try_into().ok()) };
+    let word = |at: usize| -> Option<[u8; 4]> { bytes.get(at..at + 4).and_then(|s| s.try_into().ok()) };
     let Some(head) = word(0) else {
-        bail!(
-            "file is {} bytes, shorter than the 4-byte max_token_length header",
-            bytes.len()
-        );
+        bail!("file is {} bytes, shorter than the 4-byte max_token_length header", bytes.len());
     };
     let max_len = i32::from_le_bytes(head);
     if max_len <= 0 {
@@ -70,10 +65,7 @@ fn parse_tok512(bytes: &[u8]) -> Result<Llama2cVocab> {
     while at < bytes.len() {
         let id = pieces.len();
         let (Some(s), Some(l)) = (word(at), word(at + 4)) else {
-            bail!(
-                "token {id} at byte {at}: truncated score/length (file is {} bytes)",
-                bytes.len()
-            );
+            bail!("token {id} at byte {at}: truncated score/length (file is {} bytes)", bytes.len());
         };
         let score = f32::from_le_bytes(s);
         let len = i32::from_le_bytes(l);
@@ -94,11 +86,7 @@ fn parse_tok512(bytes: &[u8]) -> Result<Llama2cVocab> {
     if pieces.is_empty() {
         bail!("no tokens after the header");
     }
-    Ok(Llama2cVocab {
-        max_token_length: max_len as u32,
-        pieces,
-        scores,
-    })
+    Ok(Llama2cVocab { max_token_length: max_len as u32, pieces, scores })
 }
 
 /// The vocabulary as Hugging Face strings: "▁" for spaces, specials without their newlines.
@@ -116,16 +104,13 @@ fn hf_vocab(v: &Llama2cVocab) -> Result<HfVocab> {
     let mut special = Vec::with_capacity(v.pieces.len());
     let mut ids = HashMap::new();
     for (id, raw) in v.pieces.iter().enumerate() {
-        let s = std::str::from_utf8(raw)
-            .with_context(|| format!("token {id}: piece {raw:?} is not UTF-8"))?;
+        let s = std::str::from_utf8(raw).with_context(|| format!("token {id}: piece {raw:?} is not UTF-8"))?;
         let trimmed = s.trim_matches('\n');
         let (s, is_special) = if SPECIALS.contains(&trimmed) {
             (trimmed.to_string(), true)
         } else {
             if s.contains(SPACE_MARK) {
-                bail!(
-                    "token {id}: piece {s:?} contains U+2581, which the conversion uses for spaces"
-                );
+                bail!("token {id}: piece {s:?} contains U+2581, which the conversion uses for spaces");
             }
             (s.replace(' ', &SPACE_MARK.to_string()), false)
         };
@@ -146,11 +131,7 @@ fn hf_vocab(v: &Llama2cVocab) -> Result<HfVocab> {
             bail!("vocabulary has no byte-fallback piece {s:?}");
         }
     }
-    Ok(HfVocab {
-        strings,
-        special,
-        ids,
-    })
+    Ok(HfVocab { strings, special, ids })
 }
 
 /// sentencepiece's spelling of a byte-fallback piece (also `tokenizers`' `format!("<{b:#04X}>")`).
@@ -180,12 +161,7 @@ fn merges(v: &Llama2cVocab, hf: &HfVocab) -> Vec<Merge> {
             let (l, r) = (&s[..b], &s[b..]);
             if let (Some(&li), Some(&ri)) = (hf.ids.get(l), hf.ids.get(r)) {
                 if !hf.special[li as usize] && !hf.special[ri as usize] {
-                    out.push(Merge {
-                        merged: m as u32,
-                        left: li,
-                        right: ri,
-                        split: k + 1,
-                    });
+                    out.push(Merge { merged: m as u32, left: li, right: ri, split: k + 1 });
                 }
             }
         }
@@ -225,23 +201,13 @@ pub fn llama2c_merge_ambiguities(v: &Llama2cVocab) -> Result<Vec<String>> {
     }
     for (bits, ids) in &by_score {
         if ids.len() > 1 {
-            let names: Vec<&str> = ids
-                .iter()
-                .map(|&i| hf.strings[i as usize].as_str())
-                .collect();
-            out.push(format!(
-                "pieces {names:?} (ids {ids:?}) share score {}",
-                f32::from_bits(*bits)
-            ));
+            let names: Vec<&str> = ids.iter().map(|&i| hf.strings[i as usize].as_str()).collect();
+            out.push(format!("pieces {names:?} (ids {ids:?}) share score {}", f32::from_bits(*bits)));
         }
     }
     // (b) overlapping splits of one piece.
     for (rank1, a) in merges.iter().enumerate() {
-        for b in merges
-            .iter()
-            .skip(rank1 + 1)
-            .filter(|b| b.merged == a.merged)
-        {
+        for b in merges.iter().skip(rank1 + 1).filter(|b| b.merged == a.merged) {
             let chars: Vec<char> = hf.strings[a.merged as usize].chars().collect();
             let (k1, k2) = (a.split, b.split);
             if k1 + k2 == chars.len() && chars[k2..] == chars[..k1] {
@@ -258,19 +224,12 @@ pub fn llama2c_merge_ambiguities(v: &Llama2cVocab) -> Result<Vec<String>> {
 /// The Llama-2-style `tokenizer.json` for a llama2.c tokenizer file, as JSON.
 pub fn llama2c_tokenizer_json(tok_bin: &Path) -> Result<Value> {
     let v = read_tok512(tok_bin)?;
-    let hf = hf_vocab(&v)
-        .with_context(|| format!("converting llama2.c tokenizer {}", tok_bin.display()))?;
+    let hf = hf_vocab(&v).with_context(|| format!("converting llama2.c tokenizer {}", tok_bin.display()))?;
     let merges = merges(&v, &hf);
-    let vocab: serde_json::Map<String, Value> = hf
-        .strings
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.clone(), json!(i)))
-        .collect();
-    let merges: Vec<Value> = merges
-        .iter()
-        .map(|m| json!([hf.strings[m.left as usize], hf.strings[m.right as usize]]))
-        .collect();
+    let vocab: serde_json::Map<String, Value> =
+        hf.strings.iter().enumerate().map(|(i, s)| (s.clone(), json!(i))).collect();
+    let merges: Vec<Value> =
+        merges.iter().map(|m| json!([hf.strings[m.left as usize], hf.strings[m.right as usize]])).collect();
     let mut added: Vec<Value> = SPECIALS
         .iter()
         .map(|s| {
@@ -318,12 +277,7 @@ pub fn llama2c_tokenizer_to_hf(tok512_bin: &Path) -> Result<Tokenizer> {
     let text = serde_json::to_string(&json).context("serializing the converted tokenizer.json")?;
     text.parse::<Tokenizer>()
         .map_err(|e| anyhow::anyhow!("{e}"))
-        .with_context(|| {
-            format!(
-                "loading the tokenizer.json converted from {}",
-                tok512_bin.display()
-            )
-        })
+        .with_context(|| format!("loading the tokenizer.json converted from {}", tok512_bin.display()))
 }
 
 #[cfg(test)]
@@ -347,13 +301,8 @@ mod tests {
         assert_eq!(v.pieces, vec![b"<a>".to_vec(), b" t".to_vec()]);
         assert_eq!(v.scores, vec![0.0, -1.5]);
         let err = parse_tok512(&b[..b.len() - 1]).unwrap_err().to_string();
-        assert!(
-            err.contains("token 1") && err.contains("past the end"),
-            "{err}"
-        );
-        let err = parse_tok512(&file(1, &[(0.0, b"ab")]))
-            .unwrap_err()
-            .to_string();
+        assert!(err.contains("token 1") && err.contains("past the end"), "{err}");
+        let err = parse_tok512(&file(1, &[(0.0, b"ab")])).unwrap_err().to_string();
         assert!(err.contains("length 2 outside"), "{err}");
     }
 
@@ -361,20 +310,11 @@ mod tests {
     fn ambiguity_finder_flags_overlapping_splits_and_equal_scores() {
         // Pieces: specials, bytes, then "a", "b", "ab", "ba", "aba" — "aba" splits as ab|a and a|ba,
         // and the symbols [ab, a, ba] would offer it at two overlapping positions.
-        let mut toks: Vec<(f32, Vec<u8>)> = vec![
-            (0.0, b"<unk>".to_vec()),
-            (0.0, b"\n<s>\n".to_vec()),
-            (0.0, b"\n</s>\n".to_vec()),
-        ];
+        let mut toks: Vec<(f32, Vec<u8>)> =
+            vec![(0.0, b"<unk>".to_vec()), (0.0, b"\n<s>\n".to_vec()), (0.0, b"\n</s>\n".to_vec())];
         toks.extend((0..=255u8).map(|b| (0.0, byte_piece(b).into_bytes())));
         // "a" gets a lower id than "ab", so (a, ba) outranks (ab, a) and BPE takes the right position.
-        for (s, p) in [
-            (-4.0, "a"),
-            (-5.0, "b"),
-            (-1.0, "ab"),
-            (-2.0, "ba"),
-            (-3.0, "aba"),
-        ] {
+        for (s, p) in [(-4.0, "a"), (-5.0, "b"), (-1.0, "ab"), (-2.0, "ba"), (-3.0, "aba")] {
             toks.push((s, p.as_bytes().to_vec()));
         }
         let refs: Vec<(f32, &[u8])> = toks.iter().map(|(s, p)| (*s, p.as_slice())).collect();

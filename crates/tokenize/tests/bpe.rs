@@ -15,10 +15,7 @@ fn first_merges_are_the_most_frequent_pairs() {
     let one = train_bpe(&texts, 260, 0).unwrap();
     assert_eq!(one.get_vocab_size(true), 260);
     assert_eq!(one.token_to_id("ab"), Some(259));
-    assert_eq!(
-        ids(&one, "ab ab"),
-        vec![259, one.token_to_id("Ġ").unwrap(), 259]
-    );
+    assert_eq!(ids(&one, "ab ab"), vec![259, one.token_to_id("Ġ").unwrap(), 259]);
     let two = train_bpe(&texts, 261, 0).unwrap();
     assert_eq!(two.token_to_id("Ġab"), Some(260));
     assert_eq!(ids(&two, "ab ab"), vec![259, 260]);
@@ -27,14 +24,7 @@ fn first_merges_are_the_most_frequent_pairs() {
 #[test]
 fn specials_have_fixed_ids_and_are_not_added_automatically() {
     let tok = train_bpe(&["hello world"], 270, 0).unwrap();
-    assert_eq!(
-        SpecialIds::from_tokenizer(&tok).unwrap(),
-        SpecialIds {
-            bos: 1,
-            eos: 2,
-            pad: 0
-        }
-    );
+    assert_eq!(SpecialIds::from_tokenizer(&tok).unwrap(), SpecialIds { bos: 1, eos: 2, pad: 0 });
     assert_eq!(tok.token_to_id("<pad>"), Some(0));
     let enc = ids(&tok, "hello");
     assert!(!enc.contains(&1) && !enc.contains(&2), "{enc:?}");
@@ -44,27 +34,9 @@ fn specials_have_fixed_ids_and_are_not_added_automatically() {
 
 fn corpus() -> Vec<String> {
     // A deterministic little corpus with repeated words, so the trainer has real choices and ties.
-    let words = [
-        "the",
-        "cat",
-        "sat",
-        "on",
-        "mat",
-        "dog",
-        "ran",
-        "far",
-        "a",
-        "hat",
-        "Ünïcödé",
-        "日本",
-    ];
+    let words = ["the", "cat", "sat", "on", "mat", "dog", "ran", "far", "a", "hat", "Ünïcödé", "日本"];
     (0..200)
-        .map(|i| {
-            (0..12)
-                .map(|j| words[(i * 7 + j * j * 3 + i / 5) % words.len()])
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
+        .map(|i| (0..12).map(|j| words[(i * 7 + j * j * 3 + i / 5) % words.len()]).collect::<Vec<_>>().join(" "))
         .collect()
 }
 
@@ -82,12 +54,7 @@ fn training_is_deterministic() {
 #[test]
 fn any_text_round_trips_including_unseen_bytes() {
     let tok = train_bpe(&corpus(), 320, 0).unwrap();
-    for s in [
-        "the cat sat",
-        "  two  spaces\nnewline\ttab",
-        "unseen: Ωμέγα 😀 \u{0} end",
-        "",
-    ] {
+    for s in ["the cat sat", "  two  spaces\nnewline\ttab", "unseen: Ωμέγα 😀 \u{0} end", ""] {
         let e = ids(&tok, s);
         assert_eq!(tok.decode(&e, false).unwrap(), s);
     }

@@ -24,7 +24,10 @@ fn tok_bin() -> Option<PathBuf> {
         println!("SKIPPED: {} is missing", p.display());
         // Outside CI a missing data file skips; with the data directory set (CI) it fails, so a
         // broken data path never passes green.
-        assert!(std::env::var_os("UNLEARN_DATA_DIR").is_none(), "the reference data above is missing although UNLEARN_DATA_DIR is set");
+        assert!(
+            std::env::var_os("UNLEARN_DATA_DIR").is_none(),
+            "the reference data above is missing although UNLEARN_DATA_DIR is set"
+        );
         None
     }
 }
@@ -46,16 +49,8 @@ impl Reference {
             vocab.push(d[o + 8..o + 8 + len].to_vec());
             o += 8 + len;
         }
-        let lookup = vocab
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (p.clone(), i))
-            .collect();
-        Self {
-            vocab,
-            scores,
-            lookup,
-        }
+        let lookup = vocab.iter().enumerate().map(|(i, p)| (p.clone(), i)).collect();
+        Self { vocab, scores, lookup }
     }
 
     /// run.c `encode(t, text, bos=0, eos=0, ...)`.
@@ -112,10 +107,7 @@ fn reference_matches_pinned_python_ids() {
     // 'Once upon a time' [403, 407, 261, 378]
     // 'Hello  world' [346, 306, 414, 410, 263, 304, 341]
     assert_eq!(r.encode("Once upon a time"), vec![403, 407, 261, 378]);
-    assert_eq!(
-        r.encode("Hello  world"),
-        vec![346, 306, 414, 410, 263, 304, 341]
-    );
+    assert_eq!(r.encode("Hello  world"), vec![346, 306, 414, 410, 263, 304, 341]);
     assert_eq!(r.encode(""), Vec::<u32>::new());
 }
 
@@ -125,10 +117,7 @@ fn check(tok: &tokenize::Tokenizer, r: &Reference, text: &str) -> bool {
     let want = r.encode(text);
     let ok = enc.get_ids() == want.as_slice();
     if !ok {
-        println!(
-            "MISMATCH {text:?}\n  hf:  {:?}\n  ref: {want:?}",
-            enc.get_ids()
-        );
+        println!("MISMATCH {text:?}\n  hf:  {:?}\n  ref: {want:?}", enc.get_ids());
     }
     let back = tok.decode(enc.get_ids(), false).unwrap();
     assert_eq!(back, text, "decode(encode(x)) != x");
@@ -160,16 +149,8 @@ fn hf_conversion_encodes_tricky_strings_like_llama2c() {
         "the the the the, The THE",
         "\u{0}nul and \u{7f} del",
     ];
-    let bad: Vec<&str> = cases
-        .iter()
-        .copied()
-        .filter(|t| !check(&tok, &r, t))
-        .collect();
-    assert!(
-        bad.is_empty(),
-        "{} tricky strings differ: {bad:?}",
-        bad.len()
-    );
+    let bad: Vec<&str> = cases.iter().copied().filter(|t| !check(&tok, &r, t)).collect();
+    assert!(bad.is_empty(), "{} tricky strings differ: {bad:?}", bad.len());
 }
 
 #[test]
@@ -180,20 +161,16 @@ fn hf_conversion_encodes_every_tinystories_story_like_llama2c() {
         println!("SKIPPED: {} is missing", corpus.display());
         // Outside CI a missing data file skips; with the data directory set (CI) it fails, so a
         // broken data path never passes green.
-        assert!(std::env::var_os("UNLEARN_DATA_DIR").is_none(), "the reference data above is missing although UNLEARN_DATA_DIR is set");
+        assert!(
+            std::env::var_os("UNLEARN_DATA_DIR").is_none(),
+            "the reference data above is missing although UNLEARN_DATA_DIR is set"
+        );
         return;
     };
     let tok = llama2c_tokenizer_to_hf(&path).unwrap();
     let r = Reference::load(&path);
-    let stories: Vec<&str> = text
-        .split("\n\n")
-        .filter(|s| !s.trim().is_empty())
-        .collect();
-    assert!(
-        stories.len() > 1000,
-        "expected ~1.2k stories, got {}",
-        stories.len()
-    );
+    let stories: Vec<&str> = text.split("\n\n").filter(|s| !s.trim().is_empty()).collect();
+    assert!(stories.len() > 1000, "expected ~1.2k stories, got {}", stories.len());
     let same = stories.iter().filter(|s| check(&tok, &r, s)).count();
     println!("{same}/{} stories tokenize identically", stories.len());
     assert_eq!(same, stories.len());
@@ -212,14 +189,7 @@ fn stories260k_vocab_has_no_tie_ambiguity_and_round_trips_through_json() {
     assert_eq!(tok.get_vocab_size(true), 512);
     assert_eq!(tok.id_to_token(410).as_deref(), Some("\u{2581}"));
     assert_eq!(tok.id_to_token(3).as_deref(), Some("<0x00>"));
-    assert_eq!(
-        SpecialIds::from_tokenizer(&tok).unwrap(),
-        SpecialIds {
-            bos: 1,
-            eos: 2,
-            pad: 0
-        }
-    );
+    assert_eq!(SpecialIds::from_tokenizer(&tok).unwrap(), SpecialIds { bos: 1, eos: 2, pad: 0 });
     // Documented difference: a literal "<s>" is the special token, not three characters.
     assert_eq!(tok.encode("<s>", false).unwrap().get_ids(), &[1]);
     // Saved and reloaded, it encodes the same.
@@ -228,8 +198,5 @@ fn stories260k_vocab_has_no_tie_ambiguity_and_round_trips_through_json() {
     tok.save(&file, false).unwrap();
     let again = tokenize::Tokenizer::from_file(&file).unwrap();
     let s = "Once upon a time, there was a little girl named Lily.";
-    assert_eq!(
-        again.encode(s, false).unwrap().get_ids(),
-        tok.encode(s, false).unwrap().get_ids()
-    );
+    assert_eq!(again.encode(s, false).unwrap().get_ids(), tok.encode(s, false).unwrap().get_ids());
 }

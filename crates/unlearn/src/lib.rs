@@ -225,4 +225,3 @@ pub fn override_train(base: &TrainConfig, lr: Option<f64>, epochs: Option<usize>
     }
     cfg
 }
-

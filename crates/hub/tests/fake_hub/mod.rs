@@ -43,7 +43,13 @@ pub fn sharded_repo() -> BTreeMap<String, Vec<u8>> {
 
 /// Lay `files` out under `cache_root` as python does: blobs/{sha256}, snapshots/{commit}/{file}
 /// → `../../blobs/{sha256}`, and `refs/{name}` for each ref given. Returns the snapshot folder.
-pub fn python_cache(cache_root: &Path, id: &str, commit: &str, files: &BTreeMap<String, Vec<u8>>, refs: &[&str]) -> PathBuf {
+pub fn python_cache(
+    cache_root: &Path,
+    id: &str,
+    commit: &str,
+    files: &BTreeMap<String, Vec<u8>>,
+    refs: &[&str],
+) -> PathBuf {
     let repo = cache_root.join(format!("models--{}", id.replace('/', "--")));
     let snap = repo.join("snapshots").join(commit);
     std::fs::create_dir_all(repo.join("blobs")).unwrap();
@@ -161,7 +167,10 @@ fn serve(
         .filter(|(rev, _)| *rev == "main" || *rev == COMMIT)
         .and_then(|(_, file)| files.get(file).map(|b| (file, b)));
     let Some((file, bytes)) = found else {
-        return write!(out, "HTTP/1.1 404 Not Found\r\nX-Error-Code: EntryNotFound\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        return write!(
+            out,
+            "HTTP/1.1 404 Not Found\r\nX-Error-Code: EntryNotFound\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
     };
     let len = bytes.len();
     let (start, end) = match range.as_deref().and_then(|r| r.strip_prefix("bytes=")).and_then(|r| r.split_once('-')) {

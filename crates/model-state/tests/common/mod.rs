@@ -23,35 +23,17 @@ pub struct T {
 impl T {
     pub fn float(dtype: Dtype, shape: &[usize], values: Vec<f32>) -> T {
         let values = values.into_iter().map(|v| round_to(dtype, v)).collect();
-        T {
-            dtype,
-            shape: shape.to_vec(),
-            values,
-            raw: Vec::new(),
-        }
+        T { dtype, shape: shape.to_vec(), values, raw: Vec::new() }
     }
     pub fn i64s(shape: &[usize], v: &[i64]) -> T {
         let raw = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-        T {
-            dtype: Dtype::I64,
-            shape: shape.to_vec(),
-            values: Vec::new(),
-            raw,
-        }
+        T { dtype: Dtype::I64, shape: shape.to_vec(), values: Vec::new(), raw }
     }
     pub fn bytes(&self) -> Vec<u8> {
         match self.dtype {
             Dtype::F32 => self.values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            Dtype::BF16 => self
-                .values
-                .iter()
-                .flat_map(|v| bf16::from_f32(*v).to_bits().to_le_bytes())
-                .collect(),
-            Dtype::F16 => self
-                .values
-                .iter()
-                .flat_map(|v| f16::from_f32(*v).to_bits().to_le_bytes())
-                .collect(),
+            Dtype::BF16 => self.values.iter().flat_map(|v| bf16::from_f32(*v).to_bits().to_le_bytes()).collect(),
+            Dtype::F16 => self.values.iter().flat_map(|v| f16::from_f32(*v).to_bits().to_le_bytes()).collect(),
             _ => self.raw.clone(),
         }
     }
@@ -73,30 +55,12 @@ pub fn values(seed: u64, n: usize) -> Vec<f32> {
 /// The tensors of test model number `seed` (same layout for every seed).
 pub fn model(seed: u64) -> BTreeMap<String, T> {
     let mut m = BTreeMap::new();
-    m.insert(
-        "model.embed_tokens.weight".into(),
-        T::float(Dtype::F32, &[5, 3], values(seed * 10 + 1, 15)),
-    );
-    m.insert(
-        "model.layers.0.mlp.weight".into(),
-        T::float(Dtype::BF16, &[4, 6], values(seed * 10 + 2, 24)),
-    );
-    m.insert(
-        "model.layers.0.mlp.bias".into(),
-        T::float(Dtype::BF16, &[6], values(seed * 10 + 3, 6)),
-    );
-    m.insert(
-        "model.norm.weight".into(),
-        T::float(Dtype::F32, &[7], values(seed * 10 + 4, 7)),
-    );
-    m.insert(
-        "model.scale".into(),
-        T::float(Dtype::F32, &[], values(seed * 10 + 5, 1)),
-    );
-    m.insert(
-        "lm_head.weight".into(),
-        T::float(Dtype::F16, &[3, 2], values(seed * 10 + 6, 6)),
-    );
+    m.insert("model.embed_tokens.weight".into(), T::float(Dtype::F32, &[5, 3], values(seed * 10 + 1, 15)));
+    m.insert("model.layers.0.mlp.weight".into(), T::float(Dtype::BF16, &[4, 6], values(seed * 10 + 2, 24)));
+    m.insert("model.layers.0.mlp.bias".into(), T::float(Dtype::BF16, &[6], values(seed * 10 + 3, 6)));
+    m.insert("model.norm.weight".into(), T::float(Dtype::F32, &[7], values(seed * 10 + 4, 7)));
+    m.insert("model.scale".into(), T::float(Dtype::F32, &[], values(seed * 10 + 5, 1)));
+    m.insert("lm_head.weight".into(), T::float(Dtype::F16, &[3, 2], values(seed * 10 + 6, 6)));
     m.insert("model.position_ids".into(), T::i64s(&[1, 4], &[0, 1, 2, 3]));
     m
 }
@@ -104,28 +68,16 @@ pub fn model(seed: u64) -> BTreeMap<String, T> {
 /// Writes `dir/config.json`, `dir/tokenizer.json` (contents tagged with `tag`).
 pub fn write_side_files(dir: &Path, tag: &str) {
     std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(
-        dir.join("config.json"),
-        format!("{{\"model_type\":\"llama\",\"tag\":\"{tag}\"}}"),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("tokenizer.json"),
-        format!("{{\"tokenizer\":\"{tag}\"}}"),
-    )
-    .unwrap();
+    std::fs::write(dir.join("config.json"), format!("{{\"model_type\":\"llama\",\"tag\":\"{tag}\"}}")).unwrap();
+    std::fs::write(dir.join("tokenizer.json"), format!("{{\"tokenizer\":\"{tag}\"}}")).unwrap();
 }
 
 /// Serializes `tensors` to `path` with the reference safetensors crate.
 pub fn write_safetensors(path: &Path, tensors: &BTreeMap<String, T>) {
-    let bytes: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = tensors
-        .iter()
-        .map(|(n, t)| (n.clone(), t.dtype, t.shape.clone(), t.bytes()))
-        .collect();
-    let views: Vec<(String, TensorView<'_>)> = bytes
-        .iter()
-        .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
-        .collect();
+    let bytes: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> =
+        tensors.iter().map(|(n, t)| (n.clone(), t.dtype, t.shape.clone(), t.bytes())).collect();
+    let views: Vec<(String, TensorView<'_>)> =
+        bytes.iter().map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap())).collect();
     let mut meta = std::collections::HashMap::new();
     meta.insert("format".to_string(), "pt".to_string());
     safetensors::serialize_to_file(views, Some(meta), path).unwrap();
@@ -149,17 +101,10 @@ pub fn write_sharded_state(dir: &Path, tensors: &BTreeMap<String, T>, tag: &str)
         weight_map.insert(n.clone(), serde_json::Value::String(file));
     }
     for (i, shard) in shards.iter().enumerate() {
-        write_safetensors(
-            &dir.join(format!("model-0000{}-of-00002.safetensors", i + 1)),
-            shard,
-        );
+        write_safetensors(&dir.join(format!("model-0000{}-of-00002.safetensors", i + 1)), shard);
     }
     let index = serde_json::json!({"metadata": {"total_size": 0}, "weight_map": weight_map});
-    std::fs::write(
-        dir.join("model.safetensors.index.json"),
-        serde_json::to_string_pretty(&index).unwrap(),
-    )
-    .unwrap();
+    std::fs::write(dir.join("model.safetensors.index.json"), serde_json::to_string_pretty(&index).unwrap()).unwrap();
     dir.to_path_buf()
 }
 
@@ -178,15 +123,7 @@ pub fn reference_combination(coefs: &[f64], models: &[BTreeMap<String, T>]) -> B
             }
         }
         let values = acc.into_iter().map(|v| round_to(t0.dtype, v)).collect();
-        out.insert(
-            name.clone(),
-            T {
-                dtype: t0.dtype,
-                shape: t0.shape.clone(),
-                values,
-                raw: Vec::new(),
-            },
-        );
+        out.insert(name.clone(), T { dtype: t0.dtype, shape: t0.shape.clone(), values, raw: Vec::new() });
     }
     out
 }
@@ -195,18 +132,13 @@ pub fn reference_combination(coefs: &[f64], models: &[BTreeMap<String, T>]) -> B
 pub fn read_output(dir: &Path) -> BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)> {
     let buf = std::fs::read(dir.join("model.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&buf).unwrap();
-    st.tensors()
-        .into_iter()
-        .map(|(n, v)| (n, (v.dtype(), v.shape().to_vec(), v.data().to_vec())))
-        .collect()
+    st.tensors().into_iter().map(|(n, v)| (n, (v.dtype(), v.shape().to_vec(), v.data().to_vec()))).collect()
 }
 
 /// Entries of `dir` (file names), sorted.
 pub fn listing(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let mut v: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     v.sort();
     v
 }
@@ -215,9 +147,7 @@ pub fn listing(dir: &Path) -> Vec<String> {
 pub fn values_from(seed: u64, start: usize, n: usize) -> Vec<f32> {
     (start as u64..(start + n) as u64)
         .map(|i| {
-            let mut z = seed
-                .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-                .wrapping_add(i.wrapping_mul(0xBF58_476D_1CE4_E5B9));
+            let mut z = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(i.wrapping_mul(0xBF58_476D_1CE4_E5B9));
             z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
             z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
             z ^= z >> 31;
