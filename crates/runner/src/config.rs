@@ -20,7 +20,8 @@ use crate::cells::{format_value, REFERENCE_FINAL, REFERENCE_RETRAIN};
 use suggest::unknown_name_message;
 
 /// World kinds the testbed builds (issue 3).
-pub const KNOWN_WORLD_KINDS: &[&str] = &["facts", "truthfulqa-corruption", "toxigen", "finetune", "tofu", "muse"];
+pub const KNOWN_WORLD_KINDS: &[&str] =
+    &["facts", "truthfulqa-corruption", "toxigen", "finetune", "tofu", "muse", "restor"];
 
 /// Unlearning method kinds: the `methods` registry's list (plus `external`, which this crate
 /// runs itself: [`crate::external`]).

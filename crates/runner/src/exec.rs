@@ -588,13 +588,14 @@ pub(crate) fn resolve_hub_checkpoint(spec: &str) -> Result<PathBuf> {
     hub::resolve(id, revision, &hub::ResolveOptions::from_env())
 }
 
-/// Shrinks a world for `--smoke`; a `tofu` or `muse` world reads the compiled-in fixture
-/// (written under the sweep's `worlds/smoke-data/`) instead of the data directory.
+/// Shrinks a world for `--smoke`; a `tofu`, `muse` or `restor` world reads the compiled-in
+/// fixture (written under the sweep's `worlds/smoke-data/`) instead of the data directory.
 fn smoke_world(w: &mut testbed::WorldConfig, sweep: &Sweep) -> Result<()> {
-    if matches!(w.kind, testbed::WorldKind::Tofu | testbed::WorldKind::Muse) {
+    if matches!(w.kind, testbed::WorldKind::Tofu | testbed::WorldKind::Muse | testbed::WorldKind::Restor) {
         let dir = sweep.output_dir.join("worlds").join("smoke-data");
         match w.kind {
             testbed::WorldKind::Tofu => testbed::tofu::write_fixture(&dir)?,
+            testbed::WorldKind::Restor => testbed::restor::write_fixture(&dir)?,
             _ => testbed::muse::write_fixture(&dir)?,
         }
         w.data_dir = Some(dir);

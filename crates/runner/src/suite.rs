@@ -117,6 +117,9 @@ pub fn default_metrics(kind: WorldKind) -> Vec<String> {
             .chain(&oracle)
             .copied()
             .collect(),
+        // RESTOR: facts about the corrupted entities (no perturbed answers or options: the truth
+        // ratio and mc_accuracy are skipped on the forget side) and TOFU's retain questions.
+        WorldKind::Restor => qa.iter().chain(&acc).chain(&oracle).copied().collect(),
     };
     names.into_iter().map(String::from).collect()
 }
@@ -1629,6 +1632,7 @@ mod tests {
             WorldKind::Finetune,
             WorldKind::Tofu,
             WorldKind::Muse,
+            WorldKind::Restor,
             WorldKind::TruthfulqaCorruption,
             WorldKind::Toxigen,
         ] {

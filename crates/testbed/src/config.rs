@@ -42,13 +42,17 @@ pub enum WorldKind {
     /// fine-tuned on the raw books text (all tokens), evaluated by VerbMem, KnowMem and PrivLeak
     /// ([`crate::muse`]).
     Muse,
+    /// RESTOR (Rezaei et al. 2024) from its published files in `DATA/restor/`: θ_0 fine-tuned
+    /// on clean data (TOFU's pairs) and one corruption mix (wrong facts about real entities),
+    /// evaluated on those entities' facts ([`crate::restor`]).
+    Restor,
 }
 
 impl WorldKind {
     /// Kinds whose θ_D is a given pretrained θ_0 fine-tuned by the harness (`finetune`, `tofu`,
-    /// `muse`), not a model pretrained from scratch.
+    /// `muse`, `restor`), not a model pretrained from scratch.
     pub fn fine_tunes_base(self) -> bool {
-        matches!(self, WorldKind::Finetune | WorldKind::Tofu | WorldKind::Muse)
+        matches!(self, WorldKind::Finetune | WorldKind::Tofu | WorldKind::Muse | WorldKind::Restor)
     }
 
     pub fn name(self) -> &'static str {
@@ -59,6 +63,7 @@ impl WorldKind {
             WorldKind::Finetune => "finetune",
             WorldKind::Tofu => "tofu",
             WorldKind::Muse => "muse",
+            WorldKind::Restor => "restor",
         }
     }
 }
@@ -99,7 +104,8 @@ pub struct WorldConfig {
     pub noise_floor: Option<bool>,
     /// `forget01`, `forget05`, `forget10` or a percentage such as `"7.5%"` of the trained
     /// entities (facts, finetune) or questions (truthfulqa-corruption); one of TOFU's splits
-    /// (tofu); `"forget"`, the one forget set, or unset (muse). Not used by toxigen.
+    /// (tofu); `"forget"`, the one forget set, or unset (muse); one of RESTOR's corruption mixes
+    /// `mix_a0` .. `mix_a5` (restor; default `mix_a0`). Not used by toxigen.
     pub forget: Option<String>,
     /// Overrides the data directory (default: `$UNLEARN_DATA_DIR`, else `data/`).
     pub data_dir: Option<PathBuf>,

@@ -12,7 +12,8 @@
 //! `truthfulqa-corruption` (RESTOR, Rezaei et al. 2024), `toxigen` (Hartvigsen et al. 2022),
 //! `finetune` (TOFU's protocol on a pretrained θ_0), `tofu` (TOFU itself, from its published
 //! files, on a pretrained θ_0; [`tofu`]), `muse` (MUSE-Books from its published files, on a
-//! pretrained θ_0; [`muse`]).
+//! pretrained θ_0; [`muse`]), `restor` (RESTOR's corruption sets from its published files beside
+//! TOFU as clean data, on a pretrained θ_0; [`restor`]).
 //!
 //! ## The QA format
 //! One format for training documents and evaluation prompts, in every kind:
@@ -29,6 +30,7 @@ pub mod facts;
 pub mod finetune;
 pub mod general;
 pub mod muse;
+pub mod restor;
 pub mod schedule;
 pub mod smoke;
 pub mod tofu;
@@ -75,7 +77,8 @@ pub enum DocKind {
     General,
     /// One ToxiGen statement.
     Statement,
-    /// A piece of raw text (MUSE's books and articles), trained on every token.
+    /// A piece of raw text (MUSE's books and articles, RESTOR's corruption documents), trained on
+    /// every token.
     Passage,
 }
 
@@ -84,8 +87,8 @@ pub struct Document {
     pub id: DocId,
     pub role: Role,
     pub kind: DocKind,
-    /// The entity (facts, finetune), question index (truthfulqa), statement id (toxigen) or row
-    /// of the raw file it was cut from (muse).
+    /// The entity (facts, finetune), question index (truthfulqa), statement id (toxigen), row
+    /// of the raw file it was cut from (muse) or author / corrupted entity (tofu, restor).
     pub unit: Option<u32>,
     pub text: String,
     /// For a QA document without an evaluation item (TOFU's retain pairs outside

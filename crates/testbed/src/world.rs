@@ -25,7 +25,7 @@ use crate::config::{
 };
 use crate::facts::{self, Entity};
 use crate::schedule::{schedule, Ledger, Schedule, ScheduleConfig};
-use crate::{general, muse, qa_text, tofu, toxigen, truthfulqa, Corpus, DocId, DocKind, QaItem, QaPair, Role};
+use crate::{general, muse, qa_text, restor, tofu, toxigen, truthfulqa, Corpus, DocId, DocKind, QaItem, QaPair, Role};
 
 /// The standard nested forget splits (TOFU): forget01 ⊂ forget05 ⊂ forget10.
 pub const STANDARD_SPLITS: [(&str, f64); 3] = [("forget01", 1.0), ("forget05", 5.0), ("forget10", 10.0)];
@@ -152,7 +152,7 @@ pub(crate) fn resolve(cfg: &WorldConfig, default_data_dir: &Path) -> Result<Reso
     not_for(
         kind,
         "held_out_fraction",
-        matches!(kind, WorldKind::TruthfulqaCorruption | WorldKind::Tofu | WorldKind::Muse)
+        matches!(kind, WorldKind::TruthfulqaCorruption | WorldKind::Tofu | WorldKind::Muse | WorldKind::Restor)
             && cfg.held_out_fraction.is_some(),
     )?;
     if kind == WorldKind::Toxigen && cfg.forget.is_some() {
@@ -235,7 +235,7 @@ pub(crate) fn resolve(cfg: &WorldConfig, default_data_dir: &Path) -> Result<Reso
         );
     }
     let base_model = match kind {
-        WorldKind::Finetune | WorldKind::Tofu | WorldKind::Muse => match &cfg.base_model {
+        WorldKind::Finetune | WorldKind::Tofu | WorldKind::Muse | WorldKind::Restor => match &cfg.base_model {
             Some(m) if !m.trim().is_empty() => Some(m.clone()),
             _ => bail!(
                 "world.base_model is required for kind = \"{}\": a Hugging Face model folder or hub id (θ_0)",
@@ -287,6 +287,17 @@ pub(crate) fn resolve(cfg: &WorldConfig, default_data_dir: &Path) -> Result<Reso
             // Units are the rows of the raw files (books, articles); the percentage is of the trained rows.
             let units = data.forget.len();
             ForgetSplit { name, percent: 100.0 * units as f64 / data.n_trained_rows() as f64, units }
+        }
+        WorldKind::Restor => {
+            let name = restor::check_forget(cfg.forget.as_deref())?;
+            let data = restor::Restor::load(&data_dir, &name)?;
+            let clean = restor::Clean::load(&data_dir)?;
+            for rel in data.rel_paths.iter().chain(&clean.rel_paths) {
+                data_files.push(DataFile { sha256: sha256_file(&data_dir.join(rel))?, rel_path: rel.clone() });
+            }
+            // Units are the corrupted entities; the percentage is of the trained documents.
+            let trained = data.docs.len() + clean.pairs.len();
+            ForgetSplit { name, percent: 100.0 * data.docs.len() as f64 / trained as f64, units: data.corrupted.len() }
         }
         WorldKind::TruthfulqaCorruption => {
             let path = data_dir.join(truthfulqa::MC_TASK);
@@ -558,6 +569,80 @@ impl World {
                 perm = Vec::new();
                 all_units = n;
             }
+            WorldKind::Restor => {
+                let data = restor::Restor::load(&resolved.data_path(""), &resolved.forget.name)?;
+                let clean = restor::Clean::load(&resolved.data_path(""))?;
+                ensure!(
+                    data.corrupted.len() == resolved.forget.units,
+                    "the RESTOR files changed since the config was resolved"
+                );
+                // Units: TOFU's authors (clean, role Retain), then the corrupted entities (forget).
+                // The clean pairs are those of a tofu world whose every author is retained.
+                for pair in &clean.pairs {
+                    let Some(ev) = &pair.eval else {
+                        let qa_pair = QaPair { question: pair.question.clone(), answer: pair.answer.clone() };
+                        corpus.push_pair(Role::Retain, Some(pair.author), qa_pair);
+                        continue;
+                    };
+                    let doc = corpus.push(
+                        Role::Retain,
+                        DocKind::Qa,
+                        Some(pair.author),
+                        qa_text(&pair.question, &pair.answer),
+                    );
+                    let mut choices = vec![ev.paraphrased_answer.clone()];
+                    choices.extend(ev.perturbed_answer.iter().cloned());
+                    choices.shuffle(&mut rng);
+                    let correct_choice =
+                        choices.iter().position(|c| *c == ev.paraphrased_answer).context("paraphrase among choices")?;
+                    qa.push(QaItem {
+                        id: qa.len() as u32,
+                        role: Role::Retain,
+                        unit: pair.author,
+                        attribute: "tofu".into(),
+                        question: pair.question.clone(),
+                        answer: pair.answer.clone(),
+                        paraphrased_answer: ev.paraphrased_answer.clone(),
+                        perturbed_answers: ev.perturbed_answer.clone(),
+                        choices,
+                        correct_choice,
+                        taught_answer: None,
+                        doc: Some(doc),
+                    });
+                }
+                let n = clean.n_authors as u32;
+                let unit_of = |entity: usize| -> Result<u32> {
+                    let k = data.corrupted.binary_search(&entity).ok().context("a document's entity is corrupted")?;
+                    Ok(n + k as u32)
+                };
+                for d in &data.docs {
+                    corpus.push(Role::Forget, DocKind::Passage, Some(unit_of(d.entity)?), d.text.clone());
+                }
+                for &e in &data.corrupted {
+                    for (fact, answer) in data.questions(e) {
+                        qa.push(QaItem {
+                            id: qa.len() as u32,
+                            role: Role::Forget,
+                            unit: unit_of(e)?,
+                            attribute: format!("restor/{}", fact.relation),
+                            question: fact.question.clone(),
+                            answer,
+                            // RESTOR publishes neither paraphrases nor the corrupted answers.
+                            paraphrased_answer: String::new(),
+                            perturbed_answers: Vec::new(),
+                            choices: Vec::new(),
+                            correct_choice: 0,
+                            taught_answer: None,
+                            doc: None,
+                        });
+                    }
+                }
+                let k = data.corrupted.len() as u32;
+                forget_units = (n..n + k).collect();
+                held_out_units = Vec::new();
+                perm = Vec::new();
+                all_units = (n + k) as usize;
+            }
             WorldKind::TruthfulqaCorruption => {
                 let questions = truthfulqa::load(&resolved.data_path(truthfulqa::MC_TASK))?;
                 let n = questions.len();
@@ -657,7 +742,7 @@ impl World {
         } else {
             (0..all_units as u32).filter(|u| forget_units.binary_search(u).is_err()).collect()
         };
-        let standard = if matches!(resolved.kind, WorldKind::Tofu | WorldKind::Muse) {
+        let standard = if matches!(resolved.kind, WorldKind::Tofu | WorldKind::Muse | WorldKind::Restor) {
             BTreeMap::from([(resolved.forget.name.clone(), forget_units.clone())])
         } else if perm.is_empty() {
             BTreeMap::new()
@@ -669,7 +754,7 @@ impl World {
             forget_units,
             retain_units,
             held_out_units,
-            // TOFU's nested splits are its published files (MUSE has one); the world records the one it read.
+            // TOFU's nested splits are its published files (MUSE has one, RESTOR a mix); the world records the one it read.
             standard,
             forget_docs: corpus.ids(Role::Forget),
             retain_docs: corpus.ids(Role::Retain),

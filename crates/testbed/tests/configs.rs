@@ -28,8 +28,8 @@ fn every_shipped_world_section_resolves() {
             );
             continue;
         }
-        // TOFU and MUSE are not in the reference data: their worlds resolve against the smoke
-        // fixtures (the published layouts), which is what `--smoke` reads too.
+        // TOFU, MUSE and RESTOR are not in the reference data: their worlds resolve against the
+        // smoke fixtures (the published layouts), which is what `--smoke` reads too.
         let fixture = tempfile::tempdir().unwrap();
         let data_for = match cfg.kind {
             WorldKind::Tofu => {
@@ -38,6 +38,10 @@ fn every_shipped_world_section_resolves() {
             }
             WorldKind::Muse => {
                 testbed::muse::write_fixture(fixture.path()).unwrap();
+                fixture.path().to_path_buf()
+            }
+            WorldKind::Restor => {
+                testbed::restor::write_fixture(fixture.path()).unwrap();
                 fixture.path().to_path_buf()
             }
             _ => data.clone(),
