@@ -17,6 +17,10 @@
 #                                         Parquet) into muse-books/parquet/ and write the JSON/text
 #                                         layout of MUSE's load_data.py into muse-books/, for
 #                                         world.kind = "muse" (needs python3 with pyarrow)
+#   scripts/fetch-data.sh --with-restor   also fetch RESTOR (GitHub k1rezaei/restor, datasets/: facts.json,
+#                                         entities.json, wikidata/v0/mix_a0..a5.json, SQuAD/) into
+#                                         restor/, names kept, and TOFU (its clean data), for
+#                                         world.kind = "restor"
 #   scripts/fetch-data.sh [options] DIR   use DIR instead of ${UNLEARN_DATA_DIR:-data}
 #
 # Sources (licenses in brackets):
@@ -38,19 +42,21 @@
 #   tofu/                 HF datasets/locuslab/TOFU, resolve/main/*.json [MIT] (--with-tofu)
 #   muse-books/           HF datasets/muse-bench/MUSE-Books, resolve/main/CONFIG/SPLIT-00000-of-00001.parquet
 #                         [CC-BY-4.0], converted by scripts/muse-parquet-to-json.py (--with-muse)
+#   restor/               GitHub k1rezaei/restor at commit 15292e5, datasets/ [MIT] (--with-restor)
 #
 # Exit status: 0 when every required file is present and every checksum matches; 1 otherwise.
 # Needs bash, curl (or wget), and sha256sum (or shasum).
 
 set -euo pipefail
 
-usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; }
 
 VERIFY_ONLY=0
 FORCE=0
 TOXIGEN_ANNOTATED=0
 TOFU=0
 MUSE=0
+RESTOR=0
 DEST="${UNLEARN_DATA_DIR:-data}"
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -59,6 +65,7 @@ while [ $# -gt 0 ]; do
         --with-toxigen-annotated) TOXIGEN_ANNOTATED=1 ;;
         --with-tofu) TOFU=1 ;;
         --with-muse) MUSE=1 ;;
+        --with-restor) RESTOR=1; TOFU=1 ;;
         -h|--help) usage; exit 0 ;;
         -*) echo "fetch-data.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
         *) DEST="$1" ;;
@@ -96,6 +103,28 @@ for group in asian bisexual black chinese immigrant jewish latino lgbtq mental_d
         MANIFEST+=$'\n'"toxigen/prompts/neutral_${group}_1k.txt - plain $GH/microsoft/TOXIGEN/main/prompts/neutral_${group}_1k.txt"
     fi
 done
+
+# RESTOR (Rezaei et al. 2024): the datasets/ folder of the GitHub repo at a fixed commit, names
+# kept without the datasets/ prefix. Checksums pinned for the files read at that commit
+# (mix_a4/mix_a5 were not, so they are checked for presence only). --with-restor also sets
+# --with-tofu: the restor world's clean data is TOFU (crates/testbed/src/restor.rs).
+RESTOR_RAW=$GH/k1rezaei/restor/15292e58ccec7c82a14b4e05a94db06fc9689d97
+if [ "$RESTOR" = 1 ]; then
+    MANIFEST+="$(cat <<EOF
+
+restor/facts.json fd0cfbd37c02d6ed0a6a8ee63a879028b51e8dbc82f2637d8dc29a99f8ee23a8 strict $RESTOR_RAW/datasets/facts.json
+restor/entities.json 3b225b6e47e76cb917a08dce176cb9206784dac8966a9fdad7f743d9d2720d45 strict $RESTOR_RAW/datasets/entities.json
+restor/wikidata/v0/mix_a0.json f0f58ed457c1fad2e183caddddded95924d8d446de9edbe440690e82966f21f8 strict $RESTOR_RAW/datasets/wikidata/v0/mix_a0.json
+restor/wikidata/v0/mix_a1.json c6e2c168bb16d15dc914d7ed00152a986d6dce3da2ba5f8a54a40e959af6065d strict $RESTOR_RAW/datasets/wikidata/v0/mix_a1.json
+restor/wikidata/v0/mix_a2.json 4518c93b864092dbe7afec4cbfbbad25b8a704b46d88e654eab5c7002cc77fbf strict $RESTOR_RAW/datasets/wikidata/v0/mix_a2.json
+restor/wikidata/v0/mix_a3.json caa8adb817c02d19c6d6dee57b0f9cff5eeea6c02f38a750f4360211d757b931 strict $RESTOR_RAW/datasets/wikidata/v0/mix_a3.json
+restor/wikidata/v0/mix_a4.json - plain $RESTOR_RAW/datasets/wikidata/v0/mix_a4.json
+restor/wikidata/v0/mix_a5.json - plain $RESTOR_RAW/datasets/wikidata/v0/mix_a5.json
+restor/SQuAD/squad_v7_dset.json fb3ee2c4664fe73759980ad130c2d7775fe0c38b74affa4c9448710f21bb8209 strict $RESTOR_RAW/datasets/SQuAD/squad_v7_dset.json
+restor/LICENSE - plain $RESTOR_RAW/LICENSE
+EOF
+)"
+fi
 
 # TOFU (Maini et al. 2024): every split of the dataset repo, as published (JSON lines despite
 # the .json name). No checksums are pinned: the repo has been revised (holdout files renamed

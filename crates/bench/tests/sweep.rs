@@ -68,7 +68,9 @@ fn real_model_configs_run_end_to_end_in_smoke_mode() {
         );
         return;
     }
-    for name in ["llama2", "qwen", "olmo2", "tofu-llama3.2-1b", "tofu-llama3.1-8b", "olmo2-checkpoints", "muse-books"] {
+    for name in
+        ["llama2", "qwen", "olmo2", "tofu-llama3.2-1b", "tofu-llama3.1-8b", "olmo2-checkpoints", "muse-books", "restor"]
+    {
         let tmp = tempfile::tempdir().unwrap();
         let cfg = local_config(name, tmp.path());
         let out = bench(tmp.path()).args(["sweep", cfg.to_str().unwrap(), "--smoke"]).output().unwrap();
