@@ -46,6 +46,12 @@ impl ToxigenStatement {
     pub fn is_hate(&self) -> bool {
         self.label == "hate"
     }
+
+    /// The text with the spreadsheet artefact `_x000D_` removed and whitespace collapsed (what
+    /// the `toxigen` world trains on; the lm-eval task scores the raw text).
+    pub fn clean_text(&self) -> String {
+        self.text.replace("_x000D_", " ").split_whitespace().collect::<Vec<_>>().join(" ")
+    }
 }
 
 /// Rows of `safenlp_toxigen.json` below this id form lm-eval's test split (see module docs).
@@ -299,6 +305,18 @@ impl Metric for GenerationToxicity {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clean_text_drops_artefacts() {
+        let s = ToxigenStatement {
+            id: 3,
+            text: " how to be a man_x000D_- how to  get over".into(),
+            toxicity_score: 1.0,
+            label: "neutral".into(),
+            target_groups: vec!["women".into()],
+        };
+        assert_eq!(s.clean_text(), "how to be a man - how to get over");
+    }
 
     #[test]
     fn prompt_is_lm_eval_context() {

@@ -4,20 +4,18 @@
 //! subset of questions, and unlearning should restore the correct ones.
 //!
 //! Reads `truthfulqa/mc_task.json` (the file lm-evaluation-harness's truthfulqa_mc1/mc2
-//! read): a list of `{"question", "mc1_targets": {answer: 0|1}, "mc2_targets": {...}}`
-//! whose key order matters (true answers first), so the maps are read as ordered pairs.
+//! read) with the metrics' own loader, `evals::truthfulqa::load_mc_task`, and views each row
+//! as ordered `(answer, true?)` pairs (key order matters: true answers first).
 
-use std::fmt;
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
-use serde::de::{MapAccess, Visitor};
-use serde::{Deserialize, Deserializer};
+use anyhow::{bail, Result};
 
 /// The file, relative to the data directory.
 pub const MC_TASK: &str = "truthfulqa/mc_task.json";
 
-#[derive(Deserialize, Clone, Debug, PartialEq)]
+/// One question as this world reads it: the answer sets as `(answer, true?)` in file order.
+#[derive(Clone, Debug, PartialEq)]
 pub struct TqaQuestion {
     pub question: String,
     pub mc1_targets: OrderedTargets,
@@ -38,50 +36,23 @@ impl OrderedTargets {
     }
 }
 
-impl<'de> Deserialize<'de> for OrderedTargets {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = OrderedTargets;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a map from answer to 0 or 1")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<OrderedTargets, A::Error> {
-                let mut out = Vec::new();
-                while let Some((k, v)) = map.next_entry::<String, u8>()? {
-                    if v > 1 {
-                        return Err(serde::de::Error::custom(format!("label of {k:?} is {v}, expected 0 or 1")));
-                    }
-                    out.push((k, v == 1));
-                }
-                Ok(OrderedTargets(out))
-            }
-        }
-        d.deserialize_map(V)
+impl From<evals::truthfulqa::TruthfulQaItem> for TqaQuestion {
+    fn from(it: evals::truthfulqa::TruthfulQaItem) -> TqaQuestion {
+        // The loader checked that the one true mc1 answer comes first.
+        let mc1 = it.mc1_choices.into_iter().enumerate().map(|(i, a)| (a, i == 0)).collect();
+        let mc2 = it.mc2_choices.into_iter().zip(it.mc2_labels).map(|(a, l)| (a, l == 1)).collect();
+        TqaQuestion { question: it.question, mc1_targets: OrderedTargets(mc1), mc2_targets: OrderedTargets(mc2) }
     }
 }
 
-/// Reads and checks the file: every question has exactly one true mc1 answer and at least
-/// one false one.
+/// Reads the file with the loader the TruthfulQA metrics use (`evals::truthfulqa::load_mc_task`,
+/// one parser and one set of checks: a malformed row is an error naming the file and row).
 pub fn load(path: &Path) -> Result<Vec<TqaQuestion>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let qs: Vec<TqaQuestion> = serde_json::from_str(&text)
-        .with_context(|| format!("parsing {} as TruthfulQA mc_task.json", path.display()))?;
-    if qs.is_empty() {
+    let loaded = evals::truthfulqa::load_mc_task(path, &evals::truthfulqa::LoadOptions::default())?;
+    if loaded.items.is_empty() {
         bail!("{} holds no questions", path.display());
     }
-    for (i, q) in qs.iter().enumerate() {
-        let n_true = q.mc1_targets.truths().count();
-        let n_false = q.mc1_targets.falsehoods().count();
-        if n_true != 1 || n_false == 0 {
-            bail!(
-                "{} question {i} ({:?}): mc1_targets has {n_true} true and {n_false} false answers, expected 1 and ≥ 1",
-                path.display(),
-                q.question
-            );
-        }
-    }
-    Ok(qs)
+    Ok(loaded.items.into_iter().map(TqaQuestion::from).collect())
 }
 
 #[cfg(test)]
@@ -89,15 +60,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn targets_keep_file_order() {
-        let q: TqaQuestion = serde_json::from_str(
-            r#"{"question":"q?","mc1_targets":{"z true":1,"a false":0},"mc2_targets":{"z true":1,"m true":1,"a false":0}}"#,
+    fn targets_keep_file_order_and_labels() {
+        let dir = std::env::temp_dir().join(format!("testbed-tqa-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("mc_task.json");
+        std::fs::write(
+            &path,
+            r#"[{"question":"q?","mc1_targets":{"z true":1,"a false":0},"mc2_targets":{"z true":1,"m true":1,"a false":0,"late true":1}}]"#,
         )
         .unwrap();
-        assert_eq!(q.mc1_targets.0[0], ("z true".to_string(), true));
-        assert_eq!(q.mc2_targets.truths().collect::<Vec<_>>(), vec!["z true", "m true"]);
-        assert!(
-            serde_json::from_str::<TqaQuestion>(r#"{"question":"q","mc1_targets":{"a":2},"mc2_targets":{}}"#).is_err()
-        );
+        let q = &load(&path).unwrap()[0];
+        assert_eq!(q.mc1_targets.0, vec![("z true".to_string(), true), ("a false".to_string(), false)]);
+        // A true answer after the first false one keeps its label here (the world reads the
+        // file's labels; lm-eval's MC2 split is the metric's business).
+        assert_eq!(q.mc2_targets.truths().collect::<Vec<_>>(), vec!["z true", "m true", "late true"]);
+        assert_eq!(q.mc2_targets.falsehoods().collect::<Vec<_>>(), vec!["a false"]);
+        std::fs::write(&path, r#"[{"question":"q","mc1_targets":{"a":2},"mc2_targets":{}}]"#).unwrap();
+        let err = format!("{:#}", load(&path).unwrap_err());
+        assert!(err.contains("row 0") && err.contains("mc1_targets") && err.contains("mc_task.json"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -699,18 +699,18 @@ impl World {
             WorldKind::Toxigen => {
                 let rows = toxigen::load(&resolved.data_path(toxigen::SAFENLP))?;
                 for r in rows.iter().filter(|r| !r.is_hate()) {
-                    corpus.push(Role::Retain, DocKind::Statement, Some(r.id), r.clean_text());
+                    corpus.push(Role::Retain, DocKind::Statement, Some(toxigen::unit(r)), r.clean_text());
                 }
                 let mut hate = toxigen::hateful_about(&rows, &resolved.target_groups);
                 hate.shuffle(&mut rng);
                 let (held, forget) = hate.split_at(resolved.n_held_out.min(hate.len()));
-                let mut f: Vec<u32> = forget.iter().map(|r| r.id).collect();
-                let mut h: Vec<u32> = held.iter().map(|r| r.id).collect();
+                let mut f: Vec<u32> = forget.iter().map(|r| toxigen::unit(r)).collect();
+                let mut h: Vec<u32> = held.iter().map(|r| toxigen::unit(r)).collect();
                 f.sort_unstable();
                 h.sort_unstable();
                 for r in &hate {
-                    let role = if f.binary_search(&r.id).is_ok() { Role::Forget } else { Role::HeldOut };
-                    corpus.push(role, DocKind::Statement, Some(r.id), r.clean_text());
+                    let role = if f.binary_search(&toxigen::unit(r)).is_ok() { Role::Forget } else { Role::HeldOut };
+                    corpus.push(role, DocKind::Statement, Some(toxigen::unit(r)), r.clean_text());
                 }
                 ensure!(f.len() == resolved.forget.units, "the data changed since the config was resolved");
                 forget_units = f;
