@@ -587,6 +587,10 @@ pub struct TrainLog {
 /// A progress callback: (steps done, total steps, last loss).
 pub type Progress<'a> = &'a mut dyn FnMut(usize, usize, f64);
 
+/// A progress report of a staged job (world building, unlearning): (stage, step, total, loss).
+/// The one definition: `testbed::train::Progress` and `unlearn::ProgressFn` are this type.
+pub type StageProgress<'a> = &'a dyn Fn(&str, usize, usize, f64);
+
 /// Train for `cfg.epochs` over `primary` (shuffled each epoch with `cfg.seed`), pairing each
 /// primary batch with a batch of `secondary` when given (cycled, shuffled with its own stream).
 pub fn fit(

@@ -124,7 +124,7 @@ pub struct BuiltWorld {
 }
 
 /// A progress report: (stage, step, total, loss).
-pub type Progress<'a> = &'a dyn Fn(&str, usize, usize, f64);
+pub use lm::train::StageProgress as Progress;
 
 /// The folder a world with this config and model is built in.
 pub fn world_dir(cache: &Path, world: &World, model: &ScratchModel) -> PathBuf {

@@ -34,7 +34,7 @@ pub struct CheckpointInfo {
 }
 
 /// A progress callback: (stage, step, total, loss).
-pub type ProgressFn<'a> = &'a dyn Fn(&str, usize, usize, f64);
+pub use lm::train::StageProgress as ProgressFn;
 
 /// Everything a method needs for one run.
 pub struct Context<'a> {
