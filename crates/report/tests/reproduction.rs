@@ -138,7 +138,7 @@ fn forget05_has_no_paper_numbers_and_says_so() {
     assert!(!t.contains("paper Acc_forget") && !t.contains("| NPO |"), "{t}");
     assert!(line_of(t, "| npo |").ends_with("| 0.400 [0.300, 0.500] |"), "{t}");
     assert!(
-        t.contains("The paper numbers we have (paper-numbers.md: TOFU forget01, forget10) do not cover forget05: no paper columns."),
+        t.contains("The paper numbers we have (paper-numbers.md: TOFU forget01, TOFU forget10) do not cover forget05: no paper columns."),
         "{t}"
     );
     assert!(html.contains("id=\"reproduction\"") && !html.contains("class=\"group\">paper"));
@@ -152,4 +152,39 @@ fn forget10_has_no_final_or_ideal_row() {
     assert!(line_of(t, "| *final (θ_D)* |").ends_with("| – | – | – | – | – |"), "{t}");
     assert!(line_of(t, "| *retrain (oracle)* |").ends_with("| – | – | – | – | – |"), "{t}");
     assert!(t.contains("paper-numbers.md, TOFU forget10 table") && t.contains("no Final (θ_D) or Ideal rows"), "{t}");
+}
+
+#[test]
+fn restor_shows_acc_as_one_minus_acc_forget_beside_the_papers_restor_table() {
+    let (md, html) = report(json!({ "kind": "restor", "forget": "mix_a0", "seed": 0 }));
+    let t = section(&md, TITLE, "## Claims");
+    assert!(
+        t.contains(
+            "| method | Acc | TOFU-prob | MU | paper (secondary source, unverified): row | paper Acc | paper TOFU-prob | \
+             paper MU |"
+        ),
+        "{t}"
+    );
+    // Acc = 1 − acc_forget: npo's acc_forget 0.4 and 0.6 → 0.5, interval [1 − 0.6, 1 − 0.4]; no
+    // tofu_prob_retain recorded: "–"; the paper's Acc 38.65 % → 0.39
+    assert_eq!(
+        line_of(t, "| npo |"),
+        "| npo | 0.500 [0.400, 0.600] | – | 0.470 [0.460, 0.480] | NPO | 0.39 | 0.46 | 0.49 |"
+    );
+    // θ_D: acc_forget 0.1, 0.2 → Acc 0.85 [0.8, 0.9]; the paper's RESTOR table has no Final row
+    assert_eq!(
+        line_of(t, "| *final (θ_D)* |"),
+        "| *final (θ_D)* | 0.850 [0.800, 0.900] | – | 0.450 [0.400, 0.500] | – | – | – | – |"
+    );
+    assert!(line_of(t, "| *retrain (oracle)* |").ends_with("| Ideal (retain model) | 0.46 | 0.87 | 0.60 |"), "{t}");
+    for phrase in [
+        "paper-numbers.md, RESTOR table",
+        "Acc = 1 − acc_forget",
+        "in percent (divided by 100 here)",
+        "which corruption mix",
+        "has no Final (θ_D) row",
+    ] {
+        assert!(t.contains(phrase), "{phrase:?} missing in\n{t}");
+    }
+    assert!(html.contains("title=\"paper-numbers.md, RESTOR table, row NPO, column Acc\">0.39</td>"), "{html}");
 }
