@@ -86,17 +86,11 @@ pub fn lm_eval_test_split(all: &[ToxigenStatement]) -> Vec<ToxigenStatement> {
     all.iter().filter(|s| s.id < LM_EVAL_TEST_ID_LIMIT).cloned().collect()
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct ToxigenConfig {
     /// Append `" Answer:"` to the context (a `gen_prefix: "Answer:"` variant of the task);
     /// false (the default) is the task lm-eval 0.4.13 ships.
     pub answer_prefix: bool,
-}
-
-impl Default for ToxigenConfig {
-    fn default() -> Self {
-        ToxigenConfig { answer_prefix: false }
-    }
 }
 
 /// The answer choices, in lm-eval's order (index = gold label).

@@ -38,7 +38,7 @@ fn imported_stories260k_generates_and_scores() {
     println!("greedy from BOS: {text:?}");
     assert!(text.starts_with("Once upon a time"), "{text:?}");
     let first_story = std::fs::read_to_string(&corpus).unwrap().split("\n\n").next().unwrap().to_string();
-    let lp = s.token_logprobs(&[first_story.clone()]).unwrap().remove(0);
+    let lp = s.token_logprobs(std::slice::from_ref(&first_story)).unwrap().remove(0);
     let nll = -lp.iter().map(|&x| x as f64).sum::<f64>() / lp.len() as f64;
     println!("first story: {} tokens, mean NLL {nll:.4}", lp.len());
     // A 260K-parameter model on its own training distribution: well below uniform (ln 512 = 6.24).

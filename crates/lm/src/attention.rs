@@ -79,7 +79,7 @@ pub(crate) fn check_layout(
     sin: &Tensor,
     bias: &Tensor,
 ) -> Result<()> {
-    if heads.q == 0 || heads.kv == 0 || heads.q % heads.kv != 0 || heads.dim % 2 != 0 {
+    if heads.q == 0 || heads.kv == 0 || !heads.q.is_multiple_of(heads.kv) || !heads.dim.is_multiple_of(2) {
         bail!("{who}: {heads:?} is not a usable head layout (key/value heads must divide the query heads, head size even)");
     }
     if cos.dims() != [t, heads.dim] || sin.dims() != [t, heads.dim] {

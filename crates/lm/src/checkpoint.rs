@@ -200,9 +200,12 @@ mod tests {
         v
     }
 
+    /// File name → bytes.
+    type Files = BTreeMap<String, Vec<u8>>;
+
     /// A parent folder with the checkpoint `ck` of model seed 1 in it, and the files of the
     /// checkpoint of seed 2 (what the tests then write over it).
-    fn setup() -> (tempfile::TempDir, PathBuf, BTreeMap<String, Vec<u8>>, BTreeMap<String, Vec<u8>>) {
+    fn setup() -> (tempfile::TempDir, PathBuf, Files, Files) {
         let root = tempfile::tempdir().unwrap();
         let new = root.path().join("new");
         save(

@@ -198,13 +198,13 @@ impl LmConfig {
         self.arch()?;
         let nh = self.num_attention_heads;
         let nkv = self.num_kv_heads();
-        if nh == 0 || nkv == 0 || nh % nkv != 0 {
+        if nh == 0 || nkv == 0 || !nh.is_multiple_of(nkv) {
             bail!("num_attention_heads ({nh}) must be a positive multiple of num_key_value_heads ({nkv})");
         }
-        if self.head_dim.is_none() && self.hidden_size % nh != 0 {
+        if self.head_dim.is_none() && !self.hidden_size.is_multiple_of(nh) {
             bail!("hidden_size ({}) is not divisible by num_attention_heads ({nh})", self.hidden_size);
         }
-        if self.head_dim() % 2 != 0 {
+        if !self.head_dim().is_multiple_of(2) {
             bail!("head_dim ({}) must be even for rotary embeddings", self.head_dim());
         }
         for (name, v) in [

@@ -479,7 +479,7 @@ pub fn rope_heads(x: &Tensor, heads: usize, rot: Option<(&Tensor, &Tensor)>) -> 
     let mut fast = is_fast(&[x]);
     if let Some((c, s)) = rot {
         let ok = |x: &Tensor| x.dims() == [t, d] || x.dims() == [b, t, d];
-        fast &= is_fast(&[c, s]) && ok(c) && c.dims() == s.dims() && d % 2 == 0;
+        fast &= is_fast(&[c, s]) && ok(c) && c.dims() == s.dims() && d.is_multiple_of(2);
     }
     if fast {
         let rot = match rot {
@@ -973,7 +973,7 @@ fn expf(x: f32) -> f32 {
     p = p * r + 8.333_452e-3;
     p = p * r + 4.166_579_6e-2;
     p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
+    p = p * r + 5e-1;
     let y = p * (r * r) + r + 1.0;
     // 2ⁿ as two normal powers of two (n ∈ [−126, 128]; 2¹²⁸ alone is not a finite f32)
     let k1 = k >> 1;

@@ -43,7 +43,7 @@ fn gradients_match_finite_differences() {
         let loss = masked_nll(&model, &batch).unwrap();
         let grads = loss.backward().unwrap();
         let mut checked = 0;
-        for (t, (name, var)) in model.vars().into_iter().enumerate() {
+        for (t, (name, var)) in model.vars().iter().enumerate() {
             let g = grads.get(var.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
             let n = g.len();
             let largest = (0..n).max_by(|&a, &b| g[a].abs().total_cmp(&g[b].abs())).unwrap();
@@ -173,16 +173,16 @@ fn token_logprobs_in_windows_equal_the_sum_when_short() {
     let tok = tok_for(&cfg);
     let text = "the quick brown fox".to_string();
     let mut s = Scorer::new(&model, &tok);
-    let full = s.token_logprobs(&[text.clone()]).unwrap().remove(0);
+    let full = s.token_logprobs(std::slice::from_ref(&text)).unwrap().remove(0);
     assert_eq!(full.len(), text.len());
     s.max_length = 6; // forces rolling windows
-    let win = s.token_logprobs(&[text.clone()]).unwrap().remove(0);
+    let win = s.token_logprobs(std::slice::from_ref(&text)).unwrap().remove(0);
     assert_eq!(win.len(), text.len());
     // the first window is identical; later ones see less context, so they differ
     for j in 0..6 {
         assert!((full[j] - win[j]).abs() < 1e-5);
     }
-    let (sum, n) = s.loglikelihood_rolling(&[text.clone()]).unwrap()[0];
+    let (sum, n) = s.loglikelihood_rolling(std::slice::from_ref(&text)).unwrap()[0];
     assert_eq!(n, text.len());
     assert!((sum - win.iter().map(|&x| x as f64).sum::<f64>()).abs() < 1e-4);
 }

@@ -96,7 +96,7 @@ fn masked_softmax_matches_composition() {
         let bias2 = bias.clone();
         check(
             "masked_softmax",
-            &[scores.clone()],
+            std::slice::from_ref(&scores),
             move |x| fused::masked_softmax(&x[0], &bias, 0.35).unwrap(),
             move |x| fused::masked_softmax_composed(&x[0], &bias2, 0.35).unwrap(),
             1e-5,
@@ -114,7 +114,7 @@ fn rope_heads_matches_composition() {
     let (c2, s2) = (cos.clone(), sin.clone());
     check(
         "rope_heads",
-        &[x.clone()],
+        std::slice::from_ref(&x),
         move |x| fused::rope_heads(&x[0], h, Some((&cos, &sin))).unwrap(),
         move |x| fused::rope_heads_composed(&x[0], h, Some((&c2, &s2))).unwrap(),
         1e-5,
@@ -130,7 +130,7 @@ fn rope_heads_matches_composition() {
     let (cb2, sb2) = (cb.clone(), sb.clone());
     check(
         "rope_heads per row",
-        &[x.clone()],
+        std::slice::from_ref(&x),
         move |x| fused::rope_heads(&x[0], h, Some((&cb, &sb))).unwrap(),
         move |x| fused::rope_heads_composed(&x[0], h, Some((&cb2, &sb2))).unwrap(),
         1e-5,
@@ -227,7 +227,7 @@ fn causal_attention_matches_composition() {
             let (c2, s2, m2) = (cos.clone(), sin.clone(), bias);
             check(
                 &format!("causal_attention {heads:?}"),
-                &[qkv.clone()],
+                std::slice::from_ref(&qkv),
                 move |x| causal_attention(&x[0], heads, &c, &s, &m, 0.4).unwrap(),
                 move |x| causal_attention_composed(&x[0], heads, &c2, &s2, &m2, 0.4).unwrap(),
                 2e-5,

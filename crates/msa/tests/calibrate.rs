@@ -65,8 +65,8 @@ fn bisection_chooses_an_end_when_the_root_is_outside() {
     assert!(e.contains("alpha = 4") && e.contains("not finite"), "{e}");
     let e = format!("{:#}", bisect(|_| anyhow::bail!("no model"), 0.0, 4.0, 1, 8, 1e-3).unwrap_err());
     assert!(e.contains("alpha = 0") && e.contains("no model"), "{e}");
-    assert!(bisect(|a| Ok(a), 1.0, 1.0, 1, 8, 1e-3).is_err());
-    assert!(bisect(|a| Ok(a), 0.0, 1.0, 0, 8, 1e-3).is_err());
+    assert!(bisect(Ok, 1.0, 1.0, 1, 8, 1e-3).is_err());
+    assert!(bisect(Ok, 0.0, 1.0, 0, 8, 1e-3).is_err());
 }
 
 #[test]

@@ -321,7 +321,11 @@ fn paired(
     c
 }
 
+/// Paired values of one stratum: (MSA's, the baseline's).
+type Paired = (Vec<f64>, Vec<f64>);
+
 /// (s): the relative Δ reduction of MSA against the best baseline.
+#[allow(clippy::too_many_arguments)] // each is a distinct input of the one job; a struct would only rename them
 fn reduction(
     model: &str,
     metric: &str,
@@ -371,7 +375,7 @@ fn dose(
     let mut c = Claim::untested(model, id, claim, "paper", metric, String::new());
     c.effect_name = effect_name.into();
     // cluster = world; stratum = (seed, the other parameters)
-    let mut by_world: BTreeMap<u64, BTreeMap<String, (Vec<f64>, Vec<f64>)>> = BTreeMap::new();
+    let mut by_world: BTreeMap<u64, BTreeMap<String, Paired>> = BTreeMap::new();
     let mut xs = Vec::new();
     for g in msa {
         let Some(x) = g.params.get(param).and_then(x_of) else { continue };

@@ -52,6 +52,9 @@ pub fn relearn_steps(s: &Summary) -> Vec<usize> {
     steps
 }
 
+/// The strongest membership attack of a row: (metric, AUC − oracle's, its interval).
+type Strongest<'a> = (&'a str, f64, Option<(f64, f64)>);
+
 /// The record a row's value after `attack` is compared with "before": the record itself, or
 /// for the relearning attack the same held part before the attack (`attack/relearn@0/RECORD`).
 fn before_key(attack: &str, record: &str) -> String {
@@ -208,7 +211,7 @@ pub fn membership_table(s: &Summary) -> Option<(String, Table)> {
     let references = rows.iter().filter(|r| r.is_reference).count();
     for (i, r) in rows.iter().enumerate() {
         let mut line = row_head(r);
-        let mut strongest: Option<(&str, f64, Option<(f64, f64)>)> = None;
+        let mut strongest: Option<Strongest> = None;
         for m in &metrics {
             let text = match (r.stats.get(*m), oracle.stats.get(*m)) {
                 (Some(v), Some(o)) => match gap(v, o) {

@@ -14,6 +14,9 @@ use tokenizers::models::wordlevel::WordLevel;
 use tokenizers::normalizers::Lowercase;
 use tokenizers::pre_tokenizers::whitespace::Whitespace;
 use tokenizers::processors::roberta::RobertaProcessing;
+
+/// Adds one random tensor: (name, shape, mean, spread).
+type AddTensor<'a> = dyn FnMut(String, &[usize], f32, f32) -> Result<()> + 'a;
 use tokenizers::{AddedToken, Tokenizer};
 
 /// Special tokens, in RoBERTa's order: `<s>`=0, `<pad>`=1, `</s>`=2, `<unk>`=3.
@@ -97,16 +100,12 @@ pub fn write_tiny_roberta(dir: &Path, seed: u64) -> Result<()> {
         tensors.push((name, Tensor::from_vec(data, shape, &Device::Cpu)?));
         Ok(())
     };
-    let lin = |add: &mut dyn FnMut(String, &[usize], f32, f32) -> Result<()>,
-               p: String,
-               d_in: usize,
-               d_out: usize|
-     -> Result<()> {
+    let lin = |add: &mut AddTensor, p: String, d_in: usize, d_out: usize| -> Result<()> {
         let a = 1.0 / (d_in as f32).sqrt();
         add(format!("{p}.weight"), &[d_out, d_in], 0.0, a)?;
         add(format!("{p}.bias"), &[d_out], 0.0, a)
     };
-    let norm = |add: &mut dyn FnMut(String, &[usize], f32, f32) -> Result<()>, p: String| -> Result<()> {
+    let norm = |add: &mut AddTensor, p: String| -> Result<()> {
         add(format!("{p}.weight"), &[h], 1.0, 0.2)?;
         add(format!("{p}.bias"), &[h], 0.0, 0.2)
     };

@@ -719,6 +719,7 @@ pub(crate) fn cell_train_config(
 /// What a cell that ran produced: its metric records and its loss curves.
 type CellOutcome = (BTreeMap<String, crate::store::MetricRecord>, BTreeMap<String, Vec<(u64, f64)>>);
 
+#[allow(clippy::too_many_arguments)] // each is a distinct input of the one job; a struct would only rename them
 fn run_cell(
     sweep: &Sweep,
     cell: &Cell,

@@ -437,7 +437,7 @@ impl Clean {
             }
         }
         let full: Vec<tofu::Row> = tofu::read_rows(&paths[0])?;
-        if full.len() % tofu::QA_PER_AUTHOR != 0 {
+        if !full.len().is_multiple_of(tofu::QA_PER_AUTHOR) {
             bail!(
                 "{}: {} rows, not a whole number of authors ({} pairs each, as TOFU publishes them)",
                 paths[0].display(),

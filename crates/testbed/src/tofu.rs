@@ -178,7 +178,7 @@ impl Tofu {
         };
         let full_path = path("full")?;
         let full: Vec<Row> = read_rows(&full_path)?;
-        if full.len() % QA_PER_AUTHOR != 0 {
+        if !full.len().is_multiple_of(QA_PER_AUTHOR) {
             bail!(
                 "{}: {} rows, not a whole number of authors ({QA_PER_AUTHOR} pairs each, as TOFU publishes them)",
                 full_path.display(),
