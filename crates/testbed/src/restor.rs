@@ -395,7 +395,17 @@ impl Restor {
             };
             docs.push(CorruptionDoc { entity, text });
         }
-        if !unnamed.is_empty() {
+        // Once per file and process: the world is loaded at resolve and again at build.
+        static NOTED: std::sync::Mutex<Vec<std::path::PathBuf>> = std::sync::Mutex::new(Vec::new());
+        let first_time = || {
+            let mut noted = NOTED.lock().unwrap_or_else(|e| e.into_inner());
+            let new = !noted.contains(&mix_path);
+            if new {
+                noted.push(mix_path.clone());
+            }
+            new
+        };
+        if !unnamed.is_empty() && first_time() {
             eprintln!(
                 "note: {}: rows {unnamed:?} name no entity of {}; each is counted with the document before it",
                 mix_path.display(),
