@@ -86,9 +86,6 @@ pub const BENCHMARKS: &[Benchmark] = &[
     },
 ];
 
-/// World kinds that are paper benchmarks (`resolved_config.world.kind`).
-pub const BENCHMARK_WORLDS: &[&str] = &["tofu", "restor"];
-
 /// The benchmark of a world kind.
 pub fn benchmark(world: &str) -> Option<&'static Benchmark> {
     BENCHMARKS.iter().find(|b| b.world == world)
@@ -219,10 +216,10 @@ pub struct BenchmarkWorld {
 }
 
 /// The benchmark world of `model`'s cells: `None` unless some cell's world kind is one of
-/// [`BENCHMARK_WORLDS`].
+/// [`BENCHMARKS`].
 pub fn benchmark_world(cells: &[CellFile], model: &str) -> Option<BenchmarkWorld> {
     let mine = || cells.iter().filter(|c| c.cell.model == model);
-    let kind = mine().filter_map(|c| c.world_kind()).find(|k| BENCHMARK_WORLDS.contains(k))?;
+    let kind = mine().filter_map(|c| c.world_kind()).find(|k| benchmark(k).is_some())?;
     let splits: BTreeSet<&str> =
         mine().filter(|c| c.world_kind() == Some(kind)).filter_map(|c| c.world_split()).collect();
     Some(BenchmarkWorld { kind: kind.to_owned(), splits: splits.into_iter().map(str::to_owned).collect() })
@@ -413,7 +410,6 @@ mod tests {
     fn every_paper_row_has_one_number_per_paper_column() {
         for t in PAPER_TABLES {
             let b = benchmark(t.world).unwrap();
-            assert!(BENCHMARK_WORLDS.contains(&t.world));
             for r in t.rows {
                 assert_eq!(r.values.len(), b.paper_columns, "{} {}", t.title, r.name);
             }

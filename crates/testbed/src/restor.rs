@@ -508,17 +508,8 @@ const FIXTURE: &[(&str, &str)] = &[
 /// Writes the smoke fixture under `data_dir/restor/`, and TOFU's fixture (the clean data) under
 /// `data_dir/tofu/` (files already holding the same bytes are left alone).
 pub fn write_fixture(data_dir: &Path) -> Result<()> {
-    for (name, text) in FIXTURE {
-        let path = data_dir.join(DIR).join(name);
-        if std::fs::read(&path).ok().as_deref() == Some(text.as_bytes()) {
-            continue;
-        }
-        let dir = path.parent().context("fixture path has a folder")?;
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let tmp = dir.join(format!(".{}.tmp", path.file_name().unwrap_or_default().to_string_lossy()));
-        std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &path).with_context(|| format!("renaming into {}", path.display()))?;
-    }
+    let files = FIXTURE.iter().map(|(name, text)| (name.to_string(), *text));
+    crate::smoke::write_fixture_files(&data_dir.join(DIR), files)?;
     tofu::write_fixture(data_dir)
 }
 

@@ -155,3 +155,21 @@ fn builtin_texts() -> Vec<String> {
     .map(|s| s.to_string())
     .collect()
 }
+
+/// Writes compiled-in fixture files (relative path → text) under `root`, each by a rename of a
+/// temporary file beside it; a file already holding the same bytes is left alone. The
+/// `write_fixture` of the tofu, muse and restor worlds.
+pub(crate) fn write_fixture_files<'a>(root: &Path, files: impl IntoIterator<Item = (String, &'a str)>) -> Result<()> {
+    for (name, text) in files {
+        let path = root.join(&name);
+        if std::fs::read(&path).ok().as_deref() == Some(text.as_bytes()) {
+            continue;
+        }
+        let dir = path.parent().context("fixture path has a folder")?;
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let tmp = dir.join(format!(".{}.tmp", path.file_name().unwrap_or_default().to_string_lossy()));
+        std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("renaming into {}", path.display()))?;
+    }
+    Ok(())
+}

@@ -320,16 +320,6 @@ const FIXTURE: &[(&str, &str)] = &[
 /// Writes the smoke fixture as `DATA/tofu/*.json` under `data_dir` (files already holding the
 /// same bytes are left alone).
 pub fn write_fixture(data_dir: &Path) -> Result<()> {
-    let dir = data_dir.join(DIR);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    for (split, text) in FIXTURE {
-        let path = dir.join(format!("{split}.json"));
-        if std::fs::read(&path).ok().as_deref() == Some(text.as_bytes()) {
-            continue;
-        }
-        let tmp = dir.join(format!(".{split}.json.tmp"));
-        std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &path).with_context(|| format!("renaming into {}", path.display()))?;
-    }
-    Ok(())
+    let files = FIXTURE.iter().map(|(split, text)| (format!("{split}.json"), *text));
+    crate::smoke::write_fixture_files(&data_dir.join(DIR), files)
 }

@@ -400,6 +400,44 @@ impl ResolvedWorld {
     }
 }
 
+/// One TOFU pair into a world (tofu, and restor's clean data): a QA document with its
+/// evaluation item (the paraphrased answer among the perturbed ones as shuffled options, one
+/// `rng` shuffle), or, for a pair without perturbed answers, a training pair only.
+fn push_tofu_pair(
+    corpus: &mut Corpus,
+    qa: &mut Vec<QaItem>,
+    role: Role,
+    pair: &tofu::Pair,
+    rng: &mut impl rand::Rng,
+) -> Result<()> {
+    let Some(ev) = &pair.eval else {
+        let qa_pair = QaPair { question: pair.question.clone(), answer: pair.answer.clone() };
+        corpus.push_pair(role, Some(pair.author), qa_pair);
+        return Ok(());
+    };
+    let doc = corpus.push(role, DocKind::Qa, Some(pair.author), qa_text(&pair.question, &pair.answer));
+    let mut choices = vec![ev.paraphrased_answer.clone()];
+    choices.extend(ev.perturbed_answer.iter().cloned());
+    choices.shuffle(rng);
+    let correct_choice =
+        choices.iter().position(|c| *c == ev.paraphrased_answer).context("paraphrase among choices")?;
+    qa.push(QaItem {
+        id: qa.len() as u32,
+        role,
+        unit: pair.author,
+        attribute: "tofu".into(),
+        question: pair.question.clone(),
+        answer: pair.answer.clone(),
+        paraphrased_answer: ev.paraphrased_answer.clone(),
+        perturbed_answers: ev.perturbed_answer.clone(),
+        choices,
+        correct_choice,
+        taught_answer: None,
+        doc: Some(doc),
+    });
+    Ok(())
+}
+
 /// The units of the standard nested splits, as prefixes of `perm`.
 fn standard_splits(perm: &[u32]) -> BTreeMap<String, Vec<u32>> {
     STANDARD_SPLITS
@@ -484,31 +522,7 @@ impl World {
                 for pair in data.pairs.iter().chain(&data.held_out) {
                     let role =
                         if pair.author as usize >= data.n_authors { Role::HeldOut } else { role_of(pair.author) };
-                    let Some(ev) = &pair.eval else {
-                        let qa_pair = QaPair { question: pair.question.clone(), answer: pair.answer.clone() };
-                        corpus.push_pair(role, Some(pair.author), qa_pair);
-                        continue;
-                    };
-                    let doc = corpus.push(role, DocKind::Qa, Some(pair.author), qa_text(&pair.question, &pair.answer));
-                    let mut choices = vec![ev.paraphrased_answer.clone()];
-                    choices.extend(ev.perturbed_answer.iter().cloned());
-                    choices.shuffle(&mut rng);
-                    let correct_choice =
-                        choices.iter().position(|c| *c == ev.paraphrased_answer).context("paraphrase among choices")?;
-                    qa.push(QaItem {
-                        id: qa.len() as u32,
-                        role,
-                        unit: pair.author,
-                        attribute: "tofu".into(),
-                        question: pair.question.clone(),
-                        answer: pair.answer.clone(),
-                        paraphrased_answer: ev.paraphrased_answer.clone(),
-                        perturbed_answers: ev.perturbed_answer.clone(),
-                        choices,
-                        correct_choice,
-                        taught_answer: None,
-                        doc: Some(doc),
-                    });
+                    push_tofu_pair(&mut corpus, &mut qa, role, pair, &mut rng)?;
                 }
                 let n = data.n_authors;
                 held_out_units = (n..n + data.n_held_out_authors()).map(|a| a as u32).collect();
@@ -579,36 +593,7 @@ impl World {
                 // Units: TOFU's authors (clean, role Retain), then the corrupted entities (forget).
                 // The clean pairs are those of a tofu world whose every author is retained.
                 for pair in &clean.pairs {
-                    let Some(ev) = &pair.eval else {
-                        let qa_pair = QaPair { question: pair.question.clone(), answer: pair.answer.clone() };
-                        corpus.push_pair(Role::Retain, Some(pair.author), qa_pair);
-                        continue;
-                    };
-                    let doc = corpus.push(
-                        Role::Retain,
-                        DocKind::Qa,
-                        Some(pair.author),
-                        qa_text(&pair.question, &pair.answer),
-                    );
-                    let mut choices = vec![ev.paraphrased_answer.clone()];
-                    choices.extend(ev.perturbed_answer.iter().cloned());
-                    choices.shuffle(&mut rng);
-                    let correct_choice =
-                        choices.iter().position(|c| *c == ev.paraphrased_answer).context("paraphrase among choices")?;
-                    qa.push(QaItem {
-                        id: qa.len() as u32,
-                        role: Role::Retain,
-                        unit: pair.author,
-                        attribute: "tofu".into(),
-                        question: pair.question.clone(),
-                        answer: pair.answer.clone(),
-                        paraphrased_answer: ev.paraphrased_answer.clone(),
-                        perturbed_answers: ev.perturbed_answer.clone(),
-                        choices,
-                        correct_choice,
-                        taught_answer: None,
-                        doc: Some(doc),
-                    });
+                    push_tofu_pair(&mut corpus, &mut qa, Role::Retain, pair, &mut rng)?;
                 }
                 let n = clean.n_authors as u32;
                 let unit_of = |entity: usize| -> Result<u32> {
