@@ -23,6 +23,8 @@ pub const TOKENIZER_FILES: &[&str] = &[
 /// Save `model` to `dir` (replacing it), copying tokenizer files from `tokenizer_from`. The
 /// weights are written in the dtype of the checkpoint the model was loaded from (f32 for a
 /// freshly initialised one), whatever dtype they had in memory; `torch_dtype` says which.
+/// LoRA adapters are merged into the weights they adapt (write the adapters themselves with
+/// [`crate::lora::save_adapter`]).
 pub fn save(model: &CausalLm, dir: &Path, tokenizer_from: Option<&Path>) -> Result<()> {
     save_as(model, dir, tokenizer_from, model.params.source_dtype)
 }
@@ -37,8 +39,12 @@ pub fn save_as(model: &CausalLm, dir: &Path, tokenizer_from: Option<&Path>, dtyp
         cfg.torch_dtype = Some(crate::weights::torch_dtype_name(dtype).into());
         cfg.model_type = Some(model.arch.model_type().into());
         std::fs::write(tmp.join("config.json"), serde_json::to_string_pretty(&cfg)?)?;
-        let tensors: HashMap<String, Tensor> =
-            model.state().iter().map(|(k, v)| Ok((k.clone(), v.detach().to_dtype(dtype)?))).collect::<Result<_>>()?;
+        // LoRA adapters merged into their weights (W + s·B·A): a plain dense checkpoint
+        let tensors: HashMap<String, Tensor> = model
+            .merged_state()?
+            .into_iter()
+            .map(|(k, v)| Ok((k, v.detach().to_dtype(dtype)?)))
+            .collect::<Result<_>>()?;
         // `__metadata__ = {"format": "pt"}` as `transformers` writes it: its
         // `from_pretrained` reads the format from there and fails on a file without it.
         let metadata: HashMap<String, String> = [("format".to_string(), "pt".to_string())].into();

@@ -6,6 +6,7 @@
 //! - [`block`]: the whole Llama block as one fused CPU op (training's fast path).
 //! - [`model`]: [`CausalLm`], a stateless forward returning logits for every position.
 //! - [`checkpoint`]: writing Hugging Face checkpoint folders.
+//! - [`lora`]: LoRA adapters (PEFT conventions) for fine-tuning and low-rank task vectors.
 //! - [`tok`]: tokenizer loading.
 //! - [`train`]: AdamW, schedules, clipping, accumulation, loss masks, NaN detection.
 //! - [`score`]: lm-evaluation-harness's `loglikelihood`, `loglikelihood_rolling`,
@@ -16,6 +17,7 @@ pub mod block;
 pub mod checkpoint;
 pub mod config;
 pub mod fused;
+pub mod lora;
 pub mod memory;
 pub mod model;
 pub mod recompute;

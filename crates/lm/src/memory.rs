@@ -17,7 +17,14 @@
 //!   (normalised inputs, q|k|v, rotated q/k, attention output, mid stream, gate|up, SwiGLU
 //!   output, output: ≈ 6h + 2·(q+kv widths) + 3f values) plus the attention probabilities
 //!   (heads × t per row); with activation checkpointing one (b, t, h) stream per block and one
-//!   block's activations; plus the logits (b·t·vocab; twice off the fused path).
+//!   block's activations; plus the logits (b·t·vocab; twice off the fused path);
+//! - with LoRA ([`crate::lora`]): gradients and AdamW moments for the adapters only, plus the
+//!   adapters themselves, and per adapted weight the product B·(s·A) and the merged weight the
+//!   forward keeps for the backward (two dense copies of the adapted weights), plus dense
+//!   gradients of the frozen weights: candle's backward stores a gradient for every argument
+//!   of a differentiated op, tracked or not (`GradStore::or_insert`), and frees them only at
+//!   the end of the backward. LoRA therefore saves the AdamW moments and the masters'
+//!   gradients here, not the dense gradient (measured in `tests/memory.rs`).
 
 use crate::config::LmConfig;
 use crate::train::Precision;
@@ -39,6 +46,34 @@ pub struct StepShape {
     /// A second forward pass per step with a frozen copy of the model (NPO's and KL's
     /// reference model), counted as weights only.
     pub reference_model: bool,
+    /// LoRA adapters instead of full fine-tuning ([`LoraShape::of`]).
+    pub lora: Option<LoraShape>,
+}
+
+/// What LoRA changes in a step's memory: the adapters' values and the adapted weights' size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoraShape {
+    /// Trainable values, Σ r·(in + out) over the adapted weights.
+    pub params: u64,
+    /// Values of the adapted (dense) weights, Σ out·in.
+    pub adapted: u64,
+}
+
+impl LoraShape {
+    /// The shape of `lora` on a model of `cfg`; errors as [`crate::lora::select`] (a target
+    /// that matches no linear weight).
+    pub fn of(cfg: &LmConfig, lora: &crate::lora::LoraConfig) -> Result<LoraShape> {
+        let shapes: std::collections::BTreeMap<String, Vec<usize>> = cfg.parameter_shapes()?.into_iter().collect();
+        let names = crate::lora::select(&shapes, lora)?;
+        let r = lora.rank as u64;
+        let (mut params, mut adapted) = (0, 0);
+        for n in &names {
+            let (out, inp) = (shapes[n][0] as u64, shapes[n][1] as u64);
+            params += r * (out + inp);
+            adapted += out * inp;
+        }
+        Ok(LoraShape { params, adapted })
+    }
 }
 
 /// An estimate in bytes, by term.
@@ -119,11 +154,28 @@ pub fn estimate(cfg: &LmConfig, shape: &StepShape) -> Result<MemoryPlan> {
     if shape.reference_model {
         weights += p * w;
     }
-    let mut gradients = p * c;
-    if master != compute {
-        gradients += p * size(master);
+    // what trains: every parameter, or the LoRA adapters
+    let trained = shape.lora.map_or(p, |l| l.params);
+    if let Some(l) = shape.lora {
+        weights += l.params * w; // the adapters
+        if compute != shape.weights {
+            weights += l.params * c;
+        }
+        // per adapted weight the forward merges W + B·(s·A): the product and the merged
+        // weight are held by the graph until the backward
+        weights += 2 * l.adapted * c;
     }
-    let optimizer = 2 * p * size(master);
+    let mut gradients = trained * c;
+    if master != compute {
+        gradients += trained * size(master);
+    }
+    if shape.lora.is_some() {
+        // candle's backward also keeps a gradient for every frozen tensor that enters a
+        // differentiated op (`GradStore::or_insert` on the arguments of cat, add and
+        // index_select): dense gradients of all weights, though only the adapters' are used
+        gradients += p * c;
+    }
+    let optimizer = 2 * trained * size(master);
     // per row and block: what the block keeps for its backward
     let per_row = 6 * h + 2 * (qd + 2 * kvd) + 3 * f + nh * t;
     let block = rows * per_row * c;

@@ -60,25 +60,50 @@ impl CausalLm {
     /// with this model (a compute copy for mixed precision).
     pub fn cast(&self, dtype: DType) -> Result<CausalLm> {
         let trainable: std::collections::BTreeSet<&str> = self.params.vars.iter().map(|(n, _)| n.as_str()).collect();
-        let mut tensors = std::collections::BTreeMap::new();
-        let mut vars = vec![];
-        for (name, t) in &self.params.tensors {
+        // a fresh storage even when the dtype is unchanged
+        let fresh = |t: &Tensor| -> Result<Tensor> {
             let c = t.detach().to_dtype(dtype)?;
-            // a fresh storage even when the dtype is unchanged
-            let c = if c.dtype() == t.dtype() { c.copy()? } else { c };
+            Ok(if c.dtype() == t.dtype() { c.copy()? } else { c })
+        };
+        let mut tensors = std::collections::BTreeMap::new();
+        let mut new_vars = std::collections::BTreeMap::new();
+        for (name, t) in &self.params.tensors {
+            let c = fresh(t)?;
             if trainable.contains(name.as_str()) {
                 let v = Var::from_tensor(&c)?;
                 tensors.insert(name.clone(), v.as_tensor().clone());
-                vars.push((name.clone(), v));
+                new_vars.insert(name.clone(), v);
             } else {
                 tensors.insert(name.clone(), c);
             }
         }
+        let lora = match &self.params.lora {
+            None => None,
+            Some(l) => {
+                let mut pairs = std::collections::BTreeMap::new();
+                for (w, (a, b)) in &l.pairs {
+                    let (va, vb) =
+                        (Var::from_tensor(&fresh(a.as_tensor())?)?, Var::from_tensor(&fresh(b.as_tensor())?)?);
+                    let (an, bn) = crate::lora::adapter_names(w);
+                    if trainable.contains(an.as_str()) {
+                        new_vars.insert(an, va.clone());
+                    }
+                    if trainable.contains(bn.as_str()) {
+                        new_vars.insert(bn, vb.clone());
+                    }
+                    pairs.insert(w.clone(), (va, vb));
+                }
+                Some(crate::lora::Adapters { cfg: l.cfg.clone(), pairs })
+            }
+        };
         // keep the variables in this model's order
-        let order: std::collections::BTreeMap<&str, usize> =
-            self.params.vars.iter().enumerate().map(|(i, (n, _))| (n.as_str(), i)).collect();
-        vars.sort_by_key(|(n, _)| order[n.as_str()]);
-        let params = Params { tensors, vars, source_dtype: self.params.source_dtype };
+        let vars = self
+            .params
+            .vars
+            .iter()
+            .map(|(n, _)| (n.clone(), new_vars.remove(n).expect("every variable is a tensor or an adapter")))
+            .collect();
+        let params = Params { tensors, vars, source_dtype: self.params.source_dtype, lora };
         let m = CausalLm::from_params(self.cfg.clone(), params, &self.device)?;
         m.set_activation_checkpointing(self.activation_checkpointing());
         Ok(m)
@@ -123,16 +148,36 @@ impl CausalLm {
         if !self.params.is_trainable() {
             bail!("train_only: the model was loaded frozen");
         }
+        // with LoRA, an adapter is kept when the weight it adapts is
+        let adapted: std::collections::BTreeMap<String, String> = match &self.params.lora {
+            None => Default::default(),
+            Some(l) => l
+                .pairs
+                .keys()
+                .flat_map(|w| {
+                    let (a, b) = crate::lora::adapter_names(w);
+                    [(a, w.clone()), (b, w.clone())]
+                })
+                .collect(),
+        };
         let vars = std::mem::take(&mut self.params.vars);
         let mut kept = vec![];
         for (name, var) in vars {
-            if keep(&name) {
+            if keep(adapted.get(&name).unwrap_or(&name)) {
                 kept.push((name, var));
+            } else if adapted.contains_key(&name) {
+                // an adapter left out of training keeps its values (B = 0: its weight unchanged)
             } else {
                 self.params.tensors.insert(name, var.as_tensor().detach());
             }
         }
         if kept.is_empty() {
+            if self.params.lora.is_some() {
+                bail!(
+                    "train_only: no LoRA adapter selected (lora.targets adapt {} weights, none of the ones to train)",
+                    self.params.lora.as_ref().map_or(0, |l| l.pairs.len())
+                );
+            }
             bail!("train_only: no parameter selected (the model has {} tensors)", self.params.tensors.len());
         }
         let names = kept.iter().map(|(n, _)| n.clone()).collect();
@@ -140,8 +185,59 @@ impl CausalLm {
         Ok(names)
     }
 
-    fn w(&self, name: &str) -> Result<&Tensor> {
-        self.params.get(name)
+    /// A weight by name, with its LoRA adapter merged in when it has one.
+    fn w(&self, name: &str) -> Result<Tensor> {
+        let base = self.params.get(name)?;
+        match &self.params.lora {
+            None => Ok(base.clone()),
+            Some(l) => l.apply(name, base),
+        }
+    }
+
+    /// Attaches LoRA adapters ([`crate::lora`]) to the weights `cfg.targets` select: every
+    /// parameter of the model is frozen, and the adapters (A random, B = 0, seeded by `seed`)
+    /// become its only trainable variables. Returns the adapted weights' names. Errors when
+    /// adapters are attached already or a target selects nothing.
+    pub fn attach_lora(&mut self, cfg: &crate::lora::LoraConfig, seed: u64) -> Result<Vec<String>> {
+        use rand::{Rng, SeedableRng};
+        if self.params.lora.is_some() {
+            bail!("LoRA adapters are attached to this model already");
+        }
+        let shapes: std::collections::BTreeMap<String, Vec<usize>> =
+            self.params.tensors.iter().map(|(n, t)| (n.clone(), t.dims().to_vec())).collect();
+        let names = crate::lora::select(&shapes, cfg)?;
+        for (name, var) in std::mem::take(&mut self.params.vars) {
+            self.params.tensors.insert(name, var.as_tensor().detach());
+        }
+        let dtype = self.dtype();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x4c6f_5241_5f69_6e69); // "LoRA_ini"
+        let r = cfg.rank;
+        let mut pairs = std::collections::BTreeMap::new();
+        for name in &names {
+            let (out, inp) = (shapes[name][0], shapes[name][1]); // selected weights are 2-D
+            let bound = 1.0 / (inp as f64).sqrt();
+            let a: Vec<f32> = (0..r * inp).map(|_| rng.random_range(-bound..bound) as f32).collect();
+            let a = Var::from_tensor(&Tensor::from_vec(a, (r, inp), &self.device)?.to_dtype(dtype)?)?;
+            let b = Var::from_tensor(&Tensor::zeros((out, r), dtype, &self.device)?)?;
+            let (an, bn) = crate::lora::adapter_names(name);
+            self.params.vars.push((an, a.clone()));
+            self.params.vars.push((bn, b.clone()));
+            pairs.insert(name.clone(), (a, b));
+        }
+        self.params.lora = Some(crate::lora::Adapters { cfg: cfg.clone(), pairs });
+        Ok(names)
+    }
+
+    /// The dense weights with every LoRA adapter merged (W + s·B·A), as a checkpoint holds
+    /// them; the parameters themselves without adapters.
+    pub fn merged_state(&self) -> Result<std::collections::BTreeMap<String, Tensor>> {
+        let mut out = self.params.tensors.clone();
+        if let Some(l) = &self.params.lora {
+            for name in l.pairs.keys() {
+                out.insert(name.clone(), self.w(name)?.detach());
+            }
+        }
+        Ok(out)
     }
 
     /// Full-sequence logits.
@@ -159,7 +255,7 @@ impl CausalLm {
     /// In f32 (converted from the weights' dtype).
     pub fn hidden(&self, input_ids: &Tensor, attention_mask: Option<&Tensor>) -> Result<Tensor> {
         let x = self.stream(input_ids, attention_mask, self.cfg.num_hidden_layers)?;
-        Ok(rms_norm(&x, self.w("model.norm.weight")?, self.cfg.rms_norm_eps)?.to_dtype(DType::F32)?)
+        Ok(rms_norm(&x, &self.w("model.norm.weight")?, self.cfg.rms_norm_eps)?.to_dtype(DType::F32)?)
     }
 
     /// The residual stream after the first `layers` blocks (no final norm), (batch, time,
@@ -199,7 +295,7 @@ impl CausalLm {
     }
 
     /// The output projection's weight (vocab, hidden): the embedding when tied.
-    fn head(&self) -> Result<&Tensor> {
+    fn head(&self) -> Result<Tensor> {
         self.w(if self.cfg.tie_word_embeddings { "model.embed_tokens.weight" } else { "lm_head.weight" })
     }
 
@@ -211,7 +307,7 @@ impl CausalLm {
         if x.dim(D::Minus1)? != h {
             bail!("logits: hidden states have {} features, the model {h}", x.dim(D::Minus1)?);
         }
-        Ok(fused::linear(&x.to_dtype(head.dtype())?, head)?.to_dtype(DType::F32)?)
+        Ok(fused::linear(&x.to_dtype(head.dtype())?, &head)?.to_dtype(DType::F32)?)
     }
 
     /// An empty key/value cache for [`CausalLm::forward_cached`].
@@ -277,7 +373,7 @@ impl CausalLm {
             x = self.block(l, &x, &bias, &cos, &sin, Some(&mut cache.layers[l]))?;
         }
         cache.len = total;
-        Ok(rms_norm(&x, self.w("model.norm.weight")?, self.cfg.rms_norm_eps)?.to_dtype(DType::F32)?)
+        Ok(rms_norm(&x, &self.w("model.norm.weight")?, self.cfg.rms_norm_eps)?.to_dtype(DType::F32)?)
     }
 
     fn block(
@@ -303,22 +399,33 @@ impl CausalLm {
             };
             let olmo2_qk_norm =
                 if olmo2 { Some([w("self_attn.q_norm.weight")?, w("self_attn.k_norm.weight")?]) } else { None };
+            // owned, as a LoRA adapter's weight is merged here (W + s·B·A)
+            let ws = [
+                if olmo2 { "post_attention_layernorm.weight" } else { "input_layernorm.weight" },
+                "self_attn.q_proj.weight",
+                "self_attn.k_proj.weight",
+                "self_attn.v_proj.weight",
+                "self_attn.o_proj.weight",
+                if olmo2 { "post_feedforward_layernorm.weight" } else { "post_attention_layernorm.weight" },
+                "mlp.gate_proj.weight",
+                "mlp.up_proj.weight",
+                "mlp.down_proj.weight",
+            ]
+            .into_iter()
+            .map(w)
+            .collect::<Result<Vec<_>>>()?;
             let bw = BlockWeights {
-                attn_norm: w(if olmo2 { "post_attention_layernorm.weight" } else { "input_layernorm.weight" })?,
-                q: w("self_attn.q_proj.weight")?,
-                k: w("self_attn.k_proj.weight")?,
-                v: w("self_attn.v_proj.weight")?,
-                o: w("self_attn.o_proj.weight")?,
-                mlp_norm: w(if olmo2 {
-                    "post_feedforward_layernorm.weight"
-                } else {
-                    "post_attention_layernorm.weight"
-                })?,
-                gate: w("mlp.gate_proj.weight")?,
-                up: w("mlp.up_proj.weight")?,
-                down: w("mlp.down_proj.weight")?,
-                qkv_bias,
-                olmo2_qk_norm,
+                attn_norm: &ws[0],
+                q: &ws[1],
+                k: &ws[2],
+                v: &ws[3],
+                o: &ws[4],
+                mlp_norm: &ws[5],
+                gate: &ws[6],
+                up: &ws[7],
+                down: &ws[8],
+                qkv_bias: qkv_bias.as_ref().map(|[a, b, c]| [a, b, c]),
+                olmo2_qk_norm: olmo2_qk_norm.as_ref().map(|[a, b]| [a, b]),
             };
             if block::applies(x, &bw) {
                 let heads =
@@ -330,7 +437,7 @@ impl CausalLm {
             // the composed block, its activations recomputed in the backward
             let prefix = format!("{p}.");
             let names: Vec<String> = self.params.tensors.keys().filter(|n| n.starts_with(&prefix)).cloned().collect();
-            let weights = names.iter().map(|n| self.w(n).cloned()).collect::<Result<Vec<_>>>()?;
+            let weights = names.iter().map(|n| self.w(n)).collect::<Result<Vec<_>>>()?;
             let (cfg, arch, mask, cos, sin) = (self.cfg.clone(), self.arch, mask.clone(), cos.clone(), sin.clone());
             let f: crate::recompute::Recomputable = std::sync::Arc::new(move |x: &Tensor, ws: &[Tensor]| {
                 let map: std::collections::HashMap<&str, &Tensor> = names.iter().map(String::as_str).zip(ws).collect();
@@ -343,7 +450,7 @@ impl CausalLm {
             });
             return crate::recompute::checkpoint(x, &weights, f);
         }
-        let get = |n: &str| self.w(n).cloned();
+        let get = |n: &str| self.w(n);
         composed_block(&self.cfg, self.arch, &get, &p, x, mask, cos, sin, cache)
     }
 
@@ -380,7 +487,7 @@ impl CausalLm {
                 self.cfg.hidden_size
             );
         }
-        if !(fused::is_fast(&[hidden, head]) && targets.dtype() == DType::U32) {
+        if !(fused::is_fast(&[hidden, &head]) && targets.dtype() == DType::U32) {
             return CausalLm::target_logprobs(&self.logits(hidden)?, targets);
         }
         let tg = targets.flatten_all()?.to_vec1::<u32>()?;
@@ -392,7 +499,8 @@ impl CausalLm {
         Ok(hidden.contiguous()?.apply_op2(&head.contiguous()?, op)?.reshape((b, t))?)
     }
 
-    /// The parameters as a name -> tensor map, ready to save.
+    /// The parameters as a name -> tensor map, ready to save (without LoRA adapters; see
+    /// [`CausalLm::merged_state`]).
     pub fn state(&self) -> &std::collections::BTreeMap<String, Tensor> {
         &self.params.tensors
     }

@@ -171,6 +171,10 @@ pub struct TrainConfig {
     /// ([`CausalLm::set_activation_checkpointing`]); same gradients, less memory.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub activation_checkpointing: bool,
+    /// Train LoRA adapters instead of the weights ([`crate::lora`]; [`load_for_training`]
+    /// attaches them). Left out of the serialised form when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lora: Option<crate::lora::LoraConfig>,
 }
 
 /// How a training step computes.
@@ -236,6 +240,7 @@ impl Default for TrainConfig {
             seed: 0,
             precision: Precision::F32,
             activation_checkpointing: false,
+            lora: None,
         }
     }
 }
@@ -261,6 +266,9 @@ impl TrainConfig {
                 bail!("train.max_grad_norm must be positive, got {c}");
             }
         }
+        if let Some(l) = &self.lora {
+            l.validate().context("train")?;
+        }
         Ok(())
     }
 
@@ -284,9 +292,19 @@ impl TrainConfig {
 /// Loads a checkpoint for training with `cfg`: in bf16 for `precision = "bf16"` (no f32 copy
 /// is ever held: the memory of Hugging Face's Trainer on a bf16 model), in f32 otherwise (the
 /// masters of bf16-mixed). Checkpoints are written back in the dtype they were read in.
+///
+/// With `cfg.lora`, the weights are loaded frozen and LoRA adapters are attached
+/// ([`CausalLm::attach_lora`], seeded by `cfg.seed`): the adapters are what trains.
 pub fn load_for_training(dir: &Path, device: &Device, cfg: &TrainConfig) -> Result<CausalLm> {
     let dtype = if cfg.precision == Precision::Bf16 { DType::BF16 } else { DType::F32 };
-    CausalLm::load_dtype(dir, device, dtype, true)
+    match &cfg.lora {
+        None => CausalLm::load_dtype(dir, device, dtype, true),
+        Some(lora) => {
+            let mut model = CausalLm::load_dtype(dir, device, dtype, false)?;
+            model.attach_lora(lora, cfg.seed).with_context(|| format!("{}: train.lora", dir.display()))?;
+            Ok(model)
+        }
+    }
 }
 
 /// Statistics of one optimizer step.

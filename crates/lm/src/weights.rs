@@ -20,6 +20,9 @@ pub struct Params {
     /// The dtype the weights were stored in (the checkpoint's; f32 for fresh weights):
     /// [`crate::checkpoint::save`] writes them back in it.
     pub source_dtype: DType,
+    /// LoRA adapters ([`crate::CausalLm::attach_lora`]): then `vars` are the adapters' and
+    /// every tensor of `tensors` is frozen.
+    pub lora: Option<crate::lora::Adapters>,
 }
 
 impl Params {
@@ -33,7 +36,7 @@ impl Params {
 
     pub(crate) fn from_tensors(tensors: BTreeMap<String, Tensor>, trainable: bool) -> Result<Params> {
         if !trainable {
-            return Ok(Params { tensors, vars: vec![], source_dtype: DType::F32 });
+            return Ok(Params { tensors, vars: vec![], source_dtype: DType::F32, lora: None });
         }
         let mut vars = Vec::with_capacity(tensors.len());
         let mut out = BTreeMap::new();
@@ -42,7 +45,7 @@ impl Params {
             out.insert(name.clone(), v.as_tensor().clone());
             vars.push((name, v));
         }
-        Ok(Params { tensors: out, vars, source_dtype: DType::F32 })
+        Ok(Params { tensors: out, vars, source_dtype: DType::F32, lora: None })
     }
 
     /// The dtype of the parameters in memory (of the embedding; all share one).

@@ -4,7 +4,8 @@
 
 use candle_core::{DType, Device};
 use lm::config::{Arch, LmConfig};
-use lm::memory::{estimate, peak_rss_bytes, rss_bytes, StepShape};
+use lm::lora::LoraConfig;
+use lm::memory::{estimate, peak_rss_bytes, rss_bytes, LoraShape, StepShape};
 use lm::train::{collate, Example, NextToken, Precision, Step, TrainConfig, Trainer};
 use lm::CausalLm;
 
@@ -15,6 +16,7 @@ struct Case {
     seq: usize,
     precision: Precision,
     checkpointing: bool,
+    lora: Option<LoraConfig>,
 }
 
 fn cases() -> Vec<Case> {
@@ -26,6 +28,7 @@ fn cases() -> Vec<Case> {
             seq: 256,
             precision: Precision::F32,
             checkpointing: false,
+            lora: None,
         },
         Case {
             name: "f32-checkpointed",
@@ -34,6 +37,21 @@ fn cases() -> Vec<Case> {
             seq: 512,
             precision: Precision::F32,
             checkpointing: true,
+            lora: None,
+        },
+        // weights dominate: what LoRA saves (gradients, moments) and adds (merged weights)
+        Case {
+            name: "f32-lora",
+            cfg: LmConfig::small(Arch::Llama, 4096, 512, 1536, 4, 8, 8, 512),
+            batch: 2,
+            seq: 64,
+            precision: Precision::F32,
+            checkpointing: false,
+            lora: Some(LoraConfig {
+                rank: 16,
+                alpha: 32.0,
+                targets: vec!["q_proj".into(), "v_proj".into(), "down_proj".into()],
+            }),
         },
     ]
 }
@@ -47,6 +65,7 @@ fn shape(c: &Case) -> StepShape {
         activation_checkpointing: c.checkpointing,
         fused: std::env::var_os("UNLEARN_NO_FUSED").is_none(),
         reference_model: false,
+        lora: c.lora.as_ref().map(|l| LoraShape::of(&c.cfg, l).unwrap()),
     }
 }
 
@@ -63,7 +82,10 @@ fn memory_child() {
     let refs: Vec<&Example> = ex.iter().collect();
     let batch = collate(&refs, (0..ex.len()).collect(), 0, &Device::Cpu).unwrap();
     let base = rss_bytes().unwrap();
-    let model = CausalLm::init(case.cfg.clone(), 1, &Device::Cpu, true).unwrap();
+    let mut model = CausalLm::init(case.cfg.clone(), 1, &Device::Cpu, case.lora.is_none()).unwrap();
+    if let Some(l) = &case.lora {
+        model.attach_lora(l, 1).unwrap();
+    }
     let tc = TrainConfig {
         precision: case.precision,
         activation_checkpointing: case.checkpointing,

@@ -23,6 +23,7 @@ use safetensors::Dtype;
 use crate::elem::f32_bytes_mut;
 use crate::elem::{axpy_f32, elem_bytes, encoded, is_arith_float};
 use crate::files::{StateFiles, SINGLE_FILE};
+use crate::lowrank::LowRankDelta;
 use crate::output::{copy_side_files, write_folder_atomically};
 use crate::writer::SafetensorsWriter;
 
@@ -76,6 +77,25 @@ pub struct CombineReport {
 /// Errors name the offending term, file and tensor. On error nothing is left at `out`
 /// (an existing `out` is untouched unless the call succeeds with `opts.overwrite`).
 pub fn combine(terms: &[(f64, PathBuf)], out: &Path, opts: &CombineOptions) -> Result<CombineReport> {
+    combine_low_rank(terms, &[], out, opts)
+}
+
+/// [`combine`] plus low-rank terms: writes Σ `coef`·θ(`dir`) + Σ `c`·Δ(`adapter`), where
+/// each `adapter` is a LoRA adapter folder ([`LowRankDelta`]: Δ = s·B·A on the weights it
+/// adapts, zero elsewhere). This is MSA with LoRA task vectors: θ_D − α·τ_f + β·τ_r with
+/// τ = s·B·A read from the fine-tunes' adapters, so no dense τ (nor θ_1, θ_2) ever exists.
+///
+/// Per element, the dense terms are accumulated first (as in [`combine`], so without
+/// low-rank terms the bytes are [`combine`]'s), then each low-rank term in order, its
+/// (B·A)[i, j] computed in f64 and `c·s·(B·A)[i, j]` added to the f32 accumulator. Only the
+/// factors are held in memory. Errors name the adapter folder and the weight when an adapted
+/// weight is missing from the states or has another shape.
+pub fn combine_low_rank(
+    terms: &[(f64, PathBuf)],
+    low_rank: &[(f64, PathBuf)],
+    out: &Path,
+    opts: &CombineOptions,
+) -> Result<CombineReport> {
     let started = Instant::now();
     ensure!(!terms.is_empty(), "nothing to combine: no terms given");
     ensure!(opts.chunk_elems > 0, "chunk_elems must be positive");
@@ -88,11 +108,44 @@ pub fn combine(terms: &[(f64, PathBuf)], out: &Path, opts: &CombineOptions) -> R
         .map(|(i, (_, dir))| StateFiles::open(dir).with_context(|| format!("term {}", i + 1)))
         .collect::<Result<Vec<_>>>()?;
     check_same_layout(&states)?;
+    let mut low = vec![];
+    for (i, (coef, dir)) in low_rank.iter().enumerate() {
+        ensure!(
+            coef.is_finite(),
+            "low-rank term {} ({}): coefficient {coef} is not a finite number",
+            i + 1,
+            dir.display()
+        );
+        let delta = LowRankDelta::open(dir).with_context(|| format!("low-rank term {}", i + 1))?;
+        for (name, pair) in &delta.pairs {
+            let Some(entry) = states[0].tensor(name) else {
+                bail!(
+                    "low-rank term {} ({}): adapts {name}, which {} does not have",
+                    i + 1,
+                    dir.display(),
+                    states[0].dir().display()
+                );
+            };
+            ensure!(
+                is_arith_float(entry.dtype) && entry.shape == [pair.rows, pair.cols],
+                "low-rank term {} ({}): {name} is {} {:?} in {}, the adapter's B·A is [{}, {}]",
+                i + 1,
+                dir.display(),
+                entry.dtype,
+                entry.shape,
+                states[0].dir().display(),
+                pair.rows,
+                pair.cols
+            );
+        }
+        low.push((*coef * delta.scale, delta));
+    }
 
-    let inputs: Vec<&Path> = terms.iter().map(|(_, d)| d.as_path()).collect();
+    let mut inputs: Vec<&Path> = terms.iter().map(|(_, d)| d.as_path()).collect();
+    inputs.extend(low_rank.iter().map(|(_, d)| d.as_path()));
     let coefs: Vec<f64> = terms.iter().map(|(c, _)| *c).collect();
     let mut report = write_folder_atomically(out, opts.overwrite, &inputs, "an input term", |tmp| {
-        write_combination(&states, &coefs, tmp, opts)
+        write_combination(&states, &coefs, &low, tmp, opts)
     })?;
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
@@ -126,7 +179,16 @@ pub(crate) fn check_same_layout(states: &[StateFiles]) -> Result<()> {
 }
 
 /// Streams the combination into `dir/model.safetensors` and copies the side files.
-fn write_combination(states: &[StateFiles], coefs: &[f64], dir: &Path, opts: &CombineOptions) -> Result<CombineReport> {
+/// Low-rank terms: (coefficient × the adapter's scale, the adapter).
+type LowRank = [(f64, LowRankDelta)];
+
+fn write_combination(
+    states: &[StateFiles],
+    coefs: &[f64],
+    low: &LowRank,
+    dir: &Path,
+    opts: &CombineOptions,
+) -> Result<CombineReport> {
     let first = &states[0];
     let specs: Vec<(String, Dtype, Vec<usize>)> =
         first.tensors().iter().map(|(n, e)| (n.clone(), e.dtype, e.shape.clone())).collect();
@@ -135,9 +197,9 @@ fn write_combination(states: &[StateFiles], coefs: &[f64], dir: &Path, opts: &Co
     let mut writer = writer;
     let order = writer.order().to_vec();
     #[cfg(unix)]
-    let (bytes_read, peak_acc) = write_parallel(states, coefs, &writer, &order, opts)?;
+    let (bytes_read, peak_acc) = write_parallel(states, coefs, low, &writer, &order, opts)?;
     #[cfg(not(unix))]
-    let (bytes_read, peak_acc) = write_sequential(states, coefs, &mut writer, &order, opts)?;
+    let (bytes_read, peak_acc) = write_sequential(states, coefs, low, &mut writer, &order, opts)?;
     let bytes_written = writer.finish_with(opts.sync)?;
 
     copy_side_files(first.dir(), dir)?;
@@ -148,6 +210,15 @@ fn write_combination(states: &[StateFiles], coefs: &[f64], dir: &Path, opts: &Co
         seconds: 0.0,
         peak_accumulator_bytes: peak_acc,
     })
+}
+
+/// Adds the low-rank terms' values of elements `start..start + acc.len()` of tensor `name`.
+fn add_low_rank(low: &LowRank, name: &str, start: usize, acc: &mut [f32]) {
+    for (c, delta) in low {
+        if let Some(pair) = delta.pairs.get(name) {
+            pair.add_to(*c, start, acc);
+        }
+    }
 }
 
 /// Threads for [`write_parallel`]: `opts.threads`, else `UNLEARN_ARITH_THREADS`, else the
@@ -176,6 +247,7 @@ fn arith_threads(opts: &CombineOptions) -> usize {
 fn write_parallel(
     states: &[StateFiles],
     coefs: &[f64],
+    low: &LowRank,
     writer: &SafetensorsWriter,
     order: &[String],
     opts: &CombineOptions,
@@ -229,6 +301,7 @@ fn write_parallel(
                     state.read_into(entry, range.clone(), buf)?;
                     axpy_f32(dtype, c, buf, &mut acc);
                 }
+                add_low_rank(low, name, start, &mut acc);
                 writer.write_at(offset + range.start as u64, encoded(dtype, &acc, &mut scratch))?;
                 read.fetch_add((range.len() * states.len()) as u64, std::sync::atomic::Ordering::Relaxed);
             } else {
@@ -282,6 +355,7 @@ fn write_parallel(
 fn write_sequential(
     states: &[StateFiles],
     coefs: &[f64],
+    low: &LowRank,
     writer: &mut SafetensorsWriter,
     order: &[String],
     opts: &CombineOptions,
@@ -313,6 +387,7 @@ fn write_sequential(
                     state.release(entry, range.clone());
                     bytes_read += range.len() as u64;
                 }
+                add_low_rank(low, name, start, &mut acc);
                 writer.write(encoded(dtype, &acc, &mut scratch))?;
                 start += len;
             }
@@ -396,11 +471,11 @@ mod tests {
             let seq = root.path().join(format!("seq-{chunk_elems}"));
             let mut w = SafetensorsWriter::create(&seq, &specs, &BTreeMap::new()).unwrap();
             let order = w.order().to_vec();
-            write_sequential(&states, &coefs, &mut w, &order, &opts).unwrap();
+            write_sequential(&states, &coefs, &[], &mut w, &order, &opts).unwrap();
             w.finish().unwrap();
             let par = root.path().join(format!("par-{chunk_elems}"));
             let w = SafetensorsWriter::create(&par, &specs, &BTreeMap::new()).unwrap();
-            write_parallel(&states, &coefs, &w, &order, &opts).unwrap();
+            write_parallel(&states, &coefs, &[], &w, &order, &opts).unwrap();
             w.finish().unwrap();
             assert_eq!(
                 std::fs::read(&seq).unwrap(),

@@ -9,6 +9,9 @@
 //! * [`combine`] writes Σ cᵢ·θᵢ, the primitive behind Model State Arithmetic
 //!   (θ_unlearn = θ_D − α·τ_f + β·τ_r with τ = θ_ft − θ_base expands to a linear combination of
 //!   checkpoints) and task negation (Ilharco et al., 2023, "Editing models with task arithmetic");
+//! * [`combine_low_rank`] adds low-rank terms c·s·B·A read from LoRA adapter folders
+//!   ([`LowRankDelta`], PEFT's layout), element by element as the combination streams: MSA
+//!   and task negation with LoRA task vectors, never a dense τ in memory;
 //! * [`quantize_checkpoint`] writes the round-to-nearest int8 / int4 quantized-then-dequantized
 //!   state (the quantization attack on unlearning, Zhang et al., ICLR 2025);
 //! * [`distance`] and [`dot_and_norms`] are streaming reductions for evaluation;
@@ -48,14 +51,16 @@
 mod combine;
 mod elem;
 mod files;
+mod lowrank;
 mod output;
 mod quantize;
 mod reduce;
 mod tensorwise;
 mod writer;
 
-pub use combine::{combine, CombineOptions, CombineReport, COMBINE_CHUNK_ELEMS};
+pub use combine::{combine, combine_low_rank, CombineOptions, CombineReport, COMBINE_CHUNK_ELEMS};
 pub use files::{tensor_names_and_shapes, StateFiles, TensorEntry};
+pub use lowrank::{LowRankDelta, LowRankPair};
 pub use output::COPIED_FILES;
 pub use quantize::{
     quantize_checkpoint, quantize_checkpoint_with, quantize_selection, Outcome, QuantizeOptions, QuantizeReport,

@@ -261,7 +261,9 @@ fn fine_tuned(
     report: &mut RunReport,
 ) -> Result<Tuned> {
     let dir = cache_dir(ctx.cache, role, base, examples, cfg)?;
-    if lm::checkpoint::is_complete(&dir) {
+    // with LoRA the cache holds the adapter (τ = s·B·A), not a dense θ_1
+    let complete = if cfg.lora.is_some() { lm::lora::is_adapter(&dir) } else { lm::checkpoint::is_complete(&dir) };
+    if complete {
         return Ok(Tuned { dir, hit: true, seconds: 0.0, tokens: finetune_tokens(examples, cfg) });
     }
     let t0 = Instant::now();
@@ -275,7 +277,10 @@ fn fine_tuned(
     let log = lm::train::fit(&model, examples, None, cfg, &NextToken, ctx.pad, Some(&mut cb))
         .with_context(|| format!("fine-tuning θ_0 {} on the {role} set", base.display()))?;
     unlearn::check_finite_weights(&model).with_context(|| format!("fine-tuning θ_0 on the {role} set"))?;
-    lm::checkpoint::save(&model, &dir, Some(base))?;
+    match &model.params.lora {
+        Some(adapters) => lm::lora::save_adapter(adapters, &dir, base)?,
+        None => lm::checkpoint::save(&model, &dir, Some(base))?,
+    }
     report.loss_curve.extend(log.steps.iter().map(|s| (s.step, s.loss)));
     Ok(Tuned { dir, hit: false, seconds: t0.elapsed().as_secs_f64(), tokens: log.tokens })
 }
@@ -451,6 +456,17 @@ pub fn arithmetic_with(
                     report.notes.insert("retain_models".into(), paths(&r));
                 }
             }
+        }
+        if !applied.low_rank_terms.is_empty() {
+            report.notes.insert(
+                "lora_terms".into(),
+                applied
+                    .low_rank_terms
+                    .iter()
+                    .map(|(c, p)| serde_json::json!([c, p.display().to_string()]))
+                    .collect::<Vec<_>>()
+                    .into(),
+            );
         }
         report.notes.insert("combine_bytes_read".into(), applied.bytes_read.into());
         let count = |k: &str, v: usize| (format!("count/{k}"), v as f64);

@@ -164,6 +164,8 @@ pub struct Applied {
     pub bytes_read: u64,
     /// The linear combination written, when θ was one (coefficient, folder).
     pub terms: Option<Vec<(f64, PathBuf)>>,
+    /// With LoRA fine-tunes: the low-rank terms of the combination (coefficient, adapter).
+    pub low_rank_terms: Vec<(f64, PathBuf)>,
     /// Orthogonal variant: ‖τ_f − τ_f'‖ / ‖τ_f‖, the share of τ_f's norm removed.
     pub projection_removed: Option<f64>,
     /// Trim: ‖τ_f''‖ / ‖τ_f'‖, the share of the norm kept.
@@ -197,25 +199,74 @@ pub fn apply(
     if shaping.is_linear() || alpha == 0.0 {
         linear(final_model, members, alpha, beta, out)
     } else {
+        let lora =
+            members.iter().flat_map(|m| [m.forget.as_deref(), m.retain.as_deref()]).flatten().find(|p| is_lora(p));
+        if let Some(p) = lora {
+            bail!(
+                "the fine-tune {} is a LoRA adapter: LoRA task vectors support the linear arithmetic (α, β, ensembles, \
+                 calibrated α, repair), but variant = {:?}, alpha_scaling = {:?} and sparsity = {} reshape τ_f tensor by \
+                 tensor from dense checkpoints; train without [train] lora, or use the linear arithmetic",
+                p.display(),
+                shaping.variant.name(),
+                shaping.alpha_scaling.name(),
+                shaping.sparsity
+            );
+        }
         shaped(final_model, members, alpha, beta, shaping, need_retain, out)
     }
 }
 
+/// Whether a fine-tune's folder is a LoRA adapter (its τ = s·B·A) rather than a checkpoint.
+pub fn is_lora(dir: &Path) -> bool {
+    model_state::LowRankDelta::is_adapter_dir(dir)
+}
+
+/// θ_D − α·mean τ_f + β·mean τ_r as one streaming combination. A dense fine-tune θ_k
+/// contributes θ_k − θ_0 (two checkpoint terms); a LoRA fine-tune contributes its adapter's
+/// s·B·A as a low-rank term ([`model_state::combine_low_rank`]), with no θ_0 term.
 fn linear(final_model: &Path, members: &[Member], alpha: f64, beta: f64, out: &Path) -> Result<Applied> {
     let e = members.len() as f64;
     let mut terms: Vec<(f64, PathBuf)> = vec![(1.0, final_model.to_path_buf())];
+    let mut low_rank: Vec<(f64, PathBuf)> = vec![];
+    let mut push = |c: f64, dir: &Path, terms: &mut Vec<(f64, PathBuf)>| {
+        if is_lora(dir) {
+            low_rank.push((c, dir.to_path_buf()));
+        } else {
+            terms.push((c, dir.to_path_buf()));
+        }
+    };
+    // θ_0's coefficient per member: α for a dense forget fine-tune, −β for a dense retain one
+    let mut base_alpha = vec![0.0; members.len()];
+    let mut base_beta = vec![0.0; members.len()];
     if alpha != 0.0 {
-        terms.extend(members.iter().map(|m| (-alpha / e, m.forget.clone().expect("checked"))));
+        for (i, m) in members.iter().enumerate() {
+            let f = m.forget.as_deref().expect("checked");
+            push(-alpha / e, f, &mut terms);
+            base_alpha[i] = if is_lora(f) { 0.0 } else { alpha };
+        }
     }
     if beta != 0.0 {
-        terms.extend(members.iter().map(|m| (beta / e, m.retain.clone().expect("checked"))));
+        for (i, m) in members.iter().enumerate() {
+            let r = m.retain.as_deref().expect("checked");
+            push(beta / e, r, &mut terms);
+            base_beta[i] = if is_lora(r) { 0.0 } else { beta };
+        }
     }
-    if alpha - beta != 0.0 {
-        terms.extend(members.iter().map(|m| ((alpha - beta) / e, m.base.clone())));
+    for (i, m) in members.iter().enumerate() {
+        let c = base_alpha[i] - base_beta[i];
+        if c != 0.0 {
+            terms.push((c / e, m.base.clone()));
+        }
     }
     let opts = model_state::CombineOptions { overwrite: true, ..Default::default() };
-    let combined = model_state::combine(&terms, out, &opts)?;
-    Ok(Applied { passes: 1, bytes_read: combined.bytes_read, terms: Some(terms), ..Default::default() })
+    let combined = model_state::combine_low_rank(&terms, &low_rank, out, &opts)?;
+    Ok(Applied {
+        passes: 1,
+        bytes_read: combined.bytes_read,
+        terms: Some(terms),
+        low_rank_terms: low_rank,
+        ..Default::default()
+    })
 }
 
 /// Positions of a member's folders among the streamed inputs: [θ_D, (θ_0, θ_1, θ_2?)…].

@@ -42,7 +42,7 @@ pub const TRAIN_KEYS: &[&str] =
 
 /// Keys of the `[train]` table that only `[train]` sets (one value for the whole sweep; not
 /// method hyperparameters).
-pub const TRAIN_ONLY_KEYS: &[&str] = &["precision", "activation_checkpointing", "memory_limit_gb"];
+pub const TRAIN_ONLY_KEYS: &[&str] = &["precision", "activation_checkpointing", "memory_limit_gb", "lora"];
 
 const TOP_KEYS: &[&str] = &[
     "name",
@@ -149,6 +149,7 @@ struct RawTrain {
     precision: Option<String>,
     activation_checkpointing: Option<bool>,
     memory_limit_gb: Option<f64>,
+    lora: Option<toml::Value>,
 }
 
 // ---------------------------------------------------------------- validated stage
@@ -331,6 +332,11 @@ pub struct TrainConfig {
     /// memory plan refuses a run whose estimate exceeds it. Not part of what runs.
     #[serde(skip)]
     pub memory_limit_gb: Option<f64>,
+    /// `lora = { rank, alpha, targets }`: every fine-tune and gradient method trains LoRA
+    /// adapters ([`lm::lora`]); MSA and task negation combine them as low-rank task vectors.
+    /// Left out of the serialised form (and so of fingerprints) when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lora: Option<lm::lora::LoraConfig>,
 }
 
 impl Default for TrainConfig {
@@ -348,6 +354,7 @@ impl Default for TrainConfig {
             precision: None,
             activation_checkpointing: false,
             memory_limit_gb: None,
+            lora: None,
         }
     }
 }
@@ -557,6 +564,19 @@ pub fn parse_sweep(text: &str, source: &Path, registry: &Registry) -> Result<Swe
         train.precision = Some(lm::train::Precision::parse(p).map_err(|e| fail("train.precision", format!("{e:#}")))?);
     }
     train.activation_checkpointing = raw.train.activation_checkpointing.unwrap_or(false);
+    if let Some(v) = &raw.train.lora {
+        let lora: lm::lora::LoraConfig = v.clone().try_into().map_err(|e: toml::de::Error| {
+            fail(
+                "train.lora",
+                format!(
+                    "{}; expected a table such as {{ rank = 16, alpha = 32, targets = [\"q_proj\", \"v_proj\"] }}",
+                    e.to_string().trim()
+                ),
+            )
+        })?;
+        lora.validate().map_err(|e| fail("train.lora", format!("{e:#}")))?;
+        train.lora = Some(lora);
+    }
     if let Some(g) = raw.train.memory_limit_gb {
         if !(g.is_finite() && g > 0.0) {
             return Err(fail("train.memory_limit_gb", format!("expected a positive number of GB, got {g}")));

@@ -697,6 +697,7 @@ pub(crate) fn method_train_config(
         seed,
         precision: tc.precision.unwrap_or_default(),
         activation_checkpointing: tc.activation_checkpointing,
+        lora: tc.lora.clone(),
         ..Default::default()
     })
 }

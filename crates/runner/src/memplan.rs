@@ -92,6 +92,12 @@ pub fn plan(sweep: &Sweep, opts: &ExecOptions) -> Result<Vec<PlanRow>> {
                 activation_checkpointing: tc.activation_checkpointing,
                 fused,
                 reference_model: REFERENCE_KINDS.contains(&spec.kind.as_str()),
+                lora: match &tc.lora {
+                    None => None,
+                    Some(l) => Some(
+                        lm::memory::LoraShape::of(&cfg, l).with_context(|| format!("train.lora, model {}", m.name))?,
+                    ),
+                },
             };
             rows.push(PlanRow {
                 model: m.name.clone(),

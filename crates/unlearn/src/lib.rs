@@ -139,7 +139,8 @@ pub fn clear_out(out: &Path) -> Result<()> {
 
 /// Errors when any weight of `model` is NaN or infinite (naming the first such tensor).
 pub fn check_finite_weights(model: &CausalLm) -> Result<()> {
-    for (name, t) in model.state() {
+    // LoRA adapters merged: a diverged adapter shows in the weight it adapts
+    for (name, t) in &model.merged_state()? {
         let s = t.abs()?.sum_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
         if !s.is_finite() {
             bail!("tensor {name} holds non-finite values after training (the run diverged)");
