@@ -979,6 +979,7 @@ mod tests {
             ("max_steps", "max_steps = 4"),
             ("precision", "precision = \"bf16-mixed\""),
             ("activation_checkpointing", "activation_checkpointing = true"),
+            ("lora", "lora = { rank = 2, alpha = 4.0 }"),
         ];
         for (key, line) in changed {
             let text = format!(

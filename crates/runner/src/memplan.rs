@@ -221,6 +221,15 @@ mod tests {
         );
         let s = sweep("memory_limit_gb = 1000");
         check(&plan(&s, &opts).unwrap(), available(&s)).unwrap();
+        // LoRA: no optimizer state for the frozen weights
+        let opt = |train: &str| plan(&sweep(train), &opts).unwrap().iter().find(|r| r.method == "msa").unwrap().plan;
+        let (full, lora) = (opt(""), opt("lora = { rank = 4, alpha = 8 }"));
+        assert!(lora.optimizer * 10 < full.optimizer, "{lora:?} vs {full:?}");
+        assert!(lora.total() < full.total());
+        // a target no weight has: refused at planning, before any work, naming it
+        let e = plan(&sweep("lora = { rank = 4, alpha = 8, targets = [\"c_attn\"] }"), &opts).unwrap_err();
+        let e = format!("{e:#}");
+        assert!(e.contains("train.lora") && e.contains("\"c_attn\" matches no linear weight"), "{e}");
     }
 
     /// Every `[[models]]` key changes what runs: `name` the cells, `scratch`/`path`/`hub`/

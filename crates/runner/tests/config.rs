@@ -374,3 +374,29 @@ fn attacks_table_is_checked() {
     );
     check_err(&format!("{BASE}\n[attacks]\nrelearn = 1\n"), &["relearn"]);
 }
+
+/// `[train] lora` (issue 16): parsed into the train config (and so into every method's
+/// trainer), absent from the serialised config when unset (fingerprints unchanged), and bad
+/// tables named by their key.
+#[test]
+fn train_lora_is_parsed_and_bad_tables_are_named() {
+    let with = |lora: &str| format!("{BASE}\n[train]\n{lora}\n");
+    let s = parse_sweep(
+        &with("lora = { rank = 8, alpha = 16, targets = [\"q_proj\", \"v_proj\"] }"),
+        Path::new("t.toml"),
+        &Registry::DEFAULT,
+    )
+    .unwrap();
+    let l = s.train.lora.as_ref().unwrap();
+    assert_eq!((l.rank, l.alpha, l.targets.clone()), (8, 16.0, vec!["q_proj".to_string(), "v_proj".to_string()]));
+    let json = serde_json::to_string(&s.train).unwrap();
+    assert!(json.contains("\"lora\""), "{json}");
+    let s = parse_sweep(&with("lora = { rank = 4, alpha = 8 }"), Path::new("t.toml"), &Registry::DEFAULT).unwrap();
+    assert_eq!(s.train.lora.as_ref().unwrap().targets.len(), lm::lora::DEFAULT_TARGETS.len());
+    let plain = parse_sweep(BASE, Path::new("t.toml"), &Registry::DEFAULT).unwrap();
+    assert!(!serde_json::to_string(&plain.train).unwrap().contains("lora"), "unset: not serialised");
+    check_err(&with("lora = { rank = 0, alpha = 8 }"), &["train.lora", "lora.rank"]);
+    check_err(&with("lora = { rank = 4, alpha = 8, dropout = 0.1 }"), &["train.lora", "dropout"]);
+    check_err(&with("lora = 16"), &["train.lora", "rank = 16"]);
+    check_err(&with("lora = { rank = 4, alpha = 8, targets = [] }"), &["train.lora", "targets is empty"]);
+}
