@@ -8,6 +8,8 @@
 //! - [`checkpoint`]: writing Hugging Face checkpoint folders.
 //! - [`tok`]: tokenizer loading.
 //! - [`train`]: AdamW, schedules, clipping, accumulation, loss masks, NaN detection.
+//! - [`gradnorm`]: per-example gradient norms of a text's mean token NLL (the GradNorm
+//!   membership-inference attack).
 //! - [`score`]: lm-evaluation-harness's `loglikelihood`, `loglikelihood_rolling`,
 //!   `generate_until`, and per-token log-probabilities.
 
@@ -16,6 +18,7 @@ pub mod block;
 pub mod checkpoint;
 pub mod config;
 pub mod fused;
+pub mod gradnorm;
 pub mod memory;
 pub mod model;
 pub mod recompute;
