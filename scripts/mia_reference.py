@@ -13,6 +13,8 @@ Input (JSON on stdin), one entry per text, forget texts first:
     token_logprobs  per-token log-probs of each text (TokenLogprobs responses)
     rows            per-token log-softmax rows of each text (Distributions responses)
     reference_nll   the reference model's mean token NLL of each text
+    grad_norms      (optional) the L2 norm of each parameter tensor's gradient of each text's
+                    mean token NLL (GradNorm responses)
 
 Output (JSON on stdout): for each metric name, {"auc": float, "scores": [float, ...]} with
 scores in evals' sign (higher = member). The AUC is computed as open-unlearning does: labels
@@ -86,6 +88,10 @@ def main():
         return -np.mean(sorted(scores)[: max(1, int(len(scores) * k))])
 
     put("mia_minkpp_auc", [minkpp(lp, rows) for lp, rows in zip(d["token_logprobs"], d["rows"])])
+
+    # GradNormAttack (p = 2): torch.stack([param.grad.norm(p=2) for each parameter]).mean()
+    if "grad_norms" in d:
+        put("mia_gradnorm_auc", [float(np.mean(np.asarray(g, dtype=np.float64))) for g in d["grad_norms"]])
     json.dump(out, sys.stdout)
 
 

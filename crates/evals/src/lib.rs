@@ -1,6 +1,6 @@
 //! Evaluation metrics for unlearning: TOFU (Maini et al. 2024), MUSE (Shi et al. 2024),
 //! lm-evaluation-harness's TruthfulQA MC1/MC2 and ToxiGen, perplexity, KL to an oracle,
-//! membership-inference attacks (LOSS, ZLib, Min-K%, Min-K%++, reference model) and the MSA
+//! membership-inference attacks (LOSS, ZLib, Min-K%, Min-K%++, reference model, GradNorm) and the MSA
 //! paper's judged accuracies (Acc_forget, Acc_recover, Acc_retain; [`judge`]).
 //!
 //! Invariant: this crate never runs a model and depends on no model crate. Metrics emit

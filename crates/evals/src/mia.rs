@@ -18,6 +18,7 @@
 //! | `mink_auc` ([`crate::muse::MinKAuc`]) | mean of the lowest k of log p(x_t) | `TokenLogprobs` |
 //! | `mia_minkpp_auc` ([`MiaMinKpp`]) | mean of the lowest k of (log p(x_t) − μ_t)/σ_t | `TokenLogprobs`, `Distributions` |
 //! | `mia_reference_auc` ([`MiaReference`]) | NLL̄_reference − NLL̄ | `Rolling`, plus the reference model's NLL̄ |
+//! | `mia_gradnorm_auc` ([`MiaGradNorm`]) | −mean over parameter tensors θ_i of ‖∂NLL̄/∂θ_i‖₂ | `GradNorm` (a backward pass) |
 //!
 //! - LOSS (Yeom et al. 2018, "Privacy Risk in Machine Learning: Analyzing the Connection to
 //!   Overfitting"): score = −NLL̄. open-unlearning: `LOSSAttack`, `avg_loss`.
@@ -45,6 +46,26 @@
 //!   values with [`MiaReference::reference_requests`] in that pass and
 //!   [`mean_nlls_of`] on its responses. Both NLL̄s are per token of each model's own
 //!   tokeniser: use a reference that shares the target's tokeniser (θ_0, the oracle).
+//! - GradNorm (the gradient-norm attack as open-unlearning cites it: Wang et al. 2024,
+//!   arXiv:2402.17012; open-unlearning: `GradNormAttack`, `src/evals/metrics/mia/gradnorm.py`,
+//!   with `p: 2` in its TOFU and MUSE configs, read at commit d3d7cf9): a member sits nearer a
+//!   minimum of the training loss, so its loss has a smaller gradient. Per text, the loss is
+//!   NLL̄ (the MEAN token NLL, as open-unlearning's `-torch.mean(lps)`), differentiated with
+//!   respect to every parameter tensor θ_i of the model (PyTorch's `model.parameters()`: tied
+//!   weights once, the rotary tables are no parameters), one text per backward pass; then
+//!   score = −(1/T) Σ_i ‖∂NLL̄/∂θ_i‖₂, the MEAN over the T tensors of each tensor's L2 norm —
+//!   open-unlearning's `torch.stack([param.grad.norm(p=2) ...]).mean()`, not the L2 norm of
+//!   the whole gradient vector. The whole vector's norm, ‖∇_θ NLL̄‖₂ = sqrt(Σ_i ‖∂NLL̄/∂θ_i‖₂²)
+//!   (the definition of the gradient-norm attack papers), is kept per text (`grad_norm`) and its
+//!   AUC is the sub-value `global_l2`. Sign: open-unlearning returns the positive norm and
+//!   labels the held-out texts 1, which gives the same AUC as −norm with the forget texts
+//!   positive. What differs from open-unlearning, by construction: the tokens are `Rolling`'s
+//!   (the text after the prefix token, without an appended EOS; open-unlearning's collator
+//!   appends EOS and `tokenwise_logprobs` leaves its prediction out, so the scored tokens are
+//!   the same), a text longer than the model's length is scored over `Rolling`'s windows (the
+//!   gradients of the windows summed, each window's token NLLs divided by the text's token
+//!   count), and there is no dropout to switch on (open-unlearning calls `model.train()`; the
+//!   engine's models have none). Norms are summed in f64 from f32 gradients.
 //!
 //! Which distribution predicts which token (Min-K%++). `Distributions { text }` returns one
 //! log-softmax row per token of `text`: `rows[i]` is the model's output after
@@ -66,12 +87,10 @@
 //! (log p(x_t), μ_t, σ_t) per position would make it as cheap as `mink_auc`, but needs a new
 //! `Request` kind that every `Scorer` (the runner's included) would have to answer.
 //!
-//! Not implemented: GradNorm (open-unlearning's `GradNormAttack`, after Wang et al. 2024,
-//! arXiv:2402.17012): score = −mean over parameter tensors of ‖∇_θ NLL̄(text)‖_p, p ∈ {1, 2, ∞}.
-//! It needs one backward pass per text and the per-example gradient norms, which the
-//! [`crate::Scorer`] interface (forward-only requests with numeric answers) cannot express; it
-//! would need a `Request::GradNorm { text, p }` answered by an engine that runs backward on a
-//! trainable copy of the model.
+//! Cost of GradNorm: one forward and one backward pass per text (f32, one text per backward,
+//! the gradient dropped once its norms are taken), about three forward passes' worth, plus, in
+//! the engine, one f32 gradient the size of the model at a time. The metric is opt-in (the
+//! runner's default metric lists leave it out; a config names it).
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
@@ -377,5 +396,81 @@ impl Metric for MiaReference {
             extra.push(json!({ "nll": x, "reference_nll": r }));
         }
         auc_value(self.forget.len(), &scores, extra)
+    }
+}
+
+/// The GradNorm scores of one text from its `GradNorm` response: (mean over parameter tensors
+/// of the tensor's L2 norm, L2 norm of the whole gradient). Errors on a response without
+/// tokens or tensors, or with a negative or non-finite norm.
+pub fn grad_norm_scores(r: &Response) -> Result<(f64, f64)> {
+    let (nll, n, norms) = r.grad_norm()?;
+    if n == 0 {
+        bail!("GradNorm: the text has no tokens");
+    }
+    if norms.is_empty() {
+        bail!("GradNorm: the response has no parameter tensors");
+    }
+    if !nll.is_finite() {
+        bail!("GradNorm: mean NLL {nll} is not finite");
+    }
+    if let Some(i) = norms.iter().position(|x| !(x.is_finite() && *x >= 0.0)) {
+        bail!("GradNorm: the gradient norm of parameter tensor {i} is {}", norms[i]);
+    }
+    let mean = norms.iter().sum::<f64>() / norms.len() as f64;
+    let global = norms.iter().map(|x| x * x).sum::<f64>().sqrt();
+    Ok((mean, global))
+}
+
+/// GradNorm attack (open-unlearning's `GradNormAttack`, p = 2; see the module docs): score =
+/// −mean over parameter tensors of ‖∂NLL̄/∂θ_i‖₂; the sub-value `global_l2` is the AUC of
+/// −‖∇_θ NLL̄‖₂ (the whole gradient's L2 norm). Per example: `score`, `mean_tensor_norm`,
+/// `grad_norm` (the whole gradient's L2 norm), `nll`, `n_tokens`.
+#[derive(Clone, Debug)]
+pub struct MiaGradNorm {
+    pub forget: Vec<String>,
+    pub holdout: Vec<String>,
+}
+
+impl MiaGradNorm {
+    /// Errors on an empty set and on an empty text (a gradient of a mean over no tokens).
+    pub fn new(forget: Vec<String>, holdout: Vec<String>) -> Result<Self> {
+        check_sets("mia_gradnorm_auc", &forget, &holdout)?;
+        for (set, texts) in [("forget", &forget), ("holdout", &holdout)] {
+            if let Some(i) = texts.iter().position(|t| t.is_empty()) {
+                bail!("mia_gradnorm_auc: {set} text {i} is empty (a GradNorm request needs at least one token)");
+            }
+        }
+        Ok(MiaGradNorm { forget, holdout })
+    }
+}
+
+impl Metric for MiaGradNorm {
+    fn name(&self) -> &str {
+        "mia_gradnorm_auc"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn direction(&self) -> Direction {
+        Direction::CloserTo(0.5)
+    }
+    fn requests(&self) -> Vec<Request> {
+        self.forget.iter().chain(&self.holdout).map(|t| Request::GradNorm { text: t.clone() }).collect()
+    }
+    fn compute(&self, responses: &[Response]) -> Result<MetricValue> {
+        expect_len(responses, self.forget.len() + self.holdout.len(), self.name())?;
+        let mut scores = Vec::with_capacity(responses.len());
+        let mut global_scores = Vec::with_capacity(responses.len());
+        let mut extra = Vec::with_capacity(responses.len());
+        for (i, r) in responses.iter().enumerate() {
+            let (mean, global) = grad_norm_scores(r).with_context(|| format!("text {i}"))?;
+            let (nll, n, _) = r.grad_norm()?;
+            scores.push(-mean);
+            global_scores.push(-global);
+            extra.push(json!({ "mean_tensor_norm": mean, "grad_norm": global, "nll": nll, "n_tokens": n }));
+        }
+        let (f, h) = global_scores.split_at(self.forget.len());
+        let global_auc = roc_auc(f, h)?;
+        Ok(auc_value(self.forget.len(), &scores, extra)?.with("global_l2", global_auc))
     }
 }

@@ -145,6 +145,11 @@ pub const METRICS: &[MetricInfo] = &[
         &[dup("", "mc_accuracy/forget", "MC accuracy (forget; results before targets)"), r("forget", Oracle, "forget MC accuracy"), r("retain", Higher, "retain MC accuracy")],
     ),
     entry(
+        "mia_gradnorm_auc",
+        "ROC AUC of the GradNorm attack (score = -mean over parameter tensors of the L2 norm of the gradient of the mean token NLL; one backward pass per text), forget vs holdout",
+        &[r("", Oracle, "GradNorm MIA AUC, forget vs held-out"), r("global_l2", Oracle, "GradNorm AUC (whole-gradient L2 norm), forget vs held-out")]
+    ),
+    entry(
         "mia_loss_auc",
         "ROC AUC of the LOSS attack (score = -mean token NLL), forget vs holdout",
         &[r("", Oracle, "LOSS MIA AUC, forget vs held-out")]

@@ -1,11 +1,13 @@
 //! The model interface of the metrics: a batch of [`Request`]s in, one [`Response`] per request out.
 //!
 //! It follows lm-evaluation-harness's three model calls (`loglikelihood`, `loglikelihood_rolling`,
-//! `generate_until`) plus two calls that unlearning metrics need (per-token log-probs for Min-K%
-//! membership inference, full next-token distributions for KL to an oracle). This crate never
-//! runs a model: the engine implements [`Scorer`], and [`crate::evaluate`] calls it once per model.
+//! `generate_until`) plus three calls that unlearning metrics need (per-token log-probs for Min-K%
+//! membership inference, full next-token distributions for KL to an oracle, and per-example
+//! gradient norms for the GradNorm attack, the one call that runs a backward pass). This crate
+//! never runs a model: the engine implements [`Scorer`], and [`crate::evaluate`] calls it once
+//! per model.
 //!
-//! Semantics (identical to lm-eval's):
+//! Semantics (identical to lm-eval's for its three calls):
 //! - `LogLik { context, continuation }`: log P(continuation | context), summed over the
 //!   continuation's tokens. The word-boundary space belongs to the continuation: callers pass
 //!   `" Yes"`, never `"Yes"` after a context ending in a space (trailing whitespace of a context
@@ -22,6 +24,13 @@
 //!   log-softmax row over the vocabulary predicting that token: `rows[i]` predicts token `i`.
 //! - `Generate { context, stop, max_new_tokens }`: greedy decoding from `context`, cut before the
 //!   first occurrence of any `stop` string; the returned text excludes the context.
+//! - `GradNorm { text }` (white-box; for the GradNorm membership-inference attack,
+//!   [`crate::mia::MiaGradNorm`]): the gradient of the text's mean token NLL — `Rolling`'s
+//!   −logprob / n_tokens, the same tokens and windows — with respect to every parameter tensor
+//!   of the model, one backward pass per text in f32. Answered with that mean NLL, `n_tokens`
+//!   and the L2 norm of the gradient of each parameter tensor (`tensor_norms`, one per tensor,
+//!   in the engine's order; tied weights are one tensor, as in PyTorch's `model.parameters()`).
+//!   A text without tokens is an error.
 
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
@@ -34,6 +43,7 @@ pub enum Request {
     TokenLogprobs { text: String },
     Distributions { text: String },
     Generate { context: String, stop: Vec<String>, max_new_tokens: usize },
+    GradNorm { text: String },
 }
 
 /// The answer to one [`Request`], of the matching variant.
@@ -52,6 +62,14 @@ pub enum Response {
     /// `rows[position][vocab_id]`, each row a log-softmax.
     Distributions(Vec<Vec<f32>>),
     Generated(String),
+    /// Per-parameter-tensor L2 norms of ∇_θ NLL̄(text), with the NLL̄ differentiated.
+    GradNorm {
+        /// Mean token NLL of the text (−`Rolling.logprob` / `n_tokens`).
+        nll: f64,
+        n_tokens: usize,
+        /// ‖∂NLL̄/∂θ_i‖₂ of every parameter tensor θ_i.
+        tensor_norms: Vec<f64>,
+    },
 }
 
 /// A model that answers requests. Implementations should batch (lm-eval sorts by descending
@@ -69,6 +87,7 @@ impl Request {
             Request::TokenLogprobs { .. } => "TokenLogprobs",
             Request::Distributions { .. } => "Distributions",
             Request::Generate { .. } => "Generate",
+            Request::GradNorm { .. } => "GradNorm",
         }
     }
 
@@ -81,6 +100,7 @@ impl Request {
                 | (Request::TokenLogprobs { .. }, Response::TokenLogprobs(_))
                 | (Request::Distributions { .. }, Response::Distributions(_))
                 | (Request::Generate { .. }, Response::Generated(_))
+                | (Request::GradNorm { .. }, Response::GradNorm { .. })
         )
     }
 
@@ -106,6 +126,7 @@ impl Response {
             Response::TokenLogprobs(_) => "TokenLogprobs",
             Response::Distributions(_) => "Distributions",
             Response::Generated(_) => "Generated",
+            Response::GradNorm { .. } => "GradNorm",
         }
     }
 
@@ -143,6 +164,14 @@ impl Response {
         match self {
             Response::Generated(s) => Ok(s),
             other => bail!("expected a Generated response, got {}", other.kind()),
+        }
+    }
+
+    /// `(nll, n_tokens, tensor_norms)` of a `GradNorm` response.
+    pub fn grad_norm(&self) -> Result<(f64, usize, &[f64])> {
+        match self {
+            Response::GradNorm { nll, n_tokens, tensor_norms } => Ok((*nll, *n_tokens, tensor_norms)),
+            other => bail!("expected a GradNorm response, got {}", other.kind()),
         }
     }
 }

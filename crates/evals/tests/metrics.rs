@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use evals::judge::{Acc, JudgedAccuracy};
 use evals::lm::{NextTokenKl, Perplexity};
-use evals::mia::{MiaLoss, MiaMinKpp, MiaReference, MiaZlib};
+use evals::mia::{MiaGradNorm, MiaLoss, MiaMinKpp, MiaReference, MiaZlib};
 use evals::muse::{KnowMem, MinKAuc, Passage, PrivLeak, VerbMem};
 use evals::recovery::{CleanAnswerAccuracy, CorruptedQa, Recovery};
 use evals::tofu::{
@@ -563,6 +563,7 @@ fn every_metric_name_is_in_the_registry() {
         Box::new(MiaLoss::new(f.clone(), h.clone()).unwrap()),
         Box::new(MiaZlib::new(f.clone(), h.clone()).unwrap()),
         Box::new(MiaMinKpp::new(f.clone(), h.clone()).unwrap()),
+        Box::new(MiaGradNorm::new(f.clone(), h.clone()).unwrap()),
         Box::new(MiaReference::new(f, h, vec![1.0], vec![1.0]).unwrap()),
         Box::new(Perplexity::new("perplexity", vec![])),
         Box::new(NextTokenKl { texts: vec![], oracle_rows: vec![] }),

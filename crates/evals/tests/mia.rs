@@ -6,7 +6,9 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use anyhow::Result;
-use evals::mia::{mean_nlls_of, minkpp_token_scores, MiaLoss, MiaMinKpp, MiaReference, MiaZlib};
+use evals::mia::{
+    grad_norm_scores, mean_nlls_of, minkpp_token_scores, MiaGradNorm, MiaLoss, MiaMinKpp, MiaReference, MiaZlib,
+};
 use evals::muse::MinKAuc;
 use evals::zlib::compressed_len;
 use evals::{evaluate, evaluate_with_extra, Direction, Metric, MetricValue, Request, Response, Scorer};
@@ -44,7 +46,10 @@ fn strings(xs: &[&str]) -> Vec<String> {
 
 fn text_of(r: &Request) -> &str {
     match r {
-        Request::Rolling { text } | Request::TokenLogprobs { text } | Request::Distributions { text } => text,
+        Request::Rolling { text }
+        | Request::TokenLogprobs { text }
+        | Request::Distributions { text }
+        | Request::GradNorm { text } => text,
         other => panic!("unexpected request {other:?}"),
     }
 }
@@ -145,6 +150,78 @@ fn zlib_auc_by_hand() {
     assert_eq!(bytes, vec![19, 9, 48, 33]);
     let loss = value(&MiaLoss::new(forget, holdout).unwrap(), &mut fake(answer));
     close(loss.value().unwrap(), 1.0, 1e-15);
+}
+
+// ---------------------------------------------------------------------------------------------
+// GradNorm
+
+/// A `GradNorm` response with the given per-tensor L2 norms (mean NLL 1 over 5 tokens).
+fn grad(norms: &[f64]) -> Response {
+    Response::GradNorm { nll: 1.0, n_tokens: 5, tensor_norms: norms.to_vec() }
+}
+
+#[test]
+fn gradnorm_auc_by_hand() {
+    let m = MiaGradNorm::new(strings(&["f1", "f2"]), strings(&["h1", "h2"])).unwrap();
+    // per-tensor norms -> mean over tensors (open-unlearning's score, sign flipped) and the
+    // whole gradient's L2 norm sqrt(sum of squares):
+    //   f1 [1, 3]  mean 2  global sqrt(10) = 3.162
+    //   f2 [4, 0]  mean 2  global 4
+    //   h1 [3, 3]  mean 3  global sqrt(18) = 4.243
+    //   h2 [2, 2]  mean 2  global sqrt(8)  = 2.828
+    // headline scores -2, -2 | -3, -2: each forget text beats h1 (1) and ties h2 (1/2)
+    //   -> (1 + 1/2 + 1 + 1/2) / 4 = 0.75
+    // global_l2 scores -3.162, -4 | -4.243, -2.828: each forget text beats h1, loses to h2 -> 0.5
+    let mut s = fake(|r: &Request| match text_of(r) {
+        "f1" => grad(&[1.0, 3.0]),
+        "f2" => grad(&[4.0, 0.0]),
+        "h1" => grad(&[3.0, 3.0]),
+        "h2" => grad(&[2.0, 2.0]),
+        _ => unreachable!(),
+    });
+    let v = value(&m, &mut s);
+    close(v.value().unwrap(), 0.75, 1e-15);
+    close(v.aggregate["global_l2"], 0.5, 1e-15);
+    assert_eq!(v.aggregate.len(), 2, "{:?}", v.aggregate);
+    assert_eq!(scores(&v), vec![-2.0, -2.0, -3.0, -2.0]);
+    assert_eq!(sets(&v), vec!["forget", "forget", "holdout", "holdout"]);
+    let global: Vec<f64> = v.per_example.iter().map(|e| e["grad_norm"].as_f64().unwrap()).collect();
+    for (g, e) in global.iter().zip([10f64.sqrt(), 4.0, 18f64.sqrt(), 8f64.sqrt()]) {
+        close(*g, e, 1e-12);
+    }
+    assert_eq!(v.per_example[1]["mean_tensor_norm"], json!(2.0));
+    assert_eq!(v.per_example[1]["n_tokens"], json!(5));
+    assert_eq!(v.per_example[1]["nll"], json!(1.0));
+    assert_eq!(m.direction(), Direction::CloserTo(0.5));
+    assert_eq!(m.requests()[3], Request::GradNorm { text: "h2".into() });
+    assert_eq!(m.requests().len(), 4);
+
+    // members with smaller gradients than every non-member: AUC 1 on both scores
+    let mut s = fake(|r: &Request| if text_of(r).starts_with('f') { grad(&[0.1, 0.2]) } else { grad(&[1.0, 0.5]) });
+    let v = value(&m, &mut s);
+    assert_eq!((v.value(), v.aggregate["global_l2"]), (Some(1.0), 1.0));
+    assert_eq!(grad_norm_scores(&grad(&[3.0, 4.0])).unwrap(), (3.5, 5.0));
+}
+
+#[test]
+fn gradnorm_bad_input_is_an_error_naming_it() {
+    let err = MiaGradNorm::new(strings(&["f1", ""]), strings(&["h1"])).unwrap_err().to_string();
+    assert!(err.contains("mia_gradnorm_auc") && err.contains("forget text 1 is empty"), "{err}");
+    let err = MiaGradNorm::new(strings(&["f1"]), vec![]).unwrap_err().to_string();
+    assert!(err.contains("mia_gradnorm_auc needs forget and holdout texts"), "{err}");
+    let m = MiaGradNorm::new(strings(&["f1"]), strings(&["h1"])).unwrap();
+    let fails = |answer: Response| {
+        let mut s = fake(move |_: &Request| answer.clone());
+        format!("{:#}", evaluate(&mut s, &[&m]).unwrap_err())
+    };
+    let err = fails(Response::GradNorm { nll: 0.0, n_tokens: 0, tensor_norms: vec![1.0] });
+    assert!(err.contains("mia_gradnorm_auc") && err.contains("text 0") && err.contains("no tokens"), "{err}");
+    assert!(fails(grad(&[])).contains("no parameter tensors"));
+    assert!(fails(grad(&[1.0, f64::NAN])).contains("parameter tensor 1 is NaN"));
+    assert!(fails(grad(&[-1.0])).contains("parameter tensor 0 is -1"));
+    let err = fails(Response::Rolling { logprob: -1.0, n_tokens: 1 });
+    assert!(err.contains("request 0 (GradNorm) with a Rolling response"), "{err}");
+    assert!(grad(&[1.0]).rolling().is_err() && Response::Generated("x".into()).grad_norm().is_err());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -327,6 +404,8 @@ struct World {
     rows: Vec<Vec<Vec<f32>>>,
     lp: Vec<Vec<f32>>,
     reference_nll: Vec<f64>,
+    /// Per-parameter-tensor gradient norms of each text (3 tensors; members' smaller on average).
+    grad_norms: Vec<Vec<f64>>,
 }
 
 /// 7 forget and 6 holdout texts of 1 to 12 tokens over a 5-token vocabulary; forget texts'
@@ -334,7 +413,7 @@ struct World {
 fn world() -> World {
     let mut seed = 11u64;
     let words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta"];
-    let (mut texts, mut rows, mut lp, mut reference_nll) = (vec![], vec![], vec![], vec![]);
+    let (mut texts, mut rows, mut lp, mut reference_nll, mut grad_norms) = (vec![], vec![], vec![], vec![], vec![]);
     for i in 0..13 {
         let n = 1 + (lcg(&mut seed) * 12.0) as usize;
         let mut text = format!("doc {i}:");
@@ -358,8 +437,10 @@ fn world() -> World {
         rows.push(r);
         lp.push(l);
         reference_nll.push(0.5 + 1.5 * lcg(&mut seed));
+        let scale = if i < 7 { 0.7 } else { 1.0 };
+        grad_norms.push((0..3).map(|_| scale * (0.2 + lcg(&mut seed))).collect());
     }
-    World { texts, rows, lp, reference_nll }
+    World { texts, rows, lp, reference_nll, grad_norms }
 }
 
 #[test]
@@ -375,6 +456,11 @@ fn the_suite_in_one_pass_matches_the_numpy_recomputation() {
             }
             Request::TokenLogprobs { .. } => Response::TokenLogprobs(w.lp[i].clone()),
             Request::Distributions { .. } => Response::Distributions(w.rows[i].clone()),
+            Request::GradNorm { .. } => Response::GradNorm {
+                nll: -w.lp[i].iter().map(|&x| x as f64).sum::<f64>() / w.lp[i].len() as f64,
+                n_tokens: w.lp[i].len(),
+                tensor_norms: w.grad_norms[i].clone(),
+            },
             _ => unreachable!(),
         }
     };
@@ -382,9 +468,10 @@ fn the_suite_in_one_pass_matches_the_numpy_recomputation() {
     let zlib = MiaZlib::new(forget.clone(), holdout.clone()).unwrap();
     let mink = MinKAuc::new(forget.clone(), holdout.clone()).unwrap();
     let minkpp = MiaMinKpp::new(forget.clone(), holdout.clone()).unwrap();
+    let gradnorm = MiaGradNorm::new(forget.clone(), holdout.clone()).unwrap();
     let reference =
         MiaReference::new(forget, holdout, w.reference_nll[..7].to_vec(), w.reference_nll[7..].to_vec()).unwrap();
-    let metrics: [&dyn Metric; 5] = [&loss, &zlib, &mink, &minkpp, &reference];
+    let metrics: [&dyn Metric; 6] = [&loss, &zlib, &mink, &minkpp, &gradnorm, &reference];
     let mut s = fake(answer);
     let out = evaluate(&mut s, &metrics).unwrap();
     assert_eq!(s.calls, 1);
@@ -402,6 +489,7 @@ fn the_suite_in_one_pass_matches_the_numpy_recomputation() {
         "token_logprobs": w.lp,
         "rows": w.rows,
         "reference_nll": w.reference_nll,
+        "grad_norms": w.grad_norms,
     });
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/mia_reference.py");
     let numpy = Command::new("python3").args(["-c", "import numpy"]).output();

@@ -9,6 +9,8 @@
 //! - [`lora`]: LoRA adapters (PEFT conventions) for fine-tuning and low-rank task vectors.
 //! - [`tok`]: tokenizer loading.
 //! - [`train`]: AdamW, schedules, clipping, accumulation, loss masks, NaN detection.
+//! - [`gradnorm`]: per-example gradient norms of a text's mean token NLL (the GradNorm
+//!   membership-inference attack).
 //! - [`score`]: lm-evaluation-harness's `loglikelihood`, `loglikelihood_rolling`,
 //!   `generate_until`, and per-token log-probabilities.
 
@@ -17,6 +19,7 @@ pub mod block;
 pub mod checkpoint;
 pub mod config;
 pub mod fused;
+pub mod gradnorm;
 pub mod lora;
 pub mod memory;
 pub mod model;

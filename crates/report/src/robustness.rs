@@ -183,7 +183,8 @@ pub fn tables(s: &Summary) -> Vec<(String, Table)> {
 
 /// Membership-inference AUCs (forget vs held-out documents) the membership table reads, those
 /// the results have.
-pub const MIA: &[&str] = &["mink_auc", "mia_loss_auc", "mia_zlib_auc", "mia_minkpp_auc", "mia_reference_auc"];
+pub const MIA: &[&str] =
+    &["mink_auc", "mia_loss_auc", "mia_zlib_auc", "mia_minkpp_auc", "mia_reference_auc", "mia_gradnorm_auc"];
 
 /// The membership-inference table of one model: per headline row each attack's AUC with its gap
 /// to the oracle's AUC (the oracle never saw the forget documents, so its AUC is what "no

@@ -487,6 +487,7 @@ fn metric_of(name: &str) -> Option<Box<dyn evals::Metric>> {
         "mia_loss_auc" => Box::new(evals::mia::MiaLoss { forget: vec![], holdout: vec![] }),
         "mia_zlib_auc" => Box::new(evals::mia::MiaZlib { forget: vec![], holdout: vec![] }),
         "mia_minkpp_auc" => Box::new(evals::mia::MiaMinKpp { forget: vec![], holdout: vec![], k: 0.0 }),
+        "mia_gradnorm_auc" => Box::new(evals::mia::MiaGradNorm { forget: vec![], holdout: vec![] }),
         "mia_reference_auc" => Box::new(evals::mia::MiaReference {
             forget: vec![],
             holdout: vec![],

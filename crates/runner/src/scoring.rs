@@ -6,6 +6,9 @@
 //! batches (see [`lm::score`]); the responses are put back in request order. `Rolling` and
 //! `TokenLogprobs` share one call, since a rolling log-likelihood is the sum of the per-token
 //! log-probabilities (summed in f64, exactly as `lm::score::Scorer::loglikelihood_rolling`).
+//! `GradNorm` requests (the GradNorm membership-inference attack) run a backward pass per text
+//! through `lm::gradnorm::grad_norms`, which makes the frozen model trainable for their
+//! duration (no second copy of the weights) and freezes it again.
 
 use std::path::Path;
 
@@ -56,18 +59,38 @@ impl LmScorer {
 
 impl evals::Scorer for LmScorer {
     fn run(&mut self, requests: &[Request]) -> Result<Vec<Response>> {
-        let engine = self.engine();
         // Indices of each kind, in request order.
-        let (mut ll, mut tokens, mut dist, mut gen) = (vec![], vec![], vec![], vec![]);
+        let (mut ll, mut tokens, mut dist, mut gen, mut grad) = (vec![], vec![], vec![], vec![], vec![]);
         for (i, r) in requests.iter().enumerate() {
             match r {
                 Request::LogLik { .. } => ll.push(i),
                 Request::Rolling { .. } | Request::TokenLogprobs { .. } => tokens.push(i),
                 Request::Distributions { .. } => dist.push(i),
                 Request::Generate { .. } => gen.push(i),
+                Request::GradNorm { .. } => grad.push(i),
             }
         }
         let mut out: Vec<Option<Response>> = vec![None; requests.len()];
+
+        // first, while the model is not borrowed by the engine: it is made trainable for them
+        if !grad.is_empty() {
+            if let Some(&i) = grad.iter().find(|&&i| text_of(&requests[i]).is_empty()) {
+                bail!("request {i} (GradNorm): the text is empty; the gradient of a mean NLL needs at least one token");
+            }
+            let texts: Vec<String> = grad.iter().map(|&i| text_of(&requests[i]).to_string()).collect();
+            let res = lm::gradnorm::grad_norms(&mut self.model, &self.tok, &texts, self.max_length)
+                .context("GradNorm: per-example gradient norms")?;
+            check_len("grad_norms", res.len(), grad.len())?;
+            for (&i, g) in grad.iter().zip(res) {
+                out[i] = Some(Response::GradNorm {
+                    nll: g.nll,
+                    n_tokens: g.n_tokens,
+                    tensor_norms: g.tensor_norms.into_iter().map(|(_, x)| x).collect(),
+                });
+            }
+        }
+
+        let engine = self.engine();
 
         if !ll.is_empty() {
             let pairs: Vec<(String, String)> = ll
@@ -134,7 +157,10 @@ impl evals::Scorer for LmScorer {
 
 fn text_of(r: &Request) -> &str {
     match r {
-        Request::Rolling { text } | Request::TokenLogprobs { text } | Request::Distributions { text } => text,
+        Request::Rolling { text }
+        | Request::TokenLogprobs { text }
+        | Request::Distributions { text }
+        | Request::GradNorm { text } => text,
         Request::LogLik { context, .. } | Request::Generate { context, .. } => context,
     }
 }

@@ -387,6 +387,95 @@ fn reference_mia_against_a_reference_model() {
     assert!(e.contains("mia_reference_auc") && e.contains("another tokenizer"), "{e}");
 }
 
+/// GradNorm requests through the LmScorer, mixed with forward-only ones: the norms of
+/// `lm::gradnorm` on the same model loaded apart, the NLL that of the `Rolling` answer of the
+/// same text, the model frozen again afterwards (its next answers unchanged), an empty text an
+/// error naming the request.
+#[test]
+fn lm_scorer_answers_gradnorm_requests_with_a_backward_pass() {
+    let w = world();
+    let mut scorer = LmScorer::load(&w.final_model, &Device::Cpu, true).unwrap();
+    let doc = w.world.corpus.docs[0].text.clone();
+    let reqs = vec![
+        Request::Rolling { text: doc.clone() },
+        Request::GradNorm { text: doc.clone() },
+        Request::GradNorm { text: "Answer: no".into() },
+        Request::Rolling { text: "Answer: no".into() },
+    ];
+    let got = scorer.run(&reqs).unwrap();
+    assert!(scorer.model.vars().is_empty(), "the scorer's model is frozen again");
+    assert_eq!(scorer.run(&reqs[..1]).unwrap()[0], got[0], "forward answers unchanged after the backward");
+
+    let mut model = lm::CausalLm::load(&w.final_model, &Device::Cpu, false).unwrap();
+    let tok = lm::Tok::load(&w.final_model, &model.cfg).unwrap();
+    let n_tensors = model.cfg.parameter_shapes().unwrap().len();
+    let direct = lm::gradnorm::grad_norms(&mut model, &tok, &[doc, "Answer: no".into()], scorer.max_length).unwrap();
+    for (g, (rolling, direct)) in [&got[1], &got[2]].into_iter().zip([&got[0], &got[3]].into_iter().zip(&direct)) {
+        let (nll, n, norms) = g.grad_norm().unwrap();
+        let (lp, rn) = rolling.rolling().unwrap();
+        assert_eq!(n, rn);
+        assert!((nll + lp / rn as f64).abs() < 1e-5, "GradNorm NLL {nll} vs Rolling {}", -lp / rn as f64);
+        assert_eq!(norms.len(), n_tensors, "one norm per parameter tensor");
+        let direct: Vec<f64> = direct.tensor_norms.iter().map(|(_, x)| *x).collect();
+        assert_eq!(norms, direct.as_slice());
+        assert!(norms.iter().all(|x| x.is_finite() && *x > 0.0));
+    }
+
+    let err = format!(
+        "{:#}",
+        scorer.run(&[Request::Rolling { text: "a".into() }, Request::GradNorm { text: String::new() }]).unwrap_err()
+    );
+    assert!(err.contains("request 1 (GradNorm)") && err.contains("empty"), "{err}");
+}
+
+/// `mia_gradnorm_auc` in the suite: an AUC with its per-document scores (−mean tensor norm)
+/// and ids, the `global_l2` sub-value, both records declared; the AUC recomputed by hand from
+/// the per-document scores. Prints the time the metric's pass takes on this world.
+#[test]
+fn gradnorm_mia_in_the_suite() {
+    let w = world();
+    let names = vec!["mia_gradnorm_auc".to_string()];
+    let s = suite(&names, &limits());
+    let r = refs(&s);
+    let start = std::time::Instant::now();
+    let out = s.evaluate(&w.final_model, &r, &w.oracle, &Device::Cpu).unwrap();
+    let secs = start.elapsed().as_secs_f64();
+    let rec = &out["mia_gradnorm_auc"];
+    println!("mia_gradnorm_auc on θ_D: {} documents in {secs:.2} s (model load included)", rec.per_example.len());
+    assert!(rec.skipped.is_none(), "{rec:?}");
+    assert_eq!(rec.example_ids.len(), rec.per_example.len());
+    assert!(rec.per_example.iter().all(|x| x.is_finite() && *x < 0.0), "scores are −norms");
+    let n_forget = rec
+        .example_ids
+        .iter()
+        .filter(|id| w.world.splits.forget_docs.iter().any(|d| **id == format!("doc-{d}")))
+        .count();
+    assert!(n_forget > 0 && n_forget < rec.per_example.len());
+    let (f, h) = rec.per_example.split_at(n_forget);
+    let u: f64 = f
+        .iter()
+        .flat_map(|a| {
+            h.iter().map(move |b| {
+                if a > b {
+                    1.0
+                } else if a == b {
+                    0.5
+                } else {
+                    0.0
+                }
+            })
+        })
+        .sum();
+    assert!((rec.value - u / (f.len() * h.len()) as f64).abs() < 1e-12);
+    let global = &out["mia_gradnorm_auc/global_l2"];
+    assert!((0.0..=1.0).contains(&global.value));
+    for (k, rec) in &out {
+        let (_, info) = evals::registry::record_info(k).unwrap_or_else(|| panic!("record {k} has no declared target"));
+        assert_eq!((rec.target, rec.scale), (Some(info.target), Some(info.scale)), "{k}");
+        assert_eq!(info.target, evals::registry::Target::TowardOracle, "{k}");
+    }
+}
+
 /// Exact memorisation and extraction strength on the forget documents: declared records,
 /// the value the mean of the per-document values, both in [0, 1]; the relearning attack's held
 /// part (forget_subset) scores them on its own documents only.

@@ -265,7 +265,7 @@ impl EvalSuite {
                     vec![],
                 ),
                 "param_distance_to_oracle" => continue,
-                "mia_loss_auc" | "mia_zlib_auc" | "mia_minkpp_auc" => {
+                "mia_loss_auc" | "mia_zlib_auc" | "mia_minkpp_auc" | "mia_gradnorm_auc" => {
                     if it.member_docs.is_empty() || it.holdout_docs.is_empty() {
                         skip(format!(
                             "membership inference needs forget and held-out documents; the world has {} and {}",
@@ -278,6 +278,7 @@ impl EvalSuite {
                         let m: Box<dyn Metric> = match name {
                             "mia_loss_auc" => Box::new(evals::mia::MiaLoss::new(f, h)?),
                             "mia_zlib_auc" => Box::new(evals::mia::MiaZlib::new(f, h)?),
+                            "mia_gradnorm_auc" => Box::new(evals::mia::MiaGradNorm::new(f, h)?),
                             _ => Box::new(evals::mia::MiaMinKpp::new(f, h)?),
                         };
                         run(m, ids)

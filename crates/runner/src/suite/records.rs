@@ -7,7 +7,7 @@ use super::*;
 pub(super) fn nominal_direction(name: &str) -> Direction {
     match name {
         "acc_forget" | "acc_recover" | "acc_retain" => Direction::HigherIsBetter,
-        "mink_auc" | "mia_loss_auc" | "mia_zlib_auc" | "mia_minkpp_auc" | "mia_reference_auc" => {
+        "mink_auc" | "mia_loss_auc" | "mia_zlib_auc" | "mia_minkpp_auc" | "mia_reference_auc" | "mia_gradnorm_auc" => {
             Direction::CloserTo(0.5)
         }
         "muse_privleak" => Direction::CloserTo(0.0),
@@ -86,7 +86,7 @@ pub(super) fn example_value(metric: &str, v: &serde_json::Value) -> f64 {
         "tofu_truth_ratio_forget" | "tofu_truth_ratio_retain" | "tofu_forget_quality" => get("truth_ratio"),
         "muse_verbmem" | "muse_knowmem_forget" | "muse_knowmem_retain" => get("rougeL_f1"),
         "mink_auc" => get("mink"),
-        "mia_loss_auc" | "mia_zlib_auc" | "mia_minkpp_auc" | "mia_reference_auc" => get("score"),
+        "mia_loss_auc" | "mia_zlib_auc" | "mia_minkpp_auc" | "mia_reference_auc" | "mia_gradnorm_auc" => get("score"),
         "exact_memorization" => get("em"),
         "kl_to_oracle" => get("mean_kl"),
         // per-token negative log-likelihood of the text
