@@ -55,7 +55,9 @@ pub fn grad_norms(model: &mut CausalLm, tok: &Tok, texts: &[String], max_length:
         bail!("GradNorm: per-example gradients are computed in f32, the model is loaded in {:?}", model.dtype());
     }
     if model.params.lora.is_some() {
-        bail!("GradNorm: the model carries LoRA adapters; score its merged checkpoint (lm::checkpoint::save writes it)");
+        bail!(
+            "GradNorm: the model carries LoRA adapters; score its merged checkpoint (lm::checkpoint::save writes it)"
+        );
     }
     let thawed = if model.params.is_trainable() {
         let (n_vars, n) = (model.params.vars.len(), model.params.tensors.len());
