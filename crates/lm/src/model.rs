@@ -389,7 +389,9 @@ impl CausalLm {
         let eps = self.cfg.rms_norm_eps;
         let w = |n: &str| self.w(&format!("{p}.{n}"));
         let recompute = self.activation_checkpointing();
-        if cache.is_none() && !self.cfg.o_bias() {
+        // `block::applies` needs the stream itself fused-fast too: checked first, so the weights
+        // (LoRA-merged ones included) are not looked up twice on the composed path
+        if cache.is_none() && !self.cfg.o_bias() && block::enabled() && fused::is_fast(&[x]) {
             // the whole block as one fused op (CPU, f32)
             let olmo2 = self.arch == Arch::Olmo2;
             let qkv_bias = if self.cfg.qkv_bias() {
