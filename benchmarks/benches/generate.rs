@@ -4,6 +4,10 @@
 //!
 //! Model: the testbed's default, Llama, hidden 128, 4 layers, 4 heads, FFN 512, vocab 2048,
 //! tied embeddings, random weights, f32 on CPU. `scripts/bench_pytorch.py` mirrors it.
+//!
+//! `greedy/unpacked` is the same model without the block-weight packs a frozen model gets at
+//! load (`lm::weights::Packs`): each forward then concatenates a layer's weights again, as
+//! before issue 18 item 6 — the A/B of the packs, in one binary.
 
 use benchmarks::{bench_tok, default_shape, random_text};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -36,6 +40,11 @@ fn generate(c: &mut Criterion) {
     g.sample_size(10).warm_up_time(Duration::from_secs(2)).measurement_time(Duration::from_secs(10));
     g.throughput(Throughput::Elements((PROMPTS * NEW) as u64));
     g.bench_function("greedy", |b| b.iter(|| s.generate_until(&reqs).expect("generate")));
+    let mut unpacked = CausalLm::init(shape.cfg.clone(), 0, &candle_core::Device::Cpu, false).expect("init");
+    unpacked.params.packs = Default::default();
+    let mut s = Scorer::new(&unpacked, &tok);
+    s.batch_size = PROMPTS;
+    g.bench_function("greedy/unpacked", |b| b.iter(|| s.generate_until(&reqs).expect("generate")));
     g.finish();
 }
 

@@ -39,8 +39,116 @@ use crate::fused::{
     silu_mul_packed_rows, silu_mul_packed_rows_bwd, slice, with_data,
 };
 use anyhow::{bail, Result};
-use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp3, Layout as StorageLayout, Shape, Tensor};
 use std::sync::{Arc, Mutex};
+
+/// Where a block's two RMSNorms sit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NormPlace {
+    /// On the stream before the attention and before the MLP (Llama, Qwen2).
+    Pre,
+    /// On the attention's and the MLP's outputs, before each residual addition (OLMo-2).
+    Post,
+}
+
+/// One architecture's block, described once: the composed path ([`crate::model`]), the fused
+/// op ([`llama_block`]) and the weight packs ([`BlockLayout::attn_pack`], [`BlockLayout::mlp_pack`]) all
+/// read this, so a new architecture is one more arm of [`BlockLayout::of`] (and, if its block has a
+/// shape the fused op does not cover, [`BlockLayout::fusable`] says so and the composed path runs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockLayout {
+    pub norm: NormPlace,
+    /// Biases on the q, k and v projections (Qwen2; Llama's `attention_bias`).
+    pub qkv_bias: bool,
+    /// A bias on the output projection (Llama's `attention_bias`).
+    pub o_bias: bool,
+    /// RMSNorms over the whole q projection and the whole k projection (OLMo-2's q_norm,
+    /// k_norm).
+    pub qk_norm: bool,
+}
+
+impl BlockLayout {
+    pub fn of(cfg: &crate::LmConfig) -> Result<BlockLayout> {
+        let (norm, qk_norm) = match cfg.arch()? {
+            crate::Arch::Llama | crate::Arch::Qwen2 => (NormPlace::Pre, false),
+            crate::Arch::Olmo2 => (NormPlace::Post, true),
+        };
+        Ok(BlockLayout { norm, qkv_bias: cfg.qkv_bias(), o_bias: cfg.o_bias(), qk_norm })
+    }
+
+    /// The weight of the norm around the attention (within the layer, e.g.
+    /// `input_layernorm.weight`).
+    pub fn attn_norm(&self) -> &'static str {
+        match self.norm {
+            NormPlace::Pre => "input_layernorm.weight",
+            NormPlace::Post => "post_attention_layernorm.weight",
+        }
+    }
+
+    /// The weight of the norm around the MLP.
+    pub fn mlp_norm(&self) -> &'static str {
+        match self.norm {
+            NormPlace::Pre => "post_attention_layernorm.weight",
+            NormPlace::Post => "post_feedforward_layernorm.weight",
+        }
+    }
+
+    /// The attention pack's tensors in pack order (names within the layer): the norm, the
+    /// q|k|v weights (rows stacked: the packed projection), the output projection, the q/k/v
+    /// biases (stacked too) when present, q_norm and k_norm when present.
+    pub fn attn_pack(&self) -> Vec<&'static str> {
+        let mut v = vec![
+            self.attn_norm(),
+            "self_attn.q_proj.weight",
+            "self_attn.k_proj.weight",
+            "self_attn.v_proj.weight",
+            "self_attn.o_proj.weight",
+        ];
+        if self.qkv_bias {
+            v.extend(["self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias"]);
+        }
+        if self.qk_norm {
+            v.extend(["self_attn.q_norm.weight", "self_attn.k_norm.weight"]);
+        }
+        v
+    }
+
+    /// The MLP pack's tensors in pack order: the norm, gate|up (rows stacked), down.
+    pub fn mlp_pack(&self) -> [&'static str; 4] {
+        [self.mlp_norm(), "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight"]
+    }
+
+    /// Whether [`llama_block`] covers this block: no output-projection bias, and the q/k norms
+    /// exactly with the post-norm layout (the two shapes it implements).
+    pub fn fusable(&self) -> bool {
+        !self.o_bias && (self.norm == NormPlace::Post) == self.qk_norm
+    }
+
+    /// The [`BlockWeights`] of tensors given in the order of [`BlockLayout::attn_pack`] followed by
+    /// [`BlockLayout::mlp_pack`].
+    pub fn weights<'a>(&self, ws: &'a [Tensor]) -> Result<BlockWeights<'a>> {
+        let n = self.attn_pack().len();
+        if ws.len() != n + 4 {
+            bail!("block weights: {} tensors given, the layout has {}", ws.len(), n + 4);
+        }
+        Ok(BlockWeights {
+            attn_norm: &ws[0],
+            q: &ws[1],
+            k: &ws[2],
+            v: &ws[3],
+            o: &ws[4],
+            mlp_norm: &ws[n],
+            gate: &ws[n + 1],
+            up: &ws[n + 2],
+            down: &ws[n + 3],
+            qkv_bias: self.qkv_bias.then(|| [&ws[5], &ws[6], &ws[7]]),
+            olmo2_qk_norm: self.qk_norm.then(|| {
+                let at = if self.qkv_bias { 8 } else { 5 };
+                [&ws[at], &ws[at + 1]]
+            }),
+        })
+    }
+}
 
 /// The parameters of one block (Hugging Face layout: a linear weight is (out features, in
 /// features)).
@@ -64,12 +172,11 @@ pub struct BlockWeights<'a> {
     pub olmo2_qk_norm: Option<[&'a Tensor; 2]>,
 }
 
-/// False when the environment variable `UNLEARN_NO_FUSED_BLOCK` is set (to anything): the
-/// model then runs its blocks as separate (still fused) operations, for A/B measurements of
-/// this op alone (`UNLEARN_NO_FUSED` switches every fused kernel off).
+/// Whether the engine of the graph being built ([`crate::engine::current`]) runs whole blocks
+/// as this op; off ([`crate::Engine::FUSED_OPS`], or `UNLEARN_NO_FUSED_BLOCK` set), the model
+/// runs its blocks as separate (still fused) operations.
 pub fn enabled() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var_os("UNLEARN_NO_FUSED_BLOCK").is_none())
+    crate::engine::current().block()
 }
 
 /// Whether [`llama_block`] runs fused for these tensors (f32 on the CPU, fused kernels and
@@ -166,6 +273,60 @@ pub fn llama_block_with(
     attn_parts.extend(w.olmo2_qk_norm.iter().flatten());
     let wa = pack(&attn_parts)?;
     let wm = pack(&[w.mlp_norm, w.gate, w.up, w.down])?;
+    run(x, &wa, &wm, w.qkv_bias.is_some(), olmo2, f, heads, cos, sin, bias, eps, recompute)
+}
+
+/// [`llama_block_with`] on weights already packed in the order of [`BlockLayout::attn_pack`] and
+/// [`BlockLayout::mlp_pack`] (flat; a frozen model's packs, [`crate::weights::Packs`]): the same
+/// op, without concatenating the weights. `f` is the MLP's intermediate size. The packs'
+/// lengths are checked against the layout and the sizes.
+#[allow(clippy::too_many_arguments)]
+pub fn llama_block_packed(
+    x: &Tensor,
+    attn_pack: &Tensor,
+    mlp_pack: &Tensor,
+    layout: &BlockLayout,
+    f: usize,
+    heads: Heads,
+    cos: &Tensor,
+    sin: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+    recompute: bool,
+) -> Result<Tensor> {
+    let (b, t, _) = x.dims3()?;
+    check_layout("llama_block", b, t, heads, cos, sin, bias)?;
+    if !layout.fusable() {
+        bail!("llama_block: the fused block does not cover the layout {layout:?}");
+    }
+    if !(enabled() && fused::is_fast(&[x, attn_pack, mlp_pack])) {
+        bail!("llama_block: runs on f32 CPU tensors only (check `block::applies` first)");
+    }
+    for (name, p) in [("attention", attn_pack), ("MLP", mlp_pack)] {
+        if p.rank() != 1 {
+            bail!("llama_block: the {name} weight pack is {:?}, expected one flat dimension", p.dims());
+        }
+    }
+    let olmo2 = layout.norm == NormPlace::Post;
+    run(x, attn_pack, mlp_pack, layout.qkv_bias, olmo2, f, heads, cos, sin, bias, eps, recompute)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run(
+    x: &Tensor,
+    wa: &Tensor,
+    wm: &Tensor,
+    qkv_bias: bool,
+    olmo2: bool,
+    f: usize,
+    heads: Heads,
+    cos: &Tensor,
+    sin: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+    recompute: bool,
+) -> Result<Tensor> {
+    let h = x.dim(2)?;
     let keep = x.track_op() || wa.track_op() || wm.track_op();
     let scale = 1.0 / (heads.dim as f64).sqrt();
     let attn = Attention::new(heads, cos, sin, bias, scale)?;
@@ -175,13 +336,24 @@ pub fn llama_block_with(
         heads,
         eps: eps as f32,
         attn,
-        qkv_bias: w.qkv_bias.is_some(),
+        qkv_bias,
         olmo2,
         keep: keep && !recompute,
         recompute,
         saved: Mutex::new(None),
     };
-    Ok(x.contiguous()?.apply_op3(&wa, &wm, op)?)
+    let expect = (op.attn_pack_len(), op.mlp_pack_len());
+    if (wa.elem_count(), wm.elem_count()) != expect {
+        bail!(
+            "llama_block: weight packs of {} and {} values, expected {} and {} for hidden size {h}, \
+             intermediate size {f} and {heads:?}",
+            wa.elem_count(),
+            wm.elem_count(),
+            expect.0,
+            expect.1
+        );
+    }
+    Ok(x.contiguous()?.apply_op3(wa, wm, op)?)
 }
 
 struct Block {
@@ -472,11 +644,11 @@ impl CustomOp3 for Block {
     fn cpu_fwd(
         &self,
         s1: &CpuStorage,
-        l1: &Layout,
+        l1: &StorageLayout,
         s2: &CpuStorage,
-        l2: &Layout,
+        l2: &StorageLayout,
         s3: &CpuStorage,
-        l3: &Layout,
+        l3: &StorageLayout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let x = slice::<f32>(s1, l1, "residual stream")?;
         let p = self.parts(slice::<f32>(s2, l2, "attention weights")?, slice::<f32>(s3, l3, "MLP weights")?)?;

@@ -25,11 +25,11 @@
 use anyhow::Result;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Storage, Tensor, D};
 
-/// False when the environment variable `UNLEARN_NO_FUSED` is set (to anything): every
-/// operation then takes its composed path, for A/B measurements (reports/performance.md).
+/// Whether the engine of the graph being built ([`crate::engine::current`]: the model's
+/// [`crate::Engine`], by default on unless `UNLEARN_NO_FUSED` is set) runs the fused kernels;
+/// off, every operation takes its composed path.
 pub fn enabled() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var_os("UNLEARN_NO_FUSED").is_none())
+    crate::engine::current().fused_kernels
 }
 
 /// Whether the fused kernels apply: enabled, and every tensor f32 on the CPU.

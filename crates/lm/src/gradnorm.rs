@@ -79,6 +79,8 @@ pub fn grad_norms(model: &mut CausalLm, tok: &Tok, texts: &[String], max_length:
         .collect();
     if thawed {
         freeze(model);
+        // frozen again: its block weights packed again, as at load
+        model.pack_weights().context("GradNorm: packing the frozen weights again")?;
     }
     out
 }
@@ -86,6 +88,8 @@ pub fn grad_norms(model: &mut CausalLm, tok: &Tok, texts: &[String], max_length:
 /// Turns every frozen tensor into a variable, one at a time (the frozen tensor is released
 /// after its copy).
 fn thaw(model: &mut CausalLm) -> Result<()> {
+    // the packs go first, so each layer's pack is freed once its tensors are copied
+    model.params.packs = Default::default();
     let tensors = std::mem::take(&mut model.params.tensors);
     let mut vars = Vec::with_capacity(tensors.len());
     for (name, t) in tensors {

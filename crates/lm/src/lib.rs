@@ -3,7 +3,10 @@
 //! - [`config`]: Hugging Face `config.json` for Llama, Qwen2 and OLMo-2.
 //! - [`weights`]: safetensors loading (single or sharded), initialisation.
 //! - [`attention`]: causal self-attention as one fused CPU op with a hand-written backward.
-//! - [`block`]: the whole Llama block as one fused CPU op (training's fast path).
+//! - [`block`]: each architecture's block described once ([`block::BlockLayout`]), and the whole
+//!   block as one fused CPU op (training's fast path).
+//! - [`engine`]: [`Engine`], the explicit choice between the fused kernels and candle's
+//!   composed operations (per model; environment variables override the default).
 //! - [`model`]: [`CausalLm`], a stateless forward returning logits for every position.
 //! - [`checkpoint`]: writing Hugging Face checkpoint folders.
 //! - [`lora`]: LoRA adapters (PEFT conventions) for fine-tuning and low-rank task vectors.
@@ -18,6 +21,7 @@ pub mod attention;
 pub mod block;
 pub mod checkpoint;
 pub mod config;
+pub mod engine;
 pub mod fused;
 pub mod gradnorm;
 pub mod lora;
@@ -31,6 +35,7 @@ pub mod train;
 pub mod weights;
 
 pub use config::{Arch, LmConfig};
+pub use engine::Engine;
 pub use model::CausalLm;
 pub use tok::Tok;
 

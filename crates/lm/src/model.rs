@@ -7,12 +7,15 @@
 //! hand-written backward passes: RMSNorm, one matmul against the stacked q/k/v weights, the
 //! whole causal attention ([`crate::attention`]), one against the stacked gate/up weights, the
 //! packed SwiGLU, and every projection as a single-node [`fused::linear`] ([`crate::fused`]).
-//! Elsewhere (CUDA, other dtypes, `UNLEARN_NO_FUSED=1`, OLMo-2's q/k norms, the key/value
-//! cache) the same computation is composed from candle's differentiable primitives.
+//! Elsewhere (CUDA, other dtypes, [`Engine::COMPOSED`] or `UNLEARN_NO_FUSED=1`, the key/value
+//! cache) the same computation is composed from candle's differentiable primitives. Both
+//! paths read the block from one description ([`block::BlockLayout`]); a frozen model's block
+//! weights are packed once at load ([`crate::weights::Packs`]).
 
 use crate::attention::Heads;
-use crate::block::{self, BlockWeights};
+use crate::block::{self, BlockLayout, NormPlace};
 use crate::config::{Arch, LmConfig};
+use crate::engine::{self, Engine};
 use crate::weights::{self, Params};
 use crate::{attention, fused};
 use anyhow::{bail, Context, Result};
@@ -25,11 +28,15 @@ pub struct CausalLm {
     pub arch: Arch,
     pub params: Params,
     pub device: Device,
+    /// The block of this architecture, described once (both paths read it).
+    pub layout: BlockLayout,
     cos: Tensor,
     sin: Tensor,
     /// Activation checkpointing: each block keeps only its input for the backward and
     /// recomputes its activations there ([`CausalLm::set_activation_checkpointing`]).
     checkpointing: std::sync::atomic::AtomicBool,
+    /// The [`Engine`] the graph-building methods run with ([`CausalLm::set_engine`]).
+    engine: std::sync::atomic::AtomicU8,
 }
 
 impl CausalLm {
@@ -103,9 +110,10 @@ impl CausalLm {
             .iter()
             .map(|(n, _)| (n.clone(), new_vars.remove(n).expect("every variable is a tensor or an adapter")))
             .collect();
-        let params = Params { tensors, vars, source_dtype: self.params.source_dtype, lora };
+        let params = Params { tensors, vars, source_dtype: self.params.source_dtype, lora, packs: Default::default() };
         let m = CausalLm::from_params(self.cfg.clone(), params, &self.device)?;
         m.set_activation_checkpointing(self.activation_checkpointing());
+        m.set_engine(self.engine());
         Ok(m)
     }
 
@@ -121,6 +129,29 @@ impl CausalLm {
         self.checkpointing.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Chooses the implementation this model's forward passes (and the optimizer steps of
+    /// [`crate::train`] on it) run: [`Engine::FUSED`], [`Engine::FUSED_OPS`] or
+    /// [`Engine::COMPOSED`]. The default is [`Engine::from_env`]. A graph keeps the engine it
+    /// was built with (its backward included).
+    pub fn set_engine(&self, engine: Engine) {
+        self.engine.store(engine.to_bits(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn engine(&self) -> Engine {
+        Engine::from_bits(self.engine.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Runs `f` with this model's engine as the thread's current one ([`engine::with`]).
+    fn run<R>(&self, f: impl FnOnce() -> R) -> R {
+        engine::with(self.engine(), f)
+    }
+
+    /// Packs a frozen model's block weights ([`crate::weights::Packs`]; done at load). Call it
+    /// again after replacing the tensors of a frozen model (a trainable one is left as is).
+    pub fn pack_weights(&mut self) -> Result<()> {
+        self.params.pack(&self.layout, self.cfg.num_hidden_layers)
+    }
+
     /// A freshly initialised model.
     pub fn init(cfg: LmConfig, seed: u64, device: &Device, trainable: bool) -> Result<CausalLm> {
         cfg.validate()?;
@@ -128,10 +159,24 @@ impl CausalLm {
         CausalLm::from_params(cfg, params, device)
     }
 
-    pub fn from_params(cfg: LmConfig, params: Params, device: &Device) -> Result<CausalLm> {
+    /// A model of these parameters; a frozen model's block weights are packed here
+    /// ([`CausalLm::pack_weights`]).
+    pub fn from_params(cfg: LmConfig, mut params: Params, device: &Device) -> Result<CausalLm> {
         let arch = cfg.arch()?;
+        let layout = BlockLayout::of(&cfg)?;
         let (cos, sin) = rope_tables(&cfg, device)?;
-        Ok(CausalLm { cfg, arch, params, device: device.clone(), cos, sin, checkpointing: false.into() })
+        params.pack(&layout, cfg.num_hidden_layers)?;
+        Ok(CausalLm {
+            cfg,
+            arch,
+            params,
+            device: device.clone(),
+            layout,
+            cos,
+            sin,
+            checkpointing: false.into(),
+            engine: Engine::from_env().to_bits().into(),
+        })
     }
 
     /// The trainable variables, in a stable order (empty for a frozen model).
@@ -206,6 +251,8 @@ impl CausalLm {
         let shapes: std::collections::BTreeMap<String, Vec<usize>> =
             self.params.tensors.iter().map(|(n, t)| (n.clone(), t.dims().to_vec())).collect();
         let names = crate::lora::select(&shapes, cfg)?;
+        // the weights are now W + s·B·A: a frozen model's packs no longer hold them
+        self.params.packs = Default::default();
         for (name, var) in std::mem::take(&mut self.params.vars) {
             self.params.tensors.insert(name, var.as_tensor().detach());
         }
@@ -246,16 +293,20 @@ impl CausalLm {
     /// tokens and 0 for padding; padded keys are never attended to. Positions count from 0 at
     /// the first column, so pad on the right. Returns (batch, time, vocab) f32.
     pub fn forward(&self, input_ids: &Tensor, attention_mask: Option<&Tensor>) -> Result<Tensor> {
-        let x = self.hidden(input_ids, attention_mask)?;
-        self.logits(&x)
+        self.run(|| {
+            let x = self.hidden(input_ids, attention_mask)?;
+            self.logits(&x)
+        })
     }
 
     /// The final (normalised) hidden states, (batch, time, hidden): [`CausalLm::forward`]
     /// without the output projection, for callers that need logits at a few positions only.
     /// In f32 (converted from the weights' dtype).
     pub fn hidden(&self, input_ids: &Tensor, attention_mask: Option<&Tensor>) -> Result<Tensor> {
-        let x = self.stream(input_ids, attention_mask, self.cfg.num_hidden_layers)?;
-        Ok(rms_norm(&x, &self.w("model.norm.weight")?, self.cfg.rms_norm_eps)?.to_dtype(DType::F32)?)
+        self.run(|| {
+            let x = self.stream(input_ids, attention_mask, self.cfg.num_hidden_layers)?;
+            Ok(rms_norm(&x, &self.w("model.norm.weight")?, self.cfg.rms_norm_eps)?.to_dtype(DType::F32)?)
+        })
     }
 
     /// The residual stream after the first `layers` blocks (no final norm), (batch, time,
@@ -268,7 +319,7 @@ impl CausalLm {
         attention_mask: Option<&Tensor>,
         layers: usize,
     ) -> Result<Tensor> {
-        Ok(self.stream(input_ids, attention_mask, layers)?.to_dtype(DType::F32)?)
+        self.run(|| Ok(self.stream(input_ids, attention_mask, layers)?.to_dtype(DType::F32)?))
     }
 
     /// [`CausalLm::residual_stream`] in the weights' dtype.
@@ -307,7 +358,7 @@ impl CausalLm {
         if x.dim(D::Minus1)? != h {
             bail!("logits: hidden states have {} features, the model {h}", x.dim(D::Minus1)?);
         }
-        Ok(fused::linear(&x.to_dtype(head.dtype())?, &head)?.to_dtype(DType::F32)?)
+        self.run(|| Ok(fused::linear(&x.to_dtype(head.dtype())?, &head)?.to_dtype(DType::F32)?))
     }
 
     /// An empty key/value cache for [`CausalLm::forward_cached`].
@@ -323,6 +374,16 @@ impl CausalLm {
     /// padded, so positions differ per row); `key_valid[r]` says for each of the
     /// `cache.len() + t` columns whether it is a real token (padding is never attended to).
     pub fn forward_cached(
+        &self,
+        input_ids: &Tensor,
+        positions: &[usize],
+        key_valid: &[Vec<bool>],
+        cache: &mut KvCache,
+    ) -> Result<Tensor> {
+        self.run(|| self.forward_cached_now(input_ids, positions, key_valid, cache))
+    }
+
+    fn forward_cached_now(
         &self,
         input_ids: &Tensor,
         positions: &[usize],
@@ -387,60 +448,37 @@ impl CausalLm {
     ) -> Result<Tensor> {
         let p = format!("model.layers.{l}");
         let eps = self.cfg.rms_norm_eps;
-        let w = |n: &str| self.w(&format!("{p}.{n}"));
+        let layout = self.layout;
         let recompute = self.activation_checkpointing();
         // `block::applies` needs the stream itself fused-fast too: checked first, so the weights
         // (LoRA-merged ones included) are not looked up twice on the composed path
-        if cache.is_none() && !self.cfg.o_bias() && block::enabled() && fused::is_fast(&[x]) {
+        if cache.is_none() && layout.fusable() && block::enabled() && fused::is_fast(&[x]) {
             // the whole block as one fused op (CPU, f32)
-            let olmo2 = self.arch == Arch::Olmo2;
-            let qkv_bias = if self.cfg.qkv_bias() {
-                Some([w("self_attn.q_proj.bias")?, w("self_attn.k_proj.bias")?, w("self_attn.v_proj.bias")?])
-            } else {
-                None
-            };
-            let olmo2_qk_norm =
-                if olmo2 { Some([w("self_attn.q_norm.weight")?, w("self_attn.k_norm.weight")?]) } else { None };
+            let heads =
+                Heads { q: self.cfg.num_attention_heads, kv: self.cfg.num_kv_heads(), dim: self.cfg.head_dim() };
+            if let Some((wa, wm)) = self.params.block_packs(&layout, l) {
+                // a frozen model: its weights packed at load
+                if fused::is_fast(&[&wa, &wm]) {
+                    let f = self.cfg.intermediate_size;
+                    return block::llama_block_packed(x, &wa, &wm, &layout, f, heads, cos, sin, mask, eps, recompute);
+                }
+            }
             // owned, as a LoRA adapter's weight is merged here (W + s·B·A)
-            let ws = [
-                if olmo2 { "post_attention_layernorm.weight" } else { "input_layernorm.weight" },
-                "self_attn.q_proj.weight",
-                "self_attn.k_proj.weight",
-                "self_attn.v_proj.weight",
-                "self_attn.o_proj.weight",
-                if olmo2 { "post_feedforward_layernorm.weight" } else { "post_attention_layernorm.weight" },
-                "mlp.gate_proj.weight",
-                "mlp.up_proj.weight",
-                "mlp.down_proj.weight",
-            ]
-            .into_iter()
-            .map(w)
-            .collect::<Result<Vec<_>>>()?;
-            let bw = BlockWeights {
-                attn_norm: &ws[0],
-                q: &ws[1],
-                k: &ws[2],
-                v: &ws[3],
-                o: &ws[4],
-                mlp_norm: &ws[5],
-                gate: &ws[6],
-                up: &ws[7],
-                down: &ws[8],
-                qkv_bias: qkv_bias.as_ref().map(|[a, b, c]| [a, b, c]),
-                olmo2_qk_norm: olmo2_qk_norm.as_ref().map(|[a, b]| [a, b]),
-            };
+            let names = layout.attn_pack().into_iter().chain(layout.mlp_pack());
+            let ws = names.map(|n| self.w(&format!("{p}.{n}"))).collect::<Result<Vec<_>>>()?;
+            let bw = layout.weights(&ws)?;
             if block::applies(x, &bw) {
-                let heads =
-                    Heads { q: self.cfg.num_attention_heads, kv: self.cfg.num_kv_heads(), dim: self.cfg.head_dim() };
                 return block::llama_block_with(x, &bw, heads, cos, sin, mask, eps, recompute);
             }
         }
         if recompute && cache.is_none() {
-            // the composed block, its activations recomputed in the backward
+            // the composed block, its activations recomputed in the backward (with the engine
+            // it was built with: the backward runs outside this model's `run`)
             let prefix = format!("{p}.");
             let names: Vec<String> = self.params.tensors.keys().filter(|n| n.starts_with(&prefix)).cloned().collect();
             let weights = names.iter().map(|n| self.w(n)).collect::<Result<Vec<_>>>()?;
-            let (cfg, arch, mask, cos, sin) = (self.cfg.clone(), self.arch, mask.clone(), cos.clone(), sin.clone());
+            let (cfg, mask, cos, sin) = (self.cfg.clone(), mask.clone(), cos.clone(), sin.clone());
+            let engine = engine::current();
             let f: crate::recompute::Recomputable = std::sync::Arc::new(move |x: &Tensor, ws: &[Tensor]| {
                 let map: std::collections::HashMap<&str, &Tensor> = names.iter().map(String::as_str).zip(ws).collect();
                 let get = |n: &str| -> Result<Tensor> {
@@ -448,12 +486,23 @@ impl CausalLm {
                         .map(|t| (*t).clone())
                         .with_context(|| format!("tensor {n:?} missing from the block's weights"))
                 };
-                composed_block(&cfg, arch, &get, &p, x, &mask, &cos, &sin, None)
+                let stack = |ns: &[String]| -> Result<Tensor> {
+                    Ok(Tensor::cat(&ns.iter().map(|n| get(n)).collect::<Result<Vec<_>>>()?, 0)?)
+                };
+                let ws = BlockGet { get: &get, stack: &stack };
+                engine::with(engine, || composed_block(&cfg, &layout, &ws, &p, x, &mask, &cos, &sin, None))
             });
             return crate::recompute::checkpoint(x, &weights, f);
         }
         let get = |n: &str| self.w(n);
-        composed_block(&self.cfg, self.arch, &get, &p, x, mask, cos, sin, cache)
+        let stack = |ns: &[String]| -> Result<Tensor> {
+            if self.params.lora.is_some() {
+                Ok(Tensor::cat(&ns.iter().map(|n| self.w(n)).collect::<Result<Vec<_>>>()?, 0)?)
+            } else {
+                self.params.stacked(ns)
+            }
+        };
+        composed_block(&self.cfg, &layout, &BlockGet { get: &get, stack: &stack }, &p, x, mask, cos, sin, cache)
     }
 
     /// Log-probabilities of `targets` under `logits`: (b, t, v) x (b, t) -> (b, t).
@@ -479,6 +528,10 @@ impl CausalLm {
     /// for the backward, and turned in place into their gradient there (no separate
     /// (b, t, vocab) gradient tensor for candle to allocate, zero and add into).
     pub fn hidden_target_logprobs(&self, hidden: &Tensor, targets: &Tensor) -> Result<Tensor> {
+        self.run(|| self.hidden_target_logprobs_now(hidden, targets))
+    }
+
+    fn hidden_target_logprobs_now(&self, hidden: &Tensor, targets: &Tensor) -> Result<Tensor> {
         let head = self.head()?;
         let (b, t, h) = hidden.dims3().context("hidden states must be (batch, time, hidden)")?;
         if h != self.cfg.hidden_size || targets.dims() != [b, t] {
@@ -510,16 +563,22 @@ impl CausalLm {
 
 pub use crate::fused::rms_norm;
 
-/// A weight lookup by full parameter name.
-type Get<'a> = &'a dyn Fn(&str) -> Result<Tensor>;
+/// A block's weight lookups by full parameter name: one tensor, and several stacked along
+/// their first dimension (the packed q|k|v and gate|up projections; a view into a frozen
+/// model's packs, else a concatenation).
+struct BlockGet<'a> {
+    get: &'a dyn Fn(&str) -> Result<Tensor>,
+    stack: &'a dyn Fn(&[String]) -> Result<Tensor>,
+}
 
 /// One block from separate (composed or per-op fused) operations: the path off the fused
-/// block (other dtypes and devices, the key/value cache, an output-projection bias).
+/// block (other dtypes and devices, the key/value cache, a layout the fused op does not
+/// cover), read from the same [`BlockLayout`].
 #[allow(clippy::too_many_arguments)]
 fn composed_block(
     cfg: &LmConfig,
-    arch: Arch,
-    get: Get,
+    layout: &BlockLayout,
+    w: &BlockGet,
     p: &str,
     x: &Tensor,
     mask: &Tensor,
@@ -528,33 +587,33 @@ fn composed_block(
     cache: Option<&mut Option<(Tensor, Tensor)>>,
 ) -> Result<Tensor> {
     let eps = cfg.rms_norm_eps;
-    let w = |n: &str| get(&format!("{p}.{n}"));
-    match arch {
-        Arch::Llama | Arch::Qwen2 => {
-            let hn = rms_norm(x, &w("input_layernorm.weight")?, eps)?;
-            let x = (x + attention(cfg, arch, get, p, &hn, mask, cos, sin, cache)?)?;
-            let hn = rms_norm(&x, &w("post_attention_layernorm.weight")?, eps)?;
-            Ok((&x + mlp(get, p, &hn)?)?)
+    let norm = |t: &Tensor, n: &str| -> Result<Tensor> { rms_norm(t, &(w.get)(&format!("{p}.{n}"))?, eps) };
+    match layout.norm {
+        NormPlace::Pre => {
+            let hn = norm(x, layout.attn_norm())?;
+            let x = (x + attention(cfg, layout, w, p, &hn, mask, cos, sin, cache)?)?;
+            let hn = norm(&x, layout.mlp_norm())?;
+            Ok((&x + mlp(w, p, &hn)?)?)
         }
-        Arch::Olmo2 => {
-            let a = attention(cfg, arch, get, p, x, mask, cos, sin, cache)?;
-            let x = (x + rms_norm(&a, &w("post_attention_layernorm.weight")?, eps)?)?;
-            let m = mlp(get, p, &x)?;
-            Ok((&x + rms_norm(&m, &w("post_feedforward_layernorm.weight")?, eps)?)?)
+        NormPlace::Post => {
+            let a = attention(cfg, layout, w, p, x, mask, cos, sin, cache)?;
+            let x = (x + norm(&a, layout.attn_norm())?)?;
+            let m = mlp(w, p, &x)?;
+            Ok((&x + norm(&m, layout.mlp_norm())?)?)
         }
     }
 }
 
-fn linear(get: Get, x: &Tensor, name: &str, bias: bool) -> Result<Tensor> {
-    let y = fused::linear(x, &get(&format!("{name}.weight"))?)?;
-    Ok(if bias { y.broadcast_add(&get(&format!("{name}.bias"))?)? } else { y })
+fn linear(w: &BlockGet, x: &Tensor, name: &str, bias: bool) -> Result<Tensor> {
+    let y = fused::linear(x, &(w.get)(&format!("{name}.weight"))?)?;
+    Ok(if bias { y.broadcast_add(&(w.get)(&format!("{name}.bias"))?)? } else { y })
 }
 
 #[allow(clippy::too_many_arguments)]
 fn attention(
     cfg: &LmConfig,
-    arch: Arch,
-    get: Get,
+    layout: &BlockLayout,
+    w: &BlockGet,
     p: &str,
     x: &Tensor,
     mask: &Tensor,
@@ -564,31 +623,26 @@ fn attention(
 ) -> Result<Tensor> {
     let (b, t, _) = x.dims3()?;
     let (nh, nkv, hd) = (cfg.num_attention_heads, cfg.num_kv_heads(), cfg.head_dim());
-    let qkv_bias = cfg.qkv_bias();
     let scale = 1.0 / (hd as f64).sqrt();
-    if cache.is_none() && arch != Arch::Olmo2 && fused::is_fast(&[x]) {
+    let name = |n: &str| format!("{p}.self_attn.{n}_proj");
+    if cache.is_none() && !layout.qk_norm && fused::is_fast(&[x]) {
         // One matmul against the stacked q/k/v weights, then the fused attention op.
-        let name = |n: &str| format!("{p}.self_attn.{n}_proj");
-        let stack = |suffix: &str| -> Result<Tensor> {
-            let parts = ["q", "k", "v"].map(|n| get(&format!("{}.{suffix}", name(n))));
-            let parts = parts.into_iter().collect::<Result<Vec<_>>>()?;
-            Ok(Tensor::cat(&parts, 0)?)
-        };
+        let stack = |suffix: &str| (w.stack)(&["q", "k", "v"].map(|n| format!("{}.{suffix}", name(n))));
         let mut qkv = fused::linear(x, &stack("weight")?)?;
-        if qkv_bias {
+        if layout.qkv_bias {
             qkv = qkv.broadcast_add(&stack("bias")?)?;
         }
         let heads = attention::Heads { q: nh, kv: nkv, dim: hd };
         let out = attention::causal_attention(&qkv, heads, cos, sin, mask, scale)?;
-        return linear(get, &out, &name("o"), cfg.o_bias());
+        return linear(w, &out, &name("o"), layout.o_bias);
     }
-    let mut q = linear(get, x, &format!("{p}.self_attn.q_proj"), qkv_bias)?;
-    let mut k = linear(get, x, &format!("{p}.self_attn.k_proj"), qkv_bias)?;
-    let v = linear(get, x, &format!("{p}.self_attn.v_proj"), qkv_bias)?;
-    if arch == Arch::Olmo2 {
+    let mut q = linear(w, x, &name("q"), layout.qkv_bias)?;
+    let mut k = linear(w, x, &name("k"), layout.qkv_bias)?;
+    let v = linear(w, x, &name("v"), layout.qkv_bias)?;
+    if layout.qk_norm {
         let eps = cfg.rms_norm_eps;
-        q = rms_norm(&q, &get(&format!("{p}.self_attn.q_norm.weight"))?, eps)?;
-        k = rms_norm(&k, &get(&format!("{p}.self_attn.k_norm.weight"))?, eps)?;
+        q = rms_norm(&q, &(w.get)(&format!("{p}.self_attn.q_norm.weight"))?, eps)?;
+        k = rms_norm(&k, &(w.get)(&format!("{p}.self_attn.k_norm.weight"))?, eps)?;
     }
     // (b, t, heads*hd) -> (b, heads, t, hd), q and k rotated
     let q = fused::rope_heads(&q, nh, Some((cos, sin)))?;
@@ -611,20 +665,19 @@ fn attention(
     let probs = fused::masked_softmax(&scores, mask, scale)?;
     let out = probs.matmul(&v)?; // (b, nh, t, hd)
     let out = out.transpose(1, 2)?.contiguous()?.reshape((b, t, nh * hd))?;
-    linear(get, &out, &format!("{p}.self_attn.o_proj"), cfg.o_bias())
+    linear(w, &out, &name("o"), layout.o_bias)
 }
 
-fn mlp(get: Get, p: &str, x: &Tensor) -> Result<Tensor> {
+fn mlp(w: &BlockGet, p: &str, x: &Tensor) -> Result<Tensor> {
     if fused::is_fast(&[x]) {
         // One matmul against the stacked gate/up weights, then the packed SwiGLU.
-        let wgu =
-            Tensor::cat(&[get(&format!("{p}.mlp.gate_proj.weight"))?, get(&format!("{p}.mlp.up_proj.weight"))?], 0)?;
+        let wgu = (w.stack)(&[format!("{p}.mlp.gate_proj.weight"), format!("{p}.mlp.up_proj.weight")])?;
         let act = fused::silu_mul_packed(&fused::linear(x, &wgu)?)?;
-        return linear(get, &act, &format!("{p}.mlp.down_proj"), false);
+        return linear(w, &act, &format!("{p}.mlp.down_proj"), false);
     }
-    let g = linear(get, x, &format!("{p}.mlp.gate_proj"), false)?;
-    let u = linear(get, x, &format!("{p}.mlp.up_proj"), false)?;
-    linear(get, &fused::silu_mul(&g, &u)?, &format!("{p}.mlp.down_proj"), false)
+    let g = linear(w, x, &format!("{p}.mlp.gate_proj"), false)?;
+    let u = linear(w, x, &format!("{p}.mlp.up_proj"), false)?;
+    linear(w, &fused::silu_mul(&g, &u)?, &format!("{p}.mlp.down_proj"), false)
 }
 
 /// Keys and values of the columns seen so far, per layer ((batch, kv heads, columns, head

@@ -514,7 +514,14 @@ impl<'m> Trainer<'m> {
     /// Gradients of the objective averaged over `micro` micro-batches, one per variable (in
     /// the order of [`CausalLm::vars`]), and the mean loss. Errors on a non-finite loss and on
     /// a parameter that received no gradient.
+    ///
+    /// Runs with the compute model's [`crate::Engine`] (also for an objective that calls the
+    /// fused kernels itself).
     pub fn gradients(&self, objective: &dyn Objective, micro: &[Step]) -> Result<(Vec<Tensor>, f64)> {
+        crate::engine::with(self.compute_model().engine(), || self.gradients_now(objective, micro))
+    }
+
+    fn gradients_now(&self, objective: &dyn Objective, micro: &[Step]) -> Result<(Vec<Tensor>, f64)> {
         if micro.is_empty() {
             bail!("optimizer step {} got no batches", self.step);
         }
@@ -552,9 +559,15 @@ impl<'m> Trainer<'m> {
         Ok((grads, loss_sum / n))
     }
 
-    /// One optimizer step over `micro` micro-batches (gradients averaged over them).
+    /// One optimizer step over `micro` micro-batches (gradients averaged over them), with the
+    /// model's [`crate::Engine`] (the fused AdamW kernel or candle's operations).
     pub fn step(&mut self, objective: &dyn Objective, micro: &[Step]) -> Result<StepStats> {
-        let (grads, loss) = self.gradients(objective, micro)?;
+        let engine = self.compute_model().engine();
+        crate::engine::with(engine, || self.step_now(objective, micro))
+    }
+
+    fn step_now(&mut self, objective: &dyn Objective, micro: &[Step]) -> Result<StepStats> {
+        let (grads, loss) = self.gradients_now(objective, micro)?;
         let vars = self.model.vars();
         let mut sq = 0f64;
         for g in &grads {

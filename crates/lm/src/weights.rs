@@ -23,6 +23,44 @@ pub struct Params {
     /// LoRA adapters ([`crate::CausalLm::attach_lora`]): then `vars` are the adapters' and
     /// every tensor of `tensors` is frozen.
     pub lora: Option<crate::lora::Adapters>,
+    /// A frozen model's block weights packed once ([`Params::pack`]): the tensors of `tensors`
+    /// are then views into these packs.
+    pub packs: Packs,
+}
+
+/// Each block's weights of a frozen model in two flat tensors per layer (the attention pack
+/// and the MLP pack of [`crate::block::BlockLayout`]), in the order the fused block reads them, so
+/// neither the fused block nor the stacked q|k|v and gate|up projections concatenate weights
+/// on every forward (a decoding step of the composed path would otherwise copy gate|up, as
+/// many values as it multiplies). The named tensors are views into the packs (no second copy).
+/// A view replaced in `tensors` (a test perturbing a weight, a variable made of it) is noticed
+/// by its tensor id, and the packs are then not used for that layer.
+#[derive(Clone, Default)]
+pub struct Packs {
+    packs: Vec<Tensor>,
+    /// Name -> (pack index, offset and length in the pack, the view's tensor id).
+    index: std::collections::HashMap<String, (usize, usize, usize, candle_core::TensorId)>,
+}
+
+impl Packs {
+    pub fn is_empty(&self) -> bool {
+        self.packs.is_empty()
+    }
+
+    /// The pack holding `names` in this order, back to back, as the slice of the pack
+    /// they cover — when every one of them is still the view made at packing time in `tensors`.
+    fn span(&self, tensors: &BTreeMap<String, Tensor>, names: &[String]) -> Option<Tensor> {
+        let (first, start, _, _) = *self.index.get(names.first()?)?;
+        let mut at = start;
+        for n in names {
+            let &(p, off, len, id) = self.index.get(n)?;
+            if p != first || off != at || tensors.get(n)?.id() != id {
+                return None;
+            }
+            at += len;
+        }
+        self.packs[first].narrow(0, start, at - start).ok()
+    }
 }
 
 impl Params {
@@ -36,7 +74,7 @@ impl Params {
 
     pub(crate) fn from_tensors(tensors: BTreeMap<String, Tensor>, trainable: bool) -> Result<Params> {
         if !trainable {
-            return Ok(Params { tensors, vars: vec![], source_dtype: DType::F32, lora: None });
+            return Ok(Params { tensors, vars: vec![], source_dtype: DType::F32, lora: None, packs: Packs::default() });
         }
         let mut vars = Vec::with_capacity(tensors.len());
         let mut out = BTreeMap::new();
@@ -45,7 +83,71 @@ impl Params {
             out.insert(name.clone(), v.as_tensor().clone());
             vars.push((name, v));
         }
-        Ok(Params { tensors: out, vars, source_dtype: DType::F32, lora: None })
+        Ok(Params { tensors: out, vars, source_dtype: DType::F32, lora: None, packs: Packs::default() })
+    }
+
+    /// Packs every block's weights ([`Packs`]) when the model is frozen (no variables, no
+    /// adapters): each layer's attention pack and MLP pack become one tensor each and the
+    /// named tensors views into them. A trainable model is left as is (its variables are
+    /// separate tensors; the fused block concatenates them in its graph, which is how their
+    /// gradients reach them). Values are unchanged, bit for bit.
+    pub fn pack(&mut self, layout: &crate::block::BlockLayout, layers: usize) -> Result<()> {
+        self.packs = Packs::default();
+        if !self.vars.is_empty() || self.lora.is_some() {
+            return Ok(());
+        }
+        let mut packs = Packs::default();
+        for l in 0..layers {
+            let attn = layout.attn_pack();
+            for names in [&attn[..], &layout.mlp_pack()[..]] {
+                let names: Vec<String> = names.iter().map(|n| format!("model.layers.{l}.{n}")).collect();
+                let parts = names.iter().map(|n| self.get(n).map(|t| t.flatten_all())).collect::<Result<Vec<_>>>()?;
+                let parts = parts.into_iter().collect::<candle_core::Result<Vec<_>>>()?;
+                let pack = Tensor::cat(&parts, 0)?;
+                drop(parts);
+                let mut off = 0;
+                for n in names {
+                    let shape = self.get(&n)?.shape().clone();
+                    let len = shape.elem_count();
+                    let view = pack.narrow(0, off, len)?.reshape(shape)?;
+                    packs.index.insert(n.clone(), (packs.packs.len(), off, len, view.id()));
+                    self.tensors.insert(n, view);
+                    off += len;
+                }
+                packs.packs.push(pack);
+            }
+        }
+        self.packs = packs;
+        Ok(())
+    }
+
+    /// The weights `names` (full names) stacked along their first dimension, as one tensor
+    /// of `rows` × the rest of the first one's shape: a view into the packs when they hold
+    /// them back to back (a frozen model), else their concatenation. Without LoRA adapters
+    /// (with them, the caller merges each weight first).
+    pub fn stacked(&self, names: &[String]) -> Result<Tensor> {
+        let first = self.get(names.first().context("stacked: no tensor names")?)?;
+        if let Some(span) = self.packs.span(&self.tensors, names).filter(|_| self.lora.is_none()) {
+            let mut dims = first.dims().to_vec();
+            let rest: usize = dims[1..].iter().product();
+            dims[0] = span.elem_count() / rest.max(1);
+            return Ok(span.reshape(dims)?);
+        }
+        let parts = names.iter().map(|n| self.get(n).cloned()).collect::<Result<Vec<_>>>()?;
+        Ok(Tensor::cat(&parts, 0)?)
+    }
+
+    /// Layer `l`'s attention and MLP packs, when the model holds them and every tensor in
+    /// them is still the view made at packing time.
+    pub fn block_packs(&self, layout: &crate::block::BlockLayout, l: usize) -> Option<(Tensor, Tensor)> {
+        // with adapters, the weights are W + s·B·A, not what the packs hold
+        if self.packs.is_empty() || self.lora.is_some() {
+            return None;
+        }
+        let full = |ns: &[&str]| ns.iter().map(|n| format!("model.layers.{l}.{n}")).collect::<Vec<_>>();
+        let attn = self.packs.span(&self.tensors, &full(&layout.attn_pack()))?;
+        let mlp = self.packs.span(&self.tensors, &full(&layout.mlp_pack()))?;
+        Some((attn, mlp))
     }
 
     /// The dtype of the parameters in memory (of the embedding; all share one).

@@ -490,13 +490,14 @@ fn head_logprobs_match_logits_then_target_logprobs() {
     assert!(model.hidden_target_logprobs(&hidden, &bad).is_err());
 }
 
-/// What [`whole_model_matches_the_composed_path`] compares, for one architecture: the logits
-/// of a right-padded batch, then the loss and every parameter's gradient of next-token
-/// cross-entropy on it (names `logits`, `loss`, `grad.<parameter>`).
-fn whole_model_outputs(arch: lm::Arch) -> std::collections::HashMap<String, Tensor> {
+/// What [`whole_model_matches_the_composed_path`] compares, for one architecture and engine:
+/// the logits of a right-padded batch, then the loss and every parameter's gradient of
+/// next-token cross-entropy on it (names `logits`, `loss`, `grad.<parameter>`).
+fn whole_model_outputs(arch: lm::Arch, engine: lm::Engine) -> std::collections::HashMap<String, Tensor> {
     use lm::train::{collate, Example, NextToken, Step, TrainConfig, Trainer};
     let cfg = lm::testing::tiny_config(arch);
     let model = lm::CausalLm::init(cfg.clone(), 11, &Device::Cpu, true).unwrap();
+    model.set_engine(engine);
     let v = cfg.vocab_size as u32;
     let rows: Vec<Example> = [9usize, 6, 3]
         .iter()
@@ -516,66 +517,37 @@ fn whole_model_outputs(arch: lm::Arch) -> std::collections::HashMap<String, Tens
     out
 }
 
-const COMPOSED_OUT: &str = "LM_TEST_COMPOSED_OUT";
-
-/// Run by [`whole_model_matches_the_composed_path`] in a child process with
-/// `UNLEARN_NO_FUSED=1` (the switch is read once per process): writes the composed path's
-/// outputs for every architecture to the safetensors file named by `LM_TEST_COMPOSED_OUT`.
-#[test]
-#[ignore = "helper: run in a child process by whole_model_matches_the_composed_path"]
-fn whole_model_outputs_composed() {
-    assert!(!fused::enabled(), "run with UNLEARN_NO_FUSED=1");
-    let path = std::env::var_os(COMPOSED_OUT).expect("LM_TEST_COMPOSED_OUT names the output file");
-    let mut all = std::collections::HashMap::new();
-    for arch in [lm::Arch::Llama, lm::Arch::Qwen2, lm::Arch::Olmo2] {
-        for (k, t) in whole_model_outputs(arch) {
-            all.insert(format!("{arch:?}.{k}"), t);
-        }
-    }
-    candle_core::safetensors::save(&all, path).unwrap();
-}
-
-/// The whole tiny model through the fused CPU kernels (this process) against the same model
-/// composed from candle's primitives (this test binary re-run with `UNLEARN_NO_FUSED=1`):
-/// logits, loss and all gradients, for Llama, Qwen2 and OLMo-2 (issue 18: the fused kernels'
-/// output buffers are no longer uninitialised memory; a kernel that left an element unwritten
-/// would show here as NaN, the fill value of [`fused`]'s buffers in test builds).
+/// The whole tiny model through the fused CPU kernels — the whole-block op
+/// ([`lm::Engine::FUSED`]) and the per-operation kernels ([`lm::Engine::FUSED_OPS`]) — against
+/// the same model composed from candle's primitives ([`lm::Engine::COMPOSED`]), in one process
+/// (the engine is an option of the model): logits, loss and all gradients, for Llama, Qwen2
+/// and OLMo-2 (issue 18: the fused kernels' output buffers are no longer uninitialised memory;
+/// a kernel that left an element unwritten would show here as NaN, the fill value of
+/// [`fused`]'s buffers in test builds).
 #[test]
 fn whole_model_matches_the_composed_path() {
-    if !fused::enabled() {
-        eprintln!("UNLEARN_NO_FUSED is set: nothing to compare");
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("composed.safetensors");
-    let child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "whole_model_outputs_composed", "--ignored", "--test-threads=1"])
-        .env("UNLEARN_NO_FUSED", "1")
-        .env(COMPOSED_OUT, &path)
-        .output()
-        .unwrap();
-    assert!(
-        child.status.success() && path.is_file(),
-        "the composed run failed ({}):\n{}{}",
-        child.status,
-        String::from_utf8_lossy(&child.stdout),
-        String::from_utf8_lossy(&child.stderr)
-    );
-    let composed = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
     for arch in [lm::Arch::Llama, lm::Arch::Qwen2, lm::Arch::Olmo2] {
-        let fast = whole_model_outputs(arch);
-        assert_eq!(fast.len(), composed.keys().filter(|k| k.starts_with(&format!("{arch:?}."))).count());
-        for (k, a) in &fast {
-            let r = &composed[&format!("{arch:?}.{k}")];
-            let all_finite = a.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().all(|x| x.is_finite());
-            assert!(all_finite, "{arch:?} {k}: the fused path gives non-finite values");
-            let scale = r.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
-            let d = max_diff(a, r);
-            // relative to the tensor's largest value (gradients of a tiny model are ~1e-3)
-            assert!(
-                d <= 1e-4 * scale.max(1e-6),
-                "{arch:?} {k}: fused and composed differ by {d} (largest |value| {scale})"
-            );
+        let composed = whole_model_outputs(arch, lm::Engine::COMPOSED);
+        for engine in [lm::Engine::FUSED, lm::Engine::FUSED_OPS] {
+            let fast = whole_model_outputs(arch, engine);
+            assert_eq!(fast.len(), composed.len());
+            let mut differing = 0;
+            for (k, a) in &fast {
+                let r = &composed[k];
+                let all_finite = a.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().all(|x| x.is_finite());
+                assert!(all_finite, "{arch:?} {engine:?} {k}: the fused path gives non-finite values");
+                let scale = r.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+                let d = max_diff(a, r);
+                // relative to the tensor's largest value (gradients of a tiny model are ~1e-3)
+                assert!(
+                    d <= 1e-4 * scale.max(1e-6),
+                    "{arch:?} {engine:?} {k}: fused and composed differ by {d} (largest |value| {scale})"
+                );
+                differing += usize::from(d > 0.0);
+            }
+            // the kernels round differently from candle's: identical outputs would mean the
+            // engine option did not switch anything
+            assert!(differing > 0, "{arch:?} {engine:?}: bit-identical to the composed path");
         }
     }
 }

@@ -54,7 +54,7 @@ fn model_config(sweep: &Sweep, m: &crate::config::ModelSpec, opts: &ExecOptions)
 
 /// The plan of every (model, training method) pair of the sweep.
 pub fn plan(sweep: &Sweep, opts: &ExecOptions) -> Result<Vec<PlanRow>> {
-    let fused = lm::fused::enabled() && lm::default_device().map(|d| d.is_cpu()).unwrap_or(true);
+    let fused = lm::Engine::from_env().fused_kernels && lm::default_device().map(|d| d.is_cpu()).unwrap_or(true);
     let mut rows = vec![];
     for m in &sweep.models {
         let Some(cfg) = model_config(sweep, m, opts).with_context(|| format!("memory plan: model {}", m.name))? else {
