@@ -16,9 +16,12 @@
 //!   oracle's (retain model's) forget-set truth ratios. The oracle's ratios come from running
 //!   [`TruthRatio`] on the oracle: see [`truth_ratios_of`];
 //! - model utility: harmonic mean of retain probability, retain ROUGE-L recall and retain truth
-//!   ratio (`true_better`). TOFU also averages in the real-authors and world-facts sets (9 numbers);
-//!   we have only the retain set, plus any extra components the caller passes (e.g. from a general
-//!   set), each of which must be in [0, 1].
+//!   ratio (`true_better`), and the same three numbers on each [`UtilitySet`] given (TOFU's real
+//!   authors and world facts: 9 numbers in all, as TOFU's `aggregate_eval_stat.py`), plus any
+//!   extra components the caller passes, each of which must be in [0, 1]. On a utility set the
+//!   probability is normalised over the options, mean of P(a)/(P(a) + Σ P(wrong)), and the
+//!   truth ratio's base is the answer itself (TOFU's `base_answer_key: answer` for these sets),
+//!   each P length-normalised as above.
 
 use std::collections::BTreeMap;
 
@@ -365,14 +368,26 @@ impl Metric for ForgetQuality {
     }
 }
 
-/// TOFU model utility on the retain set: harmonic mean of probability, ROUGE-L recall and
-/// truth ratio (`true_better`), plus `extra` components (name -> value in [0, 1]).
+/// A model-utility question set beyond the retain set (TOFU's `real_authors`, `world_facts`):
+/// each item's `answer` and `perturbed_answers` (its `paraphrased_answer` is not read: the
+/// answer is the truth ratio's base). See the module docs for how it enters model utility.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UtilitySet {
+    pub name: String,
+    pub items: Vec<QaItem>,
+}
+
+/// TOFU model utility: harmonic mean of probability, ROUGE-L recall and truth ratio
+/// (`true_better`) on the retain set and on each of `sets`, plus `extra` components (name ->
+/// value in [0, 1]).
 pub struct ModelUtility {
     pub items: Vec<QaItem>,
     pub template: QaTemplate,
     pub max_new_tokens: usize,
     pub extra: BTreeMap<String, f64>,
     pub perturbed_mean: PerturbedMean,
+    /// TOFU's real authors and world facts (empty: the retain set alone).
+    pub sets: Vec<UtilitySet>,
 }
 
 impl ModelUtility {
@@ -386,8 +401,68 @@ impl ModelUtility {
         if let Some((k, v)) = extra.iter().find(|(_, v)| !(0.0..=1.0).contains(*v)) {
             bail!("model utility: extra component {k} = {v} is not in [0, 1]");
         }
-        Ok(ModelUtility { items, template, max_new_tokens, extra, perturbed_mean: PerturbedMean::default() })
+        Ok(ModelUtility {
+            items,
+            template,
+            max_new_tokens,
+            extra,
+            perturbed_mean: PerturbedMean::default(),
+            sets: Vec::new(),
+        })
     }
+
+    /// Adds TOFU's other utility sets (real authors, world facts). Errors on an empty set, an
+    /// item without wrong answers, a name given twice or taken by a retain component.
+    pub fn with_sets(mut self, sets: Vec<UtilitySet>) -> Result<Self> {
+        for (k, set) in sets.iter().enumerate() {
+            if set.items.is_empty() {
+                bail!("model utility: utility set {:?} has no items", set.name);
+            }
+            if let Some((i, it)) = set.items.iter().enumerate().find(|(_, it)| it.perturbed_answers.is_empty()) {
+                bail!(
+                    "model utility: utility set {:?}, item {i} ({:?}) has no perturbed_answers",
+                    set.name,
+                    it.question
+                );
+            }
+            if set.name.is_empty() || set.name == "retain" || sets[..k].iter().any(|s| s.name == set.name) {
+                bail!("model utility: utility set name {:?} is empty, \"retain\" or given twice", set.name);
+            }
+            if let Some(e) = self.extra.keys().find(|e| e.starts_with(&format!("{}_", set.name))) {
+                bail!("model utility: extra component {e} collides with utility set {:?}", set.name);
+            }
+        }
+        self.sets = sets;
+        Ok(self)
+    }
+}
+
+/// One utility set's (probability normalised over the options, ROUGE-L recall, truth ratio
+/// aggregated `true_better`) from its responses: n answer log-likelihoods, n greedy answers,
+/// then every item's perturbed-answer log-likelihoods.
+fn utility_set_parts(set: &UtilitySet, responses: &[Response], mean_kind: PerturbedMean) -> Result<(f64, f64, f64)> {
+    let n = set.items.len();
+    let truth = probabilities(&responses[..n]).with_context(|| format!("utility set {}: answers", set.name))?;
+    let (recall, _, _) = rouge_scores(set.items.iter().map(|it| it.answer.clone()), &responses[n..2 * n])?;
+    let mut at = 2 * n;
+    let (mut normalised, mut ratios) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for (i, (it, &p)) in set.items.iter().zip(&truth).enumerate() {
+        let k = it.perturbed_answers.len();
+        let wrong = probabilities(&responses[at..at + k])
+            .with_context(|| format!("utility set {}, item {i}: perturbed answers", set.name))?;
+        at += k;
+        let total = p + wrong.iter().sum::<f64>();
+        normalised.push(if total > 0.0 { p / total } else { 0.0 });
+        if p <= 0.0 {
+            bail!("utility set {}, item {i}: the answer has probability 0; truth ratio undefined", set.name);
+        }
+        let w = match mean_kind {
+            PerturbedMean::Geometric => mean(&wrong.iter().map(|p| p.ln()).collect::<Vec<_>>()).exp(),
+            PerturbedMean::Arithmetic => mean(&wrong),
+        };
+        ratios.push(w / p);
+    }
+    Ok((mean(&normalised), mean(&recall), aggregate_truth_ratios(&ratios, Side::Retain)))
 }
 
 impl Metric for ModelUtility {
@@ -395,7 +470,12 @@ impl Metric for ModelUtility {
         "tofu_model_utility"
     }
     fn version(&self) -> u32 {
-        1
+        // 2: with TOFU's real-authors and world-facts sets (the retain set alone is still 1)
+        if self.sets.is_empty() {
+            1
+        } else {
+            2
+        }
     }
     fn direction(&self) -> Direction {
         Direction::HigherIsBetter
@@ -404,22 +484,46 @@ impl Metric for ModelUtility {
         let mut r: Vec<Request> = self.items.iter().map(|it| self.template.loglik(&it.question, &it.answer)).collect();
         r.extend(answer_requests(&self.items, &self.template, self.max_new_tokens));
         r.extend(truth_ratio_requests(&self.items, &self.template));
+        for set in &self.sets {
+            r.extend(set.items.iter().map(|it| self.template.loglik(&it.question, &it.answer)));
+            r.extend(answer_requests(&set.items, &self.template, self.max_new_tokens));
+            for it in &set.items {
+                r.extend(it.perturbed_answers.iter().map(|p| self.template.loglik(&it.question, p)));
+            }
+        }
         r
     }
     fn compute(&self, responses: &[Response]) -> Result<MetricValue> {
         let n = self.items.len();
-        expect_len(responses, 2 * n + truth_ratio_len(&self.items), self.name())?;
+        let retain_len = 2 * n + truth_ratio_len(&self.items);
+        let set_len =
+            |s: &UtilitySet| 2 * s.items.len() + s.items.iter().map(|it| it.perturbed_answers.len()).sum::<usize>();
+        expect_len(responses, retain_len + self.sets.iter().map(set_len).sum::<usize>(), self.name())?;
         let prob = mean(&probabilities(&responses[..n])?);
         let (recall, _, _) = rouge_scores(self.items.iter().map(|it| it.answer.clone()), &responses[n..2 * n])?;
         let rouge = mean(&recall);
-        let ratios = truth_ratios(&self.items, &responses[2 * n..], self.perturbed_mean)?;
+        let ratios = truth_ratios(&self.items, &responses[2 * n..retain_len], self.perturbed_mean)?;
         let tr = aggregate_truth_ratios(&ratios, Side::Retain);
         let mut parts = vec![prob, rouge, tr];
+        let mut named = vec![];
+        let mut at = retain_len;
+        for set in &self.sets {
+            let (p, r, t) = utility_set_parts(set, &responses[at..at + set_len(set)], self.perturbed_mean)?;
+            at += set_len(set);
+            parts.extend([p, r, t]);
+            named.push((set.name.as_str(), [p, r, t]));
+        }
         parts.extend(self.extra.values());
         let mut v = MetricValue::scalar(harmonic_mean(&parts)?)
             .with("retain_prob", prob)
             .with("retain_rougeL_recall", rouge)
             .with("retain_truth_ratio", tr);
+        for (name, [p, r, t]) in named {
+            v = v
+                .with(&format!("{name}_prob"), p)
+                .with(&format!("{name}_rougeL_recall"), r)
+                .with(&format!("{name}_truth_ratio"), t);
+        }
         for (k, x) in &self.extra {
             v = v.with(k, *x);
         }

@@ -12,6 +12,7 @@ use evals::muse::{KnowMem, MinKAuc, Passage, PrivLeak, VerbMem};
 use evals::recovery::{CleanAnswerAccuracy, CorruptedQa, Recovery};
 use evals::tofu::{
     truth_ratios_of, AnswerRouge, ForgetQuality, ModelUtility, Probability, QaItem, QaTemplate, Side, TruthRatio,
+    UtilitySet,
 };
 use evals::toxigen::{Classifier, GenerationToxicity, Toxigen, ToxigenConfig, ToxigenLikelihood, ToxigenStatement};
 use evals::truthfulqa::{load_mc_task, prompt, LoadOptions, TruthfulQaMc1, TruthfulQaMc2};
@@ -392,6 +393,69 @@ fn tofu_model_utility_is_a_harmonic_mean() {
     let v = value(&mu, &mut Fake::new(tofu_answer));
     close(v.value().unwrap(), 4.0 / (1.0 / 0.375 + 2.0 + 10.0 + 1.25));
     close(v.aggregate["retain_truth_ratio"], 0.1);
+}
+
+/// TOFU's 9-number model utility (`aggregate_eval_stat.py`): the retain set's three numbers and,
+/// on a real-authors set, the probability normalised over the options, ROUGE-L recall and the
+/// truth ratio with the answer as its base — each worked out by hand here.
+#[test]
+fn tofu_model_utility_averages_in_the_real_authors_and_world_facts_sets() {
+    let item = |q: &str, a: &str, wrong: &[&str]| QaItem {
+        question: q.into(),
+        answer: a.into(),
+        paraphrased_answer: None,
+        perturbed_answers: wrong.iter().map(|w| w.to_string()).collect(),
+    };
+    let ra = UtilitySet {
+        name: "real_authors".into(),
+        items: vec![item("r1", "Ann Lee", &["Bo Ray", "Cy Dunn"]), item("r2", "Dee", &["Eve"])],
+    };
+    let answer = |r: &Request| match r {
+        Request::LogLik { continuation, .. } => {
+            let p: f64 = match continuation.trim_start() {
+                "Ann Lee" => 0.6,
+                "Bo Ray" => 0.2,
+                "Cy Dunn" => 0.05,
+                "Dee" => 0.3,
+                "Eve" => 0.6,
+                _ => return tofu_answer(r),
+            };
+            ll(2.0 * p.ln(), 2)
+        }
+        Request::Generate { context, .. } if context.contains("r1") => Response::Generated("Ann Lee wrote it".into()),
+        Request::Generate { context, .. } if context.contains("r2") => Response::Generated("nobody".into()),
+        _ => tofu_answer(r),
+    };
+    let mu = ModelUtility::new(tofu_items(), QaTemplate::default(), 16, BTreeMap::new())
+        .unwrap()
+        .with_sets(vec![ra.clone()])
+        .unwrap();
+    assert_eq!(mu.version(), 2);
+    let v = value(&mu, &mut Fake::new(answer));
+    // normalised probability: 0.6 / (0.6 + 0.2 + 0.05) and 0.3 / (0.3 + 0.6)
+    let prob = (0.6 / 0.85 + 0.3 / 0.9) / 2.0;
+    // ROUGE-L recall of "Ann Lee" in "Ann Lee wrote it" = 1, of "Dee" in "nobody" = 0
+    let rouge = 0.5;
+    // truth ratio R = geometric mean of the wrong answers' P / P(answer): sqrt(0.2·0.05)/0.6 and
+    // 0.6/0.3 = 2; aggregated max(0, 1 − R)
+    let tr = ((1.0 - 0.1 / 0.6) + 0.0) / 2.0;
+    close(v.aggregate["real_authors_prob"], prob);
+    close(v.aggregate["real_authors_rougeL_recall"], rouge);
+    close(v.aggregate["real_authors_truth_ratio"], tr);
+    // with the retain set's 0.375, 0.5 and 0.1 (tofu_model_utility_is_a_harmonic_mean)
+    let parts = [0.375, 0.5, 0.1, prob, rouge, tr];
+    close(v.value().unwrap(), parts.len() as f64 / parts.iter().map(|x| 1.0 / x).sum::<f64>());
+    // without sets: version 1, the retain-only value
+    let plain = ModelUtility::new(tofu_items(), QaTemplate::default(), 16, BTreeMap::new()).unwrap();
+    assert_eq!(plain.version(), 1);
+    // bad sets are named
+    let base = || ModelUtility::new(tofu_items(), QaTemplate::default(), 16, BTreeMap::new()).unwrap();
+    let err = base().with_sets(vec![ra.clone(), ra.clone()]).err().unwrap().to_string();
+    assert!(err.contains("real_authors") && err.contains("twice"), "{err}");
+    let empty = UtilitySet { name: "world_facts".into(), items: vec![] };
+    assert!(base().with_sets(vec![empty]).err().unwrap().to_string().contains("world_facts"));
+    let no_wrong = UtilitySet { name: "world_facts".into(), items: vec![item("w", "x", &[])] };
+    assert!(base().with_sets(vec![no_wrong]).err().unwrap().to_string().contains("perturbed_answers"));
 }
 
 // ---------------------------------------------------------------------------------------------

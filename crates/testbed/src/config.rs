@@ -122,6 +122,11 @@ pub struct WorldConfig {
     pub held_out_fraction: Option<f64>,
     /// Share of general text in the training bytes, in [0, 0.95]. Default 0.3 (finetune: 0).
     pub general_fraction: Option<f64>,
+    /// Where the general text comes from: `"tinystories"` (`corpora/tinystories-prefix.txt` of
+    /// the data directory; an error when it is missing) or `"builtin"` (template sentences, no
+    /// data). Default: TinyStories when the file is there, else built-in — so the same config
+    /// builds another world on a machine without the data; set it to pin the world.
+    pub general_source: Option<GeneralSource>,
 
     // --- toxigen ---
     /// ToxiGen target groups whose hateful statements are the forget data.
@@ -173,6 +178,7 @@ impl WorldConfig {
             bio_paraphrases: None,
             held_out_fraction: None,
             general_fraction: None,
+            general_source: None,
             target_groups: None,
             base_model: None,
             chat_template: None,

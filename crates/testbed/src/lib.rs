@@ -46,7 +46,7 @@ pub use config::{
     WorldConfig, WorldKind,
 };
 pub use schedule::{schedule, CheckpointStatus, ForgetExposure, Ledger, Schedule, ScheduleConfig};
-pub use world::{EvalTexts, Splits, World, WorldMeta};
+pub use world::{EvalTexts, Splits, UtilityQa, UtilitySet, World, WorldMeta};
 
 /// A document's index in [`Corpus::docs`].
 pub type DocId = u32;

@@ -12,6 +12,7 @@
 //! | `forgetNN_perturbed.json` | + `paraphrased_answer`, `perturbed_answer` (list) | forget evaluation |
 //! | `retain_perturbed.json` | the same | retain evaluation (TOFU's 400 retain questions) |
 //! | `holdoutNN.json` (optional) | `question`, `answer` | never-trained authors, for membership inference |
+//! | `real_authors_perturbed.json`, `world_facts_perturbed.json` (optional) | `question`, `answer`, `perturbed_answer` | TOFU's model utility (never trained on) |
 //!
 //! Authors are not named in the files: TOFU's `full.json` lists each author's
 //! [`QA_PER_AUTHOR`] pairs together, so row `i` belongs to author `i / 20` (the dataset card's
@@ -60,6 +61,43 @@ pub struct PerturbedRow {
     pub perturbed_answer: Vec<String>,
     #[serde(default)]
     pub paraphrased_question: Option<String>,
+}
+
+/// One row of `real_authors_perturbed.json` or `world_facts_perturbed.json`: a question with
+/// its answer and wrong answers (no paraphrase).
+#[derive(Deserialize, Clone, Debug, PartialEq)]
+pub struct OptionRow {
+    pub question: String,
+    pub answer: String,
+    pub perturbed_answer: Vec<String>,
+}
+
+/// TOFU's model-utility sets beyond the retain set, by name: the real authors' and the world
+/// facts' questions (`eval_real_author_wo_options`, `eval_real_world_wo_options` in TOFU's
+/// `eval_everything.yaml`), read when their files are in the data directory.
+pub const UTILITY_SETS: [(&str, &str); 2] =
+    [("real_authors", "real_authors_perturbed"), ("world_facts", "world_facts_perturbed")];
+
+/// The model-utility sets whose files are present (see [`UTILITY_SETS`]), each row checked.
+pub fn utility_sets(data_dir: &Path) -> Result<Vec<(String, Vec<OptionRow>)>> {
+    let mut out = vec![];
+    for (name, split) in UTILITY_SETS {
+        let p = data_dir.join(file(split));
+        if !p.is_file() {
+            continue;
+        }
+        let rows: Vec<OptionRow> = read_rows(&p)?;
+        for (i, r) in rows.iter().enumerate() {
+            if r.question.trim().is_empty() || r.answer.trim().is_empty() {
+                bail!("{}: row {}: question and answer must not be empty", p.display(), i + 1);
+            }
+            if r.perturbed_answer.is_empty() {
+                bail!("{}: row {}: field perturbed_answer is an empty list", p.display(), i + 1);
+            }
+        }
+        out.push((name.to_string(), rows));
+    }
+    Ok(out)
 }
 
 /// The relative path of a split's file, e.g. `tofu/forget01.json`.
@@ -111,7 +149,7 @@ pub fn missing(path: &Path) -> anyhow::Error {
 }
 
 /// The files a world of this forget split reads (relative to the data directory); the holdout
-/// file only when present.
+/// file and the model-utility sets ([`UTILITY_SETS`]) only when present.
 pub fn files(data_dir: &Path, forget: &str) -> Result<Vec<String>> {
     check_split(forget)?;
     let mut rel = vec![file("full"), file(forget), file(&format!("{forget}_perturbed")), file("retain_perturbed")];
@@ -124,6 +162,11 @@ pub fn files(data_dir: &Path, forget: &str) -> Result<Vec<String>> {
     let holdout = file(&holdout_of(forget));
     if data_dir.join(&holdout).is_file() {
         rel.push(holdout);
+    }
+    for (_, split) in UTILITY_SETS {
+        if data_dir.join(file(split)).is_file() {
+            rel.push(file(split));
+        }
     }
     Ok(rel)
 }
@@ -315,6 +358,9 @@ const FIXTURE: &[(&str, &str)] = &[
     ("holdout01", include_str!("../fixtures/tofu/holdout01.json")),
     ("holdout05", include_str!("../fixtures/tofu/holdout05.json")),
     ("holdout10", include_str!("../fixtures/tofu/holdout10.json")),
+    // hand-written, invented (TOFU's schema: question, answer, perturbed_answer)
+    ("real_authors_perturbed", include_str!("../fixtures/tofu/real_authors_perturbed.json")),
+    ("world_facts_perturbed", include_str!("../fixtures/tofu/world_facts_perturbed.json")),
 ];
 
 /// Writes the smoke fixture as `DATA/tofu/*.json` under `data_dir` (files already holding the

@@ -8,7 +8,7 @@
 //! - `documents.jsonl`: one [`Document`] per line, line n = id n-1
 //! - `qa.jsonl`: one [`QaItem`] per line
 //! - `splits.json`: [`Splits`]
-//! - `eval.json`: [`EvalTexts`], when the kind has any (muse)
+//! - `eval.json`: [`EvalTexts`], when the kind has any (muse; tofu with its model-utility sets)
 //! - `schedule.json`, `ledger.json`: θ_D's [`Schedule`] and [`Ledger`], when set
 
 use std::collections::BTreeMap;
@@ -77,11 +77,30 @@ pub struct EvalTexts {
     /// are not the forget documents themselves: MUSE's `privleak/forget` texts.
     #[serde(default)]
     pub mia_members: Vec<String>,
+    /// Question sets never trained on that TOFU's model utility averages in besides the retain
+    /// set (tofu: `real_authors`, `world_facts`, when their files are present), by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub utility_qa: Vec<UtilitySet>,
+}
+
+/// A model-utility question set (TOFU's real authors or world facts): each question with its
+/// answer and wrong answers.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct UtilitySet {
+    pub name: String,
+    pub items: Vec<UtilityQa>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct UtilityQa {
+    pub question: String,
+    pub answer: String,
+    pub perturbed_answers: Vec<String>,
 }
 
 impl EvalTexts {
     pub fn is_empty(&self) -> bool {
-        self.verbmem_forget.is_empty() && self.mia_members.is_empty()
+        self.verbmem_forget.is_empty() && self.mia_members.is_empty() && self.utility_qa.is_empty()
     }
 }
 
@@ -355,14 +374,29 @@ pub(crate) fn resolve(cfg: &WorldConfig, default_data_dir: &Path) -> Result<Reso
     };
 
     let general_source = if general_fraction == 0.0 {
+        if let Some(s) = cfg.general_source.as_ref().filter(|s| **s != GeneralSource::None) {
+            bail!("world.general_source = {s:?} is set, but world.general_fraction is 0 (no general text is mixed in)");
+        }
         GeneralSource::None
     } else {
         let path = data_dir.join(general::TINYSTORIES);
-        if path.is_file() {
+        let tinystories = |data_files: &mut Vec<DataFile>| -> Result<GeneralSource> {
             data_files.push(DataFile { rel_path: general::TINYSTORIES.into(), sha256: sha256_file(&path)? });
-            GeneralSource::Tinystories
-        } else {
-            GeneralSource::Builtin
+            Ok(GeneralSource::Tinystories)
+        };
+        match cfg.general_source {
+            Some(GeneralSource::Tinystories) if path.is_file() => tinystories(&mut data_files)?,
+            Some(GeneralSource::Tinystories) => bail!(
+                "world.general_source = \"tinystories\" needs {}, which does not exist; scripts/fetch-data.sh \
+                 downloads it (or set world.data_dir / UNLEARN_DATA_DIR to a folder that holds it)",
+                path.display()
+            ),
+            Some(GeneralSource::Builtin) => GeneralSource::Builtin,
+            Some(GeneralSource::None) => {
+                bail!("world.general_source = \"none\" needs world.general_fraction = 0 (it is {general_fraction})")
+            }
+            None if path.is_file() => tinystories(&mut data_files)?,
+            None => GeneralSource::Builtin,
         }
     };
 
@@ -524,6 +558,20 @@ impl World {
                         if pair.author as usize >= data.n_authors { Role::HeldOut } else { role_of(pair.author) };
                     push_tofu_pair(&mut corpus, &mut qa, role, pair, &mut rng)?;
                 }
+                eval.utility_qa = tofu::utility_sets(&resolved.data_path(""))?
+                    .into_iter()
+                    .map(|(name, rows)| UtilitySet {
+                        name,
+                        items: rows
+                            .into_iter()
+                            .map(|r| UtilityQa {
+                                question: r.question,
+                                answer: r.answer,
+                                perturbed_answers: r.perturbed_answer,
+                            })
+                            .collect(),
+                    })
+                    .collect();
                 let n = data.n_authors;
                 held_out_units = (n..n + data.n_held_out_authors()).map(|a| a as u32).collect();
                 forget_units = data.forget_authors.clone();
@@ -577,6 +625,7 @@ impl World {
                 eval = EvalTexts {
                     verbmem_forget: data.verbmem.iter().map(|r| (r.prompt.clone(), r.gt.clone())).collect(),
                     mia_members: data.privleak_forget.clone(),
+                    utility_qa: Vec::new(),
                 };
                 held_out_units = (n as u32..unit).collect();
                 forget_units = (0..data.forget.len() as u32).collect();

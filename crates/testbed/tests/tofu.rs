@@ -114,9 +114,27 @@ fn the_world_has_tofus_roles_and_items() {
             "tofu/forget05.json",
             "tofu/forget05_perturbed.json",
             "tofu/retain_perturbed.json",
-            "tofu/holdout05.json"
+            "tofu/holdout05.json",
+            "tofu/real_authors_perturbed.json",
+            "tofu/world_facts_perturbed.json"
         ]
     );
+    // TOFU's other model-utility sets, row for row from their files (never trained on: no
+    // document holds their answers)
+    let names: Vec<&str> = w.eval.utility_qa.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["real_authors", "world_facts"]);
+    for (set, file) in w.eval.utility_qa.iter().zip(["real_authors_perturbed", "world_facts_perturbed"]) {
+        let raw = lines(&data.join(format!("tofu/{file}.json")));
+        assert_eq!(set.items.len(), raw.len());
+        for (it, r) in set.items.iter().zip(&raw) {
+            assert_eq!(it.question, r["question"].as_str().unwrap());
+            assert_eq!(it.answer, r["answer"].as_str().unwrap());
+            let wrong: Vec<&str> =
+                r["perturbed_answer"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+            assert_eq!(it.perturbed_answers, wrong);
+            assert!(!w.corpus.docs.iter().any(|d| d.text.contains(&it.answer)), "{:?} is in the corpus", it.answer);
+        }
+    }
     // Deterministic.
     assert_eq!(World::from_config(&config("forget05"), &data).unwrap(), w);
     // Another split is another world.
@@ -142,6 +160,21 @@ fn bad_inputs_name_the_file_row_and_field() {
     std::fs::remove_file(data.join("tofu/holdout01.json")).unwrap();
     let w = World::from_config(&config("forget01"), &data).unwrap();
     assert!(w.splits.held_out_docs.is_empty());
+    // So are the model-utility sets (model utility is then the retain set's alone).
+    std::fs::remove_file(data.join("tofu/world_facts_perturbed.json")).unwrap();
+    let w = World::from_config(&config("forget01"), &data).unwrap();
+    assert_eq!(w.eval.utility_qa.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["real_authors"]);
+    // ... but one that is there must be well formed: file, row and field named.
+    let p = data.join("tofu/real_authors_perturbed.json");
+    let mut rows = lines(&p);
+    rows[1]["perturbed_answer"] = serde_json::json!([]);
+    std::fs::write(&p, rows.iter().map(|r| r.to_string() + "\n").collect::<String>()).unwrap();
+    let e = err(&data, "forget01");
+    assert!(e.contains("real_authors_perturbed.json: row 2") && e.contains("perturbed_answer"), "{e}");
+    rows[1].as_object_mut().unwrap().remove("answer");
+    std::fs::write(&p, rows.iter().map(|r| r.to_string() + "\n").collect::<String>()).unwrap();
+    let e = err(&data, "forget01");
+    assert!(e.contains("real_authors_perturbed.json: line 2") && e.contains("answer"), "{e}");
 
     // A schema mismatch: file, line and field.
     tofu::write_fixture(&data).unwrap();

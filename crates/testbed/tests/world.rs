@@ -294,6 +294,33 @@ fn facts_world_uses_tinystories_when_present() {
     println!("general fraction actual: {:.3}", w.meta.general_fraction_actual);
 }
 
+/// `world.general_source` pins where the general text comes from, so a config cannot build a
+/// different world on a machine without the data: "builtin" ignores TinyStories even when it is
+/// there (the same world as the default on a machine without it), "tinystories" is an error
+/// naming the file when it is missing, and the pinned TinyStories world is the default one.
+#[test]
+fn the_general_source_can_be_pinned() {
+    let empty = tempfile::tempdir().unwrap();
+    let default_without_data = World::from_config(&facts(0), empty.path()).unwrap();
+    assert_eq!(default_without_data.meta.general_source, GeneralSource::Builtin);
+    let pinned =
+        |src, dir: &std::path::Path| World::from_config(&WorldConfig { general_source: Some(src), ..facts(0) }, dir);
+    let builtin = pinned(GeneralSource::Builtin, empty.path()).unwrap();
+    assert_eq!(builtin.hash, default_without_data.hash, "pinning the default changes nothing");
+    let e = format!("{:#}", pinned(GeneralSource::Tinystories, empty.path()).err().unwrap());
+    assert!(e.contains("world.general_source") && e.contains("corpora/tinystories-prefix.txt"), "{e}");
+    let e = format!("{:#}", pinned(GeneralSource::None, empty.path()).err().unwrap());
+    assert!(e.contains("general_fraction"), "{e}");
+    let none = WorldConfig { general_fraction: Some(0.0), general_source: Some(GeneralSource::Builtin), ..facts(0) };
+    assert!(format!("{:#}", World::from_config(&none, empty.path()).err().unwrap()).contains("general_fraction is 0"));
+    let Some(d) = data_or_skip("corpora/tinystories-prefix.txt") else { return };
+    let with_data = World::from_config(&facts(0), &d).unwrap();
+    assert_eq!(pinned(GeneralSource::Tinystories, &d).unwrap().hash, with_data.hash);
+    let b = pinned(GeneralSource::Builtin, &d).unwrap();
+    assert_eq!(b.meta.general_source, GeneralSource::Builtin);
+    assert_eq!(b.corpus, default_without_data.corpus, "built-in general text whatever the data directory holds");
+}
+
 #[test]
 fn truthfulqa_corruption_world() {
     let Some(d) = data_or_skip("truthfulqa/mc_task.json") else { return };

@@ -26,6 +26,8 @@ pub(super) struct Items {
     pub(super) truthfulqa: Vec<TruthfulQaItem>,
     pub(super) toxigen: Vec<ToxigenStatement>,
     pub(super) toxigen_prompts: Vec<String>,
+    /// TOFU's other model-utility sets (real authors, world facts), each capped at `max_qa`.
+    pub(super) utility_sets: Vec<evals::tofu::UtilitySet>,
     /// Reasons a metric's data is missing, by metric name.
     #[serde(skip)]
     pub(super) missing: BTreeMap<String, String>,
@@ -98,6 +100,23 @@ pub(super) fn select_world_items(world: &World, limits: &EvalLimits) -> Result<I
         })
         .collect();
     items.corrupted = evenly(&corrupted, limits.max_qa);
+    items.utility_sets = world
+        .eval
+        .utility_qa
+        .iter()
+        .map(|set| evals::tofu::UtilitySet {
+            name: set.name.clone(),
+            items: evenly(&set.items, limits.max_qa)
+                .into_iter()
+                .map(|q| evals::tofu::QaItem {
+                    question: q.question,
+                    answer: q.answer,
+                    paraphrased_answer: None,
+                    perturbed_answers: q.perturbed_answers,
+                })
+                .collect(),
+        })
+        .collect();
     Ok(items)
 }
 

@@ -85,7 +85,11 @@ impl EvalSuite {
                             "tofu_rouge_retain" => Box::new(AnswerRouge::new(items, t(), Side::Retain, n)),
                             "tofu_truth_ratio_retain" => Box::new(TruthRatio::new(items, t(), Side::Retain)?),
                             "muse_knowmem_retain" => Box::new(KnowMem::new(items, t(), Side::Retain, n)),
-                            _ => Box::new(ModelUtility::new(items, t(), n, BTreeMap::new())?),
+                            // with TOFU's real authors and world facts when the world has them
+                            _ => Box::new(
+                                ModelUtility::new(items, t(), n, BTreeMap::new())?
+                                    .with_sets(self.items.utility_sets.clone())?,
+                            ),
                         };
                         run(m, qa_ids(rq))
                     }
