@@ -17,6 +17,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::cells::{format_value, REFERENCE_FINAL, REFERENCE_RETRAIN};
+use crate::suite::EvalLimits;
 use suggest::unknown_name_message;
 
 /// World kinds the testbed builds (issue 3).
@@ -57,6 +58,7 @@ const TOP_KEYS: &[&str] = &[
     "toxicity_classifier",
     "report",
     "attacks",
+    "eval",
 ];
 const MODEL_KEYS: &[&str] = &["name", "path", "hub", "revision", "scratch", "dtype"];
 const DTYPES: &[&str] = &["f32", "f16", "bf16"];
@@ -103,6 +105,28 @@ struct RawSweep {
     report: Option<toml::Table>,
     #[serde(default)]
     attacks: Option<RawAttacks>,
+    #[serde(default)]
+    eval: Option<RawEval>,
+}
+
+/// `[eval]`: the evaluation's item caps and generation lengths ([`EvalLimits`], every field
+/// optional) and the judge of the judged accuracies.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEval {
+    judge: Option<PathBuf>,
+    max_qa: Option<i64>,
+    max_passages: Option<i64>,
+    max_kl_texts: Option<i64>,
+    max_kl_chars: Option<i64>,
+    kl_budget_floats: Option<i64>,
+    max_truthfulqa: Option<i64>,
+    max_toxigen: Option<i64>,
+    toxigen_prompts_per_group: Option<i64>,
+    answer_new_tokens: Option<i64>,
+    verbmem_new_tokens: Option<i64>,
+    toxigen_new_tokens: Option<i64>,
+    skip_malformed: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -192,6 +216,23 @@ pub struct Sweep {
     pub report: serde_json::Value,
     /// `[attacks]`: what every cell (references included) is also scored after.
     pub attacks: Attacks,
+    /// `[eval]`'s caps and lengths over [`EvalLimits::default`] (without `--smoke`; a smoke run
+    /// uses [`EvalLimits::smoke`]).
+    pub eval_limits: EvalLimits,
+    /// `[eval] judge`: a causal LM folder judging `acc_forget` / `acc_recover` / `acc_retain`
+    /// ([`crate::judge`]; relative to the config's folder); none: the ROUGE-L judge.
+    pub judge: Option<PathBuf>,
+}
+
+impl Sweep {
+    /// The evaluation limits a run uses.
+    pub fn limits(&self, smoke: bool) -> EvalLimits {
+        if smoke {
+            EvalLimits::smoke()
+        } else {
+            self.eval_limits.clone()
+        }
+    }
 }
 
 /// The `[attacks]` table: attacks run on every cell's model after it is scored, each scored
@@ -661,7 +702,49 @@ pub fn parse_sweep(text: &str, source: &Path, registry: &Registry) -> Result<Swe
         report: serde_json::to_value(raw.report.unwrap_or_default())
             .with_context(|| format!("{}: [report] cannot be read", source.display()))?,
         attacks: attacks(raw.attacks.unwrap_or_default(), source)?,
+        eval_limits: eval_limits(raw.eval.as_ref(), source)?,
+        judge: raw.eval.and_then(|e| e.judge).map(|p| match source.parent() {
+            Some(folder) if p.is_relative() => folder.join(p),
+            _ => p,
+        }),
     })
+}
+
+/// [`EvalLimits::default`] with `[eval]`'s values; each count must be ≥ 1.
+fn eval_limits(raw: Option<&RawEval>, source: &Path) -> Result<EvalLimits> {
+    let mut l = EvalLimits::default();
+    let Some(e) = raw else { return Ok(l) };
+    let count = |field: &str, v: i64| -> Result<usize> {
+        if v < 1 {
+            bail!("{}: eval.{field} = {v}: expected a count of at least 1", source.display());
+        }
+        Ok(v as usize)
+    };
+    for (field, value, slot) in [
+        ("max_qa", e.max_qa, &mut l.max_qa),
+        ("max_passages", e.max_passages, &mut l.max_passages),
+        ("max_kl_texts", e.max_kl_texts, &mut l.max_kl_texts),
+        ("max_kl_chars", e.max_kl_chars, &mut l.max_kl_chars),
+        ("kl_budget_floats", e.kl_budget_floats, &mut l.kl_budget_floats),
+        ("toxigen_prompts_per_group", e.toxigen_prompts_per_group, &mut l.toxigen_prompts_per_group),
+        ("answer_new_tokens", e.answer_new_tokens, &mut l.answer_new_tokens),
+        ("verbmem_new_tokens", e.verbmem_new_tokens, &mut l.verbmem_new_tokens),
+        ("toxigen_new_tokens", e.toxigen_new_tokens, &mut l.toxigen_new_tokens),
+    ] {
+        if let Some(v) = value {
+            *slot = count(field, v)?;
+        }
+    }
+    if let Some(v) = e.max_truthfulqa {
+        l.max_truthfulqa = Some(count("max_truthfulqa", v)?);
+    }
+    if let Some(v) = e.max_toxigen {
+        l.max_toxigen = Some(count("max_toxigen", v)?);
+    }
+    if let Some(b) = e.skip_malformed {
+        l.skip_malformed = b;
+    }
+    Ok(l)
 }
 
 fn attacks(raw: RawAttacks, source: &Path) -> Result<Attacks> {

@@ -14,7 +14,7 @@ use crate::config::{resolve_data_dir, ModelSource, Sweep, TRAIN_KEYS};
 use crate::fingerprint::{Fingerprint, SweepFingerprints};
 use crate::shard::Shard;
 use crate::store::{resolved_config, CellCheck, CellResult, CellState, CellStatus, Provenance, ResultStore, Timings};
-use crate::suite::{EvalLimits, EvalSuite, OracleRefs};
+use crate::suite::{EvalSuite, OracleRefs};
 use anyhow::{bail, Context, Result};
 use evals::toxigen::Classifier;
 use std::collections::BTreeMap;
@@ -426,10 +426,19 @@ fn prepare_model(
     } else {
         None
     };
-    let limits = if opts.smoke { EvalLimits::smoke() } else { EvalLimits::default() };
+    let limits = sweep.limits(opts.smoke);
     let mut suite = EvalSuite::from_world(&world.world, &sweep.metrics, &limits, data_dir, &world.final_model)?;
     if let Some(c) = classifier {
         suite.set_toxicity_classifier(c.clone());
+    }
+    if sweep.judge.is_some() && sweep.metrics.iter().any(|m| m.starts_with("acc_")) {
+        // the judged accuracies' LM judge (with --smoke: θ_D's tiny stand-in, so the path runs)
+        let dir = if opts.smoke { world.final_model.clone() } else { sweep.judge.clone().expect("checked") };
+        let scorer = crate::scoring::LmScorer::load(&dir, device, false)
+            .with_context(|| format!("[eval] judge: loading the judge model {}", dir.display()))?;
+        let label = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "judge".into());
+        log(&format!("judged accuracies: LM judge {}", dir.display()));
+        suite.set_judge(std::sync::Arc::new(crate::judge::LmJudge::new(scorer, &label)));
     }
     if sweep.metrics.iter().any(|m| m == "mia_reference_auc") {
         // the reference model of the reference MIA: θ_0 = the latest clean checkpoint

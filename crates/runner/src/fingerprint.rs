@@ -42,7 +42,6 @@ use sha2::{Digest, Sha256};
 
 use crate::cells::Cell;
 use crate::config::{ModelSource, ModelSpec, Sweep};
-use crate::suite::EvalLimits;
 
 /// Version of what a cell records (metric records, their names and sub-records): bump it when
 /// that changes, so that results written before are rerun.
@@ -305,7 +304,7 @@ fn metrics_fingerprint(sweep: &Sweep, smoke: bool) -> Result<String> {
         names.push((n, v));
     }
     names.sort();
-    let limits = if smoke { EvalLimits::smoke() } else { EvalLimits::default() };
+    let limits = sweep.limits(smoke);
     let classifier = if !sweep.metrics.iter().any(|m| m == "toxigen_generation") {
         None
     } else if smoke {
@@ -317,6 +316,13 @@ fn metrics_fingerprint(sweep: &Sweep, smoke: bool) -> Result<String> {
         })
     };
     let mut what = serde_json::json!({ "metrics": names, "limits": limits, "toxicity_classifier": classifier });
+    // (only when a judged accuracy has an LM judge, so ROUGE-judged results stay current)
+    if let Some(dir) = sweep.judge.as_ref().filter(|_| sweep.metrics.iter().any(|m| m.starts_with("acc_"))) {
+        what["judge"] = serde_json::json!({
+            "model": if smoke { "smoke: θ_D's stand-in".to_owned() } else { format!("{} {}", dir.display(), folder_content_hash(dir)?) },
+            "prompt": crate::judge::PROMPT_VERSION,
+        });
+    }
     // (only when there are attacks, so results made before attacks existed stay current)
     if !sweep.attacks.is_empty() {
         what["attacks"] = serde_json::json!({

@@ -11,6 +11,7 @@ pub mod config;
 pub mod exec;
 pub mod external;
 pub mod fingerprint;
+pub mod judge;
 pub mod memplan;
 pub mod quality;
 pub mod relearn;

@@ -98,6 +98,51 @@ pub struct Provenance {
     /// time, the hashes of the scripts it names and its log (absent for every other cell).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external: Option<crate::external::ExternalRun>,
+    /// The machine's CPU as the numbers depend on it ([`cpu_description`]): results are
+    /// bit-reproducible on the same CPU; on another one they can differ in the last bits, since
+    /// `gemm` (candle's CPU matrix multiply) sizes its blocks — and so the order of its sums —
+    /// by the caches it detects, and picks its kernels by instruction set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<String>,
+}
+
+/// This machine's CPU: model name, instruction-set level and cache sizes (Linux; fields it
+/// cannot read are left out), e.g. `Intel(R) Xeon(R) Processor; x86_64 avx2+fma; L1d 48K, L2
+/// 2048K, L3 491520K`.
+pub fn cpu_description() -> String {
+    let mut parts = vec![];
+    if let Ok(info) = std::fs::read_to_string("/proc/cpuinfo") {
+        if let Some(name) =
+            info.lines().find_map(|l| l.strip_prefix("model name").map(|r| r.trim_start_matches([' ', '\t', ':'])))
+        {
+            parts.push(name.trim().to_owned());
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    parts.push(
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            "x86_64 avx512f"
+        } else if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            "x86_64 avx2+fma"
+        } else {
+            "x86_64 baseline"
+        }
+        .to_owned(),
+    );
+    #[cfg(not(target_arch = "x86_64"))]
+    parts.push(std::env::consts::ARCH.to_owned());
+    let caches: Vec<String> = (0..8)
+        .filter_map(|i| {
+            let dir = std::path::PathBuf::from(format!("/sys/devices/system/cpu/cpu0/cache/index{i}"));
+            let read = |f: &str| std::fs::read_to_string(dir.join(f)).ok().map(|s| s.trim().to_owned());
+            let (level, kind, size) = (read("level")?, read("type")?, read("size")?);
+            (kind != "Instruction").then(|| format!("L{level}{} {size}", if kind == "Data" { "d" } else { "" }))
+        })
+        .collect();
+    if !caches.is_empty() {
+        parts.push(caches.join(", "));
+    }
+    parts.join("; ")
 }
 
 impl Provenance {
@@ -113,7 +158,7 @@ impl Provenance {
             .and_then(|o| String::from_utf8(o.stdout).ok())
             .map(|s| s.trim().to_owned())
             .filter(|s| !s.is_empty());
-        Provenance { crate_version: crate_version.to_owned(), git_commit, external: None }
+        Provenance { crate_version: crate_version.to_owned(), git_commit, external: None, cpu: Some(cpu_description()) }
     }
 }
 

@@ -400,3 +400,30 @@ fn train_lora_is_parsed_and_bad_tables_are_named() {
     check_err(&with("lora = 16"), &["train.lora", "rank = 16"]);
     check_err(&with("lora = { rank = 4, alpha = 8, targets = [] }"), &["train.lora", "targets is empty"]);
 }
+
+/// `[eval]`: the caps and lengths over the defaults, the judge path relative to the config's
+/// folder, `--smoke` keeping its own caps, and bad values named by their key.
+#[test]
+fn eval_limits_and_judge_are_parsed_and_bad_values_are_named() {
+    let with = |eval: &str| format!("{BASE}\n[eval]\n{eval}\n");
+    let plain = parse_sweep(BASE, Path::new("cfg/t.toml"), &Registry::DEFAULT).unwrap();
+    assert_eq!(plain.eval_limits, runner::suite::EvalLimits::default());
+    assert_eq!(plain.judge, None);
+    let s = parse_sweep(
+        &with("max_qa = 400\nanswer_new_tokens = 200\nmax_truthfulqa = 50\njudge = \"models/judge\""),
+        Path::new("cfg/t.toml"),
+        &Registry::DEFAULT,
+    )
+    .unwrap();
+    let d = runner::suite::EvalLimits::default();
+    assert_eq!(
+        s.eval_limits,
+        runner::suite::EvalLimits { max_qa: 400, answer_new_tokens: 200, max_truthfulqa: Some(50), ..d.clone() }
+    );
+    assert_eq!(s.limits(false).max_qa, 400);
+    assert_eq!(s.limits(true), runner::suite::EvalLimits::smoke(), "--smoke keeps its own caps");
+    assert_eq!(s.judge.as_deref(), Some(Path::new("cfg/models/judge")));
+    check_err(&with("max_qa = 0"), &["eval.max_qa = 0", "at least 1"]);
+    check_err(&with("max_items = 3"), &["max_items"]);
+    check_err(&with("answer_new_tokens = \"long\""), &["answer_new_tokens"]);
+}

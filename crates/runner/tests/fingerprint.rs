@@ -68,7 +68,7 @@ fn write_results(sweep: &Sweep, with_fingerprint: bool) -> usize {
                 metrics: BTreeMap::new(),
                 resolved_config: resolved_config(sweep, cell).unwrap(),
                 fingerprint: with_fingerprint.then(|| fps.of(cell).unwrap()),
-                provenance: Provenance { crate_version: "0.0.0".into(), git_commit: None, external: None },
+                provenance: Provenance { crate_version: "0.0.0".into(), git_commit: None, external: None, cpu: None },
                 timings: Timings::default(),
                 loss_curves: BTreeMap::new(),
             })

@@ -56,7 +56,7 @@ fn ok_result(sweep: &runner::Sweep, cell: &runner::Cell, value: f64) -> CellResu
         )]),
         resolved_config: resolved_config(sweep, cell).unwrap(),
         fingerprint: Some(fingerprint()),
-        provenance: Provenance { crate_version: "0.0.0".into(), git_commit: None, external: None },
+        provenance: Provenance { crate_version: "0.0.0".into(), git_commit: None, external: None, cpu: None },
         timings: Timings { started_unix: 1.0, finished_unix: 3.5, stages: BTreeMap::from([("eval".into(), 2.5)]) },
         loss_curves: BTreeMap::from([("unlearn".to_owned(), vec![(0, 2.0), (10, 1.5), (20, f64::NAN)])]),
     }
@@ -180,4 +180,20 @@ fn write_atomic_creates_folders_and_replaces() {
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "two");
     let names: Vec<_> = std::fs::read_dir(tmp.path().join("a/b")).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(names, ["c.txt"]);
+}
+
+/// A cell's provenance names the CPU (results are bit-reproducible on the same CPU only).
+#[test]
+fn provenance_names_the_cpu() {
+    let p = runner::store::Provenance::detect("0.0.0", Path::new("."));
+    let cpu = p.cpu.expect("detect fills in the CPU");
+    assert_eq!(cpu, runner::store::cpu_description());
+    assert!(cpu.contains(std::env::consts::ARCH), "{cpu}");
+    if cfg!(target_os = "linux") {
+        assert!(cpu.contains("L1d ") || !Path::new("/sys/devices/system/cpu/cpu0/cache").exists(), "{cpu}");
+    }
+    // read back from a result written without it (older results): none
+    let old: runner::store::Provenance =
+        serde_json::from_str(r#"{"crate_version": "0.0.0", "git_commit": null}"#).unwrap();
+    assert_eq!(old.cpu, None);
 }

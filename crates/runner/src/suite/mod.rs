@@ -156,6 +156,8 @@ pub struct EvalSuite {
     items: Items,
     fingerprint: String,
     classifier: Option<Arc<dyn Classifier>>,
+    /// The judge of the judged accuracies (`[eval] judge`); none: ROUGE-L F1.
+    judge: Option<Arc<dyn judge::Judge>>,
     /// The reference model of `mia_reference_auc` (θ_0), when set.
     mia_reference: Option<PathBuf>,
     /// How QA items become prompts and continuations: `"Question: {q}\nAnswer:"` + `" {a}"`, or
@@ -202,6 +204,7 @@ impl EvalSuite {
             items,
             fingerprint: String::new(),
             classifier: None,
+            judge: None,
             mia_reference: None,
             qa_template,
         };
@@ -212,6 +215,12 @@ impl EvalSuite {
     /// Uses `classifier` for `toxigen_generation` (without one the metric is skipped).
     pub fn set_toxicity_classifier(&mut self, classifier: Arc<dyn Classifier>) {
         self.classifier = Some(classifier);
+    }
+
+    /// Judges `acc_forget`, `acc_recover` and `acc_retain` with `judge` instead of ROUGE-L F1
+    /// (e.g. [`crate::judge::LmJudge`]).
+    pub fn set_judge(&mut self, judge: Arc<dyn judge::Judge>) {
+        self.judge = Some(judge);
     }
 
     /// Uses the checkpoint `dir` (θ_0: the latest clean checkpoint, which never saw the forget
@@ -551,6 +560,7 @@ impl EvalSuite {
             items,
             fingerprint: String::new(),
             classifier: None,
+            judge: None,
             mia_reference: None,
             qa_template: QaTemplate::default(),
         };
@@ -619,6 +629,7 @@ impl EvalSuite {
             items,
             fingerprint: String::new(),
             classifier: None,
+            judge: None,
             mia_reference: None,
             qa_template: self.qa_template.clone(),
         };

@@ -103,7 +103,11 @@ impl EvalSuite {
                     match (need(v, side), answers) {
                         (Some(r), _) => skip(r),
                         (None, Some(a)) if a.len() == v.len() => {
-                            run(Box::new(JudgedAccuracy::new(acc, self.judged_qa(v), a.clone(), t(), n)?), qa_ids(v))
+                            let mut m = JudgedAccuracy::new(acc, self.judged_qa(v), a.clone(), t(), n)?;
+                            if let Some(j) = &self.judge {
+                                m = m.with_judge(j.clone());
+                            }
+                            run(Box::new(m), qa_ids(v))
                         }
                         (None, _) => bail!(
                             "{name}: the oracle references lack the oracle's greedy answers to the {side} questions \
