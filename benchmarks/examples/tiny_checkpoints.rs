@@ -76,7 +76,7 @@ fn write(dir: &Path, cfg: LmConfig, seed: u64, tokdir: &Path) -> Result<()> {
     }
     let model = CausalLm::from_params(
         cfg,
-        Params { tensors, vars: vec![], source_dtype: candle_core::DType::F32, lora: None },
+        Params { tensors, vars: vec![], source_dtype: candle_core::DType::F32, lora: None, packs: Default::default() },
         &Device::Cpu,
     )?;
     lm::checkpoint::save(&model, dir, Some(tokdir))
