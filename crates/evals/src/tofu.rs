@@ -205,6 +205,16 @@ pub enum PerturbedMean {
     Arithmetic,
 }
 
+impl PerturbedMean {
+    /// The mean of the perturbed answers' normalised probabilities.
+    fn of(self, probs: &[f64]) -> f64 {
+        match self {
+            PerturbedMean::Geometric => mean(&probs.iter().map(|p| p.ln()).collect::<Vec<_>>()).exp(),
+            PerturbedMean::Arithmetic => mean(probs),
+        }
+    }
+}
+
 fn check_truth_ratio_items(items: &[QaItem]) -> Result<()> {
     for (i, it) in items.iter().enumerate() {
         if it.paraphrased_answer.is_none() {
@@ -242,10 +252,7 @@ fn truth_ratios(items: &[QaItem], responses: &[Response], mean_kind: PerturbedMe
         let perturbed = probabilities(&responses[at + 1..at + 1 + it.perturbed_answers.len()])
             .with_context(|| format!("item {i}: perturbed answers"))?;
         at += 1 + it.perturbed_answers.len();
-        let wrong = match mean_kind {
-            PerturbedMean::Geometric => mean(&perturbed.iter().map(|p| p.ln()).collect::<Vec<_>>()).exp(),
-            PerturbedMean::Arithmetic => mean(&perturbed),
-        };
+        let wrong = mean_kind.of(&perturbed);
         if para <= 0.0 {
             bail!("item {i}: paraphrased answer has probability 0; truth ratio undefined");
         }
@@ -456,11 +463,7 @@ fn utility_set_parts(set: &UtilitySet, responses: &[Response], mean_kind: Pertur
         if p <= 0.0 {
             bail!("utility set {}, item {i}: the answer has probability 0; truth ratio undefined", set.name);
         }
-        let w = match mean_kind {
-            PerturbedMean::Geometric => mean(&wrong.iter().map(|p| p.ln()).collect::<Vec<_>>()).exp(),
-            PerturbedMean::Arithmetic => mean(&wrong),
-        };
-        ratios.push(w / p);
+        ratios.push(mean_kind.of(&wrong) / p);
     }
     Ok((mean(&normalised), mean(&recall), aggregate_truth_ratios(&ratios, Side::Retain)))
 }

@@ -228,13 +228,21 @@ pub fn llama_block_with(
     let f = w.gate.dim(0)?;
     let (qd, kvd) = (heads.q * heads.dim, heads.kv * heads.dim);
     let olmo2 = w.olmo2_qk_norm.is_some();
+    // the layout these weights describe (the norm names come from it, as for the packs)
+    let layout = BlockLayout {
+        norm: if olmo2 { NormPlace::Post } else { NormPlace::Pre },
+        qkv_bias: w.qkv_bias.is_some(),
+        o_bias: false,
+        qk_norm: olmo2,
+    };
+    let norm_name = |n: &'static str| n.trim_end_matches(".weight");
     let expect = [
-        (if olmo2 { "post_attention_layernorm" } else { "input_layernorm" }, w.attn_norm, vec![h]),
+        (norm_name(layout.attn_norm()), w.attn_norm, vec![h]),
         ("q_proj", w.q, vec![qd, h]),
         ("k_proj", w.k, vec![kvd, h]),
         ("v_proj", w.v, vec![kvd, h]),
         ("o_proj", w.o, vec![h, qd]),
-        (if olmo2 { "post_feedforward_layernorm" } else { "post_attention_layernorm" }, w.mlp_norm, vec![h]),
+        (norm_name(layout.mlp_norm()), w.mlp_norm, vec![h]),
         ("gate_proj", w.gate, vec![f, h]),
         ("up_proj", w.up, vec![f, h]),
         ("down_proj", w.down, vec![h, f]),
@@ -273,7 +281,7 @@ pub fn llama_block_with(
     attn_parts.extend(w.olmo2_qk_norm.iter().flatten());
     let wa = pack(&attn_parts)?;
     let wm = pack(&[w.mlp_norm, w.gate, w.up, w.down])?;
-    run(x, &wa, &wm, w.qkv_bias.is_some(), olmo2, f, heads, cos, sin, bias, eps, recompute)
+    run(x, &wa, &wm, layout.qkv_bias, olmo2, f, heads, cos, sin, bias, eps, recompute)
 }
 
 /// [`llama_block_with`] on weights already packed in the order of [`BlockLayout::attn_pack`] and

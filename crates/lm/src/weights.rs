@@ -101,13 +101,13 @@ impl Params {
             let attn = layout.attn_pack();
             for names in [&attn[..], &layout.mlp_pack()[..]] {
                 let names: Vec<String> = names.iter().map(|n| format!("model.layers.{l}.{n}")).collect();
-                let parts = names.iter().map(|n| self.get(n).map(|t| t.flatten_all())).collect::<Result<Vec<_>>>()?;
-                let parts = parts.into_iter().collect::<candle_core::Result<Vec<_>>>()?;
+                let tensors = names.iter().map(|n| self.get(n).cloned()).collect::<Result<Vec<_>>>()?;
+                let shapes: Vec<_> = tensors.iter().map(|t| t.shape().clone()).collect();
+                let parts = tensors.iter().map(|t| t.flatten_all()).collect::<candle_core::Result<Vec<_>>>()?;
                 let pack = Tensor::cat(&parts, 0)?;
-                drop(parts);
+                drop((parts, tensors));
                 let mut off = 0;
-                for n in names {
-                    let shape = self.get(&n)?.shape().clone();
+                for (n, shape) in names.into_iter().zip(shapes) {
                     let len = shape.elem_count();
                     let view = pack.narrow(0, off, len)?.reshape(shape)?;
                     packs.index.insert(n.clone(), (packs.packs.len(), off, len, view.id()));
