@@ -135,6 +135,7 @@ pub fn run(sweep: &Sweep, opts: &ExecOptions, progress: Option<Progress>, log: &
     let provenance = Provenance::detect(env!("CARGO_PKG_VERSION"), Path::new("."));
     let device = lm::default_device()?;
     let classifier = toxicity_classifier(sweep, opts, log)?;
+    let judge = lm_judge(sweep, opts, &device, log)?;
     for model in &sweep.models {
         for &world_seed in &sweep.world_seeds {
             let here = |c: &Cell| c.model == model.name && c.world_seed == world_seed;
@@ -157,6 +158,7 @@ pub fn run(sweep: &Sweep, opts: &ExecOptions, progress: Option<Progress>, log: &
                 &data_dir,
                 &device,
                 classifier.as_ref(),
+                judge.as_ref(),
                 progress,
                 log,
             ) {
@@ -374,6 +376,7 @@ fn prepare_model(
     data_dir: &Path,
     device: &candle_core::Device,
     classifier: Option<&Arc<dyn Classifier>>,
+    judge: Option<&Arc<crate::judge::LmJudge>>,
     progress: Option<Progress>,
     log: &dyn Fn(&str),
 ) -> Result<ModelContext> {
@@ -431,14 +434,11 @@ fn prepare_model(
     if let Some(c) = classifier {
         suite.set_toxicity_classifier(c.clone());
     }
-    if sweep.judge.is_some() && sweep.metrics.iter().any(|m| m.starts_with("acc_")) {
-        // the judged accuracies' LM judge (with --smoke: θ_D's tiny stand-in, so the path runs)
-        let dir = if opts.smoke { world.final_model.clone() } else { sweep.judge.clone().expect("checked") };
-        let scorer = crate::scoring::LmScorer::load(&dir, device, false)
-            .with_context(|| format!("[eval] judge: loading the judge model {}", dir.display()))?;
-        let label = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "judge".into());
-        log(&format!("judged accuracies: LM judge {}", dir.display()));
-        suite.set_judge(std::sync::Arc::new(crate::judge::LmJudge::new(scorer, &label)));
+    if let Some(j) = judge {
+        suite.set_judge(j.clone());
+    } else if opts.smoke && wants_lm_judge(sweep) {
+        // --smoke: θ_D's tiny stand-in judges, so the path runs (one per world: it is θ_D)
+        suite.set_judge(Arc::new(load_lm_judge(&world.final_model, device, log)?));
     }
     if sweep.metrics.iter().any(|m| m == "mia_reference_auc") {
         // the reference model of the reference MIA: θ_0 = the latest clean checkpoint
@@ -541,6 +541,34 @@ fn toxicity_classifier(sweep: &Sweep, opts: &ExecOptions, log: &dyn Fn(&str)) ->
         .with_context(|| format!("{}: toxicity_classifier", sweep.source.display()))?;
     log(&format!("toxicity classifier: {} (toxic class {:?})", dir.display(), clf.labels[clf.toxic_index]));
     Ok(Some(Arc::new(clf)))
+}
+
+/// Whether the judged accuracies (`acc_*`) are requested with `[eval] judge` set.
+fn wants_lm_judge(sweep: &Sweep) -> bool {
+    sweep.judge.is_some() && sweep.metrics.iter().any(|m| m.starts_with("acc_"))
+}
+
+/// The judged accuracies' LM judge, loaded once per run (not once per world: a judge may be
+/// a large model) when [`wants_lm_judge`]; with `--smoke`, `None` (each world's θ_D stand-in
+/// judges instead, [`prepare_model`]).
+fn lm_judge(
+    sweep: &Sweep,
+    opts: &ExecOptions,
+    device: &candle_core::Device,
+    log: &dyn Fn(&str),
+) -> Result<Option<Arc<crate::judge::LmJudge>>> {
+    match &sweep.judge {
+        Some(dir) if !opts.smoke && wants_lm_judge(sweep) => Ok(Some(Arc::new(load_lm_judge(dir, device, log)?))),
+        _ => Ok(None),
+    }
+}
+
+fn load_lm_judge(dir: &Path, device: &candle_core::Device, log: &dyn Fn(&str)) -> Result<crate::judge::LmJudge> {
+    let scorer = crate::scoring::LmScorer::load(dir, device, false)
+        .with_context(|| format!("[eval] judge: loading the judge model {}", dir.display()))?;
+    let label = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "judge".into());
+    log(&format!("judged accuracies: LM judge {}", dir.display()));
+    Ok(crate::judge::LmJudge::new(scorer, &label))
 }
 
 fn short(p: &Path) -> String {
