@@ -130,9 +130,11 @@ impl Objective for NextToken {
     }
 }
 
+/// The learning rate over the optimizer steps after warm-up (not the testbed's data
+/// `Schedule`, which orders a world's documents into batches).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Schedule {
+pub enum LrSchedule {
     Constant,
     Linear,
     Cosine,
@@ -152,7 +154,7 @@ pub struct TrainConfig {
     /// Warm-up steps; `warmup_ratio` is used when this is `None`.
     pub warmup_steps: Option<usize>,
     pub warmup_ratio: f64,
-    pub schedule: Schedule,
+    pub schedule: LrSchedule,
     /// Final learning rate as a fraction of `lr`.
     pub min_lr_ratio: f64,
     /// Clip the global gradient norm to this (None: no clipping).
@@ -230,7 +232,7 @@ impl Default for TrainConfig {
             eps: 1e-8,
             warmup_steps: None,
             warmup_ratio: 0.1,
-            schedule: Schedule::Linear,
+            schedule: LrSchedule::Linear,
             min_lr_ratio: 0.0,
             max_grad_norm: Some(1.0),
             batch_size: 16,
@@ -282,9 +284,9 @@ impl TrainConfig {
         let progress = ((step - warm) as f64 / span).min(1.0);
         let min = self.lr * self.min_lr_ratio;
         match self.schedule {
-            Schedule::Constant => self.lr,
-            Schedule::Linear => min + (self.lr - min) * (1.0 - progress),
-            Schedule::Cosine => min + (self.lr - min) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()),
+            LrSchedule::Constant => self.lr,
+            LrSchedule::Linear => min + (self.lr - min) * (1.0 - progress),
+            LrSchedule::Cosine => min + (self.lr - min) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()),
         }
     }
 }

@@ -22,7 +22,7 @@
 //! schedule and no warm-up; its tokens are counted like the task vectors' fine-tunes.
 
 use anyhow::{bail, ensure, Context as _, Result};
-use lm::train::{collate, fit, sequence_logprobs, Example, NextToken, Schedule, TrainConfig};
+use lm::train::{collate, fit, sequence_logprobs, Example, LrSchedule, NextToken, TrainConfig};
 use lm::CausalLm;
 use serde::Deserialize;
 use std::path::Path;
@@ -215,7 +215,7 @@ pub fn repair_config(base: &TrainConfig, lr: f64, steps: usize, n_examples: usiz
     cfg.max_steps = Some(steps);
     cfg.warmup_steps = Some(0);
     cfg.warmup_ratio = 0.0;
-    cfg.schedule = Schedule::Constant;
+    cfg.schedule = LrSchedule::Constant;
     cfg.seed = seed;
     cfg
 }

@@ -30,7 +30,7 @@
 //! (fine-tunes, fine-tuning tokens, streaming arithmetic passes; see [`arithmetic_with`]).
 
 use anyhow::{bail, ensure, Context as _, Result};
-use lm::train::{Example, NextToken, Schedule, TrainConfig};
+use lm::train::{Example, LrSchedule, NextToken, TrainConfig};
 use lm::LmConfig;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -200,7 +200,7 @@ impl FineTune {
         cfg.lr = self.lr;
         cfg.epochs = self.epochs;
         cfg.warmup_steps = Some(n_examples.div_ceil((cfg.batch_size * cfg.grad_accum).max(1)));
-        cfg.schedule = Schedule::Linear;
+        cfg.schedule = LrSchedule::Linear;
         cfg.seed = seed;
         cfg
     }

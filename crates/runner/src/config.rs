@@ -202,7 +202,7 @@ pub struct Sweep {
     pub methods: BTreeMap<String, MethodSpec>,
     pub metrics: Vec<String>,
     pub seeds: Vec<u64>,
-    pub train: TrainConfig,
+    pub train: TrainTable,
     pub output_dir: PathBuf,
     /// As written in the config (default `data`); see [`resolve_data_dir`].
     pub data_dir: PathBuf,
@@ -344,9 +344,12 @@ pub struct MethodSpec {
     pub external: Option<crate::external::ExternalSpec>,
 }
 
-/// Training defaults from `[train]`; a method table may override any field.
+/// The sweep's `[train]` table: training defaults as a config states them (epochs, warm-up in
+/// epochs, the paper recipe's defaults); a method table may override any field. Not the
+/// optimizer's settings: each cell resolves it, with the method's overrides and its data size,
+/// into one [`lm::train::TrainConfig`] (`exec::method_train_config`), recorded as run.
 #[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct TrainConfig {
+pub struct TrainTable {
     pub lr: f64,
     pub epochs: u32,
     pub batch_size: u32,
@@ -361,7 +364,7 @@ pub struct TrainConfig {
     /// tokens.
     pub max_seq_len: u32,
     /// `precision = "f32" | "bf16-mixed" | "bf16"` ([`lm::train::Precision`]); unset, it
-    /// follows each model's `dtype` ([`TrainConfig::precision_for`]). Left out of the
+    /// follows each model's `dtype` ([`TrainTable::precision_for`]). Left out of the
     /// serialised form (and so of fingerprints) when unset, like the fields below at their
     /// defaults.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -380,10 +383,10 @@ pub struct TrainConfig {
     pub lora: Option<lm::lora::LoraConfig>,
 }
 
-impl Default for TrainConfig {
+impl Default for TrainTable {
     /// MSA's reference recipe (AdamW, lr 1e-5, weight decay 0.01, 10 epochs, one warm-up epoch).
     fn default() -> Self {
-        TrainConfig {
+        TrainTable {
             lr: 1e-5,
             epochs: 10,
             batch_size: 8,
@@ -400,10 +403,10 @@ impl Default for TrainConfig {
     }
 }
 
-impl TrainConfig {
+impl TrainTable {
     /// This config with every [`TRAIN_KEYS`] entry of `params` applied (other keys are ignored:
     /// they belong to the method). Errors name the key and the expected type.
-    pub fn with_overrides(&self, params: &BTreeMap<String, toml::Value>) -> Result<TrainConfig> {
+    pub fn with_overrides(&self, params: &BTreeMap<String, toml::Value>) -> Result<TrainTable> {
         let mut t = self.clone();
         for (key, value) in params {
             match key.as_str() {
@@ -597,7 +600,7 @@ pub fn parse_sweep(text: &str, source: &Path, registry: &Registry) -> Result<Swe
         models.push(ModelSpec { name: m.name, source, dtype });
     }
 
-    let mut train = TrainConfig::default()
+    let mut train = TrainTable::default()
         .with_overrides(&raw_train_table(&raw.train))
         .and_then(|t| t.validate().map(|()| t))
         .map_err(|e| fail("train", format!("{e:#}")))?;
@@ -844,7 +847,7 @@ fn validate_method(
     name: &str,
     mut table: toml::Table,
     registry: &Registry,
-    train: &TrainConfig,
+    train: &TrainTable,
 ) -> std::result::Result<MethodSpec, (String, String)> {
     let at = |k: &str| format!("methods.{name}.{k}");
     check_ident(name).map_err(|m| (format!("methods.{name}"), m))?;

@@ -740,7 +740,7 @@ pub(crate) fn method_train_config(
 }
 
 /// [`method_train_config`] for a cell of `model`: the precision follows the model's `dtype`
-/// when `[train] precision` is unset ([`crate::config::TrainConfig::precision_for`]).
+/// when `[train] precision` is unset ([`crate::config::TrainTable::precision_for`]).
 pub(crate) fn cell_train_config(
     sweep: &Sweep,
     model: &str,
@@ -1076,7 +1076,7 @@ mod tests {
     /// keep their fingerprints: the default `[train]` serialises exactly as it did.
     #[test]
     fn the_default_train_config_serialises_as_before() {
-        let json = serde_json::to_string(&crate::config::TrainConfig::default()).unwrap();
+        let json = serde_json::to_string(&crate::config::TrainTable::default()).unwrap();
         assert_eq!(
             json,
             r#"{"lr":0.00001,"epochs":10,"batch_size":8,"weight_decay":0.01,"warmup_epochs":1.0,"grad_clip":null,"max_steps":null,"max_seq_len":512}"#

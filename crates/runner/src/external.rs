@@ -40,7 +40,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::cells::{format_value, Cell};
-use crate::config::{TrainConfig, TRAIN_KEYS};
+use crate::config::{TrainTable, TRAIN_KEYS};
 
 /// The method kind.
 pub const KIND: &str = "external";
@@ -201,7 +201,7 @@ pub fn check_placeholders(
     method: &str,
     spec: &ExternalSpec,
     params: &BTreeSet<String>,
-    train: &TrainConfig,
+    train: &TrainTable,
 ) -> std::result::Result<(), (String, String)> {
     let mut known: Vec<String> = PLACEHOLDERS.iter().map(|(n, _)| (*n).to_owned()).collect();
     known.extend(params.iter().cloned());
@@ -479,7 +479,7 @@ pub struct CellRun<'a> {
     pub spec: &'a ExternalSpec,
     pub cell: &'a Cell,
     /// The cell's training config (for `{lr}` and the other training keys).
-    pub train: &'a TrainConfig,
+    pub train: &'a TrainTable,
     pub world: &'a testbed::train::BuiltWorld,
     /// The per-world cache folder.
     pub cache: &'a Path,

@@ -174,7 +174,7 @@ pub struct SweepFingerprints {
     /// By world seed: (`data_files`, `world`).
     worlds: BTreeMap<u64, (String, String)>,
     metrics: String,
-    train: crate::config::TrainConfig,
+    train: crate::config::TrainTable,
     /// By method name, for `external` methods: [`crate::external::fingerprint_part`] (the
     /// command, env and the content of the scripts it names).
     externals: BTreeMap<String, String>,

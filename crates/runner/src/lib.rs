@@ -23,7 +23,7 @@ pub mod suite;
 pub use cells::{expand, Cell, REFERENCE_FINAL, REFERENCE_KIND, REFERENCE_RETRAIN};
 pub use config::{
     load_sweep, load_sweep_with, parse_sweep, resolve_data_dir, Dtype, MethodSpec, ModelSource, ModelSpec, Registry,
-    Sweep, TrainConfig, KNOWN_METHOD_KINDS, KNOWN_METHOD_PARAMS, KNOWN_METRICS, KNOWN_WORLD_KINDS, TRAIN_KEYS,
+    Sweep, TrainTable, KNOWN_METHOD_KINDS, KNOWN_METHOD_PARAMS, KNOWN_METRICS, KNOWN_WORLD_KINDS, TRAIN_KEYS,
 };
 pub use fingerprint::{FieldChange, Fingerprint, SweepFingerprints};
 pub use shard::Shard;

@@ -124,7 +124,7 @@ pub fn train_config(cfg: &Relearn, n_examples: usize) -> lm::train::TrainConfig 
         lr: cfg.lr,
         weight_decay: 0.0,
         warmup_steps: Some(0),
-        schedule: lm::train::Schedule::Constant,
+        schedule: lm::train::LrSchedule::Constant,
         max_grad_norm: Some(1.0),
         batch_size: cfg.batch_size,
         grad_accum: 1,

@@ -381,7 +381,7 @@ pub fn build_or_load_finetune(
         lr: ft.lr,
         weight_decay: ft.weight_decay,
         warmup_steps: Some(steps_per_epoch.min(total / 2)),
-        schedule: lm::train::Schedule::Linear,
+        schedule: lm::train::LrSchedule::Linear,
         min_lr_ratio: 0.0,
         max_grad_norm: Some(1.0),
         batch_size: ft.batch_size,

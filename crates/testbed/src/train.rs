@@ -273,7 +273,7 @@ fn pretrain_config(r: &crate::ResolvedWorld, model: &ScratchModel) -> TrainConfi
         lr: model.lr,
         weight_decay: model.weight_decay,
         warmup_steps: Some(model.warmup_steps.min(r.steps / 4)),
-        schedule: lm::train::Schedule::Cosine,
+        schedule: lm::train::LrSchedule::Cosine,
         min_lr_ratio: 0.1,
         max_grad_norm: Some(1.0),
         batch_size: r.batch_size,
