@@ -113,6 +113,15 @@ impl GradientAscent {
     }
 }
 
+/// The registry entry of gradient ascent (`methods::SPECS`).
+pub const ASCENT_SPEC: unlearn::MethodSpec = unlearn::MethodSpec {
+    kind: GradientAscent::NAME,
+    params: &[],
+    build: |p| Ok(Box::new(GradientAscent::from_params(p)?)),
+    retain_batch: false,
+    frozen_reference: false,
+};
+
 impl Unlearner for GradientAscent {
     fn name(&self) -> &str {
         Self::NAME
@@ -165,6 +174,15 @@ impl GradientDifference {
         Ok(GradientDifference { params: p })
     }
 }
+
+/// The registry entry of gradient difference (`methods::SPECS`).
+pub const DIFFERENCE_SPEC: unlearn::MethodSpec = unlearn::MethodSpec {
+    kind: GradientDifference::NAME,
+    params: &["lambda", "retain_loss"],
+    build: |p| Ok(Box::new(GradientDifference::from_params(p)?)),
+    retain_batch: true,
+    frozen_reference: true,
+};
 
 impl Unlearner for GradientDifference {
     fn name(&self) -> &str {

@@ -1,67 +1,60 @@
 //! The registry of unlearning methods: a method name and its TOML parameter table become a
-//! `Box<dyn Unlearner>`. This is the one list of method kinds and of their hyperparameters:
-//! the runner's config checks read [`KINDS`] and [`PARAMS`] from here. Adding a method is one
-//! crate plus one line in each of [`build`], [`KINDS`] and [`PARAMS`] (README, "Adding a
-//! method"); `tests/registry.rs` checks that the three agree and that [`PARAMS`] lists exactly
-//! the fields each parameter struct accepts.
+//! `Box<dyn Unlearner>`. [`SPECS`] is the one list: each method crate exports its
+//! [`unlearn::MethodSpec`] (kind, hyperparameter names, builder) next to its parameter struct,
+//! and [`KINDS`], [`PARAMS`] and [`build`] are read from it; the runner's config checks read
+//! them from here. Adding a method is one crate plus one line in [`SPECS`] (ARCHITECTURE.md,
+//! "Adding a method"); `tests/registry.rs` checks that each spec's `params` are exactly the
+//! fields its parameter struct accepts.
 
 use anyhow::{bail, Result};
-use unlearn::Unlearner;
+use unlearn::{MethodSpec, Unlearner};
 
-/// Every known method name, in the order reports list them.
-pub const KINDS: &[&str] = &["msa", "task_negation", "gradient_ascent", "gradient_difference", "npo", "simnpo", "rmu"];
-
-/// Hyperparameters each method kind accepts besides `lr` and `epochs` (every method's training
-/// budget, which the runner passes from `[train]` or the method's own table). Same order as
-/// [`KINDS`].
-pub const PARAMS: &[(&str, &[&str])] = &[
-    // θ = θ_D − α·τ_f + β·τ_r with τ from checkpoint θ_0 ("latest-clean", "distance:k", "step:N"
-    // or "path:DIR"); variant / alpha_scaling / sparsity / ensemble shape τ; alpha = "calibrated"
-    // searches α in [alpha_min, alpha_max] matching the forget loss to the held-out loss;
-    // repair_*: a retain fine-tune after the arithmetic
-    (
-        "msa",
-        &[
-            "alpha",
-            "beta",
-            "checkpoint",
-            "variant",
-            "alpha_scaling",
-            "sparsity",
-            "ensemble",
-            "allow_unclean",
-            "retain_size",
-            "alpha_min",
-            "alpha_max",
-            "calibrate_iters",
-            "calibrate_grid",
-            "calibrate_tol",
-            "repair_steps",
-            "repair_lr",
-        ],
-    ),
-    ("task_negation", &["alpha"]),
-    ("gradient_ascent", &[]),
-    ("gradient_difference", &["lambda", "retain_loss"]),
-    ("npo", &["beta", "lambda"]),
-    ("simnpo", &["beta", "gamma", "lambda"]),
-    // steer block `layer`'s output on forget text to steering_coeff·u, keep retain activations
-    // (weight alpha)
-    ("rmu", &["layer", "depth", "update_layers", "params", "steering_coeff", "alpha"]),
+/// Every method, in the order reports list them.
+pub const SPECS: &[MethodSpec] = &[
+    msa::SPEC,
+    task_negation::SPEC,
+    grad_ascent::ASCENT_SPEC,
+    grad_ascent::DIFFERENCE_SPEC,
+    npo::NPO_SPEC,
+    npo::SIMNPO_SPEC,
+    rmu::SPEC,
 ];
+
+const N: usize = SPECS.len();
+
+const KIND_ARRAY: [&str; N] = {
+    let mut a = [""; N];
+    let mut i = 0;
+    while i < N {
+        a[i] = SPECS[i].kind;
+        i += 1;
+    }
+    a
+};
+
+const PARAM_ARRAY: [(&str, &[&str]); N] = {
+    let mut a: [(&str, &[&str]); N] = [("", &[]); N];
+    let mut i = 0;
+    while i < N {
+        a[i] = (SPECS[i].kind, SPECS[i].params);
+        i += 1;
+    }
+    a
+};
+
+/// Every known method name, in the order of [`SPECS`].
+pub const KINDS: &[&str] = &KIND_ARRAY;
+
+/// Hyperparameters each method kind accepts besides `lr` and `epochs`, in the order of
+/// [`SPECS`].
+pub const PARAMS: &[(&str, &[&str])] = &PARAM_ARRAY;
 
 /// Builds the method `kind` from its parameter table (unknown fields are errors).
 pub fn build(kind: &str, params: &toml::Table) -> Result<Box<dyn Unlearner>> {
-    Ok(match kind {
-        "msa" => Box::new(msa::Msa::from_params(params)?),
-        "task_negation" => Box::new(task_negation::TaskNegation::from_params(params)?),
-        "gradient_ascent" => Box::new(grad_ascent::GradientAscent::from_params(params)?),
-        "gradient_difference" => Box::new(grad_ascent::GradientDifference::from_params(params)?),
-        "npo" => Box::new(npo::Npo::from_params(params)?),
-        "simnpo" => Box::new(npo::SimNpo::from_params(params)?),
-        "rmu" => Box::new(rmu::Rmu::from_params(params)?),
-        _ => bail!("{}", unknown_kind(kind)),
-    })
+    match SPECS.iter().find(|s| s.kind == kind) {
+        Some(spec) => (spec.build)(params),
+        None => bail!("{}", unknown_kind(kind)),
+    }
 }
 
 /// "unknown method "x" (did you mean "y"?); known methods: ...".

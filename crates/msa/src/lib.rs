@@ -697,6 +697,35 @@ impl Msa {
     }
 }
 
+/// The registry entry (`methods::SPECS`). θ = θ_D − α·τ_f + β·τ_r with τ from checkpoint θ_0
+/// ("latest-clean", "distance:k", "step:N" or "path:DIR"); variant / alpha_scaling / sparsity /
+/// ensemble shape τ; alpha = "calibrated" searches α in [alpha_min, alpha_max] matching the
+/// forget loss to the held-out loss; repair_*: a retain fine-tune after the arithmetic.
+pub const SPEC: unlearn::MethodSpec = unlearn::MethodSpec {
+    kind: Msa::NAME,
+    params: &[
+        "alpha",
+        "beta",
+        "checkpoint",
+        "variant",
+        "alpha_scaling",
+        "sparsity",
+        "ensemble",
+        "allow_unclean",
+        "retain_size",
+        "alpha_min",
+        "alpha_max",
+        "calibrate_iters",
+        "calibrate_grid",
+        "calibrate_tol",
+        "repair_steps",
+        "repair_lr",
+    ],
+    build: |p| Ok(Box::new(Msa::from_params(p)?)),
+    retain_batch: false,
+    frozen_reference: false,
+};
+
 impl Unlearner for Msa {
     fn name(&self) -> &str {
         Self::NAME

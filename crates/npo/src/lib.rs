@@ -167,6 +167,15 @@ impl Npo {
     }
 }
 
+/// The registry entry of NPO (`methods::SPECS`).
+pub const NPO_SPEC: unlearn::MethodSpec = unlearn::MethodSpec {
+    kind: Npo::NAME,
+    params: &["beta", "lambda"],
+    build: |p| Ok(Box::new(Npo::from_params(p)?)),
+    retain_batch: true,
+    frozen_reference: true,
+};
+
 impl Unlearner for Npo {
     fn name(&self) -> &str {
         Self::NAME
@@ -225,6 +234,15 @@ impl SimNpo {
         Ok(SimNpo { params: p })
     }
 }
+
+/// The registry entry of SimNPO (`methods::SPECS`).
+pub const SIMNPO_SPEC: unlearn::MethodSpec = unlearn::MethodSpec {
+    kind: SimNpo::NAME,
+    params: &["beta", "gamma", "lambda"],
+    build: |p| Ok(Box::new(SimNpo::from_params(p)?)),
+    retain_batch: true,
+    frozen_reference: false,
+};
 
 impl Unlearner for SimNpo {
     fn name(&self) -> &str {

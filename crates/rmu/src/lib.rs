@@ -210,6 +210,16 @@ impl Rmu {
     }
 }
 
+/// The registry entry (`methods::SPECS`): steer block `layer`'s output on forget text to
+/// steering_coeff·u, keep retain activations (weight alpha).
+pub const SPEC: unlearn::MethodSpec = unlearn::MethodSpec {
+    kind: Rmu::NAME,
+    params: &["layer", "depth", "update_layers", "params", "steering_coeff", "alpha"],
+    build: |p| Ok(Box::new(Rmu::from_params(p)?)),
+    retain_batch: true,
+    frozen_reference: true,
+};
+
 impl Unlearner for Rmu {
     fn name(&self) -> &str {
         Self::NAME

@@ -22,13 +22,11 @@ pub struct PlanRow {
     pub plan: MemoryPlan,
 }
 
-/// Method kinds whose step runs a second batch (the retain set) through the model.
-const TWO_BATCH_KINDS: &[&str] = &["gradient_difference", "npo", "simnpo", "rmu"];
-/// Method kinds that hold a frozen copy of θ_D beside the trained one.
-const REFERENCE_KINDS: &[&str] = &["npo", "rmu", "gradient_difference"];
-/// Method kinds that train with `lm` in this process.
-const TRAINING_KINDS: &[&str] =
-    &["msa", "task_negation", "gradient_ascent", "gradient_difference", "npo", "simnpo", "rmu"];
+/// The registry's spec of a built-in method kind (`None`: an external method, which trains in
+/// its own process).
+fn spec_of(kind: &str) -> Option<&'static unlearn::MethodSpec> {
+    methods::SPECS.iter().find(|s| s.kind == kind)
+}
 
 /// The model's config, when it can be read without work (`None`: a hub model not yet in the
 /// cache, or a `--smoke` stand-in).
@@ -70,9 +68,9 @@ pub fn plan(sweep: &Sweep, opts: &ExecOptions) -> Result<Vec<PlanRow>> {
             continue;
         };
         for (name, spec) in &sweep.methods {
-            if !TRAINING_KINDS.contains(&spec.kind.as_str()) {
+            let Some(method) = spec_of(&spec.kind) else {
                 continue;
-            }
+            };
             // the largest batch of the method's grid
             let mut params = spec.fixed.clone();
             if let Some(values) = spec.grid.get("batch_size") {
@@ -82,7 +80,7 @@ pub fn plan(sweep: &Sweep, opts: &ExecOptions) -> Result<Vec<PlanRow>> {
             }
             let tc = crate::exec::cell_train_config(sweep, &m.name, &params, 0)?;
             let seq_len = (sweep.train.max_seq_len as usize).min(cfg.max_position_embeddings);
-            let two = TWO_BATCH_KINDS.contains(&spec.kind.as_str());
+            let two = method.retain_batch;
             let shape = StepShape {
                 batch_size: tc.batch_size * if two { 2 } else { 1 },
                 seq_len,
@@ -91,7 +89,7 @@ pub fn plan(sweep: &Sweep, opts: &ExecOptions) -> Result<Vec<PlanRow>> {
                 precision: tc.precision,
                 activation_checkpointing: tc.activation_checkpointing,
                 fused,
-                reference_model: REFERENCE_KINDS.contains(&spec.kind.as_str()),
+                reference_model: method.frozen_reference,
                 lora: match &tc.lora {
                     None => None,
                     Some(l) => Some(

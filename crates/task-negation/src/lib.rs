@@ -50,6 +50,15 @@ impl TaskNegation {
     }
 }
 
+/// The registry entry (`methods::SPECS`): θ = θ_D − α·(θ_ft − θ_D).
+pub const SPEC: unlearn::MethodSpec = unlearn::MethodSpec {
+    kind: TaskNegation::NAME,
+    params: &["alpha"],
+    build: |p| Ok(Box::new(TaskNegation::from_params(p)?)),
+    retain_batch: false,
+    frozen_reference: false,
+};
+
 impl Unlearner for TaskNegation {
     fn name(&self) -> &str {
         Self::NAME

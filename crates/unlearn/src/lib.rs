@@ -83,6 +83,24 @@ pub trait Unlearner {
     fn run(&self, ctx: &Context) -> Result<RunReport>;
 }
 
+/// A method as the registry knows it: each method crate exports one (next to its parameter
+/// struct) and `methods::SPECS` lists them; the runner's config checks and the builder read
+/// nothing else.
+#[derive(Clone, Copy)]
+pub struct MethodSpec {
+    /// The `kind` a config names (also [`Unlearner::name`] of what `build` returns).
+    pub kind: &'static str,
+    /// Hyperparameters besides `lr` and `epochs` (every method's training budget, passed from
+    /// `[train]` or the method's own table): exactly the fields its parameter struct accepts.
+    pub params: &'static [&'static str],
+    /// Builds the method from its parameter table (unknown fields are errors).
+    pub build: fn(&toml::Table) -> Result<Box<dyn Unlearner>>,
+    /// For the runner's memory plan: a training step also runs a retain batch.
+    pub retain_batch: bool,
+    /// For the runner's memory plan: it holds a frozen copy of θ_D beside the trained model.
+    pub frozen_reference: bool,
+}
+
 /// Parses a method's parameter table into its `deny_unknown_fields` struct; errors name the
 /// method (and, from serde, the field).
 pub fn parse_params<T: DeserializeOwned>(method: &str, params: &toml::Table) -> Result<T> {
