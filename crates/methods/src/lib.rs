@@ -49,9 +49,14 @@ pub const KINDS: &[&str] = &KIND_ARRAY;
 /// [`SPECS`].
 pub const PARAMS: &[(&str, &[&str])] = &PARAM_ARRAY;
 
+/// The spec of method `kind` (`None`: not a built-in method, e.g. an external one).
+pub fn spec(kind: &str) -> Option<&'static MethodSpec> {
+    SPECS.iter().find(|s| s.kind == kind)
+}
+
 /// Builds the method `kind` from its parameter table (unknown fields are errors).
 pub fn build(kind: &str, params: &toml::Table) -> Result<Box<dyn Unlearner>> {
-    match SPECS.iter().find(|s| s.kind == kind) {
+    match spec(kind) {
         Some(spec) => (spec.build)(params),
         None => bail!("{}", unknown_kind(kind)),
     }

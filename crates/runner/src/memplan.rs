@@ -22,12 +22,6 @@ pub struct PlanRow {
     pub plan: MemoryPlan,
 }
 
-/// The registry's spec of a built-in method kind (`None`: an external method, which trains in
-/// its own process).
-fn spec_of(kind: &str) -> Option<&'static unlearn::MethodSpec> {
-    methods::SPECS.iter().find(|s| s.kind == kind)
-}
-
 /// The model's config, when it can be read without work (`None`: a hub model not yet in the
 /// cache, or a `--smoke` stand-in).
 fn model_config(sweep: &Sweep, m: &crate::config::ModelSpec, opts: &ExecOptions) -> Result<Option<lm::LmConfig>> {
@@ -68,7 +62,8 @@ pub fn plan(sweep: &Sweep, opts: &ExecOptions) -> Result<Vec<PlanRow>> {
             continue;
         };
         for (name, spec) in &sweep.methods {
-            let Some(method) = spec_of(&spec.kind) else {
+            // an external method trains in its own process: nothing to plan here
+            let Some(method) = methods::spec(&spec.kind) else {
                 continue;
             };
             // the largest batch of the method's grid
