@@ -10,6 +10,12 @@
 //!   every retain batch (`retain_loss = "kl"`).
 //!
 //! Both go through [`unlearn::train_gradient_method`]; this crate only defines the losses.
+//! Learning rate and epochs are the trainer's ([`unlearn::Context::train`], set by the runner
+//! from `[train]` and the method table's overrides), not the methods' own parameters. The
+//! testbed's chosen values were selected on the validation world, never on test metrics
+//! (configs/study-validation.toml, 12 trials per method; rule and every setting's numbers in
+//! reports/validation/selection.md) and are written into configs/tiny.toml and
+//! configs/study.toml.
 
 use anyhow::{bail, Result};
 use candle_core::{Tensor, D};
@@ -17,17 +23,7 @@ use lm::model::log_softmax_last;
 use lm::train::{masked_nll, Batch, Objective, Step};
 use lm::CausalLm;
 use serde::Deserialize;
-use unlearn::{check_coefficient, check_positive, parse_params, Context, RunReport, Unlearner};
-
-/// Fallback learning rate and epochs when neither the method's table nor `[train]` sets them.
-///
-/// The testbed's chosen values were selected on the validation world, never on test metrics
-/// (configs/study-validation.toml, 12 trials per method; rule and every setting's numbers in
-/// reports/validation/selection.md) and are written into configs/tiny.toml and configs/study.toml:
-/// gradient ascent lr 3e-4 for 1 epoch (every stronger setting cost more than 10 % of model
-/// utility); gradient difference lr 1e-4, 2 epochs, λ = 1, NLL retain term.
-pub const DEFAULT_LR: f64 = 1e-4;
-pub const DEFAULT_EPOCHS: usize = 5;
+use unlearn::{check_coefficient, parse_params, Context, RunReport, Unlearner};
 
 /// L = −NLL on the forget batch.
 pub struct AscentLoss;
@@ -79,12 +75,6 @@ pub fn kl_to_reference(model: &CausalLm, reference: &CausalLm, batch: &Batch) ->
     Ok(((kl * &batch.mask)?.sum_all()? / total as f64)?)
 }
 
-fn default_lr() -> f64 {
-    DEFAULT_LR
-}
-fn default_epochs() -> usize {
-    DEFAULT_EPOCHS
-}
 fn default_lambda() -> f64 {
     1.0
 }
@@ -92,12 +82,7 @@ fn default_lambda() -> f64 {
 /// Parameters of `gradient_ascent`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AscentParams {
-    #[serde(default = "default_lr")]
-    pub lr: f64,
-    #[serde(default = "default_epochs")]
-    pub epochs: usize,
-}
+pub struct AscentParams {}
 
 pub struct GradientAscent {
     pub params: AscentParams,
@@ -108,7 +93,6 @@ impl GradientAscent {
 
     pub fn from_params(params: &toml::Table) -> Result<GradientAscent> {
         let p: AscentParams = parse_params(Self::NAME, params)?;
-        check_positive(Self::NAME, "lr", p.lr)?;
         Ok(GradientAscent { params: p })
     }
 }
@@ -128,8 +112,7 @@ impl Unlearner for GradientAscent {
     }
 
     fn run(&self, ctx: &Context) -> Result<RunReport> {
-        let cfg = unlearn::override_train(&ctx.train, Some(self.params.lr), Some(self.params.epochs));
-        unlearn::train_gradient_method(Self::NAME, ctx, &AscentLoss, false, &cfg)
+        unlearn::train_gradient_method(Self::NAME, ctx, &AscentLoss, false, &ctx.train)
     }
 }
 
@@ -145,10 +128,6 @@ pub enum RetainLossKind {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DifferenceParams {
-    #[serde(default = "default_lr")]
-    pub lr: f64,
-    #[serde(default = "default_epochs")]
-    pub epochs: usize,
     /// λ, the weight of the retain term (open-unlearning's GradDiff `alpha`, default 1).
     #[serde(default = "default_lambda")]
     pub lambda: f64,
@@ -169,7 +148,6 @@ impl GradientDifference {
 
     pub fn from_params(params: &toml::Table) -> Result<GradientDifference> {
         let p: DifferenceParams = parse_params(Self::NAME, params)?;
-        check_positive(Self::NAME, "lr", p.lr)?;
         check_coefficient(Self::NAME, "lambda", p.lambda)?;
         Ok(GradientDifference { params: p })
     }
@@ -190,12 +168,11 @@ impl Unlearner for GradientDifference {
     }
 
     fn run(&self, ctx: &Context) -> Result<RunReport> {
-        let cfg = unlearn::override_train(&ctx.train, Some(self.params.lr), Some(self.params.epochs));
         let retain = match self.params.retain_loss {
             RetainLossKind::Nll => RetainTerm::Nll,
             RetainLossKind::Kl => RetainTerm::Kl(Box::new(CausalLm::load(ctx.final_model, ctx.device, false)?)),
         };
         let objective = DifferenceLoss { lambda: self.params.lambda, retain };
-        unlearn::train_gradient_method(Self::NAME, ctx, &objective, true, &cfg)
+        unlearn::train_gradient_method(Self::NAME, ctx, &objective, true, &ctx.train)
     }
 }

@@ -45,8 +45,8 @@ const PARAM_ARRAY: [(&str, &[&str]); N] = {
 /// Every known method name, in the order of [`SPECS`].
 pub const KINDS: &[&str] = &KIND_ARRAY;
 
-/// Hyperparameters each method kind accepts besides `lr` and `epochs`, in the order of
-/// [`SPECS`].
+/// Each method kind's own hyperparameters (the training budget, `lr`, `epochs`, …, is the
+/// trainer's, `unlearn::Context::train`, never a method's), in the order of [`SPECS`].
 pub const PARAMS: &[(&str, &[&str])] = &PARAM_ARRAY;
 
 /// The spec of method `kind` (`None`: not a built-in method, e.g. an external one).

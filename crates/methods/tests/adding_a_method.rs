@@ -47,17 +47,20 @@ fn table(text: &str) -> toml::Table {
 fn the_new_method_builds_from_the_registry_and_checks_its_fields() {
     let reg = registry();
     let spec = reg.iter().find(|s| s.kind == "wga").expect("wga in the registry");
-    let m = (spec.build)(&table("gamma = 0.5\nlr = 1e-4")).unwrap();
+    let m = (spec.build)(&table("gamma = 0.5")).unwrap();
     assert_eq!(m.name(), "wga");
     // a bad coefficient names the method and the field
     let e = format!("{:#}", (spec.build)(&table("gamma = -1.0")).err().expect("refused"));
     assert!(e.contains("wga") && e.contains("gamma"), "{e}");
-    // an unknown field is refused, and serde's list of accepted fields is SPEC.params + lr, epochs
+    // an unknown field is refused, and serde's list of accepted fields is SPEC.params
     let e = format!("{:#}", (spec.build)(&table("gama = 1.0")).err().expect("refused"));
     let at = e.find("expected").expect("serde lists the fields");
     let accepted: BTreeSet<&str> = e[at..].split('`').skip(1).step_by(2).collect();
-    let declared: BTreeSet<&str> = spec.params.iter().copied().chain(["lr", "epochs"]).collect();
+    let declared: BTreeSet<&str> = spec.params.iter().copied().collect();
     assert_eq!(accepted, declared);
+    // the training budget is the trainer's, not the method's: lr in its table is refused
+    let e = format!("{:#}", (spec.build)(&table("gamma = 0.5\nlr = 1e-4")).err().expect("refused"));
+    assert!(e.contains("unknown field `lr`"), "{e}");
     // and the built-in methods are unchanged by the addition
     assert_eq!(reg.len(), methods::SPECS.len() + 1);
     assert!(reg.iter().zip(methods::KINDS).all(|(s, k)| s.kind == *k));

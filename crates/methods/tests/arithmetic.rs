@@ -8,7 +8,7 @@ use lm::config::Arch;
 use lm::testing::{tiny_config, write_tiny_checkpoint};
 use msa::{select_base, BasePoint};
 use std::path::PathBuf;
-use unlearn::CheckpointInfo;
+use unlearn::{CheckpointInfo, Context};
 
 fn table(s: &str) -> toml::Table {
     s.parse().unwrap()
@@ -35,8 +35,9 @@ fn run(s: &Setup, kind: &str, params: &str, out: &str, cache: &str) -> anyhow::R
     let (forget, retain) = (facts(0..2), facts(2..8));
     let out = s.dir.path().join(out);
     let cache = s.dir.path().join(cache);
-    let c = ctx(&s.theta_d, &s.ledger, &forget, &retain, &cache, &out);
-    methods::build(kind, &table(params))?.run(&c)
+    let (method, train) = build(kind, params)?;
+    let c = Context { train, ..ctx(&s.theta_d, &s.ledger, &forget, &retain, &cache, &out) };
+    method.run(&c)
 }
 
 #[test]
@@ -198,7 +199,6 @@ fn bad_coefficients_name_the_method_and_field() {
         ("gradient_difference", "lambda = nan", "lambda"),
         ("npo", "beta = 0.0", "beta"),
         ("simnpo", "gamma = -1.0", "gamma"),
-        ("msa", "lr = -1e-3", "lr"),
         ("rmu", "alpha = -1.0", "alpha"),
         ("rmu", "steering_coeff = 0.0", "steering_coeff"),
         ("rmu", "update_layers = 0", "update_layers"),

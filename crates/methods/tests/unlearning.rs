@@ -4,6 +4,7 @@
 
 mod common;
 use common::*;
+use unlearn::Context;
 
 fn table(s: &str) -> toml::Table {
     s.parse().unwrap()
@@ -34,10 +35,10 @@ fn gradient_methods_forget_and_gradient_difference_keeps_retain() {
     let ledger = [unlearn::CheckpointInfo { step: 0, path: dir.path().join("init"), clean: true }];
     let mut ga_retain = f64::NAN;
     for (i, (kind, params)) in cases.iter().enumerate() {
-        let m = methods::build(kind, &table(params)).unwrap();
+        let (m, train) = build(kind, params).unwrap();
         let out = dir.path().join(format!("out{i}"));
         let cache = dir.path().join("cache");
-        let c = ctx(&theta_d, &ledger, &forget, &retain, &cache, &out);
+        let c = Context { train, ..ctx(&theta_d, &ledger, &forget, &retain, &cache, &out) };
         let t = std::time::Instant::now();
         let rep = m.run(&c).unwrap();
         let (f, r) = (mean_nll(&out, &forget), mean_nll(&out, &retain));
@@ -79,17 +80,15 @@ fn rmu_misdirects_forget_activations_and_trains_only_its_layers() {
     let dir = tempfile::tempdir().unwrap();
     let theta_d = trained_world(dir.path());
     let (forget, retain) = (facts(0..2), facts(2..8));
-    let m = methods::build(
-        "rmu",
-        &table("lr = 1e-2\nepochs = 60\nlayer = 1\nupdate_layers = 2\nsteering_coeff = 5.0\nalpha = 10.0"),
-    )
-    .unwrap();
+    let (m, train) =
+        build("rmu", "lr = 1e-2\nepochs = 60\nlayer = 1\nupdate_layers = 2\nsteering_coeff = 5.0\nalpha = 10.0")
+            .unwrap();
     let out = dir.path().join("out_rmu");
     let cache = dir.path().join("cache");
-    let rep = m.run(&ctx(&theta_d, &[], &forget, &retain, &cache, &out)).unwrap();
+    let rep = m.run(&Context { train: train.clone(), ..ctx(&theta_d, &[], &forget, &retain, &cache, &out) }).unwrap();
     // same config and seed: the same model, bit for bit
     let again = dir.path().join("out_rmu_again");
-    m.run(&ctx(&theta_d, &[], &forget, &retain, &cache, &again)).unwrap();
+    m.run(&Context { train, ..ctx(&theta_d, &[], &forget, &retain, &cache, &again) }).unwrap();
     assert_same_bits(&out, &again);
     let trained = ["model.layers.0.mlp.down_proj.weight", "model.layers.1.mlp.down_proj.weight"];
     assert_eq!(rep.notes["trained"], serde_json::json!(trained));
@@ -147,8 +146,9 @@ fn a_diverging_run_names_the_method_and_step_and_leaves_nothing() {
         let params = params.replace("THETA", &theta_d.to_string_lossy());
         let out = dir.path().join(format!("out_{kind}"));
         let cache = dir.path().join("cache");
-        let c = ctx(&theta_d, &[], &forget, &retain, &cache, &out);
-        let e = format!("{:#}", methods::build(kind, &table(&params)).unwrap().run(&c).unwrap_err());
+        let (m, train) = build(kind, &params).unwrap();
+        let c = Context { train, ..ctx(&theta_d, &[], &forget, &retain, &cache, &out) };
+        let e = format!("{:#}", m.run(&c).unwrap_err());
         eprintln!("{kind}: {e}");
         assert!(e.contains(&format!("method {kind}")) && e.contains("non-finite") && e.contains("step"), "{kind}: {e}");
         assert!(!out.exists(), "{kind} left {}", out.display());

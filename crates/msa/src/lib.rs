@@ -14,8 +14,12 @@
 //! The fine-tuned θ_1 / θ_2 are cached under `ctx.cache`, keyed by a hash of (θ_0 path,
 //! training examples, trainer configuration, seed), so a grid over α and β costs one
 //! fine-tune per vector plus one arithmetic pass per point. The fine-tune follows the paper's
-//! recipe (AdamW, weight decay 0.01, one warm-up epoch, linear decay) with defaults for the
-//! testbed's small model (lr 1e-3, 5 epochs), to be tuned on a validation split.
+//! recipe (AdamW, weight decay 0.01, one warm-up epoch, linear decay) at the trainer's learning
+//! rate and epochs ([`unlearn::Context::train`]: the runner's `[train]` with the method table's
+//! overrides; [`FineTune::of`]). The testbed's values were selected on the validation world,
+//! never on test metrics (configs/study-validation.toml, 12 trials per method; rule and every
+//! setting's numbers in reports/validation/selection.md) and are written into
+//! configs/tiny.toml and configs/study.toml.
 //!
 //! A θ_0 the ledger marks as having seen forget data is refused unless `allow_unclean = true`,
 //! which labels the run `notes["ablation"] = "unclean-checkpoint"`. Task negation (Ilharco et
@@ -45,17 +49,6 @@ pub mod calibrate;
 pub mod variants;
 pub use calibrate::{bisect, Alpha, Calibration, Outcome};
 pub use variants::{AlphaScaling, Member, Shaping, Variant};
-
-/// Fallback learning rate and epochs when neither the method's table nor `[train]` sets them.
-///
-/// The testbed's chosen values were selected on the validation world, never on test metrics
-/// (configs/study-validation.toml, 12 trials per method; rule and every setting's numbers in
-/// reports/validation/selection.md) and are written into configs/tiny.toml and configs/study.toml:
-/// MSA from the latest clean checkpoint with lr 1e-3, 5 epochs, α = 0.5, β = 0.5 (only 2 of the
-/// 12 α/β points kept 90 % of θ_D's model utility: τ_f from a half-trained θ_0 carries general
-/// skill as well as the forget facts).
-pub const DEFAULT_LR: f64 = 1e-3;
-pub const DEFAULT_EPOCHS: usize = 5;
 
 /// Which checkpoint is θ_0.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -194,6 +187,11 @@ pub struct FineTune {
 }
 
 impl FineTune {
+    /// The trainer's learning rate and epochs (what the runner resolved for the cell).
+    pub fn of(train: &TrainConfig) -> FineTune {
+        FineTune { lr: train.lr, epochs: train.epochs }
+    }
+
     /// `base` with the paper's recipe: this lr and epochs, one warm-up epoch, linear decay.
     pub fn train_config(&self, base: &TrainConfig, n_examples: usize, seed: u64) -> TrainConfig {
         let mut cfg = base.clone();
@@ -504,12 +502,6 @@ fn default_repair_lr() -> f64 {
 fn default_checkpoint() -> String {
     "latest-clean".into()
 }
-fn default_lr() -> f64 {
-    DEFAULT_LR
-}
-fn default_epochs() -> usize {
-    DEFAULT_EPOCHS
-}
 fn default_variant() -> String {
     "plain".into()
 }
@@ -554,10 +546,6 @@ pub struct MsaParams {
     /// "latest-clean", "step:N", "distance:k" or "path:/folder".
     #[serde(default = "default_checkpoint")]
     pub checkpoint: String,
-    #[serde(default = "default_lr")]
-    pub lr: f64,
-    #[serde(default = "default_epochs")]
-    pub epochs: usize,
     /// Accept a θ_0 the ledger marks as having seen forget data (an ablation).
     #[serde(default)]
     pub allow_unclean: bool,
@@ -657,7 +645,6 @@ impl Msa {
             }
         }
         check_coefficient(name, "beta", p.beta)?;
-        check_positive(name, "lr", p.lr)?;
         check_positive(name, "repair_lr", p.repair_lr)?;
         if params.contains_key("repair_lr") && p.repair_steps == 0 {
             bail!("method {name}: parameter repair_lr is given but repair_steps is 0 (set repair_steps = N to repair)");
@@ -760,7 +747,7 @@ impl Unlearner for Msa {
             chosen.push(base);
         }
         let unclean = chosen.iter().any(|b| b.ledger.as_ref().is_some_and(|c| !c.clean));
-        let ft = FineTune { lr: self.params.lr, epochs: self.params.epochs };
+        let ft = FineTune::of(&ctx.train);
         let paths: Vec<PathBuf> = chosen.iter().map(|b| b.path.clone()).collect();
         let mut report = self.arithmetic_calibrated_repaired(ctx, &paths, &ft)?;
         if ensemble {

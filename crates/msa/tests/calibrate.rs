@@ -144,13 +144,15 @@ fn run(w: &World, params: &str, out: &str, cache: &str) -> anyhow::Result<RunRep
 
 fn run_on(w: &World, held_out: &[Example], params: &str, out: &str, cache: &str) -> anyhow::Result<RunReport> {
     let (out, cache) = (w.dir.path().join(out), w.dir.path().join(cache));
+    // lr / epochs in the table are the trainer's, as the runner resolves them for a cell
+    let (own, train) = unlearn::split_train_overrides(&params.parse()?, &train())?;
     let ctx = Context {
         final_model: &w.theta_d,
         checkpoints: &w.ledger,
         forget: &w.forget,
         retain: &w.retain,
         held_out,
-        train: train(),
+        train,
         seed: 7,
         cache: &cache,
         out: &out,
@@ -158,7 +160,7 @@ fn run_on(w: &World, held_out: &[Example], params: &str, out: &str, cache: &str)
         pad: 0,
         progress: None,
     };
-    Msa::from_params(&params.parse::<toml::Table>().unwrap())?.run(&ctx)
+    Msa::from_params(&own)?.run(&ctx)
 }
 
 fn weights(dir: &Path) -> Vec<u8> {

@@ -61,7 +61,7 @@ fn msa_with_lora_task_vectors_matches_the_dense_formula_in_float64() {
         forget: &forget,
         retain: &retain,
         held_out: &held_out,
-        train: train(),
+        train: TrainConfig { lr: 0.05, epochs: 3, ..train() }, // the fine-tunes' recipe below
         seed: 7,
         cache: &cache,
         out: &out,
@@ -70,7 +70,7 @@ fn msa_with_lora_task_vectors_matches_the_dense_formula_in_float64() {
         progress: None,
     };
     let (alpha, beta) = (1.5, 1.0);
-    let params = format!("alpha = {alpha}\nbeta = {beta}\nlr = 0.05\nepochs = 3\ncheckpoint = \"latest-clean\"");
+    let params = format!("alpha = {alpha}\nbeta = {beta}\ncheckpoint = \"latest-clean\"");
     let report = Msa::from_params(&params.parse::<toml::Table>().unwrap()).unwrap().run(&ctx).unwrap();
     // the fine-tunes are cached as adapters, and combined as low-rank terms
     let ft = FineTune { lr: 0.05, epochs: 3 };

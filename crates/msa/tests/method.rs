@@ -68,7 +68,9 @@ fn build(params: &str) -> anyhow::Result<Msa> {
 
 fn run_with(s: &Setup, train: TrainConfig, params: &str, out: &str, cache: &str) -> anyhow::Result<RunReport> {
     let (out, cache) = (s.dir.path().join(out), s.dir.path().join(cache));
-    build(params)?.run(&ctx(s, train, &cache, &out))
+    // lr / epochs in the table are the trainer's, as the runner resolves them for a cell
+    let (own, train) = unlearn::split_train_overrides(&params.parse()?, &train)?;
+    Msa::from_params(&own)?.run(&ctx(s, train, &cache, &out))
 }
 
 fn run(s: &Setup, params: &str, out: &str, cache: &str) -> anyhow::Result<RunReport> {
@@ -94,7 +96,7 @@ fn default_params_write_the_old_formula_bit_for_bit() {
     // The formula before issue 19, rebuilt from the public pieces: θ_0 = latest clean
     // checkpoint, θ_1/θ_2 its cached fine-tunes, one combine over these four terms.
     let theta0 = &s.ledger[1].path;
-    let ft = FineTune { lr: msa::DEFAULT_LR, epochs: 1 };
+    let ft = FineTune { lr: train().lr, epochs: 1 };
     let cache = s.dir.path().join("cache");
     let theta1 = cache_dir(&cache, "forget", theta0, &s.forget, &ft.train_config(&train(), s.forget.len(), 7)).unwrap();
     let sample = retain_sample(&s.retain, s.forget.len(), 7);
@@ -158,7 +160,7 @@ fn an_ensemble_caches_each_base_and_reruns_identically() {
         })
         .collect();
     let direct = s.dir.path().join("direct");
-    let b = build(params).unwrap();
+    let b = build(&params.replace("epochs = 1\n", "")).unwrap();
     msa::variants::apply(&s.theta_d, &members, 0.8, 0.5, &b.shaping, &direct).unwrap();
     assert_eq!(weights(&a.out), weights(&direct));
     assert!(a.notes["shaping"]["projection_removed"].as_f64().unwrap() > 0.0);

@@ -17,6 +17,12 @@
 //!
 //! log σ is computed stably from differentiable ops: log σ(x) = −(relu(−x) + log(1 + exp(−|x|))).
 //! The expectation is the mean over the rows of a batch that have target tokens.
+//!
+//! Learning rate and epochs are the trainer's ([`unlearn::Context::train`], set by the runner
+//! from `[train]` and the method table's overrides). The testbed's chosen values were selected
+//! on the validation world, never on test metrics (configs/study-validation.toml, 12 trials per
+//! method; rule and every setting's numbers in reports/validation/selection.md) and are written
+//! into configs/tiny.toml and configs/study.toml.
 
 use anyhow::{bail, Context as _, Result};
 use candle_core::{DType, Tensor};
@@ -24,15 +30,6 @@ use lm::train::{collate, masked_nll, sequence_logprobs, Example, Objective, Step
 use lm::CausalLm;
 use serde::Deserialize;
 use unlearn::{check_coefficient, check_positive, parse_params, Context, RunReport, Unlearner};
-
-/// Fallback learning rate and epochs when neither the method's table nor `[train]` sets them.
-///
-/// The testbed's chosen values were selected on the validation world, never on test metrics
-/// (configs/study-validation.toml, 12 trials per method; rule and every setting's numbers in
-/// reports/validation/selection.md) and are written into configs/tiny.toml and configs/study.toml:
-/// NPO β = 0.5, lr 1e-3, 5 epochs, λ = 1; SimNPO β = 2.5, γ = 0, lr 1e-3, 5 epochs, λ = 1.
-pub const DEFAULT_LR: f64 = 1e-4;
-pub const DEFAULT_EPOCHS: usize = 5;
 
 /// log σ(x), elementwise, without overflow: −(relu(−x) + log(1 + exp(−|x|))).
 pub fn log_sigmoid(x: &Tensor) -> Result<Tensor> {
@@ -122,12 +119,6 @@ impl Objective for SimNpoLoss {
     }
 }
 
-fn default_lr() -> f64 {
-    DEFAULT_LR
-}
-fn default_epochs() -> usize {
-    DEFAULT_EPOCHS
-}
 fn default_npo_beta() -> f64 {
     0.1
 }
@@ -139,10 +130,6 @@ fn default_simnpo_beta() -> f64 {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NpoParams {
-    #[serde(default = "default_lr")]
-    pub lr: f64,
-    #[serde(default = "default_epochs")]
-    pub epochs: usize,
     #[serde(default = "default_npo_beta")]
     pub beta: f64,
     /// Weight of the retain NLL term (0: plain NPO).
@@ -159,7 +146,6 @@ impl Npo {
 
     pub fn from_params(params: &toml::Table) -> Result<Npo> {
         let p: NpoParams = parse_params(Self::NAME, params)?;
-        check_positive(Self::NAME, "lr", p.lr)?;
         check_positive(Self::NAME, "beta", p.beta)?;
         check_coefficient(Self::NAME, "beta", p.beta)?;
         check_coefficient(Self::NAME, "lambda", p.lambda)?;
@@ -182,7 +168,7 @@ impl Unlearner for Npo {
     }
 
     fn run(&self, ctx: &Context) -> Result<RunReport> {
-        let cfg = unlearn::override_train(&ctx.train, Some(self.params.lr), Some(self.params.epochs));
+        let cfg = &ctx.train;
         unlearn::clear_out(ctx.out)?;
         unlearn::check_has_targets(Self::NAME, "forget", ctx.forget)?;
         let t0 = std::time::Instant::now();
@@ -193,7 +179,7 @@ impl Unlearner for Npo {
         .with_context(|| format!("method {}: reference log-probabilities of θ_D", Self::NAME))?;
         let ref_s = t0.elapsed().as_secs_f64();
         let objective = NpoLoss { beta: self.params.beta, lambda: self.params.lambda, reference };
-        let mut report = unlearn::train_gradient_method(Self::NAME, ctx, &objective, self.params.lambda > 0.0, &cfg)?;
+        let mut report = unlearn::train_gradient_method(Self::NAME, ctx, &objective, self.params.lambda > 0.0, cfg)?;
         report.timings.insert("reference_logprobs".into(), ref_s);
         Ok(report)
     }
@@ -203,10 +189,6 @@ impl Unlearner for Npo {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SimNpoParams {
-    #[serde(default = "default_lr")]
-    pub lr: f64,
-    #[serde(default = "default_epochs")]
-    pub epochs: usize,
     #[serde(default = "default_simnpo_beta")]
     pub beta: f64,
     /// The reward margin γ.
@@ -226,7 +208,6 @@ impl SimNpo {
 
     pub fn from_params(params: &toml::Table) -> Result<SimNpo> {
         let p: SimNpoParams = parse_params(Self::NAME, params)?;
-        check_positive(Self::NAME, "lr", p.lr)?;
         check_positive(Self::NAME, "beta", p.beta)?;
         check_coefficient(Self::NAME, "beta", p.beta)?;
         check_coefficient(Self::NAME, "gamma", p.gamma)?;
@@ -250,9 +231,9 @@ impl Unlearner for SimNpo {
     }
 
     fn run(&self, ctx: &Context) -> Result<RunReport> {
-        let cfg = unlearn::override_train(&ctx.train, Some(self.params.lr), Some(self.params.epochs));
+        let cfg = &ctx.train;
         let p = &self.params;
         let objective = SimNpoLoss { beta: p.beta, gamma: p.gamma, lambda: p.lambda };
-        unlearn::train_gradient_method(Self::NAME, ctx, &objective, p.lambda > 0.0, &cfg)
+        unlearn::train_gradient_method(Self::NAME, ctx, &objective, p.lambda > 0.0, cfg)
     }
 }

@@ -26,7 +26,7 @@
 //!
 //! The reference implementation's hyperparameters for Zephyr-7B (hidden 4096) are c = 6.5,
 //! α = 1200, lr 5e-5 (AdamW); c is relative to the scale of the model's activations, so
-//! small models need their own values (see [`DEFAULT_LR`]). Training goes through the shared
+//! small models need their own values (see [`DEFAULT_STEERING_COEFF`]). Training goes through the shared
 //! loop ([`unlearn::train_gradient_method_on`]) with the forget batches as the primary data
 //! and a retain batch with each, so the sweep's warm-up, decay and gradient clipping apply
 //! (the reference implementation steps AdamW at a constant rate).
@@ -39,15 +39,14 @@ use rand::{Rng, SeedableRng};
 use serde::Deserialize;
 use unlearn::{check_coefficient_up_to, check_positive, parse_params, Context, RunReport, Unlearner};
 
-/// Defaults: the values chosen for the testbed model on the validation world, never on test
-/// metrics (configs/study-validation.toml's `[methods.rmu]` grid, 12 trials, rule and every
-/// setting's numbers in reports/validation/selection.md), written into configs/tiny.toml and
-/// configs/study.toml: lr 1e-2, 5 epochs, c = 5, α = 10. For other models start from the reference values above.
-pub const DEFAULT_LR: f64 = 3e-3;
-pub const DEFAULT_EPOCHS: usize = 5;
-/// c for the testbed model (see [`DEFAULT_LR`]).
+/// Default c when a method table gives none: a value of the testbed model's activation scale.
+/// The values chosen for the testbed on the validation world, never on test metrics
+/// (configs/study-validation.toml's `[methods.rmu]` grid, 12 trials, rule and every setting's
+/// numbers in reports/validation/selection.md), are written into configs/tiny.toml and
+/// configs/study.toml (lr and epochs are the trainer's, [`unlearn::Context::train`]). For other
+/// models start from the reference values above.
 pub const DEFAULT_STEERING_COEFF: f64 = 20.0;
-/// α for the testbed model (see [`DEFAULT_LR`]).
+/// Default α when a method table gives none (see [`DEFAULT_STEERING_COEFF`]).
 pub const DEFAULT_ALPHA: f64 = 30.0;
 
 /// The largest α accepted: the retain term is a mean squared error of activations, so α
@@ -107,12 +106,6 @@ impl Objective for RmuLoss {
     }
 }
 
-fn default_lr() -> f64 {
-    DEFAULT_LR
-}
-fn default_epochs() -> usize {
-    DEFAULT_EPOCHS
-}
 fn default_alpha() -> f64 {
     DEFAULT_ALPHA
 }
@@ -130,10 +123,6 @@ fn default_params() -> Vec<String> {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RmuParams {
-    #[serde(default = "default_lr")]
-    pub lr: f64,
-    #[serde(default = "default_epochs")]
-    pub epochs: usize,
     /// ℓ, the block whose output is steered (0-based). Give either this or `depth`.
     pub layer: Option<usize>,
     /// ℓ as a fraction of the model's depth: ℓ = ⌊depth · blocks⌋, so one config fits models
@@ -164,7 +153,6 @@ impl Rmu {
 
     pub fn from_params(params: &toml::Table) -> Result<Rmu> {
         let p: RmuParams = parse_params(Self::NAME, params)?;
-        check_positive(Self::NAME, "lr", p.lr)?;
         check_positive(Self::NAME, "steering_coeff", p.steering_coeff)?;
         check_coefficient_up_to(Self::NAME, "alpha", p.alpha, MAX_ALPHA)?;
         if let Some(d) = p.depth {
@@ -226,7 +214,6 @@ impl Unlearner for Rmu {
     }
 
     fn run(&self, ctx: &Context) -> Result<RunReport> {
-        let cfg = unlearn::override_train(&ctx.train, Some(self.params.lr), Some(self.params.epochs));
         let reference = CausalLm::load(ctx.final_model, ctx.device, false)?;
         let names: Vec<&str> = reference.state().keys().map(|s| s.as_str()).collect();
         let (layer, trained) = self.plan(reference.cfg.num_hidden_layers, &names)?;
@@ -235,9 +222,10 @@ impl Unlearner for Rmu {
         let control = (Tensor::from_vec(u, h, ctx.device)? * self.params.steering_coeff)?;
         let objective = RmuLoss { layer, control, alpha: self.params.alpha, reference };
         let use_retain = self.params.alpha > 0.0;
-        let mut report = unlearn::train_gradient_method_on(Self::NAME, ctx, &objective, use_retain, &cfg, &|n| {
-            trained.iter().any(|t| t == n)
-        })?;
+        let mut report =
+            unlearn::train_gradient_method_on(Self::NAME, ctx, &objective, use_retain, &ctx.train, &|n| {
+                trained.iter().any(|t| t == n)
+            })?;
         report.notes.insert("layer".into(), layer.into());
         report.notes.insert("trained".into(), trained.clone().into());
         Ok(report)

@@ -800,11 +800,12 @@ fn run_cell(
             (result.with_context(|| format!("method {} ({})", cell.method, cell.kind))?, !opts.keep_models)
         }
         _ => {
-            // lr and epochs go to the method too (every method accepts them); the other
-            // [train] keys only to the trainer settings (`method_train_config`).
+            // The cell's parameters split in two: the method's own build the method; the
+            // [train] keys (lr, epochs, ...) only the one trainer configuration of the cell
+            // (`cell_train_config`), which the method trains with (`unlearn::Context::train`).
             let mut method_params = toml::Table::new();
             for (k, v) in &cell.params {
-                if !TRAIN_KEYS.contains(&k.as_str()) || k == "lr" || k == "epochs" {
+                if !TRAIN_KEYS.contains(&k.as_str()) {
                     method_params.insert(k.clone(), v.clone());
                 }
             }
@@ -829,9 +830,6 @@ fn run_cell(
                         .insert("checkpoint".into(), toml::Value::String(format!("path:{}", standin.display())));
                 }
             }
-            // [train] is every method's default for lr and epochs; a method table overrides it.
-            method_params.entry("lr").or_insert(toml::Value::Float(sweep.train.lr));
-            method_params.entry("epochs").or_insert(toml::Value::Integer(sweep.train.epochs as i64));
             let unlearner =
                 methods::build(&cell.kind, &method_params).with_context(|| format!("methods.{}", cell.method))?;
             let lm_train = cell_train_config(sweep, &cell.model, &cell.params, cell.seed)?;

@@ -6,21 +6,16 @@
 //! [`msa::arithmetic`] (same fine-tune recipe, cache and streaming combination) rather than
 //! repeating it. No ledger check applies: θ_D is the model being unlearned.
 //!
-//! Testbed defaults, chosen on the validation world (reports/validation/selection.md): α = 0.5,
-//! lr 1e-3, 5 epochs; no setting kept 90 % of θ_D's model utility, so the rule's 75 % floor applied.
+//! The fine-tune runs at the trainer's learning rate and epochs ([`unlearn::Context::train`]).
+//! The testbed's values were chosen on the validation world (reports/validation/selection.md)
+//! and are written into configs/tiny.toml and configs/study.toml.
 
 use anyhow::Result;
 use serde::Deserialize;
-use unlearn::{check_coefficient, check_positive, parse_params, Context, RunReport, Unlearner};
+use unlearn::{check_coefficient, parse_params, Context, RunReport, Unlearner};
 
 fn default_alpha() -> f64 {
     1.0
-}
-fn default_lr() -> f64 {
-    msa::DEFAULT_LR
-}
-fn default_epochs() -> usize {
-    msa::DEFAULT_EPOCHS
 }
 
 /// Parameters of `task_negation`.
@@ -29,10 +24,6 @@ fn default_epochs() -> usize {
 pub struct TaskNegationParams {
     #[serde(default = "default_alpha")]
     pub alpha: f64,
-    #[serde(default = "default_lr")]
-    pub lr: f64,
-    #[serde(default = "default_epochs")]
-    pub epochs: usize,
 }
 
 pub struct TaskNegation {
@@ -45,7 +36,6 @@ impl TaskNegation {
     pub fn from_params(params: &toml::Table) -> Result<TaskNegation> {
         let p: TaskNegationParams = parse_params(Self::NAME, params)?;
         check_coefficient(Self::NAME, "alpha", p.alpha)?;
-        check_positive(Self::NAME, "lr", p.lr)?;
         Ok(TaskNegation { params: p })
     }
 }
@@ -65,7 +55,7 @@ impl Unlearner for TaskNegation {
     }
 
     fn run(&self, ctx: &Context) -> Result<RunReport> {
-        let ft = msa::FineTune { lr: self.params.lr, epochs: self.params.epochs };
+        let ft = msa::FineTune::of(&ctx.train);
         msa::arithmetic(Self::NAME, ctx, ctx.final_model, self.params.alpha, 0.0, &ft, None)
     }
 }

@@ -13,6 +13,11 @@
 //!
 //! Hyperparameters come from a `toml::Table` of scalars, parsed by [`parse_params`] into a
 //! method's `deny_unknown_fields` struct; [`check_coefficient`] validates α/β-like values.
+//! The training budget (learning rate, epochs, batch size, …) is not a method's parameter: it
+//! is [`Context::train`], resolved by the caller (the runner: `[train]` with the method
+//! table's overrides, one trainer configuration per cell, recorded as run). A method table
+//! written as a config writes it (`lr`, `epochs` beside the method's own keys) is split by
+//! [`split_train_overrides`].
 
 use anyhow::{bail, Context as _, Result};
 use lm::train::{Example, Objective, TrainConfig};
@@ -49,7 +54,9 @@ pub struct Context<'a> {
     /// documents, tokenised like `forget`); a reference for stopping rules that need no oracle
     /// (MSA's calibrated α). May be empty.
     pub held_out: &'a [Example],
-    /// The sweep's trainer defaults; methods may override fields from their params.
+    /// The trainer configuration of this run, learning rate and epochs included (methods
+    /// train with it as given; MSA's fine-tunes add the paper's warm-up and decay, see
+    /// `msa::FineTune`).
     pub train: TrainConfig,
     pub seed: u64,
     /// Shared across the cells of one world and model (MSA caches fine-tuned models here).
@@ -90,8 +97,8 @@ pub trait Unlearner {
 pub struct MethodSpec {
     /// The `kind` a config names (also [`Unlearner::name`] of what `build` returns).
     pub kind: &'static str,
-    /// Hyperparameters besides `lr` and `epochs` (every method's training budget, passed from
-    /// `[train]` or the method's own table): exactly the fields its parameter struct accepts.
+    /// The method's own hyperparameters: exactly the fields its parameter struct accepts (the
+    /// training budget, `lr`, `epochs` and the rest, is [`Context::train`], not listed here).
     pub params: &'static [&'static str],
     /// Builds the method from its parameter table (unknown fields are errors).
     pub build: fn(&toml::Table) -> Result<Box<dyn Unlearner>>,
@@ -233,14 +240,25 @@ pub fn train_gradient_method_on(
     result
 }
 
-/// `base` with `lr` and `epochs` replaced when given (the overrides every method accepts).
-pub fn override_train(base: &TrainConfig, lr: Option<f64>, epochs: Option<usize>) -> TrainConfig {
+/// Splits a method table as a config writes it (the method's own parameters beside `lr` and
+/// `epochs`) into the method's parameters and `base` with the table's `lr` (> 0) and `epochs`
+/// (≥ 1) applied; errors name the field. For callers outside the runner (tests, scripts); the
+/// runner resolves these and its other `[train]` keys itself.
+pub fn split_train_overrides(table: &toml::Table, base: &TrainConfig) -> Result<(toml::Table, TrainConfig)> {
+    let mut params = table.clone();
     let mut cfg = base.clone();
-    if let Some(lr) = lr {
-        cfg.lr = lr;
+    if let Some(v) = params.remove("lr") {
+        let lr = v.as_float().or_else(|| v.as_integer().map(|i| i as f64));
+        match lr {
+            Some(lr) if lr.is_finite() && lr > 0.0 => cfg.lr = lr,
+            _ => bail!("lr = {v} is invalid (expected a number > 0)"),
+        }
     }
-    if let Some(e) = epochs {
-        cfg.epochs = e;
+    if let Some(v) = params.remove("epochs") {
+        match v.as_integer() {
+            Some(e) if e >= 1 => cfg.epochs = e as usize,
+            _ => bail!("epochs = {v} is invalid (expected an integer ≥ 1)"),
+        }
     }
-    cfg
+    Ok((params, cfg))
 }

@@ -13,9 +13,7 @@ impl Objective for WgaLoss {
 }
 #[derive(serde::Deserialize)] #[serde(deny_unknown_fields)]
 pub struct WgaParams {
-    #[serde(default)] pub lr: Option<f64>,       // None: [train].lr
-    #[serde(default)] pub epochs: Option<usize>, // None: [train].epochs
-    #[serde(default)] pub gamma: f64,
+    #[serde(default)] pub gamma: f64, // lr, epochs, ...: the trainer's, ctx.train
 }
 pub struct Wga { pub params: WgaParams }
 impl Wga {
@@ -25,7 +23,7 @@ impl Wga {
         Ok(Wga { params: p })
     }
 }
-/// The registry entry: kind, hyperparameters besides lr and epochs, builder, and for the
+/// The registry entry: kind, the method's own hyperparameters, builder, and for the
 /// memory plan whether a step also runs a retain batch or holds a frozen copy of θ_D.
 pub const SPEC: unlearn::MethodSpec = unlearn::MethodSpec {
     kind: "wga",
@@ -37,7 +35,6 @@ pub const SPEC: unlearn::MethodSpec = unlearn::MethodSpec {
 impl unlearn::Unlearner for Wga {
     fn name(&self) -> &str { "wga" }
     fn run(&self, ctx: &unlearn::Context) -> anyhow::Result<unlearn::RunReport> {
-        let cfg = unlearn::override_train(&ctx.train, self.params.lr, self.params.epochs);
-        unlearn::train_gradient_method("wga", ctx, &WgaLoss { gamma: self.params.gamma }, false, &cfg)
+        unlearn::train_gradient_method("wga", ctx, &WgaLoss { gamma: self.params.gamma }, false, &ctx.train)
     }
 }

@@ -44,6 +44,15 @@ pub fn fast_train() -> TrainConfig {
     TrainConfig { batch_size: 4, warmup_ratio: 0.0, ..Default::default() }
 }
 
+/// A method from a table as a config writes it: the method built from its own parameters,
+/// and [`fast_train`] with the table's `lr` / `epochs` applied, for [`Context::train`] (what the
+/// runner resolves for a cell).
+pub fn build(kind: &str, params: &str) -> anyhow::Result<(Box<dyn unlearn::Unlearner>, TrainConfig)> {
+    let table: toml::Table = params.parse()?;
+    let (own, train) = unlearn::split_train_overrides(&table, &fast_train())?;
+    Ok((methods::build(kind, &own)?, train))
+}
+
 /// A tiny random checkpoint (Llama, char vocabulary) at `dir`.
 pub fn tiny(dir: &Path, seed: u64) -> PathBuf {
     write_tiny_checkpoint(dir, tiny_config(Arch::Llama), seed).unwrap();
