@@ -111,20 +111,20 @@ pub fn aggregate(by_world: &BTreeMap<u64, Vec<&MetricFile>>) -> Option<Aggregate
     // finite runs only, by world
     let finite: BTreeMap<u64, Vec<&MetricFile>> = by_world
         .iter()
-        .map(|(w, ms)| (*w, ms.iter().copied().filter(|m| m.value.is_some_and(f64::is_finite)).collect::<Vec<_>>()))
+        .map(|(w, ms)| (*w, ms.iter().copied().filter(|m| m.finite_value().is_some()).collect::<Vec<_>>()))
         .filter(|(_, ms)| !ms.is_empty())
         .collect();
     if finite.is_empty() {
         return None;
     }
-    let world_means: Vec<f64> = finite.values().map(|ms| mean(ms.iter().filter_map(|m| m.value))).collect();
+    let world_means: Vec<f64> = finite.values().map(|ms| mean(ms.iter().filter_map(|m| m.finite_value()))).collect();
     let mean_all = world_means.iter().sum::<f64>() / world_means.len() as f64;
     let runs: usize = finite.values().map(Vec::len).sum();
     let examples: Option<Vec<Vec<f64>>> =
         finite.values().map(|ms| seed_averaged_examples(ms).filter(|e| e.len() >= 2)).collect();
     let (clusters, basis) = match examples {
         Some(c) => (c, Basis::Examples),
-        None => (finite.values().map(|ms| ms.iter().filter_map(|m| m.value).collect()).collect(), Basis::Runs),
+        None => (finite.values().map(|ms| ms.iter().filter_map(|m| m.finite_value()).collect()).collect(), Basis::Runs),
     };
     let interval = if runs > 1 {
         stats::cluster_bootstrap_mean_ci(&clusters, &BOOTSTRAP).ok().map(|i| (i.lo, i.hi))
@@ -141,7 +141,7 @@ fn mean(v: impl Iterator<Item = f64>) -> f64 {
 
 /// Whether a record's value is the mean of its (non-empty, finite) per-example values.
 pub fn uses_examples(m: &MetricFile) -> bool {
-    let Some(v) = m.value else { return false };
+    let Some(v) = m.finite_value() else { return false };
     if m.per_example.is_empty() || m.per_example.iter().any(|x| !x.is_finite()) {
         return false;
     }
@@ -190,9 +190,11 @@ mod tests {
     fn rec(value: f64, per_example: &[f64]) -> MetricFile {
         MetricFile {
             direction: Direction::LowerIsBetter,
-            value: Some(value),
+            value,
             per_example: per_example.to_vec(),
             example_ids: vec![],
+            version: None,
+            skipped: None,
             target: None,
             scale: None,
         }
@@ -227,7 +229,7 @@ mod tests {
     #[test]
     fn non_finite_runs_are_left_out() {
         let a = rec(0.2, &[0.2]);
-        let nan = MetricFile { value: None, ..rec(0.0, &[]) };
+        let nan = MetricFile { value: f64::NAN, ..rec(0.0, &[]) };
         let agg = aggregate(&BTreeMap::from([(0, vec![&a, &nan]), (1, vec![&nan])])).unwrap();
         assert_eq!((agg.mean, agg.runs, agg.worlds, agg.interval), (0.2, 1, 1, None));
         assert!(aggregate(&BTreeMap::from([(0, vec![&nan])])).is_none());

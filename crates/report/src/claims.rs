@@ -236,7 +236,7 @@ pub fn claims(cells: &[CellFile], summaries: &[Summary]) -> Vec<Claim> {
             &|v| checkpoint_distance(v),
             1.0,
             &|c: &CellFile, w: u64| {
-                let v = c.metrics.get(primary)?.value?;
+                let v = c.metrics.get(primary)?.finite_value()?;
                 let o = oracle_world_mean(oracle, primary, w)?;
                 if primary.starts_with("kl_to_oracle") {
                     Some(v)
@@ -255,7 +255,7 @@ pub fn claims(cells: &[CellFile], summaries: &[Summary]) -> Vec<Claim> {
             "alpha",
             &|v| v.as_f64(),
             -1.0,
-            &|c: &CellFile, _| c.metrics.get("mc_accuracy/forget")?.value,
+            &|c: &CellFile, _| c.metrics.get("mc_accuracy/forget")?.finite_value(),
             "ρ(α, forget MC accuracy)",
         ));
         out.push(dose(
@@ -267,7 +267,7 @@ pub fn claims(cells: &[CellFile], summaries: &[Summary]) -> Vec<Claim> {
             "beta",
             &|v| v.as_f64(),
             1.0,
-            &|c: &CellFile, _| c.metrics.get("tofu_model_utility")?.value,
+            &|c: &CellFile, _| c.metrics.get("tofu_model_utility")?.finite_value(),
             "ρ(β, model utility)",
         ));
     }
@@ -288,7 +288,7 @@ pub fn claims(cells: &[CellFile], summaries: &[Summary]) -> Vec<Claim> {
 
 fn oracle_world_mean(oracle: &Group, metric: &str, world: u64) -> Option<f64> {
     let runs = oracle.by_world(metric);
-    let v: Vec<f64> = runs.get(&world)?.iter().filter_map(|m| m.value).filter(|v| v.is_finite()).collect();
+    let v: Vec<f64> = runs.get(&world)?.iter().filter_map(|m| m.finite_value()).filter(|v| v.is_finite()).collect();
     (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
 }
 

@@ -1,10 +1,9 @@
 //! Reading a sweep's results: `RESULTS_DIR/cells/*.json` as written by the `runner` crate's
-//! result store (schema version 1), and the world-quality files
-//! `RESULTS_DIR/world_quality/*.json` when there are any. This crate does not depend on
-//! `runner`, so the layouts are mirrored here — only the fields the report needs; unknown
-//! fields are ignored and fields added later have serde defaults (`world_seed` 0, no
-//! per-example values), so that additions to the schema do not break old reports and old
-//! results still load.
+//! result store, and the world-quality files `RESULTS_DIR/world_quality/*.json` when there are
+//! any. The cell layout is the `results-schema` crate's, the one definition the runner writes
+//! with (re-exported here under the report's names: [`CellInfo`], [`MetricFile`], [`Status`]);
+//! its compatibility rules (fields added later have defaults, unknown fields are ignored, other
+//! schema versions are refused) keep old results loadable.
 //!
 //! A report never mixes results made under different configurations: [`load_cells`] refuses a
 //! folder whose cells' fingerprints (what made each result, recorded by the runner; see
@@ -20,121 +19,33 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-/// The cell JSON layout this crate reads.
-pub const SCHEMA_VERSION: u32 = 1;
+/// The cell file layout (the `results-schema` crate, which the runner writes with), with a
+/// cell's hyperparameters as JSON values.
+pub use results_schema::{
+    Cell as CellInfo, CellStatus as Status, Direction, Fingerprint, MetricRecord as MetricFile, Scale, Target, Timings,
+    FIELDS as FINGERPRINT_FIELDS, REFERENCE_FINAL, REFERENCE_RETRAIN, REFERENCE_RETRAIN_ALT, ROW_FIELDS,
+    SCHEMA_VERSION,
+};
 
-#[derive(Clone, Debug, Deserialize)]
+/// A cell's result as read, and the file it was read from (set by [`load_cells`]). Derefs to
+/// the result, so `cell.metrics`, `cell.cell.method`, `cell.world_kind()` read the schema's
+/// fields.
+#[derive(Clone, Debug)]
 pub struct CellFile {
-    pub schema_version: u32,
-    #[serde(default)]
-    pub sweep: String,
-    pub cell: CellInfo,
-    pub status: Status,
-    #[serde(default)]
-    pub error_chain: Vec<String>,
-    #[serde(default)]
-    pub metrics: BTreeMap<String, MetricFile>,
-    /// (step, loss); a non-finite loss is stored as null.
-    #[serde(default)]
-    pub loss_curves: BTreeMap<String, Vec<(u64, Option<f64>)>>,
-    /// What made the result; `None` in files written before results recorded it.
-    #[serde(default)]
-    pub fingerprint: Option<Fingerprint>,
-    /// Seconds per stage (`unlearn`: the method's own work; `evaluate`; `world_build`).
-    #[serde(default)]
-    pub timings: Timings,
-    /// The configuration the cell ran with; the report reads its world (see [`ResolvedConfig`]).
-    #[serde(default, deserialize_with = "default_for_null")]
-    pub resolved_config: ResolvedConfig,
-    /// The file it was read from (set by [`load_cells`]).
-    #[serde(skip)]
+    pub result: results_schema::CellResult,
     pub path: PathBuf,
 }
 
-/// The parts of a cell's `resolved_config` the report reads: its world, kept as JSON (each
-/// world kind has its own fields); see [`CellFile::world_kind`] and [`CellFile::world_split`].
-#[derive(Clone, Debug, Default, Deserialize)]
-pub struct ResolvedConfig {
-    #[serde(default)]
-    pub world: serde_json::Value,
-}
-
-impl CellFile {
-    /// `resolved_config.world.kind` (`facts`, `tofu`, …); `None` in files without it.
-    pub fn world_kind(&self) -> Option<&str> {
-        self.resolved_config.world.get("kind")?.as_str()
-    }
-
-    /// `resolved_config.world.forget`, the forget split as configured (`forget01`, `7.5%`);
-    /// `None` when absent or not a string.
-    pub fn world_split(&self) -> Option<&str> {
-        self.resolved_config.world.get("forget")?.as_str()
+impl std::ops::Deref for CellFile {
+    type Target = results_schema::CellResult;
+    fn deref(&self) -> &Self::Target {
+        &self.result
     }
 }
 
-fn default_for_null<'de, D, T>(d: D) -> std::result::Result<T, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Default + Deserialize<'de>,
-{
-    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
-}
-
-/// A cell's wall times.
-#[derive(Clone, Debug, Default, Deserialize)]
-pub struct Timings {
-    #[serde(default)]
-    pub stages: BTreeMap<String, f64>,
-}
-
-/// What made a cell's result, as `runner::fingerprint` records it: named fields (short values
-/// or 16 hex digits of a hash) and their combined hash.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-pub struct Fingerprint {
-    pub hash: String,
-    #[serde(default)]
-    pub fields: BTreeMap<String, String>,
-}
-
-/// The fingerprint's fields in the order the runner compares them (`runner::fingerprint::FIELDS`).
-pub const FINGERPRINT_FIELDS: &[&str] =
-    &["format", "smoke", "data_files", "world", "model", "dtype", "metrics", "method", "train"];
-
-/// The fields in which the rows of one table (one model and world seed) may differ: each row is
-/// a method with its own parameters and training config. Every other field is the world's.
-pub const ROW_FIELDS: &[&str] = &["method", "train"];
-
-#[derive(Clone, Debug, Deserialize)]
-pub struct CellInfo {
-    pub id: String,
-    #[serde(default)]
-    pub key: String,
-    pub method: String,
-    pub kind: String,
-    #[serde(default)]
-    pub params: BTreeMap<String, serde_json::Value>,
-    pub model: String,
-    /// The method's seed.
-    pub seed: u64,
-    /// The world (training history) the cell ran in; 0 in files written before worlds had
-    /// seeds.
-    #[serde(default)]
-    pub world_seed: u64,
-}
-
-/// θ_D's reference row.
-pub const REFERENCE_FINAL: &str = "final";
-/// The exact retrain oracle's reference row.
-pub const REFERENCE_RETRAIN: &str = "retrain";
-/// A second oracle trained with another data-order seed: its distance to the oracle is the
-/// noise floor of every "distance to the oracle".
-pub const REFERENCE_RETRAIN_ALT: &str = "retrain_alt";
-
-impl CellInfo {
-    /// The reference rows: "final" (θ_D), "retrain" (the oracle) and "retrain_alt" (the
-    /// second oracle).
-    pub fn is_reference(&self) -> bool {
-        self.kind == "reference"
+impl std::ops::DerefMut for CellFile {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.result
     }
 }
 
@@ -155,43 +66,6 @@ pub fn is_paper_msa(kind: &str, params: &BTreeMap<String, serde_json::Value>) ->
         || set("ensemble", &|_| false)
         || set("repair_steps", &|v| v.as_f64() == Some(0.0))
         || params.get("alpha").is_some_and(|v| v.is_string()))
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    Ok,
-    Failed,
-}
-
-/// Which way a metric improves (the one definition, in `evals`).
-pub use evals::Direction;
-
-#[derive(Clone, Debug, Deserialize)]
-pub struct MetricFile {
-    pub direction: Direction,
-    /// null (non-finite) becomes `None`.
-    pub value: Option<f64>,
-    /// The metric's per-example values (null, a non-finite value, becomes NaN); empty when the
-    /// metric has none or the file predates them.
-    #[serde(default, deserialize_with = "nan_for_null")]
-    pub per_example: Vec<f64>,
-    /// The ids of the examples `per_example` refers to, when the metric gives them.
-    #[serde(default)]
-    pub example_ids: Vec<String>,
-    /// How the number is judged, as its metric declared it when the cell ran; `None` in files
-    /// written before targets were recorded (the report then asks `evals::registry`).
-    #[serde(default)]
-    pub target: Option<Target>,
-    #[serde(default)]
-    pub scale: Option<Scale>,
-}
-
-pub use evals::registry::{Scale, Target};
-
-fn nan_for_null<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Vec<f64>, D::Error> {
-    let v = Vec::<Option<f64>>::deserialize(d)?;
-    Ok(v.into_iter().map(|x| x.unwrap_or(f64::NAN)).collect())
 }
 
 /// Every cell result under `results_dir`: `results_dir/cells/*.json` if that folder exists;
@@ -223,17 +97,8 @@ pub fn load_cells(results_dir: &Path) -> Result<Vec<CellFile>> {
                 continue;
             }
             let text = std::fs::read_to_string(&path).with_context(|| format!("{}: cannot read", path.display()))?;
-            let mut cell: CellFile = serde_json::from_str(&text)
-                .with_context(|| format!("{}: not a cell result (schema {SCHEMA_VERSION})", path.display()))?;
-            cell.path = path.clone();
-            if cell.schema_version != SCHEMA_VERSION {
-                bail!(
-                    "{}: schema_version {} (this report reads {SCHEMA_VERSION})",
-                    path.display(),
-                    cell.schema_version
-                );
-            }
-            cells.push(cell);
+            let result = results_schema::CellResult::from_json(&text, &path)?;
+            cells.push(CellFile { result, path: path.clone() });
         }
     }
     cells.sort_by(|a, b| (&a.sweep, &a.cell.id).cmp(&(&b.sweep, &b.cell.id)));
@@ -264,7 +129,7 @@ pub fn check_one_configuration(cells: &[CellFile]) -> Result<()> {
     let mut worlds: BTreeMap<(&str, u64), &CellFile> = BTreeMap::new();
     let mut rows: BTreeMap<(&str, &str, &str, String), &CellFile> = BTreeMap::new();
     for &c in &with {
-        let key = if c.cell.key.is_empty() { c.cell.id.as_str() } else { c.cell.key.as_str() };
+        let key = c.cell.name();
         let first = *keys.entry(key).or_insert(c);
         if let Some(d) = difference(first, c, |_| true) {
             bail!("cell {key} has two results made under different configurations: {d}");
@@ -298,24 +163,9 @@ fn difference(a: &CellFile, b: &CellFile, consider: impl Fn(&str) -> bool) -> Op
     if fa == fb {
         return None;
     }
-    let mut names: Vec<&str> = FINGERPRINT_FIELDS.to_vec();
-    let mut others: Vec<&str> = fa
-        .fields
-        .keys()
-        .chain(fb.fields.keys())
-        .map(String::as_str)
-        .filter(|k| !FINGERPRINT_FIELDS.contains(k))
-        .collect();
-    others.sort();
-    others.dedup();
-    names.extend(others);
-    let field = names.into_iter().filter(|f| consider(f)).find(|f| fa.fields.get(*f) != fb.fields.get(*f))?;
-    let show = |f: &Fingerprint| match f.fields.get(field) {
-        None => "(none)".to_owned(),
-        Some(v) if v.chars().count() > 8 => format!("{}…", v.chars().take(8).collect::<String>()),
-        Some(v) => v.clone(),
-    };
-    let who = |c: &CellFile| if c.cell.key.is_empty() { c.cell.id.clone() } else { c.cell.key.clone() };
+    let field = fa.first_difference(fb, consider)?;
+    let show = |f: &Fingerprint| results_schema::ShortValue(f.fields.get(&field).map(String::as_str)).to_string();
+    let who = |c: &CellFile| c.cell.name().to_owned();
     Some(format!(
         "`{field}` is {} in {} ({}) but {} in {} ({}); rerun the sweep (it reruns stale cells), delete the stale \
          files, or report the folders separately",

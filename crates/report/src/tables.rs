@@ -67,7 +67,7 @@ pub fn long_rows(cells: &[CellFile]) -> Vec<LongRow> {
                 world_seed: c.cell.world_seed,
                 seed: c.cell.seed,
                 metric: metric.clone(),
-                value: m.value.filter(|v| v.is_finite()),
+                value: m.finite_value(),
                 direction: m.direction.as_str(),
                 target: m
                     .target
@@ -519,11 +519,11 @@ fn summary_row(g: &Group, columns: &[Column]) -> SummaryRow {
             let by_world = g.by_world(&col.record);
             let agg = aggregate(&by_world)?;
             let values: Vec<f64> =
-                by_world.values().flatten().filter_map(|m| m.value).filter(|v| v.is_finite()).collect();
+                by_world.values().flatten().filter_map(|m| m.finite_value()).filter(|v| v.is_finite()).collect();
             let world_means = by_world
                 .iter()
                 .filter_map(|(w, ms)| {
-                    let v: Vec<f64> = ms.iter().filter_map(|m| m.value).filter(|v| v.is_finite()).collect();
+                    let v: Vec<f64> = ms.iter().filter_map(|m| m.finite_value()).filter(|v| v.is_finite()).collect();
                     (!v.is_empty()).then(|| (*w, v.iter().sum::<f64>() / v.len() as f64))
                 })
                 .collect();

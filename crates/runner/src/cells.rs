@@ -15,65 +15,36 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::config::Sweep;
 
-/// Method name of the θ_D reference cells.
-pub const REFERENCE_FINAL: &str = "final";
-/// Method name of the oracle reference cells.
-pub const REFERENCE_RETRAIN: &str = "retrain";
-/// Method name of the second oracle's reference cells (another data order; the noise floor).
-pub const REFERENCE_RETRAIN_ALT: &str = "retrain_alt";
-/// The `kind` of both reference cells.
-pub const REFERENCE_KIND: &str = "reference";
+pub use results_schema::{REFERENCE_FINAL, REFERENCE_KIND, REFERENCE_RETRAIN, REFERENCE_RETRAIN_ALT};
 
-/// One unit of work: a model, a method at one grid point, a seed.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Cell {
-    /// Filename-safe, stable id (see the module docs).
-    pub id: String,
-    /// Readable key the id is made from.
-    pub key: String,
-    /// Method name (`[methods.NAME]`), or "final" / "retrain".
-    pub method: String,
-    /// Method kind, or "reference".
-    pub kind: String,
-    /// Every hyperparameter of this cell, fixed and grid.
-    pub params: BTreeMap<String, toml::Value>,
-    pub model: String,
-    /// The world seed (which replicate of the world this cell runs on).
-    pub world_seed: u64,
-    /// The method seed.
-    pub seed: u64,
-}
+/// One unit of work: a model, a method at one grid point, a seed (the layout of
+/// `results_schema::Cell`, with the config's TOML values as hyperparameters). Made by [`cell`].
+pub type Cell = results_schema::Cell<toml::Value>;
 
-impl Cell {
-    pub fn new(
-        method: &str,
-        kind: &str,
-        params: BTreeMap<String, toml::Value>,
-        model: &str,
-        world_seed: u64,
-        seed: u64,
-    ) -> Cell {
-        let key = cell_key(method, &params, world_seed, seed, model);
-        Cell {
-            id: cell_id(&key),
-            key,
-            method: method.to_owned(),
-            kind: kind.to_owned(),
-            params,
-            model: model.to_owned(),
-            world_seed,
-            seed,
-        }
-    }
-
-    /// True for the "final" and "retrain" rows.
-    pub fn is_reference(&self) -> bool {
-        self.kind == REFERENCE_KIND
+/// The cell of `method` (of `kind`) at `params` on `model`, world seed `world_seed`, method
+/// seed `seed`, with its key and id (see the module docs).
+pub fn cell(
+    method: &str,
+    kind: &str,
+    params: BTreeMap<String, toml::Value>,
+    model: &str,
+    world_seed: u64,
+    seed: u64,
+) -> Cell {
+    let key = cell_key(method, &params, world_seed, seed, model);
+    Cell {
+        id: cell_id(&key),
+        key,
+        method: method.to_owned(),
+        kind: kind.to_owned(),
+        params,
+        model: model.to_owned(),
+        world_seed,
+        seed,
     }
 }
 
@@ -90,14 +61,14 @@ pub fn expand(sweep: &Sweep) -> Vec<Cell> {
             // A reference model does not depend on the method seed (its scoring is
             // deterministic): one cell per world, under the first method seed.
             for reference in references {
-                cells.push(Cell::new(reference, REFERENCE_KIND, BTreeMap::new(), &model.name, world, sweep.seeds[0]));
+                cells.push(cell(reference, REFERENCE_KIND, BTreeMap::new(), &model.name, world, sweep.seeds[0]));
             }
             for method in sweep.methods.values() {
                 for point in grid_points(&method.grid) {
                     let mut params = method.fixed.clone();
                     params.extend(point);
                     for &seed in &sweep.seeds {
-                        cells.push(Cell::new(&method.name, &method.kind, params.clone(), &model.name, world, seed));
+                        cells.push(cell(&method.name, &method.kind, params.clone(), &model.name, world, seed));
                     }
                 }
             }
@@ -187,7 +158,7 @@ mod tests {
             ("beta".to_owned(), toml::Value::Float(0.0)),
             ("checkpoint".to_owned(), toml::Value::String("latest-clean".into())),
         ]);
-        let cell = Cell::new("msa", "msa", params, "tiny", 2, 0);
+        let cell = cell("msa", "msa", params, "tiny", 2, 0);
         assert_eq!(cell.key, "msa/alpha=1.5,beta=0,checkpoint=latest-clean/world=2/seed=0/model=tiny");
         // python: hashlib.sha256(b"msa/alpha=1.5,beta=0,checkpoint=latest-clean/world=2/seed=0/model=tiny").hexdigest()[:8]
         assert_eq!(cell.id, "msa__alpha=1.5,beta=0,checkpoint=latest-clean__world=2__seed=0__model=tiny-065e5e68");

@@ -132,7 +132,7 @@ pub fn run(sweep: &Sweep, opts: &ExecOptions, progress: Option<Progress>, log: &
         log(&format!("removed {removed} half-written result file(s) of an interrupted run"));
     }
     let mut summary = Summary { results_dir: store.dir().to_path_buf(), ..Default::default() };
-    let provenance = Provenance::detect(env!("CARGO_PKG_VERSION"), Path::new("."));
+    let provenance = crate::store::detect_provenance(env!("CARGO_PKG_VERSION"), Path::new("."));
     let device = lm::default_device()?;
     let classifier = toxicity_classifier(sweep, opts, log)?;
     let judge = lm_judge(sweep, opts, &device, log)?;
@@ -168,7 +168,16 @@ pub fn run(sweep: &Sweep, opts: &ExecOptions, progress: Option<Progress>, log: &
                     // Every cell of this world fails with the same error; record it and go on.
                     for (cell, fp, _) in &todo {
                         let outcome = Err(anyhow::anyhow!("{e:#}"));
-                        record(&store, sweep, cell, fp, outcome, &provenance, Timings::now_unix(), BTreeMap::new())?;
+                        record(
+                            &store,
+                            sweep,
+                            cell,
+                            fp,
+                            outcome,
+                            &provenance,
+                            crate::store::now_unix(),
+                            BTreeMap::new(),
+                        )?;
                         summary.failed += 1;
                     }
                     log(&format!("{what}: cannot prepare: {e:#}"));
@@ -180,7 +189,7 @@ pub fn run(sweep: &Sweep, opts: &ExecOptions, progress: Option<Progress>, log: &
                     Some(change) => log(&format!("[{}/{}] {} (stale: {change})", i + 1, todo.len(), cell.key)),
                     None => log(&format!("[{}/{}] {}", i + 1, todo.len(), cell.key)),
                 }
-                let t0 = Timings::now_unix();
+                let t0 = crate::store::now_unix();
                 let mut stages = BTreeMap::new();
                 let mut external_run = None;
                 let outcome = run_cell(sweep, cell, &ctx, opts, &device, progress, &mut stages, &mut external_run);
@@ -943,7 +952,7 @@ fn record(
     started: f64,
     stages: BTreeMap<String, f64>,
 ) -> Result<()> {
-    let timings = Timings { started_unix: started, finished_unix: Timings::now_unix(), stages };
+    let timings = Timings { started_unix: started, finished_unix: crate::store::now_unix(), stages };
     let resolved = resolved_config(sweep, cell)?;
     match outcome {
         Ok((metrics, loss_curves)) => {

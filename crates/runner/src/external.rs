@@ -36,7 +36,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::cells::{format_value, Cell};
@@ -88,26 +88,9 @@ pub struct ExternalSpec {
     pub timeout: Option<f64>,
 }
 
-/// What an external command did, recorded in the cell's JSON (`provenance.external`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ExternalRun {
-    /// The command as run (placeholders filled in).
-    pub command: Vec<String>,
-    /// The configured environment variables as set.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub env: BTreeMap<String, String>,
-    /// The exit code; `None` when it did not start, was killed, or died of a signal.
-    pub exit_status: Option<i32>,
-    /// The signal that ended it, if any (Unix).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub signal: Option<i32>,
-    pub timed_out: bool,
-    pub wall_seconds: f64,
-    /// sha256 of each file named in the command (e.g. the script), by the name as written.
-    pub scripts: BTreeMap<String, String>,
-    /// Where its output went.
-    pub log: PathBuf,
-}
+/// What an external command did, recorded in the cell's JSON (`provenance.external`; the
+/// layout is the schema's).
+pub use results_schema::ExternalRun;
 
 // ---------------------------------------------------------------- configuration
 

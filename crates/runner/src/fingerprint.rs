@@ -37,7 +37,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::cells::Cell;
@@ -47,50 +47,29 @@ use crate::config::{ModelSource, ModelSpec, Sweep};
 /// that changes, so that results written before are rerun.
 pub const RESULT_FORMAT: u32 = 1;
 
-/// The fields of a fingerprint, in the order a diff reports them.
-pub const FIELDS: &[&str] = &["format", "smoke", "data_files", "world", "model", "dtype", "metrics", "method", "train"];
+/// The fields of a fingerprint, in the order a diff reports them (the schema's list).
+pub use results_schema::FIELDS;
 
 /// Bytes read from each end of a safetensors file's data for the model's content hash.
 const SAMPLE_BYTES: u64 = 1 << 20;
 
-/// Everything that determines a cell's result.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Fingerprint {
-    /// SHA-256 over the fields in [`FIELDS`] order, 16 hex digits.
-    pub hash: String,
-    /// By field name (see the module docs).
-    pub fields: BTreeMap<String, String>,
-}
+/// Everything that determines a cell's result (the layout is the schema's).
+pub use results_schema::Fingerprint;
 
-impl Fingerprint {
-    /// A fingerprint of `fields` (every name in [`FIELDS`]).
-    pub fn new(fields: BTreeMap<String, String>) -> Fingerprint {
-        let mut h = Sha256::new();
-        for name in FIELDS.iter().copied().chain(fields.keys().map(String::as_str).filter(|k| !FIELDS.contains(k))) {
-            h.update(format!("{name}={}\n", fields.get(name).map_or("", String::as_str)).as_bytes());
-        }
-        Fingerprint { hash: hex16(&h.finalize()), fields }
+/// How a stored result's fingerprint (`None` for a file written before fingerprints) differs
+/// from `current`: the first field in [`FIELDS`] order, then any other field by name (the
+/// hash when only it differs). `None` when they are equal.
+pub fn change_from(current: &Fingerprint, stored: Option<&Fingerprint>) -> Option<FieldChange> {
+    let Some(stored) = stored else {
+        return Some(FieldChange { field: "fingerprint".into(), stored: None, current: None, detail: None });
+    };
+    if stored == current {
+        return None;
     }
-
-    /// How `stored` (a result's fingerprint; `None` for a file written before fingerprints)
-    /// differs from this one: the first field in [`FIELDS`] order, then any other field by name.
-    /// `None` when they are equal.
-    pub fn change_from(&self, stored: Option<&Fingerprint>) -> Option<FieldChange> {
-        let Some(stored) = stored else {
-            return Some(FieldChange { field: "fingerprint".into(), stored: None, current: None, detail: None });
-        };
-        if stored == self {
-            return None;
-        }
-        let mut names: Vec<&str> = FIELDS.to_vec();
-        names
-            .extend(self.fields.keys().chain(stored.fields.keys()).map(String::as_str).filter(|k| !FIELDS.contains(k)));
-        let field = names.into_iter().find(|n| stored.fields.get(*n) != self.fields.get(*n)).map_or("hash", |n| n);
-        let get = |f: &Fingerprint| if field == "hash" { Some(f.hash.clone()) } else { f.fields.get(field).cloned() };
-        Some(FieldChange { field: field.to_owned(), stored: get(stored), current: get(self), detail: None })
-    }
+    let field = stored.first_difference(current, |_| true).unwrap_or_else(|| "hash".to_owned());
+    let get = |f: &Fingerprint| if field == "hash" { Some(f.hash.clone()) } else { f.fields.get(&field).cloned() };
+    Some(FieldChange { stored: get(stored), current: get(current), field, detail: None })
 }
-
 /// The first field in which a stored result's fingerprint differs from the current one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FieldChange {
@@ -108,12 +87,8 @@ impl fmt::Display for FieldChange {
         if self.field == "fingerprint" {
             return f.write_str("fingerprint: none, written before results recorded what made them");
         }
-        let show = |v: &Option<String>| match v {
-            None => "(none)".to_owned(),
-            Some(v) if v.chars().count() > 8 => format!("{}…", v.chars().take(8).collect::<String>()),
-            Some(v) => v.clone(),
-        };
-        write!(f, "{}: {} → {}", self.field, show(&self.stored), show(&self.current))?;
+        use results_schema::ShortValue;
+        write!(f, "{}: {} → {}", self.field, ShortValue(self.stored.as_deref()), ShortValue(self.current.as_deref()))?;
         if let Some(d) = &self.detail {
             write!(f, " ({d})")?;
         }
@@ -539,12 +514,12 @@ mod tests {
         };
         let a = fp(&[("world", "aaaaaaaaaaaaaaaa"), ("train", "1111"), ("smoke", "false")]);
         let b = fp(&[("world", "bbbbbbbbbbbbbbbb"), ("train", "2222"), ("smoke", "false")]);
-        assert_eq!(a.change_from(Some(&a)), None);
-        let c = b.change_from(Some(&a)).unwrap();
+        assert_eq!(change_from(&a, Some(&a)), None);
+        let c = change_from(&b, Some(&a)).unwrap();
         assert_eq!(c.to_string(), "world: aaaaaaaa… → bbbbbbbb…");
-        assert_eq!(b.change_from(None).unwrap().field, "fingerprint");
+        assert_eq!(change_from(&b, None).unwrap().field, "fingerprint");
         let d = fp(&[("world", "aaaaaaaaaaaaaaaa"), ("train", "1111"), ("smoke", "true")]);
-        assert_eq!(d.change_from(Some(&a)).unwrap().to_string(), "smoke: false → true");
+        assert_eq!(change_from(&d, Some(&a)).unwrap().to_string(), "smoke: false → true");
         assert_ne!(a.hash, b.hash);
     }
 

@@ -5,9 +5,10 @@
 //! current one; stale cells (another fingerprint, or none) and failed cells are rerun; `--force`
 //! redoes everything.
 //!
-//! The JSON layout (schema version [`SCHEMA_VERSION`]) is what the `report` crate reads; it
-//! does not depend on this crate, so a change here must be mirrored there. Non-finite numbers
-//! (a diverged loss, an undefined metric) are written as `null` and read back as NaN.
+//! The JSON layout (schema version [`SCHEMA_VERSION`]) is defined once, in the
+//! `results-schema` crate, which the `report` crate reads with too; the types are re-exported
+//! here. Non-finite numbers (a diverged loss, an undefined metric) are written as `null` and
+//! read back as NaN.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -15,96 +16,15 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
+use anyhow::{Context, Result};
 
 use crate::cells::Cell;
 use crate::config::Sweep;
 use crate::fingerprint::{config_key, json_difference, FieldChange, Fingerprint};
 
-/// Version of the cell JSON layout.
-pub const SCHEMA_VERSION: u32 = 1;
-
-/// Everything recorded about one cell.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct CellResult {
-    pub schema_version: u32,
-    pub sweep: String,
-    pub cell: Cell,
-    pub status: CellStatus,
-    /// For a failed cell, the error and its causes, outermost first (anyhow's chain).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub error_chain: Vec<String>,
-    /// By metric name; a metric reported per split is stored as `NAME/SPLIT`.
-    #[serde(default)]
-    pub metrics: BTreeMap<String, MetricRecord>,
-    /// The exact configuration the cell ran with (see [`resolved_config`]).
-    pub resolved_config: serde_json::Value,
-    /// Everything that determined this result (see [`crate::fingerprint`]); `None` in files
-    /// written before results recorded it (such a result is stale).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fingerprint: Option<Fingerprint>,
-    pub provenance: Provenance,
-    pub timings: Timings,
-    /// Training / unlearning loss curves by name (e.g. "unlearn", "msa_forget_finetune"):
-    /// (optimizer step, loss).
-    #[serde(default, with = "curves_nan_as_null")]
-    pub loss_curves: BTreeMap<String, Vec<(u64, f64)>>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CellStatus {
-    Ok,
-    Failed,
-}
-
-/// Which way a metric improves (the one definition, in `evals`).
-pub use evals::Direction;
-
-/// A metric's aggregate and per-example values.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct MetricRecord {
-    pub direction: Direction,
-    #[serde(with = "f64_nan_as_null")]
-    pub value: f64,
-    #[serde(default, with = "vec_nan_as_null")]
-    pub per_example: Vec<f64>,
-    /// Ids of the examples `per_example` refers to, when the metric gives them.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub example_ids: Vec<String>,
-    /// The metric implementation's version.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub version: Option<String>,
-    /// Why the metric has no value (`value` is then NaN), e.g. no classifier was configured.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub skipped: Option<String>,
-    /// How the number is judged, as its metric declares it (`evals::registry`); `None` in files
-    /// written before targets were recorded.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target: Option<evals::registry::Target>,
-    /// The scale its distances and ratios are taken on (`evals::registry::Scale`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scale: Option<evals::registry::Scale>,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Provenance {
-    /// Version of the binary that ran the cell.
-    pub crate_version: String,
-    /// `git rev-parse HEAD` of the working tree, when there is one.
-    pub git_commit: Option<String>,
-    /// For a cell of an `external` method: the command that made it, its exit status, wall
-    /// time, the hashes of the scripts it names and its log (absent for every other cell).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub external: Option<crate::external::ExternalRun>,
-    /// The machine's CPU as the numbers depend on it ([`cpu_description`]): results are
-    /// bit-reproducible on the same CPU; on another one they can differ in the last bits, since
-    /// `gemm` (candle's CPU matrix multiply) sizes its blocks — and so the order of its sums —
-    /// by the caches it detects, and picks its kernels by instruction set.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cpu: Option<String>,
-}
+/// The layout of a cell's file, with the cell's hyperparameters as the config's TOML values.
+pub type CellResult = results_schema::CellResult<toml::Value>;
+pub use results_schema::{CellStatus, Direction, MetricRecord, Provenance, Timings, SCHEMA_VERSION};
 
 /// This machine's CPU: model name, instruction-set level and cache sizes (Linux; fields it
 /// cannot read are left out), e.g. `Intel(R) Xeon(R) Processor; x86_64 avx2+fma; L1d 48K, L2
@@ -145,39 +65,25 @@ pub fn cpu_description() -> String {
     parts.join("; ")
 }
 
-impl Provenance {
-    /// `crate_version` as given; the commit of the git work tree containing `repo_dir`, if any.
-    pub fn detect(crate_version: &str, repo_dir: &Path) -> Provenance {
-        let git_commit = std::process::Command::new("git")
-            .args(["rev-parse", "HEAD"])
-            .current_dir(repo_dir)
-            .stderr(std::process::Stdio::null())
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .and_then(|o| String::from_utf8(o.stdout).ok())
-            .map(|s| s.trim().to_owned())
-            .filter(|s| !s.is_empty());
-        Provenance { crate_version: crate_version.to_owned(), git_commit, external: None, cpu: Some(cpu_description()) }
-    }
+/// This build's provenance: `crate_version` as given, the commit of the git work tree
+/// containing `repo_dir` (if any), this machine's CPU ([`cpu_description`]).
+pub fn detect_provenance(crate_version: &str, repo_dir: &Path) -> Provenance {
+    let git_commit = std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(repo_dir)
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty());
+    Provenance { crate_version: crate_version.to_owned(), git_commit, external: None, cpu: Some(cpu_description()) }
 }
 
-/// Wall-clock times in seconds.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Timings {
-    /// Seconds since the Unix epoch.
-    pub started_unix: f64,
-    pub finished_unix: f64,
-    /// Seconds per stage (e.g. "unlearn", "eval"), by name.
-    #[serde(default)]
-    pub stages: BTreeMap<String, f64>,
-}
-
-impl Timings {
-    /// Seconds since the Unix epoch, now.
-    pub fn now_unix() -> f64 {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
-    }
+/// Seconds since the Unix epoch, now.
+pub fn now_unix() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
 
 /// What the store knows about a cell.
@@ -296,7 +202,7 @@ impl ResultStore {
         if r.status == CellStatus::Failed {
             return Ok(CellCheck { state: CellState::Failed, change: None });
         }
-        let Some(mut change) = current.change_from(r.fingerprint.as_ref()) else {
+        let Some(mut change) = crate::fingerprint::change_from(current, r.fingerprint.as_ref()) else {
             return Ok(CellCheck { state: CellState::Done, change: None });
         };
         if let Some(key) = config_key(&change.field) {
@@ -429,12 +335,7 @@ pub fn format_dry_run(states: &[(&Cell, CellCheck)]) -> String {
 }
 
 fn parse_result(text: &str, path: &Path) -> Result<CellResult> {
-    let r: CellResult =
-        serde_json::from_str(text).with_context(|| format!("{}: not a valid cell result", path.display()))?;
-    if r.schema_version != SCHEMA_VERSION {
-        bail!("{}: schema_version {} (this build reads {SCHEMA_VERSION})", path.display(), r.schema_version);
-    }
-    Ok(r)
+    CellResult::from_json(text, path)
 }
 
 fn is_temp_name(p: &Path) -> bool {
@@ -473,52 +374,4 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = d.sync_all();
     }
     Ok(())
-}
-
-mod f64_nan_as_null {
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
-        v.is_finite().then_some(*v).serialize(s)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-        Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
-    }
-}
-
-mod vec_nan_as_null {
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &[f64], s: S) -> Result<S::Ok, S::Error> {
-        v.iter().map(|x| x.is_finite().then_some(*x)).collect::<Vec<_>>().serialize(s)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
-        Ok(Vec::<Option<f64>>::deserialize(d)?.into_iter().map(|x| x.unwrap_or(f64::NAN)).collect())
-    }
-}
-
-mod curves_nan_as_null {
-    use std::collections::BTreeMap;
-
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    type Curves = BTreeMap<String, Vec<(u64, f64)>>;
-
-    pub fn serialize<S: Serializer>(v: &Curves, s: S) -> Result<S::Ok, S::Error> {
-        let out: BTreeMap<&String, Vec<(u64, Option<f64>)>> = v
-            .iter()
-            .map(|(k, pts)| (k, pts.iter().map(|&(step, x)| (step, x.is_finite().then_some(x))).collect()))
-            .collect();
-        out.serialize(s)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Curves, D::Error> {
-        let raw = BTreeMap::<String, Vec<(u64, Option<f64>)>>::deserialize(d)?;
-        Ok(raw
-            .into_iter()
-            .map(|(k, pts)| (k, pts.into_iter().map(|(step, x)| (step, x.unwrap_or(f64::NAN))).collect()))
-            .collect())
-    }
 }

@@ -157,7 +157,7 @@ fn smoke_results_are_stale_for_a_real_run() {
     let fps = SweepFingerprints::new(&s, true, &worlds).unwrap();
     let real = SweepFingerprints::new(&s, false, &validate_worlds(&s, &opts(), &data_dir()).unwrap()).unwrap();
     let cell = &expand(&s)[0];
-    let change = real.of(cell).unwrap().change_from(Some(&fps.of(cell).unwrap())).unwrap();
+    let change = runner::fingerprint::change_from(&real.of(cell).unwrap(), Some(&fps.of(cell).unwrap())).unwrap();
     assert_eq!(change.to_string(), "smoke: true → false");
 }
 
