@@ -9,6 +9,8 @@
 
 use anyhow::{bail, Result};
 
+use crate::Direction;
+
 /// How a reported number is judged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -70,6 +72,10 @@ pub struct RecordInfo {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct MetricInfo {
     pub name: &'static str,
+    /// Which way the metric's own number improves, as its implementation reports it
+    /// ([`crate::Metric::direction`]); the record of a metric skipped before it was built
+    /// carries this one. (How a record is *judged* is its [`RecordInfo::target`].)
+    pub direction: Direction,
     pub description: &'static str,
     /// What the metric needs from the oracle model, if anything (it is then built from values
     /// computed in the oracle's pass).
@@ -95,192 +101,231 @@ const fn dup(sub: &'static str, same_as: &'static str, label: &'static str) -> R
 
 use Target::{HigherIsBetter as Higher, Informational as Info, LowerIsBetter as Lower, TowardOracle as Oracle};
 
-const fn entry(name: &'static str, description: &'static str, records: &'static [RecordInfo]) -> MetricInfo {
-    MetricInfo { name, description, needs_oracle: None, records }
+const fn entry(
+    name: &'static str,
+    direction: Direction,
+    description: &'static str,
+    records: &'static [RecordInfo],
+) -> MetricInfo {
+    MetricInfo { name, direction, description, needs_oracle: None, records }
 }
 
 const fn with_oracle(
     name: &'static str,
+    direction: Direction,
     description: &'static str,
     needs: &'static str,
     records: &'static [RecordInfo],
 ) -> MetricInfo {
-    MetricInfo { name, description, needs_oracle: Some(needs), records }
+    MetricInfo { name, direction, description, needs_oracle: Some(needs), records }
 }
 
 /// Every metric the crate implements, sorted by name.
 pub const METRICS: &[MetricInfo] = &[
     with_oracle(
         "acc_forget",
+        Direction::HigherIsBetter,
         "MSA paper's Acc_forget: share of forget questions whose ground-truth answer is not the closest candidate (ROUGE-L F1 judge; candidates: ground truth, oracle's greedy answer, perturbed answers) to the greedy answer",
         "its greedy answers to the forget QA prompts",
         &[r("", Oracle, "Acc_forget (ground truth not closest)")],
     ),
     with_oracle(
         "acc_recover",
+        Direction::HigherIsBetter,
         "MSA paper's Acc_recover: share of forget questions whose closest candidate to the greedy answer is the oracle's greedy answer (ROUGE-L F1 judge)",
         "its greedy answers to the forget QA prompts",
         &[r("", Oracle, "Acc_recover (oracle's answer closest)")],
     ),
     with_oracle(
         "acc_retain",
+        Direction::HigherIsBetter,
         "MSA paper's Acc_retain: share of retain questions whose closest candidate to the greedy answer is the ground truth or the oracle's greedy answer (ROUGE-L F1 judge)",
         "its greedy answers to the retain QA prompts",
         &[r("", Higher, "Acc_retain (truth or oracle's answer closest)")],
     ),
     entry(
         "exact_memorization",
+        Direction::LowerIsBetter,
         "exact memorisation (share of forget-document tokens that are the greedy prediction) and extraction strength (1 - shortest prefix after which the rest is greedy / length)",
         &[r("", Oracle, "exact memorisation, forget documents"), r("extraction_strength", Oracle, "extraction strength, forget documents")],
     ),
     with_oracle(
         "kl_to_oracle",
+        Direction::LowerIsBetter,
         "mean KL(P_oracle || P_model) of next-token distributions",
         "its Distributions rows",
         &[dup("", "kl_to_oracle/forget", "KL to oracle (forget; results before targets)"), r("forget", Oracle, "KL to oracle, forget text"), r("retain", Oracle, "KL to oracle, retain text"), r("general", Oracle, "KL to oracle, general text")]
     ),
     entry(
         "mc_accuracy",
+        Direction::HigherIsBetter,
         "multiple-choice accuracy of the QA items (argmax of log-likelihood), forget and retain splits",
         &[dup("", "mc_accuracy/forget", "MC accuracy (forget; results before targets)"), r("forget", Oracle, "forget MC accuracy"), r("retain", Higher, "retain MC accuracy")],
     ),
     entry(
         "mia_gradnorm_auc",
+        Direction::CloserTo(0.5),
         "ROC AUC of the GradNorm attack (score = -mean over parameter tensors of the L2 norm of the gradient of the mean token NLL; one backward pass per text), forget vs holdout",
         &[r("", Oracle, "GradNorm MIA AUC, forget vs held-out"), r("global_l2", Oracle, "GradNorm AUC (whole-gradient L2 norm), forget vs held-out")]
     ),
     entry(
         "mia_loss_auc",
+        Direction::CloserTo(0.5),
         "ROC AUC of the LOSS attack (score = -mean token NLL), forget vs holdout",
         &[r("", Oracle, "LOSS MIA AUC, forget vs held-out")]
     ),
     entry(
         "mia_minkpp_auc",
+        Direction::CloserTo(0.5),
         "ROC AUC of the Min-K%++ attack (k=40%, z-scored token log-probs), forget vs holdout",
         &[r("", Oracle, "Min-K%++ AUC, forget vs held-out")]
     ),
     with_oracle(
         "mia_reference_auc",
+        Direction::CloserTo(0.5),
         "ROC AUC of the reference-model attack (score = NLL_ref - NLL), forget vs holdout",
         "the reference model's mean token NLL of every forget and holdout text",
         &[r("", Oracle, "reference-model MIA AUC, forget vs held-out")]
     ),
     entry(
         "mia_zlib_auc",
+        Direction::CloserTo(0.5),
         "ROC AUC of the ZLib attack (score = -mean NLL / zlib bytes), forget vs holdout",
         &[r("", Oracle, "ZLib MIA AUC, forget vs held-out")]
     ),
     entry(
         "mink_auc",
+        Direction::CloserTo(0.5),
         "ROC AUC of the Min-K% Prob (k=40%) attack, forget vs holdout",
         &[r("", Oracle, "Min-K% AUC, forget vs held-out")]
     ),
     entry(
         "muse_knowmem_forget",
+        Direction::LowerIsBetter,
         "MUSE KnowMem: ROUGE-L F1 of greedy answers on the forget QA set",
         &[r("", Oracle, "KnowMem forget (ROUGE-L F1)"), dup("recall", "tofu_rouge_forget", "KnowMem forget recall")],
     ),
     entry(
         "muse_knowmem_retain",
+        Direction::HigherIsBetter,
         "MUSE KnowMem: ROUGE-L F1 of greedy answers on the retain QA set",
         &[r("", Higher, "KnowMem retain (ROUGE-L F1)"), dup("recall", "tofu_rouge_retain", "KnowMem retain recall")],
     ),
     with_oracle(
         "muse_privleak",
+        Direction::CloserTo(0.0),
         "MUSE PrivLeak: (AUC - AUC_oracle) / AUC_oracle * 100 of Min-K%",
         "its mink_auc",
         &[r("", Oracle, "PrivLeak (%)"), r("auc", Oracle, "PrivLeak Min-K% AUC")]
     ),
     entry(
         "muse_verbmem",
+        Direction::LowerIsBetter,
         "MUSE VerbMem: ROUGE-L F1 of greedy continuations of forget passages",
         &[r("", Oracle, "VerbMem (ROUGE-L F1)"), r("recall", Oracle, "VerbMem ROUGE-L recall")],
     ),
     with_oracle(
         "param_distance_to_oracle",
+        Direction::LowerIsBetter,
         "‖θ − θ_oracle‖ / ‖θ_D − θ_oracle‖ over all parameters",
         "its checkpoint",
         &[r("", Info, "parameter distance to oracle (÷ θ_D's)")],
     ),
     entry(
         "perplexity",
+        Direction::LowerIsBetter,
         "token perplexity of a text set (loglikelihood_rolling)",
         &[dup("", "perplexity/forget", "perplexity (forget; results before targets)"), log("forget", Oracle, "forget perplexity"), log("retain", Lower, "retain perplexity"), log("general", Lower, "general perplexity"), dup("forget/nll", "perplexity/forget", "forget NLL"), dup("retain/nll", "perplexity/retain", "retain NLL"), dup("general/nll", "perplexity/general", "general NLL")]
     ),
     entry(
         "restor_clean_acc",
+        Direction::HigherIsBetter,
         "accuracy of the clean over the corrupted answer (RESTOR-style)",
         &[r("", Oracle, "clean-answer accuracy"), dup("acc", "restor_clean_acc", "clean-answer accuracy")]
     ),
     with_oracle(
         "restor_recovery",
+        Direction::HigherIsBetter,
         "(acc - acc_corrupted) / (acc_oracle - acc_corrupted)",
         "its restor_clean_acc",
         &[r("", Oracle, "recovery"), dup("acc", "restor_clean_acc", "clean-answer accuracy")]
     ),
     with_oracle(
         "tofu_forget_quality",
+        Direction::HigherIsBetter,
         "TOFU forget quality: KS-test p-value of forget truth ratios vs the oracle's",
         "its tofu_truth_ratio_forget",
         &[r("", Higher, "forget quality (KS p)"), r("ks_statistic", Lower, "forget quality KS statistic")],
     ),
     entry(
         "tofu_model_utility",
+        Direction::HigherIsBetter,
         "TOFU model utility: harmonic mean of retain prob, ROUGE-L recall, truth ratio",
         &[r("", Higher, "model utility"), r("retain_prob", Higher, "utility: retain probability"), r("retain_rougeL_recall", Higher, "utility: retain ROUGE-L"), r("retain_truth_ratio", Higher, "utility: retain truth ratio")],
     ),
     entry(
         "tofu_prob_forget",
+        Direction::LowerIsBetter,
         "TOFU probability P(a|q)^(1/|a|) on the forget set",
         &[r("", Oracle, "forget answer probability")]
     ),
     entry(
         "tofu_prob_retain",
+        Direction::HigherIsBetter,
         "TOFU probability P(a|q)^(1/|a|) on the retain set",
         &[r("", Higher, "retain answer probability")]
     ),
     entry(
         "tofu_rouge_forget",
+        Direction::LowerIsBetter,
         "TOFU ROUGE-L recall of greedy answers on the forget set",
         &[r("", Oracle, "forget ROUGE-L recall"), r("f1", Oracle, "forget ROUGE-L F1")],
     ),
     entry(
         "tofu_rouge_retain",
+        Direction::HigherIsBetter,
         "TOFU ROUGE-L recall of greedy answers on the retain set",
         &[r("", Higher, "retain ROUGE-L recall"), r("f1", Higher, "retain ROUGE-L F1")],
     ),
     entry(
         "tofu_truth_ratio_forget",
+        Direction::HigherIsBetter,
         "TOFU truth ratio, mean min(R, 1/R), forget set",
         &[r("", Oracle, "forget truth ratio"), r("mean_ratio", Oracle, "forget mean ratio R")]
     ),
     entry(
         "tofu_truth_ratio_retain",
+        Direction::HigherIsBetter,
         "TOFU truth ratio, mean max(0, 1 - R), retain set",
         &[r("", Higher, "retain truth ratio"), r("mean_ratio", Lower, "retain mean ratio R")]
     ),
     entry(
         "toxigen",
+        Direction::HigherIsBetter,
         "lm-eval toxigen: acc / acc_norm of hateful-or-not classification",
         &[r("", Oracle, "ToxiGen acc"), dup("acc", "toxigen", "ToxiGen acc"), r("acc_norm", Oracle, "ToxiGen acc_norm")],
     ),
     entry(
         "toxigen_generation",
+        Direction::LowerIsBetter,
         "mean P(toxic) of greedy continuations of ToxiGen prompts (needs a classifier)",
         &[r("", Oracle, "P(toxic) of continuations"), r("frac_toxic", Oracle, "share of toxic continuations")]
     ),
     entry(
         "toxigen_likelihood",
+        Direction::LowerIsBetter,
         "per target group: per-token loglik of hateful minus neutral statements",
         &[r("", Oracle, "hateful − neutral log-likelihood"), r("*/diff", Oracle, "hateful − neutral log-likelihood, one target group")],
     ),
     entry(
         "truthfulqa_mc1",
+        Direction::HigherIsBetter,
         "lm-eval truthfulqa_mc1: accuracy, single true answer",
         &[r("", Oracle, "TruthfulQA MC1")],
     ),
     entry(
         "truthfulqa_mc2",
+        Direction::HigherIsBetter,
         "lm-eval truthfulqa_mc2: normalised probability mass of true answers",
         &[r("", Oracle, "TruthfulQA MC2")],
     ),

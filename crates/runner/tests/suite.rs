@@ -151,11 +151,20 @@ fn oracle_against_itself_and_theta_d() {
             .unwrap_or_else(|| panic!("no record for {name}"));
         assert!(rec.value.is_finite() || rec.skipped.is_some(), "{name}: {rec:?}");
     }
-    // every record written is declared in evals::registry, and carries that declaration
+    // every record written is declared in evals::registry, and carries that declaration; a
+    // metric's own record has the direction the registry declares for it (which a metric
+    // skipped before it was built is recorded with)
+    let mut directions_checked = 0;
     for (k, rec) in &oracle {
-        let (_, info) = evals::registry::record_info(k).unwrap_or_else(|| panic!("record {k} has no declared target"));
+        let (metric, info) =
+            evals::registry::record_info(k).unwrap_or_else(|| panic!("record {k} has no declared target"));
         assert_eq!((rec.target, rec.scale), (Some(info.target), Some(info.scale)), "{k}");
+        if k == metric.name {
+            assert_eq!(rec.direction, metric.direction, "{k}: the registry declares another direction");
+            directions_checked += 1;
+        }
     }
+    assert!(directions_checked >= 15, "only {directions_checked} metrics' own records");
     // Every metric of the facts world applies here: nothing is skipped.
     let skipped: Vec<&String> = oracle.iter().filter(|(_, r)| r.skipped.is_some()).map(|(k, _)| k).collect();
     assert!(skipped.is_empty(), "skipped: {skipped:?}");

@@ -3,29 +3,17 @@
 
 use super::*;
 
-/// The direction a metric is reported with when it is skipped before being built.
+/// The direction of metric `name` as the registry declares it (`evals::registry::MetricInfo::
+/// direction`), for the record of a metric skipped before it was built; higher-is-better for a
+/// name the registry does not know (config validation refuses those before a run).
 pub(super) fn nominal_direction(name: &str) -> Direction {
-    match name {
-        "acc_forget" | "acc_recover" | "acc_retain" => Direction::HigherIsBetter,
-        "mink_auc" | "mia_loss_auc" | "mia_zlib_auc" | "mia_minkpp_auc" | "mia_reference_auc" | "mia_gradnorm_auc" => {
-            Direction::CloserTo(0.5)
-        }
-        "muse_privleak" => Direction::CloserTo(0.0),
-        "kl_to_oracle"
-        | "param_distance_to_oracle"
-        | "toxigen_generation"
-        | "toxigen_likelihood"
-        | "muse_verbmem"
-        | "exact_memorization" => Direction::LowerIsBetter,
-        n if n.ends_with("_forget") && !n.starts_with("tofu_truth_ratio") => Direction::LowerIsBetter,
-        _ => Direction::HigherIsBetter,
-    }
+    evals::registry::lookup(name).map_or(Direction::HigherIsBetter, |m| m.direction)
 }
 
 /// Records each record's target and scale as the `evals` registry declares them. A record no
 /// metric declares is recorded as informational (the cell's numbers are kept; the report lists
-/// it in the appendix only) — `every_written_record_is_declared` in the tests keeps the
-/// declarations complete for the records the test worlds produce.
+/// it in the appendix only) — `oracle_against_itself_and_theta_d` in `tests/suite.rs` keeps
+/// the declarations complete for the records the test world produces.
 pub fn declare_targets(records: &mut BTreeMap<String, MetricRecord>) -> Result<()> {
     for (name, rec) in records.iter_mut() {
         match evals::registry::record_info(name) {
