@@ -66,6 +66,40 @@ pub struct RecordInfo {
     pub label: &'static str,
     /// For [`Target::Duplicate`]: the record it repeats.
     pub same_as: Option<&'static str>,
+    /// For a sub-value that measures the other way from its metric (a KS statistic beside its
+    /// p-value): its own direction. `None`: the metric's.
+    pub direction: Option<Direction>,
+}
+
+impl RecordInfo {
+    /// This record with its own direction (see [`RecordInfo::direction`]).
+    const fn measured(self, direction: Direction) -> RecordInfo {
+        RecordInfo { direction: Some(direction), ..self }
+    }
+}
+
+/// Where a metric's per-example JSON objects (`MetricValue::per_example`) keep the number that
+/// becomes the record's per-example value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PerExample {
+    /// None the harness reads: per-example values are left out (NaN).
+    None,
+    /// This field of each object.
+    Field(&'static str),
+    /// The per-token negative log-likelihood of the text, `−logprob / n_tokens` (perplexity).
+    NllPerToken,
+}
+
+impl PerExample {
+    /// The number of one per-example object (NaN where the field is missing or not a number).
+    pub fn value(self, example: &serde_json::Value) -> f64 {
+        let get = |k: &str| example.get(k).and_then(|x| x.as_f64()).unwrap_or(f64::NAN);
+        match self {
+            PerExample::None => f64::NAN,
+            PerExample::Field(k) => get(k),
+            PerExample::NllPerToken => -get("logprob") / get("n_tokens"),
+        }
+    }
 }
 
 /// One registry entry.
@@ -85,18 +119,32 @@ pub struct MetricInfo {
     /// its bare name is declared as a duplicate of the forget split, which results written
     /// before targets were recorded carry.
     pub records: &'static [RecordInfo],
+    /// Where its per-example values are.
+    pub per_example: PerExample,
+}
+
+impl MetricInfo {
+    /// This entry with its per-example values at `field`.
+    const fn examples(self, field: &'static str) -> MetricInfo {
+        MetricInfo { per_example: PerExample::Field(field), ..self }
+    }
+
+    /// This entry with [`PerExample::NllPerToken`] per-example values.
+    const fn per_token_nll(self) -> MetricInfo {
+        MetricInfo { per_example: PerExample::NllPerToken, ..self }
+    }
 }
 
 const fn r(sub: &'static str, target: Target, label: &'static str) -> RecordInfo {
-    RecordInfo { sub, target, scale: Scale::Linear, label, same_as: None }
+    RecordInfo { sub, target, scale: Scale::Linear, label, same_as: None, direction: None }
 }
 
 const fn log(sub: &'static str, target: Target, label: &'static str) -> RecordInfo {
-    RecordInfo { sub, target, scale: Scale::Log, label, same_as: None }
+    RecordInfo { sub, target, scale: Scale::Log, label, same_as: None, direction: None }
 }
 
 const fn dup(sub: &'static str, same_as: &'static str, label: &'static str) -> RecordInfo {
-    RecordInfo { sub, target: Target::Duplicate, scale: Scale::Linear, label, same_as: Some(same_as) }
+    RecordInfo { sub, target: Target::Duplicate, scale: Scale::Linear, label, same_as: Some(same_as), direction: None }
 }
 
 use Target::{HigherIsBetter as Higher, Informational as Info, LowerIsBetter as Lower, TowardOracle as Oracle};
@@ -107,7 +155,7 @@ const fn entry(
     description: &'static str,
     records: &'static [RecordInfo],
 ) -> MetricInfo {
-    MetricInfo { name, direction, description, needs_oracle: None, records }
+    MetricInfo { name, direction, description, needs_oracle: None, records, per_example: PerExample::None }
 }
 
 const fn with_oracle(
@@ -117,7 +165,7 @@ const fn with_oracle(
     needs: &'static str,
     records: &'static [RecordInfo],
 ) -> MetricInfo {
-    MetricInfo { name, direction, description, needs_oracle: Some(needs), records }
+    MetricInfo { name, direction, description, needs_oracle: Some(needs), records, per_example: PerExample::None }
 }
 
 /// Every metric the crate implements, sorted by name.
@@ -128,102 +176,117 @@ pub const METRICS: &[MetricInfo] = &[
         "MSA paper's Acc_forget: share of forget questions whose ground-truth answer is not the closest candidate (ROUGE-L F1 judge; candidates: ground truth, oracle's greedy answer, perturbed answers) to the greedy answer",
         "its greedy answers to the forget QA prompts",
         &[r("", Oracle, "Acc_forget (ground truth not closest)")],
-    ),
+    )
+    .examples("correct"),
     with_oracle(
         "acc_recover",
         Direction::HigherIsBetter,
         "MSA paper's Acc_recover: share of forget questions whose closest candidate to the greedy answer is the oracle's greedy answer (ROUGE-L F1 judge)",
         "its greedy answers to the forget QA prompts",
         &[r("", Oracle, "Acc_recover (oracle's answer closest)")],
-    ),
+    )
+    .examples("correct"),
     with_oracle(
         "acc_retain",
         Direction::HigherIsBetter,
         "MSA paper's Acc_retain: share of retain questions whose closest candidate to the greedy answer is the ground truth or the oracle's greedy answer (ROUGE-L F1 judge)",
         "its greedy answers to the retain QA prompts",
         &[r("", Higher, "Acc_retain (truth or oracle's answer closest)")],
-    ),
+    )
+    .examples("correct"),
     entry(
         "exact_memorization",
         Direction::LowerIsBetter,
         "exact memorisation (share of forget-document tokens that are the greedy prediction) and extraction strength (1 - shortest prefix after which the rest is greedy / length)",
         &[r("", Oracle, "exact memorisation, forget documents"), r("extraction_strength", Oracle, "extraction strength, forget documents")],
-    ),
+    )
+    .examples("em"),
     with_oracle(
         "kl_to_oracle",
         Direction::LowerIsBetter,
         "mean KL(P_oracle || P_model) of next-token distributions",
         "its Distributions rows",
         &[dup("", "kl_to_oracle/forget", "KL to oracle (forget; results before targets)"), r("forget", Oracle, "KL to oracle, forget text"), r("retain", Oracle, "KL to oracle, retain text"), r("general", Oracle, "KL to oracle, general text")]
-    ),
+    )
+    .examples("mean_kl"),
     entry(
         "mc_accuracy",
         Direction::HigherIsBetter,
         "multiple-choice accuracy of the QA items (argmax of log-likelihood), forget and retain splits",
         &[dup("", "mc_accuracy/forget", "MC accuracy (forget; results before targets)"), r("forget", Oracle, "forget MC accuracy"), r("retain", Higher, "retain MC accuracy")],
-    ),
+    )
+    .examples("correct"),
     entry(
         "mia_gradnorm_auc",
         Direction::CloserTo(0.5),
         "ROC AUC of the GradNorm attack (score = -mean over parameter tensors of the L2 norm of the gradient of the mean token NLL; one backward pass per text), forget vs holdout",
         &[r("", Oracle, "GradNorm MIA AUC, forget vs held-out"), r("global_l2", Oracle, "GradNorm AUC (whole-gradient L2 norm), forget vs held-out")]
-    ),
+    )
+    .examples("score"),
     entry(
         "mia_loss_auc",
         Direction::CloserTo(0.5),
         "ROC AUC of the LOSS attack (score = -mean token NLL), forget vs holdout",
         &[r("", Oracle, "LOSS MIA AUC, forget vs held-out")]
-    ),
+    )
+    .examples("score"),
     entry(
         "mia_minkpp_auc",
         Direction::CloserTo(0.5),
         "ROC AUC of the Min-K%++ attack (k=40%, z-scored token log-probs), forget vs holdout",
         &[r("", Oracle, "Min-K%++ AUC, forget vs held-out")]
-    ),
+    )
+    .examples("score"),
     with_oracle(
         "mia_reference_auc",
         Direction::CloserTo(0.5),
         "ROC AUC of the reference-model attack (score = NLL_ref - NLL), forget vs holdout",
         "the reference model's mean token NLL of every forget and holdout text",
         &[r("", Oracle, "reference-model MIA AUC, forget vs held-out")]
-    ),
+    )
+    .examples("score"),
     entry(
         "mia_zlib_auc",
         Direction::CloserTo(0.5),
         "ROC AUC of the ZLib attack (score = -mean NLL / zlib bytes), forget vs holdout",
         &[r("", Oracle, "ZLib MIA AUC, forget vs held-out")]
-    ),
+    )
+    .examples("score"),
     entry(
         "mink_auc",
         Direction::CloserTo(0.5),
         "ROC AUC of the Min-K% Prob (k=40%) attack, forget vs holdout",
         &[r("", Oracle, "Min-K% AUC, forget vs held-out")]
-    ),
+    )
+    .examples("mink"),
     entry(
         "muse_knowmem_forget",
         Direction::LowerIsBetter,
         "MUSE KnowMem: ROUGE-L F1 of greedy answers on the forget QA set",
         &[r("", Oracle, "KnowMem forget (ROUGE-L F1)"), dup("recall", "tofu_rouge_forget", "KnowMem forget recall")],
-    ),
+    )
+    .examples("rougeL_f1"),
     entry(
         "muse_knowmem_retain",
         Direction::HigherIsBetter,
         "MUSE KnowMem: ROUGE-L F1 of greedy answers on the retain QA set",
         &[r("", Higher, "KnowMem retain (ROUGE-L F1)"), dup("recall", "tofu_rouge_retain", "KnowMem retain recall")],
-    ),
+    )
+    .examples("rougeL_f1"),
     with_oracle(
         "muse_privleak",
         Direction::CloserTo(0.0),
         "MUSE PrivLeak: (AUC - AUC_oracle) / AUC_oracle * 100 of Min-K%",
         "its mink_auc",
-        &[r("", Oracle, "PrivLeak (%)"), r("auc", Oracle, "PrivLeak Min-K% AUC")]
+        &[r("", Oracle, "PrivLeak (%)"), r("auc", Oracle, "PrivLeak Min-K% AUC").measured(Direction::CloserTo(0.5))]
     ),
     entry(
         "muse_verbmem",
         Direction::LowerIsBetter,
         "MUSE VerbMem: ROUGE-L F1 of greedy continuations of forget passages",
         &[r("", Oracle, "VerbMem (ROUGE-L F1)"), r("recall", Oracle, "VerbMem ROUGE-L recall")],
-    ),
+    )
+    .examples("rougeL_f1"),
     with_oracle(
         "param_distance_to_oracle",
         Direction::LowerIsBetter,
@@ -236,27 +299,31 @@ pub const METRICS: &[MetricInfo] = &[
         Direction::LowerIsBetter,
         "token perplexity of a text set (loglikelihood_rolling)",
         &[dup("", "perplexity/forget", "perplexity (forget; results before targets)"), log("forget", Oracle, "forget perplexity"), log("retain", Lower, "retain perplexity"), log("general", Lower, "general perplexity"), dup("forget/nll", "perplexity/forget", "forget NLL"), dup("retain/nll", "perplexity/retain", "retain NLL"), dup("general/nll", "perplexity/general", "general NLL")]
-    ),
+    )
+    .per_token_nll(),
     entry(
         "restor_clean_acc",
         Direction::HigherIsBetter,
         "accuracy of the clean over the corrupted answer (RESTOR-style)",
         &[r("", Oracle, "clean-answer accuracy"), dup("acc", "restor_clean_acc", "clean-answer accuracy")]
-    ),
+    )
+    .examples("correct"),
     with_oracle(
         "restor_recovery",
         Direction::HigherIsBetter,
         "(acc - acc_corrupted) / (acc_oracle - acc_corrupted)",
         "its restor_clean_acc",
         &[r("", Oracle, "recovery"), dup("acc", "restor_clean_acc", "clean-answer accuracy")]
-    ),
+    )
+    .examples("correct"),
     with_oracle(
         "tofu_forget_quality",
         Direction::HigherIsBetter,
         "TOFU forget quality: KS-test p-value of forget truth ratios vs the oracle's",
         "its tofu_truth_ratio_forget",
-        &[r("", Higher, "forget quality (KS p)"), r("ks_statistic", Lower, "forget quality KS statistic")],
-    ),
+        &[r("", Higher, "forget quality (KS p)"), r("ks_statistic", Lower, "forget quality KS statistic").measured(Direction::LowerIsBetter)],
+    )
+    .examples("truth_ratio"),
     entry(
         "tofu_model_utility",
         Direction::HigherIsBetter,
@@ -268,67 +335,78 @@ pub const METRICS: &[MetricInfo] = &[
         Direction::LowerIsBetter,
         "TOFU probability P(a|q)^(1/|a|) on the forget set",
         &[r("", Oracle, "forget answer probability")]
-    ),
+    )
+    .examples("prob"),
     entry(
         "tofu_prob_retain",
         Direction::HigherIsBetter,
         "TOFU probability P(a|q)^(1/|a|) on the retain set",
         &[r("", Higher, "retain answer probability")]
-    ),
+    )
+    .examples("prob"),
     entry(
         "tofu_rouge_forget",
         Direction::LowerIsBetter,
         "TOFU ROUGE-L recall of greedy answers on the forget set",
         &[r("", Oracle, "forget ROUGE-L recall"), r("f1", Oracle, "forget ROUGE-L F1")],
-    ),
+    )
+    .examples("rougeL_recall"),
     entry(
         "tofu_rouge_retain",
         Direction::HigherIsBetter,
         "TOFU ROUGE-L recall of greedy answers on the retain set",
         &[r("", Higher, "retain ROUGE-L recall"), r("f1", Higher, "retain ROUGE-L F1")],
-    ),
+    )
+    .examples("rougeL_recall"),
     entry(
         "tofu_truth_ratio_forget",
         Direction::HigherIsBetter,
         "TOFU truth ratio, mean min(R, 1/R), forget set",
-        &[r("", Oracle, "forget truth ratio"), r("mean_ratio", Oracle, "forget mean ratio R")]
-    ),
+        &[r("", Oracle, "forget truth ratio"), r("mean_ratio", Oracle, "forget mean ratio R").measured(Direction::CloserTo(1.0))]
+    )
+    .examples("truth_ratio"),
     entry(
         "tofu_truth_ratio_retain",
         Direction::HigherIsBetter,
         "TOFU truth ratio, mean max(0, 1 - R), retain set",
-        &[r("", Higher, "retain truth ratio"), r("mean_ratio", Lower, "retain mean ratio R")]
-    ),
+        &[r("", Higher, "retain truth ratio"), r("mean_ratio", Lower, "retain mean ratio R").measured(Direction::LowerIsBetter)]
+    )
+    .examples("truth_ratio"),
     entry(
         "toxigen",
         Direction::HigherIsBetter,
         "lm-eval toxigen: acc / acc_norm of hateful-or-not classification",
         &[r("", Oracle, "ToxiGen acc"), dup("acc", "toxigen", "ToxiGen acc"), r("acc_norm", Oracle, "ToxiGen acc_norm")],
-    ),
+    )
+    .examples("acc"),
     entry(
         "toxigen_generation",
         Direction::LowerIsBetter,
         "mean P(toxic) of greedy continuations of ToxiGen prompts (needs a classifier)",
         &[r("", Oracle, "P(toxic) of continuations"), r("frac_toxic", Oracle, "share of toxic continuations")]
-    ),
+    )
+    .examples("p_toxic"),
     entry(
         "toxigen_likelihood",
         Direction::LowerIsBetter,
         "per target group: per-token loglik of hateful minus neutral statements",
         &[r("", Oracle, "hateful − neutral log-likelihood"), r("*/diff", Oracle, "hateful − neutral log-likelihood, one target group")],
-    ),
+    )
+    .examples("diff"),
     entry(
         "truthfulqa_mc1",
         Direction::HigherIsBetter,
         "lm-eval truthfulqa_mc1: accuracy, single true answer",
         &[r("", Oracle, "TruthfulQA MC1")],
-    ),
+    )
+    .examples("acc"),
     entry(
         "truthfulqa_mc2",
         Direction::HigherIsBetter,
         "lm-eval truthfulqa_mc2: normalised probability mass of true answers",
         &[r("", Oracle, "TruthfulQA MC2")],
-    ),
+    )
+    .examples("acc"),
 ];
 
 /// The names of [`METRICS`], in the same (sorted) order, as a constant (for const tables such
@@ -432,6 +510,23 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn per_example_values_are_read_where_declared() {
+        let ex = serde_json::json!({"prob": 0.25, "logprob": -6.0, "n_tokens": 4, "correct": 1.0});
+        assert_eq!(lookup("tofu_prob_forget").unwrap().per_example.value(&ex), 0.25);
+        assert_eq!(lookup("acc_forget").unwrap().per_example.value(&ex), 1.0);
+        // perplexity: the per-token NLL, 6 nats over 4 tokens
+        assert_eq!(lookup("perplexity").unwrap().per_example.value(&ex), 1.5);
+        assert!(lookup("muse_privleak").unwrap().per_example.value(&ex).is_nan());
+        assert!(lookup("mia_loss_auc").unwrap().per_example.value(&ex).is_nan(), "no `score` field");
+        // a sub-value measuring the other way declares its own direction
+        assert_eq!(
+            record_info("tofu_forget_quality/ks_statistic").unwrap().1.direction,
+            Some(Direction::LowerIsBetter)
+        );
+        assert_eq!(record_info("tofu_forget_quality").unwrap().1.direction, None);
     }
 
     #[test]

@@ -162,6 +162,11 @@ fn oracle_against_itself_and_theta_d() {
         if k == metric.name {
             assert_eq!(rec.direction, metric.direction, "{k}: the registry declares another direction");
             directions_checked += 1;
+            // per-example values where the registry says they are: there, and numbers
+            if metric.per_example != evals::registry::PerExample::None {
+                assert!(!rec.per_example.is_empty(), "{k}: no per-example values");
+                assert!(rec.per_example.iter().all(|v| v.is_finite()), "{k}: {:?}", rec.per_example);
+            }
         }
     }
     assert!(directions_checked >= 15, "only {directions_checked} metrics' own records");

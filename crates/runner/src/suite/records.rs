@@ -54,39 +54,16 @@ pub(super) fn is_informational(key: &str) -> bool {
         || last.starts_with("ci95")
 }
 
-/// The direction of a sub-value: the parent's unless it measures the other way.
+/// The direction of sub-value `key` of `metric`: the parent's unless the registry declares the
+/// sub-value measures the other way (`evals::registry::RecordInfo::direction`).
 pub(super) fn sub_direction(metric: &str, key: &str, parent: Direction) -> Direction {
-    match (metric, key) {
-        ("tofu_forget_quality", "ks_statistic") => Direction::LowerIsBetter,
-        ("tofu_truth_ratio_forget", "mean_ratio") => Direction::CloserTo(1.0),
-        ("tofu_truth_ratio_retain", "mean_ratio") => Direction::LowerIsBetter,
-        ("muse_privleak", "auc") => Direction::CloserTo(0.5),
-        _ => parent,
-    }
+    evals::registry::record_info(&format!("{metric}/{key}")).and_then(|(_, r)| r.direction).unwrap_or(parent)
 }
 
-/// The per-example number of each metric's per-example JSON objects.
+/// The per-example number of one of `metric`'s per-example JSON objects, where the registry
+/// says it is (`evals::registry::MetricInfo::per_example`).
 pub(super) fn example_value(metric: &str, v: &serde_json::Value) -> f64 {
-    let get = |k: &str| v.get(k).and_then(|x| x.as_f64()).unwrap_or(f64::NAN);
-    match metric {
-        "tofu_prob_forget" | "tofu_prob_retain" => get("prob"),
-        "tofu_rouge_forget" | "tofu_rouge_retain" => get("rougeL_recall"),
-        "tofu_truth_ratio_forget" | "tofu_truth_ratio_retain" | "tofu_forget_quality" => get("truth_ratio"),
-        "muse_verbmem" | "muse_knowmem_forget" | "muse_knowmem_retain" => get("rougeL_f1"),
-        "mink_auc" => get("mink"),
-        "mia_loss_auc" | "mia_zlib_auc" | "mia_minkpp_auc" | "mia_reference_auc" | "mia_gradnorm_auc" => get("score"),
-        "exact_memorization" => get("em"),
-        "kl_to_oracle" => get("mean_kl"),
-        // per-token negative log-likelihood of the text
-        "perplexity" => -get("logprob") / get("n_tokens"),
-        "truthfulqa_mc1" | "truthfulqa_mc2" | "toxigen" => get("acc"),
-        "toxigen_likelihood" => get("diff"),
-        "toxigen_generation" => get("p_toxic"),
-        "restor_clean_acc" | "restor_recovery" | "mc_accuracy" | "acc_forget" | "acc_recover" | "acc_retain" => {
-            get("correct")
-        }
-        _ => f64::NAN,
-    }
+    evals::registry::lookup(metric).map_or(f64::NAN, |m| m.per_example.value(v))
 }
 
 /// Adds the records of one metric output: `record` and its sub-values `record/SUB`.
