@@ -7,9 +7,10 @@
 //! the cell's JSON atomically as soon as it finishes. A failing cell is recorded with its error
 //! chain and the sweep goes on; a rerun skips finished cells and reruns stale ones (results made
 //! under another [`crate::fingerprint::Fingerprint`]). Before any work, every world seed's world
-//! and every model source are checked ([`validate_worlds`], [`validate_models`]).
+//! and every model source are checked ([`validate_worlds`], [`validate_models`]), and every
+//! method is built at every grid point ([`validate_methods`]).
 
-use crate::cells::{expand, Cell, REFERENCE_FINAL, REFERENCE_RETRAIN, REFERENCE_RETRAIN_ALT};
+use crate::cells::{expand, format_value, Cell, REFERENCE_FINAL, REFERENCE_RETRAIN, REFERENCE_RETRAIN_ALT};
 use crate::config::{resolve_data_dir, ModelSource, Sweep, TRAIN_KEYS};
 use crate::fingerprint::{Fingerprint, SweepFingerprints};
 use crate::shard::Shard;
@@ -76,6 +77,7 @@ pub fn run(sweep: &Sweep, opts: &ExecOptions, progress: Option<Progress>, log: &
     let mine: Vec<&Cell> = opts.shard.select(&cells);
     let store = ResultStore::for_sweep(sweep);
     let data_dir = opts.data_dir.clone().unwrap_or_else(|| resolve_data_dir(sweep));
+    validate_methods(sweep)?;
     let worlds = validate_worlds(sweep, opts, &data_dir)?;
     validate_models(sweep, opts)?;
     let fingerprints = SweepFingerprints::new(sweep, opts.smoke, &worlds)?;
@@ -211,6 +213,42 @@ pub fn run(sweep: &Sweep, opts: &ExecOptions, progress: Option<Progress>, log: &
     }
     summary.seconds = start.elapsed().as_secs_f64();
     Ok(summary)
+}
+
+/// A method cell's parameters split in two: the method's own (returned) build the method; the
+/// [train] keys (lr, epochs, ...) only the one trainer configuration of the cell
+/// ([`cell_train_config`]), which the method trains with (`unlearn::Context::train`).
+fn own_params(params: &BTreeMap<String, toml::Value>) -> toml::Table {
+    params.iter().filter(|(k, _)| !TRAIN_KEYS.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+/// Builds every built-in method at every grid point of the sweep, as its cells will (without
+/// running it), so that a value the method refuses (α < 0, an unknown variant, a malformed
+/// checkpoint selector) fails at once with the config file, the method and the point, before
+/// any world is built or model trained. A `hub:` checkpoint stands for the folder it resolves to
+/// at run time.
+pub fn validate_methods(sweep: &Sweep) -> Result<()> {
+    let file = sweep.source.display();
+    let mut seen = std::collections::BTreeSet::new();
+    for cell in expand(sweep) {
+        if cell.is_reference() || cell.kind == crate::external::KIND {
+            continue;
+        }
+        let mut params = own_params(&cell.params);
+        if !seen.insert((cell.method.clone(), params.to_string())) {
+            continue;
+        }
+        if let Some(toml::Value::String(c)) = params.get("checkpoint") {
+            if let Some(spec) = c.strip_prefix("hub:") {
+                params.insert("checkpoint".into(), toml::Value::String(format!("path:{spec}")));
+            }
+        }
+        if let Err(e) = methods::build(&cell.kind, &params) {
+            let point: Vec<String> = cell.params.iter().map(|(k, v)| format!("{k}={}", format_value(v))).collect();
+            bail!("{file}: methods.{} ({}): {e:#}", cell.method, point.join(", "));
+        }
+    }
+    Ok(())
 }
 
 /// Resolves the world of every world seed (each field checked against the run and the data
@@ -809,15 +847,7 @@ fn run_cell(
             (result.with_context(|| format!("method {} ({})", cell.method, cell.kind))?, !opts.keep_models)
         }
         _ => {
-            // The cell's parameters split in two: the method's own build the method; the
-            // [train] keys (lr, epochs, ...) only the one trainer configuration of the cell
-            // (`cell_train_config`), which the method trains with (`unlearn::Context::train`).
-            let mut method_params = toml::Table::new();
-            for (k, v) in &cell.params {
-                if !TRAIN_KEYS.contains(&k.as_str()) {
-                    method_params.insert(k.clone(), v.clone());
-                }
-            }
+            let mut method_params = own_params(&cell.params);
             if let (None, Some(toml::Value::String(c))) = (&ctx.smoke_family, method_params.get("checkpoint")) {
                 if let Some(spec) = c.strip_prefix("hub:") {
                     let dir = resolve_hub_checkpoint(spec)

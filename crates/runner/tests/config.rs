@@ -53,6 +53,8 @@ fn every_shipped_config_parses_and_validates() {
         if path.extension().is_some_and(|e| e == "toml") {
             let sweep = load_sweep(&path).unwrap_or_else(|e| panic!("{e:#}"));
             assert!(!expand(&sweep).is_empty(), "{}", path.display());
+            // and every method builds at every grid point, as its cells will
+            runner::exec::validate_methods(&sweep).unwrap_or_else(|e| panic!("{e:#}"));
             n += 1;
         }
     }
@@ -426,4 +428,31 @@ fn eval_limits_and_judge_are_parsed_and_bad_values_are_named() {
     check_err(&with("max_qa = 0"), &["eval.max_qa = 0", "at least 1"]);
     check_err(&with("max_items = 3"), &["max_items"]);
     check_err(&with("answer_new_tokens = \"long\""), &["answer_new_tokens"]);
+}
+
+/// A value the method itself refuses (names are checked at parse time, values by the method)
+/// fails before any work: `exec::run` builds every method at every grid point first, and the
+/// error names the file, the method, the grid point and the parameter.
+#[test]
+fn a_value_the_method_refuses_fails_before_any_work() {
+    let out = tempfile::tempdir().unwrap();
+    let text = format!(
+        "output_dir = {:?}\n{}",
+        out.path().display().to_string(),
+        BASE.replace("alpha = [1.0, 1.5, 2.0]", "alpha = [1.0, -1.5]")
+    );
+    let sweep = parse_sweep(&text, Path::new("configs/bad.toml"), &Registry::DEFAULT).unwrap();
+    let e = format!("{:#}", runner::exec::validate_methods(&sweep).unwrap_err());
+    for frag in ["configs/bad.toml", "methods.msa", "alpha=-1.5", "method msa: parameter alpha = -1.5 is invalid"] {
+        assert!(e.contains(frag), "{e:?} lacks {frag:?}");
+    }
+    // the run stops with it, before building a world (nothing is written)
+    let opts = runner::exec::ExecOptions { dry_run: true, ..Default::default() };
+    let e = format!("{:#}", runner::exec::run(&sweep, &opts, None, &|_| {}).unwrap_err());
+    assert!(e.contains("alpha=-1.5"), "{e}");
+    assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0, "nothing written");
+    // a `hub:` checkpoint is resolved at run time: it passes here
+    let hub = BASE.replace("checkpoint = [\"latest-clean\", \"distance:2\"]", "checkpoint = \"hub:org/model\"");
+    let sweep = parse_sweep(&hub, Path::new("configs/ok.toml"), &Registry::DEFAULT).unwrap();
+    runner::exec::validate_methods(&sweep).unwrap();
 }
