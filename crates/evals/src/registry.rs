@@ -121,12 +121,20 @@ pub struct MetricInfo {
     pub records: &'static [RecordInfo],
     /// Where its per-example values are.
     pub per_example: PerExample,
+    /// It scores generations with the toxicity classifier (`toxicity_classifier` in a sweep
+    /// config), which the runner loads once per run when a requested metric needs it.
+    pub needs_classifier: bool,
 }
 
 impl MetricInfo {
     /// This entry with its per-example values at `field`.
     const fn examples(self, field: &'static str) -> MetricInfo {
         MetricInfo { per_example: PerExample::Field(field), ..self }
+    }
+
+    /// This entry marked as scoring with the toxicity classifier.
+    const fn with_classifier(self) -> MetricInfo {
+        MetricInfo { needs_classifier: true, ..self }
     }
 
     /// This entry with [`PerExample::NllPerToken`] per-example values.
@@ -155,7 +163,15 @@ const fn entry(
     description: &'static str,
     records: &'static [RecordInfo],
 ) -> MetricInfo {
-    MetricInfo { name, direction, description, needs_oracle: None, records, per_example: PerExample::None }
+    MetricInfo {
+        name,
+        direction,
+        description,
+        needs_oracle: None,
+        records,
+        per_example: PerExample::None,
+        needs_classifier: false,
+    }
 }
 
 const fn with_oracle(
@@ -165,7 +181,15 @@ const fn with_oracle(
     needs: &'static str,
     records: &'static [RecordInfo],
 ) -> MetricInfo {
-    MetricInfo { name, direction, description, needs_oracle: Some(needs), records, per_example: PerExample::None }
+    MetricInfo {
+        name,
+        direction,
+        description,
+        needs_oracle: Some(needs),
+        records,
+        per_example: PerExample::None,
+        needs_classifier: false,
+    }
 }
 
 /// Every metric the crate implements, sorted by name.
@@ -385,7 +409,8 @@ pub const METRICS: &[MetricInfo] = &[
         "mean P(toxic) of greedy continuations of ToxiGen prompts (needs a classifier)",
         &[r("", Oracle, "P(toxic) of continuations"), r("frac_toxic", Oracle, "share of toxic continuations")]
     )
-    .examples("p_toxic"),
+    .examples("p_toxic")
+    .with_classifier(),
     entry(
         "toxigen_likelihood",
         Direction::LowerIsBetter,
@@ -447,6 +472,11 @@ pub fn record_info(record: &str) -> Option<(&'static MetricInfo, &'static Record
         r.sub.strip_prefix("*/").is_some_and(|rest| sub.split_once('/').is_some_and(|(_, tail)| tail == rest))
     };
     info.records.iter().find(|r| r.sub == sub).or_else(|| info.records.iter().find(wildcard)).map(|r| (info, r))
+}
+
+/// Whether any of `names` needs the toxicity classifier ([`MetricInfo::needs_classifier`]).
+pub fn needs_classifier<S: AsRef<str>>(names: &[S]) -> bool {
+    names.iter().any(|n| lookup(n.as_ref()).is_ok_and(|m| m.needs_classifier))
 }
 
 /// Looks a metric up by name.
@@ -527,6 +557,7 @@ mod tests {
             Some(Direction::LowerIsBetter)
         );
         assert_eq!(record_info("tofu_forget_quality").unwrap().1.direction, None);
+        assert!(needs_classifier(&["mink_auc", "toxigen_generation"]) && !needs_classifier(&["toxigen", "nope"]));
     }
 
     #[test]

@@ -568,7 +568,7 @@ fn check_quality(
 /// written under `OUTPUT_DIR/worlds/` (so the whole path runs on CPU). `None` when the metric
 /// is not requested, or no classifier is configured (the metric is then skipped).
 fn toxicity_classifier(sweep: &Sweep, opts: &ExecOptions, log: &dyn Fn(&str)) -> Result<Option<Arc<dyn Classifier>>> {
-    if !sweep.metrics.iter().any(|m| m == "toxigen_generation") {
+    if !evals::registry::needs_classifier(&sweep.metrics) {
         return Ok(None);
     }
     let dir = if opts.smoke {

@@ -280,7 +280,7 @@ fn metrics_fingerprint(sweep: &Sweep, smoke: bool) -> Result<String> {
     }
     names.sort();
     let limits = sweep.limits(smoke);
-    let classifier = if !sweep.metrics.iter().any(|m| m == "toxigen_generation") {
+    let classifier = if !evals::registry::needs_classifier(&sweep.metrics) {
         None
     } else if smoke {
         Some("smoke: tiny random RoBERTa, seed 0".to_owned())
