@@ -252,7 +252,8 @@ pub fn validate_methods(sweep: &Sweep) -> Result<()> {
 }
 
 /// Resolves the world of every world seed (each field checked against the run and the data
-/// files) and checks MSA's checkpoint selectors against the checkpoints the world will have, so
+/// files) and checks MSA's checkpoint selectors (`checkpoint`, or each `ensemble` entry, at
+/// every grid point, as the method parses them) against the checkpoints the world will have, so
 /// that a config that cannot run fails at once with one message, before any training. Returns
 /// the resolved worlds by world seed (smoke-shrunk with `--smoke`), for the cells' fingerprints.
 pub fn validate_worlds(
@@ -262,6 +263,24 @@ pub fn validate_worlds(
 ) -> Result<BTreeMap<u64, testbed::ResolvedWorld>> {
     let file = sweep.source.display();
     let scratch = sweep.models.iter().any(|m| matches!(m.source, ModelSource::Scratch(_)));
+    // every MSA grid point as the method parses it (checkpoint or ensemble selectors, typed)
+    let mut msa_points: Vec<(String, msa::Msa)> = vec![];
+    let mut seen = std::collections::BTreeSet::new();
+    for cell in expand(sweep).into_iter().filter(|c| c.kind == msa::Msa::NAME) {
+        let params = own_params(&cell.params);
+        if !seen.insert((cell.method.clone(), params.to_string())) {
+            continue;
+        }
+        if let Some(toml::Value::String(c)) = params.get("checkpoint") {
+            if let Some(spec) = c.strip_prefix("hub:") {
+                let key = format!("{file}: methods.{}.checkpoint", cell.method);
+                parse_hub_checkpoint(spec).map_err(|e| anyhow::anyhow!("{key}: {e:#}"))?;
+                continue; // a model of its own, not a checkpoint of the world
+            }
+        }
+        let msa = msa::Msa::from_params(&params).with_context(|| format!("{file}: methods.{}", cell.method))?;
+        msa_points.push((cell.method.clone(), msa));
+    }
     let mut worlds = BTreeMap::new();
     for &seed in &sweep.world_seeds {
         let mut wcfg = sweep.world_config.for_seed(seed);
@@ -275,37 +294,27 @@ pub fn validate_worlds(
         }
         let last_clean = resolved.last_clean_checkpoint();
         let steps = &resolved.checkpoint_steps;
-        for method in sweep.methods.values().filter(|m| m.kind == "msa") {
-            let values: Vec<&toml::Value> = match (method.fixed.get("checkpoint"), method.grid.get("checkpoint")) {
-                (Some(v), _) => vec![v],
-                (None, Some(vs)) => vs.iter().collect(),
-                (None, None) => vec![],
-            };
-            let allow_unclean = matches!(method.fixed.get("allow_unclean"), Some(toml::Value::Boolean(true)));
-            for v in values {
-                let Some(text) = v.as_str() else { continue };
-                let key = format!("{file}: methods.{}.checkpoint", method.name);
-                if let Some(spec) = text.strip_prefix("hub:") {
-                    parse_hub_checkpoint(spec).map_err(|e| anyhow::anyhow!("{key}: {e:#}"))?;
-                    continue;
-                }
-                match msa::BasePoint::parse(text).map_err(|e| anyhow::anyhow!("{key}: {e:#}"))? {
+        for (method, msa) in &msa_points {
+            let field = if msa.params.ensemble.is_some() { "ensemble" } else { "checkpoint" };
+            let key = format!("{file}: methods.{method}.{field}");
+            for (text, base) in &msa.bases {
+                match base {
                     msa::BasePoint::LatestClean if last_clean == 0 => bail!(
                         "{key}: \"latest-clean\" is the initialisation: the exposure window starts at step {} \
                          (world.exposure), so no trained checkpoint is clean; start the window later",
                         resolved.window_start
                     ),
-                    msa::BasePoint::Distance(k) if k > last_clean => bail!(
+                    msa::BasePoint::Distance(k) if *k > last_clean => bail!(
                         "{key}: \"{text}\" asks for the checkpoint {k} before the latest clean one, but the world \
                          has clean checkpoints 0..={last_clean} (steps {:?}; the window starts at step {}): use \
                          distance:0..={last_clean}",
                         &steps[..=last_clean],
                         resolved.window_start
                     ),
-                    msa::BasePoint::Step(n) if !steps.contains(&n) => bail!(
+                    msa::BasePoint::Step(n) if !steps.contains(n) => bail!(
                         "{key}: \"{text}\": the world has no checkpoint at step {n} (checkpoints at steps {steps:?})"
                     ),
-                    msa::BasePoint::Step(n) if n > resolved.window_start && !allow_unclean => bail!(
+                    msa::BasePoint::Step(n) if *n > resolved.window_start && !msa.params.allow_unclean => bail!(
                         "{key}: \"{text}\": the checkpoint at step {n} has seen forget documents (the window starts \
                          at step {}); choose a clean one or set allow_unclean = true",
                         resolved.window_start

@@ -313,6 +313,12 @@ fn worlds_and_checkpoint_selectors_are_checked_before_any_work() {
     check(&step, &["methods.msa.checkpoint", "no checkpoint at step 7"]);
     let unclean = world("").replace("\"distance:2\"", "\"step:750\"");
     check(&unclean, &["step:750", "has seen forget documents", "allow_unclean"]);
+    // an ensemble's entries are checked as a checkpoint is (each grid point, as MSA parses it)
+    let ensemble = world("").replace(
+        "checkpoint = [\"latest-clean\", \"distance:2\"]",
+        "ensemble = [\"distance:0 + distance:1\", \"distance:0 + distance:9\"]",
+    );
+    check(&ensemble, &["methods.msa.ensemble", "distance:9", "clean checkpoints 0..=4"]);
     // every world seed is resolved
     let bad_seed = parse_sweep(
         &world("seeds = [0, 1]\nforget = \"0%\"").replace("forget = \"forget10\"\n", ""),
