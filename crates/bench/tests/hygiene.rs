@@ -91,3 +91,61 @@ fn a_dependency_counts_only_as_a_whole_identifier() {
     assert!(!names("use serde_json::Value;", "serde"));
     assert!(!names("my_toml::parse()", "toml"));
 }
+
+/// The first path component of every `../../<path>` a test names relative to its crate (the
+/// workspace root), e.g. `results` for `join("../../results/tiny/cells")`.
+fn workspace_paths_named(text: &str) -> Vec<String> {
+    text.match_indices("../../")
+        .filter_map(|(i, m)| {
+            let before = &text[..i];
+            // `../../../shared` leaves the workspace: the data directory's fallback, not ours
+            if before.ends_with("../") || before.ends_with('.') {
+                return None;
+            }
+            let rest = &text[i + m.len()..];
+            let first: String = rest.chars().take_while(|c| c.is_alphanumeric() || "_-.".contains(*c)).collect();
+            (!first.is_empty() && first != "..").then_some(first)
+        })
+        .collect()
+}
+
+/// Tests read only what a clean checkout has: a test that reads a folder git ignores (results
+/// a local run wrote, downloaded data, build output) passes on the machine that wrote it and
+/// fails in CI. Every workspace path a test names must not be under an entry of the root
+/// `.gitignore` (anchored entries `/name` or `/name/*`, the form this repository uses).
+#[test]
+fn tests_read_only_what_a_clean_checkout_has() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let gitignore = std::fs::read_to_string(root.join(".gitignore")).unwrap();
+    let ignored: Vec<&str> = gitignore
+        .lines()
+        .filter_map(|l| l.strip_prefix('/'))
+        .map(|l| l.trim_end_matches("/*").trim_end_matches('/'))
+        .filter(|l| !l.is_empty() && !l.contains('/'))
+        .collect();
+    assert!(ignored.contains(&"results") && ignored.contains(&"target"), "{ignored:?}: is .gitignore as expected?");
+    let mut files = Vec::new();
+    for e in std::fs::read_dir(root.join("crates")).unwrap().flatten() {
+        rust_files(&e.path().join("tests"), &mut files);
+        rust_files(&e.path().join("src"), &mut files);
+    }
+    rust_files(&root.join("benchmarks"), &mut files);
+    assert!(files.len() > 50, "only {} Rust files found", files.len());
+    let mut bad = Vec::new();
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap();
+        for first in workspace_paths_named(&text) {
+            if ignored.contains(&first.as_str()) {
+                bad.push(format!("{}: reads ../../{first}, which git ignores", f.display()));
+            }
+        }
+    }
+    assert!(bad.is_empty(), "tests that read what a clean checkout does not have:\n{}", bad.join("\n"));
+}
+
+#[test]
+fn the_workspace_path_scan_finds_the_first_component_only_inside_the_workspace() {
+    let text =
+        r#"join("../../results/tiny/cells"); concat!(env!("X"), "/../../scripts/a.py"); join("../../../shared/data")"#;
+    assert_eq!(workspace_paths_named(text), ["results", "scripts"]);
+}

@@ -160,6 +160,15 @@ fn a_killed_sweep_resumes_without_missing_or_duplicate_cells_and_same_numbers() 
         assert_eq!(a.file_name(), b.file_name());
         assert_eq!(metrics_of(a), metrics_of(b), "{}: resumed and uninterrupted runs differ", a.display());
     }
+    // what this build's runner writes, the shared schema reads back and writes again byte for byte,
+    // in the runner's view (TOML hyperparameters) and the report's (JSON)
+    for f in &fresh {
+        let text = std::fs::read_to_string(f).unwrap();
+        let as_toml: results_schema::CellResult<toml::Value> = results_schema::CellResult::from_json(&text, f).unwrap();
+        let as_json: results_schema::CellResult = results_schema::CellResult::from_json(&text, f).unwrap();
+        assert_eq!(serde_json::to_string_pretty(&as_toml).unwrap() + "\n", text, "{}", f.display());
+        assert_eq!(serde_json::to_string_pretty(&as_json).unwrap() + "\n", text, "{}", f.display());
+    }
     // configs/tiny.toml's [attacks] ran: every cell, references included, was scored again after
     // each quantization, into records that carry the attacked record's declared target
     for f in &fresh {

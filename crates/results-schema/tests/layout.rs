@@ -1,5 +1,6 @@
-//! The cell file layout: real result files (results/tiny, written by the runner) read back and
-//! written again byte for byte, with TOML hyperparameters (the runner's view) and JSON ones (the
+//! The cell file layout: real result files (`tests/fixtures/cells`: cells of
+//! `bench sweep configs/tiny.toml --smoke`, written by the runner and kept as they were written, so
+//! files of an earlier build keep loading) read back and written again byte for byte, with TOML hyperparameters (the runner's view) and JSON ones (the
 //! report's); old, minimal files load with their defaults; non-finite numbers go through null;
 //! the fingerprint hash against a hand computation (Python's hashlib, in the comment).
 
@@ -9,9 +10,9 @@ use std::path::{Path, PathBuf};
 use results_schema::{CellResult, CellStatus, Fingerprint, ShortValue, SCHEMA_VERSION};
 
 fn tiny_cells() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../results/tiny/cells");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cells");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e} (the committed tiny results)", dir.display()))
+        .unwrap_or_else(|e| panic!("{}: {e} (runner-written cell files kept as fixtures)", dir.display()))
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "json"))
         .collect();
@@ -22,7 +23,7 @@ fn tiny_cells() -> Vec<PathBuf> {
 #[test]
 fn runner_files_round_trip_byte_for_byte_in_both_views() {
     let files = tiny_cells();
-    assert!(files.len() >= 10, "{files:?}");
+    assert!(files.len() >= 3, "{files:?}");
     for path in files {
         let text = std::fs::read_to_string(&path).unwrap();
         let as_toml: CellResult<toml::Value> = CellResult::from_json(&text, &path).unwrap();
