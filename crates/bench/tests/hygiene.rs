@@ -93,7 +93,7 @@ fn a_dependency_counts_only_as_a_whole_identifier() {
 }
 
 /// The first path component of every `../../<path>` a test names relative to its crate (the
-/// workspace root), e.g. `results` for `join("../../results/tiny/cells")`.
+/// workspace root), e.g. `results` for a join of `../../` and `results/tiny/cells`.
 fn workspace_paths_named(text: &str) -> Vec<String> {
     text.match_indices("../../")
         .filter_map(|(i, m)| {
@@ -145,7 +145,8 @@ fn tests_read_only_what_a_clean_checkout_has() {
 
 #[test]
 fn the_workspace_path_scan_finds_the_first_component_only_inside_the_workspace() {
-    let text =
-        r#"join("../../results/tiny/cells"); concat!(env!("X"), "/../../scripts/a.py"); join("../../../shared/data")"#;
-    assert_eq!(workspace_paths_named(text), ["results", "scripts"]);
+    // spelled with `UP/` for `../../` so that the scan above does not find this file itself
+    let text = r#"join("UP/results/tiny/cells"); concat!(env!("X"), "/UP/scripts/a.py"); join("UP/../shared/data")"#
+        .replace("UP/", "../../");
+    assert_eq!(workspace_paths_named(&text), ["results", "scripts"]);
 }
