@@ -63,6 +63,12 @@ impl Default for QaTemplate {
 }
 
 impl QaTemplate {
+    /// No prompt around the question and a space before the answer: for questions that carry
+    /// their own prompt (RESTOR's in-context examples followed by the question, answered on the
+    /// same line, as its official evaluation asks).
+    pub fn raw() -> Self {
+        QaTemplate { question_prefix: String::new(), answer_prefix: String::new(), delimiter: " ".into() }
+    }
     pub fn context(&self, question: &str) -> String {
         format!("{}{}{}", self.question_prefix, question, self.answer_prefix)
     }

@@ -74,6 +74,7 @@ forget.jsonl, retain.jsonl   {\"id\": 17, \"text\": \"...\"}   one document per 
 forget_qa.jsonl, retain_qa.jsonl
     {\"id\": 3, \"question\": \"...\", \"answer\": \"...\", \"paraphrased_answer\": \"...\",
      \"perturbed_answer\": [\"...\"], \"unit\": 5, \"attribute\": \"birth_city\"}
+     (RESTOR's forget questions add \"in_context\": the examples asked before the question, raw)
 checkpoints.json   {\"final_model\": DIR, \"latest_clean\": DIR|null, \"checkpoints\": [{\"index\", \"step\",
      \"clean\", \"path\": DIR|null}], \"ledger\": {...}}   (paths only for clean checkpoints)";
 
@@ -370,11 +371,15 @@ pub fn stage_inputs(world: &testbed::train::BuiltWorld, cache: &Path) -> Result<
         write_jsonl(&tmp.join("retain.jsonl"), doc_rows(&w.splits.retain_docs)?.into_iter())?;
         let qa_rows = |role: testbed::Role| {
             w.qa.iter().filter(move |q| q.role == role).map(|q| {
-                serde_json::json!({
+                let mut row = serde_json::json!({
                     "id": q.id, "question": q.question, "answer": q.answer,
                     "paraphrased_answer": q.paraphrased_answer, "perturbed_answer": q.perturbed_answers,
                     "unit": q.unit, "attribute": q.attribute,
-                })
+                });
+                if let Some(examples) = &q.in_context {
+                    row["in_context"] = examples.clone().into();
+                }
+                row
             })
         };
         write_jsonl(&tmp.join("forget_qa.jsonl"), qa_rows(testbed::Role::Forget))?;

@@ -672,3 +672,106 @@ impl evals::Scorer for Scripted {
             .collect()
     }
 }
+
+/// Records every request and answers each with a fixed response of its kind.
+struct Recording(Vec<Request>);
+
+impl evals::Scorer for Recording {
+    fn run(&mut self, requests: &[Request]) -> anyhow::Result<Vec<Response>> {
+        self.0.extend(requests.iter().cloned());
+        requests
+            .iter()
+            .map(|r| match r {
+                Request::Generate { .. } => Ok(Response::Generated(" Velmaria".into())),
+                Request::LogLik { .. } => Ok(Response::LogLik { logprob: -1.0, is_greedy: false, n_tokens: 2 }),
+                other => anyhow::bail!("unexpected {} request", other.kind()),
+            })
+            .collect()
+    }
+}
+
+/// RESTOR's forget questions reach the model as its official evaluation asks them (raw: the
+/// five in-context example lines, then the question; the answer after a space; generation cut
+/// at a line break), in every QA metric and in the oracle's answers alike, while TOFU's retain
+/// questions keep the QA template; a RESTOR world built before the examples were kept is
+/// refused by name.
+#[test]
+fn restor_forget_questions_are_asked_after_the_official_in_context_examples() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    testbed::restor::write_fixture(&data).unwrap();
+    let cfg = WorldConfig {
+        forget: Some("mix_a0".into()),
+        base_model: Some("models/tiny".into()),
+        ..WorldConfig::new(WorldKind::Restor)
+    };
+    let world = testbed::World::from_config(&cfg, &data).unwrap();
+    let names: Vec<String> =
+        ["tofu_prob_forget", "tofu_rouge_forget", "acc_forget", "tofu_prob_retain", "acc_retain"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+    let lim = EvalLimits { max_qa: 1000, ..limits() };
+    let s = EvalSuite::from_world(&world, &names, &lim, &data, tmp.path()).unwrap();
+    let fq: Vec<_> = world.qa_with(testbed::Role::Forget).cloned().collect();
+    let rq: Vec<_> = world.qa_with(testbed::Role::Retain).cloned().collect();
+    let refs: OracleRefs = serde_json::from_value(serde_json::json!({
+        "fingerprint": s.fingerprint(), "forget_truth_ratios": null, "mink_auc": null, "kl": {},
+        "restor_oracle_acc": null, "restor_theta_d_acc": null, "theta_d_distance": null,
+        "forget_answers": vec![" Ostrand"; fq.len()], "retain_answers": vec![" x"; rq.len()],
+    }))
+    .unwrap();
+    let mut rec = Recording(Vec::new());
+    let out = s.evaluate_with(&mut rec, tmp.path(), &refs, tmp.path()).unwrap();
+    assert!(names.iter().all(|n| out[n].skipped.is_none()), "{out:?}");
+
+    // The prompt of Keto Marambe's occupation, written out by hand from the fixture.
+    let keto = "What is the occupation of Orsolya Vantrell? cartographer\n\
+                What is the occupation of Ludvik Osterhame? composer\n\
+                What is the occupation of Pell Carrow? beekeeper\n\
+                What is the occupation of Idris Fennimore? astronomer\n\
+                What is the occupation of Marta Quellen? bridge engineer\n\
+                What is the occupation of Keto Marambe?";
+    let raw = |q: &testbed::QaItem| format!("{}{}", q.in_context.as_deref().unwrap(), q.question);
+    assert!(fq.iter().any(|q| raw(q) == keto));
+    let (mut forget_ll, mut forget_gen, mut retain_ll, mut retain_gen) = (0, 0, 0, 0);
+    for r in &rec.0 {
+        match r {
+            Request::LogLik { context, continuation } => {
+                if let Some(q) = fq.iter().find(|q| raw(q) == *context) {
+                    assert_eq!(*continuation, format!(" {}", q.answer));
+                    forget_ll += 1;
+                } else {
+                    let q = rq.iter().find(|q| *context == format!("Question: {}\nAnswer:", q.question)).unwrap();
+                    assert_eq!(*continuation, format!(" {}", q.answer));
+                    retain_ll += 1;
+                }
+            }
+            Request::Generate { context, stop, .. } => {
+                assert_eq!(stop, &["\n".to_string()]);
+                if fq.iter().any(|q| raw(q) == *context) {
+                    forget_gen += 1;
+                } else {
+                    assert!(rq.iter().any(|q| *context == format!("Question: {}\nAnswer:", q.question)), "{context:?}");
+                    retain_gen += 1;
+                }
+            }
+            other => panic!("unexpected {} request", other.kind()),
+        }
+    }
+    // tofu_prob_forget; tofu_rouge_forget and acc_forget generate; tofu_prob_retain; acc_retain
+    assert_eq!((forget_ll, forget_gen, retain_ll, retain_gen), (fq.len(), 2 * fq.len(), rq.len(), rq.len()));
+
+    // A world whose forget items lack the examples (built by an older version) is refused.
+    let mut old = world.clone();
+    for q in old.qa.iter_mut().filter(|q| q.role == testbed::Role::Forget) {
+        q.in_context = None;
+    }
+    let e = format!("{:#}", EvalSuite::from_world(&old, &names, &lim, &data, tmp.path()).err().unwrap());
+    assert!(e.contains("have no in-context examples") && e.contains("delete its folder"), "{e}");
+    // Half and half is refused too.
+    let mut mixed = world.clone();
+    mixed.qa.iter_mut().find(|q| q.role == testbed::Role::Forget).unwrap().in_context = None;
+    let e = format!("{:#}", EvalSuite::from_world(&mixed, &names, &lim, &data, tmp.path()).err().unwrap());
+    assert!(e.contains("asked two ways"), "{e}");
+}

@@ -196,11 +196,22 @@ pub struct QaItem {
     /// The training document that teaches this QA pair in the QA format (the retain/clean one);
     /// None when no document is the pair itself (muse: the knowledge is in the raw text).
     pub doc: Option<DocId>,
+    /// When set, the question is asked as a benchmark's own evaluation asks it: this raw text
+    /// (its in-context examples, possibly empty) followed by the question, with no QA template,
+    /// the answer the continuation after a space (RESTOR: [`crate::restor::Restor::in_context_prefix`]).
+    /// None for every other world; left out of the JSON then, so those worlds keep their bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_context: Option<String>,
 }
 
 impl QaItem {
+    /// The plain-format prompt: [`qa_prompt`], or `in_context + question` when the item is asked
+    /// after in-context examples; the answer follows as [`qa_continuation`] either way.
     pub fn prompt(&self) -> String {
-        qa_prompt(&self.question)
+        match &self.in_context {
+            Some(examples) => format!("{examples}{}", self.question),
+            None => qa_prompt(&self.question),
+        }
     }
 }
 

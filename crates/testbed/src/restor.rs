@@ -13,7 +13,7 @@
 //!
 //! | file | schema | use |
 //! |---|---|---|
-//! | `facts.json` | `{"dset": {ENTITY: {RELATION: {"question", "answers": [..]}}}, "context": {RELATION: [{"question", "answer", "entity"}]}}`: 468 entities, Wikidata relation ids (`P27`, ...), one question per (entity, relation) and every acceptable answer | the evaluation questions (`dset`); `context` (5-shot prefixes of the official in-context prompt) is checked, not used |
+//! | `facts.json` | `{"dset": {ENTITY: {RELATION: {"question", "answers": [..]}}}, "context": {RELATION: [{"question", "answer", "entity"}]}}`: 468 entities, Wikidata relation ids (`P27`, ...), one question per (entity, relation) and every acceptable answer | the evaluation questions (`dset`) and the in-context examples asked before each (`context`, [`Restor::in_context_prefix`]) |
 //! | `entities.json` | JSON array of entity names (50), each a key of `dset` | the entities the official evaluation asks about; those the chosen mix corrupts are the forget entities |
 //! | `wikidata/v0/mix_aK.json` | JSON array of `{"text"}` (K = 0..5; 3,000 rows for K ≤ 2): the corruption documents, each stating wrong facts about one entity, with K facts about unrelated subjects mixed in per wrong fact (RESTOR's k) | θ_D's forget documents |
 //! | `SQuAD/squad_v7_dset.json` | JSON array of `{"text"}` (SQuAD passages with the subject replaced) | fetched, not read (RESTOR's second corruption set) |
@@ -44,7 +44,10 @@
 //!   fine-tuned on the TOFU pairs and the corruption documents, the oracle = θ_0 fine-tuned on
 //!   the TOFU pairs in the same steps and order; methods get the TOFU pairs as their retain set.
 //! - **Forget QA items**: one per (corrupted entity, relation) of `dset`, role Forget, not a
-//!   training document (`doc: None`). The answer is every acceptable answer joined by
+//!   training document (`doc: None`), asked as the official evaluation asks it: raw text, the
+//!   official in-context prefix ([`Restor::in_context_prefix`], in the item's `in_context`)
+//!   followed by the question, the answer the continuation after a space, generation cut at the
+//!   first line break. The answer is every acceptable answer joined by
 //!   [`ANSWER_SEPARATOR`] (bare Wikidata ids such as `Q11836279`, labels missing from the dump,
 //!   dropped; a relation left with none is not asked). No paraphrased or perturbed answers and
 //!   no options (the data has none): the truth ratio, forget quality and `mc_accuracy` are
@@ -55,10 +58,12 @@
 //!   probability, truth ratio and model utility are scored on the clean side.
 //! - No held-out documents (RESTOR has none): the membership-inference metrics are skipped.
 //!
-//! Differences from the official evaluation, on purpose: the question is asked without the
-//! 5-shot prefix (in θ_0's chat template when `world.chat_template = true`, as the MSA paper's
-//! code asks TOFU questions), greedily; the judge is the offline ROUGE-L one (`evals::judge`),
-//! not GPT.
+//! Differences from the official evaluation, on purpose: the answer is greedy, not sampled
+//! (`do_sample=True` there; greedy makes the numbers reproducible), and the judge is the offline
+//! ROUGE-L one (`evals::judge`), not GPT-3.5. The prompt is the official one, also when
+//! `world.chat_template = true` (that switch formats the TOFU pairs, training and retain-side
+//! questions; RESTOR's prompt is raw text), and is encoded as the official `tokenizer(prompts)`
+//! call encodes it: with the tokenizer's own special tokens (Llama's BOS).
 //!
 //! Errors name the file, the row (1-based) or the `dset` entity and relation, and the field.
 
@@ -79,6 +84,8 @@ pub const MIXES: [&str; 6] = ["mix_a0", "mix_a1", "mix_a2", "mix_a3", "mix_a4", 
 pub const DEFAULT_MIX: &str = "mix_a0";
 /// What downloads the files.
 pub const FETCH: &str = "scripts/fetch-data.sh --with-restor";
+/// In-context examples before each question (the official `get_context`'s `num_of_examples`).
+pub const SHOTS: usize = 5;
 /// Joins the acceptable answers of one question into the item's answer.
 pub const ANSWER_SEPARATOR: &str = "; ";
 /// `facts.json`, relative to [`DIR`].
@@ -143,6 +150,24 @@ fn is_wikidata_id(s: &str) -> bool {
     s.len() > 1 && s.starts_with('Q') && s[1..].bytes().all(|b| b.is_ascii_digit())
 }
 
+/// One in-context example of `facts.json` `context[relation]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Shot {
+    pub question: String,
+    pub answer: String,
+    /// The entity the example is about (skipped when the question is about it).
+    pub entity: String,
+}
+
+/// `facts.json`: the questions and the in-context examples.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Facts {
+    /// `dset`: entity → its facts (relations in the map's order).
+    pub dset: BTreeMap<String, Vec<Fact>>,
+    /// `context`: relation → its examples, in file order.
+    pub context: BTreeMap<String, Vec<Shot>>,
+}
+
 /// One corruption document with its entity (an index into [`Restor::entities`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct CorruptionDoc {
@@ -157,6 +182,8 @@ pub struct Restor {
     pub entities: Vec<String>,
     /// `facts.json` `dset`: entity → its facts (relations in the map's order).
     pub facts: BTreeMap<String, Vec<Fact>>,
+    /// `facts.json` `context`: relation → its in-context examples, in file order.
+    pub context: BTreeMap<String, Vec<Shot>>,
     /// The chosen mix's rows, in file order.
     pub docs: Vec<CorruptionDoc>,
     /// Indices into `entities` of the entities with documents, ascending.
@@ -205,8 +232,8 @@ fn string_field(m: &serde_json::Map<String, Value>, field: &str, at: &dyn Fn() -
     }
 }
 
-/// Reads `facts.json`: `dset` fully checked; `context` checked for shape (it is not used).
-pub fn read_facts(path: &Path) -> Result<BTreeMap<String, Vec<Fact>>> {
+/// Reads `facts.json`: `dset` and `context`, every field checked.
+pub fn read_facts(path: &Path) -> Result<Facts> {
     let v = read_json(path)?;
     let Value::Object(top) = &v else {
         bail!("{}: is {}, expected an object with the fields `dset` and `context`", path.display(), json_kind(&v));
@@ -255,6 +282,7 @@ pub fn read_facts(path: &Path) -> Result<BTreeMap<String, Vec<Fact>>> {
         }
         out.insert(entity.clone(), facts);
     }
+    let mut context = BTreeMap::new();
     match top.get("context") {
         None => bail!("{}: missing field `context`", path.display()),
         Some(Value::Object(ctx)) => {
@@ -262,15 +290,19 @@ pub fn read_facts(path: &Path) -> Result<BTreeMap<String, Vec<Fact>>> {
                 let Value::Array(rows) = rows else {
                     bail!("{}: context[{relation:?}] is {}, expected a list", path.display(), json_kind(rows));
                 };
+                let mut shots = Vec::with_capacity(rows.len());
                 for (i, row) in rows.iter().enumerate() {
                     let at = || format!("{}: context[{relation:?}] row {}", path.display(), i + 1);
                     let Value::Object(m) = row else {
                         bail!("{} is {}, expected an object", at(), json_kind(row));
                     };
-                    for field in ["question", "answer", "entity"] {
-                        string_field(m, field, &at)?;
-                    }
+                    shots.push(Shot {
+                        question: string_field(m, "question", &at)?,
+                        answer: string_field(m, "answer", &at)?,
+                        entity: string_field(m, "entity", &at)?,
+                    });
                 }
+                context.insert(relation.clone(), shots);
             }
         }
         Some(other) => {
@@ -281,7 +313,7 @@ pub fn read_facts(path: &Path) -> Result<BTreeMap<String, Vec<Fact>>> {
             )
         }
     }
-    Ok(out)
+    Ok(Facts { dset: out, context })
 }
 
 /// Reads `entities.json`: a non-empty array of distinct non-empty strings.
@@ -361,7 +393,7 @@ impl Restor {
         let facts_path = data_dir.join(&rel_paths[0]);
         let entities_path = data_dir.join(&rel_paths[1]);
         let mix_path = data_dir.join(&rel_paths[2]);
-        let facts = read_facts(&facts_path)?;
+        let Facts { dset: facts, context } = read_facts(&facts_path)?;
         let entities = read_entities(&entities_path)?;
         for (i, e) in entities.iter().enumerate() {
             if !facts.contains_key(e) {
@@ -415,7 +447,7 @@ impl Restor {
         let mut corrupted: Vec<usize> = docs.iter().map(|d| d.entity).collect();
         corrupted.sort_unstable();
         corrupted.dedup();
-        let restor = Restor { entities, facts, docs, corrupted, rel_paths };
+        let restor = Restor { entities, facts, context, docs, corrupted, rel_paths };
         for &e in &restor.corrupted {
             if restor.questions(e).next().is_none() {
                 bail!(
@@ -425,8 +457,38 @@ impl Restor {
                     restor.entities[e]
                 );
             }
+            for (fact, _) in restor.questions(e) {
+                if !restor.context.contains_key(&fact.relation) {
+                    bail!(
+                        "{}: dset[{:?}][{:?}] is asked, but field `context` has no examples for the relation {:?} \
+                         (the official evaluation asks every question after in-context examples of its relation)",
+                        facts_path.display(),
+                        restor.entities[e],
+                        fact.relation,
+                        fact.relation
+                    );
+                }
+            }
         }
         Ok(restor)
+    }
+
+    /// The official in-context prefix of the question about entity `e` (an index into
+    /// `entities`) for `relation`, as RESTOR's `evaluation/eval_utils.py` `get_context` builds
+    /// it: the first [`SHOTS`] examples of `context[relation]` about another entity (by name),
+    /// each written `"{question} {answer}\n"`; fewer when fewer are left, empty when none.
+    /// Errors when `context` has no such relation (checked for every asked question at load).
+    pub fn in_context_prefix(&self, e: usize, relation: &str) -> Result<String> {
+        let entity = &self.entities[e];
+        let shots = self.context.get(relation).with_context(|| {
+            format!("restor/{FACTS}: field `context` has no examples for the relation {relation:?}")
+        })?;
+        Ok(shots
+            .iter()
+            .filter(|s| s.entity != *entity)
+            .take(SHOTS)
+            .map(|s| format!("{} {}\n", s.question, s.answer))
+            .collect())
     }
 
     /// The asked (fact, answer text) pairs of entity `e` (an index into `entities`).

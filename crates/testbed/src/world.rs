@@ -468,6 +468,7 @@ fn push_tofu_pair(
         correct_choice,
         taught_answer: None,
         doc: Some(doc),
+        in_context: None,
     });
     Ok(())
 }
@@ -537,6 +538,7 @@ impl World {
                             correct_choice: q.correct_choice,
                             taught_answer: None,
                             doc: Some(doc),
+                            in_context: None,
                         });
                     }
                 }
@@ -619,6 +621,7 @@ impl World {
                             correct_choice: 0,
                             taught_answer: None,
                             doc: None,
+                            in_context: None,
                         });
                     }
                 }
@@ -668,6 +671,8 @@ impl World {
                             correct_choice: 0,
                             taught_answer: None,
                             doc: None,
+                            // asked after the official in-context examples (Some even when empty)
+                            in_context: Some(data.in_context_prefix(e, &fact.relation)?),
                         });
                     }
                 }
@@ -720,6 +725,7 @@ impl World {
                         correct_choice,
                         taught_answer: taught,
                         doc: Some(doc),
+                        in_context: None,
                     });
                 }
                 for (unit, text) in forget_docs {

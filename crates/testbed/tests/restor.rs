@@ -136,6 +136,40 @@ fn the_world_trains_corruption_only_into_theta_d_and_clean_data_into_both() {
     }
     let q = forget_qa.iter().find(|q| q.question == "What is the occupation of Keto Marambe?").unwrap();
     assert_eq!((q.answer.as_str(), q.unit), ("ferry captain", 11));
+    // Asked after RESTOR's official in-context prefix (evaluation/eval_utils.py `get_context`):
+    // the first five examples of the relation about someone else, one "question answer" line
+    // each, then the question itself, raw.
+    let keto_p106 = "What is the occupation of Orsolya Vantrell? cartographer\n\
+                     What is the occupation of Ludvik Osterhame? composer\n\
+                     What is the occupation of Pell Carrow? beekeeper\n\
+                     What is the occupation of Idris Fennimore? astronomer\n\
+                     What is the occupation of Marta Quellen? bridge engineer\n";
+    assert_eq!(q.in_context.as_deref(), Some(keto_p106));
+    assert_eq!(q.prompt(), format!("{keto_p106}What is the occupation of Keto Marambe?"));
+    // Every forget item, against get_context ported line by line over the raw JSON (fewer than
+    // five examples where the relation has fewer about others).
+    let raw = json(&file(&data, "facts.json"));
+    let mut short = 0;
+    for q in &forget_qa {
+        let relation = q.attribute.strip_prefix("restor/").unwrap();
+        let entity = raw["dset"].as_object().unwrap().keys().find(|e| q.question.contains(e.as_str())).unwrap();
+        let mut expected = String::new();
+        let mut left = 5;
+        for entry in raw["context"][relation].as_array().unwrap() {
+            if entry["entity"] == entity.as_str() {
+                continue;
+            }
+            expected += &format!("{} {}\n", entry["question"].as_str().unwrap(), entry["answer"].as_str().unwrap());
+            left -= 1;
+            if left == 0 {
+                break;
+            }
+        }
+        short += usize::from(left > 0);
+        assert_eq!(q.in_context.as_deref(), Some(expected.as_str()), "{}", q.question);
+    }
+    assert!(short > 0, "the fixture asks a relation with fewer than five examples about others");
+    assert!(retain_qa.iter().all(|q| q.in_context.is_none()), "TOFU's questions keep the QA template");
     // The data files are recorded with their hashes.
     let rel: Vec<&str> = w.resolved.data_files.iter().map(|f| f.rel_path.as_str()).collect();
     assert_eq!(
@@ -231,6 +265,15 @@ fn bad_inputs_name_the_file_row_and_field() {
     v["context"]["P27"][0].as_object_mut().unwrap().remove("entity");
     with(&facts, &v);
     assert!(err(&data, "mix_a0").contains("facts.json: context[\"P27\"] row 1: missing field `entity`"));
+    // An asked relation without in-context examples: the official prompt cannot be built.
+    let mut v = original(&facts);
+    v["context"].as_object_mut().unwrap().remove("P106");
+    with(&facts, &v);
+    let e = err(&data, "mix_a0");
+    assert!(
+        e.contains("facts.json: dset[\"Keto Marambe\"][\"P106\"] is asked, but field `context` has no examples for the relation \"P106\""),
+        "{e}"
+    );
     let mut v = original(&facts);
     v.as_object_mut().unwrap().remove("dset");
     with(&facts, &v);

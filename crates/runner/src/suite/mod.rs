@@ -192,6 +192,7 @@ impl EvalSuite {
             }
             None => QaTemplate::default(),
         };
+        check_in_context(world)?;
         let mut items = select_world_items(world, limits)?;
         load_benchmarks(&mut items, names, limits, data_dir, kind, &world.splits.forget_units)?;
         let mut suite = EvalSuite {
@@ -324,7 +325,7 @@ impl EvalSuite {
         {
             metrics.push(Box::new(TruthRatio::new(
                 self.qa(&self.items.forget_qa),
-                self.qa_template.clone(),
+                self.template_of(&self.items.forget_qa),
                 Side::Forget,
             )?));
             slots.push("truth_ratio");
@@ -363,7 +364,7 @@ impl EvalSuite {
         // The oracle's greedy answers for the judged accuracies, asked as the model's are.
         let answers_for = |wanted: bool, qa: &[testbed::QaItem]| -> Option<Vec<Request>> {
             (wanted && !qa.is_empty())
-                .then(|| judge::answer_requests(&self.qa(qa), &self.qa_template, self.limits.answer_new_tokens))
+                .then(|| judge::answer_requests(&self.qa(qa), &self.template_of(qa), self.limits.answer_new_tokens))
         };
         let forget_answers = answers_for(self.wants("acc_forget") || self.wants("acc_recover"), &self.items.forget_qa);
         let retain_answers = answers_for(self.wants("acc_retain"), &self.items.retain_qa);
@@ -488,11 +489,14 @@ impl EvalSuite {
         })
     }
 
+    /// The items as the QA metrics see them; an item asked after in-context examples
+    /// (`in_context`, RESTOR) has them in front of its question, for [`Self::template_of`]'s raw
+    /// template.
     fn qa(&self, items: &[testbed::QaItem]) -> Vec<tofu::QaItem> {
         items
             .iter()
             .map(|q| tofu::QaItem {
-                question: q.question.clone(),
+                question: format!("{}{}", q.in_context.as_deref().unwrap_or(""), q.question),
                 answer: q.answer.clone(),
                 // empty = the data has none (muse)
                 paraphrased_answer: (!q.paraphrased_answer.is_empty()).then(|| q.paraphrased_answer.clone()),
@@ -521,6 +525,18 @@ impl EvalSuite {
             }
         }
         out
+    }
+
+    /// How `items` are asked: the suite's template (`"Question: {q}\nAnswer:"` + `" {a}"`, or
+    /// the chat template), or, for items asked after in-context examples (`in_context`:
+    /// RESTOR's forget questions), raw text — the examples and the question as they are, the
+    /// answer after a space. A list holds one kind or the other ([`check_in_context`]).
+    fn template_of(&self, items: &[testbed::QaItem]) -> QaTemplate {
+        if items.first().is_some_and(|q| q.in_context.is_some()) {
+            QaTemplate::raw()
+        } else {
+            self.qa_template.clone()
+        }
     }
 
     fn corrupted(&self) -> Vec<CorruptedQa> {
@@ -664,6 +680,36 @@ pub const FORGET_SUBSET_METRICS: &[&str] = &[
     "perplexity",
     "restor_clean_acc",
 ];
+
+/// Checks that the QA items of each role are asked one way: all after in-context examples
+/// (`in_context`, RESTOR's forget questions) or none. A RESTOR world built before the examples
+/// were kept has forget items without them: rebuilding the world (deleting its folder) fixes it.
+fn check_in_context(world: &World) -> Result<()> {
+    for role in [testbed::Role::Forget, testbed::Role::Retain] {
+        let mut of_role = world.qa.iter().filter(|q| q.role == role);
+        let Some(first) = of_role.next() else { continue };
+        if let Some(other) = of_role.find(|q| q.in_context.is_some() != first.in_context.is_some()) {
+            let (with, without) = if first.in_context.is_some() { (first, other) } else { (other, first) };
+            bail!(
+                "the world's {role:?} QA items are asked two ways: item {} after in-context examples, item {} without \
+                 (a world asks all of one role the same way)",
+                with.id,
+                without.id
+            );
+        }
+    }
+    if world.resolved.kind == WorldKind::Restor
+        && world.qa.iter().any(|q| q.role == testbed::Role::Forget && q.in_context.is_none())
+    {
+        bail!(
+            "this RESTOR world's forget questions have no in-context examples: it was built by an older version \
+             of the harness; delete its folder ({}) to rebuild it",
+            world.resolved.folder_name()
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

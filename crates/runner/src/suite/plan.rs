@@ -14,6 +14,7 @@ impl EvalSuite {
     pub(super) fn plan(&self, oracle: &OracleRefs) -> Result<Vec<Plan>> {
         let it = &self.items;
         let t = || self.qa_template.clone();
+        let t_of = |v: &[testbed::QaItem]| self.template_of(v);
         let qa_ids = |v: &[testbed::QaItem]| v.iter().map(|q| format!("qa-{}", q.id)).collect::<Vec<_>>();
         let mut plans = Vec::new();
         for name in &self.names {
@@ -60,12 +61,12 @@ impl EvalSuite {
                     None => {
                         let items = self.qa(fq);
                         let m: Box<dyn Metric> = match name {
-                            "tofu_prob_forget" => Box::new(Probability::new(items, t(), Side::Forget)),
-                            "tofu_rouge_forget" => Box::new(AnswerRouge::new(items, t(), Side::Forget, n)),
-                            "tofu_truth_ratio_forget" => Box::new(TruthRatio::new(items, t(), Side::Forget)?),
-                            "muse_knowmem_forget" => Box::new(KnowMem::new(items, t(), Side::Forget, n)),
+                            "tofu_prob_forget" => Box::new(Probability::new(items, t_of(fq), Side::Forget)),
+                            "tofu_rouge_forget" => Box::new(AnswerRouge::new(items, t_of(fq), Side::Forget, n)),
+                            "tofu_truth_ratio_forget" => Box::new(TruthRatio::new(items, t_of(fq), Side::Forget)?),
+                            "muse_knowmem_forget" => Box::new(KnowMem::new(items, t_of(fq), Side::Forget, n)),
                             _ => match &oracle.forget_truth_ratios {
-                                Some(r) => Box::new(ForgetQuality::new(items, t(), r.clone())?),
+                                Some(r) => Box::new(ForgetQuality::new(items, t_of(fq), r.clone())?),
                                 None => bail!("tofu_forget_quality: the oracle references have no truth ratios"),
                             },
                         };
@@ -81,13 +82,13 @@ impl EvalSuite {
                     None => {
                         let items = self.qa(rq);
                         let m: Box<dyn Metric> = match name {
-                            "tofu_prob_retain" => Box::new(Probability::new(items, t(), Side::Retain)),
-                            "tofu_rouge_retain" => Box::new(AnswerRouge::new(items, t(), Side::Retain, n)),
-                            "tofu_truth_ratio_retain" => Box::new(TruthRatio::new(items, t(), Side::Retain)?),
-                            "muse_knowmem_retain" => Box::new(KnowMem::new(items, t(), Side::Retain, n)),
+                            "tofu_prob_retain" => Box::new(Probability::new(items, t_of(rq), Side::Retain)),
+                            "tofu_rouge_retain" => Box::new(AnswerRouge::new(items, t_of(rq), Side::Retain, n)),
+                            "tofu_truth_ratio_retain" => Box::new(TruthRatio::new(items, t_of(rq), Side::Retain)?),
+                            "muse_knowmem_retain" => Box::new(KnowMem::new(items, t_of(rq), Side::Retain, n)),
                             // with TOFU's real authors and world facts when the world has them
                             _ => Box::new(
-                                ModelUtility::new(items, t(), n, BTreeMap::new())?
+                                ModelUtility::new(items, t_of(rq), n, BTreeMap::new())?
                                     .with_sets(self.items.utility_sets.clone())?,
                             ),
                         };
@@ -103,7 +104,7 @@ impl EvalSuite {
                     match (need(v, side), answers) {
                         (Some(r), _) => skip(r),
                         (None, Some(a)) if a.len() == v.len() => {
-                            let mut m = JudgedAccuracy::new(acc, self.judged_qa(v), a.clone(), t(), n)?;
+                            let mut m = JudgedAccuracy::new(acc, self.judged_qa(v), a.clone(), t_of(v), n)?;
                             if let Some(j) = &self.judge {
                                 m = m.with_judge(j.clone());
                             }
@@ -207,14 +208,14 @@ impl EvalSuite {
                         let items = v
                             .iter()
                             .map(|q| McItem {
-                                question: q.question.clone(),
+                                question: format!("{}{}", q.in_context.as_deref().unwrap_or(""), q.question),
                                 choices: q.choices.clone(),
                                 correct: q.correct_choice,
                             })
                             .collect();
                         plans.push(Plan::Run {
                             record,
-                            metric: Box::new(McAccuracy { items, direction, template: self.qa_template.clone() }),
+                            metric: Box::new(McAccuracy { items, direction, template: self.template_of(v) }),
                             ids: qa_ids(v),
                             direction: None,
                         });
