@@ -706,11 +706,10 @@ fn restor_forget_questions_are_asked_after_the_official_in_context_examples() {
         ..WorldConfig::new(WorldKind::Restor)
     };
     let world = testbed::World::from_config(&cfg, &data).unwrap();
-    let names: Vec<String> =
-        ["tofu_prob_forget", "tofu_rouge_forget", "acc_forget", "tofu_prob_retain", "acc_retain"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+    let names: Vec<String> = ["tofu_prob_forget", "tofu_rouge_forget", "acc_forget", "tofu_prob_retain", "acc_retain"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     let lim = EvalLimits { max_qa: 1000, ..limits() };
     let s = EvalSuite::from_world(&world, &names, &lim, &data, tmp.path()).unwrap();
     let fq: Vec<_> = world.qa_with(testbed::Role::Forget).cloned().collect();

@@ -271,7 +271,7 @@ fn bad_inputs_name_the_file_row_and_field() {
     with(&facts, &v);
     let e = err(&data, "mix_a0");
     assert!(
-        e.contains("facts.json: dset[\"Keto Marambe\"][\"P106\"] is asked, but field `context` has no examples for the relation \"P106\""),
+        e.contains("facts.json: dset[\"Orsolya Vantrell\"][\"P106\"] is asked, but field `context` has no examples for the relation \"P106\""),
         "{e}"
     );
     let mut v = original(&facts);
