@@ -205,13 +205,19 @@ pub struct QaItem {
 }
 
 impl QaItem {
-    /// The plain-format prompt: [`qa_prompt`], or `in_context + question` when the item is asked
-    /// after in-context examples; the answer follows as [`qa_continuation`] either way.
+    /// The plain-format prompt: [`qa_prompt`], or [`Self::question_with_context`] when the item
+    /// is asked after in-context examples; the answer follows as [`qa_continuation`] either way.
     pub fn prompt(&self) -> String {
         match &self.in_context {
-            Some(examples) => format!("{examples}{}", self.question),
+            Some(_) => self.question_with_context(),
             None => qa_prompt(&self.question),
         }
+    }
+
+    /// The question as it is asked: `in_context + question` (the question alone when the item
+    /// has no in-context examples), for a template to wrap — a raw one when `in_context` is set.
+    pub fn question_with_context(&self) -> String {
+        format!("{}{}", self.in_context.as_deref().unwrap_or(""), self.question)
     }
 }
 

@@ -496,7 +496,7 @@ impl EvalSuite {
         items
             .iter()
             .map(|q| tofu::QaItem {
-                question: format!("{}{}", q.in_context.as_deref().unwrap_or(""), q.question),
+                question: q.question_with_context(),
                 answer: q.answer.clone(),
                 // empty = the data has none (muse)
                 paraphrased_answer: (!q.paraphrased_answer.is_empty()).then(|| q.paraphrased_answer.clone()),

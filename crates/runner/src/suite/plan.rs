@@ -208,7 +208,7 @@ impl EvalSuite {
                         let items = v
                             .iter()
                             .map(|q| McItem {
-                                question: format!("{}{}", q.in_context.as_deref().unwrap_or(""), q.question),
+                                question: q.question_with_context(),
                                 choices: q.choices.clone(),
                                 correct: q.correct_choice,
                             })
